@@ -1,0 +1,191 @@
+"""The persistent file id -> location map behind ``LocalBackend``.
+
+NFS clients name files by handle; ``LocalBackend`` puts the inode number in the handle and
+must find the file again from that number alone, after renames and server restarts. This
+map remembers, for each inode seen, the directory inode holding it and its name there.
+Storing parent pointers rather than whole paths makes a directory rename one row update
+instead of a rewrite of every descendant's path.
+
+Rows live in a bounded in-memory cache in front of SQLite (WAL, synchronous=NORMAL);
+writes are batched. Losing the newest rows in a crash is harmless: the backend verifies
+every location it gets from here and rescans the export when one is wrong or missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+_MAX_DEPTH = 2048  # deeper than PATH_MAX allows: a longer chain is a loop
+_U64 = 1 << 64
+_I64 = 1 << 63
+
+Location = tuple[int, bytes]  # (parent inode, name)
+
+
+def _s64(ino: int) -> int:
+    """SQLite integers are signed: store inode numbers >= 2**63 as negatives."""
+    return ino - _U64 if ino >= _I64 else ino
+
+
+def _u64(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
+class FileIdMap:
+    """Inode -> (parent inode, name), thread-safe, persisted in ``db_path``.
+
+    ``root`` and ``identity`` describe the export; rows written for another export (a
+    different identity) are discarded on open.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        root: int,
+        identity: str,
+        cache_size: int = 1 << 20,
+        flush_every: int = 4096,
+        flush_seconds: float = 1.0,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._root = root
+        self._cache: dict[int, Location] = {}
+        self._pending: dict[int, Location | None] = {}  # None: delete
+        self._cache_size = cache_size
+        self._flush_every = flush_every
+        self._flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
+        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        try:
+            self._open(identity)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self, identity: str) -> None:
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS fileids"
+            " (ino INTEGER PRIMARY KEY, parent INTEGER NOT NULL, name BLOB NOT NULL)"
+        )
+        row = db.execute("SELECT value FROM meta WHERE key='export'").fetchone()
+        if row is None or row[0] != identity:
+            with db:
+                db.execute("BEGIN")
+                db.execute("DELETE FROM fileids")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('export', ?)", (identity,))
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, ino: int) -> Location | None:
+        """Where ``ino`` was last seen, or None."""
+        with self._lock:
+            loc = self._cache.get(ino)
+            if loc is not None:
+                return loc
+            if ino in self._pending:
+                return self._pending[ino]
+            row = self._db.execute(
+                "SELECT parent, name FROM fileids WHERE ino=?", (_s64(ino),)
+            ).fetchone()
+            if row is None:
+                return None
+            loc = (_u64(row[0]), bytes(row[1]))
+            self._remember(ino, loc)
+            return loc
+
+    def path(self, ino: int) -> bytes | None:
+        """The path of ``ino`` relative to the root (``b""`` for it), or None if unknown.
+
+        Unverified: the caller checks that the path still leads to ``ino``.
+        """
+        parts: list[bytes] = []
+        cur = ino
+        with self._lock:
+            while cur != self._root:
+                loc = self.get(cur)
+                if loc is None or len(parts) >= _MAX_DEPTH:
+                    return None
+                cur, name = loc
+                parts.append(name)
+        parts.reverse()
+        return b"/".join(parts)
+
+    # -- writing ----------------------------------------------------------------------
+
+    def record(self, ino: int, parent: int, name: bytes) -> None:
+        """Remember that ``ino`` is called ``name`` in directory ``parent``."""
+        if ino == self._root:
+            return
+        loc = (parent, name)
+        with self._lock:
+            if self._cache.get(ino) != loc:
+                self._remember(ino, loc)
+                self._pending[ino] = loc
+                self._maybe_flush()
+
+    def record_many(self, parent: int, entries: list[tuple[bytes, int]]) -> None:
+        """``record`` for many (name, ino) of one directory, holding the lock once."""
+        with self._lock:
+            cache, pending = self._cache, self._pending
+            for name, ino in entries:
+                loc = (parent, name)
+                if ino != self._root and cache.get(ino) != loc:
+                    cache[ino] = pending[ino] = loc
+            if len(cache) > self._cache_size:
+                self._spill()
+            self._maybe_flush()
+
+    def forget(self, ino: int, only_if: Location | None = None) -> None:
+        """Drop the row for ``ino`` (if ``only_if`` is given, only if it says that)."""
+        with self._lock:
+            if only_if is not None and self.get(ino) != only_if:
+                return
+            self._cache.pop(ino, None)
+            self._pending[ino] = None
+            self._maybe_flush()
+
+    def _remember(self, ino: int, loc: Location) -> None:
+        self._cache[ino] = loc
+        if len(self._cache) > self._cache_size:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Bound memory: everything is on disk after a flush, so the cache can go."""
+        self.flush()
+        self._cache.clear()
+
+    def _maybe_flush(self) -> None:
+        if (
+            len(self._pending) >= self._flush_every
+            or time.monotonic() - self._last_flush >= self._flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write pending changes in one transaction."""
+        with self._lock:
+            self._last_flush = time.monotonic()
+            if not self._pending:
+                return
+            items = self._pending.items()
+            puts = [(_s64(i), _s64(loc[0]), loc[1]) for i, loc in items if loc is not None]
+            drops = [(_s64(i),) for i, loc in items if loc is None]
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO fileids VALUES (?, ?, ?)", puts)
+                self._db.executemany("DELETE FROM fileids WHERE ino=?", drops)
+            self._pending.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.flush()
+            finally:
+                self._db.close()

@@ -1,0 +1,211 @@
+"""The backend contract: what a storage implementation must provide to be served over NFSv3.
+
+Written for implementers. A backend names every file by a ``FileId`` (an int that fits in
+64 bits, unique and stable for the life of the file, like an inode number) and never sees
+file handles, credentials checks or XDR: the NFS service turns handles into file ids, checks
+permissions, and translates errors.
+
+Rules every method follows:
+
+* Names are ``bytes`` (NFS names are opaque). The service has already refused empty names,
+  names containing ``/`` or NUL, and too-long names; it resolves ``.`` itself and ``..`` at the
+  export root. ``lookup(dir, b"..")`` elsewhere must return the parent directory.
+* Never follow a symbolic link while resolving a name: a symlink is returned as a file of
+  type ``Ftype3.LNK``.
+* Failures raise ``NfsError(Nfsstat3.X)``; an ``OSError`` is also accepted and translated by
+  the service (``ENOENT`` -> ``NOENT`` and so on). A file id that no longer names a file raises
+  ``NfsError(Nfsstat3.STALE)``.
+* Methods may be called from several threads at once (thread server model); the ones that
+  must be fast are marked *hot*.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+from ferry.errors import NfsError
+from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+
+FileId = int
+
+SERVER_TIME = -1
+"""A ``SetAttr`` time meaning "set to the server's current time" (RFC 1813 SET_TO_SERVER_TIME)."""
+
+
+@dataclasses.dataclass(slots=True)
+class Attr:
+    """File attributes, mirroring RFC 1813 ``fattr3``; times are nanoseconds since the epoch."""
+
+    type: Ftype3
+    mode: int  # permission bits only (0o7777)
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    used: int
+    rdev: tuple[int, int]  # (major, minor) for devices, (0, 0) otherwise
+    fileid: FileId
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    fsid: int = 0  # the service overrides this per export
+
+
+@dataclasses.dataclass(slots=True)
+class SetAttr:
+    """Attributes to change (RFC 1813 ``sattr3``); ``None`` leaves a field as it is.
+
+    Times are nanoseconds since the epoch, or ``SERVER_TIME``.
+    """
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class FsStat:
+    """Space and file counts of the file system holding a file (RFC 1813 FSSTAT)."""
+
+    total_bytes: int
+    free_bytes: int
+    avail_bytes: int
+    total_files: int
+    free_files: int
+    avail_files: int
+
+
+@dataclasses.dataclass(slots=True)
+class DirEntry:
+    """One directory entry; ``attr`` may be filled when it came for free (READDIRPLUS)."""
+
+    name: bytes
+    fileid: FileId
+    attr: Attr | None = None
+
+
+class Backend(abc.ABC):
+    """A tree of files served over NFS. Subclass it and implement the abstract methods.
+
+    Derived operations (``readdir_plus``, ``fsstat``, ``close``) have defaults.
+    A read-only backend raises ``NfsError(Nfsstat3.ROFS)`` from every modifying method
+    (or is wrapped in ``ferry.backends.wrappers.ReadOnly``).
+    """
+
+    name_max: int = 255
+    """Longest name accepted, in bytes (PATHCONF name_max)."""
+
+    # -- resolving ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def root(self) -> FileId:
+        """The file id of the exported directory."""
+
+    @abc.abstractmethod
+    def getattr(self, fid: FileId) -> Attr:
+        """Attributes of ``fid`` (hot). Raise STALE if it no longer exists."""
+
+    @abc.abstractmethod
+    def lookup(self, dir_fid: FileId, name: bytes) -> FileId:
+        """The file called ``name`` in directory ``dir_fid`` (hot); NOENT if absent, NOTDIR
+        if ``dir_fid`` is not a directory. Symlinks are not followed."""
+
+    @abc.abstractmethod
+    def readdir(self, dir_fid: FileId) -> Iterable[DirEntry]:
+        """Every entry of the directory except ``.`` and ``..``, in any order (hot for large
+        directories). Fill ``DirEntry.attr`` if attributes are cheap to get at the same time."""
+
+    def readdir_plus(self, dir_fid: FileId) -> Iterator[DirEntry]:
+        """Like ``readdir`` but every entry carries attributes; override to batch lookups."""
+        for entry in self.readdir(dir_fid):
+            if entry.attr is None:
+                try:
+                    entry.attr = self.getattr(entry.fileid)
+                except NfsError:
+                    continue  # removed while listing
+            yield entry
+
+    @abc.abstractmethod
+    def readlink(self, fid: FileId) -> bytes:
+        """The target of symlink ``fid``; INVAL if it is not a symlink."""
+
+    # -- data ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def read(self, fid: FileId, offset: int, count: int) -> tuple[bytes | memoryview, bool]:
+        """Up to ``count`` bytes at ``offset`` and whether the end of file was reached (hot).
+        ISDIR for a directory, INVAL for other non-regular files."""
+
+    @abc.abstractmethod
+    def write(self, fid: FileId, offset: int, data: memoryview, stable: StableHow) -> StableHow:
+        """Write all of ``data`` at ``offset`` (hot). With ``DATA_SYNC``/``FILE_SYNC`` the data
+        (and for FILE_SYNC the metadata) must be on stable storage before returning. Returns
+        the stability actually achieved, which may be stronger than asked."""
+
+    @abc.abstractmethod
+    def commit(self, fid: FileId, offset: int, count: int) -> None:
+        """Make previously written data of ``fid`` stable (``count == 0`` means to the end)."""
+
+    # -- namespace -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create(self, dir_fid: FileId, name: bytes, attrs: SetAttr, exclusive: bool) -> FileId:
+        """Create a regular file, applying ``attrs`` (mode, owner, size).
+
+        If the name exists: with ``exclusive`` raise EXIST; otherwise open the existing
+        file (truncating it if ``attrs.size == 0``) and return it, unless it is not a
+        regular file (then EXIST)."""
+
+    @abc.abstractmethod
+    def mkdir(self, dir_fid: FileId, name: bytes, attrs: SetAttr) -> FileId:
+        """Create a directory; EXIST if the name is taken."""
+
+    @abc.abstractmethod
+    def symlink(self, dir_fid: FileId, name: bytes, target: bytes, attrs: SetAttr) -> FileId:
+        """Create a symbolic link holding ``target`` verbatim; EXIST if the name is taken."""
+
+    @abc.abstractmethod
+    def mknod(
+        self, dir_fid: FileId, name: bytes, ftype: Ftype3, attrs: SetAttr, rdev: tuple[int, int]
+    ) -> FileId:
+        """Create a FIFO, socket, or (service permitting) device node."""
+
+    @abc.abstractmethod
+    def remove(self, dir_fid: FileId, name: bytes) -> None:
+        """Remove a non-directory; ISDIR (or EXIST per some servers) for a directory."""
+
+    @abc.abstractmethod
+    def rmdir(self, dir_fid: FileId, name: bytes) -> None:
+        """Remove an empty directory; NOTEMPTY if it has entries, NOTDIR if not a directory."""
+
+    @abc.abstractmethod
+    def rename(self, from_dir: FileId, from_name: bytes, to_dir: FileId, to_name: bytes) -> None:
+        """Atomically rename, replacing a compatible target (POSIX rename semantics)."""
+
+    @abc.abstractmethod
+    def link(self, fid: FileId, dir_fid: FileId, name: bytes) -> None:
+        """Make a hard link to ``fid`` called ``name`` in ``dir_fid``."""
+
+    @abc.abstractmethod
+    def setattr(self, fid: FileId, attrs: SetAttr) -> None:
+        """Change mode, owner, size and times as given; the service has checked permission."""
+
+    # -- file system -------------------------------------------------------------------
+
+    def fsstat(self, fid: FileId) -> FsStat:
+        """Space and file counts; the default reports a 1 TiB file system with room to spare."""
+        tib = 1 << 40
+        return FsStat(tib, tib, tib, 1 << 32, 1 << 32, 1 << 32)
+
+    def close(self) -> None:
+        """Release resources (called once when the server stops)."""
+
+
+def not_found(name: bytes) -> NfsError:
+    """The error for a missing name (a helper for implementers)."""
+    return NfsError(Nfsstat3.NOENT, f"no such file: {name!r}")

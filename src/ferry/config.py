@@ -1,0 +1,179 @@
+"""Server configuration: the TOML file format, command-line overrides, and validation.
+
+Example::
+
+    [server]
+    bind = "0.0.0.0"
+    port = 2049
+    state_dir = "/var/lib/ferry"    # handle key and per-export state
+    portmapper = false              # also answer portmap on port 111
+    max_record_size = 4259840
+    idle_timeout = 300
+
+    [[export]]
+    path = "/srv/share"             # directory served (local backend)
+    name = "/share"                 # what clients MOUNT; defaults to path
+    read_only = false
+    clients = ["127.0.0.1", "10.0.0.0/8"]
+    root_squash = true
+    all_squash = false
+    anonuid = 65534
+    anongid = 65534
+    backend = "local"               # or "memory", or "package.module:Class"
+    options = {}                    # keyword arguments for a custom backend
+
+Every error is a ``ConfigError`` naming the key at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ferry.errors import ConfigError
+from ferry.rpc.auth import NOBODY
+from ferry.rpc.record import DEFAULT_MAX_RECORD
+
+DEFAULT_PORT = 2049
+
+
+@dataclasses.dataclass(slots=True)
+class ExportConfig:
+    path: str
+    name: str = ""
+    backend: str = "local"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    read_only: bool = False
+    clients: tuple[str, ...] = ()
+    root_squash: bool = True
+    all_squash: bool = False
+    anonuid: int = NOBODY
+    anongid: int = NOBODY
+    id: int = 0
+
+    @property
+    def mount_path(self) -> str:
+        return self.name or self.path
+
+
+@dataclasses.dataclass(slots=True)
+class ServerConfig:
+    exports: list[ExportConfig]
+    bind: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    state_dir: Path | None = None
+    portmapper: bool = False
+    portmapper_port: int = 111
+    max_record_size: int = DEFAULT_MAX_RECORD
+    idle_timeout: float = 300.0
+    max_connections: int = 1024
+    handle_key: bytes | None = None
+
+    def resolved_state_dir(self) -> Path:
+        """Where handle keys and backend state live; by default keyed by the export set."""
+        if self.state_dir is not None:
+            return self.state_dir
+        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        digest = hashlib.sha256("\0".join(e.path for e in self.exports).encode()).hexdigest()
+        return base / "ferry" / digest[:16]
+
+
+_SERVER_KEYS = {"bind", "port", "state_dir", "portmapper", "portmapper_port", "max_record_size",
+                "idle_timeout", "max_connections", "handle_key"}
+_EXPORT_KEYS = {f.name for f in dataclasses.fields(ExportConfig)}
+
+
+def load(path: Path) -> ServerConfig:
+    """Read and validate a TOML config file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    return from_dict(data, origin=str(path))
+
+
+def from_dict(data: dict[str, Any], origin: str = "config") -> ServerConfig:
+    unknown = set(data) - {"server", "export"}
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section(s): {', '.join(sorted(unknown))}")
+    server = data.get("server", {})
+    _check_keys(server, _SERVER_KEYS, f"{origin}: [server]")
+    exports = [_export(e, f"{origin}: [[export]] #{i + 1}")
+               for i, e in enumerate(data.get("export", []))]
+    cfg = ServerConfig(exports=exports)
+    for key, value in server.items():
+        if key == "state_dir":
+            value = Path(_typed(value, str, f"{origin}: server.state_dir"))
+        elif key == "handle_key":
+            value = _hex_key(value, f"{origin}: server.handle_key")
+        else:
+            value = _typed(value, type(getattr(cfg, key)), f"{origin}: server.{key}")
+        setattr(cfg, key, value)
+    validate(cfg, origin)
+    return cfg
+
+
+def _export(raw: Any, where: str) -> ExportConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table")
+    _check_keys(raw, _EXPORT_KEYS, where)
+    if "path" not in raw:
+        raise ConfigError(f"{where}: 'path' is required")
+    cfg = ExportConfig(path=_typed(raw["path"], str, f"{where}.path"))
+    for key, value in raw.items():
+        if key == "clients":
+            value = tuple(_typed(v, str, f"{where}.clients") for v in _typed(value, list, where))
+        elif key != "path":
+            value = _typed(value, type(getattr(cfg, key)), f"{where}.{key}")
+        setattr(cfg, key, value)
+    for c in cfg.clients:
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.clients: {c!r} is not an address or network") from exc
+    return cfg
+
+
+def validate(cfg: ServerConfig, origin: str = "config") -> None:
+    if not cfg.exports:
+        raise ConfigError(f"{origin}: no export given (add an [[export]] table or a PATH)")
+    if not 0 <= cfg.port <= 65535:
+        raise ConfigError(f"{origin}: port {cfg.port} out of range")
+    names = [e.mount_path for e in cfg.exports]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{origin}: two exports have the same name")
+    if cfg.max_record_size < 64 * 1024:
+        raise ConfigError(f"{origin}: max_record_size must be at least 65536")
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _hex_key(value: Any, where: str) -> bytes:
+    try:
+        key = bytes.fromhex(_typed(value, str, where))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: must be hex") from exc
+    if len(key) < 16:
+        raise ConfigError(f"{where}: must be at least 16 bytes (32 hex digits)")
+    return key

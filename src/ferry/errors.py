@@ -1,0 +1,86 @@
+"""The one error tree of Ferry.
+
+Every error knows the wire code it becomes: XDR and RPC errors map to RPC
+accept/reject statuses in ``rpc.dispatch``; ``NfsError`` carries an ``Nfsstat3``.
+OSError -> Nfsstat3 translation lives here, in one table.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from ferry.nfs3.const import Nfsstat3
+
+
+class FerryError(Exception):
+    """Root of all errors Ferry raises on purpose."""
+
+
+class XdrError(FerryError):
+    """Bytes that do not decode as the expected XDR type (truncated, oversized, bad enum)."""
+
+
+class RecordError(FerryError):
+    """A record-marking violation on a stream (e.g. a record over the size limit)."""
+
+
+class ConfigError(FerryError):
+    """A bad configuration value; the message names the key."""
+
+
+class NfsError(FerryError):
+    """An operation failed with an NFSv3 status; raised by backends and the service."""
+
+    def __init__(self, status: Nfsstat3, message: str = "") -> None:
+        super().__init__(message or status.name.lower())
+        self.status = status
+
+
+# OSError.errno -> Nfsstat3 (RFC 1813 section 2.6 lists which errno each status mirrors).
+_ERRNO_TO_NFS: dict[int, Nfsstat3] = {
+    errno.EPERM: Nfsstat3.PERM,
+    errno.ENOENT: Nfsstat3.NOENT,
+    errno.EIO: Nfsstat3.IO,
+    errno.ENXIO: Nfsstat3.NXIO,
+    errno.EACCES: Nfsstat3.ACCES,
+    errno.EEXIST: Nfsstat3.EXIST,
+    errno.EXDEV: Nfsstat3.XDEV,
+    errno.ENODEV: Nfsstat3.NODEV,
+    errno.ENOTDIR: Nfsstat3.NOTDIR,
+    errno.EISDIR: Nfsstat3.ISDIR,
+    errno.EINVAL: Nfsstat3.INVAL,
+    errno.EFBIG: Nfsstat3.FBIG,
+    errno.ENOSPC: Nfsstat3.NOSPC,
+    errno.EROFS: Nfsstat3.ROFS,
+    errno.EMLINK: Nfsstat3.MLINK,
+    errno.ENAMETOOLONG: Nfsstat3.NAMETOOLONG,
+    errno.ENOTEMPTY: Nfsstat3.NOTEMPTY,
+    errno.EDQUOT: Nfsstat3.DQUOT,
+    errno.ESTALE: Nfsstat3.STALE,
+    errno.ELOOP: Nfsstat3.INVAL,
+    errno.EOPNOTSUPP: Nfsstat3.NOTSUPP,
+    errno.EBADF: Nfsstat3.STALE,
+    errno.EAGAIN: Nfsstat3.JUKEBOX,
+}
+
+_NFS_TO_ERRNO: dict[Nfsstat3, int] = {v: k for k, v in reversed(list(_ERRNO_TO_NFS.items()))}
+_NFS_TO_ERRNO.update(
+    {
+        Nfsstat3.STALE: errno.ESTALE,
+        Nfsstat3.INVAL: errno.EINVAL,
+        Nfsstat3.BADHANDLE: errno.ESTALE,
+        Nfsstat3.NOTSUPP: errno.EOPNOTSUPP,
+        Nfsstat3.SERVERFAULT: errno.EIO,
+        Nfsstat3.JUKEBOX: errno.EAGAIN,
+    }
+)
+
+
+def status_from_oserror(exc: OSError) -> Nfsstat3:
+    """The NFS status for an OSError; unknown errnos become NFS3ERR_IO."""
+    return _ERRNO_TO_NFS.get(exc.errno or 0, Nfsstat3.IO)
+
+
+def errno_from_status(status: Nfsstat3) -> int:
+    """The errno a client should raise for an NFS status."""
+    return _NFS_TO_ERRNO.get(status, errno.EIO)

@@ -1,0 +1,46 @@
+"""Permission checks from AUTH_SYS identity and file mode (POSIX rules, as knfsd applies them).
+
+The backend may run as root, so the service alone decides who may do what.
+"""
+
+from __future__ import annotations
+
+from ferry.backends.base import Attr
+from ferry.nfs3.const import Access, Ftype3
+from ferry.rpc.auth import Credentials
+
+R, W, X = 4, 2, 1
+
+
+def mode_bits(attr: Attr, cred: Credentials) -> int:
+    """The rwx triple that applies to ``cred`` (owner, group or other)."""
+    if cred.uid == attr.uid:
+        return (attr.mode >> 6) & 7
+    if cred.in_group(attr.gid):
+        return (attr.mode >> 3) & 7
+    return attr.mode & 7
+
+
+def may(attr: Attr, cred: Credentials, want: int) -> bool:
+    """Whether ``cred`` has all of ``want`` (R|W|X) on ``attr``; root passes except that
+    execute on a non-directory needs some x bit."""
+    if cred.uid == 0:
+        if want & X and attr.type != Ftype3.DIR and not attr.mode & 0o111:
+            return False
+        return True
+    return mode_bits(attr, cred) & want == want
+
+
+def access_mask(attr: Attr, cred: Credentials, asked: int, read_only: bool) -> int:
+    """ACCESS3 bits granted out of ``asked`` (RFC 1813 section 3.3.4)."""
+    granted = 0
+    if may(attr, cred, R):
+        granted |= Access.READ
+    is_dir = attr.type == Ftype3.DIR
+    if may(attr, cred, X):
+        granted |= Access.LOOKUP if is_dir else Access.EXECUTE
+    if not read_only and may(attr, cred, W):
+        granted |= Access.MODIFY | Access.EXTEND
+        if is_dir:
+            granted |= Access.DELETE
+    return granted & asked

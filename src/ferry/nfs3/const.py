@@ -1,0 +1,160 @@
+"""NFSv3 and MOUNTv3 protocol constants (RFC 1813), as IntEnums in RFC order."""
+
+from __future__ import annotations
+
+import enum
+
+NFS_PROGRAM = 100003
+NFS_V3 = 3
+MOUNT_PROGRAM = 100005
+MOUNT_V3 = 3
+
+NFS3_FHSIZE = 64
+NFS3_COOKIEVERFSIZE = 8
+NFS3_CREATEVERFSIZE = 8
+NFS3_WRITEVERFSIZE = 8
+MNTPATHLEN = 1024
+MNTNAMLEN = 255
+
+
+class Nfsstat3(enum.IntEnum):
+    """nfsstat3 (RFC 1813 section 2.6)."""
+
+    OK = 0
+    PERM = 1
+    NOENT = 2
+    IO = 5
+    NXIO = 6
+    ACCES = 13
+    EXIST = 17
+    XDEV = 18
+    NODEV = 19
+    NOTDIR = 20
+    ISDIR = 21
+    INVAL = 22
+    FBIG = 27
+    NOSPC = 28
+    ROFS = 30
+    MLINK = 31
+    NAMETOOLONG = 63
+    NOTEMPTY = 66
+    DQUOT = 69
+    STALE = 70
+    REMOTE = 71
+    BADHANDLE = 10001
+    NOT_SYNC = 10002
+    BAD_COOKIE = 10003
+    NOTSUPP = 10004
+    TOOSMALL = 10005
+    SERVERFAULT = 10006
+    BADTYPE = 10007
+    JUKEBOX = 10008
+
+
+class Ftype3(enum.IntEnum):
+    """ftype3 (RFC 1813 section 2.6)."""
+
+    REG = 1
+    DIR = 2
+    BLK = 3
+    CHR = 4
+    LNK = 5
+    SOCK = 6
+    FIFO = 7
+
+
+class StableHow(enum.IntEnum):
+    """stable_how (RFC 1813 section 3.3.7)."""
+
+    UNSTABLE = 0
+    DATA_SYNC = 1
+    FILE_SYNC = 2
+
+
+class CreateMode(enum.IntEnum):
+    """createmode3 (RFC 1813 section 3.3.8)."""
+
+    UNCHECKED = 0
+    GUARDED = 1
+    EXCLUSIVE = 2
+
+
+class TimeHow(enum.IntEnum):
+    """time_how (RFC 1813 section 2.6)."""
+
+    DONT_CHANGE = 0
+    SET_TO_SERVER_TIME = 1
+    SET_TO_CLIENT_TIME = 2
+
+
+class Access(enum.IntFlag):
+    """ACCESS3 bits (RFC 1813 section 3.3.4)."""
+
+    READ = 0x0001
+    LOOKUP = 0x0002
+    MODIFY = 0x0004
+    EXTEND = 0x0008
+    DELETE = 0x0010
+    EXECUTE = 0x0020
+
+
+class FsProperties(enum.IntFlag):
+    """FSINFO properties (RFC 1813 section 3.3.19)."""
+
+    LINK = 0x0001
+    SYMLINK = 0x0002
+    HOMOGENEOUS = 0x0008
+    CANSETTIME = 0x0010
+
+
+class NfsProc(enum.IntEnum):
+    """NFSv3 procedure numbers (RFC 1813 section 3.3)."""
+
+    NULL = 0
+    GETATTR = 1
+    SETATTR = 2
+    LOOKUP = 3
+    ACCESS = 4
+    READLINK = 5
+    READ = 6
+    WRITE = 7
+    CREATE = 8
+    MKDIR = 9
+    SYMLINK = 10
+    MKNOD = 11
+    REMOVE = 12
+    RMDIR = 13
+    RENAME = 14
+    LINK = 15
+    READDIR = 16
+    READDIRPLUS = 17
+    FSSTAT = 18
+    FSINFO = 19
+    PATHCONF = 20
+    COMMIT = 21
+
+
+class MountProc(enum.IntEnum):
+    """MOUNTv3 procedure numbers (RFC 1813 section 5.2)."""
+
+    NULL = 0
+    MNT = 1
+    DUMP = 2
+    UMNT = 3
+    UMNTALL = 4
+    EXPORT = 5
+
+
+class Mountstat3(enum.IntEnum):
+    """mountstat3 (RFC 1813 section 5.1.5)."""
+
+    OK = 0
+    PERM = 1
+    NOENT = 2
+    IO = 5
+    ACCES = 13
+    NOTDIR = 20
+    INVAL = 22
+    NAMETOOLONG = 63
+    NOTSUPP = 10004
+    SERVERFAULT = 10006

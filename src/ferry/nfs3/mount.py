@@ -1,0 +1,162 @@
+"""The MOUNT program, version 3 (RFC 1813 section 5): how clients get an export's root handle.
+
+MNT also accepts a path below an export (resolved name by name, never through a symlink),
+and ``/`` for the first export when no export is called ``/``. The mount table that DUMP
+reports is advisory, as in every NFS server: it records (client host, path) pairs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from ferry.errors import NfsError
+from ferry.nfs3.const import (
+    MNTPATHLEN,
+    MOUNT_PROGRAM,
+    MOUNT_V3,
+    Ftype3,
+    MountProc,
+    Mountstat3,
+    Nfsstat3,
+)
+from ferry.nfs3.exports import Export
+from ferry.nfs3.service import Nfs3Service, call_backend
+from ferry.rpc.dispatch import CallContext, Handler, Program
+from ferry.rpc.message import AuthFlavor
+from ferry.xdr import Packer, Unpacker
+
+_STATUS_FROM_NFS = {
+    Nfsstat3.NOENT: Mountstat3.NOENT,
+    Nfsstat3.ACCES: Mountstat3.ACCES,
+    Nfsstat3.NOTDIR: Mountstat3.NOTDIR,
+    Nfsstat3.NAMETOOLONG: Mountstat3.NAMETOOLONG,
+    Nfsstat3.STALE: Mountstat3.NOENT,
+}
+
+
+class MountTable:
+    """Who has mounted what, for DUMP; thread-safe."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], None] = {}
+        self._lock = threading.Lock()
+
+    def add(self, host: str, path: str) -> None:
+        with self._lock:
+            self._entries[(host, path)] = None
+
+    def remove(self, host: str, path: str) -> None:
+        with self._lock:
+            self._entries.pop((host, path), None)
+
+    def remove_host(self, host: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == host]:
+                del self._entries[key]
+
+    def entries(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._entries)
+
+
+class MountService:
+    """MOUNT v3 procedures over the NFS service's exports."""
+
+    def __init__(self, nfs: Nfs3Service, table: MountTable | None = None) -> None:
+        self.nfs = nfs
+        self.table = table or MountTable()
+
+    @property
+    def exports(self) -> Sequence[Export]:
+        return list(self.nfs.exports.values())
+
+    def find(self, path: str) -> tuple[Export, list[bytes]]:
+        """The export serving ``path`` and the components below its root."""
+        clean = "/" + "/".join(part for part in path.split("/") if part)
+        best: tuple[Export, list[bytes]] | None = None
+        for export in self.exports:
+            root = "/" + "/".join(part for part in export.path.split("/") if part)
+            if clean == root or clean.startswith(root.rstrip("/") + "/"):
+                rest = [p.encode() for p in clean[len(root):].split("/") if p]
+                if best is None or len(rest) < len(best[1]):
+                    best = (export, rest)
+        if best is None and clean == "/" and self.exports:
+            best = (self.exports[0], [])
+        if best is None:
+            raise NfsError(Nfsstat3.NOENT, f"no export for {path!r}")
+        return best
+
+    def mnt(self, path: str, ctx: CallContext) -> bytes:
+        """The handle of ``path`` (RFC 1813 section 5.2.1); raises NfsError."""
+        export, parts = self.find(path)
+        host = ctx.client[0] if ctx.client else ""
+        if not export.allows(host or None):
+            raise NfsError(Nfsstat3.ACCES, f"{host} may not mount {export.path}")
+        backend = export.backend
+        fid = backend.root()
+        for part in parts:
+            if part in (b".", b"..") or len(part) > backend.name_max:
+                raise NfsError(Nfsstat3.NOENT)
+            fid = call_backend(lambda f=fid, n=part: backend.lookup(f, n))
+        if call_backend(lambda: backend.getattr(fid)).type != Ftype3.DIR:
+            raise NfsError(Nfsstat3.NOTDIR)
+        self.table.add(host, path)
+        return self.nfs.handle_for(export, fid)
+
+
+def _unpack_path(u: Unpacker) -> str:
+    return u.unpack_bytes(MNTPATHLEN).decode("utf-8", "surrogateescape")
+
+
+def mount_program(service: MountService) -> Program:
+    """The MOUNT program (100005) version 3, for the RPC dispatcher."""
+
+    def null(u: Unpacker, ctx: CallContext, p: Packer) -> None:
+        pass
+
+    def mnt(u: Unpacker, ctx: CallContext, p: Packer) -> None:
+        path = _unpack_path(u)
+        try:
+            fh = service.mnt(path, ctx)
+        except NfsError as exc:
+            p.pack_enum(_STATUS_FROM_NFS.get(exc.status, Mountstat3.SERVERFAULT))
+            return
+        p.pack_enum(Mountstat3.OK)
+        p.pack_opaque(fh)
+        p.pack_array([AuthFlavor.AUTH_SYS, AuthFlavor.AUTH_NONE], p.pack_enum)
+
+    def dump(u: Unpacker, ctx: CallContext, p: Packer) -> None:
+        for host, path in service.table.entries():
+            p.pack_bool(True)
+            p.pack_string(host)
+            p.pack_string(path)
+        p.pack_bool(False)
+
+    def umnt(u: Unpacker, ctx: CallContext, p: Packer) -> None:
+        path = _unpack_path(u)
+        service.table.remove(ctx.client[0] if ctx.client else "", path)
+
+    def umntall(u: Unpacker, ctx: CallContext, p: Packer) -> None:
+        service.table.remove_host(ctx.client[0] if ctx.client else "")
+
+    def export(u: Unpacker, ctx: CallContext, p: Packer) -> None:
+        for e in service.exports:
+            p.pack_bool(True)
+            p.pack_string(e.path)
+            for net in e.clients:
+                p.pack_bool(True)
+                p.pack_string(str(net))
+            p.pack_bool(False)
+        p.pack_bool(False)
+
+    table: dict[int, Handler] = {
+        MountProc.NULL: null,
+        MountProc.MNT: mnt,
+        MountProc.DUMP: dump,
+        MountProc.UMNT: umnt,
+        MountProc.UMNTALL: umntall,
+        MountProc.EXPORT: export,
+    }
+    return Program(MOUNT_PROGRAM, "mount", {MOUNT_V3: table})
+

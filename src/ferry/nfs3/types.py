@@ -1,0 +1,561 @@
+"""NFSv3 wire types (RFC 1813 section 2.6 and 3.3), in RFC order: codecs only, no logic.
+
+Arguments are dataclasses decoded by ``unpack``; results are dataclasses encoded by ``pack``
+(the ``resok`` arm; the status word and ``resfail`` arms are written by ``procedures``).
+Names follow the RFC. File handles travel as ``bytes``; file names as ``bytes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from ferry.backends.base import SERVER_TIME, Attr, SetAttr
+from ferry.errors import XdrError
+from ferry.nfs3.const import NFS3_FHSIZE, CreateMode, Ftype3, StableHow, TimeHow
+from ferry.xdr import Packer, Unpacker
+
+MAX_NAME = 8192  # decode bound; the service enforces the real name_max
+MAX_PATH = 8192
+MAX_IO = 1 << 22  # largest READ/WRITE count accepted on the wire (4 MiB)
+COOKIEVERF_ZERO = b"\0" * 8
+
+# -- basic types ----------------------------------------------------------------------------
+
+
+def unpack_fh(u: Unpacker) -> bytes:
+    """nfs_fh3: opaque data<NFS3_FHSIZE>."""
+    return u.unpack_bytes(NFS3_FHSIZE)
+
+
+def unpack_name(u: Unpacker) -> bytes:
+    """filename3: string<> (bounded here; NAMETOOLONG is decided by the service)."""
+    return u.unpack_bytes(MAX_NAME)
+
+
+def unpack_time_ns(u: Unpacker) -> int:
+    """nfstime3 -> nanoseconds."""
+    seconds, nseconds = u.unpack_uint(), u.unpack_uint()
+    return seconds * 1_000_000_000 + min(nseconds, 999_999_999)
+
+
+def pack_time_ns(p: Packer, ns: int) -> None:
+    seconds, nseconds = divmod(ns, 1_000_000_000)
+    p.pack_uint(seconds & 0xFFFFFFFF)
+    p.pack_uint(nseconds)
+
+
+def pack_fattr3(p: Packer, a: Attr) -> None:
+    """fattr3 (RFC 1813 section 2.6)."""
+    p.pack_uint(a.type)
+    p.pack_uint(a.mode & 0o7777)
+    p.pack_uint(a.nlink)
+    p.pack_uint(a.uid)
+    p.pack_uint(a.gid)
+    p.pack_uhyper(a.size)
+    p.pack_uhyper(a.used)
+    p.pack_uint(a.rdev[0])
+    p.pack_uint(a.rdev[1])
+    p.pack_uhyper(a.fsid)
+    p.pack_uhyper(a.fileid)
+    pack_time_ns(p, a.atime_ns)
+    pack_time_ns(p, a.mtime_ns)
+    pack_time_ns(p, a.ctime_ns)
+
+
+def pack_post_op_attr(p: Packer, a: Attr | None) -> None:
+    p.pack_optional(a, lambda v: pack_fattr3(p, v))
+
+
+def pack_pre_op_attr(p: Packer, a: Attr | None) -> None:
+    """pre_op_attr: wcc_attr (size, mtime, ctime) if known."""
+    if a is None:
+        p.pack_bool(False)
+        return
+    p.pack_bool(True)
+    p.pack_uhyper(a.size)
+    pack_time_ns(p, a.mtime_ns)
+    pack_time_ns(p, a.ctime_ns)
+
+
+@dataclasses.dataclass(slots=True)
+class Wcc:
+    """wcc_data: attributes before and after a change (RFC 1813 section 2.6)."""
+
+    before: Attr | None = None
+    after: Attr | None = None
+
+    def pack(self, p: Packer) -> None:
+        pack_pre_op_attr(p, self.before)
+        pack_post_op_attr(p, self.after)
+
+
+def pack_post_op_fh(p: Packer, fh: bytes | None) -> None:
+    p.pack_optional(fh, p.pack_opaque)
+
+
+def unpack_set_time(u: Unpacker) -> int | None:
+    how = u.unpack_enum()
+    if how == TimeHow.DONT_CHANGE:
+        return None
+    if how == TimeHow.SET_TO_SERVER_TIME:
+        return SERVER_TIME
+    if how == TimeHow.SET_TO_CLIENT_TIME:
+        return unpack_time_ns(u)
+    raise XdrError(f"bad time_how {how}")
+
+
+def unpack_sattr3(u: Unpacker) -> SetAttr:
+    """sattr3: each field an optional (set_it bool + value)."""
+    mode = u.unpack_uint() if u.unpack_bool() else None
+    uid = u.unpack_uint() if u.unpack_bool() else None
+    gid = u.unpack_uint() if u.unpack_bool() else None
+    size = u.unpack_uhyper() if u.unpack_bool() else None
+    atime = unpack_set_time(u)
+    mtime = unpack_set_time(u)
+    return SetAttr(mode, uid, gid, size, atime, mtime)
+
+
+def pack_sattr3(p: Packer, s: SetAttr) -> None:
+    for v in (s.mode, s.uid, s.gid):
+        p.pack_optional(v, p.pack_uint)
+    p.pack_optional(s.size, p.pack_uhyper)
+    for t in (s.atime_ns, s.mtime_ns):
+        if t is None:
+            p.pack_enum(TimeHow.DONT_CHANGE)
+        elif t == SERVER_TIME:
+            p.pack_enum(TimeHow.SET_TO_SERVER_TIME)
+        else:
+            p.pack_enum(TimeHow.SET_TO_CLIENT_TIME)
+            pack_time_ns(p, t)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class DirOpArgs:
+    """diropargs3: a directory handle and a name in it."""
+
+    dir: bytes
+    name: bytes
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> DirOpArgs:
+        return cls(unpack_fh(u), unpack_name(u))
+
+    def pack(self, p: Packer) -> None:
+        p.pack_opaque(self.dir)
+        p.pack_opaque(self.name)
+
+
+# -- arguments, one per procedure (RFC 1813 section 3.3) ----------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class FhArgs:
+    """Arguments that are just a handle: GETATTR, READLINK, FSSTAT, FSINFO, PATHCONF."""
+
+    object: bytes
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> FhArgs:
+        return cls(unpack_fh(u))
+
+
+@dataclasses.dataclass(slots=True)
+class SetattrArgs:
+    object: bytes
+    new_attributes: SetAttr
+    guard_ctime_ns: int | None  # sattrguard3
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> SetattrArgs:
+        fh, attrs = unpack_fh(u), unpack_sattr3(u)
+        return cls(fh, attrs, unpack_time_ns(u) if u.unpack_bool() else None)
+
+
+@dataclasses.dataclass(slots=True)
+class LookupArgs:
+    what: DirOpArgs
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> LookupArgs:
+        return cls(DirOpArgs.unpack(u))
+
+
+@dataclasses.dataclass(slots=True)
+class AccessArgs:
+    object: bytes
+    access: int
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> AccessArgs:
+        return cls(unpack_fh(u), u.unpack_uint())
+
+
+@dataclasses.dataclass(slots=True)
+class ReadArgs:
+    file: bytes
+    offset: int
+    count: int
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> ReadArgs:
+        return cls(unpack_fh(u), u.unpack_uhyper(), u.unpack_uint())
+
+
+@dataclasses.dataclass(slots=True)
+class WriteArgs:
+    file: bytes
+    offset: int
+    count: int
+    stable: StableHow
+    data: memoryview
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> WriteArgs:
+        fh, offset, count, stable = unpack_fh(u), u.unpack_uhyper(), u.unpack_uint(), u.unpack_enum()
+        if stable not in (0, 1, 2):
+            raise XdrError(f"bad stable_how {stable}")
+        return cls(fh, offset, count, StableHow(stable), u.unpack_opaque(MAX_IO))
+
+
+@dataclasses.dataclass(slots=True)
+class CreateArgs:
+    where: DirOpArgs
+    mode: CreateMode
+    obj_attributes: SetAttr
+    verf: bytes  # EXCLUSIVE only
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> CreateArgs:
+        where, mode = DirOpArgs.unpack(u), u.unpack_enum()
+        if mode == CreateMode.EXCLUSIVE:
+            return cls(where, CreateMode.EXCLUSIVE, SetAttr(), bytes(u.unpack_fopaque(8)))
+        if mode not in (CreateMode.UNCHECKED, CreateMode.GUARDED):
+            raise XdrError(f"bad createmode3 {mode}")
+        return cls(where, CreateMode(mode), unpack_sattr3(u), b"")
+
+
+@dataclasses.dataclass(slots=True)
+class MkdirArgs:
+    where: DirOpArgs
+    attributes: SetAttr
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> MkdirArgs:
+        return cls(DirOpArgs.unpack(u), unpack_sattr3(u))
+
+
+@dataclasses.dataclass(slots=True)
+class SymlinkArgs:
+    where: DirOpArgs
+    symlink_attributes: SetAttr
+    symlink_data: bytes
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> SymlinkArgs:
+        return cls(DirOpArgs.unpack(u), unpack_sattr3(u), u.unpack_bytes(MAX_PATH))
+
+
+@dataclasses.dataclass(slots=True)
+class MknodArgs:
+    where: DirOpArgs
+    type: Ftype3
+    attributes: SetAttr
+    rdev: tuple[int, int]
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> MknodArgs:
+        where, ftype = DirOpArgs.unpack(u), u.unpack_enum()
+        if ftype in (Ftype3.CHR, Ftype3.BLK):
+            attrs = unpack_sattr3(u)
+            return cls(where, Ftype3(ftype), attrs, (u.unpack_uint(), u.unpack_uint()))
+        if ftype in (Ftype3.SOCK, Ftype3.FIFO):
+            return cls(where, Ftype3(ftype), unpack_sattr3(u), (0, 0))
+        if ftype in (Ftype3.REG, Ftype3.DIR, Ftype3.LNK):
+            return cls(where, Ftype3(ftype), SetAttr(), (0, 0))  # service answers BADTYPE
+        raise XdrError(f"bad ftype3 {ftype}")
+
+
+@dataclasses.dataclass(slots=True)
+class RemoveArgs:
+    """REMOVE and RMDIR."""
+
+    object: DirOpArgs
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> RemoveArgs:
+        return cls(DirOpArgs.unpack(u))
+
+
+@dataclasses.dataclass(slots=True)
+class RenameArgs:
+    from_: DirOpArgs
+    to: DirOpArgs
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> RenameArgs:
+        return cls(DirOpArgs.unpack(u), DirOpArgs.unpack(u))
+
+
+@dataclasses.dataclass(slots=True)
+class LinkArgs:
+    file: bytes
+    link: DirOpArgs
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> LinkArgs:
+        return cls(unpack_fh(u), DirOpArgs.unpack(u))
+
+
+@dataclasses.dataclass(slots=True)
+class ReaddirArgs:
+    """READDIR (maxcount = 0) and READDIRPLUS."""
+
+    dir: bytes
+    cookie: int
+    cookieverf: bytes
+    dircount: int
+    maxcount: int
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> ReaddirArgs:
+        fh, cookie, verf, count = unpack_fh(u), u.unpack_uhyper(), bytes(u.unpack_fopaque(8)), u.unpack_uint()
+        return cls(fh, cookie, verf, count, 0)
+
+    @classmethod
+    def unpack_plus(cls, u: Unpacker) -> ReaddirArgs:
+        fh, cookie, verf = unpack_fh(u), u.unpack_uhyper(), bytes(u.unpack_fopaque(8))
+        return cls(fh, cookie, verf, u.unpack_uint(), u.unpack_uint())
+
+
+@dataclasses.dataclass(slots=True)
+class CommitArgs:
+    file: bytes
+    offset: int
+    count: int
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> CommitArgs:
+        return cls(unpack_fh(u), u.unpack_uhyper(), u.unpack_uint())
+
+
+# -- results (resok arms) --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class AttrRes:
+    """GETATTR3resok: just the attributes."""
+
+    obj_attributes: Attr
+
+    def pack(self, p: Packer) -> None:
+        pack_fattr3(p, self.obj_attributes)
+
+
+@dataclasses.dataclass(slots=True)
+class WccRes:
+    """SETATTR, REMOVE, RMDIR resok: one wcc_data."""
+
+    wcc: Wcc
+
+    def pack(self, p: Packer) -> None:
+        self.wcc.pack(p)
+
+
+@dataclasses.dataclass(slots=True)
+class LookupRes:
+    object: bytes
+    obj_attributes: Attr | None
+    dir_attributes: Attr | None
+
+    def pack(self, p: Packer) -> None:
+        p.pack_opaque(self.object)
+        pack_post_op_attr(p, self.obj_attributes)
+        pack_post_op_attr(p, self.dir_attributes)
+
+
+@dataclasses.dataclass(slots=True)
+class AccessRes:
+    obj_attributes: Attr | None
+    access: int
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.obj_attributes)
+        p.pack_uint(self.access)
+
+
+@dataclasses.dataclass(slots=True)
+class ReadlinkRes:
+    symlink_attributes: Attr | None
+    data: bytes
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.symlink_attributes)
+        p.pack_opaque(self.data)
+
+
+@dataclasses.dataclass(slots=True)
+class ReadRes:
+    file_attributes: Attr | None
+    count: int
+    eof: bool
+    data: bytes | memoryview
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.file_attributes)
+        p.pack_uint(self.count)
+        p.pack_bool(self.eof)
+        p.pack_opaque_ref(self.data)
+
+
+@dataclasses.dataclass(slots=True)
+class WriteRes:
+    file_wcc: Wcc
+    count: int
+    committed: StableHow
+    verf: bytes
+
+    def pack(self, p: Packer) -> None:
+        self.file_wcc.pack(p)
+        p.pack_uint(self.count)
+        p.pack_enum(self.committed)
+        p.pack_fopaque(8, self.verf)
+
+
+@dataclasses.dataclass(slots=True)
+class CreateRes:
+    """CREATE, MKDIR, SYMLINK, MKNOD resok."""
+
+    obj: bytes | None
+    obj_attributes: Attr | None
+    dir_wcc: Wcc
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_fh(p, self.obj)
+        pack_post_op_attr(p, self.obj_attributes)
+        self.dir_wcc.pack(p)
+
+
+@dataclasses.dataclass(slots=True)
+class RenameRes:
+    fromdir_wcc: Wcc
+    todir_wcc: Wcc
+
+    def pack(self, p: Packer) -> None:
+        self.fromdir_wcc.pack(p)
+        self.todir_wcc.pack(p)
+
+
+@dataclasses.dataclass(slots=True)
+class LinkRes:
+    file_attributes: Attr | None
+    linkdir_wcc: Wcc
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.file_attributes)
+        self.linkdir_wcc.pack(p)
+
+
+@dataclasses.dataclass(slots=True)
+class Entry:
+    """entry3 / entryplus3 (handle and attributes only for READDIRPLUS)."""
+
+    fileid: int
+    name: bytes
+    cookie: int
+    attr: Attr | None = None
+    handle: bytes | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class ReaddirRes:
+    dir_attributes: Attr | None
+    cookieverf: bytes
+    entries: Sequence[Entry]
+    eof: bool
+    plus: bool
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.dir_attributes)
+        p.pack_fopaque(8, self.cookieverf)
+        for e in self.entries:
+            p.pack_bool(True)
+            p.pack_uhyper(e.fileid)
+            p.pack_opaque(e.name)
+            p.pack_uhyper(e.cookie)
+            if self.plus:
+                pack_post_op_attr(p, e.attr)
+                pack_post_op_fh(p, e.handle)
+        p.pack_bool(False)
+        p.pack_bool(self.eof)
+
+
+@dataclasses.dataclass(slots=True)
+class FsstatRes:
+    obj_attributes: Attr | None
+    tbytes: int
+    fbytes: int
+    abytes: int
+    tfiles: int
+    ffiles: int
+    afiles: int
+    invarsec: int = 0
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.obj_attributes)
+        for v in (self.tbytes, self.fbytes, self.abytes, self.tfiles, self.ffiles, self.afiles):
+            p.pack_uhyper(v)
+        p.pack_uint(self.invarsec)
+
+
+@dataclasses.dataclass(slots=True)
+class FsinfoRes:
+    obj_attributes: Attr | None
+    rtmax: int
+    rtpref: int
+    rtmult: int
+    wtmax: int
+    wtpref: int
+    wtmult: int
+    dtpref: int
+    maxfilesize: int
+    time_delta_ns: int
+    properties: int
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.obj_attributes)
+        for v in (self.rtmax, self.rtpref, self.rtmult, self.wtmax, self.wtpref, self.wtmult,
+                  self.dtpref):
+            p.pack_uint(v)
+        p.pack_uhyper(self.maxfilesize)
+        pack_time_ns(p, self.time_delta_ns)
+        p.pack_uint(self.properties)
+
+
+@dataclasses.dataclass(slots=True)
+class PathconfRes:
+    obj_attributes: Attr | None
+    linkmax: int
+    name_max: int
+    no_trunc: bool = True
+    chown_restricted: bool = True
+    case_insensitive: bool = False
+    case_preserving: bool = True
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.obj_attributes)
+        p.pack_uint(self.linkmax)
+        p.pack_uint(self.name_max)
+        for v in (self.no_trunc, self.chown_restricted, self.case_insensitive,
+                  self.case_preserving):
+            p.pack_bool(v)
+
+
+@dataclasses.dataclass(slots=True)
+class CommitRes:
+    file_wcc: Wcc
+    verf: bytes
+
+    def pack(self, p: Packer) -> None:
+        self.file_wcc.pack(p)
+        p.pack_fopaque(8, self.verf)

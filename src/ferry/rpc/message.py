@@ -1,0 +1,150 @@
+"""ONC RPC v2 messages (RFC 5531 sections 8-9): call header decoding and reply encoding.
+
+Only the header lives here; procedure arguments and results belong to each program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from ferry.errors import XdrError
+from ferry.xdr import Packer, Unpacker
+
+RPC_VERSION = 2
+MAX_AUTH_BYTES = 400  # RFC 5531 section 8.2: opaque_auth body<400>
+
+
+class MsgType(enum.IntEnum):
+    CALL = 0
+    REPLY = 1
+
+
+class ReplyStat(enum.IntEnum):
+    MSG_ACCEPTED = 0
+    MSG_DENIED = 1
+
+
+class AcceptStat(enum.IntEnum):
+    SUCCESS = 0
+    PROG_UNAVAIL = 1
+    PROG_MISMATCH = 2
+    PROC_UNAVAIL = 3
+    GARBAGE_ARGS = 4
+    SYSTEM_ERR = 5
+
+
+class RejectStat(enum.IntEnum):
+    RPC_MISMATCH = 0
+    AUTH_ERROR = 1
+
+
+class AuthStat(enum.IntEnum):
+    OK = 0
+    BADCRED = 1
+    REJECTEDCRED = 2
+    BADVERF = 3
+    REJECTEDVERF = 4
+    TOOWEAK = 5
+    INVALIDRESP = 6
+    FAILED = 7
+
+
+class AuthFlavor(enum.IntEnum):
+    AUTH_NONE = 0
+    AUTH_SYS = 1
+    AUTH_SHORT = 2
+    AUTH_DH = 3
+    RPCSEC_GSS = 6
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class OpaqueAuth:
+    """``opaque_auth``: a flavor and its body (at most 400 bytes)."""
+
+    flavor: int
+    body: bytes = b""
+
+    def pack(self, p: Packer) -> None:
+        p.pack_enum(self.flavor)
+        p.pack_opaque(self.body)
+
+    @classmethod
+    def unpack(cls, u: Unpacker) -> OpaqueAuth:
+        flavor = u.unpack_enum()
+        return cls(flavor, u.unpack_bytes(MAX_AUTH_BYTES))
+
+
+NULL_AUTH = OpaqueAuth(AuthFlavor.AUTH_NONE)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class CallHeader:
+    """``call_body`` of an RPC call, with the xid in front."""
+
+    xid: int
+    rpcvers: int
+    prog: int
+    vers: int
+    proc: int
+    cred: OpaqueAuth
+    verf: OpaqueAuth
+
+    def pack(self, p: Packer) -> None:
+        for v in (self.xid, MsgType.CALL, self.rpcvers, self.prog, self.vers, self.proc):
+            p.pack_uint(v)
+        self.cred.pack(p)
+        self.verf.pack(p)
+
+
+class NotACall(XdrError):
+    """The message is a REPLY or has an unknown type: a server ignores it."""
+
+
+def read_xid(u: Unpacker) -> int:
+    return u.unpack_uint()
+
+
+def unpack_call(u: Unpacker, xid: int) -> CallHeader:
+    """Decode the rest of a call header after the xid; the cursor is left at the arguments."""
+    mtype = u.unpack_enum()
+    if mtype != MsgType.CALL:
+        raise NotACall(f"message type {mtype} is not a call")
+    rpcvers = u.unpack_uint()
+    if rpcvers != RPC_VERSION:  # cannot parse the rest reliably; the caller replies RPC_MISMATCH
+        return CallHeader(xid, rpcvers, 0, 0, 0, NULL_AUTH, NULL_AUTH)
+    prog, vers, proc = u.unpack_uint(), u.unpack_uint(), u.unpack_uint()
+    return CallHeader(xid, rpcvers, prog, vers, proc, OpaqueAuth.unpack(u), OpaqueAuth.unpack(u))
+
+
+def pack_accepted(p: Packer, xid: int, stat: AcceptStat, verf: OpaqueAuth = NULL_AUTH) -> None:
+    """Reply header for an accepted call; the caller appends results (SUCCESS) or mismatch info."""
+    p.pack_uint(xid)
+    p.pack_enum(MsgType.REPLY)
+    p.pack_enum(ReplyStat.MSG_ACCEPTED)
+    verf.pack(p)
+    p.pack_enum(stat)
+
+
+def pack_prog_mismatch(p: Packer, xid: int, low: int, high: int) -> None:
+    pack_accepted(p, xid, AcceptStat.PROG_MISMATCH)
+    p.pack_uint(low)
+    p.pack_uint(high)
+
+
+def pack_rpc_mismatch(p: Packer, xid: int) -> None:
+    """MSG_DENIED / RPC_MISMATCH with the supported range [2, 2]."""
+    p.pack_uint(xid)
+    p.pack_enum(MsgType.REPLY)
+    p.pack_enum(ReplyStat.MSG_DENIED)
+    p.pack_enum(RejectStat.RPC_MISMATCH)
+    p.pack_uint(RPC_VERSION)
+    p.pack_uint(RPC_VERSION)
+
+
+def pack_auth_error(p: Packer, xid: int, stat: AuthStat) -> None:
+    p.pack_uint(xid)
+    p.pack_enum(MsgType.REPLY)
+    p.pack_enum(ReplyStat.MSG_DENIED)
+    p.pack_enum(RejectStat.AUTH_ERROR)
+    p.pack_enum(stat)

@@ -1,0 +1,164 @@
+"""The event-driven server model: one asyncio loop, many connections, calls run in threads.
+
+The loop only moves bytes: a ``RecordReader`` cuts the stream into call records, the
+``Dispatcher`` (run in a thread pool so slow disks never block the loop) turns each into a
+reply, and replies go back framed, in whatever order they finish (XIDs match them up).
+Per connection, at most ``max_in_flight`` calls run at once; past that, reading pauses
+(backpressure instead of unbounded buffering). Idle connections are closed after
+``idle_timeout`` seconds, oversized records close the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import socket
+from collections.abc import Sequence
+
+from ferry.errors import RecordError
+from ferry.rpc.dispatch import Address, Buffer, Dispatcher
+from ferry.rpc.record import DEFAULT_MAX_RECORD, RecordReader, frame
+
+log = logging.getLogger("ferry.server")
+
+
+@dataclasses.dataclass(slots=True)
+class Limits:
+    """Per-connection defences against slow or hostile clients."""
+
+    max_record: int = DEFAULT_MAX_RECORD
+    max_in_flight: int = 64
+    idle_timeout: float = 300.0
+    max_connections: int = 1024
+
+
+class RpcStreamProtocol(asyncio.Protocol):
+    """One TCP connection: record marking in, dispatch in threads, framed replies out."""
+
+    def __init__(self, server: AsyncServer) -> None:
+        self.server = server
+        self.reader = RecordReader(server.limits.max_record)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Address = None
+        self.in_flight = 0
+        self.paused = False
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.peer = transport.get_extra_info("peername")
+        if len(self.server.connections) >= self.server.limits.max_connections:
+            log.warning("refusing %s: %d connections open", self.peer, len(self.server.connections))
+            transport.abort()
+            return
+        self.server.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._touch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.reader.incomplete:
+            log.info("%s disconnected mid-record", self.peer)
+
+    def _touch(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        timeout = self.server.limits.idle_timeout
+        if timeout > 0:
+            self.idle = asyncio.get_running_loop().call_later(timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        if self.in_flight == 0 and self.transport is not None:
+            log.info("closing idle connection from %s", self.peer)
+            self.transport.abort()
+        else:
+            self._touch()
+
+    def data_received(self, data: bytes) -> None:
+        self._touch()
+        self.reader.receive_data(data)
+        self._drain_records()
+
+    def _drain_records(self) -> None:
+        while self.in_flight < self.server.limits.max_in_flight:
+            try:
+                record = self.reader.next_record()
+            except RecordError as exc:
+                log.warning("closing connection from %s: %s", self.peer, exc)
+                assert self.transport is not None
+                self.transport.abort()
+                return
+            if record is None:
+                return
+            self.in_flight += 1
+            self.server.submit(record, self)
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def reply(self, buffers: Sequence[Buffer] | None) -> None:
+        """Called on the loop when a call finishes."""
+        self.in_flight -= 1
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if buffers is not None:
+            transport.writelines(frame(buffers))
+        if self.paused and self.in_flight < self.server.limits.max_in_flight:
+            self.paused = False
+            transport.resume_reading()
+        self._drain_records()
+
+
+class AsyncServer:
+    """Serves a ``Dispatcher`` on TCP listeners with asyncio."""
+
+    def __init__(self, dispatcher: Dispatcher, limits: Limits | None = None,
+                 threads: int | None = None) -> None:
+        self.dispatcher = dispatcher
+        self.limits = limits or Limits()
+        self.connections: set[RpcStreamProtocol] = set()
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            threads or min(32, (os.cpu_count() or 1) * 4), thread_name_prefix="ferry-call")
+        self.servers: list[asyncio.Server] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def submit(self, record: bytes, conn: RpcStreamProtocol) -> None:
+        assert self.loop is not None
+        future = self.loop.run_in_executor(self.pool, self.dispatcher.handle, record, conn.peer)
+        future.add_done_callback(lambda f: conn.reply(_result(f, conn.peer)))
+
+    async def listen(self, host: str, port: int) -> int:
+        """Start a TCP listener; returns the bound port (useful with port 0)."""
+        self.loop = asyncio.get_running_loop()
+        server = await self.loop.create_server(
+            lambda: RpcStreamProtocol(self), host, port, reuse_address=True, backlog=256)
+        self.servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for server in self.servers:
+            await server.wait_closed()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future: asyncio.Future[list[Buffer] | None], peer: Address) -> list[Buffer] | None:
+    if future.cancelled():
+        return None
+    exc = future.exception()
+    if exc is not None:  # the dispatcher never raises; this guards the adapter itself
+        log.error("call from %s crashed the dispatcher: %r", peer, exc)
+        return None
+    return future.result()

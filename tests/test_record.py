@@ -1,0 +1,65 @@
+"""Record marking (RFC 5531 section 11): fragments, limits, and stream splitting."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ferry.errors import RecordError
+from ferry.rpc.record import RecordReader, frame, frame_bytes
+
+
+def test_single_fragment_header_bytes() -> None:
+    assert frame_bytes(b"abcd") == b"\x80\x00\x00\x04abcd"
+
+
+def test_multi_fragment_record_is_reassembled() -> None:
+    wire = b"\x00\x00\x00\x03abc" + b"\x00\x00\x00\x02de" + b"\x80\x00\x00\x01f"
+    r = RecordReader()
+    r.receive_data(wire)
+    assert r.next_record() == b"abcdef"
+    assert r.next_record() is None
+    assert not r.incomplete
+
+
+def test_frame_splits_into_fragments() -> None:
+    wire = b"".join(frame([b"0123456789"], max_fragment=4))
+    assert wire == (b"\x00\x00\x00\x040123" + b"\x00\x00\x00\x044567" + b"\x80\x00\x00\x0289")
+
+
+def test_record_over_limit_raises_before_buffering() -> None:
+    r = RecordReader(max_record=1024)
+    r.receive_data(b"\x80\x10\x00\x00")  # declares 1 MiB
+    with pytest.raises(RecordError):
+        r.next_record()
+
+
+def test_fragments_adding_up_over_limit_raise() -> None:
+    r = RecordReader(max_record=10)
+    r.receive_data(b"\x00\x00\x00\x08" + b"x" * 8 + b"\x80\x00\x00\x08")
+    with pytest.raises(RecordError):
+        r.next_record()
+
+
+def test_eof_mid_record_is_reported() -> None:
+    r = RecordReader()
+    r.receive_data(b"\x80\x00\x00\x10abc")
+    r.receive_data(b"")
+    assert r.next_record() is None
+    assert r.eof and r.incomplete
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=8), st.integers(1, 64),
+       st.integers(1, 97))
+def test_any_split_of_the_stream_yields_the_records(records: list[bytes], frag: int,
+                                                    chunk: int) -> None:
+    wire = b"".join(b"".join(frame([rec], max_fragment=frag)) if rec else frame_bytes(rec)
+                    for rec in records)
+    r = RecordReader()
+    out = []
+    for i in range(0, len(wire), chunk):
+        r.receive_data(wire[i : i + chunk])
+        while (rec := r.next_record()) is not None:
+            out.append(rec)
+    assert out == records
