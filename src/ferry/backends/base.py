@@ -209,3 +209,48 @@ class Backend(abc.ABC):
 def not_found(name: bytes) -> NfsError:
     """The error for a missing name (a helper for implementers)."""
     return NfsError(Nfsstat3.NOENT, f"no such file: {name!r}")
+
+
+def _rofs() -> NfsError:
+    return NfsError(Nfsstat3.ROFS, "read-only file system")
+
+
+class ReadOnlyBackend(Backend):
+    """A base for backends that never change: every modifying method raises ROFS, so a
+    read-only backend implements only ``root``, ``getattr``, ``lookup``, ``readdir``,
+    ``readlink`` and ``read``."""
+
+    def write(self, fid: FileId, offset: int, data: memoryview, stable: StableHow) -> StableHow:
+        raise _rofs()
+
+    def commit(self, fid: FileId, offset: int, count: int) -> None:
+        raise _rofs()
+
+    def create(self, dir_fid: FileId, name: bytes, attrs: SetAttr, exclusive: bool) -> FileId:
+        raise _rofs()
+
+    def mkdir(self, dir_fid: FileId, name: bytes, attrs: SetAttr) -> FileId:
+        raise _rofs()
+
+    def symlink(self, dir_fid: FileId, name: bytes, target: bytes, attrs: SetAttr) -> FileId:
+        raise _rofs()
+
+    def mknod(
+        self, dir_fid: FileId, name: bytes, ftype: Ftype3, attrs: SetAttr, rdev: tuple[int, int]
+    ) -> FileId:
+        raise _rofs()
+
+    def remove(self, dir_fid: FileId, name: bytes) -> None:
+        raise _rofs()
+
+    def rmdir(self, dir_fid: FileId, name: bytes) -> None:
+        raise _rofs()
+
+    def rename(self, from_dir: FileId, from_name: bytes, to_dir: FileId, to_name: bytes) -> None:
+        raise _rofs()
+
+    def link(self, fid: FileId, dir_fid: FileId, name: bytes) -> None:
+        raise _rofs()
+
+    def setattr(self, fid: FileId, attrs: SetAttr) -> None:
+        raise _rofs()

@@ -74,8 +74,8 @@ def _backend(cfg: ExportConfig, state_dir: Path) -> Backend:
         return MemoryBackend(**cfg.options)
     if cfg.backend != "local":
         cls = load_backend(cfg.backend)
-        try:
-            return cls(**cfg.options)
+        try:  # third-party backends get the export path first, then their options
+            return cls(cfg.path, **cfg.options)  # type: ignore[call-arg]
         except TypeError as exc:
             raise ConfigError(f"backend {cfg.backend}: bad options: {exc}") from exc
     root = Path(cfg.path)
