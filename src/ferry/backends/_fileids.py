@@ -13,10 +13,14 @@ every location it gets from here and rescans the export when one is wrong or mis
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
 import time
+
+log = logging.getLogger(__name__)
 
 _MAX_DEPTH = 2048  # deeper than PATH_MAX allows: a longer chain is a loop
 _U64 = 1 << 64
@@ -58,15 +62,27 @@ class FileIdMap:
         self._flush_every = flush_every
         self._flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         try:
-            self._open(identity)
-        except BaseException:
-            self._db.close()
-            raise
+            self._db = self._connect(db_path, identity)
+        except sqlite3.DatabaseError as exc:  # corrupt: it is only a cache, start afresh
+            log.warning("file id database %s unusable (%s); starting afresh", db_path, exc)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{os.fspath(db_path)}{suffix}", f"{os.fspath(db_path)}{suffix}.bad")
+            self._db = self._connect(db_path, identity)
 
-    def _open(self, identity: str) -> None:
-        db = self._db
+    @staticmethod
+    def _connect(db_path: str | os.PathLike[str], identity: str) -> sqlite3.Connection:
+        db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        try:
+            FileIdMap._prepare(db, identity)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _prepare(db: sqlite3.Connection, identity: str) -> None:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -177,10 +193,17 @@ class FileIdMap:
             items = self._pending.items()
             puts = [(_s64(i), _s64(loc[0]), loc[1]) for i, loc in items if loc is not None]
             drops = [(_s64(i),) for i, loc in items if loc is None]
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO fileids VALUES (?, ?, ?)", puts)
-                self._db.executemany("DELETE FROM fileids WHERE ino=?", drops)
+            try:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    self._db.executemany("INSERT OR REPLACE INTO fileids VALUES (?, ?, ?)", puts)
+                    self._db.executemany("DELETE FROM fileids WHERE ino=?", drops)
+            except sqlite3.Error as exc:
+                # Never fail a file operation over this cache: a rescan can rebuild it.
+                log.warning("cannot save %d file ids: %s", len(self._pending), exc)
+                if len(self._pending) > 16 * self._flush_every:
+                    self._pending.clear()
+                return
             self._pending.clear()
 
     def close(self) -> None:

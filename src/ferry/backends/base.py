@@ -202,7 +202,7 @@ class Backend(abc.ABC):
         tib = 1 << 40
         return FsStat(tib, tib, tib, 1 << 32, 1 << 32, 1 << 32)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (called once when the server stops)."""
 
 

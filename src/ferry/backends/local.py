@@ -18,16 +18,14 @@ import contextlib
 import errno
 import os
 import stat
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from ferry.backends._fdcache import FdCache, Lease
-from ferry.backends._fileids import FileIdMap
+from ferry.backends._tree import DIR_FLAGS, GONE, ExportTree, stale
 from ferry.backends.base import SERVER_TIME, Attr, Backend, DirEntry, FileId, FsStat, SetAttr
-from ferry.errors import ConfigError, NfsError
+from ferry.errors import NfsError
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
 
 _TYPES = {
@@ -41,10 +39,7 @@ _TYPES = {
 }
 _MKNOD = {Ftype3.FIFO: stat.S_IFIFO, Ftype3.SOCK: stat.S_IFSOCK,
           Ftype3.CHR: stat.S_IFCHR, Ftype3.BLK: stat.S_IFBLK}  # fmt: skip
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
-_MISS_TTL = 5.0  # seconds an unfindable file id answers STALE without another scan
 _DOTS = (b".", b"..")
 
 
@@ -57,10 +52,6 @@ def attr_of(st: os.stat_result) -> Attr:
         (os.major(rdev), os.minor(rdev)) if rdev else (0, 0), st.st_ino,
         st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns,
     )  # fmt: skip
-
-
-def _stale(fid: FileId) -> NfsError:
-    return NfsError(Nfsstat3.STALE, f"file id {fid} no longer names a file")
 
 
 def _check_name(name: bytes, dots: Nfsstat3 = Nfsstat3.INVAL) -> None:
@@ -88,26 +79,9 @@ class LocalBackend(Backend):
         fd_cache_size: int = 64,
         scan_limit: int = 1_000_000,
     ) -> None:
-        self._root_path = os.path.realpath(os.fsencode(root_path))
-        try:
-            self._root_fd = os.open(self._root_path, _DIR_FLAGS)
-        except OSError as exc:
-            raise ConfigError(f"root_path {root_path!s}: {exc.strerror}") from exc
-        try:
-            st = os.fstat(self._root_fd)
-            self._dev, self._root_ino = st.st_dev, st.st_ino
-            self.name_max = min(255, os.fstatvfs(self._root_fd).f_namemax)
-            os.makedirs(state_dir, exist_ok=True)
-            identity = f"{os.fsdecode(self._root_path)}:{self._root_ino}"
-            db = os.path.join(state_dir, "fileids.sqlite3")
-            self._map = FileIdMap(db, self._root_ino, identity)
-        except BaseException:
-            os.close(self._root_fd)
-            raise
+        self._tree = ExportTree(root_path, state_dir, scan_limit)
+        self.name_max = min(255, os.fstatvfs(self._tree.root_fd).f_namemax)
         self._fds = FdCache(fd_cache_size)
-        self._scan_limit = scan_limit
-        self._scan_lock = threading.Lock()
-        self._misses: dict[FileId, float] = {}
         self._is_root = os.geteuid() == 0
         self._closed = False
 
@@ -116,10 +90,7 @@ class LocalBackend(Backend):
             return
         self._closed = True
         self._fds.clear()
-        try:
-            self._map.close()
-        finally:
-            os.close(self._root_fd)
+        self._tree.close()
 
     def __enter__(self) -> LocalBackend:
         return self
@@ -127,118 +98,11 @@ class LocalBackend(Backend):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- locating files ------------------------------------------------------------------
-
-    def _lstat(self, rel: bytes) -> os.stat_result:
-        if not rel:
-            return os.fstat(self._root_fd)
-        return os.stat(rel, dir_fd=self._root_fd, follow_symlinks=False)
-
-    def _is(self, st: os.stat_result, fid: FileId) -> bool:
-        return st.st_ino == fid and st.st_dev == self._dev
-
-    def _locate(self, fid: FileId) -> tuple[bytes, os.stat_result]:
-        """The verified path (relative to the root) and ``lstat`` of ``fid``."""
-        return self._verified(self._map.path(fid), fid) or self._rescan(fid)
-
-    def _verified(self, rel: bytes | None, fid: FileId) -> tuple[bytes, os.stat_result] | None:
-        """``(rel, lstat)`` if ``rel`` still leads to ``fid``."""
-        if rel is None:
-            return None
-        try:
-            st = self._lstat(rel)
-        except OSError as exc:
-            if exc.errno in _GONE:
-                return None
-            raise
-        return (rel, st) if self._is(st, fid) else None
-
-    def _rescan(self, fid: FileId) -> tuple[bytes, os.stat_result]:
-        """Search the export for ``fid`` (it moved behind our back, or state was lost)."""
-        if self._misses.get(fid, 0.0) > time.monotonic():
-            raise _stale(fid)
-        with self._scan_lock:
-            # Another thread may have found it while this one waited.
-            found = self._verified(self._map.path(fid), fid)
-            if found is None:
-                found = self._verified(self._scan(fid), fid)
-        if found is not None:
-            return found
-        if len(self._misses) > 10_000:
-            self._misses.clear()
-        self._misses[fid] = time.monotonic() + _MISS_TTL
-        raise _stale(fid)
-
-    def _scan(self, fid: FileId) -> bytes | None:
-        """Breadth-first search for ``fid``, recording every name seen on the way."""
-        queue: deque[tuple[FileId, bytes]] = deque([(self._root_ino, b"")])
-        seen = 0
-        while queue and seen < self._scan_limit:
-            dino, drel = queue.popleft()
-            try:
-                entries = self._list(dino, drel)
-            except OSError:
-                continue  # vanished or unreadable: skip that subtree
-            self._map.record_many(dino, [(name, ino) for name, ino, _ in entries])
-            seen += len(entries)
-            for name, ino, is_dir in entries:
-                rel = drel + b"/" + name if drel else name
-                if ino == fid:
-                    return rel
-                if is_dir:
-                    queue.append((ino, rel))
-        return None
-
-    def _list(self, dino: FileId, drel: bytes) -> list[tuple[bytes, FileId, bool]]:
-        fd = self._walk_open(drel, _DIR_FLAGS)
-        try:
-            if not self._is(os.fstat(fd), dino):
-                return []  # changed under us, or another file system mounted here
-            with os.scandir(fd) as it:
-                fse = os.fsencode
-                return [(fse(e.name), e.inode(), e.is_dir(follow_symlinks=False)) for e in it]
-        finally:
-            os.close(fd)
-
-    def _walk_open(self, rel: bytes, flags: int) -> int:
-        """Open ``rel`` beneath the root one component at a time, following no symlink."""
-        if not rel:
-            return os.open(b".", flags, dir_fd=self._root_fd)
-        *dirs, last = rel.split(b"/")
-        cur = self._root_fd
-        try:
-            for comp in dirs:
-                nxt = os.open(comp, _DIR_FLAGS, dir_fd=cur)
-                if cur != self._root_fd:
-                    os.close(cur)
-                cur = nxt
-            return os.open(last, flags | os.O_NOFOLLOW, dir_fd=cur)
-        finally:
-            if cur != self._root_fd:
-                os.close(cur)
-
-    def _open_fid(self, fid: FileId, flags: int, want_dir: bool) -> int:
-        """Open ``fid`` itself (NOTDIR/ISDIR/INVAL if it has the wrong type)."""
-        rel, st = self._locate(fid)
-        if want_dir and not stat.S_ISDIR(st.st_mode):
-            raise NfsError(Nfsstat3.NOTDIR)
-        if not want_dir and not stat.S_ISREG(st.st_mode):
-            is_dir = stat.S_ISDIR(st.st_mode)
-            raise NfsError(Nfsstat3.ISDIR if is_dir else Nfsstat3.INVAL, "not a regular file")
-        try:
-            fd = self._walk_open(rel, flags)
-        except OSError as exc:
-            if exc.errno in _GONE:
-                raise _stale(fid) from exc
-            raise
-        if not self._is(os.fstat(fd), fid):
-            os.close(fd)
-            raise _stale(fid)
-        return fd
+    # -- helpers -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _opendir(self, fid: FileId) -> Iterator[int]:
-        fd = self._open_fid(fid, _DIR_FLAGS, want_dir=True)
+        fd = self._tree.open_fid(fid, DIR_FLAGS, want_dir=True)
         try:
             yield fd
         finally:
@@ -250,21 +114,24 @@ class LocalBackend(Backend):
 
         For the root the descriptor is the root itself and the name is empty.
         """
-        rel, st = self._locate(fid)
+        rel, st = self._tree.locate(fid)
         if not rel:
-            yield self._root_fd, b"", st
+            yield self._tree.root_fd, b"", st
             return
         parent, _, name = rel.rpartition(b"/")
         try:
-            pfd = self._walk_open(parent, _DIR_FLAGS)
-            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            pfd = self._tree.walk_open(parent, DIR_FLAGS)
         except OSError as exc:
-            if exc.errno in _GONE:
-                raise _stale(fid) from exc
+            if exc.errno in GONE:
+                raise stale(fid) from exc
             raise
         try:
-            if not self._is(st, fid):
-                raise _stale(fid)
+            try:
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError as exc:
+                raise stale(fid) from exc
+            if not self._tree.is_(st, fid):
+                raise stale(fid)
             yield pfd, name, st
         finally:
             os.close(pfd)
@@ -272,15 +139,15 @@ class LocalBackend(Backend):
     def _dropped(self, st: os.stat_result, dir_fid: FileId, name: bytes) -> None:
         """Bookkeeping after the name ``name`` of the file ``st`` went away."""
         if st.st_nlink <= 1 or stat.S_ISDIR(st.st_mode):
-            self._map.forget(st.st_ino)
+            self._tree.map.forget(st.st_ino)
             self._fds.invalidate(st.st_ino)
         else:
-            self._map.forget(st.st_ino, only_if=(dir_fid, name))
+            self._tree.map.forget(st.st_ino, only_if=(dir_fid, name))
 
     # -- resolving ----------------------------------------------------------------------
 
     def root(self) -> FileId:
-        return self._root_ino
+        return self._tree.root_ino
 
     def getattr(self, fid: FileId) -> Attr:
         lease = self._fds.acquire(fid, writable=False)
@@ -292,33 +159,33 @@ class LocalBackend(Backend):
             if st.st_nlink > 0:
                 return attr_of(st)
             self._fds.invalidate(fid)
-        return attr_of(self._locate(fid)[1])
+        return attr_of(self._tree.locate(fid)[1])
 
     def lookup(self, dir_fid: FileId, name: bytes) -> FileId:
-        rel, st = self._locate(dir_fid)
+        rel, st = self._tree.locate(dir_fid)
         if not stat.S_ISDIR(st.st_mode):
             raise NfsError(Nfsstat3.NOTDIR)
         if name == b".":
             return dir_fid
         if name == b"..":
-            return self._lstat(rel.rpartition(b"/")[0]).st_ino if rel else dir_fid
+            return self._tree.lstat(rel.rpartition(b"/")[0]).st_ino if rel else dir_fid
         _check_name(name)
-        st = self._lstat(rel + b"/" + name if rel else name)
-        if st.st_dev != self._dev:
+        st = self._tree.lstat(rel + b"/" + name if rel else name)
+        if st.st_dev != self._tree.dev:
             raise NfsError(Nfsstat3.ACCES, f"{name!r} is on another file system")
-        self._map.record(st.st_ino, dir_fid, name)
+        self._tree.map.record(st.st_ino, dir_fid, name)
         return st.st_ino
 
     def readdir(self, dir_fid: FileId) -> list[DirEntry]:
         with self._opendir(dir_fid) as fd, os.scandir(fd) as it:
             fse = os.fsencode
             pairs = [(fse(e.name), e.inode()) for e in it]
-        self._map.record_many(dir_fid, pairs)
+        self._tree.map.record_many(dir_fid, pairs)
         return [DirEntry(name, ino) for name, ino in pairs]
 
     def readdir_plus(self, dir_fid: FileId) -> Iterator[DirEntry]:
         out: list[DirEntry] = []
-        dev, fse = self._dev, os.fsencode
+        dev, fse = self._tree.dev, os.fsencode
         with self._opendir(dir_fid) as fd, os.scandir(fd) as it:
             for e in it:
                 try:
@@ -327,7 +194,7 @@ class LocalBackend(Backend):
                     continue  # removed while listing
                 if st.st_dev == dev:  # skip mount points: lookup refuses them too
                     out.append(DirEntry(fse(e.name), st.st_ino, attr_of(st)))
-        self._map.record_many(dir_fid, [(d.name, d.fileid) for d in out])
+        self._tree.map.record_many(dir_fid, [(d.name, d.fileid) for d in out])
         return iter(out)
 
     def readlink(self, fid: FileId) -> bytes:
@@ -344,11 +211,11 @@ class LocalBackend(Backend):
         if lease is not None:
             return lease
         try:
-            fd = self._open_fid(fid, os.O_RDWR | _FILE_FLAGS, want_dir=False)
+            fd = self._tree.open_fid(fid, os.O_RDWR | _FILE_FLAGS, want_dir=False)
         except OSError as exc:
             if writable or exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
                 raise
-            fd = self._open_fid(fid, os.O_RDONLY | _FILE_FLAGS, want_dir=False)
+            fd = self._tree.open_fid(fid, os.O_RDONLY | _FILE_FLAGS, want_dir=False)
             return self._fds.insert(fid, fd, writable=False)
         return self._fds.insert(fid, fd, writable=True)
 
@@ -361,7 +228,7 @@ class LocalBackend(Backend):
             self._fds.release(lease)
         if st.st_nlink == 0:  # removed behind our back
             self._fds.invalidate(fid)
-            raise _stale(fid)
+            raise stale(fid)
         return data, offset + len(data) >= st.st_size
 
     def write(self, fid: FileId, offset: int, data: memoryview, stable: StableHow) -> StableHow:
@@ -383,7 +250,12 @@ class LocalBackend(Backend):
         return stable
 
     def commit(self, fid: FileId, offset: int, count: int) -> None:
-        lease = self._lease(fid, writable=False)
+        try:
+            lease = self._lease(fid, writable=False)
+        except NfsError as exc:
+            if exc.status in (Nfsstat3.ISDIR, Nfsstat3.INVAL):
+                return  # nothing buffered by us for a non-regular file
+            raise
         try:
             os.fsync(lease.fd)
         finally:
@@ -415,9 +287,10 @@ class LocalBackend(Backend):
             else:
                 try:
                     self._chown_new(fd, attrs)
-                    os.fchmod(fd, mode)  # unlike open(2), not subject to the umask
                     if attrs.size:
                         os.ftruncate(fd, attrs.size)
+                    # Last: chown and truncate clear set-id bits; fchmod ignores the umask.
+                    os.fchmod(fd, mode)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -426,7 +299,7 @@ class LocalBackend(Backend):
         except BaseException:
             os.close(fd)
             raise
-        self._map.record(ino, dir_fid, name)
+        self._tree.map.record(ino, dir_fid, name)
         self._fds.release(self._fds.insert(ino, fd, writable=True))
         return ino
 
@@ -451,14 +324,14 @@ class LocalBackend(Backend):
         mode = 0o755 if attrs.mode is None else attrs.mode & 0o7777
         with self._opendir(dir_fid) as dfd:
             os.mkdir(name, mode, dir_fd=dfd)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            fd = os.open(name, DIR_FLAGS, dir_fd=dfd)
             try:
                 self._chown_new(fd, attrs)
                 os.fchmod(fd, mode)
                 ino = os.fstat(fd).st_ino
             finally:
                 os.close(fd)
-        self._map.record(ino, dir_fid, name)
+        self._tree.map.record(ino, dir_fid, name)
         return ino
 
     def symlink(self, dir_fid: FileId, name: bytes, target: bytes, attrs: SetAttr) -> FileId:
@@ -469,7 +342,7 @@ class LocalBackend(Backend):
             os.symlink(bytes(target), name, dir_fd=dfd)
             self._chown_new(name, attrs, dir_fd=dfd, follow_symlinks=False)
             ino = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_ino
-        self._map.record(ino, dir_fid, name)
+        self._tree.map.record(ino, dir_fid, name)
         return ino
 
     def mknod(
@@ -485,7 +358,7 @@ class LocalBackend(Backend):
             os.mknod(name, mode | ifmt, device, dir_fd=dfd)
             self._chown_new(name, attrs, dir_fd=dfd, follow_symlinks=False)
             ino = self._chmod_at(dfd, name, mode)
-        self._map.record(ino, dir_fid, name)
+        self._tree.map.record(ino, dir_fid, name)
         return ino
 
     def _chmod_at(self, dfd: int, name: bytes, mode: int) -> int:
@@ -502,7 +375,7 @@ class LocalBackend(Backend):
             try:
                 os.chmod(f"/proc/self/fd/{fd}", mode)
             except FileNotFoundError:  # no /proc: accept the tiny race of a plain chmod
-                if not self._is(os.stat(name, dir_fd=dfd, follow_symlinks=False), st.st_ino):
+                if not self._tree.is_(os.stat(name, dir_fd=dfd, follow_symlinks=False), st.st_ino):
                     raise
                 os.chmod(name, mode, dir_fd=dfd)
             return st.st_ino
@@ -533,9 +406,7 @@ class LocalBackend(Backend):
         with self._opendir(from_dir) as sfd, self._opendir(to_dir) as dfd:
             st = os.stat(from_name, dir_fd=sfd, follow_symlinks=False)
             try:
-                victim: os.stat_result | None = os.stat(
-                    to_name, dir_fd=dfd, follow_symlinks=False
-                )
+                victim: os.stat_result | None = os.stat(to_name, dir_fd=dfd, follow_symlinks=False)
             except FileNotFoundError:
                 victim = None
             if victim is not None and victim.st_ino == st.st_ino:
@@ -543,7 +414,7 @@ class LocalBackend(Backend):
             os.rename(from_name, to_name, src_dir_fd=sfd, dst_dir_fd=dfd)
         if victim is not None:
             self._dropped(victim, to_dir, to_name)
-        self._map.record(st.st_ino, to_dir, to_name)
+        self._tree.map.record(st.st_ino, to_dir, to_name)
 
     def link(self, fid: FileId, dir_fid: FileId, name: bytes) -> None:
         _check_name(name, Nfsstat3.EXIST)
@@ -562,10 +433,11 @@ class LocalBackend(Backend):
         owner = _owner(attrs)
         touch = attrs.atime_ns is not None or attrs.mtime_ns is not None
         if owner is None and attrs.mode is None and not touch:
+            self._tree.locate(fid)  # nothing to change, but a stale id is still an error
             return
         with self._entry(fid) as (pfd, name, st):
             at: dict[str, Any] = {"dir_fd": pfd, "follow_symlinks": False} if name else {}
-            path: int | bytes = name or self._root_fd
+            path: int | bytes = name or self._tree.root_fd
             if owner is not None:
                 os.chown(path, *owner, **at)  # before chmod: chown clears set-id bits
             if attrs.mode is not None:
@@ -587,8 +459,8 @@ class LocalBackend(Backend):
     # -- file system -------------------------------------------------------------------
 
     def fsstat(self, fid: FileId) -> FsStat:
-        self._locate(fid)
-        v = os.fstatvfs(self._root_fd)
+        self._tree.locate(fid)
+        v = os.fstatvfs(self._tree.root_fd)
         return FsStat(
             v.f_blocks * v.f_frsize, v.f_bfree * v.f_frsize, v.f_bavail * v.f_frsize,
             v.f_files, v.f_ffree, v.f_favail,
