@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from typing import cast
 
 from ferry.errors import RecordError
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
@@ -48,11 +49,11 @@ class RpcStreamProtocol(asyncio.Protocol):
         self.idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self.peer = transport.get_extra_info("peername")
         if len(self.server.connections) >= self.server.limits.max_connections:
             log.warning("refusing %s: %d connections open", self.peer, len(self.server.connections))
-            transport.abort()
+            self.transport.abort()
             return
         self.server.connections.add(self)
         sock = transport.get_extra_info("socket")

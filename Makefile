@@ -1,0 +1,56 @@
+# Ferry developer entry points. `make serve` and `make test` are all you need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed-stamp
+BIN    := $(VENV)/bin
+
+DIR   ?= ./share
+PORT  ?= 2049
+BIND  ?= 127.0.0.1
+PYTEST_ARGS ?=
+BENCH_ARGS  ?=
+
+.PHONY: venv serve test test-unit test-interop bench bench-quick lint clean
+
+venv: $(STAMP)
+
+# Re-install only when pyproject.toml changes (or the venv is missing).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+serve: venv
+	@mkdir -p "$(DIR)"
+	$(BIN)/ferry serve "$(DIR)" --port $(PORT) --bind $(BIND)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest -m 'not interop' $(PYTEST_ARGS)
+
+test-interop: venv
+	$(BIN)/python -m pytest -m interop $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python benchmarks/server_bench.py $(BENCH_ARGS)
+
+bench-quick: venv
+	$(BIN)/python benchmarks/server_bench.py --quick $(BENCH_ARGS)
+
+# ruff and mypy come from the `dev` extra; installed on demand here.
+lint: venv
+	@$(BIN)/python -c 'import ruff, mypy' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	@rc=0; \
+	$(BIN)/ruff check src tests benchmarks || rc=1; \
+	$(BIN)/ruff format --check src tests benchmarks || rc=1; \
+	$(BIN)/mypy || rc=1; \
+	exit $$rc
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -name '*.egg-info' -type d -prune -exec rm -rf {} +

@@ -1,0 +1,88 @@
+"""Shared fixtures: Ferry as a subprocess, NFS-Ganesha as a reference peer, tool checks.
+
+Everything here talks to loopback only, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# tests/helpers is a plain package next to this file; make it importable whatever
+# pytest's import mode or rootdir handling is.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from helpers import peers  # noqa: E402
+from helpers.tools import require_tool  # noqa: E402
+
+__all__ = ["require_tool"]
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A factory: `free_port()` returns a TCP port that was just free on 127.0.0.1."""
+    return peers.free_port
+
+
+@pytest.fixture
+def ferry_server(tmp_path: Path) -> Iterator[peers.FerryServer]:
+    """Ferry serving tmp_path/export on 127.0.0.1 (port picked by the server).
+
+    Started with --no-root-squash (tests run as root, like the Ganesha reference config).
+    Yields a FerryServer with .host, .port, .export, .state_dir, .url,
+    .file_url(rel), .restart(). Teardown stops it (SIGTERM, SIGKILL after 10 s) and
+    fails the test if the server wrote a Python traceback to stderr or needed SIGKILL.
+    """
+    server = peers.FerryServer(
+        export=tmp_path / "export",
+        state_dir=tmp_path / "state",
+        log_dir=tmp_path / "ferry-logs",
+        extra_args=peers.FERRY_PEER_ARGS,
+    )
+    try:
+        server.start()
+    except peers.PeerError as e:
+        pytest.fail(f"could not start ferry: {e}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        problems = list(server.problems)
+        tb = server.tracebacks()
+        if tb:
+            problems.append(f"ferry wrote a Python traceback to stderr:\n{tb[-8000:]}")
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def ganesha_server(tmp_path: Path) -> Iterator[peers.GaneshaServer]:
+    """NFS-Ganesha (VFS, NFSv3, TCP) exporting tmp_path/ganesha-export on explicit free ports.
+
+    Starts `rpcbind -w` first if none is running (and never stops an rpcbind it did
+    not start). Use .url / .file_url(rel): they carry nfsport and mountport.
+    """
+    require_tool("ganesha.nfsd", "nfs-ganesha")
+    require_tool("rpcbind", "rpcbind")
+    server = peers.GaneshaServer(export=tmp_path / "ganesha-export", workdir=tmp_path / "ganesha")
+    try:
+        server.start()
+    except peers.ToolMissing as e:
+        pytest.fail(str(e), pytrace=False)
+    except peers.PeerError as e:
+        pytest.fail(f"could not start ganesha: {e}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def libnfs_tools() -> dict[str, str]:
+    """Paths of the libnfs-utils binaries (fails if the package is missing)."""
+    return {name: require_tool(name, "libnfs-utils") for name in ("nfs-ls", "nfs-cp", "nfs-cat")}
