@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.errors import ConfigError
+from ferry.nfs3.exports import export_id_for
 from ferry.rpc.auth import NOBODY
 from ferry.rpc.record import DEFAULT_MAX_RECORD
 
@@ -105,10 +106,12 @@ def from_dict(data: dict[str, Any], origin: str = "config") -> ServerConfig:
     unknown = set(data) - {"server", "export"}
     if unknown:
         raise ConfigError(f"{origin}: unknown section(s): {', '.join(sorted(unknown))}")
-    server = data.get("server", {})
+    server = _typed(data.get("server", {}), dict, f"{origin}: [server]")
     _check_keys(server, _SERVER_KEYS, f"{origin}: [server]")
-    exports = [_export(e, f"{origin}: [[export]] #{i + 1}")
-               for i, e in enumerate(data.get("export", []))]
+    raw_exports = data.get("export", [])
+    if not isinstance(raw_exports, list):
+        raise ConfigError(f"{origin}: export must be an array of tables ([[export]])")
+    exports = [_export(e, f"{origin}: [[export]] #{i + 1}") for i, e in enumerate(raw_exports)]
     cfg = ServerConfig(exports=exports)
     for key, value in server.items():
         if key == "state_dir":
@@ -131,10 +134,16 @@ def _export(raw: Any, where: str) -> ExportConfig:
     cfg = ExportConfig(path=_typed(raw["path"], str, f"{where}.path"))
     for key, value in raw.items():
         if key == "clients":
-            value = tuple(_typed(v, str, f"{where}.clients") for v in _typed(value, list, where))
+            value = tuple(_typed(v, str, f"{where}.clients")
+                          for v in _typed(value, list, f"{where}.clients"))
         elif key != "path":
             value = _typed(value, type(getattr(cfg, key)), f"{where}.{key}")
         setattr(cfg, key, value)
+    if not cfg.path:
+        raise ConfigError(f"{where}.path: must not be empty")
+    for key, top in (("anonuid", 0xFFFFFFFF), ("anongid", 0xFFFFFFFF), ("id", 0xFFFF)):
+        if not 0 <= getattr(cfg, key) <= top:
+            raise ConfigError(f"{where}.{key}: {getattr(cfg, key)} out of range 0..{top}")
     for c in cfg.clients:
         try:
             ipaddress.ip_network(c, strict=False)
@@ -146,11 +155,17 @@ def _export(raw: Any, where: str) -> ExportConfig:
 def validate(cfg: ServerConfig, origin: str = "config") -> None:
     if not cfg.exports:
         raise ConfigError(f"{origin}: no export given (add an [[export]] table or a PATH)")
-    if not 0 <= cfg.port <= 65535:
-        raise ConfigError(f"{origin}: port {cfg.port} out of range")
+    for key in ("port", "portmapper_port"):
+        if not 0 <= getattr(cfg, key) <= 65535:
+            raise ConfigError(f"{origin}: {key} {getattr(cfg, key)} out of range")
+    if cfg.max_connections < 1:
+        raise ConfigError(f"{origin}: max_connections must be at least 1")
     names = [e.mount_path for e in cfg.exports]
     if len(set(names)) != len(names):
         raise ConfigError(f"{origin}: two exports have the same name")
+    ids = [e.id or export_id_for(e.mount_path) for e in cfg.exports]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{origin}: two exports have the same id (set a distinct 'id')")
     if cfg.max_record_size < 64 * 1024:
         raise ConfigError(f"{origin}: max_record_size must be at least 65536")
 

@@ -34,6 +34,9 @@ class Export:
     """Stable id carried in file handles; 0 means derived from ``path``."""
 
     def __post_init__(self) -> None:
+        for ident in (self.anonuid, self.anongid):
+            if not 0 <= ident <= 0xFFFFFFFF:  # -1 would mean "unchanged" to chown
+                raise ValueError(f"anonuid/anongid {ident} out of range")
         if not self.export_id:
             self.export_id = export_id_for(self.path)
 

@@ -78,7 +78,8 @@ class MountService:
         for export in self.exports:
             root = "/" + "/".join(part for part in export.path.split("/") if part)
             if clean == root or clean.startswith(root.rstrip("/") + "/"):
-                rest = [p.encode() for p in clean[len(root):].split("/") if p]
+                rest = [p.encode("utf-8", "surrogateescape")
+                        for p in clean[len(root):].split("/") if p]
                 if best is None or len(rest) < len(best[1]):
                     best = (export, rest)
         if best is None and clean == "/" and self.exports:
@@ -130,7 +131,7 @@ def mount_program(service: MountService) -> Program:
         for host, path in service.table.entries():
             p.pack_bool(True)
             p.pack_string(host)
-            p.pack_string(path)
+            p.pack_string(path.encode("utf-8", "surrogateescape"))
         p.pack_bool(False)
 
     def umnt(u: Unpacker, ctx: CallContext, p: Packer) -> None:

@@ -123,12 +123,19 @@ class Nfs3Service:
         if name in (b".", b".."):
             raise NfsError(Nfsstat3.EXIST if name == b"." else Nfsstat3.INVAL)
 
-    def _owner_attrs(self, target: Target, attrs: SetAttr) -> SetAttr:
-        """New objects belong to the (squashed) caller, as on a local file system."""
+    def _owner_attrs(self, target: Target, attrs: SetAttr, dir_attr: Attr,
+                     is_dir: bool = False) -> SetAttr:
+        """New objects belong to the (squashed) caller, as on a local file system; in a
+        set-group-ID directory they take its group, and new directories keep the bit
+        (the POSIX/Linux rule knfsd follows), so shared project directories work."""
+        setgid = bool(dir_attr.mode & 0o2000)
+        gid = dir_attr.gid if setgid else target.cred.gid
+        mode = attrs.mode | 0o2000 if is_dir and setgid and attrs.mode is not None else attrs.mode
         return dataclasses.replace(
             attrs,
+            mode=mode,
             uid=target.cred.uid if attrs.uid is None or target.cred.uid != 0 else attrs.uid,
-            gid=target.cred.gid if attrs.gid is None or target.cred.uid != 0 else attrs.gid,
+            gid=gid if attrs.gid is None or target.cred.uid != 0 else attrs.gid,
         )
 
     # -- procedures, in RFC order --------------------------------------------------------
@@ -143,6 +150,7 @@ class Nfs3Service:
         if args.guard_ctime_ns is not None and args.guard_ctime_ns != _nfs_time(before.ctime_ns):
             raise NfsError(Nfsstat3.NOT_SYNC, "ctime guard does not match")
         self._check_setattr(target, before, args.new_attributes)
+        _check_size(args.new_attributes.size)
         call_backend(lambda: target.backend.setattr(target.fid, args.new_attributes))
         return t.WccRes(t.Wcc(before, self.try_attrs(target)))
 
@@ -209,6 +217,8 @@ class Nfs3Service:
         if attr.uid != target.cred.uid and not may(attr, target.cred, R):
             raise NfsError(Nfsstat3.ACCES)  # the owner may read (open-file semantics)
         count = min(args.count, MAX_IO)
+        if args.offset > MAX_FILE_SIZE:
+            return t.ReadRes(attr, 0, True, b"")  # past any possible end of file
         data, eof = call_backend(lambda: target.backend.read(target.fid, args.offset, count))
         if eof or len(data) < count:
             attr = self.attrs(target)
@@ -227,6 +237,7 @@ class Nfs3Service:
         if args.count > len(args.data):
             raise NfsError(Nfsstat3.INVAL, "count exceeds the data sent")
         data = args.data[: args.count]
+        _check_size(args.offset + len(data))
         committed = call_backend(
             lambda: target.backend.write(target.fid, args.offset, data, args.stable))
         after = self.try_attrs(target)
@@ -238,19 +249,21 @@ class Nfs3Service:
         self._check_name(target, name)
         backend = target.backend
         if args.mode == CreateMode.EXCLUSIVE:
-            fid = self._create_exclusive(target, name, args.verf)
+            fid = self._create_exclusive(target, name, args.verf, before)
         else:
-            attrs = self._owner_attrs(target, args.obj_attributes)
+            attrs = self._owner_attrs(target, args.obj_attributes, before)
+            _check_size(attrs.size)
             exclusive = args.mode == CreateMode.GUARDED
             fid = call_backend(lambda: backend.create(target.fid, name, attrs, exclusive))
         return self._created(target, fid, before)
 
-    def _create_exclusive(self, target: Target, name: bytes, verf: bytes) -> FileId:
+    def _create_exclusive(self, target: Target, name: bytes, verf: bytes,
+                          dir_attr: Attr) -> FileId:
         """Exclusive create keeps the verifier in atime/mtime, as knfsd does, so that a
         retransmission finds the same verifier and succeeds (RFC 1813 section 3.3.8)."""
         backend = target.backend
         stamp = _verifier_times(verf)
-        attrs = self._owner_attrs(target, SetAttr(mode=0o600))
+        attrs = self._owner_attrs(target, SetAttr(mode=0o600), dir_attr)
         try:
             fid = call_backend(lambda: backend.create(target.fid, name, attrs, True))
         except NfsError as exc:
@@ -272,7 +285,7 @@ class Nfs3Service:
     def mkdir(self, args: t.MkdirArgs, ctx: CallContext) -> t.CreateRes:
         target, before = self._dir_for_change(args.where.dir, ctx)
         self._check_name(target, args.where.name)
-        attrs = self._owner_attrs(target, args.attributes)
+        attrs = self._owner_attrs(target, args.attributes, before, is_dir=True)
         fid = call_backend(lambda: target.backend.mkdir(target.fid, args.where.name, attrs))
         return self._created(target, fid, before)
 
@@ -281,7 +294,7 @@ class Nfs3Service:
         self._check_name(target, args.where.name)
         if not args.symlink_data or b"\0" in args.symlink_data:
             raise NfsError(Nfsstat3.INVAL, "bad symlink target")
-        attrs = self._owner_attrs(target, args.symlink_attributes)
+        attrs = self._owner_attrs(target, args.symlink_attributes, before)
         fid = call_backend(lambda: target.backend.symlink(
             target.fid, args.where.name, args.symlink_data, attrs))
         return self._created(target, fid, before)
@@ -293,7 +306,7 @@ class Nfs3Service:
             raise NfsError(Nfsstat3.BADTYPE)
         if args.type in (Ftype3.CHR, Ftype3.BLK) and target.cred.uid != 0:
             raise NfsError(Nfsstat3.PERM, "only root may create devices")
-        attrs = self._owner_attrs(target, args.attributes)
+        attrs = self._owner_attrs(target, args.attributes, before)
         fid = call_backend(lambda: target.backend.mknod(
             target.fid, args.where.name, args.type, attrs, args.rdev))
         return self._created(target, fid, before)
@@ -319,12 +332,19 @@ class Nfs3Service:
         self.listings.invalidate(target.export.export_id, target.fid)
         return t.WccRes(t.Wcc(before, self.try_attrs(target)))
 
-    def _check_sticky(self, target: Target, dir_attr: Attr, name: bytes) -> None:
-        """In a sticky directory only the owner of an entry (or of the directory) removes it."""
+    def _check_sticky(self, target: Target, dir_attr: Attr, name: bytes,
+                      missing_ok: bool = False) -> None:
+        """In a sticky directory only the owner of an entry (or of the directory) removes or
+        replaces it; ``missing_ok`` for a rename target, which need not exist."""
         cred = target.cred
         if not dir_attr.mode & 0o1000 or cred.uid in (0, dir_attr.uid):
             return
-        fid = call_backend(lambda: target.backend.lookup(target.fid, name))
+        try:
+            fid = call_backend(lambda: target.backend.lookup(target.fid, name))
+        except NfsError as exc:
+            if missing_ok and exc.status == Nfsstat3.NOENT:
+                return
+            raise
         if self.attrs(target, fid).uid != cred.uid:
             raise NfsError(Nfsstat3.ACCES, "sticky directory")
 
@@ -338,6 +358,7 @@ class Nfs3Service:
                 raise NfsError(Nfsstat3.INVAL)
             self._check_name(src, name)
         self._check_sticky(src, src_before, args.from_.name)
+        self._check_sticky(dst, dst_before, args.to.name, missing_ok=True)
         call_backend(lambda: src.backend.rename(src.fid, args.from_.name, dst.fid, args.to.name))
         self.listings.invalidate(src.export.export_id, src.fid)
         self.listings.invalidate(dst.export.export_id, dst.fid)
@@ -381,8 +402,8 @@ class Nfs3Service:
     def _entry(self, target: Target, e: t.Entry, plus: bool) -> t.Entry:
         if not plus:
             return e
-        return dataclasses.replace(e, attr=self.try_attrs(target, e.fileid),
-                                   handle=self.handle_for(target.export, e.fileid))
+        return t.Entry(e.fileid, e.name, e.cookie, self.try_attrs(target, e.fileid),
+                       self.handle_for(target.export, e.fileid))
 
     def fsstat(self, args: t.FhArgs, ctx: CallContext) -> t.FsstatRes:
         target = self.resolve(args.object, ctx)
@@ -416,6 +437,13 @@ def _host(ctx: CallContext) -> str | None:
     return ctx.client[0] if ctx.client else None
 
 
+def _check_size(size: int | None) -> None:
+    """FBIG for a file size no backend can hold: offsets are 64-bit unsigned on the wire but
+    signed in POSIX, and an out-of-range one must not reach the backend (OverflowError)."""
+    if size is not None and size > MAX_FILE_SIZE:
+        raise NfsError(Nfsstat3.FBIG, f"size {size} exceeds maxfilesize")
+
+
 def _nfs_time(ns: int) -> int:
     """A time as it went over the wire (seconds truncated to 32 bits), for guard checks."""
     seconds, nseconds = divmod(ns, 1_000_000_000)
@@ -423,8 +451,11 @@ def _nfs_time(ns: int) -> int:
 
 
 def _verifier_times(verf: bytes) -> tuple[int, int]:
-    """The (atime, mtime) in ns that store an 8-byte exclusive-create verifier."""
-    hi, lo = int.from_bytes(verf[:4], "big"), int.from_bytes(verf[4:], "big")
+    """The (atime, mtime) in ns that store an 8-byte exclusive-create verifier.
+
+    Each half is cut to 31 bits, as knfsd does: times past 2038 are clamped by file systems
+    without big timestamps, and a clamped time would never match on retransmission."""
+    hi, lo = (int.from_bytes(half, "big") & 0x7FFFFFFF for half in (verf[:4], verf[4:]))
     return hi * 1_000_000_000, lo * 1_000_000_000
 
 

@@ -8,6 +8,7 @@ Names follow the RFC. File handles travel as ``bytes``; file names as ``bytes``.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections.abc import Sequence
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
@@ -45,26 +46,34 @@ def pack_time_ns(p: Packer, ns: int) -> None:
     p.pack_uint(nseconds)
 
 
+_FATTR3 = struct.Struct(">5I2Q2I2Q6I")
+_POST_OP_FATTR3 = struct.Struct(">6I2Q2I2Q6I")  # attributes_follow = TRUE, then fattr3
+_NS = 1_000_000_000
+_ENTRY_HEAD = struct.Struct(">IQI")  # value_follows, fileid, name length
+_COOKIE = struct.Struct(">Q")
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+_U32_MASK = 0xFFFFFFFF
+
+
+def fattr3_values(a: Attr) -> tuple[int, ...]:
+    """The 17 fattr3 fields in wire order (RFC 1813 section 2.6); times as (s, ns) pairs."""
+    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+    return (a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
+            a.rdev[0], a.rdev[1], a.fsid, a.fileid,
+            (at // _NS) & _U32_MASK, at % _NS, (mt // _NS) & _U32_MASK, mt % _NS,
+            (ct // _NS) & _U32_MASK, ct % _NS)
+
+
 def pack_fattr3(p: Packer, a: Attr) -> None:
-    """fattr3 (RFC 1813 section 2.6)."""
-    p.pack_uint(a.type)
-    p.pack_uint(a.mode & 0o7777)
-    p.pack_uint(a.nlink)
-    p.pack_uint(a.uid)
-    p.pack_uint(a.gid)
-    p.pack_uhyper(a.size)
-    p.pack_uhyper(a.used)
-    p.pack_uint(a.rdev[0])
-    p.pack_uint(a.rdev[1])
-    p.pack_uhyper(a.fsid)
-    p.pack_uhyper(a.fileid)
-    pack_time_ns(p, a.atime_ns)
-    pack_time_ns(p, a.mtime_ns)
-    pack_time_ns(p, a.ctime_ns)
+    """fattr3, packed in one struct call: it is in every reply."""
+    p.pack_struct(_FATTR3, *fattr3_values(a))
 
 
 def pack_post_op_attr(p: Packer, a: Attr | None) -> None:
-    p.pack_optional(a, lambda v: pack_fattr3(p, v))
+    if a is None:
+        p.pack_bool(False)
+    else:
+        p.pack_struct(_POST_OP_FATTR3, 1, *fattr3_values(a))
 
 
 def pack_pre_op_attr(p: Packer, a: Attr | None) -> None:
@@ -478,12 +487,13 @@ class ReaddirRes:
     def pack(self, p: Packer) -> None:
         pack_post_op_attr(p, self.dir_attributes)
         p.pack_fopaque(8, self.cookieverf)
-        for e in self.entries:
-            p.pack_bool(True)
-            p.pack_uhyper(e.fileid)
-            p.pack_opaque(e.name)
-            p.pack_uhyper(e.cookie)
-            if self.plus:
+        plus = self.plus
+        for e in self.entries:  # hot: thousands of entries per listing
+            name = e.name
+            p.pack_struct(_ENTRY_HEAD, 1, e.fileid, len(name))
+            p.pack_raw(name + _PAD[len(name) % 4])
+            p.pack_struct(_COOKIE, e.cookie)
+            if plus:
                 pack_post_op_attr(p, e.attr)
                 pack_post_op_fh(p, e.handle)
         p.pack_bool(False)
