@@ -51,6 +51,9 @@ class Attr:
     mtime_ns: int
     ctime_ns: int
     fsid: int = 0  # the service overrides this per export
+    generation: int = 0
+    """Distinguishes successive files that reuse one file id (inode numbers are reused at
+    once on most file systems); 32 bits, carried in file handles, 0 if unknown."""
 
 
 @dataclasses.dataclass(slots=True)

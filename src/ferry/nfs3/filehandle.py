@@ -1,10 +1,10 @@
 """File handles: (export id, file id) sealed with a keyed MAC.
 
-A handle is ``version(1) | export id(2) | file id(8) | MAC(16)``. The MAC (keyed BLAKE2b)
+A handle is ``version(1) | export id(2) | file id(8) | generation(4) | MAC(16)``. The MAC (keyed BLAKE2b)
 makes handles unforgeable: an edited handle fails the MAC and is BADHANDLE, never a file
 outside its export. Handles carry no path, so they survive renames; the key is persisted
 (or configured), so they survive restarts. A well-formed handle for an unknown export, or
-whose file is gone, is STALE.
+whose file is gone (or whose file id now names a newer file: another generation), is STALE.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3
 
-VERSION = 1
-_BODY = struct.Struct(">BHQ")
+VERSION = 2
+_BODY = struct.Struct(">BHQI")
 MAC_SIZE = 16
 HANDLE_SIZE = _BODY.size + MAC_SIZE
 KEY_SIZE = 32
@@ -38,19 +38,19 @@ class HandleCodec:
     def _mac(self, body: bytes) -> bytes:
         return hashlib.blake2b(body, key=self._key, digest_size=MAC_SIZE).digest()
 
-    def encode(self, export_id: int, fileid: int) -> bytes:
-        body = _BODY.pack(VERSION, export_id, fileid)
+    def encode(self, export_id: int, fileid: int, generation: int = 0) -> bytes:
+        body = _BODY.pack(VERSION, export_id, fileid, generation & 0xFFFFFFFF)
         return body + self._mac(body)
 
-    def decode(self, handle: bytes) -> tuple[int, int]:
-        """(export id, file id) of a handle; BADHANDLE if it was not made with our key."""
+    def decode(self, handle: bytes) -> tuple[int, int, int]:
+        """(export id, file id, generation) of a handle; BADHANDLE if not made with our key."""
         if len(handle) != HANDLE_SIZE or handle[0] != VERSION:
             raise NfsError(Nfsstat3.BADHANDLE, "malformed file handle")
         body = handle[: _BODY.size]
         if not hmac.compare_digest(handle[_BODY.size :], self._mac(body)):
             raise NfsError(Nfsstat3.BADHANDLE, "file handle fails verification")
-        _, export_id, fileid = _BODY.unpack(body)
-        return export_id, fileid
+        _, export_id, fileid, generation = _BODY.unpack(body)
+        return export_id, fileid, generation
 
 
 def load_or_create_key(state_dir: Path) -> bytes:

@@ -100,10 +100,11 @@ class MountService:
             if part in (b".", b"..") or len(part) > backend.name_max:
                 raise NfsError(Nfsstat3.NOENT)
             fid = call_backend(lambda f=fid, n=part: backend.lookup(f, n))
-        if call_backend(lambda: backend.getattr(fid)).type != Ftype3.DIR:
+        attr = call_backend(lambda: backend.getattr(fid))
+        if attr.type != Ftype3.DIR:
             raise NfsError(Nfsstat3.NOTDIR)
         self.table.add(host, path)
-        return self.nfs.handle_for(export, fid)
+        return self.nfs.handle_for(export, attr)
 
 
 def _unpack_path(u: Unpacker) -> str:

@@ -40,6 +40,7 @@ class Target:
     export: Export
     fid: FileId
     cred: Credentials
+    generation: int = 0
 
     @property
     def backend(self):  # type: ignore[no-untyped-def]
@@ -69,19 +70,27 @@ class Nfs3Service:
     # -- handles, policy and attributes --------------------------------------------------
 
     def resolve(self, fh: bytes, ctx: CallContext) -> Target:
-        export_id, fid = self.handles.decode(fh)
+        export_id, fid, generation = self.handles.decode(fh)
         export = self.exports.get(export_id)
         if export is None:
             raise NfsError(Nfsstat3.STALE, "handle of an unknown export")
         if not export.allows(_host(ctx)):
             raise NfsError(Nfsstat3.ACCES, "client not allowed on this export")
-        return Target(export, fid, export.squash(ctx.cred))
+        return Target(export, fid, export.squash(ctx.cred), generation)
 
-    def handle_for(self, export: Export, fid: FileId) -> bytes:
-        return self.handles.encode(export.export_id, fid)
+    def handle_for(self, export: Export, attr: Attr) -> bytes:
+        return self.handles.encode(export.export_id, attr.fileid, attr.generation)
+
+    def maybe_handle(self, export: Export, attr: Attr | None) -> bytes | None:
+        """post_op_fh3: a handle when the attributes (which carry the generation) are known."""
+        return None if attr is None else self.handle_for(export, attr)
 
     def attrs(self, target: Target, fid: FileId | None = None) -> Attr:
+        """Attributes of ``fid``, or of the target itself, checked against the handle's
+        generation: a handle of a removed file whose id was reused is STALE."""
         attr = call_backend(lambda: target.backend.getattr(target.fid if fid is None else fid))
+        if fid is None and attr.generation != target.generation:
+            raise NfsError(Nfsstat3.STALE, "file id reused by a newer file")
         attr.fsid = target.export.export_id
         return attr
 
@@ -182,7 +191,8 @@ class Nfs3Service:
         if not may(dir_attr, target.cred, X):
             raise NfsError(Nfsstat3.ACCES)
         fid = self._lookup_name(target, args.what.name)
-        return t.LookupRes(self.handle_for(target.export, fid), self.attrs(target, fid), dir_attr)
+        attr = self.attrs(target, fid)
+        return t.LookupRes(self.handle_for(target.export, attr), attr, dir_attr)
 
     def _lookup_name(self, target: Target, name: bytes) -> FileId:
         if name == b"." or (name == b".." and target.fid == target.backend.root()):
@@ -279,7 +289,8 @@ class Nfs3Service:
 
     def _created(self, target: Target, fid: FileId, before: Attr) -> t.CreateRes:
         self.listings.invalidate(target.export.export_id, target.fid)
-        return t.CreateRes(self.handle_for(target.export, fid), self.try_attrs(target, fid),
+        attr = self.try_attrs(target, fid)
+        return t.CreateRes(self.maybe_handle(target.export, attr), attr,
                            t.Wcc(before, self.try_attrs(target)))
 
     def mkdir(self, args: t.MkdirArgs, ctx: CallContext) -> t.CreateRes:
@@ -402,8 +413,8 @@ class Nfs3Service:
     def _entry(self, target: Target, e: t.Entry, plus: bool) -> t.Entry:
         if not plus:
             return e
-        return t.Entry(e.fileid, e.name, e.cookie, self.try_attrs(target, e.fileid),
-                       self.handle_for(target.export, e.fileid))
+        attr = self.try_attrs(target, e.fileid)
+        return t.Entry(e.fileid, e.name, e.cookie, attr, self.maybe_handle(target.export, attr))
 
     def fsstat(self, args: t.FhArgs, ctx: CallContext) -> t.FsstatRes:
         target = self.resolve(args.object, ctx)
