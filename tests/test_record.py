@@ -63,3 +63,10 @@ def test_any_split_of_the_stream_yields_the_records(records: list[bytes], frag: 
         while (rec := r.next_record()) is not None:
             out.append(rec)
     assert out == records
+
+
+def test_empty_fragments_count_towards_the_limit() -> None:
+    r = RecordReader(max_record=1024)
+    r.receive_data(b"\0\0\0\0" * 512)
+    with pytest.raises(RecordError):
+        r.next_record()

@@ -3,6 +3,7 @@ stream handling around it (fragments, pipelining, limits, hostile or vanishing c
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import struct
@@ -450,9 +451,6 @@ def test_unpacker_is_exhausted_by_reply_parsing() -> None:
     assert isinstance(reply.body, Unpacker) and reply.body.unpack_uint() == 99
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: RpcStreamProtocol (server/aio.py) has no eof_received, so asyncio closes "
-    "the transport on the client's FIN and replies to calls already received are dropped"))
 def test_calls_sent_before_a_half_close_are_answered(client: RawClient) -> None:
     blob = b"".join(frame_bytes(client.call_bytes(NFS_PROGRAM, 3, 0)) for _ in range(3))
     client.sock.sendall(blob)
@@ -530,3 +528,61 @@ def test_backpressure_with_one_call_in_flight(tmp_path: Path) -> None:
             assert xids == list(range(c.xid - 49, c.xid + 1))
         finally:
             c.close()
+
+
+def test_oversized_credential_is_auth_badcred(client: RawClient) -> None:
+    reply = client.call(NFS_PROGRAM, 3, 0, cred=OpaqueAuth(1, b"\0" * 404))
+    assert (reply.reply_stat, reply.stat) == (1, 1)  # MSG_DENIED, AUTH_ERROR
+    assert reply.body.unpack_uint() == 1  # AUTH_BADCRED
+    assert client.call(NFS_PROGRAM, 3, 0).stat == 0
+
+
+def test_server_stops_reading_from_a_client_that_never_reads_replies(
+    server: RunningServer,
+) -> None:
+    """A client that pipelines 3000 one-MiB READs but never reads the replies gets
+    backpressure: the server holds a bounded amount of reply data (not 3 GB) and keeps
+    serving another client meanwhile."""
+    assert server.root is not None
+    (server.root / "big").write_bytes(os.urandom(1 << 20))
+    hog = server.client()
+    other = server.client()
+    try:
+        root = hog.mount("/")
+        fh = _lookup(hog, root, b"big")
+        p = Packer()
+        p.pack_opaque(fh)
+        p.pack_uhyper(0)
+        p.pack_uint(1 << 20)
+        call = frame_bytes(hog.call_bytes(NFS_PROGRAM, 3, 6, p.get_buffer()))
+        before = _rss_bytes()
+        hog.sock.setblocking(False)
+        for _ in range(3000):  # bounded; the kernel buffers what the server does not read
+            try:
+                hog.sock.send(call)
+            except BlockingIOError:
+                break
+        time.sleep(1.5)
+        assert other.call(NFS_PROGRAM, 3, 0).stat == 0
+        grown = _rss_bytes() - before
+        assert grown < 400 << 20, f"server buffered {grown >> 20} MiB for a non-reading client"
+    finally:
+        hog.close()
+        other.close()
+
+
+def _lookup(c: RawClient, dir_fh: bytes, name: bytes) -> bytes:
+    p = Packer()
+    p.pack_opaque(dir_fh)
+    p.pack_opaque(name)
+    u = c.call(NFS_PROGRAM, 3, 3, p.get_buffer()).ok()
+    assert u.unpack_uint() == 0
+    return bytes(u.unpack_opaque(64))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from ferry.errors import XdrError
-from ferry.rpc.message import AuthFlavor, OpaqueAuth
+from ferry.rpc.message import MAX_AUTH_BYTES, AuthFlavor, OpaqueAuth
 from ferry.xdr import Packer, Unpacker
 
 NOBODY = 65534
@@ -45,6 +45,8 @@ def decode_credentials(cred: OpaqueAuth) -> Credentials:
     Raises ``BadCredentials`` for a malformed AUTH_SYS body (reply AUTH_BADCRED) and
     ``UnsupportedFlavor`` for flavors we do not serve (reply AUTH_TOOWEAK).
     """
+    if len(cred.body) > MAX_AUTH_BYTES:
+        raise BadCredentials(f"credential body of {len(cred.body)} bytes exceeds {MAX_AUTH_BYTES}")
     if cred.flavor == AuthFlavor.AUTH_NONE:
         return ANONYMOUS
     if cred.flavor != AuthFlavor.AUTH_SYS:

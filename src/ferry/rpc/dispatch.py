@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from ferry.errors import XdrError
 from ferry.rpc.auth import BadCredentials, Credentials, UnsupportedFlavor, decode_credentials
 from ferry.rpc.message import (
+    MAX_AUTH_BYTES,
     RPC_VERSION,
     AcceptStat,
     AuthStat,
@@ -95,6 +96,8 @@ class Dispatcher:
             pack_rpc_mismatch(p, xid)
             return p.buffers()
         try:
+            if len(header.verf.body) > MAX_AUTH_BYTES:
+                raise BadCredentials("verifier too long")
             cred = decode_credentials(header.cred)
         except BadCredentials:
             pack_auth_error(p, xid, AuthStat.BADCRED)

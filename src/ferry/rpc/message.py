@@ -13,6 +13,7 @@ from ferry.xdr import Packer, Unpacker
 
 RPC_VERSION = 2
 MAX_AUTH_BYTES = 400  # RFC 5531 section 8.2: opaque_auth body<400>
+_MAX_DECODED_AUTH = 64 * 1024
 
 
 class MsgType(enum.IntEnum):
@@ -70,9 +71,9 @@ class OpaqueAuth:
         p.pack_opaque(self.body)
 
     @classmethod
-    def unpack(cls, u: Unpacker) -> OpaqueAuth:
+    def unpack(cls, u: Unpacker, max_len: int = MAX_AUTH_BYTES) -> OpaqueAuth:
         flavor = u.unpack_enum()
-        return cls(flavor, u.unpack_bytes(MAX_AUTH_BYTES))
+        return cls(flavor, u.unpack_bytes(max_len))
 
 
 NULL_AUTH = OpaqueAuth(AuthFlavor.AUTH_NONE)
@@ -114,7 +115,10 @@ def unpack_call(u: Unpacker, xid: int) -> CallHeader:
     if rpcvers != RPC_VERSION:  # cannot parse the rest reliably; the caller replies RPC_MISMATCH
         return CallHeader(xid, rpcvers, 0, 0, 0, NULL_AUTH, NULL_AUTH)
     prog, vers, proc = u.unpack_uint(), u.unpack_uint(), u.unpack_uint()
-    return CallHeader(xid, rpcvers, prog, vers, proc, OpaqueAuth.unpack(u), OpaqueAuth.unpack(u))
+    # Oversized credentials are decoded (the record size bounds them) so that the
+    # dispatcher can answer AUTH_BADCRED rather than GARBAGE_ARGS (RFC 5531 section 9).
+    cred = OpaqueAuth.unpack(u, _MAX_DECODED_AUTH)
+    return CallHeader(xid, rpcvers, prog, vers, proc, cred, OpaqueAuth.unpack(u, _MAX_DECODED_AUTH))
 
 
 def pack_accepted(p: Packer, xid: int, stat: AcceptStat, verf: OpaqueAuth = NULL_AUTH) -> None:

@@ -65,7 +65,8 @@ class RecordReader:
             (header,) = _HEADER.unpack_from(buf, 0)
             length = header & MAX_FRAGMENT
             if self._size + length > self.max_record:
-                raise RecordError(f"record of at least {self._size + length} bytes exceeds limit {self.max_record}")
+                raise RecordError(f"record of at least {self._size + length} bytes "
+                                  f"exceeds limit {self.max_record}")
             if len(buf) < 4 + length:
                 return None
             fragment = bytes(memoryview(buf)[4 : 4 + length])
@@ -79,7 +80,7 @@ class RecordReader:
                 self._size = 0
                 return record
             self._fragments.append(fragment)
-            self._size += length
+            self._size += length + 4  # headers count: empty fragments must not pile up free
         return None
 
 

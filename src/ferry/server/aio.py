@@ -3,8 +3,9 @@
 The loop only moves bytes: a ``RecordReader`` cuts the stream into call records, the
 ``Dispatcher`` (run in a thread pool so slow disks never block the loop) turns each into a
 reply, and replies go back framed, in whatever order they finish (XIDs match them up).
-Per connection, at most ``max_in_flight`` calls run at once; past that, reading pauses
-(backpressure instead of unbounded buffering). Idle connections are closed after
+Per connection, at most ``max_in_flight`` calls run at once; past that, or while the
+peer does not read its replies, reading pauses (backpressure instead of unbounded
+buffering). Idle connections are closed after
 ``idle_timeout`` seconds, oversized records close the connection.
 """
 
@@ -46,6 +47,8 @@ class RpcStreamProtocol(asyncio.Protocol):
         self.peer: Address = None
         self.in_flight = 0
         self.paused = False
+        self.write_blocked = False
+        self.eof = False
         self.idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,8 +90,22 @@ class RpcStreamProtocol(asyncio.Protocol):
         self.reader.receive_data(data)
         self._drain_records()
 
+    def eof_received(self) -> bool:
+        """The peer half-closed: answer what it sent, then close (True keeps us open)."""
+        self.eof = True
+        self._drain_records()
+        return True
+
+    def pause_writing(self) -> None:
+        """The peer is not reading its replies: stop taking calls until it does."""
+        self.write_blocked = True
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self._drain_records()
+
     def _drain_records(self) -> None:
-        while self.in_flight < self.server.limits.max_in_flight:
+        while self.in_flight < self.server.limits.max_in_flight and not self.write_blocked:
             try:
                 record = self.reader.next_record()
             except RecordError as exc:
@@ -97,12 +114,25 @@ class RpcStreamProtocol(asyncio.Protocol):
                 self.transport.abort()
                 return
             if record is None:
+                if self.eof and self.in_flight == 0 and self.transport is not None:
+                    self.transport.close()
                 return
             self.in_flight += 1
             self.server.submit(record, self)
-        if not self.paused and self.transport is not None:
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read only while we can take more calls and the peer takes our replies."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.eof:
+            return
+        want = self.in_flight < self.server.limits.max_in_flight and not self.write_blocked
+        if want and self.paused:
+            self.paused = False
+            transport.resume_reading()
+        elif not want and not self.paused:
             self.paused = True
-            self.transport.pause_reading()
+            transport.pause_reading()
 
     def reply(self, buffers: Sequence[Buffer] | None) -> None:
         """Called on the loop when a call finishes."""
@@ -112,9 +142,6 @@ class RpcStreamProtocol(asyncio.Protocol):
             return
         if buffers is not None:
             transport.writelines(frame(buffers))
-        if self.paused and self.in_flight < self.server.limits.max_in_flight:
-            self.paused = False
-            transport.resume_reading()
         self._drain_records()
 
 
