@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ferry.backends.base import Attr, FileId, SetAttr
+from ferry.backends.base import Attr, DirEntry, FileId, SetAttr
 from ferry.errors import NfsError, status_from_oserror
 from ferry.nfs3 import types as t
 from ferry.nfs3.access import R, W, X, access_mask, may
@@ -161,6 +161,7 @@ class Nfs3Service:
         self._check_setattr(target, before, args.new_attributes)
         _check_size(args.new_attributes.size)
         call_backend(lambda: target.backend.setattr(target.fid, args.new_attributes))
+        self.listings.touch()
         return t.WccRes(t.Wcc(before, self.try_attrs(target)))
 
     def _check_setattr(self, target: Target, attr: Attr, new: SetAttr) -> None:
@@ -250,6 +251,7 @@ class Nfs3Service:
         _check_size(args.offset + len(data))
         committed = call_backend(
             lambda: target.backend.write(target.fid, args.offset, data, args.stable))
+        self.listings.touch()
         after = self.try_attrs(target)
         return t.WriteRes(t.Wcc(before, after), len(data), committed, self.write_verifier)
 
@@ -401,19 +403,31 @@ class Nfs3Service:
             raise NfsError(Nfsstat3.NOTDIR)
         if not may(dir_attr, target.cred, R):
             raise NfsError(Nfsstat3.ACCES)
-        listing = self.listings.get(target.export.export_id, target.fid, dir_attr,
-                                    lambda: call_backend(lambda: list(target.backend.readdir(target.fid))))
+        listing = self.listings.get(
+            target.export.export_id, target.fid, dir_attr,
+            lambda: self._list_dir(target, plus), want_fresh_attrs=plus and args.cookie == 0)
         limit = args.maxcount if plus else args.dircount
         batch, eof = listing.page(args.cookie, args.dircount, limit, plus)
         if not batch and not eof:
             raise NfsError(Nfsstat3.TOOSMALL)
-        entries = [self._entry(target, e, plus) for e in batch]
-        return t.ReaddirRes(dir_attr, listing.verifier, entries, eof, plus)
+        if plus:
+            fresh = listing.attrs_fresh(self.listings.mutations)
+            batch = [self._plus_entry(target, e, fresh) for e in batch]
+        return t.ReaddirRes(dir_attr, listing.verifier, batch, eof, plus)
 
-    def _entry(self, target: Target, e: t.Entry, plus: bool) -> t.Entry:
-        if not plus:
-            return e
-        attr = self.try_attrs(target, e.fileid)
+    def _list_dir(self, target: Target, plus: bool) -> list[DirEntry]:
+        backend = target.backend
+        entries = call_backend(lambda: list(
+            backend.readdir_plus(target.fid) if plus else backend.readdir(target.fid)))
+        fsid = target.export.export_id
+        for e in entries:
+            if e.attr is not None:
+                e.attr.fsid = fsid
+        return entries
+
+    def _plus_entry(self, target: Target, e: t.Entry, fresh: bool) -> t.Entry:
+        """An entryplus3: the listing's attributes while fresh, else fetched now."""
+        attr = e.attr if fresh else self.try_attrs(target, e.fileid)
         return t.Entry(e.fileid, e.name, e.cookie, attr, self.maybe_handle(target.export, attr))
 
     def fsstat(self, args: t.FhArgs, ctx: CallContext) -> t.FsstatRes:

@@ -9,6 +9,7 @@ reverse for sending.
 
 from __future__ import annotations
 
+import collections
 import struct
 from collections.abc import Sequence
 
@@ -18,31 +19,80 @@ _HEADER = struct.Struct(">I")
 LAST_FRAGMENT = 0x80000000
 MAX_FRAGMENT = 0x7FFFFFFF
 DEFAULT_MAX_RECORD = 4 * 1024 * 1024 + 64 * 1024  # a 4 MiB WRITE plus headers
+_SMALL = 64 * 1024  # fragments up to this size are assembled in one shared buffer
 
 Buffer = bytes | bytearray | memoryview
 
 
 class RecordReader:
-    """Reassembles records from stream data.
+    """Reassembles records from stream data, with at most one copy of each byte.
 
-    Feed it with ``receive_data(data)``; ``b""`` signals EOF. ``next_record()`` returns the
-    next complete record as ``bytes``, or ``None`` when more data is needed. After EOF,
-    ``incomplete`` tells whether the peer hung up mid-record.
+    Two ways to feed it:
+
+    * ``get_buffer()`` / ``buffer_updated(n)``: the IO layer reads straight into the
+      buffer we hand out (``recv_into``, asyncio's ``BufferedProtocol``). A large fragment
+      gets a buffer of exactly its size, so its bytes land in their final place.
+    * ``receive_data(data)``: copies ``data`` in the same way; ``b""`` signals EOF.
+
+    ``next_record()`` returns the next complete record, or ``None`` when more data is
+    needed; it raises ``RecordError`` (after the records before the fault) if a record
+    exceeds ``max_record``. After EOF, ``incomplete`` tells whether the peer hung up
+    mid-record.
     """
 
-    __slots__ = ("max_record", "_buf", "_fragments", "_size", "_eof")
+    __slots__ = ("max_record", "_small", "_start", "_end", "_body", "_body_fill", "_last",
+                 "_fragments", "_size", "_records", "_error", "_eof")
 
     def __init__(self, max_record: int = DEFAULT_MAX_RECORD) -> None:
         self.max_record = max_record
-        self._buf = bytearray()
-        self._fragments: list[bytes] = []
+        self._small = bytearray(_SMALL)  # headers and small fragments
+        self._start = self._end = 0
+        self._body: bytearray | None = None  # the large fragment being filled
+        self._body_fill = 0
+        self._last = False
+        self._fragments: list[bytes | bytearray] = []
         self._size = 0
+        self._records: collections.deque[bytes | bytearray] = collections.deque()
+        self._error: RecordError | None = None
         self._eof = False
+
+    # -- feeding -----------------------------------------------------------------------
+
+    def get_buffer(self) -> memoryview:
+        """Where the next received bytes should go (never empty)."""
+        if self._body is not None:
+            return memoryview(self._body)[self._body_fill :]
+        if self._end == len(self._small):
+            self._compact()
+        return memoryview(self._small)[self._end :]
+
+    def buffer_updated(self, n: int) -> None:
+        """``n`` bytes were written into the last ``get_buffer()``."""
+        if self._body is not None:
+            self._body_fill += n
+            if self._body_fill == len(self._body):
+                body, self._body = self._body, None
+                self._add_fragment(body, self._last)
+        else:
+            self._end += n
+        self._parse()
 
     def receive_data(self, data: Buffer) -> None:
         if not data:
             self._eof = True
-        self._buf += data
+            return
+        view = memoryview(data).cast("B")
+        while view and self._error is None:
+            buf = self.get_buffer()
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            view = view[n:]
+            self.buffer_updated(n)
+
+    def eof_received(self) -> None:
+        self._eof = True
+
+    # -- state -------------------------------------------------------------------------
 
     @property
     def eof(self) -> bool:
@@ -51,37 +101,66 @@ class RecordReader:
     @property
     def incomplete(self) -> bool:
         """True when bytes of an unfinished record are buffered."""
-        return bool(self._buf or self._fragments)
+        return self._end > self._start or self._body is not None or bool(self._fragments)
 
     @property
     def buffered(self) -> int:
-        """Bytes held, for memory accounting."""
-        return len(self._buf) + self._size
+        """Bytes held for unfinished and undelivered records, for memory accounting."""
+        pending = sum(len(r) for r in self._records)
+        return self._end - self._start + self._body_fill + self._size + pending
 
-    def next_record(self) -> bytes | None:
-        """Return the next complete record, or ``None``; raises RecordError if too big."""
-        buf = self._buf
-        while len(buf) >= 4:
-            (header,) = _HEADER.unpack_from(buf, 0)
-            length = header & MAX_FRAGMENT
-            if self._size + length > self.max_record:
-                raise RecordError(f"record of at least {self._size + length} bytes "
-                                  f"exceeds limit {self.max_record}")
-            if len(buf) < 4 + length:
-                return None
-            fragment = bytes(memoryview(buf)[4 : 4 + length])
-            del buf[: 4 + length]
-            if header & LAST_FRAGMENT:
-                if not self._fragments:
-                    return fragment
-                self._fragments.append(fragment)
-                record = b"".join(self._fragments)
-                self._fragments.clear()
-                self._size = 0
-                return record
-            self._fragments.append(fragment)
-            self._size += length + 4  # headers count: empty fragments must not pile up free
+    def next_record(self) -> bytes | bytearray | None:
+        """The next complete record, or ``None``; raises RecordError after a fault."""
+        if self._records:
+            return self._records.popleft()
+        if self._error is not None:
+            raise self._error
         return None
+
+    # -- parsing -----------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        small = self._small
+        while self._body is None and self._error is None and self._end - self._start >= 4:
+            (header,) = _HEADER.unpack_from(small, self._start)
+            length, last = header & MAX_FRAGMENT, bool(header & LAST_FRAGMENT)
+            if self._size + length > self.max_record:
+                self._error = RecordError(f"record of at least {self._size + length} bytes "
+                                          f"exceeds limit {self.max_record}")
+                return
+            avail = self._end - self._start - 4
+            if avail >= length:  # the whole fragment is here
+                begin = self._start + 4
+                self._start = begin + length
+                self._add_fragment(bytes(small[begin : begin + length]), last)
+            elif 4 + length <= _SMALL:  # a small fragment: wait for the rest in place
+                if self._start + 4 + length > len(small):
+                    self._compact()
+                return
+            else:  # a large fragment: give it a buffer of its own
+                body = bytearray(length)
+                body[:avail] = small[self._start + 4 : self._end]
+                self._start = self._end
+                self._body, self._body_fill, self._last = body, avail, last
+                return
+
+    def _add_fragment(self, fragment: bytes | bytearray, last: bool) -> None:
+        if not last:
+            self._fragments.append(fragment)
+            self._size += len(fragment) + 4  # headers count: empty fragments are not free
+            return
+        if self._fragments:
+            self._fragments.append(fragment)
+            fragment = b"".join(self._fragments)
+            self._fragments.clear()
+            self._size = 0
+        self._records.append(fragment)
+
+    def _compact(self) -> None:
+        """Move unparsed bytes to the front of the small buffer."""
+        rest = self._end - self._start
+        self._small[:rest] = self._small[self._start : self._end]
+        self._start, self._end = 0, rest
 
 
 def frame(buffers: Sequence[Buffer], max_fragment: int = MAX_FRAGMENT) -> list[Buffer]:

@@ -37,8 +37,11 @@ class Limits:
     max_connections: int = 1024
 
 
-class RpcStreamProtocol(asyncio.Protocol):
-    """One TCP connection: record marking in, dispatch in threads, framed replies out."""
+class RpcStreamProtocol(asyncio.BufferedProtocol):
+    """One TCP connection: record marking in, dispatch in threads, framed replies out.
+
+    A buffered protocol: the loop reads straight into the record reader's buffers
+    (one copy from the kernel, none after)."""
 
     def __init__(self, server: AsyncServer) -> None:
         self.server = server
@@ -85,14 +88,18 @@ class RpcStreamProtocol(asyncio.Protocol):
         else:
             self._touch()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
         self._touch()
-        self.reader.receive_data(data)
+        self.reader.buffer_updated(nbytes)
         self._drain_records()
 
     def eof_received(self) -> bool:
         """The peer half-closed: answer what it sent, then close (True keeps us open)."""
         self.eof = True
+        self.reader.eof_received()
         self._drain_records()
         return True
 
@@ -158,7 +165,7 @@ class AsyncServer:
         self.servers: list[asyncio.Server] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def submit(self, record: bytes, conn: RpcStreamProtocol) -> None:
+    def submit(self, record: bytes | bytearray, conn: RpcStreamProtocol) -> None:
         assert self.loop is not None
         future = self.loop.run_in_executor(self.pool, self.dispatcher.handle, record, conn.peer)
         future.add_done_callback(lambda f: conn.reply(_result(f, conn.peer)))
