@@ -50,12 +50,17 @@ def test_eof_mid_record_is_reported() -> None:
     assert r.eof and r.incomplete
 
 
-@given(st.lists(st.binary(max_size=300), min_size=1, max_size=8), st.integers(1, 64),
-       st.integers(1, 97))
-def test_any_split_of_the_stream_yields_the_records(records: list[bytes], frag: int,
-                                                    chunk: int) -> None:
-    wire = b"".join(b"".join(frame([rec], max_fragment=frag)) if rec else frame_bytes(rec)
-                    for rec in records)
+@given(
+    st.lists(st.binary(max_size=300), min_size=1, max_size=8),
+    st.integers(1, 64),
+    st.integers(1, 97),
+)
+def test_any_split_of_the_stream_yields_the_records(
+    records: list[bytes], frag: int, chunk: int
+) -> None:
+    wire = b"".join(
+        b"".join(frame([rec], max_fragment=frag)) if rec else frame_bytes(rec) for rec in records
+    )
     r = RecordReader()
     out = []
     for i in range(0, len(wire), chunk):

@@ -75,11 +75,18 @@ def test_large_opaque_is_referenced_not_copied() -> None:
     assert p.get_buffer() == b"\0\0\0\x07" + b"\0\x01\0\0" + bytes(payload)
 
 
-@given(st.integers(0, 2**32 - 1), st.integers(-(2**31), 2**31 - 1),
-       st.integers(0, 2**64 - 1), st.integers(-(2**63), 2**63 - 1), st.binary(max_size=9000),
-       st.booleans(), st.lists(st.integers(0, 2**32 - 1), max_size=20))
-def test_round_trip(u32: int, i32: int, u64: int, i64: int, blob: bytes, flag: bool,
-                    items: list[int]) -> None:
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(0, 2**64 - 1),
+    st.integers(-(2**63), 2**63 - 1),
+    st.binary(max_size=9000),
+    st.booleans(),
+    st.lists(st.integers(0, 2**32 - 1), max_size=20),
+)
+def test_round_trip(
+    u32: int, i32: int, u64: int, i64: int, blob: bytes, flag: bool, items: list[int]
+) -> None:
     p = Packer()
     p.pack_uint(u32)
     p.pack_int(i32)

@@ -24,8 +24,10 @@ log = logging.getLogger("ferry")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         return int(args.func(args))
     except ConfigError as exc:
@@ -37,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description="A user-space NFSv3 toolkit.")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a directory (or a config file's exports)")
     serve.add_argument("path", nargs="?", help="directory to export")
@@ -48,8 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML config file (see ferry.config)")
     serve.add_argument("--state-dir", type=Path, help="where handle keys and state are kept")
     serve.add_argument("--backend", help="'local' (default), 'memory' or 'module:Class'")
-    serve.add_argument("--no-root-squash", action="store_true",
-                       help="let client root act as root (default: squash to nobody)")
+    serve.add_argument(
+        "--no-root-squash",
+        action="store_true",
+        help="let client root act as root (default: squash to nobody)",
+    )
     serve.add_argument("--portmapper", action="store_true", help="also answer portmap (v2)")
     serve.add_argument("--portmapper-port", type=int, help="portmap port (default 111)")
     serve.set_defaults(func=cmd_serve)
@@ -72,9 +78,14 @@ def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
             if not path.is_dir():
                 raise ConfigError(f"export path is not a directory: {path}")
             path = path.resolve()
-        config.exports.append(cfgmod.ExportConfig(
-            path=str(path), backend=args.backend or "local", read_only=args.read_only,
-            root_squash=not args.no_root_squash))
+        config.exports.append(
+            cfgmod.ExportConfig(
+                path=str(path),
+                backend=args.backend or "local",
+                read_only=args.read_only,
+                root_squash=not args.no_root_squash,
+            )
+        )
     for key in ("port", "bind", "state_dir", "portmapper_port"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
@@ -102,8 +113,11 @@ def _install_uvloop() -> None:
 
 async def _serve(app: App) -> int:
     config = app.config
-    limits = Limits(max_record=config.max_record_size, idle_timeout=config.idle_timeout,
-                    max_connections=config.max_connections)
+    limits = Limits(
+        max_record=config.max_record_size,
+        idle_timeout=config.idle_timeout,
+        max_connections=config.max_connections,
+    )
     server: AsyncServer | None = None
     try:
         port = config.port

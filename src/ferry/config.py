@@ -84,8 +84,17 @@ class ServerConfig:
         return base / "ferry" / digest[:16]
 
 
-_SERVER_KEYS = {"bind", "port", "state_dir", "portmapper", "portmapper_port", "max_record_size",
-                "idle_timeout", "max_connections", "handle_key"}
+_SERVER_KEYS = {
+    "bind",
+    "port",
+    "state_dir",
+    "portmapper",
+    "portmapper_port",
+    "max_record_size",
+    "idle_timeout",
+    "max_connections",
+    "handle_key",
+}
 _EXPORT_KEYS = {f.name for f in dataclasses.fields(ExportConfig)}
 
 
@@ -134,8 +143,9 @@ def _export(raw: Any, where: str) -> ExportConfig:
     cfg = ExportConfig(path=_typed(raw["path"], str, f"{where}.path"))
     for key, value in raw.items():
         if key == "clients":
-            value = tuple(_typed(v, str, f"{where}.clients")
-                          for v in _typed(value, list, f"{where}.clients"))
+            value = tuple(
+                _typed(v, str, f"{where}.clients") for v in _typed(value, list, f"{where}.clients")
+            )
         elif key != "path":
             value = _typed(value, type(getattr(cfg, key)), f"{where}.{key}")
         setattr(cfg, key, value)

@@ -132,7 +132,9 @@ class Unpacker:
         pos = self._pos
         end = pos + n
         if end > len(self._data):
-            raise XdrError(f"truncated: need {n} bytes at offset {pos}, have {len(self._data) - pos}")
+            raise XdrError(
+                f"truncated: need {n} bytes at offset {pos}, have {len(self._data) - pos}"
+            )
         self._pos = end
         return pos
 

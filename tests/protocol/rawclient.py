@@ -68,8 +68,15 @@ class RawClient:
             buf += chunk
         return bytes(buf)
 
-    def call_bytes(self, prog: int, vers: int, proc: int, args: bytes = b"",
-                   cred: OpaqueAuth | None = None, rpcvers: int = 2) -> bytes:
+    def call_bytes(
+        self,
+        prog: int,
+        vers: int,
+        proc: int,
+        args: bytes = b"",
+        cred: OpaqueAuth | None = None,
+        rpcvers: int = 2,
+    ) -> bytes:
         self.xid += 1
         p = Packer()
         CallHeader(self.xid, rpcvers, prog, vers, proc, cred or self.cred, NULL_AUTH).pack(p)
@@ -79,7 +86,9 @@ class RawClient:
         self.send_record(self.call_bytes(prog, vers, proc, args, **kw))  # type: ignore[arg-type]
         return parse_reply(self.recv_record())
 
-    def nfs(self, proc: int, build: Callable[[Packer], None] | None = None) -> tuple[Nfsstat3, Unpacker]:
+    def nfs(
+        self, proc: int, build: Callable[[Packer], None] | None = None
+    ) -> tuple[Nfsstat3, Unpacker]:
         p = Packer()
         if build:
             build(p)
@@ -150,8 +159,10 @@ def serve_in_thread(config: ServerConfig, limits: Limits | None = None) -> Itera
 
 
 def local_config(root: Path, state: Path, **export_kw: object) -> ServerConfig:
-    return ServerConfig(exports=[ExportConfig(path=str(root), **export_kw)],  # type: ignore[arg-type]
-                        state_dir=state)
+    return ServerConfig(
+        exports=[ExportConfig(path=str(root), **export_kw)],  # type: ignore[arg-type]
+        state_dir=state,
+    )
 
 
 # -- small NFSv3 / MOUNT / portmap helpers for the RPC, MOUNT, security and restart tests ---
@@ -195,8 +206,13 @@ def skip_wcc(u: Unpacker) -> None:
     unpack_post_op_attr(u)
 
 
-def pack_sattr(p: Packer, mode: int | None = None, uid: int | None = None,
-               gid: int | None = None, size: int | None = None) -> None:
+def pack_sattr(
+    p: Packer,
+    mode: int | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    size: int | None = None,
+) -> None:
     p.pack_optional(mode, p.pack_uint)
     p.pack_optional(uid, p.pack_uint)
     p.pack_optional(gid, p.pack_uint)
@@ -215,8 +231,9 @@ def nfs_getattr(c: RawClient, fh: bytes) -> tuple[Nfsstat3, Fattr | None]:
     return status, (unpack_fattr(u) if status == Nfsstat3.OK else None)
 
 
-def nfs_lookup(c: RawClient, dirfh: bytes, name: bytes | str
-               ) -> tuple[Nfsstat3, bytes | None, Fattr | None]:
+def nfs_lookup(
+    c: RawClient, dirfh: bytes, name: bytes | str
+) -> tuple[Nfsstat3, bytes | None, Fattr | None]:
     """LOOKUP: (status, handle, object attributes)."""
     status, u = c.nfs(3, lambda p: _diropargs(p, dirfh, name))
     if status != Nfsstat3.OK:
@@ -225,8 +242,9 @@ def nfs_lookup(c: RawClient, dirfh: bytes, name: bytes | str
     return status, fh, unpack_post_op_attr(u)
 
 
-def nfs_read(c: RawClient, fh: bytes, offset: int = 0, count: int = 4096
-             ) -> tuple[Nfsstat3, bytes | None]:
+def nfs_read(
+    c: RawClient, fh: bytes, offset: int = 0, count: int = 4096
+) -> tuple[Nfsstat3, bytes | None]:
     def build(p: Packer) -> None:
         p.pack_opaque(fh)
         p.pack_uhyper(offset)
@@ -242,9 +260,11 @@ def nfs_read(c: RawClient, fh: bytes, offset: int = 0, count: int = 4096
     return status, data
 
 
-def nfs_write(c: RawClient, fh: bytes, data: bytes, offset: int = 0, stable: int = 2
-              ) -> tuple[Nfsstat3, bytes | None]:
+def nfs_write(
+    c: RawClient, fh: bytes, data: bytes, offset: int = 0, stable: int = 2
+) -> tuple[Nfsstat3, bytes | None]:
     """WRITE: (status, write verifier)."""
+
     def build(p: Packer) -> None:
         p.pack_opaque(fh)
         p.pack_uhyper(offset)
@@ -263,6 +283,7 @@ def nfs_write(c: RawClient, fh: bytes, data: bytes, offset: int = 0, stable: int
 
 def nfs_commit(c: RawClient, fh: bytes) -> tuple[Nfsstat3, bytes | None]:
     """COMMIT of the whole file: (status, write verifier)."""
+
     def build(p: Packer) -> None:
         p.pack_opaque(fh)
         p.pack_uhyper(0)
@@ -275,9 +296,11 @@ def nfs_commit(c: RawClient, fh: bytes) -> tuple[Nfsstat3, bytes | None]:
     return status, bytes(u.unpack_fopaque(8))
 
 
-def nfs_create(c: RawClient, dirfh: bytes, name: bytes | str, mode: int | None = 0o644,
-               how: int = 0) -> tuple[Nfsstat3, bytes | None, Fattr | None]:
+def nfs_create(
+    c: RawClient, dirfh: bytes, name: bytes | str, mode: int | None = 0o644, how: int = 0
+) -> tuple[Nfsstat3, bytes | None, Fattr | None]:
     """CREATE (UNCHECKED by default): (status, handle, attributes)."""
+
     def build(p: Packer) -> None:
         _diropargs(p, dirfh, name)
         p.pack_uint(how)
@@ -290,8 +313,9 @@ def nfs_create(c: RawClient, dirfh: bytes, name: bytes | str, mode: int | None =
     return status, fh, unpack_post_op_attr(u)
 
 
-def nfs_mkdir(c: RawClient, dirfh: bytes, name: bytes | str, mode: int = 0o755
-              ) -> tuple[Nfsstat3, bytes | None]:
+def nfs_mkdir(
+    c: RawClient, dirfh: bytes, name: bytes | str, mode: int = 0o755
+) -> tuple[Nfsstat3, bytes | None]:
     def build(p: Packer) -> None:
         _diropargs(p, dirfh, name)
         pack_sattr(p, mode=mode)
@@ -302,8 +326,9 @@ def nfs_mkdir(c: RawClient, dirfh: bytes, name: bytes | str, mode: int = 0o755
     return status, (bytes(u.unpack_opaque(64)) if u.unpack_bool() else None)
 
 
-def nfs_setattr(c: RawClient, fh: bytes, mode: int | None = None, size: int | None = None
-                ) -> Nfsstat3:
+def nfs_setattr(
+    c: RawClient, fh: bytes, mode: int | None = None, size: int | None = None
+) -> Nfsstat3:
     def build(p: Packer) -> None:
         p.pack_opaque(fh)
         pack_sattr(p, mode=mode, size=size)
@@ -316,8 +341,9 @@ def nfs_remove(c: RawClient, dirfh: bytes, name: bytes | str) -> Nfsstat3:
     return c.nfs(12, lambda p: _diropargs(p, dirfh, name))[0]
 
 
-def nfs_rename(c: RawClient, fromdir: bytes, fromname: bytes | str, todir: bytes,
-               toname: bytes | str) -> Nfsstat3:
+def nfs_rename(
+    c: RawClient, fromdir: bytes, fromname: bytes | str, todir: bytes, toname: bytes | str
+) -> Nfsstat3:
     def build(p: Packer) -> None:
         _diropargs(p, fromdir, fromname)
         _diropargs(p, todir, toname)

@@ -41,8 +41,9 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
     export = tmp_path / "export"
     export.mkdir()
     (export / "hello.txt").write_bytes(b"hello\n")
-    with serve_in_thread(local_config(export, tmp_path / "state"),
-                         Limits(max_record=MAX_RECORD)) as srv:
+    with serve_in_thread(
+        local_config(export, tmp_path / "state"), Limits(max_record=MAX_RECORD)
+    ) as srv:
         yield srv
 
 
@@ -117,8 +118,9 @@ def test_mount_version_mismatch_reports_3_to_3(client: RawClient) -> None:
     assert (reply.body.unpack_uint(), reply.body.unpack_uint()) == (3, 3)
 
 
-@pytest.mark.parametrize(("prog", "proc"), [(NFS_PROGRAM, 22), (NFS_PROGRAM, 0xFFFFFFFF),
-                                            (MOUNT_PROGRAM, 6)])
+@pytest.mark.parametrize(
+    ("prog", "proc"), [(NFS_PROGRAM, 22), (NFS_PROGRAM, 0xFFFFFFFF), (MOUNT_PROGRAM, 6)]
+)
 def test_unknown_procedure_is_proc_unavail(client: RawClient, prog: int, proc: int) -> None:
     reply = client.call(prog, 3, proc)
     assert (reply.reply_stat, reply.stat) == (MSG_ACCEPTED, PROC_UNAVAIL)
@@ -129,8 +131,9 @@ def test_unknown_procedure_is_proc_unavail(client: RawClient, prog: int, proc: i
 # -- arguments ----------------------------------------------------------------------------
 
 
-def test_getattr_with_half_a_handle_is_garbage_args(client: RawClient,
-                                                    server: RunningServer) -> None:
+def test_getattr_with_half_a_handle_is_garbage_args(
+    client: RawClient, server: RunningServer
+) -> None:
     fh = root_fh(client, server)
     args = struct.pack(">I", len(fh)) + fh[: len(fh) // 2]
     reply = client.call(NFS_PROGRAM, 3, 1, args)
@@ -142,7 +145,8 @@ def test_getattr_with_half_a_handle_is_garbage_args(client: RawClient,
 
 
 def test_write_whose_opaque_length_exceeds_the_data_is_garbage_args(
-        client: RawClient, server: RunningServer) -> None:
+    client: RawClient, server: RunningServer
+) -> None:
     root = root_fh(client, server)
     status, fh, _ = nfs_lookup(client, root, "hello.txt")
     assert status == Nfsstat3.OK and fh is not None
@@ -169,12 +173,18 @@ def test_mount_path_longer_than_mntpathlen_is_garbage_args(client: RawClient) ->
 # -- credentials --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    b"",  # nothing at all
-    b"\x00\x00\x00\x00",  # stamp only
-    struct.pack(">II", 0, 300) + b"m" * 300,  # machine name over 255 bytes
-    struct.pack(">II", 0, 1) + b"m\0\0\0" + struct.pack(">III", 0, 0, 17) + b"\0" * 68,  # 17 gids
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # nothing at all
+        b"\x00\x00\x00\x00",  # stamp only
+        struct.pack(">II", 0, 300) + b"m" * 300,  # machine name over 255 bytes
+        struct.pack(">II", 0, 1)
+        + b"m\0\0\0"
+        + struct.pack(">III", 0, 0, 17)
+        + b"\0" * 68,  # 17 gids
+    ],
+)
 def test_malformed_auth_sys_is_auth_badcred(client: RawClient, body: bytes) -> None:
     reply = client.call(NFS_PROGRAM, 3, 0, cred=OpaqueAuth(AuthFlavor.AUTH_SYS, body))
     assert reply.xid == client.xid
@@ -227,7 +237,7 @@ def test_multi_fragment_call_is_answered(client: RawClient, server: RunningServe
     pos = 0
     for h in headers:
         n = 4 + (h & 0x7FFFFFFF)
-        client.sock.sendall(framed[pos:pos + n])
+        client.sock.sendall(framed[pos : pos + n])
         pos += n
         time.sleep(0.02)
     reply = parse_reply(client.recv_record())
@@ -237,8 +247,9 @@ def test_multi_fragment_call_is_answered(client: RawClient, server: RunningServe
     assert u.unpack_uint() == 2  # a directory
 
 
-def test_pipelined_calls_are_all_answered_with_matching_xids(client: RawClient,
-                                                             server: RunningServer) -> None:
+def test_pipelined_calls_are_all_answered_with_matching_xids(
+    client: RawClient, server: RunningServer
+) -> None:
     fh = root_fh(client, server)
     fh_args = Packer()
     fh_args.pack_opaque(fh)
@@ -348,8 +359,11 @@ def test_garbage_call_header_is_garbage_args(client: RawClient) -> None:
 def test_garbage_bytes_on_the_stream(server: RunningServer) -> None:
     bystander = server.client()
     try:
-        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x7f\xfe" + bytes(range(256)) * 4,
-                     b"\xff" * 1024):
+        for junk in (
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"\x7f\xfe" + bytes(range(256)) * 4,
+            b"\xff" * 1024,
+        ):
             c = server.client()
             try:
                 c.sock.sendall(junk)
@@ -387,7 +401,8 @@ def test_framed_random_records_never_break_the_connection(client: RawClient) -> 
 
 
 def test_backend_exception_is_system_err_and_server_keeps_serving(
-        client: RawClient, server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: RawClient, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fh = root_fh(client, server)
     backend = server.app.exports[0].backend
 
@@ -465,8 +480,7 @@ def test_calls_sent_before_a_half_close_are_answered(client: RawClient) -> None:
 def test_idle_connections_are_closed(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
-    with serve_in_thread(local_config(export, tmp_path / "state"),
-                         Limits(idle_timeout=0.5)) as srv:
+    with serve_in_thread(local_config(export, tmp_path / "state"), Limits(idle_timeout=0.5)) as srv:
         idle, busy = srv.client(), srv.client()
         try:
             assert_null_works(idle)
@@ -485,8 +499,9 @@ def test_idle_connections_are_closed(tmp_path: Path) -> None:
 def test_max_connections(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
-    with serve_in_thread(local_config(export, tmp_path / "state"),
-                         Limits(max_connections=2)) as srv:
+    with serve_in_thread(
+        local_config(export, tmp_path / "state"), Limits(max_connections=2)
+    ) as srv:
         first, second = srv.client(), srv.client()
         try:
             assert_null_works(first)
@@ -517,8 +532,7 @@ def test_max_connections(tmp_path: Path) -> None:
 def test_backpressure_with_one_call_in_flight(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
-    with serve_in_thread(local_config(export, tmp_path / "state"),
-                         Limits(max_in_flight=1)) as srv:
+    with serve_in_thread(local_config(export, tmp_path / "state"), Limits(max_in_flight=1)) as srv:
         c = srv.client()
         try:
             blob = b"".join(frame_bytes(c.call_bytes(NFS_PROGRAM, 3, 0)) for _ in range(50))

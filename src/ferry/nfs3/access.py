@@ -25,9 +25,7 @@ def may(attr: Attr, cred: Credentials, want: int) -> bool:
     """Whether ``cred`` has all of ``want`` (R|W|X) on ``attr``; root passes except that
     execute on a non-directory needs some x bit."""
     if cred.uid == 0:
-        if want & X and attr.type != Ftype3.DIR and not attr.mode & 0o111:
-            return False
-        return True
+        return not (want & X and attr.type != Ftype3.DIR and not attr.mode & 0o111)
     return mode_bits(attr, cred) & want == want
 
 

@@ -7,6 +7,7 @@ reports is advisory, as in every NFS server: it records (client host, path) pair
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 
@@ -78,8 +79,9 @@ class MountService:
         for export in self.exports:
             root = "/" + "/".join(part for part in export.path.split("/") if part)
             if clean == root or clean.startswith(root.rstrip("/") + "/"):
-                rest = [p.encode("utf-8", "surrogateescape")
-                        for p in clean[len(root):].split("/") if p]
+                rest = [
+                    p.encode("utf-8", "surrogateescape") for p in clean[len(root) :].split("/") if p
+                ]
                 if best is None or len(rest) < len(best[1]):
                     best = (export, rest)
         if best is None and clean == "/" and self.exports:
@@ -99,7 +101,7 @@ class MountService:
         for part in parts:
             if part in (b".", b"..") or len(part) > backend.name_max:
                 raise NfsError(Nfsstat3.NOENT)
-            fid = call_backend(lambda f=fid, n=part: backend.lookup(f, n))
+            fid = call_backend(functools.partial(backend.lookup, fid, part))
         attr = call_backend(lambda: backend.getattr(fid))
         if attr.type != Ftype3.DIR:
             raise NfsError(Nfsstat3.NOTDIR)
@@ -161,4 +163,3 @@ def mount_program(service: MountService) -> Program:
         MountProc.EXPORT: export,
     }
     return Program(MOUNT_PROGRAM, "mount", {MOUNT_V3: table})
-

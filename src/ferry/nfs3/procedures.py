@@ -15,7 +15,7 @@ from typing import Any
 
 from ferry.errors import NfsError
 from ferry.nfs3 import types as t
-from ferry.nfs3.const import NFS_PROGRAM, NFS_V3, Nfsstat3, NfsProc
+from ferry.nfs3.const import NFS_PROGRAM, NFS_V3, NfsProc, Nfsstat3
 from ferry.nfs3.service import Nfs3Service
 from ferry.rpc.dispatch import CallContext, Handler, Program
 from ferry.xdr import Packer, Unpacker
@@ -56,12 +56,12 @@ PROCEDURES: tuple[Procedure, ...] = (
     Procedure(NfsProc.MKNOD, t.MknodArgs.unpack, "mknod", ((WCC, _dir("where")),)),
     Procedure(NfsProc.REMOVE, t.RemoveArgs.unpack, "remove", ((WCC, _dir("object")),)),
     Procedure(NfsProc.RMDIR, t.RemoveArgs.unpack, "rmdir", ((WCC, _dir("object")),)),
-    Procedure(NfsProc.RENAME, t.RenameArgs.unpack, "rename",
-              ((WCC, _dir("from_")), (WCC, _dir("to")))),
+    Procedure(
+        NfsProc.RENAME, t.RenameArgs.unpack, "rename", ((WCC, _dir("from_")), (WCC, _dir("to")))
+    ),
     Procedure(NfsProc.LINK, t.LinkArgs.unpack, "link", ((POST, _fh("file")), (WCC, _dir("link")))),
     Procedure(NfsProc.READDIR, t.ReaddirArgs.unpack, "readdir", ((POST, _fh("dir")),)),
-    Procedure(NfsProc.READDIRPLUS, t.ReaddirArgs.unpack_plus, "readdirplus",
-              ((POST, _fh("dir")),)),
+    Procedure(NfsProc.READDIRPLUS, t.ReaddirArgs.unpack_plus, "readdirplus", ((POST, _fh("dir")),)),
     Procedure(NfsProc.FSSTAT, t.FhArgs.unpack, "fsstat", ((POST, _fh("object")),)),
     Procedure(NfsProc.FSINFO, t.FhArgs.unpack, "fsinfo", ((POST, _fh("object")),)),
     Procedure(NfsProc.PATHCONF, t.FhArgs.unpack, "pathconf", ((POST, _fh("object")),)),

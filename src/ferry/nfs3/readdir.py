@@ -39,7 +39,7 @@ _REPLY_OVERHEAD = 4 + 88 + 8 + 4 + 4 + 64  # status, dir attrs, verifier, end ma
 def cookie_for(name: bytes) -> int:
     """A stable cookie for a name: never 0 (which means "start")."""
     digest = hashlib.blake2b(name, digest_size=8).digest()
-    return (struct.unpack(">Q", digest)[0] >> 1) | 1
+    return (int.from_bytes(digest, "big") >> 1) | 1
 
 
 def entry_size(name: bytes, plus: bool) -> int:
@@ -51,8 +51,9 @@ class Listing:
 
     __slots__ = ("cookies", "entries", "verifier", "stamp", "built", "mutations", "has_attrs")
 
-    def __init__(self, entries: Iterable[DirEntry], stamp: tuple[int, int],
-                 mutations: int = 0) -> None:
+    def __init__(
+        self, entries: Iterable[DirEntry], stamp: tuple[int, int], mutations: int = 0
+    ) -> None:
         keyed = sorted(((cookie_for(e.name), e) for e in entries), key=lambda k: k[0])
         self.cookies = [k[0] for k in keyed]
         self.entries = [Entry(e.fileid, e.name, cookie, e.attr) for cookie, e in keyed]
@@ -64,10 +65,15 @@ class Listing:
 
     def attrs_fresh(self, mutations: int) -> bool:
         """Whether the attributes gathered at listing time may still be served."""
-        return (self.has_attrs and self.mutations == mutations
-                and time.monotonic() - self.built < ATTR_TTL)
+        return (
+            self.has_attrs
+            and self.mutations == mutations
+            and time.monotonic() - self.built < ATTR_TTL
+        )
 
-    def page(self, cookie: int, dircount: int, maxcount: int, plus: bool) -> tuple[list[Entry], bool]:
+    def page(
+        self, cookie: int, dircount: int, maxcount: int, plus: bool
+    ) -> tuple[list[Entry], bool]:
         """Entries after ``cookie`` fitting ``dircount`` (names) and ``maxcount`` (reply bytes)."""
         start = bisect.bisect_right(self.cookies, cookie) if cookie else 0
         budget = max(maxcount, 0) - _REPLY_OVERHEAD
@@ -99,16 +105,25 @@ class DirListingCache:
         value is enough to make cached attributes stale)."""
         self.mutations += 1
 
-    def get(self, export_id: int, dir_fid: int, dir_attr: Attr,
-            list_dir: Callable[[], list[DirEntry]], want_fresh_attrs: bool = False) -> Listing:
+    def get(
+        self,
+        export_id: int,
+        dir_fid: int,
+        dir_attr: Attr,
+        list_dir: Callable[[], list[DirEntry]],
+        want_fresh_attrs: bool = False,
+    ) -> Listing:
         """The cached listing of a directory, rebuilt if the directory changed (or, with
         ``want_fresh_attrs``, if its attributes are no longer fresh)."""
         key = (export_id, dir_fid)
         stamp = (dir_attr.mtime_ns, dir_attr.ctime_ns)
         with self._lock:
             listing = self._items.get(key)
-            if listing is not None and listing.stamp == stamp and not (
-                    want_fresh_attrs and not listing.attrs_fresh(self.mutations)):
+            if (
+                listing is not None
+                and listing.stamp == stamp
+                and not (want_fresh_attrs and not listing.attrs_fresh(self.mutations))
+            ):
                 self._items.move_to_end(key)
                 return listing
         mutations = self.mutations

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ferry.backends.base import Attr, DirEntry, FileId, SetAttr
+from ferry.backends.base import Attr, Backend, DirEntry, FileId, SetAttr
 from ferry.errors import NfsError, status_from_oserror
 from ferry.nfs3 import types as t
 from ferry.nfs3.access import R, W, X, access_mask, may
-from ferry.nfs3.const import CreateMode, FsProperties, Ftype3, Nfsstat3, StableHow
+from ferry.nfs3.const import CreateMode, FsProperties, Ftype3, Nfsstat3
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.readdir import DirListingCache
@@ -43,7 +43,7 @@ class Target:
     generation: int = 0
 
     @property
-    def backend(self):  # type: ignore[no-untyped-def]
+    def backend(self) -> Backend:
         return self.export.backend
 
 
@@ -58,8 +58,9 @@ def call_backend(fn: Callable[[], T]) -> T:
 class Nfs3Service:
     """NFSv3 over a set of exports."""
 
-    def __init__(self, exports: Sequence[Export], handles: HandleCodec,
-                 write_verifier: bytes | None = None) -> None:
+    def __init__(
+        self, exports: Sequence[Export], handles: HandleCodec, write_verifier: bytes | None = None
+    ) -> None:
         self.exports = {e.export_id: e for e in exports}
         if len(self.exports) != len(exports):
             raise ValueError("two exports share an export id; set distinct ids")
@@ -132,8 +133,9 @@ class Nfs3Service:
         if name in (b".", b".."):
             raise NfsError(Nfsstat3.EXIST if name == b"." else Nfsstat3.INVAL)
 
-    def _owner_attrs(self, target: Target, attrs: SetAttr, dir_attr: Attr,
-                     is_dir: bool = False) -> SetAttr:
+    def _owner_attrs(
+        self, target: Target, attrs: SetAttr, dir_attr: Attr, is_dir: bool = False
+    ) -> SetAttr:
         """New objects belong to the (squashed) caller, as on a local file system; in a
         set-group-ID directory they take its group, and new directories keep the bit
         (the POSIX/Linux rule knfsd follows), so shared project directories work."""
@@ -169,8 +171,10 @@ class Nfs3Service:
         owner = cred.uid in (0, attr.uid)
         if new.uid is not None and new.uid != attr.uid and cred.uid != 0:
             raise NfsError(Nfsstat3.PERM, "only root may change the owner")
-        if new.gid is not None and new.gid != attr.gid and not (
-            cred.uid == 0 or (cred.uid == attr.uid and cred.in_group(new.gid))
+        if (
+            new.gid is not None
+            and new.gid != attr.gid
+            and not (cred.uid == 0 or (cred.uid == attr.uid and cred.in_group(new.gid)))
         ):
             raise NfsError(Nfsstat3.PERM, "may not change the group")
         if new.mode is not None and not owner:
@@ -209,7 +213,9 @@ class Nfs3Service:
     def access(self, args: t.AccessArgs, ctx: CallContext) -> t.AccessRes:
         target = self.resolve(args.object, ctx)
         attr = self.attrs(target)
-        return t.AccessRes(attr, access_mask(attr, target.cred, args.access, target.export.read_only))
+        return t.AccessRes(
+            attr, access_mask(attr, target.cred, args.access, target.export.read_only)
+        )
 
     def readlink(self, args: t.FhArgs, ctx: CallContext) -> t.ReadlinkRes:
         target = self.resolve(args.object, ctx)
@@ -250,7 +256,8 @@ class Nfs3Service:
         data = args.data[: args.count]
         _check_size(args.offset + len(data))
         committed = call_backend(
-            lambda: target.backend.write(target.fid, args.offset, data, args.stable))
+            lambda: target.backend.write(target.fid, args.offset, data, args.stable)
+        )
         self.listings.touch()
         after = self.try_attrs(target)
         return t.WriteRes(t.Wcc(before, after), len(data), committed, self.write_verifier)
@@ -269,8 +276,7 @@ class Nfs3Service:
             fid = call_backend(lambda: backend.create(target.fid, name, attrs, exclusive))
         return self._created(target, fid, before)
 
-    def _create_exclusive(self, target: Target, name: bytes, verf: bytes,
-                          dir_attr: Attr) -> FileId:
+    def _create_exclusive(self, target: Target, name: bytes, verf: bytes, dir_attr: Attr) -> FileId:
         """Exclusive create keeps the verifier in atime/mtime, as knfsd does, so that a
         retransmission finds the same verifier and succeeds (RFC 1813 section 3.3.8)."""
         backend = target.backend
@@ -292,8 +298,9 @@ class Nfs3Service:
     def _created(self, target: Target, fid: FileId, before: Attr) -> t.CreateRes:
         self.listings.invalidate(target.export.export_id, target.fid)
         attr = self.try_attrs(target, fid)
-        return t.CreateRes(self.maybe_handle(target.export, attr), attr,
-                           t.Wcc(before, self.try_attrs(target)))
+        return t.CreateRes(
+            self.maybe_handle(target.export, attr), attr, t.Wcc(before, self.try_attrs(target))
+        )
 
     def mkdir(self, args: t.MkdirArgs, ctx: CallContext) -> t.CreateRes:
         target, before = self._dir_for_change(args.where.dir, ctx)
@@ -308,8 +315,9 @@ class Nfs3Service:
         if not args.symlink_data or b"\0" in args.symlink_data:
             raise NfsError(Nfsstat3.INVAL, "bad symlink target")
         attrs = self._owner_attrs(target, args.symlink_attributes, before)
-        fid = call_backend(lambda: target.backend.symlink(
-            target.fid, args.where.name, args.symlink_data, attrs))
+        fid = call_backend(
+            lambda: target.backend.symlink(target.fid, args.where.name, args.symlink_data, attrs)
+        )
         return self._created(target, fid, before)
 
     def mknod(self, args: t.MknodArgs, ctx: CallContext) -> t.CreateRes:
@@ -320,8 +328,9 @@ class Nfs3Service:
         if args.type in (Ftype3.CHR, Ftype3.BLK) and target.cred.uid != 0:
             raise NfsError(Nfsstat3.PERM, "only root may create devices")
         attrs = self._owner_attrs(target, args.attributes, before)
-        fid = call_backend(lambda: target.backend.mknod(
-            target.fid, args.where.name, args.type, attrs, args.rdev))
+        fid = call_backend(
+            lambda: target.backend.mknod(target.fid, args.where.name, args.type, attrs, args.rdev)
+        )
         return self._created(target, fid, before)
 
     def remove(self, args: t.RemoveArgs, ctx: CallContext) -> t.WccRes:
@@ -345,8 +354,9 @@ class Nfs3Service:
         self.listings.invalidate(target.export.export_id, target.fid)
         return t.WccRes(t.Wcc(before, self.try_attrs(target)))
 
-    def _check_sticky(self, target: Target, dir_attr: Attr, name: bytes,
-                      missing_ok: bool = False) -> None:
+    def _check_sticky(
+        self, target: Target, dir_attr: Attr, name: bytes, missing_ok: bool = False
+    ) -> None:
         """In a sticky directory only the owner of an entry (or of the directory) removes or
         replaces it; ``missing_ok`` for a rename target, which need not exist."""
         cred = target.cred
@@ -375,8 +385,9 @@ class Nfs3Service:
         call_backend(lambda: src.backend.rename(src.fid, args.from_.name, dst.fid, args.to.name))
         self.listings.invalidate(src.export.export_id, src.fid)
         self.listings.invalidate(dst.export.export_id, dst.fid)
-        return t.RenameRes(t.Wcc(src_before, self.try_attrs(src)),
-                           t.Wcc(dst_before, self.try_attrs(dst)))
+        return t.RenameRes(
+            t.Wcc(src_before, self.try_attrs(src)), t.Wcc(dst_before, self.try_attrs(dst))
+        )
 
     def link(self, args: t.LinkArgs, ctx: CallContext) -> t.LinkRes:
         file = self.resolve(args.file, ctx)
@@ -404,8 +415,12 @@ class Nfs3Service:
         if not may(dir_attr, target.cred, R):
             raise NfsError(Nfsstat3.ACCES)
         listing = self.listings.get(
-            target.export.export_id, target.fid, dir_attr,
-            lambda: self._list_dir(target, plus), want_fresh_attrs=plus and args.cookie == 0)
+            target.export.export_id,
+            target.fid,
+            dir_attr,
+            lambda: self._list_dir(target, plus),
+            want_fresh_attrs=plus and args.cookie == 0,
+        )
         limit = args.maxcount if plus else args.dircount
         batch, eof = listing.page(args.cookie, args.dircount, limit, plus)
         if not batch and not eof:
@@ -417,8 +432,9 @@ class Nfs3Service:
 
     def _list_dir(self, target: Target, plus: bool) -> list[DirEntry]:
         backend = target.backend
-        entries = call_backend(lambda: list(
-            backend.readdir_plus(target.fid) if plus else backend.readdir(target.fid)))
+        entries = call_backend(
+            lambda: list(backend.readdir_plus(target.fid) if plus else backend.readdir(target.fid))
+        )
         fsid = target.export.export_id
         for e in entries:
             if e.attr is not None:
@@ -434,15 +450,33 @@ class Nfs3Service:
         target = self.resolve(args.object, ctx)
         attr = self.attrs(target)
         s = call_backend(lambda: target.backend.fsstat(target.fid))
-        return t.FsstatRes(attr, s.total_bytes, s.free_bytes, s.avail_bytes,
-                           s.total_files, s.free_files, s.avail_files)
+        return t.FsstatRes(
+            attr,
+            s.total_bytes,
+            s.free_bytes,
+            s.avail_bytes,
+            s.total_files,
+            s.free_files,
+            s.avail_files,
+        )
 
     def fsinfo(self, args: t.FhArgs, ctx: CallContext) -> t.FsinfoRes:
         target = self.resolve(args.object, ctx)
         props = FsProperties.LINK | FsProperties.SYMLINK | FsProperties.HOMOGENEOUS
         props |= FsProperties.CANSETTIME
-        return t.FsinfoRes(self.attrs(target), MAX_IO, PREF_IO, 4096, MAX_IO, PREF_IO, 4096,
-                           64 * 1024, MAX_FILE_SIZE, 1, int(props))
+        return t.FsinfoRes(
+            self.attrs(target),
+            MAX_IO,
+            PREF_IO,
+            4096,
+            MAX_IO,
+            PREF_IO,
+            4096,
+            64 * 1024,
+            MAX_FILE_SIZE,
+            1,
+            int(props),
+        )
 
     def pathconf(self, args: t.FhArgs, ctx: CallContext) -> t.PathconfRes:
         target = self.resolve(args.object, ctx)

@@ -58,10 +58,25 @@ _U32_MASK = 0xFFFFFFFF
 def fattr3_values(a: Attr) -> tuple[int, ...]:
     """The 17 fattr3 fields in wire order (RFC 1813 section 2.6); times as (s, ns) pairs."""
     at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
-    return (a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
-            a.rdev[0], a.rdev[1], a.fsid, a.fileid,
-            (at // _NS) & _U32_MASK, at % _NS, (mt // _NS) & _U32_MASK, mt % _NS,
-            (ct // _NS) & _U32_MASK, ct % _NS)
+    return (
+        a.type,
+        a.mode & 0o7777,
+        a.nlink,
+        a.uid,
+        a.gid,
+        a.size,
+        a.used,
+        a.rdev[0],
+        a.rdev[1],
+        a.fsid,
+        a.fileid,
+        (at // _NS) & _U32_MASK,
+        at % _NS,
+        (mt // _NS) & _U32_MASK,
+        mt % _NS,
+        (ct // _NS) & _U32_MASK,
+        ct % _NS,
+    )
 
 
 def pack_fattr3(p: Packer, a: Attr) -> None:
@@ -221,7 +236,12 @@ class WriteArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> WriteArgs:
-        fh, offset, count, stable = unpack_fh(u), u.unpack_uhyper(), u.unpack_uint(), u.unpack_enum()
+        fh, offset, count, stable = (
+            unpack_fh(u),
+            u.unpack_uhyper(),
+            u.unpack_uint(),
+            u.unpack_enum(),
+        )
         if stable not in (0, 1, 2):
             raise XdrError(f"bad stable_how {stable}")
         return cls(fh, offset, count, StableHow(stable), u.unpack_opaque(MAX_IO))
@@ -328,7 +348,12 @@ class ReaddirArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> ReaddirArgs:
-        fh, cookie, verf, count = unpack_fh(u), u.unpack_uhyper(), bytes(u.unpack_fopaque(8)), u.unpack_uint()
+        fh, cookie, verf, count = (
+            unpack_fh(u),
+            u.unpack_uhyper(),
+            bytes(u.unpack_fopaque(8)),
+            u.unpack_uint(),
+        )
         return cls(fh, cookie, verf, count, 0)
 
     @classmethod
@@ -534,8 +559,15 @@ class FsinfoRes:
 
     def pack(self, p: Packer) -> None:
         pack_post_op_attr(p, self.obj_attributes)
-        for v in (self.rtmax, self.rtpref, self.rtmult, self.wtmax, self.wtpref, self.wtmult,
-                  self.dtpref):
+        for v in (
+            self.rtmax,
+            self.rtpref,
+            self.rtmult,
+            self.wtmax,
+            self.wtpref,
+            self.wtmult,
+            self.dtpref,
+        ):
             p.pack_uint(v)
         p.pack_uhyper(self.maxfilesize)
         pack_time_ns(p, self.time_delta_ns)
@@ -556,8 +588,12 @@ class PathconfRes:
         pack_post_op_attr(p, self.obj_attributes)
         p.pack_uint(self.linkmax)
         p.pack_uint(self.name_max)
-        for v in (self.no_trunc, self.chown_restricted, self.case_insensitive,
-                  self.case_preserving):
+        for v in (
+            self.no_trunc,
+            self.chown_restricted,
+            self.case_insensitive,
+            self.case_preserving,
+        ):
             p.pack_bool(v)
 
 

@@ -112,8 +112,13 @@ class Dispatcher:
         try:
             handler(u, CallContext(header, cred, client), results)
         except XdrError as exc:
-            log.info("garbage arguments prog=%d proc=%d from %s: %s",
-                     header.prog, header.proc, client, exc)
+            log.info(
+                "garbage arguments prog=%d proc=%d from %s: %s",
+                header.prog,
+                header.proc,
+                client,
+                exc,
+            )
             pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
             return p.buffers()
         except Exception:
@@ -137,4 +142,3 @@ class Dispatcher:
         if handler is None:
             pack_accepted(p, header.xid, AcceptStat.PROC_UNAVAIL)
         return handler
-

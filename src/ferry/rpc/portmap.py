@@ -61,8 +61,14 @@ def portmap_program(mappings: Sequence[Mapping]) -> Program:
 
     def getport(u: Unpacker, ctx: CallContext, p: Packer) -> None:
         want = Mapping.unpack(u)
-        port = next((m.port for m in table if (m.prog, m.vers, m.prot) ==
-                     (want.prog, want.vers, want.prot)), 0)
+        port = next(
+            (
+                m.port
+                for m in table
+                if (m.prog, m.vers, m.prot) == (want.prog, want.vers, want.prot)
+            ),
+            0,
+        )
         p.pack_uint(port)
 
     def dump(u: Unpacker, ctx: CallContext, p: Packer) -> None:

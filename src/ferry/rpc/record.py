@@ -40,8 +40,20 @@ class RecordReader:
     mid-record.
     """
 
-    __slots__ = ("max_record", "_small", "_start", "_end", "_body", "_body_fill", "_last",
-                 "_fragments", "_size", "_records", "_error", "_eof")
+    __slots__ = (
+        "max_record",
+        "_small",
+        "_start",
+        "_end",
+        "_body",
+        "_body_fill",
+        "_last",
+        "_fragments",
+        "_size",
+        "_records",
+        "_error",
+        "_eof",
+    )
 
     def __init__(self, max_record: int = DEFAULT_MAX_RECORD) -> None:
         self.max_record = max_record
@@ -125,8 +137,10 @@ class RecordReader:
             (header,) = _HEADER.unpack_from(small, self._start)
             length, last = header & MAX_FRAGMENT, bool(header & LAST_FRAGMENT)
             if self._size + length > self.max_record:
-                self._error = RecordError(f"record of at least {self._size + length} bytes "
-                                          f"exceeds limit {self.max_record}")
+                self._error = RecordError(
+                    f"record of at least {self._size + length} bytes "
+                    f"exceeds limit {self.max_record}"
+                )
                 return
             avail = self._end - self._start - 4
             if avail >= length:  # the whole fragment is here

@@ -155,13 +155,15 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
 class AsyncServer:
     """Serves a ``Dispatcher`` on TCP listeners with asyncio."""
 
-    def __init__(self, dispatcher: Dispatcher, limits: Limits | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, limits: Limits | None = None, threads: int | None = None
+    ) -> None:
         self.dispatcher = dispatcher
         self.limits = limits or Limits()
         self.connections: set[RpcStreamProtocol] = set()
         self.pool = concurrent.futures.ThreadPoolExecutor(
-            threads or min(32, (os.cpu_count() or 1) * 4), thread_name_prefix="ferry-call")
+            threads or min(32, (os.cpu_count() or 1) * 4), thread_name_prefix="ferry-call"
+        )
         self.servers: list[asyncio.Server] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -174,7 +176,8 @@ class AsyncServer:
         """Start a TCP listener; returns the bound port (useful with port 0)."""
         self.loop = asyncio.get_running_loop()
         server = await self.loop.create_server(
-            lambda: RpcStreamProtocol(self), host, port, reuse_address=True, backlog=256)
+            lambda: RpcStreamProtocol(self), host, port, reuse_address=True, backlog=256
+        )
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

@@ -36,11 +36,12 @@ class App:
 
     def dispatcher(self, port: int) -> Dispatcher:
         """A dispatcher whose portmapper advertises NFS and MOUNT on ``port``."""
-        maps = [Mapping(NFS_PROGRAM, NFS_V3, IPPROTO_TCP, port),
-                Mapping(MOUNT_PROGRAM, MOUNT_V3, IPPROTO_TCP, port),
-                Mapping(PMAP_PROGRAM, PMAP_V2, IPPROTO_TCP, self.config.portmapper_port)]
-        return Dispatcher([nfs_program(self.nfs), mount_program(self.mount),
-                           portmap_program(maps)])
+        maps = [
+            Mapping(NFS_PROGRAM, NFS_V3, IPPROTO_TCP, port),
+            Mapping(MOUNT_PROGRAM, MOUNT_V3, IPPROTO_TCP, port),
+            Mapping(PMAP_PROGRAM, PMAP_V2, IPPROTO_TCP, self.config.portmapper_port),
+        ]
+        return Dispatcher([nfs_program(self.nfs), mount_program(self.mount), portmap_program(maps)])
 
     def close(self) -> None:
         for export in self.exports:
@@ -65,8 +66,17 @@ def _export(cfg: ExportConfig, state_dir: Path) -> Export:
     if cfg.read_only:
         backend = ReadOnly(backend)
     clients = tuple(ipaddress.ip_network(c, strict=False) for c in cfg.clients)
-    return Export(cfg.mount_path, backend, cfg.read_only, clients, cfg.root_squash,
-                  cfg.all_squash, cfg.anonuid, cfg.anongid, cfg.id)
+    return Export(
+        cfg.mount_path,
+        backend,
+        cfg.read_only,
+        clients,
+        cfg.root_squash,
+        cfg.all_squash,
+        cfg.anonuid,
+        cfg.anongid,
+        cfg.id,
+    )
 
 
 def _backend(cfg: ExportConfig, state_dir: Path) -> Backend:
