@@ -1023,14 +1023,9 @@ def test_setgid_directory_passes_on_its_group(nfs: Nfs3) -> None:
     assert nfs.attr(g).gid == GROUP
 
 
-def test_handle_of_removed_file_stays_stale_after_inode_reuse(
-        nfs: Nfs3, backend: str, request: pytest.FixtureRequest) -> None:
+def test_handle_of_removed_file_stays_stale_after_inode_reuse(nfs: Nfs3) -> None:
     """A removed file's handle must never come to name a different file (RFC 1813 section
     2.3.3: STALE), even when the file system reuses the inode number."""
-    if backend == "local":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "local backend handles carry the inode number without a generation: a reused "
-            "inode makes an old handle name the new file")))
     for i in range(20):
         old = nfs.new_file(nfs.root, b"old%d" % i, b"old")
         old_attr = nfs.attr(old)

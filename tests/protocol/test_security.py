@@ -275,8 +275,9 @@ def test_handle_sealed_with_another_key_is_badhandle(client: RawClient, export: 
     fh = lookup_ok(client, root, "data.txt")
     export_id = server.app.exports[0].export_id
     fileid = os.stat(export / "data.txt").st_ino
+    generation = server.app.exports[0].backend.getattr(fileid).generation
     other = HandleCodec(b"k" * 32)
-    forged = other.encode(export_id, fileid)
+    forged = other.encode(export_id, fileid, generation)
     assert len(forged) == len(fh) and forged != fh
     assert getattr_status(client, forged) == Nfsstat3.BADHANDLE
     assert nfs_write(client, forged, b"pwned")[0] == Nfsstat3.BADHANDLE
@@ -315,13 +316,14 @@ def test_handles_are_bound_to_their_export(tmp_path: Path) -> None:
             # the server persisted) does not reach A's file.
             codec = HandleCodec((tmp_path / "state2" / "handle.key").read_bytes())
             a_ino = os.stat(a / "only-in-a").st_ino
-            assert codec.encode(11, a_ino) == file_a
-            cross = codec.encode(22, a_ino)
+            a_gen = srv.app.exports[0].backend.getattr(a_ino).generation
+            assert codec.encode(11, a_ino, a_gen) == file_a
+            cross = codec.encode(22, a_ino, a_gen)
             assert getattr_status(c, cross) == Nfsstat3.STALE
             assert nfs_read(c, cross)[0] == Nfsstat3.STALE
             assert nfs_write(c, cross, b"x")[0] == Nfsstat3.STALE
             # An export id nobody serves is STALE too.
-            assert getattr_status(c, codec.encode(33, a_ino)) == Nfsstat3.STALE
+            assert getattr_status(c, codec.encode(33, a_ino, a_gen)) == Nfsstat3.STALE
             # Cross-export changes are refused.
             assert nfs_rename(c, root_a, "only-in-a", root_b, "moved") == Nfsstat3.XDEV
             assert (a / "only-in-a").read_bytes() == b"A"

@@ -9,6 +9,11 @@ instead of a rewrite of every descendant's path.
 Rows live in a bounded in-memory cache in front of SQLite (WAL, synchronous=NORMAL);
 writes are batched. Losing the newest rows in a crash is harmless: the backend verifies
 every location it gets from here and rescans the export when one is wrong or missing.
+
+The map also keeps generation counters for file systems that record no birth time: the
+backend bumps an inode's counter when it removes the inode's last link, so a file that
+later reuses the number gets another generation (and old handles go STALE). Unlike
+locations these matter for correctness, so a bump is written at once.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class FileIdMap:
         self._root = root
         self._cache: dict[int, Location] = {}
         self._pending: dict[int, Location | None] = {}  # None: delete
+        self._gens: dict[int, int] = {}  # cache of the generations table, 0 for no row
+        self._pending_gens: dict[int, int] = {}
         self._cache_size = cache_size
         self._flush_every = flush_every
         self._flush_seconds = flush_seconds
@@ -90,11 +97,15 @@ class FileIdMap:
             "CREATE TABLE IF NOT EXISTS fileids"
             " (ino INTEGER PRIMARY KEY, parent INTEGER NOT NULL, name BLOB NOT NULL)"
         )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS generations (ino INTEGER PRIMARY KEY, gen INTEGER NOT NULL)"
+        )
         row = db.execute("SELECT value FROM meta WHERE key='export'").fetchone()
         if row is None or row[0] != identity:
             with db:
                 db.execute("BEGIN")
                 db.execute("DELETE FROM fileids")
+                db.execute("DELETE FROM generations")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('export', ?)", (identity,))
 
     # -- reading ----------------------------------------------------------------------
@@ -133,7 +144,32 @@ class FileIdMap:
         parts.reverse()
         return b"/".join(parts)
 
+    def generation(self, ino: int) -> int:
+        """The removal counter of ``ino``: 0 until the backend first removed it (hot when the
+        file system has no birth times, hence the lock-free cache hit)."""
+        gen = self._gens.get(ino)
+        if gen is not None:
+            return gen
+        with self._lock:
+            if ino in self._pending_gens:
+                return self._pending_gens[ino]
+            row = self._db.execute(
+                "SELECT gen FROM generations WHERE ino=?", (_s64(ino),)
+            ).fetchone()
+            gen = 0 if row is None else int(row[0])
+            if len(self._gens) >= self._cache_size:
+                self._gens.clear()
+            self._gens[ino] = gen
+            return gen
+
     # -- writing ----------------------------------------------------------------------
+
+    def bump(self, ino: int) -> None:
+        """Give the next file to reuse inode ``ino`` a new generation (saved at once)."""
+        with self._lock:
+            gen = (self.generation(ino) + 1) & 0xFFFFFFFF
+            self._gens[ino] = self._pending_gens[ino] = gen
+            self.flush()
 
     def record(self, ino: int, parent: int, name: bytes) -> None:
         """Remember that ``ino`` is called ``name`` in directory ``parent``."""
@@ -188,23 +224,27 @@ class FileIdMap:
         """Write pending changes in one transaction."""
         with self._lock:
             self._last_flush = time.monotonic()
-            if not self._pending:
+            if not self._pending and not self._pending_gens:
                 return
             items = self._pending.items()
             puts = [(_s64(i), _s64(loc[0]), loc[1]) for i, loc in items if loc is not None]
             drops = [(_s64(i),) for i, loc in items if loc is None]
+            gens = [(_s64(i), gen) for i, gen in self._pending_gens.items()]
             try:
                 with self._db:
                     self._db.execute("BEGIN")
                     self._db.executemany("INSERT OR REPLACE INTO fileids VALUES (?, ?, ?)", puts)
                     self._db.executemany("DELETE FROM fileids WHERE ino=?", drops)
+                    self._db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?)", gens)
             except sqlite3.Error as exc:
                 # Never fail a file operation over this cache: a rescan can rebuild it.
+                # Generations stay pending (they are few): the next flush retries them.
                 log.warning("cannot save %d file ids: %s", len(self._pending), exc)
                 if len(self._pending) > 16 * self._flush_every:
                     self._pending.clear()
                 return
             self._pending.clear()
+            self._pending_gens.clear()
 
     def close(self) -> None:
         with self._lock:

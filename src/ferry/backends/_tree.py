@@ -6,6 +6,10 @@ and a wrong or missing one triggers a bounded breadth-first rescan of the export
 refreshes the map. An inode that cannot be found is STALE, and stays so for a few seconds
 without another scan, so a client replaying a dead handle cannot make the server rescan
 in a loop.
+
+Attributes come from an ``AttrReader`` (statx on Linux), which also yields the generation
+that tells apart successive files on one inode number: the birth time where the file
+system records one, otherwise the map's removal counter (see ``counts_removals``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import time
 from collections import deque
 
 from ferry.backends._fileids import FileIdMap
-from ferry.backends.base import FileId
+from ferry.backends._statx import attr_reader
+from ferry.backends.base import Attr, FileId
 from ferry.errors import ConfigError, NfsError
 from ferry.nfs3.const import Nfsstat3
 
@@ -38,7 +43,7 @@ class ExportTree:
 
     def __init__(
         self, root_path: str | os.PathLike[str] | bytes, state_dir: str | os.PathLike[str],
-        scan_limit: int,
+        scan_limit: int, use_btime: bool = True,
     ) -> None:  # fmt: skip
         path = os.path.realpath(os.fsencode(root_path))
         try:
@@ -52,6 +57,9 @@ class ExportTree:
             identity = f"{os.fsdecode(path)}:{self.root_ino}"
             db = os.path.join(state_dir, "fileids.sqlite3")
             self.map = FileIdMap(db, self.root_ino, identity)
+            self.reader = attr_reader(self.map.generation, use_btime)
+            # No birth times here: removing an inode's last link must bump its counter.
+            self.counts_removals = not self.reader.has_btime(self.root_fd)
         except BaseException:
             os.close(self.root_fd)
             raise
@@ -76,6 +84,27 @@ class ExportTree:
     def locate(self, fid: FileId) -> tuple[bytes, os.stat_result]:
         """The verified path (relative to the root) and ``lstat`` of ``fid``."""
         return self.verified(self.map.path(fid), fid) or self.rescan(fid)
+
+    def attr(self, fid: FileId) -> Attr:
+        """Verified attributes of ``fid`` (hot: one statx when the map knows the path)."""
+        found = self._attr_at(self.map.path(fid), fid)
+        if found is None:
+            found = self._attr_at(self.rescan(fid)[0], fid)
+        if found is None:
+            raise stale(fid)  # moved again since the rescan found it
+        return found
+
+    def _attr_at(self, rel: bytes | None, fid: FileId) -> Attr | None:
+        """Attributes of ``rel`` if it still leads to ``fid``."""
+        if rel is None:
+            return None
+        try:
+            a = self.reader.at(self.root_fd, rel) if rel else self.reader.of_fd(self.root_fd)
+        except OSError as exc:
+            if exc.errno in GONE:
+                return None
+            raise
+        return a if a.fileid == fid and a.fsid == self.dev else None
 
     def verified(self, rel: bytes | None, fid: FileId) -> tuple[bytes, os.stat_result] | None:
         """``(rel, lstat)`` if ``rel`` still leads to ``fid``."""

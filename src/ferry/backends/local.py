@@ -8,8 +8,14 @@ Confinement: nothing is ever opened through a symbolic link. Files and directori
 opened by walking from a descriptor of the export root one component at a time with
 ``O_NOFOLLOW``, and namespace changes are made relative to such a directory descriptor,
 so a symlink swapped into a parent path cannot redirect a change outside the export.
-Attribute reads (``getattr``, ``lookup``) use a single ``lstat`` relative to the root for
-speed and only accept a result whose device and inode are the expected ones.
+Attribute reads (``getattr``, ``lookup``) use a single ``lstat`` (``statx`` for attributes)
+relative to the root for speed and only accept a result whose device and inode are the
+expected ones.
+
+Inode numbers are reused as soon as a file is gone, so attributes carry a generation (the
+file's birth time, or a counter bumped when this server removes an inode's last link, see
+``_statx``) that the NFS service puts in handles: an old handle then goes STALE instead of
+naming the new file.
 """
 
 from __future__ import annotations
@@ -28,30 +34,10 @@ from ferry.backends.base import SERVER_TIME, Attr, Backend, DirEntry, FileId, Fs
 from ferry.errors import NfsError
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
 
-_TYPES = {
-    stat.S_IFREG: Ftype3.REG,
-    stat.S_IFDIR: Ftype3.DIR,
-    stat.S_IFBLK: Ftype3.BLK,
-    stat.S_IFCHR: Ftype3.CHR,
-    stat.S_IFLNK: Ftype3.LNK,
-    stat.S_IFSOCK: Ftype3.SOCK,
-    stat.S_IFIFO: Ftype3.FIFO,
-}
 _MKNOD = {Ftype3.FIFO: stat.S_IFIFO, Ftype3.SOCK: stat.S_IFSOCK,
           Ftype3.CHR: stat.S_IFCHR, Ftype3.BLK: stat.S_IFBLK}  # fmt: skip
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DOTS = (b".", b"..")
-
-
-def attr_of(st: os.stat_result) -> Attr:
-    """NFS attributes from an ``lstat`` result."""
-    rdev = st.st_rdev
-    return Attr(
-        _TYPES.get(stat.S_IFMT(st.st_mode), Ftype3.REG), st.st_mode & 0o7777, st.st_nlink,
-        st.st_uid, st.st_gid, st.st_size, st.st_blocks * 512,
-        (os.major(rdev), os.minor(rdev)) if rdev else (0, 0), st.st_ino,
-        st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns,
-    )  # fmt: skip
 
 
 def _check_name(name: bytes, dots: Nfsstat3 = Nfsstat3.INVAL) -> None:
@@ -69,7 +55,11 @@ def _owner(attrs: SetAttr) -> tuple[int, int] | None:
 
 
 class LocalBackend(Backend):
-    """The directory ``root_path``; file id state is kept in ``state_dir``."""
+    """The directory ``root_path``; file id state is kept in ``state_dir``.
+
+    ``use_btime=False`` ignores birth times, so generations come from the removal counter
+    alone (for file systems whose birth times cannot be trusted, and for tests).
+    """
 
     def __init__(
         self,
@@ -78,8 +68,9 @@ class LocalBackend(Backend):
         *,
         fd_cache_size: int = 64,
         scan_limit: int = 1_000_000,
+        use_btime: bool = True,
     ) -> None:
-        self._tree = ExportTree(root_path, state_dir, scan_limit)
+        self._tree = ExportTree(root_path, state_dir, scan_limit, use_btime)
         self.name_max = min(255, os.fstatvfs(self._tree.root_fd).f_namemax)
         self._fds = FdCache(fd_cache_size)
         self._is_root = os.geteuid() == 0
@@ -141,6 +132,8 @@ class LocalBackend(Backend):
         if st.st_nlink <= 1 or stat.S_ISDIR(st.st_mode):
             self._tree.map.forget(st.st_ino)
             self._fds.invalidate(st.st_ino)
+            if self._tree.counts_removals:
+                self._tree.map.bump(st.st_ino)
         else:
             self._tree.map.forget(st.st_ino, only_if=(dir_fid, name))
 
@@ -153,13 +146,13 @@ class LocalBackend(Backend):
         lease = self._fds.acquire(fid, writable=False)
         if lease is not None:
             try:
-                st = os.fstat(lease.fd)
+                attr = self._tree.reader.of_fd(lease.fd)
             finally:
                 self._fds.release(lease)
-            if st.st_nlink > 0:
-                return attr_of(st)
+            if attr.nlink > 0:
+                return attr
             self._fds.invalidate(fid)
-        return attr_of(self._tree.locate(fid)[1])
+        return self._tree.attr(fid)
 
     def lookup(self, dir_fid: FileId, name: bytes) -> FileId:
         rel, st = self._tree.locate(dir_fid)
@@ -185,15 +178,15 @@ class LocalBackend(Backend):
 
     def readdir_plus(self, dir_fid: FileId) -> Iterator[DirEntry]:
         out: list[DirEntry] = []
-        dev, fse = self._tree.dev, os.fsencode
-        with self._opendir(dir_fid) as fd, os.scandir(fd) as it:
-            for e in it:
+        dev, attr_at = self._tree.dev, self._tree.reader.at
+        with self._opendir(dir_fid) as fd:
+            for name in map(os.fsencode, os.listdir(fd)):
                 try:
-                    st = e.stat(follow_symlinks=False)
+                    attr = attr_at(fd, name)
                 except FileNotFoundError:
                     continue  # removed while listing
-                if st.st_dev == dev:  # skip mount points: lookup refuses them too
-                    out.append(DirEntry(fse(e.name), st.st_ino, attr_of(st)))
+                if attr.fsid == dev:  # skip mount points: lookup refuses them too
+                    out.append(DirEntry(name, attr.fileid, attr))
         self._tree.map.record_many(dir_fid, [(d.name, d.fileid) for d in out])
         return iter(out)
 
