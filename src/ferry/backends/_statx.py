@@ -1,0 +1,189 @@
+"""File attributes with a generation, for ``LocalBackend``.
+
+File ids are inode numbers, and most file systems hand a freed inode number to the next new
+file at once, so a file handle also carries a generation: whatever tells successive files
+on one inode number apart. The cheapest such value is the birth time. Linux reports it only
+through statx(2), which Python 3.11's ``os`` does not wrap, so statx is called through
+ctypes (without ``argtypes``: converting arguments costs more than the call). It replaces
+the lstat that reading attributes needed anyway, so attributes cost what they did.
+
+Without statx (other systems, or ENOSYS) ``os.stat`` is used, with ``st_birthtime`` where
+the platform has one (macOS, BSD). A file whose file system records no birth time (or every
+file, with ``use_btime=False``) takes its generation from a fallback callable, which
+``LocalBackend`` backs with a counter it bumps whenever it removes an inode's last link.
+"""
+
+from __future__ import annotations
+
+import abc
+import ctypes
+import errno
+import os
+import stat
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ferry.backends.base import Attr
+from ferry.nfs3.const import Ftype3
+
+Generations = Callable[[int], int]
+"""The fallback: a file id's generation when the file system gives no birth time."""
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+STATX_BASIC_STATS = 0x7FF
+STATX_BTIME = 0x800
+# struct statx from <linux/stat.h>, up to stx_dev_minor (0x90 bytes): stx_mask at 0x00,
+# stx_nlink/uid/gid/mode at 0x10, stx_ino/size/blocks at 0x20, then the statx_timestamp
+# fields {i64 tv_sec; u32 tv_nsec; i32 pad} atime 0x40, btime 0x50, ctime 0x60, mtime 0x70,
+# then rdev major/minor and dev major/minor at 0x80.
+_LAYOUT = struct.Struct("<I12xIIIH2xQQQ8xqI4xqI4xqI4xqI4xIIII")
+_BUF_SIZE = 0x100  # the whole struct statx: the kernel may write all of it
+
+_TYPES = {
+    stat.S_IFREG: Ftype3.REG,
+    stat.S_IFDIR: Ftype3.DIR,
+    stat.S_IFBLK: Ftype3.BLK,
+    stat.S_IFCHR: Ftype3.CHR,
+    stat.S_IFLNK: Ftype3.LNK,
+    stat.S_IFSOCK: Ftype3.SOCK,
+    stat.S_IFIFO: Ftype3.FIFO,
+}
+_NS = 1_000_000_000
+
+
+def mix(sec: int, nsec: int) -> int:
+    """A 32-bit generation from a birth time (distinct times collide 1 in 2**32)."""
+    return (sec * 1_000_000_007 + nsec) & 0xFFFFFFFF
+
+
+class AttrReader(abc.ABC):
+    """Reads NFS attributes, generation included, without following symlinks.
+
+    ``Attr.fsid`` is set to the file's ``st_dev`` so callers can check the device; the NFS
+    service replaces it with the export id.
+    """
+
+    def __init__(self, fallback: Generations, use_btime: bool) -> None:
+        self._fallback = fallback
+        self._use_btime = use_btime
+
+    @abc.abstractmethod
+    def at(self, dir_fd: int, path: bytes) -> Attr:
+        """Attributes of ``path`` relative to ``dir_fd`` (``lstat``); OSError if absent."""
+
+    @abc.abstractmethod
+    def of_fd(self, fd: int) -> Attr:
+        """Attributes of the open file ``fd`` (``fstat``)."""
+
+    @abc.abstractmethod
+    def has_btime(self, fd: int) -> bool:
+        """Whether generations of files like ``fd`` come from birth times (not the fallback)."""
+
+
+class StatxReader(AttrReader):
+    """statx(2) through ctypes, into one buffer per thread."""
+
+    def __init__(self, fn: Any, fallback: Generations, use_btime: bool = True) -> None:
+        super().__init__(fallback, use_btime)
+        self._fn = fn
+        self._btime = STATX_BTIME if use_btime else 0
+        self._local = threading.local()
+
+    def _buffer(self) -> ctypes.Array[ctypes.c_char]:
+        try:
+            buf: ctypes.Array[ctypes.c_char] = self._local.buf
+        except AttributeError:
+            buf = self._local.buf = ctypes.create_string_buffer(_BUF_SIZE)
+        return buf
+
+    def at(self, dir_fd: int, path: bytes) -> Attr:
+        if b"\0" in path:  # C would silently cut the path there
+            raise ValueError("embedded null byte")
+        return self._statx(dir_fd, path, AT_SYMLINK_NOFOLLOW)
+
+    def of_fd(self, fd: int) -> Attr:
+        return self._statx(fd, b"", AT_EMPTY_PATH)
+
+    def has_btime(self, fd: int) -> bool:
+        buf = self._call(fd, b"", AT_EMPTY_PATH)
+        return bool(_LAYOUT.unpack_from(buf)[0] & self._btime)
+
+    def _call(self, dir_fd: int, path: bytes, flags: int) -> ctypes.Array[ctypes.c_char]:
+        """statx into this thread's buffer."""
+        buf = self._buffer()
+        if self._fn(dir_fd, path, flags, STATX_BASIC_STATS | STATX_BTIME, buf):
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+        return buf
+
+    def _statx(self, dir_fd: int, path: bytes, flags: int) -> Attr:
+        buf = self._call(dir_fd, path, flags)
+        (mask, nlink, uid, gid, mode, ino, size, blocks, a_s, a_ns, b_s, b_ns, c_s, c_ns,
+         m_s, m_ns, r_major, r_minor, d_major, d_minor) = _LAYOUT.unpack_from(buf)  # fmt: skip
+        gen = mix(b_s, b_ns) if mask & self._btime else self._fallback(ino)
+        return Attr(
+            _TYPES.get(mode & 0o170000, Ftype3.REG), mode & 0o7777, nlink, uid, gid, size,
+            blocks * 512, (r_major, r_minor), ino, a_s * _NS + a_ns, m_s * _NS + m_ns,
+            c_s * _NS + c_ns, os.makedev(d_major, d_minor), gen,
+        )  # fmt: skip
+
+
+class StatReader(AttrReader):
+    """``os.stat``, for systems without statx; ``st_birthtime`` where there is one."""
+
+    def at(self, dir_fd: int, path: bytes) -> Attr:
+        return self.attr_of(os.stat(path, dir_fd=dir_fd, follow_symlinks=False))
+
+    def of_fd(self, fd: int) -> Attr:
+        return self.attr_of(os.fstat(fd))
+
+    def has_btime(self, fd: int) -> bool:
+        return self._birth_ns(os.fstat(fd)) is not None
+
+    def _birth_ns(self, st: os.stat_result) -> int | None:
+        if not self._use_btime:
+            return None
+        ns: int | None = getattr(st, "st_birthtime_ns", None)  # Python 3.12+
+        if ns is None:
+            birth: float | None = getattr(st, "st_birthtime", None)
+            ns = None if birth is None else round(birth * _NS)
+        return ns if ns else None  # 0 (or absent): not recorded
+
+    def attr_of(self, st: os.stat_result) -> Attr:
+        rdev = st.st_rdev
+        birth = self._birth_ns(st)
+        gen = self._fallback(st.st_ino) if birth is None else mix(*divmod(birth, _NS))
+        return Attr(
+            _TYPES.get(stat.S_IFMT(st.st_mode), Ftype3.REG), st.st_mode & 0o7777, st.st_nlink,
+            st.st_uid, st.st_gid, st.st_size, st.st_blocks * 512,
+            (os.major(rdev), os.minor(rdev)) if rdev else (0, 0), st.st_ino,
+            st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, gen,
+        )  # fmt: skip
+
+
+def libc_statx() -> Any:
+    """The C library's ``statx``, or None if it lacks one or the kernel refuses it."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).statx
+    except (AttributeError, OSError):
+        return None
+    buf = ctypes.create_string_buffer(_BUF_SIZE)
+    if fn(AT_FDCWD, b"/", AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf) == 0:
+        return fn
+    if ctypes.get_errno() not in (errno.ENOSYS, errno.EPERM):  # EPERM: some seccomp filters
+        return fn
+    return None
+
+
+_STATX: Any = libc_statx()
+
+
+def attr_reader(fallback: Generations, use_btime: bool = True, statx: bool = True) -> AttrReader:
+    """The best reader this system has (``statx=False`` forces the ``os.stat`` one)."""
+    if statx and _STATX is not None:
+        return StatxReader(_STATX, fallback, use_btime)
+    return StatReader(fallback, use_btime)
