@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ferry import config as cfgmod
+from ferry.backends.base import ReadOnlyBackend
 from ferry.errors import ConfigError
 from ferry.server.aio import AsyncServer, Limits
 from ferry.server.app import App, build_app
@@ -160,7 +161,8 @@ def instructions(app: App, bind: str, port: int) -> str:
     lines = []
     for export in app.exports:
         p = export.path
-        mode = "read-only" if export.read_only else "read-write"
+        read_only = export.read_only or isinstance(export.backend, ReadOnlyBackend)
+        mode = "read-only" if read_only else "read-write"
         lines += [
             f"ferry: serving {p} on {shown}:{port} (NFSv3 + MOUNTv3 over TCP, {mode})",
             f"  Linux:  sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},"
