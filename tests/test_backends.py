@@ -849,3 +849,157 @@ def test_local_corrupt_state_is_replaced(export: Path, tmp_path: Path) -> None:
     assert (state / "fileids.sqlite3.bad").exists()
     with LocalBackend(export, state) as lb:
         assert lb.read(f, 0, 10) == (b"ok", True)
+
+
+# -- LocalBackend generations (inode numbers are reused) -------------------------------------
+
+
+def reuse_inode(b: Backend, d: int, name: bytes) -> tuple[int, int, int]:
+    """Create ``name`` until the new file gets the inode number of a file just removed
+    through ``b``; (that number, old generation, new generation)."""
+    fid = mkfile(b, d, name)
+    for _ in range(2000):
+        gen = b.getattr(fid).generation
+        b.remove(d, name)
+        new = mkfile(b, d, name)
+        if new == fid:
+            return fid, gen, b.getattr(new).generation
+        fid = new
+    pytest.fail("the file system never reused an inode number in 2000 tries (tmpfs does not)")
+
+
+@pytest.fixture(params=["btime", "counter", "counter-no-statx"])
+def gen_local(request: pytest.FixtureRequest, export: Path, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[Factory]:  # fmt: skip
+    """LocalBackends with birth-time generations, or forced onto the removal counter (with
+    statx, and with the ``os.stat`` reader used where statx is missing)."""
+    from ferry.backends import _statx
+
+    if request.param == "counter-no-statx":
+        monkeypatch.setattr(_statx, "_STATX", None)
+    made: list[LocalBackend] = []
+
+    def factory() -> LocalBackend:
+        lb = LocalBackend(export, tmp_path / "state", use_btime=request.param == "btime")
+        made.append(lb)
+        return lb
+
+    yield factory
+    for lb in made:
+        lb.close()
+
+
+def test_local_generation_differs_after_inode_reuse(gen_local: Factory) -> None:
+    b = gen_local()
+    for i in range(5):
+        ino, old, new = reuse_inode(b, b.root(), b"f%d" % i)
+        assert old != new, f"inode {ino} reused with the same generation {old}"
+    d = b.mkdir(b.root(), b"d", SetAttr())
+    gen = b.getattr(d).generation
+    b.rmdir(b.root(), b"d")
+    again = b.mkdir(b.root(), b"d2", SetAttr())
+    assert again != d or b.getattr(again).generation != gen
+
+
+def test_local_generation_is_stable(gen_local: Factory, export: Path) -> None:
+    b = gen_local()
+    root = b.root()
+    reuse_inode(b, root, b"f")  # the counter variants then have a nonzero generation
+    f = b.lookup(root, b"f")
+    d = b.mkdir(root, b"d", SetAttr())
+    s = b.symlink(root, b"s", b"target", SetAttr())
+    gens = {fid: b.getattr(fid).generation for fid in (root, f, d, s)}
+    b.write(f, 0, memoryview(b"data"), SYNC)  # getattr through the cached descriptor
+    assert {fid: b.getattr(fid).generation for fid in gens} == gens
+    plus = {e.fileid: e.attr.generation for e in b.readdir_plus(root) if e.attr}
+    assert plus == {fid: gen for fid, gen in gens.items() if fid != root}
+    b.rename(root, b"f", d, b"moved")
+    b.rename(root, b"d", root, b"d-renamed")
+    os.rename(export / "s", export / "d-renamed" / "s2")  # behind the backend's back
+    assert {fid: b.getattr(fid).generation for fid in gens} == gens
+    b.close()
+    assert {fid: gen_local().getattr(fid).generation for fid in gens} == gens
+
+
+def test_local_generation_kept_while_a_link_remains(gen_local: Factory) -> None:
+    b = gen_local()
+    root = b.root()
+    f = mkfile(b, root, b"a", b"linked")
+    gen = b.getattr(f).generation
+    b.link(f, root, b"b")
+    b.remove(root, b"a")
+    assert b.getattr(f).generation == gen
+    g = mkfile(b, root, b"c")
+    b.link(g, root, b"d")
+    b.rename(root, b"b", root, b"d")  # replaces one of g's two names
+    assert b.getattr(g).generation == b.getattr(b.lookup(root, b"c")).generation
+
+
+def test_local_counter_bumped_by_rename_over_a_file(export: Path, tmp_path: Path) -> None:
+    with LocalBackend(export, tmp_path / "state", use_btime=False) as b:
+        root = b.root()
+        victim = mkfile(b, root, b"victim")
+        assert b.getattr(victim).generation == 0
+        mkfile(b, root, b"src")
+        b.rename(root, b"src", root, b"victim")
+        assert b._tree.map.generation(victim) == 1
+    with LocalBackend(export, tmp_path / "state", use_btime=False) as b:
+        assert b._tree.map.generation(victim) == 1  # persisted
+
+
+def test_local_counter_used_only_without_birth_times(export: Path, tmp_path: Path) -> None:
+    with LocalBackend(export, tmp_path / "s1", use_btime=False) as b:
+        assert b._tree.counts_removals
+    with LocalBackend(export, tmp_path / "s2") as b:
+        if b._tree.counts_removals:
+            pytest.skip("this file system records no birth times")
+        f = mkfile(b, b.root(), b"f")
+        b.remove(b.root(), b"f")
+        assert b._tree.map.generation(f) == 0  # no SQLite write per removal
+
+
+def test_local_attrs_match_lstat(local: LocalBackend, export: Path) -> None:
+    """The statx struct layout: every field as ``os.lstat`` reports it."""
+    root = local.root()
+    mkfile(local, root, b"f", b"x" * 5000, mode=0o4751)
+    local.mkdir(root, b"d", SetAttr(mode=0o700))
+    local.symlink(root, b"s", b"somewhere", SetAttr())
+    local.mknod(root, b"p", Ftype3.FIFO, SetAttr(mode=0o640), (0, 0))
+    names = ["f", "d", "s", "p"]
+    if IS_ROOT:
+        local.mknod(root, b"c", Ftype3.CHR, SetAttr(), (1, 3))
+        names.append("c")
+    os.utime(export / "f", ns=(1_234_567_891_123_456_789, 987_654_321_987_654_321))
+    for name in names:
+        st = os.lstat(export / name)
+        a = local.getattr(st.st_ino)
+        assert (a.mode, a.nlink, a.uid, a.gid, a.size, a.used, a.fileid) == (
+            stat.S_IMODE(st.st_mode), st.st_nlink, st.st_uid, st.st_gid, st.st_size,
+            st.st_blocks * 512, st.st_ino), name  # fmt: skip
+        assert (a.atime_ns, a.mtime_ns, a.ctime_ns) == (
+            st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns), name  # fmt: skip
+        assert a.rdev == (os.major(st.st_rdev), os.minor(st.st_rdev)), name
+        assert a.fsid == st.st_dev, name
+    assert local.getattr(root).fsid == export.stat().st_dev
+
+
+def test_fileid_map_generations_persist(tmp_path: Path) -> None:
+    from ferry.backends._fileids import FileIdMap
+
+    big = (1 << 64) - 3
+    m = FileIdMap(tmp_path / "db", 1, "x")
+    assert m.generation(big) == 0
+    m.bump(big)
+    m.bump(big)
+    m.bump(7)
+    m.close()
+    m = FileIdMap(tmp_path / "db", 1, "x", cache_size=1)
+    try:
+        assert (m.generation(big), m.generation(7), m.generation(8)) == (2, 1, 0)
+    finally:
+        m.close()
+    m = FileIdMap(tmp_path / "db", 1, "another export")
+    try:
+        assert m.generation(big) == 0
+    finally:
+        m.close()

@@ -59,6 +59,8 @@ class ExportTree:
             self.map = FileIdMap(db, self.root_ino, identity)
             self.reader = attr_reader(self.map.generation, use_btime)
             # No birth times here: removing an inode's last link must bump its counter.
+            # Decided once, from the root: the export is one file system (other devices
+            # are refused), and a bump per removal would cost a SQLite commit each.
             self.counts_removals = not self.reader.has_btime(self.root_fd)
         except BaseException:
             os.close(self.root_fd)
