@@ -1003,3 +1003,12 @@ def test_fileid_map_generations_persist(tmp_path: Path) -> None:
         assert m.generation(big) == 0
     finally:
         m.close()
+
+
+def test_memory_handles_of_a_previous_instance_do_not_alias() -> None:
+    """File ids restart at 1 in a new MemoryBackend; the generation tells them apart."""
+    from ferry.backends import MemoryBackend
+
+    a, b = MemoryBackend(), MemoryBackend()
+    assert a.getattr(a.root()).fileid == b.getattr(b.root()).fileid
+    assert a.getattr(a.root()).generation != b.getattr(b.root()).generation

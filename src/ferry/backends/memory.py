@@ -7,6 +7,7 @@ with respect to the others. Nothing survives a restart.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -63,6 +64,9 @@ class MemoryBackend(Backend):
         self._capacity = capacity
         self._max_files = max_files
         self._used = 0
+        # File ids restart at 1 with every instance while handle keys persist: a random
+        # generation per instance keeps a previous run's handles STALE, not aliased.
+        self._generation = int.from_bytes(os.urandom(4), "big")
         self._root = self._new(Ftype3.DIR, SetAttr(), 0o755, time.time_ns())
         self._nodes[self._root].parent = self._root
 
@@ -148,7 +152,7 @@ class MemoryBackend(Backend):
             size = 0
         return Attr(
             n.type, n.mode, n.nlink, n.uid, n.gid, size, _rounded(size), n.rdev, fid,
-            n.atime_ns, n.mtime_ns, n.ctime_ns,
+            n.atime_ns, n.mtime_ns, n.ctime_ns, generation=self._generation,
         )  # fmt: skip
 
     # -- resolving ----------------------------------------------------------------------
