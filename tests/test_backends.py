@@ -1012,3 +1012,27 @@ def test_memory_handles_of_a_previous_instance_do_not_alias() -> None:
     a, b = MemoryBackend(), MemoryBackend()
     assert a.getattr(a.root()).fileid == b.getattr(b.root()).fileid
     assert a.getattr(a.root()).generation != b.getattr(b.root()).generation
+
+
+@pytest.mark.parametrize("use_openat2", [True, False])
+def test_open_dir_beneath_refuses_symlinks_on_the_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_openat2: bool
+) -> None:
+    from ferry.backends import _beneath
+
+    monkeypatch.setattr(_beneath, "_openat2_works", use_openat2 and _beneath._openat2_works)
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = _beneath.open_dir_beneath(root_fd, b"a/b")
+        assert os.fstat(fd).st_ino == (root / "a" / "b").stat().st_ino
+        os.close(fd)
+        for bad in (b"link", b"link/x", b"a/../link"):
+            with pytest.raises(OSError):
+                os.close(_beneath.open_dir_beneath(root_fd, bad))
+    finally:
+        os.close(root_fd)

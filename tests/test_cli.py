@@ -23,14 +23,21 @@ from rawclient import RawClient, mount_status  # noqa: E402
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(SRC)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH")
-                                                    else []))
+    e["PYTHONPATH"] = os.pathsep.join(
+        [str(SRC)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else [])
+    )
     return e
 
 
 def ferry(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ferry", *args], capture_output=True,
-                          text=True, env=env(), timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "ferry", *args],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -65,14 +72,12 @@ def taken_port() -> Iterator[int]:
 
 
 def test_missing_path(tmp_path: Path) -> None:
-    r = ferry("serve", str(tmp_path / "missing"), "--port", "0", "--state-dir",
-              str(tmp_path / "s"))
+    r = ferry("serve", str(tmp_path / "missing"), "--port", "0", "--state-dir", str(tmp_path / "s"))
     assert_one_line_error(r, "does not exist", str(tmp_path / "missing"))
 
 
 def test_file_instead_of_directory(export: Path, tmp_path: Path) -> None:
-    r = ferry("serve", str(export / "hello.txt"), "--port", "0", "--state-dir",
-              str(tmp_path / "s"))
+    r = ferry("serve", str(export / "hello.txt"), "--port", "0", "--state-dir", str(tmp_path / "s"))
     assert_one_line_error(r, "not a directory", "hello.txt")
 
 
@@ -81,22 +86,33 @@ def test_no_path_and_no_config() -> None:
 
 
 def test_taken_port(export: Path, tmp_path: Path, taken_port: int) -> None:
-    r = ferry("serve", str(export), "--port", str(taken_port), "--state-dir",
-              str(tmp_path / "s"))
+    r = ferry("serve", str(export), "--port", str(taken_port), "--state-dir", str(tmp_path / "s"))
     assert_one_line_error(r, "already in use", str(taken_port))
 
 
 def test_taken_portmapper_port(export: Path, tmp_path: Path, taken_port: int) -> None:
-    r = ferry("serve", str(export), "--port", "0", "--portmapper", "--portmapper-port",
-              str(taken_port), "--state-dir", str(tmp_path / "s"))
+    r = ferry(
+        "serve",
+        str(export),
+        "--port",
+        "0",
+        "--portmapper",
+        "--portmapper-port",
+        str(taken_port),
+        "--state-dir",
+        str(tmp_path / "s"),
+    )
     assert_one_line_error(r, "portmapper", str(taken_port))
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--port", "70000"], "port 70000"),
-    (["--port", "0", "--portmapper", "--portmapper-port", "70000"], "portmapper_port"),
-    (["--port", "0", "--bind", "999.1.1.1"], "999.1.1.1"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--port", "70000"], "port 70000"),
+        (["--port", "0", "--portmapper", "--portmapper-port", "70000"], "portmapper_port"),
+        (["--port", "0", "--bind", "999.1.1.1"], "999.1.1.1"),
+    ],
+)
 def test_bad_options(export: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     r = ferry("serve", str(export), *args, "--state-dir", str(tmp_path / "s"))
     assert_one_line_error(r, needle)
@@ -108,10 +124,11 @@ def test_bad_config(export: Path, tmp_path: Path) -> None:
     assert_one_line_error(ferry("serve", "--config", str(cfg)), "squash", "ferry.toml")
     cfg.write_text("[[export]\n")
     assert_one_line_error(ferry("serve", "--config", str(cfg)), "invalid TOML")
-    assert_one_line_error(ferry("serve", "--config", str(tmp_path / "none.toml")),
-                          "not found")
-    cfg.write_text(f'[[export]]\npath = "{tmp_path / "gone"}"\n[server]\nport = 0\n'
-                   f'state_dir = "{tmp_path / "s"}"\n')
+    assert_one_line_error(ferry("serve", "--config", str(tmp_path / "none.toml")), "not found")
+    cfg.write_text(
+        f'[[export]]\npath = "{tmp_path / "gone"}"\n[server]\nport = 0\n'
+        f'state_dir = "{tmp_path / "s"}"\n'
+    )
     assert_one_line_error(ferry("serve", "--config", str(cfg)), "does not exist")
 
 
@@ -123,8 +140,16 @@ def test_unusable_state_dir(export: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_backend(export: Path, tmp_path: Path) -> None:
-    r = ferry("serve", str(export), "--port", "0", "--backend", "nosuchmodule:Backend",
-              "--state-dir", str(tmp_path / "s"))
+    r = ferry(
+        "serve",
+        str(export),
+        "--port",
+        "0",
+        "--backend",
+        "nosuchmodule:Backend",
+        "--state-dir",
+        str(tmp_path / "s"),
+    )
     assert_one_line_error(r, "nosuchmodule")
 
 
@@ -137,8 +162,13 @@ class Served:
         self.err = tmp_path / "stderr"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ferry", "serve", *args], stdout=out, stderr=err,
-                stdin=subprocess.DEVNULL, env=env(), start_new_session=True)
+                [sys.executable, "-m", "ferry", "serve", *args],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=env(),
+                start_new_session=True,
+            )
 
     def wait_for_output(self, pattern: str, timeout: float = 20) -> re.Match[str]:
         deadline = time.monotonic() + timeout
@@ -149,8 +179,10 @@ class Served:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        pytest.fail(f"no {pattern!r} in output; rc={self.proc.poll()}\n"
-                    f"stdout: {self.out.read_text()}\nstderr: {self.err.read_text()}")
+        pytest.fail(
+            f"no {pattern!r} in output; rc={self.proc.poll()}\n"
+            f"stdout: {self.out.read_text()}\nstderr: {self.err.read_text()}"
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         if self.proc.poll() is None:
@@ -164,8 +196,9 @@ class Served:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_prints_mount_lines_and_stops_on_signal(export: Path, tmp_path: Path,
-                                                      sig: int) -> None:
+def test_serve_prints_mount_lines_and_stops_on_signal(
+    export: Path, tmp_path: Path, sig: int
+) -> None:
     served = Served(tmp_path, str(export), "--port", "0", "--state-dir", str(tmp_path / "s"))
     try:
         m = served.wait_for_output(r"^ferry: serving (\S+) on 127\.0\.0\.1:(\d+) .*read-write")
@@ -173,10 +206,14 @@ def test_serve_prints_mount_lines_and_stops_on_signal(export: Path, tmp_path: Pa
         assert path == str(export.resolve())
         assert port != 0
         text = served.out.read_text()
-        assert (f"sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},nolock "
-                f"127.0.0.1:{path} /mnt") in text
-        assert (f"sudo mount_nfs -o vers=3,tcp,port={port},mountport={port},nolocks,resvport "
-                f"127.0.0.1:{path} /Volumes/ferry") in text
+        assert (
+            f"sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},nolock "
+            f"127.0.0.1:{path} /mnt"
+        ) in text
+        assert (
+            f"sudo mount_nfs -o vers=3,tcp,port={port},mountport={port},nolocks,resvport "
+            f"127.0.0.1:{path} /Volumes/ferry"
+        ) in text
         assert f"nfs://127.0.0.1{path}?version=3&nfsport={port}&mountport={port}" in text
         # The printed port is the real one.
         c = RawClient(port, timeout=10)
@@ -192,8 +229,9 @@ def test_serve_prints_mount_lines_and_stops_on_signal(export: Path, tmp_path: Pa
 
 
 def test_serve_read_only_is_announced(export: Path, tmp_path: Path) -> None:
-    served = Served(tmp_path, str(export), "--port", "0", "--read-only",
-                    "--state-dir", str(tmp_path / "s"))
+    served = Served(
+        tmp_path, str(export), "--port", "0", "--read-only", "--state-dir", str(tmp_path / "s")
+    )
     try:
         served.wait_for_output(r"^ferry: serving .* read-only\)$")
     finally:

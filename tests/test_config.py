@@ -54,19 +54,32 @@ backend = "memory"
 
 def test_good_config_loads(tmp_path: Path) -> None:
     cfg = cfgmod.load(write(tmp_path, GOOD))
-    assert (cfg.bind, cfg.port, cfg.portmapper, cfg.portmapper_port) == ("0.0.0.0", 12049,
-                                                                         True, 1111)
+    assert (cfg.bind, cfg.port, cfg.portmapper, cfg.portmapper_port) == (
+        "0.0.0.0",
+        12049,
+        True,
+        1111,
+    )
     assert cfg.state_dir == Path("/var/lib/ferry-test")
     assert cfg.max_record_size == 1048576 and cfg.max_connections == 10
     assert cfg.idle_timeout == 60.0 and isinstance(cfg.idle_timeout, float)
     assert cfg.handle_key == bytes(range(16))
     a, mem = cfg.exports
     assert (a.path, a.mount_path, a.read_only, a.root_squash, a.all_squash) == (
-        "/srv/a", "/a", True, False, True)
+        "/srv/a",
+        "/a",
+        True,
+        False,
+        True,
+    )
     assert a.clients == ("127.0.0.1", "10.0.0.0/8", "::1")
     assert (a.anonuid, a.anongid, a.id) == (1000, 1001, 7)
-    assert (mem.backend, mem.mount_path, mem.root_squash, mem.anonuid) == ("memory", "/mem",
-                                                                           True, 65534)
+    assert (mem.backend, mem.mount_path, mem.root_squash, mem.anonuid) == (
+        "memory",
+        "/mem",
+        True,
+        65534,
+    )
 
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,52 +99,57 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 EXPORT = '[[export]]\npath = "/x"\n'
 
 
-@pytest.mark.parametrize(("text", "names"), [
-    # unknown keys and sections
-    ('[server]\nprot = 1\n' + EXPORT, ["[server]", "prot"]),
-    ('[[export]]\npath = "/x"\nreadonly = true\n', ["[[export]] #1", "readonly"]),
-    ('[[export]]\npath = "/x"\n[[export]]\npath = "/y"\nsquash = 1\n', ["#2", "squash"]),
-    ('[servr]\nport = 1\n' + EXPORT, ["servr"]),
-    # wrong types
-    ('[server]\nport = "2049"\n' + EXPORT, ["server.port", "int"]),
-    ('[server]\nport = true\n' + EXPORT, ["server.port"]),
-    ('[server]\nportmapper = 1\n' + EXPORT, ["server.portmapper", "bool"]),
-    ('[server]\nidle_timeout = "soon"\n' + EXPORT, ["server.idle_timeout"]),
-    ('[server]\nstate_dir = 5\n' + EXPORT, ["server.state_dir"]),
-    ('[server]\nhandle_key = "not hex"\n' + EXPORT, ["server.handle_key"]),
-    ('[server]\nhandle_key = "0011"\n' + EXPORT, ["server.handle_key", "16 bytes"]),
-    ('[[export]]\npath = 5\n', ["[[export]] #1.path"]),
-    ('[[export]]\npath = "/x"\nread_only = "yes"\n', ["[[export]] #1.read_only", "bool"]),
-    ('[[export]]\npath = "/x"\nanonuid = "nobody"\n', ["#1.anonuid"]),
-    ('[[export]]\npath = "/x"\noptions = 3\n', ["#1.options"]),
-    ('[[export]]\npath = "/x"\nclients = "10.0.0.0/8"\n', ["#1.clients", "list"]),
-    ('[[export]]\npath = "/x"\nclients = [10]\n', ["#1.clients", "str"]),
-    ('server = 1\n' + EXPORT, ["[server]"]),
-    ('[export]\npath = "/x"\n', ["export", "[[export]]"]),
-    ('export = ["/x"]\n', ["[[export]] #1", "table"]),
-    # missing or empty path
-    ('[[export]]\nname = "/x"\n', ["[[export]] #1", "'path' is required"]),
-    ('[[export]]\npath = ""\n', ["#1.path", "empty"]),
-    # bad client networks
-    ('[[export]]\npath = "/x"\nclients = ["999.1.1.1"]\n', ["#1.clients", "999.1.1.1"]),
-    ('[[export]]\npath = "/x"\nclients = ["10.0.0.0/33"]\n', ["#1.clients", "10.0.0.0/33"]),
-    ('[[export]]\npath = "/x"\nclients = ["localhost"]\n', ["#1.clients", "localhost"]),
-    # out of range values
-    ('[server]\nport = 70000\n' + EXPORT, ["port", "70000"]),
-    ('[server]\nport = -1\n' + EXPORT, ["port", "-1"]),
-    ('[server]\nportmapper_port = 70000\n' + EXPORT, ["portmapper_port", "70000"]),
-    ('[server]\nmax_record_size = 1000\n' + EXPORT, ["max_record_size"]),
-    ('[server]\nmax_connections = 0\n' + EXPORT, ["max_connections"]),
-    ('[[export]]\npath = "/x"\nanonuid = -1\n', ["#1.anonuid", "-1"]),
-    ('[[export]]\npath = "/x"\nanongid = 4294967296\n', ["#1.anongid"]),
-    ('[[export]]\npath = "/x"\nid = 65536\n', ["#1.id", "65536"]),
-    # inconsistent exports
-    ('', ["no export"]),
-    ('[[export]]\npath = "/x"\n[[export]]\npath = "/x"\n', ["same name"]),
-    ('[[export]]\npath = "/x"\nname = "/a"\n[[export]]\npath = "/y"\nname = "/a"\n',
-     ["same name"]),
-    ('[[export]]\npath = "/x"\nid = 9\n[[export]]\npath = "/y"\nid = 9\n', ["same id"]),
-])
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        # unknown keys and sections
+        ("[server]\nprot = 1\n" + EXPORT, ["[server]", "prot"]),
+        ('[[export]]\npath = "/x"\nreadonly = true\n', ["[[export]] #1", "readonly"]),
+        ('[[export]]\npath = "/x"\n[[export]]\npath = "/y"\nsquash = 1\n', ["#2", "squash"]),
+        ("[servr]\nport = 1\n" + EXPORT, ["servr"]),
+        # wrong types
+        ('[server]\nport = "2049"\n' + EXPORT, ["server.port", "int"]),
+        ("[server]\nport = true\n" + EXPORT, ["server.port"]),
+        ("[server]\nportmapper = 1\n" + EXPORT, ["server.portmapper", "bool"]),
+        ('[server]\nidle_timeout = "soon"\n' + EXPORT, ["server.idle_timeout"]),
+        ("[server]\nstate_dir = 5\n" + EXPORT, ["server.state_dir"]),
+        ('[server]\nhandle_key = "not hex"\n' + EXPORT, ["server.handle_key"]),
+        ('[server]\nhandle_key = "0011"\n' + EXPORT, ["server.handle_key", "16 bytes"]),
+        ("[[export]]\npath = 5\n", ["[[export]] #1.path"]),
+        ('[[export]]\npath = "/x"\nread_only = "yes"\n', ["[[export]] #1.read_only", "bool"]),
+        ('[[export]]\npath = "/x"\nanonuid = "nobody"\n', ["#1.anonuid"]),
+        ('[[export]]\npath = "/x"\noptions = 3\n', ["#1.options"]),
+        ('[[export]]\npath = "/x"\nclients = "10.0.0.0/8"\n', ["#1.clients", "list"]),
+        ('[[export]]\npath = "/x"\nclients = [10]\n', ["#1.clients", "str"]),
+        ("server = 1\n" + EXPORT, ["[server]"]),
+        ('[export]\npath = "/x"\n', ["export", "[[export]]"]),
+        ('export = ["/x"]\n', ["[[export]] #1", "table"]),
+        # missing or empty path
+        ('[[export]]\nname = "/x"\n', ["[[export]] #1", "'path' is required"]),
+        ('[[export]]\npath = ""\n', ["#1.path", "empty"]),
+        # bad client networks
+        ('[[export]]\npath = "/x"\nclients = ["999.1.1.1"]\n', ["#1.clients", "999.1.1.1"]),
+        ('[[export]]\npath = "/x"\nclients = ["10.0.0.0/33"]\n', ["#1.clients", "10.0.0.0/33"]),
+        ('[[export]]\npath = "/x"\nclients = ["localhost"]\n', ["#1.clients", "localhost"]),
+        # out of range values
+        ("[server]\nport = 70000\n" + EXPORT, ["port", "70000"]),
+        ("[server]\nport = -1\n" + EXPORT, ["port", "-1"]),
+        ("[server]\nportmapper_port = 70000\n" + EXPORT, ["portmapper_port", "70000"]),
+        ("[server]\nmax_record_size = 1000\n" + EXPORT, ["max_record_size"]),
+        ("[server]\nmax_connections = 0\n" + EXPORT, ["max_connections"]),
+        ('[[export]]\npath = "/x"\nanonuid = -1\n', ["#1.anonuid", "-1"]),
+        ('[[export]]\npath = "/x"\nanongid = 4294967296\n', ["#1.anongid"]),
+        ('[[export]]\npath = "/x"\nid = 65536\n', ["#1.id", "65536"]),
+        # inconsistent exports
+        ("", ["no export"]),
+        ('[[export]]\npath = "/x"\n[[export]]\npath = "/x"\n', ["same name"]),
+        (
+            '[[export]]\npath = "/x"\nname = "/a"\n[[export]]\npath = "/y"\nname = "/a"\n',
+            ["same name"],
+        ),
+        ('[[export]]\npath = "/x"\nid = 9\n[[export]]\npath = "/y"\nid = 9\n', ["same id"]),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path: Path, text: str, names: list[str]) -> None:
     message = load_error(tmp_path, text)
     assert str(tmp_path / "ferry.toml") in message
@@ -140,7 +158,7 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, names: list[str]) -
 
 
 def test_bad_toml(tmp_path: Path) -> None:
-    message = load_error(tmp_path, '[server\nport = 1\n')
+    message = load_error(tmp_path, "[server\nport = 1\n")
     assert "invalid TOML" in message and "ferry.toml" in message
     message = load_error(tmp_path, '[[export]]\npath = "/x"\npath = "/y"\n')  # duplicate key
     assert "invalid TOML" in message

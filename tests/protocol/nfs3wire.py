@@ -88,8 +88,9 @@ class Res:
         try:
             return self.fields[name]
         except KeyError:
-            raise AttributeError(f"{name} not in {self.status.name} result "
-                                 f"({sorted(self.fields)})") from None
+            raise AttributeError(
+                f"{name} not in {self.status.name} result ({sorted(self.fields)})"
+            ) from None
 
     @property
     def ok(self) -> bool:
@@ -165,8 +166,7 @@ def _getattr_ok(u: Unpacker) -> Fields:
 
 
 def _lookup_ok(u: Unpacker) -> Fields:
-    return {"fh": unpack_fh(u), "attr": unpack_post_op_attr(u),
-            "dir_attr": unpack_post_op_attr(u)}
+    return {"fh": unpack_fh(u), "attr": unpack_post_op_attr(u), "dir_attr": unpack_post_op_attr(u)}
 
 
 def _lookup_fail(u: Unpacker) -> Fields:
@@ -188,13 +188,16 @@ def _read_ok(u: Unpacker) -> Fields:
 
 def _write_ok(u: Unpacker) -> Fields:
     wcc, count = unpack_wcc(u), u.unpack_uint()
-    return {"wcc": wcc, "count": count, "committed": StableHow(u.unpack_uint()),
-            "verf": bytes(u.unpack_fopaque(8))}
+    return {
+        "wcc": wcc,
+        "count": count,
+        "committed": StableHow(u.unpack_uint()),
+        "verf": bytes(u.unpack_fopaque(8)),
+    }
 
 
 def _create_ok(u: Unpacker) -> Fields:
-    return {"fh": unpack_post_op_fh(u), "attr": unpack_post_op_attr(u),
-            "dir_wcc": unpack_wcc(u)}
+    return {"fh": unpack_post_op_fh(u), "attr": unpack_post_op_attr(u), "dir_wcc": unpack_wcc(u)}
 
 
 def _dir_wcc(u: Unpacker) -> Fields:
@@ -214,6 +217,7 @@ def _readdir_ok(plus: bool) -> Any:
         attr, verf = unpack_post_op_attr(u), bytes(u.unpack_fopaque(8))
         entries = unpack_entries(u, plus)
         return {"dir_attr": attr, "verf": verf, "entries": entries, "eof": u.unpack_bool()}
+
     return decode
 
 
@@ -240,8 +244,11 @@ def _fsinfo_ok(u: Unpacker) -> Fields:
 
 
 def _pathconf_ok(u: Unpacker) -> Fields:
-    out: Fields = {"attr": unpack_post_op_attr(u), "linkmax": u.unpack_uint(),
-                   "name_max": u.unpack_uint()}
+    out: Fields = {
+        "attr": unpack_post_op_attr(u),
+        "linkmax": u.unpack_uint(),
+        "name_max": u.unpack_uint(),
+    }
     for k in ("no_trunc", "chown_restricted", "case_insensitive", "case_preserving"):
         out[k] = u.unpack_bool()
     return out
@@ -344,6 +351,7 @@ class Nfs3:
     def setattr(self, fh: bytes, attrs: SetAttr, guard_ns: int | None = None) -> Res:
         def guard(p: Packer) -> None:
             p.pack_optional(guard_ns, lambda ns: pack_nfstime(p, ns))
+
         return self._call(NfsProc.SETATTR, fh, lambda p: t.pack_sattr3(p, attrs), guard)
 
     def lookup(self, dir_fh: bytes, name: bytes) -> Res:
@@ -358,17 +366,30 @@ class Nfs3:
     def read(self, fh: bytes, offset: int, count: int) -> Res:
         return self._call(NfsProc.READ, fh, lambda p: p.pack_uhyper(offset), count)
 
-    def write(self, fh: bytes, offset: int, data: bytes,
-              stable: StableHow = StableHow.FILE_SYNC, count: int | None = None) -> Res:
+    def write(
+        self,
+        fh: bytes,
+        offset: int,
+        data: bytes,
+        stable: StableHow = StableHow.FILE_SYNC,
+        count: int | None = None,
+    ) -> Res:
         def body(p: Packer) -> None:
             p.pack_uhyper(offset)
             p.pack_uint(len(data) if count is None else count)
             p.pack_enum(stable)
             p.pack_opaque(data)
+
         return self._call(NfsProc.WRITE, fh, body)
 
-    def create(self, dir_fh: bytes, name: bytes, how: CreateMode = CreateMode.UNCHECKED,
-               attrs: SetAttr | None = None, verf: bytes = ZERO_VERF) -> Res:
+    def create(
+        self,
+        dir_fh: bytes,
+        name: bytes,
+        how: CreateMode = CreateMode.UNCHECKED,
+        attrs: SetAttr | None = None,
+        verf: bytes = ZERO_VERF,
+    ) -> Res:
         def body(p: Packer) -> None:
             pack_diropargs(p, dir_fh, name)
             p.pack_enum(how)
@@ -376,19 +397,34 @@ class Nfs3:
                 p.pack_fopaque(8, verf)
             else:
                 t.pack_sattr3(p, attrs or SetAttr())
+
         return self._call(NfsProc.CREATE, body)
 
     def mkdir(self, dir_fh: bytes, name: bytes, attrs: SetAttr | None = None) -> Res:
-        return self._call(NfsProc.MKDIR, lambda p: pack_diropargs(p, dir_fh, name),
-                          lambda p: t.pack_sattr3(p, attrs or SetAttr()))
+        return self._call(
+            NfsProc.MKDIR,
+            lambda p: pack_diropargs(p, dir_fh, name),
+            lambda p: t.pack_sattr3(p, attrs or SetAttr()),
+        )
 
-    def symlink(self, dir_fh: bytes, name: bytes, target: bytes,
-                attrs: SetAttr | None = None) -> Res:
-        return self._call(NfsProc.SYMLINK, lambda p: pack_diropargs(p, dir_fh, name),
-                          lambda p: t.pack_sattr3(p, attrs or SetAttr()), target)
+    def symlink(
+        self, dir_fh: bytes, name: bytes, target: bytes, attrs: SetAttr | None = None
+    ) -> Res:
+        return self._call(
+            NfsProc.SYMLINK,
+            lambda p: pack_diropargs(p, dir_fh, name),
+            lambda p: t.pack_sattr3(p, attrs or SetAttr()),
+            target,
+        )
 
-    def mknod(self, dir_fh: bytes, name: bytes, ftype: Ftype3, attrs: SetAttr | None = None,
-              rdev: tuple[int, int] = (0, 0)) -> Res:
+    def mknod(
+        self,
+        dir_fh: bytes,
+        name: bytes,
+        ftype: Ftype3,
+        attrs: SetAttr | None = None,
+        rdev: tuple[int, int] = (0, 0),
+    ) -> Res:
         def body(p: Packer) -> None:
             pack_diropargs(p, dir_fh, name)
             p.pack_enum(ftype)
@@ -397,6 +433,7 @@ class Nfs3:
             if ftype in (Ftype3.CHR, Ftype3.BLK):
                 p.pack_uint(rdev[0])
                 p.pack_uint(rdev[1])
+
         return self._call(NfsProc.MKNOD, body)
 
     def remove(self, dir_fh: bytes, name: bytes) -> Res:
@@ -411,15 +448,33 @@ class Nfs3:
     def link(self, fh: bytes, dir_fh: bytes, name: bytes) -> Res:
         return self._call(NfsProc.LINK, fh, dir_fh, name)
 
-    def readdir(self, dir_fh: bytes, cookie: int = 0, verf: bytes = ZERO_VERF,
-                count: int = 8192) -> Res:
-        return self._call(NfsProc.READDIR, dir_fh, lambda p: p.pack_uhyper(cookie),
-                          lambda p: p.pack_fopaque(8, verf), count)
+    def readdir(
+        self, dir_fh: bytes, cookie: int = 0, verf: bytes = ZERO_VERF, count: int = 8192
+    ) -> Res:
+        return self._call(
+            NfsProc.READDIR,
+            dir_fh,
+            lambda p: p.pack_uhyper(cookie),
+            lambda p: p.pack_fopaque(8, verf),
+            count,
+        )
 
-    def readdirplus(self, dir_fh: bytes, cookie: int = 0, verf: bytes = ZERO_VERF,
-                    dircount: int = 4096, maxcount: int = 32768) -> Res:
-        return self._call(NfsProc.READDIRPLUS, dir_fh, lambda p: p.pack_uhyper(cookie),
-                          lambda p: p.pack_fopaque(8, verf), dircount, maxcount)
+    def readdirplus(
+        self,
+        dir_fh: bytes,
+        cookie: int = 0,
+        verf: bytes = ZERO_VERF,
+        dircount: int = 4096,
+        maxcount: int = 32768,
+    ) -> Res:
+        return self._call(
+            NfsProc.READDIRPLUS,
+            dir_fh,
+            lambda p: p.pack_uhyper(cookie),
+            lambda p: p.pack_fopaque(8, verf),
+            dircount,
+            maxcount,
+        )
 
     def fsstat(self, fh: bytes) -> Res:
         return self._call(NfsProc.FSSTAT, fh)
@@ -443,8 +498,9 @@ class Nfs3:
         attr: Fattr = self.must(self.getattr(fh)).attr
         return attr
 
-    def new_file(self, dir_fh: bytes, name: bytes, data: bytes = b"",
-                 mode: int | None = None) -> bytes:
+    def new_file(
+        self, dir_fh: bytes, name: bytes, data: bytes = b"", mode: int | None = None
+    ) -> bytes:
         res = self.must(self.create(dir_fh, name, CreateMode.GUARDED, SetAttr(mode=mode)))
         assert res.fh is not None
         if data:

@@ -49,9 +49,13 @@ def server(tree: Path, tmp_path: Path) -> Iterator[RunningServer]:
     other = tmp_path / "other"
     other.mkdir()
     config = ServerConfig(
-        exports=[ExportConfig(path=str(tree)),
-                 ExportConfig(path=str(other), clients=("10.9.9.9/32", "192.168.0.0/16"))],
-        state_dir=tmp_path / "state", handle_key=KEY)
+        exports=[
+            ExportConfig(path=str(tree)),
+            ExportConfig(path=str(other), clients=("10.9.9.9/32", "192.168.0.0/16")),
+        ],
+        state_dir=tmp_path / "state",
+        handle_key=KEY,
+    )
     with serve_in_thread(config) as srv:
         yield srv
 
@@ -92,8 +96,9 @@ def test_null(client: RawClient) -> None:
     assert reply.body.remaining() == 0
 
 
-def test_mnt_export_path_returns_root_handle_and_auth_flavors(client: RawClient,
-                                                              tree: Path) -> None:
+def test_mnt_export_path_returns_root_handle_and_auth_flavors(
+    client: RawClient, tree: Path
+) -> None:
     u = mount_call(client, MNT, str(tree))
     assert u.unpack_uint() == Mountstat3.OK
     fh = bytes(u.unpack_opaque(64))
@@ -126,13 +131,16 @@ def test_mnt_slash_is_the_first_export(client: RawClient, tree: Path) -> None:
     assert client.mount("/") == client.mount(str(tree))
 
 
-@pytest.mark.parametrize(("rel", "expected"), [
-    ("missing", Mountstat3.NOENT),
-    ("sub/missing/deeper", Mountstat3.NOENT),
-    ("file.txt", Mountstat3.NOTDIR),
-    ("link-to-sub", Mountstat3.NOTDIR),  # never resolved through a symlink
-    ("sub/../file.txt", Mountstat3.NOENT),
-])
+@pytest.mark.parametrize(
+    ("rel", "expected"),
+    [
+        ("missing", Mountstat3.NOENT),
+        ("sub/missing/deeper", Mountstat3.NOENT),
+        ("file.txt", Mountstat3.NOTDIR),
+        ("link-to-sub", Mountstat3.NOTDIR),  # never resolved through a symlink
+        ("sub/../file.txt", Mountstat3.NOENT),
+    ],
+)
 def test_mnt_errors(client: RawClient, tree: Path, rel: str, expected: Mountstat3) -> None:
     status, fh = mount_status(client, f"{tree}/{rel}")
     assert status == expected
@@ -161,8 +169,7 @@ def test_dump_after_mnt_and_umnt(client: RawClient, tree: Path) -> None:
     assert dump(client) == []
     client.mount(str(tree))
     client.mount(f"{tree}/sub")
-    assert sorted(dump(client)) == sorted([("127.0.0.1", str(tree)),
-                                           ("127.0.0.1", f"{tree}/sub")])
+    assert sorted(dump(client)) == sorted([("127.0.0.1", str(tree)), ("127.0.0.1", f"{tree}/sub")])
     u = mount_call(client, UMNT, str(tree))
     assert u.remaining() == 0  # UMNT returns nothing
     assert dump(client) == [("127.0.0.1", f"{tree}/sub")]
@@ -198,8 +205,9 @@ def test_mount_table_is_per_host_not_per_connection(server: RunningServer, tree:
         b.close()
 
 
-def test_export_lists_exports_and_client_networks(client: RawClient, tree: Path,
-                                                  tmp_path: Path) -> None:
+def test_export_lists_exports_and_client_networks(
+    client: RawClient, tree: Path, tmp_path: Path
+) -> None:
     u = mount_call(client, EXPORT)
     exports: dict[str, list[str]] = {}
     for _ in range(100):
@@ -278,8 +286,12 @@ def test_portmap_set_is_refused(client: RawClient) -> None:
 def test_cli_serve_portmapper_answers_on_its_port(tmp_path: Path) -> None:
     pmap_port = peers.free_port()
     server = peers.FerryServer(
-        export=tmp_path / "export", state_dir=tmp_path / "state", log_dir=tmp_path / "logs",
-        extra_args=["--portmapper", "--portmapper-port", str(pmap_port)], ready_timeout=20)
+        export=tmp_path / "export",
+        state_dir=tmp_path / "state",
+        log_dir=tmp_path / "logs",
+        extra_args=["--portmapper", "--portmapper-port", str(pmap_port)],
+        ready_timeout=20,
+    )
     server.start()
     try:
         assert server.port != pmap_port

@@ -39,7 +39,10 @@ def check_wcc(wcc: Wcc, prior: Fattr, now: Fattr) -> None:
     assert wcc.before is not None, "pre-op attributes missing"
     assert wcc.after is not None, "post-op attributes missing"
     assert (wcc.before.size, wcc.before.mtime, wcc.before.ctime) == (
-        prior.size, prior.mtime, prior.ctime)
+        prior.size,
+        prior.mtime,
+        prior.ctime,
+    )
     assert wcc.after.same_file_state(now), f"post-op {wcc.after} != GETATTR {now}"
 
 
@@ -61,8 +64,9 @@ def shared_dir(nfs: Nfs3, name: bytes = b"shared") -> bytes:
     return nfs.new_dir(nfs.root, name, mode=0o777)
 
 
-def listing(nfs: Nfs3, dir_fh: bytes, plus: bool, count: int,
-            between: Callable[[int], None] | None = None) -> tuple[list[DirEntry], list[Res]]:
+def listing(
+    nfs: Nfs3, dir_fh: bytes, plus: bool, count: int, between: Callable[[int], None] | None = None
+) -> tuple[list[DirEntry], list[Res]]:
     """Page through a directory with READDIR(PLUS), resuming from the last cookie and
     sending back the verifier each reply carried. ``between(page_no)`` runs between pages."""
     cookie, verf = 0, ZERO_VERF
@@ -287,31 +291,44 @@ def test_lookup_needs_search_permission(nfs: Nfs3) -> None:
 # -- ACCESS ----------------------------------------------------------------------------------
 
 
-R, LK, MD, EX, DL, XE = (Access.READ, Access.LOOKUP, Access.MODIFY, Access.EXTEND,
-                         Access.DELETE, Access.EXECUTE)
+R, LK, MD, EX, DL, XE = (
+    Access.READ,
+    Access.LOOKUP,
+    Access.MODIFY,
+    Access.EXTEND,
+    Access.DELETE,
+    Access.EXECUTE,
+)
 
 
-@pytest.mark.parametrize(("ftype", "mode", "who", "expected"), [
-    ("file", 0o640, "owner", R | MD | EX),
-    ("file", 0o640, "group", R),
-    ("file", 0o640, "other", 0),
-    ("file", 0o640, "root", R | MD | EX),
-    ("file", 0o751, "owner", R | MD | EX | XE),
-    ("file", 0o751, "group", R | XE),
-    ("file", 0o751, "other", XE),
-    ("file", 0o751, "root", R | MD | EX | XE),
-    ("file", 0o064, "owner", 0),  # the owner class applies even when others may do more
-    ("dir", 0o750, "owner", R | LK | MD | EX | DL),
-    ("dir", 0o750, "group", R | LK),
-    ("dir", 0o750, "other", 0),
-    ("dir", 0o000, "root", R | LK | MD | EX | DL),
-])
+@pytest.mark.parametrize(
+    ("ftype", "mode", "who", "expected"),
+    [
+        ("file", 0o640, "owner", R | MD | EX),
+        ("file", 0o640, "group", R),
+        ("file", 0o640, "other", 0),
+        ("file", 0o640, "root", R | MD | EX),
+        ("file", 0o751, "owner", R | MD | EX | XE),
+        ("file", 0o751, "group", R | XE),
+        ("file", 0o751, "other", XE),
+        ("file", 0o751, "root", R | MD | EX | XE),
+        ("file", 0o064, "owner", 0),  # the owner class applies even when others may do more
+        ("dir", 0o750, "owner", R | LK | MD | EX | DL),
+        ("dir", 0o750, "group", R | LK),
+        ("dir", 0o750, "other", 0),
+        ("dir", 0o000, "root", R | LK | MD | EX | DL),
+    ],
+)
 def test_access(nfs: Nfs3, ftype: str, mode: int, who: str, expected: int) -> None:
     make = nfs.new_file if ftype == "file" else nfs.new_dir
     fh = make(nfs.root, b"obj")
     nfs.must(nfs.setattr(fh, SetAttr(mode=mode, uid=USER, gid=100)))
-    users = {"owner": (USER, 500, ()), "group": (OTHER, 3000, (7, 100)),
-             "other": (OTHER, 3000, (7,)), "root": (0, 0, ())}
+    users = {
+        "owner": (USER, 500, ()),
+        "group": (OTHER, 3000, (7, 100)),
+        "other": (OTHER, 3000, (7,)),
+        "root": (0, 0, ()),
+    }
     with nfs.as_user(*users[who]):
         res = nfs.must(nfs.access(fh, ALL_ACCESS))
         assert res.attr is not None and res.attr.mode == mode
@@ -323,8 +340,16 @@ def test_access(nfs: Nfs3, ftype: str, mode: int, who: str, expected: int) -> No
 # -- READLINK and SYMLINK -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", [b"plain", b"../../outside/x", b"a//b/./c/",
-                                    b"\xff\xfe not utf-8 \x80", b"/abs/" + b"p" * 1000])
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"plain",
+        b"../../outside/x",
+        b"a//b/./c/",
+        b"\xff\xfe not utf-8 \x80",
+        b"/abs/" + b"p" * 1000,
+    ],
+)
 def test_symlink_and_readlink_verbatim(nfs: Nfs3, target: bytes) -> None:
     prior = nfs.attr(nfs.root)
     res = nfs.must(nfs.symlink(nfs.root, b"ln", target))
@@ -455,10 +480,12 @@ def test_commit(nfs: Nfs3) -> None:
 
 
 def test_restart_changes_verifier_and_keeps_handles(
-        backend: str, servers: Servers, tmp_path: os.PathLike[str]) -> None:
+    backend: str, servers: Servers, tmp_path: os.PathLike[str]
+) -> None:
     if backend != "local":
         pytest.skip("the memory backend keeps nothing across a restart")
     from conftest import export_config
+
     cfg = export_config(backend, tmp_path)  # type: ignore[arg-type]
     srv, stop = servers.start_config(cfg)
     nfs = servers.connect(srv)
@@ -811,7 +838,7 @@ def test_readdir_5000_entries(nfs: Nfs3) -> None:
     for i in (0, 1, 777, BIG - 2):
         res = nfs.must(nfs.readdir(d, entries[i].cookie, verf, count=1024))
         got = [e.name for e in res.entries]
-        assert got == [e.name for e in entries[i + 1: i + 1 + len(got)]] and got
+        assert got == [e.name for e in entries[i + 1 : i + 1 + len(got)]] and got
     last = nfs.must(nfs.readdir(d, entries[-1].cookie, verf, count=1024))
     assert last.entries == [] and last.eof
 
@@ -833,6 +860,7 @@ def test_readdir_entry_created_between_pages(nfs: Nfs3) -> None:
     added: list[bytes] = []
 
     for plus in (False, True):
+
         def between(page: int, plus: bool = plus) -> None:
             if page % 5 == 0:
                 name = b"late-%d-%03d" % (plus, page)
@@ -1033,5 +1061,5 @@ def test_handle_of_removed_file_stays_stale_after_inode_reuse(nfs: Nfs3) -> None
         new = nfs.new_file(nfs.root, b"new%d" % i, b"new data")
         res = nfs.getattr(old)
         assert res.status == S.STALE, (
-            f"old handle answers {res.status.name} (reused: {new == old}, "
-            f"fileid {old_attr.fileid})")
+            f"old handle answers {res.status.name} (reused: {new == old}, fileid {old_attr.fileid})"
+        )

@@ -107,18 +107,33 @@ def test_dotdot_at_export_root_is_the_root(client: RawClient, export: Path) -> N
 
 
 def test_dotdot_at_root_of_a_subdirectory_mount_stays_in_the_export(
-        client: RawClient, export: Path) -> None:
+    client: RawClient, export: Path
+) -> None:
     root = client.mount(str(export))
     sub = client.mount(f"{export}/a")
     assert lookup_ok(client, sub, "..") == root
 
 
-@pytest.mark.parametrize("name", [
-    b"../../etc", b"a/b", b"/etc", b"/", b"a/", b"./a", b"../export", b"etc-link/passwd",
-    b"a\0", b"\0", b"data.txt\0.bak", b"",
-])
-def test_lookup_of_names_with_slash_or_nul_is_acces(client: RawClient, export: Path,
-                                                    name: bytes) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"../../etc",
+        b"a/b",
+        b"/etc",
+        b"/",
+        b"a/",
+        b"./a",
+        b"../export",
+        b"etc-link/passwd",
+        b"a\0",
+        b"\0",
+        b"data.txt\0.bak",
+        b"",
+    ],
+)
+def test_lookup_of_names_with_slash_or_nul_is_acces(
+    client: RawClient, export: Path, name: bytes
+) -> None:
     root = client.mount(str(export))
     status, fh, attr = nfs_lookup(client, root, name)
     assert status == Nfsstat3.ACCES
@@ -128,8 +143,9 @@ def test_lookup_of_names_with_slash_or_nul_is_acces(client: RawClient, export: P
     assert nfs_lookup(client, a, name)[0] == Nfsstat3.ACCES
 
 
-def test_symlink_out_of_the_export_is_returned_as_a_symlink(client: RawClient,
-                                                            export: Path) -> None:
+def test_symlink_out_of_the_export_is_returned_as_a_symlink(
+    client: RawClient, export: Path
+) -> None:
     root = client.mount(str(export))
     status, link, attr = nfs_lookup(client, root, "etc-link")
     assert status == Nfsstat3.OK and link is not None
@@ -150,8 +166,9 @@ def test_symlink_out_of_the_export_is_returned_as_a_symlink(client: RawClient,
     assert reply.ok().unpack_uint() == Nfsstat3.NOTDIR
 
 
-def test_changes_through_a_symlink_handle_are_refused(client: RawClient, export: Path,
-                                                      tmp_path: Path) -> None:
+def test_changes_through_a_symlink_handle_are_refused(
+    client: RawClient, export: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     root = client.mount(str(export))
     link = lookup_ok(client, root, "out-link")
@@ -164,8 +181,9 @@ def test_changes_through_a_symlink_handle_are_refused(client: RawClient, export:
     assert (export / "data.txt").exists()
 
 
-def test_directory_swapped_for_a_symlink_is_not_followed(client: RawClient, export: Path,
-                                                         tmp_path: Path) -> None:
+def test_directory_swapped_for_a_symlink_is_not_followed(
+    client: RawClient, export: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     root = client.mount(str(export))
     d = lookup_ok(client, root, "d")
@@ -182,8 +200,9 @@ def test_directory_swapped_for_a_symlink_is_not_followed(client: RawClient, expo
     assert status == Nfsstat3.OK and attr is not None and attr.type == LNK
 
 
-def test_parent_swapped_for_a_symlink_is_not_followed(client: RawClient, export: Path,
-                                                      tmp_path: Path) -> None:
+def test_parent_swapped_for_a_symlink_is_not_followed(
+    client: RawClient, export: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     root = client.mount(str(export))
     p = lookup_ok(client, root, "p")
@@ -207,12 +226,9 @@ def test_parent_swapped_for_a_symlink_is_not_followed(client: RawClient, export:
     assert (outside / "p" / "sub" / "victim").read_bytes() == b"keep me too"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: LocalBackend.lookup lstat()s 'parent/name' relative to the root, which "
-    "follows a symlink swapped in for an ancestor directory, so LOOKUP (and GETATTR) "
-    "reveal attributes of files moved outside the export"))
-def test_lookup_through_a_swapped_parent_reveals_nothing(client: RawClient, export: Path,
-                                                         tmp_path: Path) -> None:
+def test_lookup_through_a_swapped_parent_reveals_nothing(
+    client: RawClient, export: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     root = client.mount(str(export))
     sub = lookup_ok(client, lookup_ok(client, root, "p"), "sub")
@@ -222,8 +238,9 @@ def test_lookup_through_a_swapped_parent_reveals_nothing(client: RawClient, expo
     assert (status, fh, attr) == (Nfsstat3.STALE, None, None)
 
 
-@pytest.mark.parametrize("suffix", ["/..", "/../..", "/a/../..", "/../../etc", "/./..",
-                                    "/a/../../outside"])
+@pytest.mark.parametrize(
+    "suffix", ["/..", "/../..", "/a/../..", "/../../etc", "/./..", "/a/../../outside"]
+)
 def test_mnt_with_dotdot_does_not_escape(client: RawClient, export: Path, suffix: str) -> None:
     status, fh = mount_status(client, f"{export}{suffix}")
     assert status == Mountstat3.NOENT
@@ -238,8 +255,7 @@ def test_mnt_of_dotdot_above_slash_does_not_escape(client: RawClient, path: str)
 def test_mnt_through_a_symlink_is_refused(client: RawClient, export: Path) -> None:
     assert mount_status(client, f"{export}/etc-link")[0] == Mountstat3.NOTDIR
     assert mount_status(client, f"{export}/out-link")[0] == Mountstat3.NOTDIR
-    assert mount_status(client, f"{export}/out-link/x")[0] in (Mountstat3.NOTDIR,
-                                                               Mountstat3.NOENT)
+    assert mount_status(client, f"{export}/out-link/x")[0] in (Mountstat3.NOTDIR, Mountstat3.NOENT)
 
 
 # -- forged handles -----------------------------------------------------------------------
@@ -251,7 +267,7 @@ def test_every_flipped_byte_is_badhandle(client: RawClient, export: Path) -> Non
     assert len(fh) == HANDLE_SIZE
     for i in range(len(fh)):
         for mask in (0x01, 0x80, 0xFF):
-            forged = fh[:i] + bytes([fh[i] ^ mask]) + fh[i + 1:]
+            forged = fh[:i] + bytes([fh[i] ^ mask]) + fh[i + 1 :]
             status = getattr_status(client, forged)
             assert status == Nfsstat3.BADHANDLE, f"byte {i} ^ {mask:#x} -> {status}"
             assert nfs_read(client, forged)[0] == Nfsstat3.BADHANDLE
@@ -269,8 +285,9 @@ def test_truncated_and_extended_handles_are_badhandle(client: RawClient, export:
     assert getattr_status(client, b"\0" * HANDLE_SIZE) == Nfsstat3.BADHANDLE
 
 
-def test_handle_sealed_with_another_key_is_badhandle(client: RawClient, export: Path,
-                                                     server: RunningServer) -> None:
+def test_handle_sealed_with_another_key_is_badhandle(
+    client: RawClient, export: Path, server: RunningServer
+) -> None:
     root = client.mount(str(export))
     fh = lookup_ok(client, root, "data.txt")
     export_id = server.app.exports[0].export_id
@@ -347,8 +364,9 @@ def test_handles_are_bound_to_their_export(tmp_path: Path) -> None:
 
 def test_read_only_export(tmp_path: Path, export: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in export.rglob("*") if not p.is_symlink()}
-    with serve_in_thread(local_config(export, tmp_path / "state", read_only=True,
-                                      root_squash=False)) as srv:
+    with serve_in_thread(
+        local_config(export, tmp_path / "state", read_only=True, root_squash=False)
+    ) as srv:
         c = srv.client()
         try:
             root = c.mount(str(export))
@@ -417,8 +435,7 @@ def test_root_squash_maps_root_to_anonuid(tmp_path: Path, squash_tree: Path) -> 
             assert nfs_setattr(c, secret, mode=0o666) == Nfsstat3.PERM
             # A non-root user is not squashed: uid 1000 reads its own 0600 file.
             c.as_user(1000, 1000)
-            assert nfs_read(c, lookup_ok(c, root, "users-file")) == (Nfsstat3.OK,
-                                                                     b"user 1000 only")
+            assert nfs_read(c, lookup_ok(c, root, "users-file")) == (Nfsstat3.OK, b"user 1000 only")
             status, _, attr = nfs_create(c, root, "made-by-1000")
             assert status == Nfsstat3.OK and attr is not None and attr.uid == 1000
             assert (squash_tree / "made-by-1000").stat().st_uid == 1000
@@ -486,8 +503,7 @@ def test_without_root_squash_root_reads_root_files(tmp_path: Path, squash_tree: 
             c.as_user(0, 0)
             root = c.mount(str(squash_tree))
             assert nfs_read(c, lookup_ok(c, root, "secret")) == (Nfsstat3.OK, b"root only")
-            assert nfs_read(c, lookup_ok(c, root, "users-file")) == (Nfsstat3.OK,
-                                                                     b"user 1000 only")
+            assert nfs_read(c, lookup_ok(c, root, "users-file")) == (Nfsstat3.OK, b"user 1000 only")
             status, _, attr = nfs_create(c, root, "by-root")
             assert status == Nfsstat3.OK and attr is not None and attr.uid == 0
             assert (squash_tree / "by-root").stat().st_uid == 0

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 
+from ferry.backends._beneath import open_dir_beneath
 from ferry.backends._fileids import FileIdMap
 from ferry.backends._statx import attr_reader
 from ferry.backends.base import Attr, FileId
@@ -28,7 +29,7 @@ from ferry.errors import ConfigError, NfsError
 from ferry.nfs3.const import Nfsstat3
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV})
 """errnos meaning "this path no longer leads anywhere"."""
 _MISS_TTL = 5.0  # seconds an unfindable file id answers STALE without another scan
 _MAX_MISSES = 10_000
@@ -78,7 +79,14 @@ class ExportTree:
     def lstat(self, rel: bytes) -> os.stat_result:
         if not rel:
             return os.fstat(self.root_fd)
-        return os.stat(rel, dir_fd=self.root_fd, follow_symlinks=False)
+        parent, sep, name = rel.rpartition(b"/")
+        if not sep:
+            return os.stat(rel, dir_fd=self.root_fd, follow_symlinks=False)
+        fd = open_dir_beneath(self.root_fd, parent)  # never through a swapped-in symlink
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
 
     def is_(self, st: os.stat_result, fid: FileId) -> bool:
         return st.st_ino == fid and st.st_dev == self.dev
@@ -101,12 +109,24 @@ class ExportTree:
         if rel is None:
             return None
         try:
-            a = self.reader.at(self.root_fd, rel) if rel else self.reader.of_fd(self.root_fd)
+            a = self._read_attr(rel)
         except OSError as exc:
             if exc.errno in GONE:
                 return None
             raise
         return a if a.fileid == fid and a.fsid == self.dev else None
+
+    def _read_attr(self, rel: bytes) -> Attr:
+        if not rel:
+            return self.reader.of_fd(self.root_fd)
+        parent, sep, name = rel.rpartition(b"/")
+        if not sep:
+            return self.reader.at(self.root_fd, rel)
+        fd = open_dir_beneath(self.root_fd, parent)
+        try:
+            return self.reader.at(fd, name)
+        finally:
+            os.close(fd)
 
     def verified(self, rel: bytes | None, fid: FileId) -> tuple[bytes, os.stat_result] | None:
         """``(rel, lstat)`` if ``rel`` still leads to ``fid``."""

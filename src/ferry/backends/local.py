@@ -8,9 +8,9 @@ Confinement: nothing is ever opened through a symbolic link. Files and directori
 opened by walking from a descriptor of the export root one component at a time with
 ``O_NOFOLLOW``, and namespace changes are made relative to such a directory descriptor,
 so a symlink swapped into a parent path cannot redirect a change outside the export.
-Attribute reads (``getattr``, ``lookup``) use a single ``lstat`` (``statx`` for attributes)
-relative to the root for speed and only accept a result whose device and inode are the
-expected ones.
+Attribute reads (``getattr``, ``lookup``) open the parent directory in one ``openat2``
+call that refuses symlinks and other devices on the way (``_beneath``), then ``statx`` the
+name, and only accept a result whose device and inode are the expected ones.
 
 Inode numbers are reused as soon as a file is gone, so attributes carry a generation (the
 file's birth time, or a counter bumped when this server removes an inode's last link, see

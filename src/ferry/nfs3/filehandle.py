@@ -1,10 +1,11 @@
 """File handles: (export id, file id, generation) sealed with a keyed MAC.
 
 A handle is ``version(1) | export id(2) | file id(8) | generation(4) | MAC(16)``.
-The MAC (keyed BLAKE2b) makes handles unforgeable: an edited handle fails the MAC and
-is BADHANDLE, never a file outside its export. Handles carry no path, so they survive renames; the key is persisted
-(or configured), so they survive restarts. A well-formed handle for an unknown export, or
-whose file is gone (or whose file id now names a newer file: another generation), is STALE.
+The MAC (keyed BLAKE2b) makes handles unforgeable: an edited handle fails the MAC and is
+BADHANDLE, never a file outside its export. Handles carry no path, so they survive
+renames; the key is persisted (or configured), so they survive restarts. A well-formed
+handle for an unknown export, for a file that is gone, or for a file id now naming a
+newer file (another generation) is STALE.
 """
 
 from __future__ import annotations
