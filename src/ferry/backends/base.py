@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from ferry.errors import NfsError
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
@@ -132,6 +132,18 @@ class Backend(abc.ABC):
                 except NfsError:
                     continue  # removed while listing
             yield entry
+
+    def attrs_in(self, dir_fid: FileId, entries: Sequence[DirEntry]) -> list[Attr | None]:
+        """Fresh attributes of some entries of ``dir_fid`` (one READDIRPLUS page, hot);
+        ``None`` for an entry that is gone or no longer has its ``fileid``. Override to
+        read them relative to one open directory."""
+        out: list[Attr | None] = []
+        for entry in entries:
+            try:
+                out.append(self.getattr(entry.fileid))
+            except NfsError:
+                out.append(None)
+        return out
 
     @abc.abstractmethod
     def readlink(self, fid: FileId) -> bytes:

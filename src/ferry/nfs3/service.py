@@ -163,7 +163,6 @@ class Nfs3Service:
         self._check_setattr(target, before, args.new_attributes)
         _check_size(args.new_attributes.size)
         call_backend(lambda: target.backend.setattr(target.fid, args.new_attributes))
-        self.listings.touch()
         return t.WccRes(t.Wcc(before, self.try_attrs(target)))
 
     def _check_setattr(self, target: Target, attr: Attr, new: SetAttr) -> None:
@@ -258,7 +257,6 @@ class Nfs3Service:
         committed = call_backend(
             lambda: target.backend.write(target.fid, args.offset, data, args.stable)
         )
-        self.listings.touch()
         after = self.try_attrs(target)
         return t.WriteRes(t.Wcc(before, after), len(data), committed, self.write_verifier)
 
@@ -418,33 +416,28 @@ class Nfs3Service:
             target.export.export_id,
             target.fid,
             dir_attr,
-            lambda: self._list_dir(target, plus),
-            want_fresh_attrs=plus and args.cookie == 0,
+            lambda: call_backend(lambda: list(target.backend.readdir(target.fid))),
         )
         limit = args.maxcount if plus else args.dircount
         batch, eof = listing.page(args.cookie, args.dircount, limit, plus)
         if not batch and not eof:
             raise NfsError(Nfsstat3.TOOSMALL)
         if plus:
-            fresh = listing.attrs_fresh(self.listings.mutations)
-            batch = [self._plus_entry(target, e, fresh) for e in batch]
+            batch = self._plus_entries(target, batch)
         return t.ReaddirRes(dir_attr, listing.verifier, batch, eof, plus)
 
-    def _list_dir(self, target: Target, plus: bool) -> list[DirEntry]:
-        backend = target.backend
-        entries = call_backend(
-            lambda: list(backend.readdir_plus(target.fid) if plus else backend.readdir(target.fid))
-        )
-        fsid = target.export.export_id
-        for e in entries:
-            if e.attr is not None:
-                e.attr.fsid = fsid
-        return entries
-
-    def _plus_entry(self, target: Target, e: t.Entry, fresh: bool) -> t.Entry:
-        """An entryplus3: the listing's attributes while fresh, else fetched now."""
-        attr = e.attr if fresh else self.try_attrs(target, e.fileid)
-        return t.Entry(e.fileid, e.name, e.cookie, attr, self.maybe_handle(target.export, attr))
+    def _plus_entries(self, target: Target, batch: list[t.Entry]) -> list[t.Entry]:
+        """entryplus3 items with attributes read now, one page at a time, so a listing of
+        any size never serves stale attributes and costs nothing for pages not asked for."""
+        backend, export = target.backend, target.export
+        wanted = [DirEntry(e.name, e.fileid) for e in batch]
+        attrs = call_backend(lambda: backend.attrs_in(target.fid, wanted))
+        out = []
+        for e, attr in zip(batch, attrs, strict=True):
+            if attr is not None:
+                attr.fsid = export.export_id
+            out.append(t.Entry(e.fileid, e.name, e.cookie, attr, self.maybe_handle(export, attr)))
+        return out
 
     def fsstat(self, args: t.FhArgs, ctx: CallContext) -> t.FsstatRes:
         target = self.resolve(args.object, ctx)

@@ -51,6 +51,8 @@ _POST_OP_FATTR3 = struct.Struct(">6I2Q2I2Q6I")  # attributes_follow = TRUE, then
 _NS = 1_000_000_000
 _ENTRY_HEAD = struct.Struct(">IQI")  # value_follows, fileid, name length
 _COOKIE = struct.Struct(">Q")
+_FH_HEAD = struct.Struct(">II")  # handle_follows, handle length
+_FALSE = b"\0\0\0\0"
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 _U32_MASK = 0xFFFFFFFF
 
@@ -513,14 +515,18 @@ class ReaddirRes:
         pack_post_op_attr(p, self.dir_attributes)
         p.pack_fopaque(8, self.cookieverf)
         plus = self.plus
-        for e in self.entries:  # hot: thousands of entries per listing
+        parts: list[bytes] = []  # hot: joined once, not appended field by field
+        add = parts.append
+        for e in self.entries:
             name = e.name
-            p.pack_struct(_ENTRY_HEAD, 1, e.fileid, len(name))
-            p.pack_raw(name + _PAD[len(name) % 4])
-            p.pack_struct(_COOKIE, e.cookie)
+            add(_ENTRY_HEAD.pack(1, e.fileid, len(name)))
+            add(name + _PAD[len(name) % 4])
+            add(_COOKIE.pack(e.cookie))
             if plus:
-                pack_post_op_attr(p, e.attr)
-                pack_post_op_fh(p, e.handle)
+                a, fh = e.attr, e.handle
+                add(_FALSE if a is None else _POST_OP_FATTR3.pack(1, *fattr3_values(a)))
+                add(_FALSE if fh is None else _FH_HEAD.pack(1, len(fh)) + fh + _PAD[len(fh) % 4])
+        p.pack_raw(b"".join(parts))
         p.pack_bool(False)
         p.pack_bool(self.eof)
 
