@@ -20,7 +20,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from nfs3wire import Nfs3  # noqa: E402
-from rawclient import RunningServer, serve_in_thread  # noqa: E402
+from rawclient import RawClient, RunningServer, serve_in_thread  # noqa: E402
 
 from ferry.config import ExportConfig, ServerConfig  # noqa: E402
 
@@ -97,3 +97,13 @@ def nfs(servers: Servers, server: RunningServer) -> Nfs3:
 @pytest.fixture
 def connect(servers: Servers) -> Callable[[RunningServer], Nfs3]:
     return servers.connect
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[RawClient]:
+    """A raw RPC client of whichever ``server`` the test module defines."""
+    c = server.client()
+    try:
+        yield c
+    finally:
+        c.close()

@@ -60,15 +60,6 @@ def server(tree: Path, tmp_path: Path) -> Iterator[RunningServer]:
         yield srv
 
 
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[RawClient]:
-    c = server.client()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def mount_call(c: RawClient, proc: int, path: str | None = None) -> Unpacker:
     p = Packer()
     if path is not None:

@@ -47,15 +47,6 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
         yield srv
 
 
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[RawClient]:
-    c = server.client()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def assert_null_works(c: RawClient) -> None:
     """An NFS NULL call on ``c`` gets a SUCCESS reply with an empty body and our xid."""
     reply = c.call(NFS_PROGRAM, 3, 0)

@@ -64,15 +64,6 @@ def server(export: Path, tmp_path: Path) -> Iterator[RunningServer]:
         yield srv
 
 
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[RawClient]:
-    c = server.client()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def lookup_ok(c: RawClient, dirfh: bytes, name: str) -> bytes:
     status, fh, _ = nfs_lookup(c, dirfh, name)
     assert status == Nfsstat3.OK, f"LOOKUP {name} -> {status.name}"

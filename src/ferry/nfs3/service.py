@@ -226,12 +226,7 @@ class Nfs3Service:
     def read(self, args: t.ReadArgs, ctx: CallContext) -> t.ReadRes:
         target = self.resolve(args.file, ctx)
         attr = self.attrs(target)
-        if attr.type == Ftype3.DIR:
-            raise NfsError(Nfsstat3.ISDIR)
-        if attr.type != Ftype3.REG:
-            raise NfsError(Nfsstat3.INVAL)
-        if attr.uid != target.cred.uid and not may(attr, target.cred, R):
-            raise NfsError(Nfsstat3.ACCES)  # the owner may read (open-file semantics)
+        _check_file_io(target, attr, R)
         count = min(args.count, MAX_IO)
         if args.offset > MAX_FILE_SIZE:
             return t.ReadRes(attr, 0, True, b"")  # past any possible end of file
@@ -244,12 +239,7 @@ class Nfs3Service:
         target = self.resolve(args.file, ctx)
         self._writable(target)
         before = self.attrs(target)
-        if before.type == Ftype3.DIR:
-            raise NfsError(Nfsstat3.ISDIR)
-        if before.type != Ftype3.REG:
-            raise NfsError(Nfsstat3.INVAL)
-        if before.uid != target.cred.uid and not may(before, target.cred, W):
-            raise NfsError(Nfsstat3.ACCES)
+        _check_file_io(target, before, W)
         if args.count > len(args.data):
             raise NfsError(Nfsstat3.INVAL, "count exceeds the data sent")
         data = args.data[: args.count]
@@ -480,9 +470,22 @@ class Nfs3Service:
         self._writable(target)
         before = self.attrs(target)
         if before.type != Ftype3.REG:
-            raise NfsError(Nfsstat3.ISDIR if before.type == Ftype3.DIR else Nfsstat3.INVAL)
+            raise _not_regular(before)
         call_backend(lambda: target.backend.commit(target.fid, args.offset, args.count))
         return t.CommitRes(t.Wcc(before, self.try_attrs(target)), self.write_verifier)
+
+
+def _not_regular(attr: Attr) -> NfsError:
+    return NfsError(Nfsstat3.ISDIR if attr.type == Ftype3.DIR else Nfsstat3.INVAL)
+
+
+def _check_file_io(target: Target, attr: Attr, want: int) -> None:
+    """READ/WRITE need a regular file and permission; the owner always passes, as with a
+    file opened before its mode changed (knfsd does the same)."""
+    if attr.type != Ftype3.REG:
+        raise _not_regular(attr)
+    if attr.uid != target.cred.uid and not may(attr, target.cred, want):
+        raise NfsError(Nfsstat3.ACCES)
 
 
 def _host(ctx: CallContext) -> str | None:
