@@ -479,11 +479,10 @@ def test_commit(nfs: Nfs3) -> None:
     assert nfs.commit(d).status != S.OK
 
 
+@pytest.mark.parametrize("backend", ["local"])  # the memory backend keeps nothing
 def test_restart_changes_verifier_and_keeps_handles(
     backend: str, servers: Servers, tmp_path: os.PathLike[str]
 ) -> None:
-    if backend != "local":
-        pytest.skip("the memory backend keeps nothing across a restart")
     from conftest import export_config
 
     cfg = export_config(backend, tmp_path)  # type: ignore[arg-type]
