@@ -1036,3 +1036,30 @@ def test_open_dir_beneath_refuses_symlinks_on_the_way(
                 os.close(_beneath.open_dir_beneath(root_fd, bad))
     finally:
         os.close(root_fd)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_local_namespace_changes_are_fsynced_before_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool
+) -> None:
+    from ferry.backends import LocalBackend, SetAttr
+
+    (tmp_path / "root").mkdir()
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    with LocalBackend(tmp_path / "root", tmp_path / "state", sync_metadata=sync) as b:
+        root = b.root()
+        steps = [
+            lambda: b.create(root, b"f", SetAttr(mode=0o644), False),
+            lambda: b.mkdir(root, b"d", SetAttr()),
+            lambda: b.rename(root, b"f", root, b"g"),
+            lambda: b.link(b.lookup(root, b"g"), root, b"h"),
+            lambda: b.symlink(root, b"s", b"g", SetAttr()),
+            lambda: b.remove(root, b"h"),
+            lambda: b.rmdir(root, b"d"),
+        ]
+        for step in steps:
+            synced.clear()
+            step()
+            assert bool(synced) == sync

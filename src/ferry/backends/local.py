@@ -59,6 +59,8 @@ class LocalBackend(Backend):
 
     ``use_btime=False`` ignores birth times, so generations come from the removal counter
     alone (for file systems whose birth times cannot be trusted, and for tests).
+    ``sync_metadata=False`` skips the fsync of directories after namespace changes (like
+    knfsd's ``async`` export option): faster, but a crash may undo acknowledged changes.
     """
 
     def __init__(
@@ -69,8 +71,10 @@ class LocalBackend(Backend):
         fd_cache_size: int = 64,
         scan_limit: int = 1_000_000,
         use_btime: bool = True,
+        sync_metadata: bool = True,
     ) -> None:
         self._tree = ExportTree(root_path, state_dir, scan_limit, use_btime)
+        self._sync_metadata = sync_metadata
         self.name_max = min(255, os.fstatvfs(self._tree.root_fd).f_namemax)
         self._fds = FdCache(fd_cache_size)
         self._is_root = os.geteuid() == 0
@@ -90,6 +94,14 @@ class LocalBackend(Backend):
         self.close()
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _commit(self, *fds: int) -> None:
+        """Make a namespace change durable before it is acknowledged, as RFC 1813 asks of
+        CREATE, MKDIR, REMOVE, RENAME... and knfsd does for ``sync`` exports (the default):
+        fsync the directories (and new files) involved."""
+        if self._sync_metadata:
+            for fd in dict.fromkeys(fds):
+                os.fsync(fd)
 
     @contextlib.contextmanager
     def _opendir(self, fid: FileId) -> Iterator[int]:
@@ -299,6 +311,7 @@ class LocalBackend(Backend):
                         os.ftruncate(fd, attrs.size)
                     # Last: chown and truncate clear set-id bits; fchmod ignores the umask.
                     os.fchmod(fd, mode)
+                    self._commit(fd, dfd)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -337,6 +350,7 @@ class LocalBackend(Backend):
                 self._chown_new(fd, attrs)
                 os.fchmod(fd, mode)
                 ino = os.fstat(fd).st_ino
+                self._commit(fd, dfd)
             finally:
                 os.close(fd)
         self._tree.map.record(ino, dir_fid, name)
@@ -350,6 +364,7 @@ class LocalBackend(Backend):
             os.symlink(bytes(target), name, dir_fd=dfd)
             self._chown_new(name, attrs, dir_fd=dfd, follow_symlinks=False)
             ino = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_ino
+            self._commit(dfd)
         self._tree.map.record(ino, dir_fid, name)
         return ino
 
@@ -366,6 +381,7 @@ class LocalBackend(Backend):
             os.mknod(name, mode | ifmt, device, dir_fd=dfd)
             self._chown_new(name, attrs, dir_fd=dfd, follow_symlinks=False)
             ino = self._chmod_at(dfd, name, mode)
+            self._commit(dfd)
         self._tree.map.record(ino, dir_fid, name)
         return ino
 
@@ -397,6 +413,7 @@ class LocalBackend(Backend):
             if stat.S_ISDIR(st.st_mode):
                 raise NfsError(Nfsstat3.ISDIR)
             os.unlink(name, dir_fd=dfd)
+            self._commit(dfd)
         self._dropped(st, dir_fid, name)
 
     def rmdir(self, dir_fid: FileId, name: bytes) -> None:
@@ -406,6 +423,7 @@ class LocalBackend(Backend):
             if not stat.S_ISDIR(st.st_mode):
                 raise NfsError(Nfsstat3.NOTDIR)
             os.rmdir(name, dir_fd=dfd)
+            self._commit(dfd)
         self._dropped(st, dir_fid, name)
 
     def rename(self, from_dir: FileId, from_name: bytes, to_dir: FileId, to_name: bytes) -> None:
@@ -420,6 +438,7 @@ class LocalBackend(Backend):
             if victim is not None and victim.st_ino == st.st_ino:
                 return  # the same file (or another link to it): POSIX says do nothing
             os.rename(from_name, to_name, src_dir_fd=sfd, dst_dir_fd=dfd)
+            self._commit(dfd, sfd)
         if victim is not None:
             self._dropped(victim, to_dir, to_name)
         self._tree.map.record(st.st_ino, to_dir, to_name)
@@ -430,12 +449,14 @@ class LocalBackend(Backend):
             if not src or stat.S_ISDIR(st.st_mode):
                 raise NfsError(Nfsstat3.PERM, "cannot hard-link a directory")
             os.link(src, name, src_dir_fd=pfd, dst_dir_fd=dfd, follow_symlinks=False)
+            self._commit(dfd)
 
     def setattr(self, fid: FileId, attrs: SetAttr) -> None:
         if attrs.size is not None:
             lease = self._lease(fid, writable=True)
             try:
                 os.ftruncate(lease.fd, attrs.size)
+                self._commit(lease.fd)
             finally:
                 self._fds.release(lease)
         owner = _owner(attrs)
