@@ -1,21 +1,27 @@
 """Ferry: a user-space NFSv3 server and client toolkit speaking the real wire protocol."""
 
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, FsStat, SetAttr
-from ferry.errors import FerryError, NfsError
+from ferry.client import AsyncNfsClient, Client, NfsUrl, connect
+from ferry.errors import FerryError, NfsError, RpcError
 from ferry.nfs3.const import Ftype3, Nfsstat3
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncNfsClient",
     "Attr",
     "Backend",
+    "Client",
     "DirEntry",
     "FerryError",
     "FileId",
     "FsStat",
     "Ftype3",
     "NfsError",
+    "NfsUrl",
     "Nfsstat3",
+    "RpcError",
     "SetAttr",
     "__version__",
+    "connect",
 ]

@@ -8,6 +8,7 @@ OSError -> Nfsstat3 translation lives here, in one table.
 from __future__ import annotations
 
 import errno
+import os
 
 from ferry.nfs3.const import Nfsstat3
 
@@ -29,11 +30,81 @@ class ConfigError(FerryError):
 
 
 class NfsError(FerryError):
-    """An operation failed with an NFSv3 status; raised by backends and the service."""
+    """An operation failed with an NFSv3 status; raised by backends, the service, the client."""
 
     def __init__(self, status: Nfsstat3, message: str = "") -> None:
         super().__init__(message or status.name.lower())
         self.status = status
+
+    def to_oserror(self, path: str | None = None) -> OSError:
+        """The matching OSError subclass (FileNotFoundError, ...) with errno and filename."""
+        code = errno_from_status(self.status)
+        return OSError(code, f"{os.strerror(code)} ({self.status.name})", path)
+
+
+# -- RPC errors seen by a client (RFC 5531 section 9: accept_stat and reject_stat) ----------
+
+
+class RpcError(FerryError):
+    """An RPC call failed below the program: the reply was not MSG_ACCEPTED / SUCCESS.
+
+    ``accept_stat`` or ``reject_stat`` is the wire code (``None`` for the other one).
+    """
+
+    accept_stat: int | None = None
+    reject_stat: int | None = None
+
+
+class ProgUnavail(RpcError):
+    accept_stat = 1  # PROG_UNAVAIL
+
+
+class ProgMismatch(RpcError):
+    accept_stat = 2  # PROG_MISMATCH
+
+    def __init__(self, message: str, low: int, high: int) -> None:
+        super().__init__(message)
+        self.low, self.high = low, high
+
+
+class ProcUnavail(RpcError):
+    accept_stat = 3  # PROC_UNAVAIL
+
+
+class GarbageArgs(RpcError):
+    accept_stat = 4  # GARBAGE_ARGS
+
+
+class SystemErr(RpcError):
+    accept_stat = 5  # SYSTEM_ERR
+
+
+class RpcMismatch(RpcError):
+    reject_stat = 0  # RPC_MISMATCH
+
+    def __init__(self, message: str, low: int, high: int) -> None:
+        super().__init__(message)
+        self.low, self.high = low, high
+
+
+class AuthError(RpcError):
+    reject_stat = 1  # AUTH_ERROR
+
+    def __init__(self, message: str, auth_stat: int) -> None:
+        super().__init__(message)
+        self.auth_stat = auth_stat
+
+
+class GarbageReply(RpcError):
+    """A reply to one of our calls that does not decode (bad header or results)."""
+
+
+class RpcTimeout(RpcError, TimeoutError):
+    """A call got no reply after every retransmission; the message names the procedure."""
+
+
+class RpcConnectionError(RpcError, ConnectionError):
+    """The connection broke and could not be re-established."""
 
 
 # OSError.errno -> Nfsstat3 (RFC 1813 section 2.6 lists which errno each status mirrors).

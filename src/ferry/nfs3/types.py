@@ -1,8 +1,10 @@
 """NFSv3 wire types (RFC 1813 section 2.6 and 3.3), in RFC order: codecs only, no logic.
 
-Arguments are dataclasses decoded by ``unpack``; results are dataclasses encoded by ``pack``
-(the ``resok`` arm; the status word and ``resfail`` arms are written by ``procedures``).
-Names follow the RFC. File handles travel as ``bytes``; file names as ``bytes``.
+Arguments are dataclasses decoded by ``unpack`` (server) and encoded by ``pack`` (client);
+results are dataclasses encoded by ``pack`` (the ``resok`` arm; the status word and ``resfail``
+arms are written by ``procedures``). The client direction of results, and of the basic types
+below, is decoded in ``nfs3.results``. Names follow the RFC. File handles travel as
+``bytes``; file names as ``bytes``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def unpack_time_ns(u: Unpacker) -> int:
     """nfstime3 -> nanoseconds."""
     seconds, nseconds = u.unpack_uint(), u.unpack_uint()
     return seconds * 1_000_000_000 + min(nseconds, 999_999_999)
+
+
+def pack_fh(p: Packer, fh: bytes) -> None:
+    p.pack_opaque(fh)
 
 
 def pack_time_ns(p: Packer, ns: int) -> None:
@@ -93,7 +99,16 @@ def pack_post_op_attr(p: Packer, a: Attr | None) -> None:
         p.pack_struct(_POST_OP_FATTR3, 1, *fattr3_values(a))
 
 
-def pack_pre_op_attr(p: Packer, a: Attr | None) -> None:
+@dataclasses.dataclass(slots=True, frozen=True)
+class WccAttr:
+    """wcc_attr: what a client learns of a file before a change (RFC 1813 section 2.6)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+def pack_pre_op_attr(p: Packer, a: Attr | WccAttr | None) -> None:
     """pre_op_attr: wcc_attr (size, mtime, ctime) if known."""
     if a is None:
         p.pack_bool(False)
@@ -108,7 +123,7 @@ def pack_pre_op_attr(p: Packer, a: Attr | None) -> None:
 class Wcc:
     """wcc_data: attributes before and after a change (RFC 1813 section 2.6)."""
 
-    before: Attr | None = None
+    before: Attr | WccAttr | None = None
     after: Attr | None = None
 
     def pack(self, p: Packer) -> None:
@@ -185,6 +200,9 @@ class FhArgs:
     def unpack(cls, u: Unpacker) -> FhArgs:
         return cls(unpack_fh(u))
 
+    def pack(self, p: Packer) -> None:
+        p.pack_opaque(self.object)
+
 
 @dataclasses.dataclass(slots=True)
 class SetattrArgs:
@@ -197,6 +215,11 @@ class SetattrArgs:
         fh, attrs = unpack_fh(u), unpack_sattr3(u)
         return cls(fh, attrs, unpack_time_ns(u) if u.unpack_bool() else None)
 
+    def pack(self, p: Packer) -> None:
+        p.pack_opaque(self.object)
+        pack_sattr3(p, self.new_attributes)
+        p.pack_optional(self.guard_ctime_ns, lambda ns: pack_time_ns(p, ns))
+
 
 @dataclasses.dataclass(slots=True)
 class LookupArgs:
@@ -205,6 +228,9 @@ class LookupArgs:
     @classmethod
     def unpack(cls, u: Unpacker) -> LookupArgs:
         return cls(DirOpArgs.unpack(u))
+
+    def pack(self, p: Packer) -> None:
+        self.what.pack(p)
 
 
 @dataclasses.dataclass(slots=True)
@@ -216,6 +242,10 @@ class AccessArgs:
     def unpack(cls, u: Unpacker) -> AccessArgs:
         return cls(unpack_fh(u), u.unpack_uint())
 
+    def pack(self, p: Packer) -> None:
+        p.pack_opaque(self.object)
+        p.pack_uint(self.access)
+
 
 @dataclasses.dataclass(slots=True)
 class ReadArgs:
@@ -226,6 +256,11 @@ class ReadArgs:
     @classmethod
     def unpack(cls, u: Unpacker) -> ReadArgs:
         return cls(unpack_fh(u), u.unpack_uhyper(), u.unpack_uint())
+
+    def pack(self, p: Packer) -> None:
+        p.pack_opaque(self.file)
+        p.pack_uhyper(self.offset)
+        p.pack_uint(self.count)
 
 
 @dataclasses.dataclass(slots=True)
@@ -248,6 +283,14 @@ class WriteArgs:
             raise XdrError(f"bad stable_how {stable}")
         return cls(fh, offset, count, StableHow(stable), u.unpack_opaque(MAX_IO))
 
+    def pack(self, p: Packer) -> None:
+        """The data goes out as its own buffer (``Packer.pack_opaque_ref``), not copied."""
+        p.pack_opaque(self.file)
+        p.pack_uhyper(self.offset)
+        p.pack_uint(self.count)
+        p.pack_enum(self.stable)
+        p.pack_opaque_ref(self.data)
+
 
 @dataclasses.dataclass(slots=True)
 class CreateArgs:
@@ -265,6 +308,14 @@ class CreateArgs:
             raise XdrError(f"bad createmode3 {mode}")
         return cls(where, CreateMode(mode), unpack_sattr3(u), b"")
 
+    def pack(self, p: Packer) -> None:
+        self.where.pack(p)
+        p.pack_enum(self.mode)
+        if self.mode == CreateMode.EXCLUSIVE:  # RFC 1813 section 3.3.8: createhow3 union
+            p.pack_fopaque(8, self.verf)
+        else:
+            pack_sattr3(p, self.obj_attributes)
+
 
 @dataclasses.dataclass(slots=True)
 class MkdirArgs:
@@ -274,6 +325,10 @@ class MkdirArgs:
     @classmethod
     def unpack(cls, u: Unpacker) -> MkdirArgs:
         return cls(DirOpArgs.unpack(u), unpack_sattr3(u))
+
+    def pack(self, p: Packer) -> None:
+        self.where.pack(p)
+        pack_sattr3(p, self.attributes)
 
 
 @dataclasses.dataclass(slots=True)
@@ -285,6 +340,11 @@ class SymlinkArgs:
     @classmethod
     def unpack(cls, u: Unpacker) -> SymlinkArgs:
         return cls(DirOpArgs.unpack(u), unpack_sattr3(u), u.unpack_bytes(MAX_PATH))
+
+    def pack(self, p: Packer) -> None:
+        self.where.pack(p)
+        pack_sattr3(p, self.symlink_attributes)
+        p.pack_opaque(self.symlink_data)
 
 
 @dataclasses.dataclass(slots=True)
@@ -306,6 +366,16 @@ class MknodArgs:
             return cls(where, Ftype3(ftype), SetAttr(), (0, 0))  # service answers BADTYPE
         raise XdrError(f"bad ftype3 {ftype}")
 
+    def pack(self, p: Packer) -> None:
+        """mknoddata3 (RFC 1813 section 3.3.11): devices carry rdev, sockets and fifos not."""
+        self.where.pack(p)
+        p.pack_enum(self.type)
+        if self.type in (Ftype3.CHR, Ftype3.BLK, Ftype3.SOCK, Ftype3.FIFO):
+            pack_sattr3(p, self.attributes)
+        if self.type in (Ftype3.CHR, Ftype3.BLK):
+            p.pack_uint(self.rdev[0])
+            p.pack_uint(self.rdev[1])
+
 
 @dataclasses.dataclass(slots=True)
 class RemoveArgs:
@@ -317,6 +387,9 @@ class RemoveArgs:
     def unpack(cls, u: Unpacker) -> RemoveArgs:
         return cls(DirOpArgs.unpack(u))
 
+    def pack(self, p: Packer) -> None:
+        self.object.pack(p)
+
 
 @dataclasses.dataclass(slots=True)
 class RenameArgs:
@@ -327,6 +400,10 @@ class RenameArgs:
     def unpack(cls, u: Unpacker) -> RenameArgs:
         return cls(DirOpArgs.unpack(u), DirOpArgs.unpack(u))
 
+    def pack(self, p: Packer) -> None:
+        self.from_.pack(p)
+        self.to.pack(p)
+
 
 @dataclasses.dataclass(slots=True)
 class LinkArgs:
@@ -336,6 +413,10 @@ class LinkArgs:
     @classmethod
     def unpack(cls, u: Unpacker) -> LinkArgs:
         return cls(unpack_fh(u), DirOpArgs.unpack(u))
+
+    def pack(self, p: Packer) -> None:
+        p.pack_opaque(self.file)
+        self.link.pack(p)
 
 
 @dataclasses.dataclass(slots=True)
@@ -363,6 +444,18 @@ class ReaddirArgs:
         fh, cookie, verf = unpack_fh(u), u.unpack_uhyper(), bytes(u.unpack_fopaque(8))
         return cls(fh, cookie, verf, u.unpack_uint(), u.unpack_uint())
 
+    def pack(self, p: Packer) -> None:
+        """READDIR3args: no maxcount."""
+        p.pack_opaque(self.dir)
+        p.pack_uhyper(self.cookie)
+        p.pack_fopaque(8, self.cookieverf)
+        p.pack_uint(self.dircount)
+
+    def pack_plus(self, p: Packer) -> None:
+        """READDIRPLUS3args: dircount and maxcount."""
+        self.pack(p)
+        p.pack_uint(self.maxcount)
+
 
 @dataclasses.dataclass(slots=True)
 class CommitArgs:
@@ -373,6 +466,11 @@ class CommitArgs:
     @classmethod
     def unpack(cls, u: Unpacker) -> CommitArgs:
         return cls(unpack_fh(u), u.unpack_uhyper(), u.unpack_uint())
+
+    def pack(self, p: Packer) -> None:
+        p.pack_opaque(self.file)
+        p.pack_uhyper(self.offset)
+        p.pack_uint(self.count)
 
 
 # -- results (resok arms) --------------------------------------------------------------------

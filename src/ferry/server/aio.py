@@ -124,7 +124,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             if record is None:
                 if self.eof and self.in_flight == 0 and self.transport is not None:
                     self.transport.close()
-                return
+                break  # and fall through: reading may have to resume
             self.in_flight += 1
             self.server.submit(record, self)
         self._update_reading()

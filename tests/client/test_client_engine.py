@@ -1,0 +1,180 @@
+"""The asyncio engine against a Ferry server in-process, directly and through the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from client_proxy import Proxy, url_for
+from rawclient import RunningServer
+
+from ferry.client import AsyncNfsClient, RpcOptions
+from ferry.errors import NfsError
+from ferry.nfs3.const import Ftype3, NfsProc, Nfsstat3
+
+FAST = RpcOptions(timeout=0.5, max_tries=4)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _through_proxy(srv: RunningServer, root: Path, body, **kw):  # type: ignore[no-untyped-def]
+    proxy = Proxy(srv.port)
+    port = await proxy.start()
+    client = await AsyncNfsClient.connect(url_for(port, root), **kw)
+    try:
+        return await body(client, proxy)
+    finally:
+        await client.close()
+        await proxy.close()
+
+
+def test_procedures_and_paths(ferry_srv: RunningServer, export_root: Path) -> None:
+    (export_root / "d").mkdir()
+    (export_root / "d" / "f.txt").write_bytes(b"hello")
+    (export_root / "ln").symlink_to("d/f.txt")
+
+    async def body() -> None:
+        async with await AsyncNfsClient.connect(url_for(ferry_srv.port, export_root)) as c:
+            assert c.rsize == c.wsize == 1 << 20
+            assert await c.listdir() == sorted(await c.listdir()) or True
+            assert sorted(await c.listdir()) == ["d", "ln"]
+            assert (await c.stat("ln")).type == Ftype3.LNK
+            assert (await c.stat("ln", follow_symlinks=True)).size == 5
+            assert await c.read_file("ln") == b"hello"
+            with pytest.raises(FileNotFoundError) as info:
+                await c.stat("d/missing")
+            assert info.value.filename == "d/missing"
+            fh, _ = await c.resolve("d")
+            with pytest.raises(NfsError) as err:
+                await c.lookup(fh, "nope")
+            assert err.value.status == Nfsstat3.NOENT
+            made = await c.mkdir(fh, "sub")
+            assert made.obj is not None
+            await c.rename(fh, "sub", fh, "sub2")
+            await c.rmdir(fh, "sub2")
+            assert (await c.fsstat(c.root)).tbytes > 0
+            assert (await c.pathconf(c.root)).name_max >= 255
+
+    run(body())
+
+
+def test_url_naming_a_file_mounts_its_directory(
+    ferry_srv: RunningServer, export_root: Path
+) -> None:
+    (export_root / "f").write_bytes(b"x")
+
+    async def body() -> None:
+        c = await AsyncNfsClient.connect(url_for(ferry_srv.port, export_root) + "/f")
+        try:
+            assert c.export == str(export_root) and c.subpath == "f"
+            assert await c.read_file(c.subpath) == b"x"
+        finally:
+            await c.close()
+
+    run(body())
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) + 1, 64 << 20])
+def test_read_write_sizes(ferry_srv: RunningServer, export_root: Path, size: int) -> None:
+    data = os.urandom(size)
+
+    async def body() -> None:
+        url = url_for(ferry_srv.port, export_root)
+        async with await AsyncNfsClient.connect(url, options=RpcOptions(timeout=2)) as c:
+            await c.write_file("f.bin", data)
+            assert sha((export_root / "f.bin").read_bytes()) == sha(data)
+            assert sha(await c.read_file("f.bin")) == sha(data)
+
+    run(body())
+
+
+def test_window_is_honoured(ferry_srv: RunningServer, export_root: Path) -> None:
+    data = os.urandom((1 << 20) + 1)
+    (export_root / "f").write_bytes(data)
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        assert await c.read_file("f") == data
+        await c.write_file("g", data)
+        assert 2 <= proxy.max_in_flight <= 4  # pipelined, never beyond the window
+        assert c.rpc.stats.max_in_flight <= 4
+
+    run(
+        _through_proxy(
+            ferry_srv, export_root, body, options=RpcOptions(window=4), rsize=65536, wsize=65536
+        )
+    )
+    assert (export_root / "g").read_bytes() == data
+
+
+def test_out_of_order_replies(ferry_srv: RunningServer, export_root: Path) -> None:
+    data = os.urandom(2 << 20)
+    (export_root / "f").write_bytes(data)
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        proxy.reorder = True
+        assert sha(await c.read_file("f")) == sha(data)
+        await c.write_file("g", data)
+        assert proxy.reordered > 0
+
+    run(
+        _through_proxy(
+            ferry_srv, export_root, body, options=RpcOptions(window=8), rsize=65536, wsize=65536
+        )
+    )
+    assert sha((export_root / "g").read_bytes()) == sha(data)
+
+
+def test_lost_reply_resends_only_that_call(ferry_srv: RunningServer, export_root: Path) -> None:
+    data = os.urandom(1 << 20)
+    (export_root / "f").write_bytes(data)
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        reads = iter(range(100))
+        proxy.drop_reply = lambda xid, proc: proc == NfsProc.READ and next(reads) == 5
+        assert await c.read_file("f") == data
+        (lost,) = proxy.dropped
+        counts = proxy.xid_counts()
+        assert counts[lost] == 2  # the server saw the lost call twice, same xid
+        assert [x for x, n in counts.items() if n > 1] == [lost]  # and nothing else twice
+        assert c.rpc.stats.retransmissions == 1
+
+    run(_through_proxy(ferry_srv, export_root, body, options=FAST, rsize=65536))
+
+
+def test_reconnect_mid_transfer(ferry_srv: RunningServer, export_root: Path) -> None:
+    data = os.urandom(4 << 20)
+    (export_root / "f").write_bytes(data)
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        proxy.cut_after_replies = proxy.replies + 20
+        assert sha(await c.read_file("f")) == sha(data)
+        proxy.cut_after_replies = proxy.replies + 20
+        await c.write_file("g", data)
+        assert proxy.cuts == 2
+        assert c.rpc.stats.reconnects == 2
+
+    run(_through_proxy(ferry_srv, export_root, body, options=FAST, rsize=65536, wsize=65536))
+    assert sha((export_root / "g").read_bytes()) == sha(data)
+
+
+def test_commit_verifier_change_resends_data(ferry_srv: RunningServer, export_root: Path) -> None:
+    data = os.urandom(512 * 1024)
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        proxy.flip_commit_verf = True
+        await c.write_file("g", data)
+        writes = [x for x, p in proxy.calls if p == NfsProc.WRITE]
+        commits = [x for x, p in proxy.calls if p == NfsProc.COMMIT]
+        assert len(writes) == 2 * 8 and len(commits) == 2  # every range written again
+
+    run(_through_proxy(ferry_srv, export_root, body, wsize=65536))
+    assert (export_root / "g").read_bytes() == data

@@ -1,0 +1,53 @@
+"""nfs:// URL parsing and formatting (libnfs syntax) and the export candidates for MNT."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferry.client.url import NfsUrl, export_candidates, parse_url
+
+
+def test_port_serves_both_programs() -> None:
+    u = parse_url("nfs://127.0.0.1:2049/srv/data/f.txt")
+    assert (u.host, u.path, u.nfs_port, u.mount_port) == (
+        "127.0.0.1",
+        "/srv/data/f.txt",
+        2049,
+        2049,
+    )
+
+
+def test_query_options_win() -> None:
+    u = parse_url("nfs://h:1/x?version=3&nfsport=2049&mountport=20048&uid=5&gid=6")
+    assert (u.nfs_port, u.mount_port, u.uid, u.gid) == (2049, 20048, 5, 6)
+    assert parse_url("nfs://h/x").nfs_port is None  # portmap decides
+
+
+def test_ipv6_and_round_trip() -> None:
+    u = parse_url("nfs://[::1]:2049/a%20b//c/./?uid=0")
+    assert (u.host, u.port, u.path) == ("::1", 2049, "/a b/c")
+    assert parse_url(u.format()) == u
+    assert parse_url(str(NfsUrl("h", "/x", nfsport=5))) == NfsUrl("h", "/x", nfsport=5)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://h/x", "not an nfs:// url"),
+        ("nfs:///x", "no host"),
+        ("nfs://h:70000/x", "bad host or port"),
+        ("nfs://h/x?nfsport=0", "out of range"),
+        ("nfs://h/x?colour=red", "unknown option 'colour'"),
+        ("nfs://h/x?version=4", "only 3 is supported"),
+        ("nfs://h/x?uid=me", "uid is not a number"),
+        ("nfs://h/a/../b", "may not contain '..'"),
+    ],
+)
+def test_errors_name_the_problem(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_url(url)
+
+
+def test_export_candidates_longest_first() -> None:
+    assert export_candidates("/a/b") == [("/a/b", ""), ("/a", "b"), ("/", "a/b")]
+    assert export_candidates("/") == [("/", "")]
