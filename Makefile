@@ -10,8 +10,9 @@ PORT  ?= 2049
 BIND  ?= 127.0.0.1
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
+FUZZ_SECONDS ?= 600
 
-.PHONY: venv serve test test-unit test-interop bench bench-quick lint clean
+.PHONY: venv serve test test-unit test-interop bench bench-quick lint clean fuzz
 
 venv: $(STAMP)
 
@@ -40,6 +41,12 @@ bench: venv
 
 bench-quick: venv
 	$(BIN)/python benchmarks/server_bench.py --quick $(BENCH_ARGS)
+
+# Coverage-guided fuzzing (atheris, from the `fuzz` extra): each target in fuzz/ runs for its
+# share of FUZZ_SECONDS; working corpora and crash inputs go to build/fuzz (docs/fuzzing.md).
+fuzz: venv
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,fuzz]'
+	$(BIN)/python fuzz/run.py --all --seconds $(FUZZ_SECONDS)
 
 # ruff and mypy come from the `dev` extra; installed on demand here.
 lint: venv

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import errno
 import logging
-import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -16,8 +12,11 @@ from pathlib import Path
 from ferry import config as cfgmod
 from ferry.backends.base import ReadOnlyBackend
 from ferry.errors import ConfigError
-from ferry.server.aio import AsyncServer, Limits
+from ferry.nfs3.mount import MountRegistry
 from ferry.server.app import App, build_app
+from ferry.server.base import Limits, ServerSpec, bind_listener
+from ferry.server.models import MODELS
+from ferry.server.shared import FileMountTable
 
 log = logging.getLogger("ferry")
 
@@ -59,8 +58,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--portmapper", action="store_true", help="also answer portmap (v2)")
     serve.add_argument("--portmapper-port", type=int, help="portmap port (default 111)")
+    serve.add_argument(
+        "--model", choices=cfgmod.MODELS, help="how connections are served (default async)"
+    )
+    serve.add_argument(
+        "--workers", type=int, help="processes for prefork/async (default: per model)"
+    )
+    serve.add_argument("--max-connections", type=int, help="connections per process (1024)")
+    serve.add_argument("--idle-timeout", type=float, help="seconds a silent client may stay")
+    serve.add_argument("--record-timeout", type=float, help="seconds a record may take")
+    serve.add_argument("--send-timeout", type=float, help="seconds a reply may wait")
     serve.set_defaults(func=cmd_serve)
     return parser
+
+
+_OVERRIDES = (
+    "port",
+    "bind",
+    "state_dir",
+    "portmapper_port",
+    "model",
+    "workers",
+    "max_connections",
+    "idle_timeout",
+    "record_timeout",
+    "send_timeout",
+)
 
 
 def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
@@ -87,7 +110,7 @@ def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
                 root_squash=not args.no_root_squash,
             )
         )
-    for key in ("port", "bind", "state_dir", "portmapper_port"):
+    for key in _OVERRIDES:
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     config.portmapper = config.portmapper or args.portmapper
@@ -97,61 +120,44 @@ def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = server_config(args)
-    app = build_app(config)
+    model = MODELS[config.model]
+    workers = config.workers or model.default_workers
+    shared = model.shares_state(workers)
+    app = build_app(config)  # checks every export and creates the handle key, before forks
+    listeners: list[socket.socket] = []
     try:
-        _install_uvloop()
-        return asyncio.run(_serve(app))
-    finally:
-        app.close()
-
-
-def _install_uvloop() -> None:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-async def _serve(app: App) -> int:
-    config = app.config
-    limits = Limits(
-        max_record=config.max_record_size,
-        idle_timeout=config.idle_timeout,
-        max_connections=config.max_connections,
-    )
-    server: AsyncServer | None = None
-    try:
-        port = config.port
-        server = AsyncServer(app.dispatcher(port), limits)
-        bound = await _listen(server, config.bind, port, "NFS")
-        if port == 0:  # the portmapper must advertise the real port
-            server.dispatcher = app.dispatcher(bound)
-        if config.portmapper:
-            await _listen(server, config.bind, config.portmapper_port, "portmapper")
-        print(instructions(app, config.bind, bound), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("shutting down")
+        listeners, port = _listen(config)
+        table: MountRegistry = app.mount.table
+        if shared:
+            app.close()  # each worker opens its own backends after the fork
+            table = FileMountTable(config.resolved_state_dir() / "mounts.json", reset=True)
+        spec = ServerSpec(
+            config, listeners, port, Limits.from_config(config), workers,
+            app.nfs.write_verifier, table, None if shared else app,
+        )  # fmt: skip
+        print(instructions(app, config.bind, port), flush=True)
+        log.info("model %s, %d worker process(es)", model.name, workers)
+        model(spec).run()
+        log.info("stopped")
         return 0
     finally:
-        if server is not None:
-            await server.close()
+        for sock in listeners:
+            sock.close()
+        if not shared:
+            app.close()
 
 
-async def _listen(server: AsyncServer, host: str, port: int, what: str) -> int:
+def _listen(config: cfgmod.ServerConfig) -> tuple[list[socket.socket], int]:
+    """The NFS/MOUNT listener (and the portmapper's); returns them and the bound NFS port."""
+    nfs = bind_listener(config.bind, config.port, "NFS")
+    listeners = [nfs]
     try:
-        return await server.listen(host, port)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"{what} port {port} on {host} is already in use") from exc
-        if exc.errno == errno.EACCES:
-            raise ConfigError(f"no permission to listen on {what} port {port}") from exc
-        if exc.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME):
-            raise ConfigError(f"cannot listen on {host}: {exc.strerror}") from exc
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+        if config.portmapper:
+            listeners.append(bind_listener(config.bind, config.portmapper_port, "portmapper"))
+    except ConfigError:
+        nfs.close()
+        raise
+    return listeners, int(nfs.getsockname()[1])
 
 
 def instructions(app: App, bind: str, port: int) -> str:

@@ -8,7 +8,13 @@ Example::
     state_dir = "/var/lib/ferry"    # handle key and per-export state
     portmapper = false              # also answer portmap on port 111
     max_record_size = 4259840
-    idle_timeout = 300
+    model = "async"                 # serial, prefork, process, thread or async
+    workers = 0                     # processes for prefork/async; 0: the model's default
+    max_connections = 1024          # per process; also caps threads and child processes
+    max_in_flight = 64              # calls per connection at once (async model)
+    idle_timeout = 300              # seconds without a byte before a connection is closed
+    record_timeout = 60             # seconds a started record may take to arrive whole
+    send_timeout = 60               # seconds a reply may wait for the client to read it
 
     [[export]]
     path = "/srv/share"             # directory served (local backend)
@@ -41,6 +47,9 @@ from ferry.rpc.auth import NOBODY
 from ferry.rpc.record import DEFAULT_MAX_RECORD
 
 DEFAULT_PORT = 2049
+MODELS = ("serial", "prefork", "process", "thread", "async")
+"""Server models (``ferry.server.models.MODELS`` maps each to its class)."""
+MAX_WORKERS = 256
 
 
 @dataclasses.dataclass(slots=True)
@@ -72,7 +81,12 @@ class ServerConfig:
     portmapper_port: int = 111
     max_record_size: int = DEFAULT_MAX_RECORD
     idle_timeout: float = 300.0
+    record_timeout: float = 60.0
+    send_timeout: float = 60.0
     max_connections: int = 1024
+    max_in_flight: int = 64
+    model: str = "async"
+    workers: int = 0
     handle_key: bytes | None = None
 
     def resolved_state_dir(self) -> Path:
@@ -92,7 +106,12 @@ _SERVER_KEYS = {
     "portmapper_port",
     "max_record_size",
     "idle_timeout",
+    "record_timeout",
+    "send_timeout",
     "max_connections",
+    "max_in_flight",
+    "model",
+    "workers",
     "handle_key",
 }
 _EXPORT_KEYS = {f.name for f in dataclasses.fields(ExportConfig)}
@@ -178,6 +197,28 @@ def validate(cfg: ServerConfig, origin: str = "config") -> None:
         raise ConfigError(f"{origin}: two exports have the same id (set a distinct 'id')")
     if cfg.max_record_size < 64 * 1024:
         raise ConfigError(f"{origin}: max_record_size must be at least 65536")
+    _validate_serving(cfg, origin)
+
+
+def _validate_serving(cfg: ServerConfig, origin: str) -> None:
+    """The server model, its worker count and the per-connection limits."""
+    if cfg.model not in MODELS:
+        raise ConfigError(f"{origin}: model {cfg.model!r} is not one of {', '.join(MODELS)}")
+    if not 0 <= cfg.workers <= MAX_WORKERS:
+        raise ConfigError(f"{origin}: workers must be between 0 and {MAX_WORKERS}")
+    if cfg.workers > 1 and cfg.model not in ("prefork", "async"):
+        raise ConfigError(f"{origin}: workers applies to the prefork and async models only")
+    for key in ("idle_timeout", "record_timeout", "send_timeout"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{origin}: {key} must not be negative (0 disables it)")
+    if cfg.max_in_flight < 1:
+        raise ConfigError(f"{origin}: max_in_flight must be at least 1")
+    several = cfg.model in ("prefork", "process") or (cfg.model == "async" and cfg.workers > 1)
+    if several and any(e.backend == "memory" for e in cfg.exports):
+        raise ConfigError(
+            f"{origin}: the memory backend lives in one process; "
+            f"use model thread, serial or async with one worker"
+        )
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:

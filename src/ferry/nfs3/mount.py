@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Sequence
+from typing import Protocol
 
 from ferry.errors import NfsError
 from ferry.nfs3.const import (
@@ -36,8 +37,18 @@ _STATUS_FROM_NFS = {
 }
 
 
+class MountRegistry(Protocol):
+    """Where MNT/UMNT record (host, path) pairs for DUMP; one process's ``MountTable``, or a
+    table shared by worker processes (``ferry.server.shared``)."""
+
+    def add(self, host: str, path: str) -> None: ...
+    def remove(self, host: str, path: str) -> None: ...
+    def remove_host(self, host: str) -> None: ...
+    def entries(self) -> list[tuple[str, str]]: ...
+
+
 class MountTable:
-    """Who has mounted what, for DUMP; thread-safe."""
+    """Who has mounted what, for DUMP, in one process; thread-safe."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], None] = {}
@@ -64,9 +75,9 @@ class MountTable:
 class MountService:
     """MOUNT v3 procedures over the NFS service's exports."""
 
-    def __init__(self, nfs: Nfs3Service, table: MountTable | None = None) -> None:
+    def __init__(self, nfs: Nfs3Service, table: MountRegistry | None = None) -> None:
         self.nfs = nfs
-        self.table = table or MountTable()
+        self.table: MountRegistry = table if table is not None else MountTable()
 
     @property
     def exports(self) -> Sequence[Export]:

@@ -23,14 +23,18 @@ import threading
 from collections.abc import Callable, Iterable
 
 from ferry.backends.base import Attr, DirEntry
+from ferry.nfs3.filehandle import HANDLE_SIZE
 from ferry.nfs3.types import Entry
 
 _CACHE_DIRS = 32
 # Bytes per entry on the wire: entry3 = follows(4) fileid(8) name(4+n+pad) cookie(8);
 # entryplus3 adds post_op_attr (4+84) and post_op_fh3 (4+4+handle).
 _ENTRY_FIXED = 4 + 8 + 4 + 8
-_PLUS_EXTRA = 4 + 84 + 4 + 4 + 28
+_PLUS_EXTRA = 4 + 84 + 4 + 4 + ((HANDLE_SIZE + 3) & ~3)
 _REPLY_OVERHEAD = 4 + 88 + 8 + 4 + 4 + 64  # status, dir attrs, verifier, end markers, slack
+MIN_RESOK = 88 + 8 + 4 + 4
+"""The smallest READDIR3resok: directory attributes, verifier, end of list, eof; a count
+below it is TOOSMALL even for an empty directory (RFC 1813 section 3.3.16)."""
 
 
 def cookie_for(name: bytes) -> int:

@@ -22,7 +22,7 @@ from ferry.nfs3.access import R, W, X, access_mask, may
 from ferry.nfs3.const import CreateMode, FsProperties, Ftype3, Nfsstat3
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec
-from ferry.nfs3.readdir import DirListingCache
+from ferry.nfs3.readdir import MIN_RESOK, DirListingCache
 from ferry.rpc.auth import Credentials
 from ferry.rpc.dispatch import CallContext
 
@@ -410,7 +410,7 @@ class Nfs3Service:
         )
         limit = args.maxcount if plus else args.dircount
         batch, eof = listing.page(args.cookie, args.dircount, limit, plus)
-        if not batch and not eof:
+        if limit < MIN_RESOK or (not batch and not eof):
             raise NfsError(Nfsstat3.TOOSMALL)
         if plus:
             batch = self._plus_entries(target, batch)

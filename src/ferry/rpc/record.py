@@ -83,7 +83,7 @@ class RecordReader:
         if self._body is not None:
             self._body_fill += n
             if self._body_fill == len(self._body):
-                body, self._body = self._body, None
+                body, self._body, self._body_fill = self._body, None, 0
                 self._add_fragment(body, self._last)
         else:
             self._end += n

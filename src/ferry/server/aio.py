@@ -5,17 +5,22 @@ The loop only moves bytes: a ``RecordReader`` cuts the stream into call records,
 reply, and replies go back framed, in whatever order they finish (XIDs match them up).
 Per connection, at most ``max_in_flight`` calls run at once; past that, or while the
 peer does not read its replies, reading pauses (backpressure instead of unbounded
-buffering). Idle connections are closed after
-``idle_timeout`` seconds, oversized records close the connection.
+buffering). Idle connections are closed after ``idle_timeout`` seconds, a record still
+incomplete ``record_timeout`` seconds after it began (slowloris) or replies the peer has
+not taken for ``send_timeout`` seconds close it abortively; oversized records too.
+
+``AsyncModel`` is the ``async`` server model: one such loop, or with ``--workers N`` N
+forked processes each running one on the shared listening sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import logging
 import os
 import queue
+import signal
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -23,19 +28,12 @@ from typing import cast
 
 from ferry.errors import RecordError
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
-from ferry.rpc.record import DEFAULT_MAX_RECORD, RecordReader, frame
+from ferry.rpc.record import RecordReader, frame
+from ferry.server.base import LINGER_ABORT, Limits, ServerModel, Stopper, supervise
+
+__all__ = ["AsyncModel", "AsyncServer", "Limits", "RpcStreamProtocol"]
 
 log = logging.getLogger("ferry.server")
-
-
-@dataclasses.dataclass(slots=True)
-class Limits:
-    """Per-connection defences against slow or hostile clients."""
-
-    max_record: int = DEFAULT_MAX_RECORD
-    max_in_flight: int = 64
-    idle_timeout: float = 300.0
-    max_connections: int = 1024
 
 
 class RpcStreamProtocol(asyncio.BufferedProtocol):
@@ -54,12 +52,14 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.write_blocked = False
         self.eof = False
         self.idle: asyncio.TimerHandle | None = None
+        self.record_timer: asyncio.TimerHandle | None = None
+        self.send_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self.peer = transport.get_extra_info("peername")
         if len(self.server.connections) >= self.server.limits.max_connections:
-            log.warning("refusing %s: %d connections open", self.peer, len(self.server.connections))
+            log.info("refusing %s: %d connections open", self.peer, len(self.server.connections))
             self.transport.abort()
             return
         self.server.connections.add(self)
@@ -70,8 +70,9 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        if self.idle is not None:
-            self.idle.cancel()
+        for timer in (self.idle, self.record_timer, self.send_timer):
+            if timer is not None:
+                timer.cancel()
         if self.reader.incomplete:
             log.info("%s disconnected mid-record", self.peer)
 
@@ -84,10 +85,40 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
 
     def _on_idle(self) -> None:
         if self.in_flight == 0 and self.transport is not None:
-            log.info("closing idle connection from %s", self.peer)
-            self.transport.abort()
+            self._abort("idle timeout")
         else:
             self._touch()
+
+    def _abort(self, why: str) -> None:
+        """Close at once with a reset, dropping whatever the kernel still holds for it."""
+        log.info("closing connection from %s: %s", self.peer, why)
+        transport = self.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
+        transport.abort()
+
+    def _watch_record(self) -> None:
+        """Arm the record deadline while a record is half received, disarm it otherwise."""
+        if not self.reader.incomplete:
+            if self.record_timer is not None:
+                self.record_timer.cancel()
+                self.record_timer = None
+        elif self.record_timer is None and self.server.limits.record_timeout > 0:
+            loop = asyncio.get_running_loop()
+            self.record_timer = loop.call_later(
+                self.server.limits.record_timeout, self._on_record_timeout
+            )
+
+    def _on_record_timeout(self) -> None:
+        self.record_timer = None
+        if self.paused:  # we stopped reading, so the slowness is ours: wait again
+            self._watch_record()
+        else:
+            self._abort("record timeout")
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer()
@@ -96,6 +127,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self._touch()
         self.reader.buffer_updated(nbytes)
         self._drain_records()
+        self._watch_record()
 
     def eof_received(self) -> bool:
         """The peer half-closed: answer what it sent, then close (True keeps us open)."""
@@ -105,11 +137,21 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         return True
 
     def pause_writing(self) -> None:
-        """The peer is not reading its replies: stop taking calls until it does."""
+        """The peer is not reading its replies: stop taking calls until it does, and give
+        up on it after ``send_timeout``."""
         self.write_blocked = True
+        timeout = self.server.limits.send_timeout
+        if timeout > 0 and self.send_timer is None:
+            loop = asyncio.get_running_loop()
+            self.send_timer = loop.call_later(
+                timeout, self._abort, "send timeout (the client does not read its replies)"
+            )
 
     def resume_writing(self) -> None:
         self.write_blocked = False
+        if self.send_timer is not None:
+            self.send_timer.cancel()
+            self.send_timer = None
         self._drain_records()
 
     def _drain_records(self) -> None:
@@ -117,9 +159,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             try:
                 record = self.reader.next_record()
             except RecordError as exc:
-                log.warning("closing connection from %s: %s", self.peer, exc)
-                assert self.transport is not None
-                self.transport.abort()
+                self._abort(str(exc))
                 return
             if record is None:
                 if self.eof and self.in_flight == 0 and self.transport is not None:
@@ -227,6 +267,12 @@ class AsyncServer:
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
+    async def listen_socket(self, sock: socket.socket) -> None:
+        """Serve on a socket already bound and listening (maybe shared with other workers)."""
+        self.loop = asyncio.get_running_loop()
+        server = await self.loop.create_server(lambda: RpcStreamProtocol(self), sock=sock)
+        self.servers.append(server)
+
     async def close(self) -> None:
         for server in self.servers:
             server.close()
@@ -236,3 +282,45 @@ class AsyncServer:
         for server in self.servers:
             await server.wait_closed()
         self.workers.shutdown()
+
+
+class AsyncModel(ServerModel):
+    """The ``async`` model: the loop above in this process, or in ``workers`` forked ones."""
+
+    name = "async"
+
+    @classmethod
+    def shares_state(cls, workers: int) -> bool:
+        return workers > 1
+
+    def run(self) -> None:
+        if self.spec.workers > 1:
+            supervise(self.spec.workers, self._serve, Stopper().install())
+        else:
+            self._serve()
+
+    def _serve(self) -> None:
+        _install_uvloop()
+        with self.spec.open_app() as app:
+            asyncio.run(self._main(app.dispatcher(self.spec.port)))
+
+    async def _main(self, dispatcher: Dispatcher) -> None:
+        server = AsyncServer(dispatcher, self.spec.limits)
+        try:
+            for sock in self.spec.listeners:
+                await server.listen_socket(sock)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await server.close()
+
+
+def _install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

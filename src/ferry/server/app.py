@@ -18,7 +18,7 @@ from ferry.errors import ConfigError
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec, load_or_create_key
-from ferry.nfs3.mount import MountService, mount_program
+from ferry.nfs3.mount import MountRegistry, MountService, mount_program
 from ferry.nfs3.procedures import nfs_program
 from ferry.nfs3.service import Nfs3Service
 from ferry.rpc.dispatch import Dispatcher
@@ -48,8 +48,15 @@ class App:
             export.backend.close()
 
 
-def build_app(config: ServerConfig) -> App:
-    """Open every export's backend and build the services; raises ConfigError."""
+def build_app(
+    config: ServerConfig,
+    write_verifier: bytes | None = None,
+    table: MountRegistry | None = None,
+) -> App:
+    """Open every export's backend and build the services; raises ConfigError.
+
+    Worker processes of one server pass the same ``write_verifier`` (made once per run)
+    and a shared MOUNT ``table``; by default each call gets its own."""
     state_dir = config.resolved_state_dir()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +64,8 @@ def build_app(config: ServerConfig) -> App:
     except OSError as exc:
         raise ConfigError(f"state directory {state_dir} is not usable: {exc}") from exc
     exports = [_export(e, state_dir) for e in config.exports]
-    nfs = Nfs3Service(exports, HandleCodec(key))
-    return App(config, nfs, MountService(nfs), exports)
+    nfs = Nfs3Service(exports, HandleCodec(key), write_verifier)
+    return App(config, nfs, MountService(nfs, table), exports)
 
 
 def _export(cfg: ExportConfig, state_dir: Path) -> Export:

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz targets for Ferry's sans-IO core (see docs/fuzzing.md)."""

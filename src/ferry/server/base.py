@@ -1,0 +1,454 @@
+"""What every server model shares: limits, listening sockets, shutdown, the blocking
+per-connection loop, and forking and supervising worker processes.
+
+A model only decides *how a connection is run* (inline, in a thread, in a forked child, in
+a pre-forked worker, on an event loop). Protocol work is the ``Dispatcher``'s; record
+marking is the ``RecordReader``'s and ``frame``'s. The blocking loop here reads with
+``recv_into`` straight into the reader's buffer and answers with one ``sendmsg`` of the
+framed reply buffers (scatter-gather, no join).
+
+Defences of the blocking loop (the lecture's ``alarm()``, done with socket timeouts):
+
+* ``idle_timeout``: no byte at all for that long (a client that connects and never sends);
+* ``record_timeout``: a record begun must be complete within that long, however the bytes
+  trickle in (slowloris: half a record, then a byte every so often);
+* ``send_timeout``: a reply must be taken by the peer within that long (a client that
+  pipelines calls and never reads its replies).
+
+A connection that trips one is closed abortively (RST, send queue dropped), so its kernel
+buffers are freed at once. ``0`` disables a timeout.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import ClassVar
+
+from ferry.config import ServerConfig
+from ferry.errors import ConfigError, RecordError
+from ferry.nfs3.mount import MountRegistry
+from ferry.rpc.dispatch import Address, Buffer, Dispatcher
+from ferry.rpc.record import DEFAULT_MAX_RECORD, RecordReader, frame
+from ferry.server.app import App, build_app
+
+log = logging.getLogger("ferry.server")
+
+_IOV_MAX = 1024  # Linux's limit on buffers per sendmsg
+LINGER_ABORT = struct.pack("ii", 1, 0)
+
+
+@dataclasses.dataclass(slots=True)
+class Limits:
+    """Per-connection defences against slow or hostile clients (seconds; 0 disables)."""
+
+    max_record: int = DEFAULT_MAX_RECORD
+    max_in_flight: int = 64
+    idle_timeout: float = 300.0
+    max_connections: int = 1024
+    record_timeout: float = 60.0
+    send_timeout: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> Limits:
+        return cls(
+            max_record=config.max_record_size,
+            max_in_flight=config.max_in_flight,
+            idle_timeout=config.idle_timeout,
+            max_connections=config.max_connections,
+            record_timeout=config.record_timeout,
+            send_timeout=config.send_timeout,
+        )
+
+
+# -- listening sockets --------------------------------------------------------------------
+
+
+def bind_listener(host: str, port: int, what: str, backlog: int = 256) -> socket.socket:
+    """A listening TCP socket (SO_REUSEADDR); errors become a ConfigError naming ``what``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, addr = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror or exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise _listen_error(exc, host, port, what) from exc
+    return sock
+
+
+def _listen_error(exc: OSError, host: str, port: int, what: str) -> ConfigError:
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"{what} port {port} on {host} is already in use")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"no permission to listen on {what} port {port}")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"cannot listen on {host}: {exc.strerror}")
+    return ConfigError(f"cannot listen on {host}:{port}: {exc}")
+
+
+def refuse(sock: socket.socket) -> None:
+    """Close a connection over the cap at once (the peer sees EOF)."""
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def abort(sock: socket.socket) -> None:
+    """Close a connection at once with a reset, dropping what the kernel still holds for it
+    (a peer that does not read must not pin our send buffers)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
+    sock.close()
+
+
+# -- what a model is given ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class ServerSpec:
+    """Everything a model needs, prepared once in the first process before any fork.
+
+    ``app`` is the protocol side already built in this process (single-process models), or
+    ``None`` when each worker process builds its own from ``config`` (a SQLite connection or
+    thread must never cross a fork). ``write_verifier`` and ``mount_table`` are what workers
+    of one server run share: the same verifier everywhere, one MOUNT table for DUMP.
+    """
+
+    config: ServerConfig
+    listeners: list[socket.socket]
+    port: int
+    limits: Limits
+    workers: int
+    write_verifier: bytes
+    mount_table: MountRegistry
+    app: App | None = None
+
+    @contextlib.contextmanager
+    def open_app(self) -> Iterator[App]:
+        """This process's ``App``: the prebuilt one, or a new one closed on exit."""
+        if self.app is not None:
+            yield self.app
+            return
+        app = build_app(self.config, write_verifier=self.write_verifier, table=self.mount_table)
+        try:
+            yield app
+        finally:
+            app.close()
+
+
+class ServerModel(abc.ABC):
+    """How connections are run; ``run`` serves until SIGTERM or SIGINT."""
+
+    name: ClassVar[str]
+    default_workers: ClassVar[int] = 1
+
+    def __init__(self, spec: ServerSpec) -> None:
+        self.spec = spec
+
+    @classmethod
+    def shares_state(cls, workers: int) -> bool:
+        """True when calls are served by more than one process (state must be shared)."""
+        return False
+
+    @abc.abstractmethod
+    def run(self) -> None: ...
+
+
+# -- shutdown -------------------------------------------------------------------------------
+
+
+class Shutdown(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT while it is blocked waiting."""
+
+
+class Stopper:
+    """Graceful shutdown for blocking loops: a signal only *requests* a stop, and interrupts
+    the main thread only while it waits (accept, recv, send, waitpid), never mid-call."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._waiting = False
+
+    def install(self) -> Stopper:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self._waiting:
+            raise Shutdown
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        self._waiting = True
+        try:
+            if self.requested:
+                raise Shutdown
+            yield
+        finally:
+            self._waiting = False
+
+
+_NOT_STOPPING = contextlib.nullcontext()
+
+
+# -- the blocking per-connection loop -------------------------------------------------------
+
+
+class Timeout(Exception):
+    """A connection overstayed one of its limits (the message says which)."""
+
+
+class BlockingConnection:
+    """One connection served with blocking socket calls: one call at a time, in order."""
+
+    def __init__(
+        self, sock: socket.socket, dispatcher: Dispatcher, limits: Limits, peer: Address
+    ) -> None:
+        self.sock = sock
+        self.dispatcher = dispatcher
+        self.limits = limits
+        self.peer = peer
+        self.reader = RecordReader(limits.max_record)
+        self.record_started: float | None = None
+
+    def run(self, stop: Stopper | None) -> None:
+        """Serve calls until EOF; raises Timeout, RecordError, OSError or Shutdown."""
+        while stop is None or not stop.requested:
+            with stop.waiting() if stop is not None else _NOT_STOPPING:
+                n = self._receive()
+            if n == 0:
+                return
+            self.reader.buffer_updated(n)
+            answered = self._answer(stop)
+            if not self.reader.incomplete:
+                self.record_started = None
+            elif self.record_started is None or answered:  # time spent answering is ours
+                self.record_started = time.monotonic()
+
+    def _receive(self) -> int:
+        timeout, what = _deadline(self.limits.idle_timeout, "idle")
+        if self.record_started is not None and self.limits.record_timeout > 0:
+            left = self.record_started + self.limits.record_timeout - time.monotonic()
+            if timeout is None or left < timeout:
+                timeout, what = max(left, 0.0), "record"
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv_into(self.reader.get_buffer())
+        except TimeoutError:
+            raise Timeout(f"{what} timeout") from None
+
+    def _answer(self, stop: Stopper | None) -> bool:
+        """Dispatch every complete record received; True if any was."""
+        answered = False
+        while (record := self.reader.next_record()) is not None:
+            answered = True
+            reply = self.dispatcher.handle(record, self.peer)
+            if reply is not None:
+                with stop.waiting() if stop is not None else _NOT_STOPPING:
+                    self._send(frame(reply))
+        return answered
+
+    def _send(self, buffers: Sequence[Buffer]) -> None:
+        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        limit = self.limits.send_timeout
+        deadline = time.monotonic() + limit if limit > 0 else None
+        while views:
+            if deadline is not None:
+                self.sock.settimeout(max(deadline - time.monotonic(), 0.0))
+            else:
+                self.sock.settimeout(None)
+            try:
+                sent = self.sock.sendmsg(views[:_IOV_MAX])
+            except TimeoutError:
+                raise Timeout("send timeout (the client does not read its replies)") from None
+            views = _advance(views, sent)
+
+
+def _deadline(limit: float, what: str) -> tuple[float | None, str]:
+    return (limit if limit > 0 else None), what
+
+
+def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
+    """The buffers still to send after ``sent`` bytes went out."""
+    i = 0
+    while i < len(views) and sent >= len(views[i]):
+        sent -= len(views[i])
+        i += 1
+    rest = views[i:]
+    if rest and sent:
+        rest[0] = rest[0][sent:]
+    return rest
+
+
+def serve_connection(
+    sock: socket.socket,
+    dispatcher: Dispatcher,
+    limits: Limits,
+    peer: Address = None,
+    stop: Stopper | None = None,
+) -> None:
+    """Serve one accepted connection until EOF, a timeout, a bad record or shutdown, then
+    close it. Never raises except for a crash in this adapter itself."""
+    if peer is None:
+        with contextlib.suppress(OSError):
+            peer = sock.getpeername()
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = BlockingConnection(sock, dispatcher, limits, peer)
+    clean = False
+    try:
+        conn.run(stop)
+        clean = True
+    except (Timeout, RecordError) as exc:
+        log.info("closing connection from %s: %s", peer, exc)
+    except Shutdown:
+        log.debug("closing connection from %s: shutting down", peer)
+    except OSError as exc:
+        log.debug("connection from %s failed: %s", peer, exc)
+    finally:
+        if clean:
+            sock.close()
+        else:
+            abort(sock)
+
+
+# -- accepting --------------------------------------------------------------------------
+
+
+def accept_loop(
+    listeners: Sequence[socket.socket],
+    stop: Stopper,
+    handle: Callable[[socket.socket, Address], None],
+    tick: Callable[[], None] | None = None,
+) -> None:
+    """Accept on every listener and pass each connection to ``handle`` until shutdown.
+
+    Listeners are non-blocking, so several processes may wait on the same socket: the
+    losers of a race just go back to waiting. ``tick`` (if given) runs at least every
+    half second, e.g. to reap children."""
+    with selectors.DefaultSelector() as sel:
+        for listener in listeners:
+            listener.setblocking(False)
+            sel.register(listener, selectors.EVENT_READ)
+        with contextlib.suppress(Shutdown):
+            while not stop.requested:
+                with stop.waiting():
+                    events = sel.select(0.5 if tick is not None else None)
+                for key, _ in events:
+                    _accept_one(key.fileobj, handle)  # type: ignore[arg-type]
+                if tick is not None:
+                    tick()
+
+
+def _accept_one(listener: socket.socket, handle: Callable[[socket.socket, Address], None]) -> None:
+    try:
+        sock, addr = listener.accept()
+    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        return  # another worker took it, or the peer gave up
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            log.warning("cannot accept: %s", exc.strerror)
+            time.sleep(0.05)  # the backlog stays full until descriptors are freed
+            return
+        raise
+    sock.setblocking(True)
+    handle(sock, addr)
+
+
+# -- worker processes -------------------------------------------------------------------
+
+
+def fork_child(body: Callable[[], None]) -> int:
+    """Fork; the child runs ``body`` and exits (never returning), the parent gets its pid."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        body()
+    except BaseException:
+        log.exception("worker %d crashed", os.getpid())
+        code = 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def reap(children: set[int]) -> None:
+    """Collect every child that has exited, without blocking."""
+    while children:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+
+
+def terminate(children: set[int], grace: float = 5.0) -> None:
+    """SIGTERM every child, wait up to ``grace`` seconds, then SIGKILL the rest."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while children and time.monotonic() < deadline:
+            reap(children)
+            time.sleep(0.01)
+        if not children:
+            return
+    log.error("workers %s did not exit", sorted(children))
+
+
+def supervise(count: int, worker: Callable[[], None], stop: Stopper) -> None:
+    """Run ``count`` forked copies of ``worker``, restarting any that dies, until shutdown."""
+    slots: dict[int, tuple[int, float]] = {}  # pid -> (slot, start time)
+
+    def start(slot: int) -> None:
+        pid = fork_child(worker)
+        slots[pid] = (slot, time.monotonic())
+        log.debug("worker %d started (slot %d)", pid, slot)
+
+    try:
+        for slot in range(count):
+            start(slot)
+        with contextlib.suppress(Shutdown):
+            while not stop.requested:
+                with stop.waiting():
+                    pid, status = os.waitpid(-1, 0)
+                    slot, started = slots.pop(pid, (-1, 0.0))
+                    if slot < 0:
+                        continue
+                    log.warning("worker %d exited (status %#x); restarting it", pid, status)
+                    if time.monotonic() - started < 1.0:
+                        time.sleep(1.0)  # a worker that dies at once must not fork-bomb
+                start(slot)
+    finally:
+        terminate(set(slots))

@@ -1,0 +1,209 @@
+"""Run ``python -m ferry serve --model M`` as a subprocess and look at it through /proc.
+
+Plain Python (no pytest), so ``benchmarks/models_bench.py`` uses it too. Loopback only;
+every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+_READY = re.compile(rb"^ferry: serving .* on 127\.0\.0\.1:(\d+) ")
+
+# name -> extra ``ferry serve`` arguments; "async-2" is the async model with two processes.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "serial": ("--model", "serial"),
+    "thread": ("--model", "thread"),
+    "process": ("--model", "process"),
+    "prefork": ("--model", "prefork", "--workers", "3"),
+    "async": ("--model", "async"),
+    "async-2": ("--model", "async", "--workers", "2"),
+}
+MULTI_PROCESS = ("process", "prefork", "async-2")
+
+
+@dataclass
+class ModelServer:
+    """A running ``ferry serve`` subprocess."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    export: Path
+    stderr_path: Path
+    stopped: bool = field(default=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def pids(self) -> list[int]:
+        """The server process and all its descendants."""
+        return [self.pid, *descendants(self.pid)]
+
+    def workers(self) -> list[int]:
+        return descendants(self.pid)
+
+    def fd_count(self) -> int:
+        return sum(_fd_count(p) for p in self.pids())
+
+    def fd_report(self) -> dict[int, list[str]]:
+        """What each process has open, for failure messages."""
+        report = {}
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fds = os.listdir(f"/proc/{pid}/fd")
+                report[pid] = sorted(_readlink(f"/proc/{pid}/fd/{fd}") for fd in fds)
+        return report
+
+    def rss_kib(self) -> int:
+        return sum(_rss_kib(p) for p in self.pids())
+
+    def wait_settled(self, timeout: float = 10.0) -> None:
+        """Until the process tree's descriptor count holds still (workers started up)."""
+        deadline = time.monotonic() + timeout
+        samples = [-1, -2, -3]
+        while len(set(samples[-3:])) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            samples.append(self.fd_count())
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM the parent (it stops its workers); returns the exit status."""
+        if self.stopped:
+            return self.proc.returncode
+        self.stopped = True
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            for pid in self.pids():
+                _kill(pid)
+            self.proc.wait(5)
+            raise
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+
+def start(
+    export: Path,
+    state: Path,
+    args: Sequence[str],
+    log: Path,
+    timeout: float = 20.0,
+) -> ModelServer:
+    """Start a server on a free loopback port and wait for its ready line."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    argv = [sys.executable, "-m", "ferry", "serve", str(export), "--port", "0"]
+    argv += ["--state-dir", str(state), "--no-root-squash", *args]
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sel.select(0.2):
+                buf += os.read(proc.stdout.fileno(), 65536)
+            for line in buf.splitlines():
+                if m := _READY.match(line):
+                    return ModelServer(proc, int(m.group(1)), export, log)
+    proc.kill()
+    proc.wait(5)
+    proc.stdout.close()
+    raise RuntimeError(f"ferry did not start: {buf!r}\n{log.read_text(errors='replace')}")
+
+
+# -- /proc ---------------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        cur = todo.pop()
+        kids = [p for p, pp in parents.items() if pp == cur]
+        found += kids
+        todo += kids
+    return found
+
+
+def _fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def serving_pid(server: ModelServer, client: socket.socket) -> int | None:
+    """Which process of ``server`` holds the server end of ``client``'s connection."""
+    lport = client.getsockname()[1]
+    want = f"0100007F:{server.port:04X} 0100007F:{lport:04X}"
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if f"{cols[1]} {cols[2]}" == want:
+            inode = cols[9]
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    holders = []
+    for pid in server.pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    holders.append(pid)
+                    break
+            except OSError:
+                continue
+    workers = [p for p in holders if p != server.pid]  # the parent may not have closed it yet
+    return (workers or holders or [None])[0]
