@@ -17,6 +17,7 @@ from ferry.server.app import App, build_app
 from ferry.server.base import Limits, ServerSpec, bind_listener
 from ferry.server.models import MODELS
 from ferry.server.shared import FileMountTable
+from ferry.server.udp import bind_udp
 
 log = logging.getLogger("ferry")
 
@@ -68,7 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=float, help="seconds a silent client may stay")
     serve.add_argument("--record-timeout", type=float, help="seconds a record may take")
     serve.add_argument("--send-timeout", type=float, help="seconds a reply may wait")
+    serve.add_argument("--udp", action="store_true", help="also serve over UDP (async model)")
     serve.set_defaults(func=cmd_serve)
+    from ferry.cli_client import add_client_commands  # here: `serve` needs no fsspec/rich
+
+    add_client_commands(sub)
     return parser
 
 
@@ -114,6 +119,7 @@ def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     config.portmapper = config.portmapper or args.portmapper
+    config.udp = config.udp or args.udp
     cfgmod.validate(config)
     return config
 
@@ -125,6 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shared = model.shares_state(workers)
     app = build_app(config)  # checks every export and creates the handle key, before forks
     listeners: list[socket.socket] = []
+    datagrams: list[list[socket.socket]] = []
     try:
         listeners, port = _listen(config)
         table: MountRegistry = app.mount.table
@@ -135,13 +142,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config, listeners, port, Limits.from_config(config), workers,
             app.nfs.write_verifier, table, None if shared else app,
         )  # fmt: skip
+        spec.datagrams = datagrams = _listen_udp(config, port, workers)
         print(instructions(app, config.bind, port), flush=True)
         log.info("model %s, %d worker process(es)", model.name, workers)
         model(spec).run()
         log.info("stopped")
         return 0
     finally:
-        for sock in listeners:
+        for sock in [*listeners, *(s for group in datagrams for s in group)]:
             sock.close()
         if not shared:
             app.close()
@@ -160,17 +168,39 @@ def _listen(config: cfgmod.ServerConfig) -> tuple[list[socket.socket], int]:
     return listeners, int(nfs.getsockname()[1])
 
 
+def _listen_udp(config: cfgmod.ServerConfig, port: int, workers: int) -> list[list[socket.socket]]:
+    """With ``udp``, per worker its own UDP sockets on the NFS (and portmapper) port: one
+    SO_REUSEPORT group per port, so the kernel keeps each client on one worker."""
+    if not config.udp:
+        return []
+    ports = [(port, "NFS")] + (
+        [(config.portmapper_port, "portmapper")] if config.portmapper else []
+    )
+    groups: list[list[socket.socket]] = []
+    try:
+        for _ in range(workers):
+            groups.append([])
+            for number, what in ports:
+                groups[-1].append(bind_udp(config.bind, number, what, shared=workers > 1))
+    except ConfigError:
+        for sock in (s for group in groups for s in group):
+            sock.close()
+        raise
+    return groups
+
+
 def instructions(app: App, bind: str, port: int) -> str:
     """How to reach the server, printed at start-up."""
     host = "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
     shown = f"[{host}]" if ":" in host else host
+    transports = "TCP and UDP" if app.config.udp else "TCP"
     lines = []
     for export in app.exports:
         p = export.path
         read_only = export.read_only or isinstance(export.backend, ReadOnlyBackend)
         mode = "read-only" if read_only else "read-write"
         lines += [
-            f"ferry: serving {p} on {shown}:{port} (NFSv3 + MOUNTv3 over TCP, {mode})",
+            f"ferry: serving {p} on {shown}:{port} (NFSv3 + MOUNTv3 over {transports}, {mode})",
             f"  Linux:  sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},"
             f"nolock {shown}:{p} /mnt",
             f"  macOS:  sudo mount_nfs -o vers=3,tcp,port={port},mountport={port},nolocks,"

@@ -15,6 +15,9 @@ Example::
     idle_timeout = 300              # seconds without a byte before a connection is closed
     record_timeout = 60             # seconds a started record may take to arrive whole
     send_timeout = 60               # seconds a reply may wait for the client to read it
+    udp = false                     # also serve NFS, MOUNT (and portmap) over UDP (async model)
+    drc_entries = 4096              # duplicate request cache size; 0 disables it
+    drc_bytes = 8388608             # ... and its bound on cached reply bytes
 
     [[export]]
     path = "/srv/share"             # directory served (local backend)
@@ -50,6 +53,8 @@ DEFAULT_PORT = 2049
 MODELS = ("serial", "prefork", "process", "thread", "async")
 """Server models (``ferry.server.models.MODELS`` maps each to its class)."""
 MAX_WORKERS = 256
+UDP_MODELS = ("async",)
+"""Models that serve UDP too (``ferry.server.udp``)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -88,6 +93,9 @@ class ServerConfig:
     model: str = "async"
     workers: int = 0
     handle_key: bytes | None = None
+    udp: bool = False
+    drc_entries: int = 4096
+    drc_bytes: int = 8 << 20
 
     def resolved_state_dir(self) -> Path:
         """Where handle keys and backend state live; by default keyed by the export set."""
@@ -113,6 +121,9 @@ _SERVER_KEYS = {
     "model",
     "workers",
     "handle_key",
+    "udp",
+    "drc_entries",
+    "drc_bytes",
 }
 _EXPORT_KEYS = {f.name for f in dataclasses.fields(ExportConfig)}
 
@@ -213,6 +224,10 @@ def _validate_serving(cfg: ServerConfig, origin: str) -> None:
             raise ConfigError(f"{origin}: {key} must not be negative (0 disables it)")
     if cfg.max_in_flight < 1:
         raise ConfigError(f"{origin}: max_in_flight must be at least 1")
+    if cfg.drc_entries < 0 or cfg.drc_bytes < 0:
+        raise ConfigError(f"{origin}: drc_entries and drc_bytes must not be negative")
+    if cfg.udp and cfg.model not in UDP_MODELS:
+        raise ConfigError(f"{origin}: udp is served by the {' and '.join(UDP_MODELS)} models only")
     several = cfg.model in ("prefork", "process") or (cfg.model == "async" and cfg.workers > 1)
     if several and any(e.backend == "memory" for e in cfg.exports):
         raise ConfigError(

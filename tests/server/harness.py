@@ -29,13 +29,15 @@ LIMIT_ARGS = (
 BIG = 1 << 20  # size of big.bin in the export
 
 
-def start_model(tmp_path: Path, variant: str, name: str = "srv") -> ModelServer:
+def start_model(
+    tmp_path: Path, variant: str, name: str = "srv", extra: tuple[str, ...] = ()
+) -> ModelServer:
     export = tmp_path / "export"
     if not export.exists():
         export.mkdir()
         (export / "hello.txt").write_bytes(b"hello")
         (export / "big.bin").write_bytes(bytes(range(256)) * (BIG // 256))
-    args = (*VARIANTS[variant], *LIMIT_ARGS)
+    args = (*VARIANTS[variant], *LIMIT_ARGS, *extra)
     server = start(export, tmp_path / "state", args, tmp_path / f"{name}.log")
     server.wait_settled()
     return server

@@ -1,18 +1,26 @@
 """The Ferry NFSv3 client: ``url`` (nfs:// URLs), ``rpc`` (sans-IO RPC), ``aio`` (pipelined
-RPC transport), ``nfs`` (the asyncio engine), ``sync`` (the blocking shell)."""
+RPC transport), ``nfs`` (procedures), ``cache`` (attributes and lookups), ``files`` (transfers, open
+files), ``paths`` (the os-like asyncio engine), ``fileio`` (io objects), ``sync`` (the
+blocking shell)."""
 
 from .aio import AsyncRpcClient, RpcOptions, RpcStats
-from .nfs import AsyncNfsClient, AuthSys, NfsDirEntry, getport
+from .files import AsyncFile, FileOptions, FileStats
+from .nfs import AuthSys, NfsDirEntry, NfsProcedures, getport
+from .paths import AsyncNfsClient
 from .rpc import RpcClient
 from .sync import Client, connect
 from .url import NfsUrl, parse_url
 
 __all__ = [
+    "AsyncFile",
     "AsyncNfsClient",
     "AsyncRpcClient",
     "AuthSys",
     "Client",
+    "FileOptions",
+    "FileStats",
     "NfsDirEntry",
+    "NfsProcedures",
     "NfsUrl",
     "RpcClient",
     "RpcOptions",

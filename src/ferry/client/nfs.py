@@ -1,13 +1,13 @@
-"""The asyncio NFSv3 client engine: mount, one method per procedure, pipelined transfers.
+"""The procedure layer of the asyncio NFSv3 client: mount, one method per procedure.
 
-``AsyncNfsClient`` owns what a mounted client knows: the RPC connections (NFS, MOUNT),
-the AUTH_SYS credential, the root handle and the transfer sizes from FSINFO. Its
-procedure methods (RFC 1813 section 3.3, in RFC order) take handles and values, return the
-decoded ``resok`` arm and raise ``NfsError`` (the status) on failure. The path helpers
-below them (``resolve``, ``stat``, ``listdir``, ``scandir``, ``read_file``, ``write_file``)
-take ``/``-separated paths relative to the mounted directory and raise ``OSError``
-subclasses carrying the path. Transfers are split into rsize/wsize calls that are all
-issued at once; the RPC window decides how many are on the wire.
+``NfsProcedures`` owns what a mounted client knows: the RPC connections (NFS, MOUNT),
+the AUTH_SYS credential, the root handle, the transfer sizes from FSINFO and the
+attribute/lookup cache (``client.cache``). Its procedure methods (RFC 1813 section 3.3, in
+RFC order) take handles and values, return the decoded ``resok`` arm and raise
+``NfsError`` (the status) on failure; they always go to the wire, feed the cache with what
+the server returned and drop what their own change made stale, so every way of changing
+the server through this client keeps the cache honest. ``resolve`` turns a path into a
+handle through the cache. The path-level API built on this is ``client.paths``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import asyncio
 import dataclasses
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Self, TypeVar
 
 from ferry.backends.base import Attr, SetAttr
 from ferry.errors import GarbageReply, NfsError, XdrError
@@ -40,6 +40,7 @@ from ferry.rpc.message import OpaqueAuth
 from ferry.xdr import Packer, Unpacker
 
 from .aio import AsyncRpcClient, RpcOptions
+from .cache import AttrCache
 from .url import NfsUrl, export_candidates, normalise_path, parse_url
 
 T = TypeVar("T")
@@ -47,7 +48,6 @@ Name = str | bytes
 MAX_IO = 1 << 20  # we never ask for more than 1 MiB per READ/WRITE
 MAX_SYMLINKS = 40  # like Linux's MAXSYMLINKS
 MAX_DIR_PAGES = 1 << 20
-MAX_COMMIT_ROUNDS = 3
 PMAP_PORT, PMAP_PROGRAM, PMAP_V2, PMAP_GETPORT, IPPROTO_TCP = 111, 100000, 2, 3, 6
 
 
@@ -106,8 +106,8 @@ async def getport(host: str, prog: int, vers: int, options: RpcOptions | None = 
     return port
 
 
-class AsyncNfsClient:
-    """A mounted NFSv3 export. Build it with ``await AsyncNfsClient.connect(url)``."""
+class NfsProcedures:
+    """A mounted NFSv3 export at the procedure level; see ``AsyncNfsClient`` for paths."""
 
     def __init__(
         self,
@@ -117,6 +117,7 @@ class AsyncNfsClient:
         export: str,
         auth: AuthSys,
         subpath: str = "",
+        attr_cache: float = 1.0,
     ) -> None:
         self.rpc, self.mount_rpc = rpc, mount_rpc
         self.root, self.export, self.subpath = root, export, subpath
@@ -124,6 +125,7 @@ class AsyncNfsClient:
         self.cred = auth.credential()
         self.rsize = self.wsize = 64 * 1024
         self.dtpref = 32 * 1024
+        self.cache = AttrCache(attr_cache)
 
     @property
     def stats(self) -> object:
@@ -141,7 +143,8 @@ class AsyncNfsClient:
         options: RpcOptions | None = None,
         rsize: int | None = None,
         wsize: int | None = None,
-    ) -> AsyncNfsClient:
+        attr_cache: float = 1.0,
+    ) -> Self:
         """Resolve ports, MNT the export, FSINFO the root; see ``client.url`` for the rules."""
         u = parse_url(url) if isinstance(url, str) else url
         base = AuthSys()
@@ -158,7 +161,7 @@ class AsyncNfsClient:
                 mount_rpc = AsyncRpcClient(u.host, mount_port, options)
                 await mount_rpc.connect()
             root, exp, sub = await _mount(mount_rpc, auth.credential(), u.path, export)
-            client = cls(rpc, mount_rpc, root, exp, auth, sub)
+            client = cls(rpc, mount_rpc, root, exp, auth, sub, attr_cache)
             await client._negotiate(rsize, wsize)
             await client._enter_subdir()
         except BaseException:
@@ -202,7 +205,7 @@ class AsyncNfsClient:
         if self.mount_rpc is not self.rpc:
             await self.mount_rpc.close()
 
-    async def __aenter__(self) -> AsyncNfsClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -227,15 +230,21 @@ class AsyncNfsClient:
 
     async def getattr(self, fh: bytes) -> Attr:
         res = await self._nfs(NfsProc.GETATTR, t.FhArgs(fh).pack, r.unpack_attr_res)
+        self.cache.put_attr(fh, res.obj_attributes)
         return res.obj_attributes
 
     async def setattr(self, fh: bytes, attrs: SetAttr, guard_ctime_ns: int | None = None) -> t.Wcc:
         args = t.SetattrArgs(fh, attrs, guard_ctime_ns)
+        self.cache.forget(fh)
         return (await self._nfs(NfsProc.SETATTR, args.pack, r.unpack_wcc_res)).wcc
 
     async def lookup(self, dir: bytes, name: Name) -> t.LookupRes:
         args = t.LookupArgs(t.DirOpArgs(dir, _name(name)))
-        return await self._nfs(NfsProc.LOOKUP, args.pack, r.unpack_lookup_res)
+        res = await self._nfs(NfsProc.LOOKUP, args.pack, r.unpack_lookup_res)
+        self.cache.put_name(dir, _name(name), res.object)
+        self.cache.put_attr(res.object, res.obj_attributes)
+        self.cache.put_attr(dir, res.dir_attributes)
+        return res
 
     async def access(self, fh: bytes, access: int) -> t.AccessRes:
         return await self._nfs(NfsProc.ACCESS, t.AccessArgs(fh, access).pack, r.unpack_access_res)
@@ -257,6 +266,7 @@ class AsyncNfsClient:
     ) -> t.WriteRes:
         view = memoryview(data).cast("B")
         args = t.WriteArgs(fh, offset, len(view), stable, view)
+        self.cache.forget(fh)
         return await self._nfs(NfsProc.WRITE, args.pack, r.unpack_write_res)
 
     async def create(
@@ -269,10 +279,12 @@ class AsyncNfsClient:
     ) -> t.CreateRes:
         where = t.DirOpArgs(dir, _name(name))
         args = t.CreateArgs(where, mode, attrs or SetAttr(mode=0o644), verf)
+        self.cache.forget_dir(dir, where.name)
         return await self._nfs(NfsProc.CREATE, args.pack, r.unpack_create_res)
 
     async def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:
         args = t.MkdirArgs(t.DirOpArgs(dir, _name(name)), attrs or SetAttr(mode=0o755))
+        self.cache.forget_dir(dir, _name(name))
         return await self._nfs(NfsProc.MKDIR, args.pack, r.unpack_create_res)
 
     async def symlink(
@@ -280,6 +292,7 @@ class AsyncNfsClient:
     ) -> t.CreateRes:
         where = t.DirOpArgs(dir, _name(name))
         args = t.SymlinkArgs(where, attrs or SetAttr(), _name(target))
+        self.cache.forget_dir(dir, where.name)
         return await self._nfs(NfsProc.SYMLINK, args.pack, r.unpack_create_res)
 
     async def mknod(
@@ -291,14 +304,17 @@ class AsyncNfsClient:
         rdev: tuple[int, int] = (0, 0),
     ) -> t.CreateRes:
         args = t.MknodArgs(t.DirOpArgs(dir, _name(name)), ftype, attrs or SetAttr(), rdev)
+        self.cache.forget_dir(dir, _name(name))
         return await self._nfs(NfsProc.MKNOD, args.pack, r.unpack_create_res)
 
     async def remove(self, dir: bytes, name: Name) -> t.Wcc:
         args = t.RemoveArgs(t.DirOpArgs(dir, _name(name)))
+        self.cache.forget_dir(dir, _name(name))
         return (await self._nfs(NfsProc.REMOVE, args.pack, r.unpack_wcc_res)).wcc
 
     async def rmdir(self, dir: bytes, name: Name) -> t.Wcc:
         args = t.RemoveArgs(t.DirOpArgs(dir, _name(name)))
+        self.cache.forget_dir(dir, _name(name))
         return (await self._nfs(NfsProc.RMDIR, args.pack, r.unpack_wcc_res)).wcc
 
     async def rename(
@@ -307,10 +323,14 @@ class AsyncNfsClient:
         args = t.RenameArgs(
             t.DirOpArgs(fromdir, _name(fromname)), t.DirOpArgs(todir, _name(toname))
         )
+        self.cache.forget_dir(fromdir, _name(fromname))
+        self.cache.forget_dir(todir, _name(toname))
         return await self._nfs(NfsProc.RENAME, args.pack, r.unpack_rename_res)
 
     async def link(self, fh: bytes, dir: bytes, name: Name) -> t.LinkRes:
         args = t.LinkArgs(fh, t.DirOpArgs(dir, _name(name)))
+        self.cache.forget(fh)
+        self.cache.forget_dir(dir, _name(name))
         return await self._nfs(NfsProc.LINK, args.pack, r.unpack_link_res)
 
     async def readdir(
@@ -329,7 +349,12 @@ class AsyncNfsClient:
     ) -> t.ReaddirRes:
         dircount = dircount or self.dtpref
         args = t.ReaddirArgs(dir, cookie, cookieverf, dircount, maxcount or 8 * dircount)
-        return await self._nfs(NfsProc.READDIRPLUS, args.pack_plus, r.unpack_readdirplus_res)
+        res = await self._nfs(NfsProc.READDIRPLUS, args.pack_plus, r.unpack_readdirplus_res)
+        for e in res.entries:
+            if e.handle is not None and e.name not in (b".", b".."):
+                self.cache.put_name(dir, e.name, e.handle)
+                self.cache.put_attr(e.handle, e.attr)
+        return res
 
     async def fsstat(self, fh: bytes) -> t.FsstatRes:
         return await self._nfs(NfsProc.FSSTAT, t.FhArgs(fh).pack, r.unpack_fsstat_res)
@@ -355,167 +380,38 @@ class AsyncNfsClient:
         except NfsError as exc:
             raise exc.to_oserror(path) from exc
 
+    async def _cached_getattr(self, fh: bytes) -> Attr:
+        """Attributes from the cache while fresh, else GETATTR."""
+        return self.cache.attr(fh) or await self.getattr(fh)
+
+    async def _cached_lookup(self, dir: bytes, name: str) -> tuple[bytes, Attr]:
+        """Handle and attributes of ``name`` in ``dir``, from the cache while fresh."""
+        fh = self.cache.name(dir, _name(name))
+        attr = self.cache.attr(fh) if fh is not None else None
+        if fh is not None and attr is not None:
+            return fh, attr
+        res = await self.lookup(dir, name)
+        return res.object, res.obj_attributes or await self.getattr(res.object)
+
     async def _walk(self, path: str, follow: bool) -> tuple[bytes, Attr]:
-        todo, stack = _parts(path)[::-1], [(self.root, await self.getattr(self.root))]
+        todo, stack = _parts(path)[::-1], [(self.root, await self._cached_getattr(self.root))]
         links = 0
         while todo:
             name = todo.pop()
             if name == "..":
                 stack = stack[:-1] or stack
                 continue
-            res = await self.lookup(stack[-1][0], name)
-            attr = res.obj_attributes or await self.getattr(res.object)
+            fh, attr = await self._cached_lookup(stack[-1][0], name)
             if attr.type == Ftype3.LNK and follow:
                 links += 1
                 if links > MAX_SYMLINKS:
                     raise OSError(40, "too many levels of symbolic links", path)  # ELOOP
-                target = _str(await self.readlink(res.object))
+                target = _str(await self.readlink(fh))
                 stack = stack[:1] if target.startswith("/") else stack
                 todo.extend(_parts(target)[::-1])
                 continue
-            stack.append((res.object, attr))
+            stack.append((fh, attr))
         return stack[-1]
-
-    async def stat(self, path: str, follow_symlinks: bool = False) -> Attr:
-        return (await self.resolve(path, follow_symlinks))[1]
-
-    async def _dir(self, path: str) -> bytes:
-        fh, attr = await self.resolve(path, follow_symlinks=True)
-        if attr.type != Ftype3.DIR:
-            raise NotADirectoryError(20, "not a directory", path)
-        return fh
-
-    async def listdir(self, path: str = "") -> list[str]:
-        """Names in a directory (READDIR over as many calls as needed), without . and .."""
-        fh = await self._dir(path)
-        names: list[str] = []
-        cookie, verf = 0, t.COOKIEVERF_ZERO
-        for _ in range(MAX_DIR_PAGES):
-            res = await self._page(path, self.readdir(fh, cookie, verf))
-            names += [_str(e.name) for e in res.entries if e.name not in (b".", b"..")]
-            if res.eof or not res.entries:
-                return names
-            cookie, verf = res.entries[-1].cookie, res.cookieverf
-        raise OSError(5, "directory listing does not end", path)
-
-    async def _page(self, path: str, call: object) -> t.ReaddirRes:
-        try:
-            return await call  # type: ignore[misc,no-any-return]
-        except NfsError as exc:
-            raise exc.to_oserror(path) from exc
-
-    async def iter_scandir(self, path: str = "") -> AsyncIterator[NfsDirEntry]:
-        """Entries with handles and attributes, page by page (READDIRPLUS with cookies)."""
-        fh = await self._dir(path)
-        cookie, verf = 0, t.COOKIEVERF_ZERO
-        for _ in range(MAX_DIR_PAGES):
-            res = await self._page(path, self.readdirplus(fh, cookie, verf))
-            for e in res.entries:
-                if e.name not in (b".", b".."):
-                    yield NfsDirEntry(_str(e.name), e.fileid, e.handle, e.attr)
-            if res.eof or not res.entries:
-                return
-            cookie, verf = res.entries[-1].cookie, res.cookieverf
-        raise OSError(5, "directory listing does not end", path)
-
-    async def scandir(self, path: str = "") -> list[NfsDirEntry]:
-        return [e async for e in self.iter_scandir(path)]
-
-    # -- whole-file transfers ----------------------------------------------------------------
-
-    async def read_file(self, path: str) -> bytes:
-        """The whole file, read with rsize READs all in flight at once (symlinks followed)."""
-        fh, attr = await self.resolve(path, follow_symlinks=True)
-        if attr.type == Ftype3.DIR:
-            raise IsADirectoryError(21, "is a directory", path)
-        try:
-            return await self._read_all(fh, attr.size)
-        except NfsError as exc:
-            raise exc.to_oserror(path) from exc
-
-    async def _read_all(self, fh: bytes, size: int) -> bytes:
-        buf = bytearray(size)
-        ends = await asyncio.gather(
-            *(
-                self._read_range(fh, buf, off, min(self.rsize, size - off))
-                for off in range(0, size, self.rsize)
-            )
-        )
-        end = min([e for e in ends if e is not None], default=size)
-        if end < size:  # the file shrank while we read
-            return bytes(memoryview(buf)[:end])
-        tail = await self._read_tail(fh, size)  # and the file may have grown
-        return bytes(buf + tail) if tail else bytes(buf)
-
-    async def _read_range(self, fh: bytes, buf: bytearray, offset: int, count: int) -> int | None:
-        """Fill ``buf[offset:offset+count]``; returns the end of file if it was met early."""
-        view = memoryview(buf)
-        stop = offset + count
-        while offset < stop:
-            res = await self.read(fh, offset, stop - offset)
-            view[offset : offset + res.count] = res.data
-            offset += res.count
-            if res.eof or res.count == 0:
-                return offset if offset < stop else None
-        return None
-
-    async def _read_tail(self, fh: bytes, offset: int) -> bytearray:
-        tail = bytearray()
-        for _ in range(1 << 20):  # bounded: 1 TiB of growth at 1 MiB per call
-            res = await self.read(fh, offset + len(tail), self.rsize)
-            tail += res.data
-            if res.eof or res.count == 0:
-                return tail
-        raise NfsError(Nfsstat3.IO, "file keeps growing while read")
-
-    async def write_file(
-        self, path: str, data: bytes | bytearray | memoryview, mode: int = 0o644
-    ) -> int:
-        """Create or truncate ``path`` and write ``data``: UNSTABLE WRITEs of wsize all in
-        flight, then COMMIT; data whose write verifier differs from the COMMIT verifier (a
-        server restart, RFC 1813 section 3.3.7) is written and committed again."""
-        parent, _, name = normalise_path(path).rpartition("/")
-        if not name:
-            raise IsADirectoryError(21, "is a directory", path)
-        dirfh = await self._dir(parent)
-        try:
-            res = await self.create(dirfh, name, SetAttr(mode=mode, size=0))
-            fh = res.obj or (await self.lookup(dirfh, name)).object
-            await self._write_all(fh, memoryview(data).cast("B"))
-        except NfsError as exc:
-            raise exc.to_oserror(path) from exc
-        return len(data)
-
-    async def _write_all(self, fh: bytes, view: memoryview) -> None:
-        ranges = [
-            (off, min(self.wsize, len(view) - off)) for off in range(0, len(view), self.wsize)
-        ]
-        for _ in range(MAX_COMMIT_ROUNDS):
-            verfs = await asyncio.gather(
-                *(self._write_range(fh, view, off, n) for off, n in ranges)
-            )
-            unstable = [(rng, v) for rng, v in zip(ranges, verfs, strict=True) if v is not None]
-            if not unstable:
-                return
-            verf = (await self.commit(fh)).verf
-            ranges = [rng for rng, v in unstable if v != verf]
-            if not ranges:
-                return
-        raise NfsError(Nfsstat3.IO, "write verifier kept changing: server restarting?")
-
-    async def _write_range(
-        self, fh: bytes, view: memoryview, offset: int, count: int
-    ) -> bytes | None:
-        """Write one range (short writes continued); the verifier if any part is UNSTABLE."""
-        stop, verf = offset + count, None
-        while offset < stop:
-            res = await self.write(fh, offset, view[offset:stop])
-            if res.count == 0:
-                raise NfsError(Nfsstat3.IO, f"server wrote 0 bytes at offset {offset}")
-            if res.committed == StableHow.UNSTABLE:
-                verf = res.verf if verf in (None, res.verf) else b"mixed"  # never matches
-            offset += res.count
-        return verf
 
 
 async def _mount(

@@ -2,22 +2,27 @@
 
 It owns one private event loop running in a daemon thread; every method submits the
 coroutine of the same name to that loop and waits for it. No protocol logic lives here
-(``tests/client/test_sync.py`` checks that the method names match the engine's).
+(``tests/client/test_client_sync.py`` checks that the method names match the engine's):
+``open`` hands the engine's ``AsyncFile`` to ``fileio.wrap`` for the standard io layers,
+and ``walk`` steps the engine's async generator. The seven names shared by a procedure and
+a path operation (``mkdir``, ``remove``, ...) pass their arguments through unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
+from typing import IO, Any, TypeVar, overload
 
 from ferry.backends.base import Attr, SetAttr
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import CreateMode, Ftype3, StableHow
 
+from . import fileio
 from .aio import RpcOptions, RpcStats
-from .nfs import AsyncNfsClient, AuthSys, Name, NfsDirEntry
+from .nfs import AuthSys, Name, NfsDirEntry
+from .paths import AsyncNfsClient, Walk
 from .url import NfsUrl
 
 T = TypeVar("T")
@@ -35,6 +40,7 @@ class Client:
         options: RpcOptions | None = None,
         rsize: int | None = None,
         wsize: int | None = None,
+        attr_cache: float = 1.0,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -44,7 +50,13 @@ class Client:
         try:
             self._client: AsyncNfsClient = self._run(
                 AsyncNfsClient.connect(
-                    url, export=export, auth=auth, options=options, rsize=rsize, wsize=wsize
+                    url,
+                    export=export,
+                    auth=auth,
+                    options=options,
+                    rsize=rsize,
+                    wsize=wsize,
+                    attr_cache=attr_cache,
                 )
             )
         except BaseException:
@@ -53,6 +65,13 @@ class Client:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _iterate(self, agen: AsyncGenerator[T, None]) -> Iterator[T]:
+        for _ in range(1 << 40):  # bounded by the iterator
+            try:
+                yield self._run(agen.__anext__())
+            except StopAsyncIteration:
+                return
 
     def _stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -102,8 +121,12 @@ class Client:
     def access(self, fh: bytes, access: int) -> t.AccessRes:
         return self._run(self._client.access(fh, access))
 
-    def readlink(self, fh: bytes) -> bytes:
-        return self._run(self._client.readlink(fh))
+    @overload
+    def readlink(self, fh: bytes) -> bytes: ...
+    @overload
+    def readlink(self, fh: str) -> str: ...
+    def readlink(self, *args: Any, **kw: Any) -> Any:
+        return self._run(self._client.readlink(*args, **kw))
 
     def read(self, fh: bytes, offset: int, count: int) -> t.ReadRes:
         return self._run(self._client.read(fh, offset, count))
@@ -127,13 +150,21 @@ class Client:
     ) -> t.CreateRes:
         return self._run(self._client.create(dir, name, attrs, mode, verf))
 
-    def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:
-        return self._run(self._client.mkdir(dir, name, attrs))
+    @overload
+    def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes: ...
+    @overload
+    def mkdir(self, dir: str, name: int = 0o777) -> None: ...
+    def mkdir(self, *args: Any, **kw: Any) -> Any:
+        return self._run(self._client.mkdir(*args, **kw))
 
+    @overload
     def symlink(
         self, dir: bytes, name: Name, target: Name, attrs: SetAttr | None = None
-    ) -> t.CreateRes:
-        return self._run(self._client.symlink(dir, name, target, attrs))
+    ) -> t.CreateRes: ...
+    @overload
+    def symlink(self, dir: str, name: str) -> None: ...
+    def symlink(self, *args: Any, **kw: Any) -> Any:
+        return self._run(self._client.symlink(*args, **kw))
 
     def mknod(
         self,
@@ -145,17 +176,33 @@ class Client:
     ) -> t.CreateRes:
         return self._run(self._client.mknod(dir, name, ftype, attrs, rdev))
 
-    def remove(self, dir: bytes, name: Name) -> t.Wcc:
-        return self._run(self._client.remove(dir, name))
+    @overload
+    def remove(self, dir: bytes, name: Name) -> t.Wcc: ...
+    @overload
+    def remove(self, dir: str) -> None: ...
+    def remove(self, *args: Any, **kw: Any) -> Any:
+        return self._run(self._client.remove(*args, **kw))
 
-    def rmdir(self, dir: bytes, name: Name) -> t.Wcc:
-        return self._run(self._client.rmdir(dir, name))
+    @overload
+    def rmdir(self, dir: bytes, name: Name) -> t.Wcc: ...
+    @overload
+    def rmdir(self, dir: str) -> None: ...
+    def rmdir(self, *args: Any, **kw: Any) -> Any:
+        return self._run(self._client.rmdir(*args, **kw))
 
-    def rename(self, fromdir: bytes, fromname: Name, todir: bytes, toname: Name) -> t.RenameRes:
-        return self._run(self._client.rename(fromdir, fromname, todir, toname))
+    @overload
+    def rename(self, fromdir: bytes, fromname: Name, todir: bytes, toname: Name) -> t.RenameRes: ...
+    @overload
+    def rename(self, fromdir: str, fromname: str) -> None: ...
+    def rename(self, *args: Any, **kw: Any) -> Any:
+        return self._run(self._client.rename(*args, **kw))
 
-    def link(self, fh: bytes, dir: bytes, name: Name) -> t.LinkRes:
-        return self._run(self._client.link(fh, dir, name))
+    @overload
+    def link(self, fh: bytes, dir: bytes, name: Name) -> t.LinkRes: ...
+    @overload
+    def link(self, fh: str, dir: str) -> None: ...
+    def link(self, *args: Any, **kw: Any) -> Any:
+        return self._run(self._client.link(*args, **kw))
 
     def readdir(
         self, dir: bytes, cookie: int = 0, cookieverf: bytes = t.COOKIEVERF_ZERO, count: int = 0
@@ -203,6 +250,72 @@ class Client:
 
     def write_file(self, path: str, data: bytes | bytearray | memoryview, mode: int = 0o644) -> int:
         return self._run(self._client.write_file(path, data, mode))
+
+    # -- path operations (like os) -----------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        return self._run(self._client.exists(path))
+
+    def isdir(self, path: str) -> bool:
+        return self._run(self._client.isdir(path))
+
+    def isfile(self, path: str) -> bool:
+        return self._run(self._client.isfile(path))
+
+    def makedirs(self, path: str, mode: int = 0o777, exist_ok: bool = False) -> None:
+        self._run(self._client.makedirs(path, mode, exist_ok))
+
+    def unlink(self, path: str) -> None:
+        self._run(self._client.unlink(path))
+
+    def replace(self, src: str, dst: str) -> None:
+        self._run(self._client.replace(src, dst))
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._run(self._client.chmod(path, mode))
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self._run(self._client.chown(path, uid, gid))
+
+    def utime(
+        self,
+        path: str,
+        times: tuple[float, float] | None = None,
+        *,
+        ns: tuple[int, int] | None = None,
+    ) -> None:
+        self._run(self._client.utime(path, times, ns=ns))
+
+    def truncate(self, path: str, size: int) -> None:
+        self._run(self._client.truncate(path, size))
+
+    def walk(
+        self,
+        top: str = "",
+        topdown: bool = True,
+        onerror: Callable[[OSError], object] | None = None,
+        followlinks: bool = False,
+    ) -> Iterator[Walk]:
+        return self._iterate(self._client.walk(top, topdown, onerror, followlinks))
+
+    def open(
+        self,
+        path: str,
+        mode: str = "rb",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+        perm: int = 0o644,
+    ) -> IO[Any]:
+        """Like the built-in ``open`` (binary by default; text modes decode UTF-8 unless
+        told otherwise): standard io objects over the engine's read-ahead/write-behind."""
+        file = self._run(self._client.open(path, mode, perm))
+        try:
+            return fileio.wrap(self._run, file, mode, buffering, encoding, errors, newline)
+        except BaseException:
+            self._run(file.close())
+            raise
 
 
 def connect(url: str | NfsUrl, **kw: Any) -> Client:

@@ -227,7 +227,7 @@ class Nfs3Service:
         target = self.resolve(args.file, ctx)
         attr = self.attrs(target)
         _check_file_io(target, attr, R)
-        count = min(args.count, MAX_IO)
+        count = min(args.count, _max_io(ctx))
         if args.offset > MAX_FILE_SIZE:
             return t.ReadRes(attr, 0, True, b"")  # past any possible end of file
         data, eof = call_backend(lambda: target.backend.read(target.fid, args.offset, count))
@@ -408,7 +408,7 @@ class Nfs3Service:
             dir_attr,
             lambda: call_backend(lambda: list(target.backend.readdir(target.fid))),
         )
-        limit = args.maxcount if plus else args.dircount
+        limit = min(args.maxcount if plus else args.dircount, _max_io(ctx))
         batch, eof = listing.page(args.cookie, args.dircount, limit, plus)
         if limit < MIN_RESOK or (not batch and not eof):
             raise NfsError(Nfsstat3.TOOSMALL)
@@ -447,13 +447,14 @@ class Nfs3Service:
         target = self.resolve(args.object, ctx)
         props = FsProperties.LINK | FsProperties.SYMLINK | FsProperties.HOMOGENEOUS
         props |= FsProperties.CANSETTIME
+        io = _max_io(ctx)  # per transport, as in Linux (svc_max_payload)
         return t.FsinfoRes(
             self.attrs(target),
-            MAX_IO,
-            PREF_IO,
+            io,
+            min(PREF_IO, io),
             4096,
-            MAX_IO,
-            PREF_IO,
+            io,
+            min(PREF_IO, io),
             4096,
             64 * 1024,
             MAX_FILE_SIZE,
@@ -473,6 +474,12 @@ class Nfs3Service:
             raise _not_regular(before)
         call_backend(lambda: target.backend.commit(target.fid, args.offset, args.count))
         return t.CommitRes(t.Wcc(before, self.try_attrs(target)), self.write_verifier)
+
+
+def _max_io(ctx: CallContext) -> int:
+    """rtmax/wtmax for the call's transport: a UDP reply must fit one datagram."""
+    limit = ctx.transport.max_io
+    return MAX_IO if limit is None else min(limit, MAX_IO)
 
 
 def _not_regular(attr: Attr) -> NfsError:

@@ -5,6 +5,10 @@ PROC_UNAVAIL, GARBAGE_ARGS and SYSTEM_ERR are decided (RFC 5531 section 9). Prog
 register handlers that decode their arguments from an ``Unpacker`` and encode their results
 into a ``Packer``; an ``XdrError`` while decoding becomes GARBAGE_ARGS, any other exception
 SYSTEM_ERR (logged), so no exception ever escapes to the IO adapter.
+
+The duplicate request cache (``ferry.rpc.drc``) sits here too, in the one place every
+transport goes through: a retransmitted non-idempotent call is answered with the reply of
+the original, or dropped while the original still runs, and never run twice.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 from ferry.errors import XdrError
+from ferry.rpc import drc as drcmod
 from ferry.rpc.auth import BadCredentials, Credentials, UnsupportedFlavor, decode_credentials
 from ferry.rpc.message import (
     MAX_AUTH_BYTES,
@@ -36,6 +41,23 @@ Address = tuple[str, int] | tuple[str, int, int, int] | None
 Buffer = bytes | bytearray | memoryview
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transport:
+    """What a procedure may need to know about the transport a call came over."""
+
+    name: str
+    max_io: int | None
+    """Largest READ/WRITE/READDIR payload to offer or send (None: the server's own)."""
+    by_port: bool
+    """The DRC tells clients apart by (host, port), not the host alone."""
+
+
+TCP = Transport("tcp", None, False)
+UDP = Transport("udp", 32 * 1024, True)
+"""Linux's nfsd offers 32 KiB over UDP (RPCSVC_MAXPAYLOAD_UDP): a READ reply must fit one
+datagram (at most 65,507 bytes of IPv4 UDP payload), unfragmented would be better still."""
+
+
 @dataclasses.dataclass(slots=True)
 class CallContext:
     """What a procedure handler knows about its call besides the arguments."""
@@ -43,10 +65,20 @@ class CallContext:
     header: CallHeader
     cred: Credentials
     client: Address = None
+    transport: Transport = TCP
 
     @property
     def xid(self) -> int:
         return self.header.xid
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallSource:
+    """Where a call came from, as the DRC needs it: the bytes, the sender, the transport."""
+
+    record: Buffer
+    client: Address
+    transport: Transport
 
 
 Handler = Callable[[Unpacker, CallContext, Packer], None]
@@ -65,12 +97,17 @@ class Program:
 class Dispatcher:
     """Routes call records to programs; the sans-IO heart of every server model."""
 
-    def __init__(self, programs: Iterable[Program]) -> None:
+    def __init__(
+        self, programs: Iterable[Program], drc: drcmod.DuplicateRequestCache | None = None
+    ) -> None:
         self.programs = {p.number: p for p in programs}
+        self.drc = drc
 
-    def handle(self, record: Buffer, client: Address = None) -> list[Buffer] | None:
+    def handle(
+        self, record: Buffer, client: Address = None, transport: Transport = TCP
+    ) -> list[Buffer] | None:
         """Reply buffers for a call record, or ``None`` when no reply is owed (not a call,
-        or too short to carry an xid)."""
+        too short to carry an xid, or a retransmission of a call still running)."""
         u = Unpacker(record)
         try:
             xid = u.unpack_uint()
@@ -86,11 +123,11 @@ class Dispatcher:
             log.info("garbage call header from %s xid=%#x: %s", client, xid, exc)
             pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
             return p.buffers()
-        return self._dispatch(header, u, client, p)
+        return self._dispatch(header, u, p, CallSource(record, client, transport))
 
     def _dispatch(
-        self, header: CallHeader, u: Unpacker, client: Address, p: Packer
-    ) -> list[Buffer]:
+        self, header: CallHeader, u: Unpacker, p: Packer, src: CallSource
+    ) -> list[Buffer] | None:
         xid = header.xid
         if header.rpcvers != RPC_VERSION:
             pack_rpc_mismatch(p, xid)
@@ -108,25 +145,65 @@ class Dispatcher:
         handler = self._find(header, p)
         if handler is None:
             return p.buffers()
+        ctx = CallContext(header, cred, src.client, src.transport)
+        if self.drc is None or not self.drc.wants(header):
+            return self._run(handler, u, ctx, p)[0]
+        return self._run_once(self.drc, handler, u, ctx, p, src.record)
+
+    def _run_once(
+        self,
+        drc: drcmod.DuplicateRequestCache,
+        handler: Handler,
+        u: Unpacker,
+        ctx: CallContext,
+        p: Packer,
+        record: Buffer,
+    ) -> list[Buffer] | None:
+        """Run a non-idempotent call unless the DRC has seen it: replay or drop then."""
+        who = drcmod.client_key(ctx.client, ctx.transport.by_port)
+        key = drcmod.call_key(ctx.transport.name, who, ctx.header, record)
+        state, cached = drc.begin(key)
+        if state is drcmod.Lookup.HIT:
+            log.debug("drc: replaying xid=%#x to %s", ctx.xid, ctx.client)
+            return [cached] if cached is not None else None
+        if state is drcmod.Lookup.IN_PROGRESS:
+            log.debug("drc: dropping xid=%#x from %s: still running", ctx.xid, ctx.client)
+            return None
+        try:
+            reply, ok = self._run(handler, u, ctx, p)
+        except BaseException:  # _run does not raise, but an entry must not stay in progress
+            drc.abandon(key)
+            raise
+        if ok:
+            drc.finish(key, b"".join(reply))
+        else:
+            drc.abandon(key)  # a server fault: let the retransmission try again
+        return reply
+
+    def _run(
+        self, handler: Handler, u: Unpacker, ctx: CallContext, p: Packer
+    ) -> tuple[list[Buffer], bool]:
+        """The reply to a call and whether it may be replayed (False for SYSTEM_ERR)."""
+        header, xid = ctx.header, ctx.xid
         results = Packer()
         try:
-            handler(u, CallContext(header, cred, client), results)
+            handler(u, ctx, results)
         except XdrError as exc:
             log.info(
                 "garbage arguments prog=%d proc=%d from %s: %s",
                 header.prog,
                 header.proc,
-                client,
+                ctx.client,
                 exc,
             )
             pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
-            return p.buffers()
+            return p.buffers(), True
         except Exception:
             log.exception("procedure prog=%d proc=%d failed", header.prog, header.proc)
             pack_accepted(p, xid, AcceptStat.SYSTEM_ERR)
-            return p.buffers()
+            return p.buffers(), False
         pack_accepted(p, xid, AcceptStat.SUCCESS)
-        return p.buffers() + results.buffers()
+        return p.buffers() + results.buffers(), True
 
     def _find(self, header: CallHeader, p: Packer) -> Handler | None:
         program = self.programs.get(header.prog)

@@ -10,7 +10,8 @@ incomplete ``record_timeout`` seconds after it began (slowloris) or replies the 
 not taken for ``send_timeout`` seconds close it abortively; oversized records too.
 
 ``AsyncModel`` is the ``async`` server model: one such loop, or with ``--workers N`` N
-forked processes each running one on the shared listening sockets.
+forked processes each running one on the shared listening sockets. With ``--udp`` each
+loop also serves its own UDP sockets (``ferry.server.udp``) with the same call threads.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ferry.errors import RecordError
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
 from ferry.rpc.record import RecordReader, frame
 from ferry.server.base import LINGER_ABORT, Limits, ServerModel, Stopper, supervise
+from ferry.server.udp import RpcDatagramProtocol
 
 __all__ = ["AsyncModel", "AsyncServer", "Limits", "RpcStreamProtocol"]
 
@@ -247,6 +249,7 @@ class AsyncServer:
         self.connections: set[RpcStreamProtocol] = set()
         self.workers = CallWorkers(threads or min(32, (os.cpu_count() or 1) * 4))
         self.servers: list[asyncio.Server] = []
+        self.datagrams: list[asyncio.BaseTransport] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def submit(self, record: bytes | bytearray, conn: RpcStreamProtocol) -> None:
@@ -273,7 +276,18 @@ class AsyncServer:
         server = await self.loop.create_server(lambda: RpcStreamProtocol(self), sock=sock)
         self.servers.append(server)
 
+    async def listen_udp(self, sock: socket.socket) -> None:
+        """Serve RPC datagrams on a bound UDP socket (maybe one of a SO_REUSEPORT group)."""
+        self.loop = asyncio.get_running_loop()
+        cap = self.limits.max_in_flight * 4  # for all UDP clients of this socket together
+        transport, _ = await self.loop.create_datagram_endpoint(
+            lambda: RpcDatagramProtocol(self.dispatcher, self.workers.submit, cap), sock=sock
+        )
+        self.datagrams.append(transport)
+
     async def close(self) -> None:
+        for transport in self.datagrams:
+            transport.close()
         for server in self.servers:
             server.close()
         for conn in list(self.connections):
@@ -297,18 +311,21 @@ class AsyncModel(ServerModel):
         if self.spec.workers > 1:
             supervise(self.spec.workers, self._serve, Stopper().install())
         else:
-            self._serve()
+            self._serve(0)
 
-    def _serve(self) -> None:
+    def _serve(self, slot: int) -> None:
         _install_uvloop()
+        udp = self.spec.datagrams[slot] if self.spec.datagrams else []
         with self.spec.open_app() as app:
-            asyncio.run(self._main(app.dispatcher(self.spec.port)))
+            asyncio.run(self._main(app.dispatcher(self.spec.port), udp))
 
-    async def _main(self, dispatcher: Dispatcher) -> None:
+    async def _main(self, dispatcher: Dispatcher, udp: Sequence[socket.socket]) -> None:
         server = AsyncServer(dispatcher, self.spec.limits)
         try:
             for sock in self.spec.listeners:
                 await server.listen_socket(sock)
+            for sock in udp:  # this worker's own sockets of each SO_REUSEPORT group
+                await server.listen_udp(sock)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

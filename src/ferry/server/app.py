@@ -15,14 +15,44 @@ from ferry.backends import LocalBackend, MemoryBackend, ReadOnly, load_backend
 from ferry.backends.base import Backend
 from ferry.config import ExportConfig, ServerConfig
 from ferry.errors import ConfigError
-from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3
+from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, MountProc, NfsProc
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec, load_or_create_key
 from ferry.nfs3.mount import MountRegistry, MountService, mount_program
 from ferry.nfs3.procedures import nfs_program
 from ferry.nfs3.service import Nfs3Service
 from ferry.rpc.dispatch import Dispatcher
-from ferry.rpc.portmap import IPPROTO_TCP, PMAP_PROGRAM, PMAP_V2, Mapping, portmap_program
+from ferry.rpc.drc import DuplicateRequestCache
+from ferry.rpc.portmap import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PMAP_PROGRAM,
+    PMAP_V2,
+    Mapping,
+    portmap_program,
+)
+
+NON_IDEMPOTENT: frozenset[tuple[int, int, int]] = frozenset(
+    [(NFS_PROGRAM, NFS_V3, proc) for proc in (
+        NfsProc.SETATTR,  # 3.3.2: a guarded or size-changing SETATTR must not run twice
+        NfsProc.WRITE,  # 3.3.7: replayed for the same verifier and count
+        NfsProc.CREATE,  # 3.3.8: a second UNCHECKED/GUARDED CREATE would truncate or EXIST
+        NfsProc.MKDIR,  # 3.3.9: EXIST on retry
+        NfsProc.SYMLINK,  # 3.3.10
+        NfsProc.MKNOD,  # 3.3.11
+        NfsProc.REMOVE,  # 3.3.12: NOENT on retry
+        NfsProc.RMDIR,  # 3.3.13
+        NfsProc.RENAME,  # 3.3.14: NOENT on retry
+        NfsProc.LINK,  # 3.3.15: EXIST on retry
+        NfsProc.COMMIT,  # 3.3.21
+    )]
+    + [(MOUNT_PROGRAM, MOUNT_V3, proc) for proc in (
+        MountProc.MNT,  # RFC 1813 5.2.1: changes the mount table
+        MountProc.UMNT,  # 5.2.3
+        MountProc.UMNTALL,  # 5.2.4
+    )]
+)  # fmt: skip
+"""Procedures whose replies the duplicate request cache keeps (RFC 1813 section numbers)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -33,15 +63,23 @@ class App:
     nfs: Nfs3Service
     mount: MountService
     exports: list[Export]
+    drc: DuplicateRequestCache | None = None
 
     def dispatcher(self, port: int) -> Dispatcher:
-        """A dispatcher whose portmapper advertises NFS and MOUNT on ``port``."""
+        """A dispatcher whose portmapper advertises NFS and MOUNT on ``port`` (over TCP, and
+        UDP when enabled). Every dispatcher of this App shares its DRC."""
+        protocols = [IPPROTO_TCP] + ([IPPROTO_UDP] if self.config.udp else [])
         maps = [
-            Mapping(NFS_PROGRAM, NFS_V3, IPPROTO_TCP, port),
-            Mapping(MOUNT_PROGRAM, MOUNT_V3, IPPROTO_TCP, port),
-            Mapping(PMAP_PROGRAM, PMAP_V2, IPPROTO_TCP, self.config.portmapper_port),
+            Mapping(prog, vers, prot, at)
+            for prot in protocols
+            for prog, vers, at in (
+                (NFS_PROGRAM, NFS_V3, port),
+                (MOUNT_PROGRAM, MOUNT_V3, port),
+                (PMAP_PROGRAM, PMAP_V2, self.config.portmapper_port),
+            )
         ]
-        return Dispatcher([nfs_program(self.nfs), mount_program(self.mount), portmap_program(maps)])
+        programs = [nfs_program(self.nfs), mount_program(self.mount), portmap_program(maps)]
+        return Dispatcher(programs, self.drc)
 
     def close(self) -> None:
         for export in self.exports:
@@ -65,7 +103,10 @@ def build_app(
         raise ConfigError(f"state directory {state_dir} is not usable: {exc}") from exc
     exports = [_export(e, state_dir) for e in config.exports]
     nfs = Nfs3Service(exports, HandleCodec(key), write_verifier)
-    return App(config, nfs, MountService(nfs, table), exports)
+    drc = None
+    if config.drc_entries > 0:
+        drc = DuplicateRequestCache(NON_IDEMPOTENT, config.drc_entries, config.drc_bytes)
+    return App(config, nfs, MountService(nfs, table), exports, drc)
 
 
 def _export(cfg: ExportConfig, state_dir: Path) -> Export:

@@ -139,6 +139,8 @@ class ServerSpec:
     write_verifier: bytes
     mount_table: MountRegistry
     app: App | None = None
+    datagrams: list[list[socket.socket]] = dataclasses.field(default_factory=list)
+    """Per worker slot, its UDP sockets (NFS port, portmapper port); empty without UDP."""
 
     @contextlib.contextmanager
     def open_app(self) -> Iterator[App]:
@@ -427,12 +429,15 @@ def terminate(children: set[int], grace: float = 5.0) -> None:
     log.error("workers %s did not exit", sorted(children))
 
 
-def supervise(count: int, worker: Callable[[], None], stop: Stopper) -> None:
-    """Run ``count`` forked copies of ``worker``, restarting any that dies, until shutdown."""
+def supervise(count: int, worker: Callable[[int], None], stop: Stopper) -> None:
+    """Run ``count`` forked copies of ``worker``, restarting any that dies, until shutdown.
+
+    Each gets its slot number (0 to count - 1); a restarted worker gets the slot of the one
+    it replaces, so it can take over per-slot resources such as its UDP sockets."""
     slots: dict[int, tuple[int, float]] = {}  # pid -> (slot, start time)
 
     def start(slot: int) -> None:
-        pid = fork_child(worker)
+        pid = fork_child(lambda: worker(slot))
         slots[pid] = (slot, time.monotonic())
         log.debug("worker %d started (slot %d)", pid, slot)
 

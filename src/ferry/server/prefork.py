@@ -31,7 +31,7 @@ class PreforkServer(ServerModel):
     def run(self) -> None:
         supervise(self.spec.workers, self._worker, Stopper().install())
 
-    def _worker(self) -> None:
+    def _worker(self, slot: int) -> None:
         spec, stop = self.spec, Stopper().install()
         with spec.open_app() as app:
             dispatcher = app.dispatcher(spec.port)

@@ -1,0 +1,443 @@
+"""Data transfer for the asyncio client: whole-file helpers and ``AsyncFile``, an open file.
+
+Rules this module owns:
+
+* READs and WRITEs are at most rsize/wsize; a short reply is continued, never trusted to
+  mean end of file unless the server says ``eof``.
+* Read-ahead: a reader that keeps reading where it stopped gets the next chunks fetched
+  before it asks (pipelined READs, a window that doubles up to ``FileOptions.readahead``).
+  A read anywhere else, a write or a truncate cancels and discards what was fetched.
+* Write-behind: ``write`` returns once its data is queued; UNSTABLE WRITEs go out behind
+  the caller, at most ``write_behind`` bytes in flight (``write`` waits beyond that). The
+  data stays here until a COMMIT whose verifier matches each WRITE's (RFC 1813 section
+  3.3.7); a mismatch means the server restarted and may have lost it, so those ranges are
+  written again and committed again. ``flush``/``close`` COMMIT; so does ``write`` once
+  ``commit_every`` bytes are waiting, which bounds the memory kept for resending.
+* An error of a WRITE sent behind the caller is raised by the next write, flush or close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from typing import TYPE_CHECKING
+
+from ferry.backends.base import Attr, SetAttr
+from ferry.errors import NfsError
+from ferry.nfs3.const import Nfsstat3, StableHow
+
+if TYPE_CHECKING:
+    from .nfs import NfsProcedures
+
+MAX_COMMIT_ROUNDS = 3
+Data = bytes | memoryview
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileOptions:
+    """How far ahead an open file reads and how much it writes behind (bytes)."""
+
+    readahead: int = 8 << 20
+    write_behind: int = 16 << 20
+    commit_every: int = 64 << 20
+
+
+@dataclasses.dataclass(slots=True)
+class FileStats:
+    """What one open file did on the wire (for tests and tuning)."""
+
+    reads: int = 0  # READ calls
+    readahead: int = 0  # chunks fetched before the reader asked for them
+    readahead_discarded: int = 0  # of those, dropped by a seek, write or close
+    writes: int = 0  # WRITE calls
+    commits: int = 0
+    resent: int = 0  # ranges written again after a verifier change
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenMode:
+    """A parsed ``open`` mode (the letters of Python's ``open``)."""
+
+    readable: bool
+    writable: bool
+    create: bool
+    truncate: bool
+    exclusive: bool
+    append: bool
+    text: bool
+
+    @classmethod
+    def parse(cls, mode: str) -> OpenMode:
+        chars = set(mode)
+        kinds = chars & set("rwax")
+        if len(kinds) != 1 or not chars <= set("rwaxbt+") or len(chars) != len(mode):
+            raise ValueError(f"invalid mode: {mode!r}")
+        if {"b", "t"} <= chars:
+            raise ValueError("can't have text and binary mode at once")
+        (kind,) = kinds
+        plus = "+" in chars
+        return cls(
+            readable=kind == "r" or plus,
+            writable=kind != "r" or plus,
+            create=kind != "r",
+            truncate=kind == "w",
+            exclusive=kind == "x",
+            append=kind == "a",
+            text="b" not in chars,
+        )
+
+
+# -- whole ranges ---------------------------------------------------------------------------
+
+
+async def read_chunk(nfs: NfsProcedures, fh: bytes, offset: int, count: int) -> Data:
+    """``count`` bytes at ``offset``, fewer only at end of file (short replies continued)."""
+    res = await nfs.read(fh, offset, count)
+    if res.eof or res.count >= count or res.count == 0:
+        return res.data
+    out = bytearray(res.data)
+    for _ in range(count):  # bounded: each round gets at least one byte
+        res = await nfs.read(fh, offset + len(out), count - len(out))
+        out += res.data
+        if res.eof or res.count == 0 or len(out) >= count:
+            break
+    return bytes(out)
+
+
+async def write_range(nfs: NfsProcedures, fh: bytes, offset: int, data: Data) -> bytes | None:
+    """Write ``data`` at ``offset`` (short writes continued); the write verifier if any part
+    is only UNSTABLE, None if all of it is already on stable storage."""
+    view = memoryview(data).cast("B")
+    pos, verf = 0, None
+    while pos < len(view):
+        res = await nfs.write(fh, offset + pos, view[pos:])
+        if res.count == 0:
+            raise NfsError(Nfsstat3.IO, f"server wrote 0 bytes at offset {offset + pos}")
+        if res.committed == StableHow.UNSTABLE:
+            verf = res.verf if verf in (None, res.verf) else b"mixed"  # never matches
+        pos += res.count
+    return verf
+
+
+async def read_all(nfs: NfsProcedures, fh: bytes, size: int) -> bytes:
+    """The whole file, every rsize READ in flight at once (the RPC window limits them)."""
+    rs = nfs.rsize
+    chunks = await asyncio.gather(
+        *(read_chunk(nfs, fh, off, min(rs, size - off)) for off in range(0, size, rs))
+    )
+    out = bytearray().join(chunks)
+    if len(out) < size:  # the file shrank while we read
+        return bytes(out)
+    for _ in range(1 << 20):  # the file may have grown: read on to eof (bounded)
+        res = await nfs.read(fh, len(out), rs)
+        out += res.data
+        if res.eof or res.count == 0:
+            return bytes(out)
+    raise NfsError(Nfsstat3.IO, "file keeps growing while read")
+
+
+async def write_all(nfs: NfsProcedures, fh: bytes, view: memoryview) -> None:
+    """Every wsize WRITE in flight at once, then COMMIT; ranges whose verifier differs from
+    the COMMIT's are written and committed again."""
+    ws = nfs.wsize
+    ranges = [(off, view[off : off + ws]) for off in range(0, len(view), ws)]
+    for _ in range(MAX_COMMIT_ROUNDS):
+        verfs = await asyncio.gather(*(write_range(nfs, fh, off, d) for off, d in ranges))
+        unstable = [(rng, v) for rng, v in zip(ranges, verfs, strict=True) if v is not None]
+        if not unstable:
+            return
+        verf = (await nfs.commit(fh)).verf
+        ranges = [rng for rng, v in unstable if v != verf]
+        if not ranges:
+            return
+    raise NfsError(Nfsstat3.IO, "write verifier kept changing: server restarting?")
+
+
+# -- an open file ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class _Unstable:
+    offset: int
+    data: bytes
+    verf: bytes
+
+
+def _quiet(task: asyncio.Task[object]) -> None:
+    """Mark a background task's outcome as seen (we report errors our own way)."""
+    if not task.cancelled():
+        task.exception()
+
+
+class AsyncFile:
+    """An open regular file with a position, read-ahead and write-behind (see module doc).
+
+    Not safe for concurrent use by several tasks at once (like a Python file object).
+    """
+
+    def __init__(
+        self,
+        nfs: NfsProcedures,
+        fh: bytes,
+        path: str,
+        attr: Attr,
+        mode: OpenMode,
+        options: FileOptions | None = None,
+    ) -> None:
+        self.nfs, self.fh, self.path, self.mode = nfs, fh, path, mode
+        self.options = options or FileOptions()
+        self.stats = FileStats()
+        self.size = attr.size
+        self.pos = attr.size if mode.append else 0
+        self.closed = False
+        self._chunks: dict[int, asyncio.Task[Data]] = {}  # rsize-aligned offset -> READ
+        self._seq_end = 0  # where a sequential reader reads next
+        self._ahead = 0  # current read-ahead window (bytes)
+        self._dirty = bytearray()  # written, not yet sent: coalesced into wsize WRITEs
+        self._dirty_off = 0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_bytes = 0
+        self._unstable: list[_Unstable] = []
+        self._unstable_bytes = 0
+        self._error: BaseException | None = None
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def readinto(self, buf: memoryview) -> int:
+        """Read at the position into ``buf``; 0 means end of file."""
+        self._check_open(self.mode.readable, "reading")
+        n = await self.pread_into(self.pos, buf)
+        self.pos += n
+        return n
+
+    async def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            await self._settle()
+            size = max(0, (await self.nfs.getattr(self.fh)).size - self.pos)
+        buf = bytearray(size)
+        n = await self.readinto(memoryview(buf))
+        del buf[n:]
+        return bytes(buf)
+
+    async def pread_into(self, offset: int, buf: memoryview) -> int:
+        """Fill ``buf`` from ``offset`` (short only at end of file), using and steering the
+        read-ahead: a read where the last one ended is sequential, any other discards it."""
+        await self._settle()  # our own queued writes must be visible to READ
+        sequential = offset == self._seq_end
+        if not sequential:
+            self._discard_readahead()
+        rs, want = self.nfs.rsize, len(buf)
+        last = min(offset + want, max(self.size, offset + 1))  # beyond eof: one READ tells
+        for off in range(offset // rs * rs, last, rs):
+            self._start_chunk(off)
+        n = 0
+        try:
+            n = await self._copy_chunks(offset, buf)
+        except NfsError as exc:
+            raise exc.to_oserror(self.path) from exc
+        finally:
+            self._seq_end = offset + n
+        if sequential:
+            self._prefetch(offset + n)
+        return n
+
+    async def _copy_chunks(self, offset: int, buf: memoryview) -> int:
+        rs, n = self.nfs.rsize, 0
+        while n < len(buf):
+            base = (offset + n) // rs * rs
+            data = await self._start_chunk(base)
+            if base + rs <= offset + len(buf) or len(data) < rs:
+                self._chunks.pop(base, None)  # consumed (or eof): no longer needed
+            piece = memoryview(data)[offset + n - base :][: len(buf) - n]
+            buf[n : n + len(piece)] = piece
+            n += len(piece)
+            if len(data) < rs:
+                break  # end of file
+        return n
+
+    def _start_chunk(self, off: int) -> asyncio.Task[Data]:
+        task = self._chunks.get(off)
+        if task is None:
+            coro = read_chunk(self.nfs, self.fh, off, self.nfs.rsize)
+            task = self._chunks[off] = asyncio.get_running_loop().create_task(coro)
+            task.add_done_callback(_quiet)
+            self.stats.reads += 1
+        return task
+
+    def _prefetch(self, end: int) -> None:
+        """Keep the next chunks (the window doubles per sequential read) in flight."""
+        rs, opts = self.nfs.rsize, self.options
+        self._ahead = min(max(2 * self._ahead, 2 * rs), opts.readahead)
+        limit = min(end + self._ahead, -(-self.size // rs) * rs)
+        for off in range(end // rs * rs, limit, rs):
+            if off not in self._chunks:
+                self._start_chunk(off)
+                self.stats.readahead += 1
+
+    def _discard_readahead(self) -> None:
+        for task in self._chunks.values():
+            task.cancel()
+        self.stats.readahead_discarded += len(self._chunks)
+        self._chunks.clear()
+        self._ahead = 0
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def write(self, data: Data) -> int:
+        """Queue ``data`` at the position (the end, in append mode); returns its length."""
+        self._check_open(self.mode.writable, "writing")
+        if self.mode.append:
+            self.pos = self.size
+        n = await self.pwrite(self.pos, data)
+        self.pos += n
+        return n
+
+    async def pwrite(self, offset: int, data: Data) -> int:
+        self._raise_error()
+        if self._chunks:
+            self._discard_readahead()
+        view = memoryview(data).cast("B")
+        if self._dirty and offset != self._dirty_off + len(self._dirty):
+            await self._push(everything=True)
+        if not self._dirty:
+            self._dirty_off = offset
+        self._dirty += view
+        self.size = max(self.size, offset + len(view))
+        await self._push(everything=False)
+        return len(view)
+
+    async def _push(self, everything: bool) -> None:
+        """Send the queued bytes as wsize WRITEs (the partial tail too if ``everything``)."""
+        ws, buf, base = self.nfs.wsize, self._dirty, self._dirty_off
+        full = len(buf) if everything else len(buf) // ws * ws
+        pieces = [bytes(buf[i : min(i + ws, full)]) for i in range(0, full, ws)]
+        del buf[:full]  # taken before any await: a commit on the way must not see them
+        self._dirty_off += full
+        for i, piece in enumerate(pieces):
+            await self._send(base + i * ws, piece)
+
+    async def _send(self, offset: int, data: bytes) -> None:
+        if self._unstable_bytes >= self.options.commit_every:
+            await self._commit(push=False)  # bounds what we keep for resending
+        await self._dispatch(offset, data)
+
+    async def _dispatch(self, offset: int, data: bytes) -> None:
+        """Start one WRITE behind the caller, first waiting while too much is in flight."""
+        limit = self.options.write_behind
+        while self._inflight and self._inflight_bytes + len(data) > limit:
+            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        self._raise_error()
+        task = asyncio.get_running_loop().create_task(self._write_one(offset, data))
+        self._inflight.add(task)
+        self._inflight_bytes += len(data)
+        self.stats.writes += 1
+
+    async def _write_one(self, offset: int, data: bytes) -> None:
+        try:
+            verf = await write_range(self.nfs, self.fh, offset, data)
+            if verf is not None:
+                self._unstable.append(_Unstable(offset, data, verf))
+                self._unstable_bytes += len(data)
+        except Exception as exc:  # noqa: BLE001 - raised by the next write/flush/close
+            self._error = self._error or exc
+        finally:
+            self._inflight_bytes -= len(data)
+            task = asyncio.current_task()
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _settle(self, push: bool = True) -> None:
+        """Send everything queued and wait until the server has it (not yet committed)."""
+        if self._dirty and push:
+            await self._push(everything=True)
+        if self._inflight:
+            await asyncio.wait(set(self._inflight))
+        self._raise_error()
+
+    async def _commit(self, push: bool = True) -> None:
+        """COMMIT until every UNSTABLE write is covered by a matching verifier (the queued
+        bytes not yet sent first, unless ``push`` is False)."""
+        for _ in range(MAX_COMMIT_ROUNDS):
+            await self._settle(push)
+            if not self._unstable:
+                return
+            try:
+                verf = (await self.nfs.commit(self.fh)).verf
+            except NfsError as exc:
+                raise exc.to_oserror(self.path) from exc
+            self.stats.commits += 1
+            stale = [w for w in self._unstable if w.verf != verf]
+            self._unstable, self._unstable_bytes = [], 0
+            for w in stale:  # the server restarted: what it had may be gone
+                self.stats.resent += 1
+                await self._dispatch(w.offset, w.data)
+            if not stale:
+                return
+        raise OSError(5, "write verifier kept changing: server restarting?", self.path)
+
+    def _raise_error(self) -> None:
+        exc, self._error = self._error, None
+        if isinstance(exc, NfsError):
+            raise exc.to_oserror(self.path) from exc
+        if exc is not None:
+            raise exc
+
+    # -- position, size, lifetime -------------------------------------------------------
+
+    def tell(self) -> int:
+        return self.pos
+
+    async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._check_open(True, "seeking")
+        if whence == os.SEEK_END:
+            await self._settle()
+            offset += (await self.nfs.getattr(self.fh)).size
+        elif whence == os.SEEK_CUR:
+            offset += self.pos
+        elif whence != os.SEEK_SET:
+            raise ValueError(f"invalid whence ({whence})")
+        if offset < 0:
+            raise OSError(22, "negative seek position", self.path)
+        self.pos = offset
+        return offset
+
+    async def truncate(self, size: int | None = None) -> int:
+        """Set the size (SETATTR) after committing what we wrote, so that a later resend
+        can never grow the file back."""
+        self._check_open(self.mode.writable, "truncating")
+        size = self.pos if size is None else size
+        await self.flush()
+        self._discard_readahead()
+        try:
+            await self.nfs.setattr(self.fh, SetAttr(size=size))
+        except NfsError as exc:
+            raise exc.to_oserror(self.path) from exc
+        self.size = size
+        return size
+
+    async def flush(self) -> None:
+        """Make everything written durable: send, wait, COMMIT (resending on a restart)."""
+        if not self.closed:
+            await self._commit()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._discard_readahead()
+            self.closed = True
+
+    def _check_open(self, allowed: bool, what: str) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if not allowed:
+            raise OSError(9, f"file not open for {what}", self.path)  # EBADF
+
+    async def __aenter__(self) -> AsyncFile:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,693 @@
+"""fsspec ``nfs://`` file system over the Ferry client engine.
+
+This module owns the mapping between fsspec's path-and-dict world and NFSv3 handles:
+
+* Paths are absolute server paths, ``/export/dir/file``, exactly the path part of an
+  ``nfs://host:port/export/dir/file`` URL (``client.url`` decides the syntax). One instance
+  talks to one server as one user; it mounts each export it meets once, on first use, and
+  finds which prefix is the export from the server's MOUNT EXPORT list (else the engine's
+  longest-prefix rule), so ``/export/a/b`` and ``/export/c`` share one mount.
+* All NFS work runs as coroutines on fsspec's IO loop (``fsspec.asyn.get_loop``); the sync
+  methods are thin ``_run`` calls, and ``NfsError`` becomes ``OSError`` there, once.
+* Writes go out UNSTABLE, many in flight, and are made durable by COMMIT at close; data
+  whose write verifier differs from the COMMIT verifier is sent again (RFC 1813 3.3.7).
+  Like object stores, writing a file creates its missing parent directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import errno
+import os
+import posixpath
+import secrets
+import stat
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
+
+from fsspec.asyn import get_loop, sync
+from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+from ferry.backends.base import SERVER_TIME, Attr, SetAttr
+from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, getport, parse_url
+from ferry.client.url import normalise_path
+from ferry.errors import NfsError
+from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, CreateMode, Ftype3, MountProc, Nfsstat3
+from ferry.xdr import Unpacker
+
+T = TypeVar("T")
+Info = dict[str, Any]
+CHUNK = 16 << 20  # bytes per streamed step of put/get/cp: bounds memory, keeps calls in flight
+MAX_UNCOMMITTED = 64 << 20  # UNSTABLE bytes kept for a possible resend before a COMMIT
+MAX_COMMIT_ROUNDS = 3
+MAX_EXPORTS = 4096
+_TYPES = {Ftype3.REG: "file", Ftype3.DIR: "directory", Ftype3.LNK: "link"}
+_IFMT = {
+    Ftype3.REG: stat.S_IFREG, Ftype3.DIR: stat.S_IFDIR, Ftype3.BLK: stat.S_IFBLK,
+    Ftype3.CHR: stat.S_IFCHR, Ftype3.LNK: stat.S_IFLNK, Ftype3.SOCK: stat.S_IFSOCK,
+    Ftype3.FIFO: stat.S_IFIFO,
+}  # fmt: skip
+
+
+def attr_info(name: str, attr: Attr) -> Info:
+    """fsspec's info dict (name, size, type) plus the POSIX fields ``os.stat`` would give."""
+    return {
+        "name": name,
+        "size": attr.size,
+        "type": _TYPES.get(attr.type, "other"),
+        "mode": _IFMT.get(attr.type, 0) | attr.mode,
+        "uid": attr.uid,
+        "gid": attr.gid,
+        "nlink": attr.nlink,
+        "ino": attr.fileid,
+        "mtime": attr.mtime_ns / 1e9,
+        "atime": attr.atime_ns / 1e9,
+        "ctime": attr.ctime_ns / 1e9,
+        "islink": attr.type == Ftype3.LNK,
+    }
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def _rel(path: str, export: str) -> str:
+    return path[len(export) :].lstrip("/") if export != "/" else path.lstrip("/")
+
+
+class _Writer:
+    """UNSTABLE WRITEs of one file, kept until a COMMIT with the same verifier proves them
+    durable; the caller decides when to COMMIT (``pending`` bounds the memory held)."""
+
+    def __init__(self, client: AsyncNfsClient, fh: bytes) -> None:
+        self.client, self.fh = client, fh
+        self.unstable: list[tuple[int, bytes, bytes]] = []  # (offset, data, verifier)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(d) for _, d, _ in self.unstable)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        size = self.client.wsize
+        pieces = [(offset + i, data[i : i + size]) for i in range(0, len(data), size)]
+        verfs = await asyncio.gather(*(self._write_one(o, d) for o, d in pieces))
+        self.unstable += [(o, d, v) for (o, d), v in zip(pieces, verfs, strict=True) if v]
+
+    async def _write_one(self, offset: int, data: bytes) -> bytes | None:
+        """One wsize piece (short writes continued); its verifier if it is UNSTABLE."""
+        done, verf = 0, None
+        while done < len(data):
+            res = await self.client.write(self.fh, offset + done, data[done:])
+            if res.count == 0:
+                raise NfsError(Nfsstat3.IO, f"server wrote 0 bytes at offset {offset + done}")
+            if res.committed == 0:  # UNSTABLE
+                verf = res.verf if verf in (None, res.verf) else b"mixed"  # never matches
+            done += res.count
+        return verf
+
+    async def put(self, offset: int, data: bytes) -> None:
+        """``write``, then COMMIT once MAX_UNCOMMITTED bytes wait (bounds what we keep)."""
+        await self.write(offset, data)
+        if self.pending >= MAX_UNCOMMITTED:
+            await self.commit()
+
+    async def commit(self) -> None:
+        for _ in range(MAX_COMMIT_ROUNDS):
+            if not self.unstable:
+                return
+            verf = (await self.client.commit(self.fh)).verf
+            lost, self.unstable = [(o, d) for o, d, v in self.unstable if v != verf], []
+            for offset, data in lost:  # the server restarted: its cache is gone
+                await self.write(offset, data)
+        if self.unstable:
+            raise NfsError(Nfsstat3.IO, "write verifier kept changing: server restarting?")
+
+
+async def read_range(client: AsyncNfsClient, fh: bytes, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` by rsize READs all issued at once; shorter at end of file."""
+    size = client.rsize
+    parts = await asyncio.gather(
+        *(_read_piece(client, fh, o, min(size, end - o)) for o in range(start, end, size))
+    )
+    out = bytearray()
+    for part in parts:
+        out += part
+        if len(part) < size:  # end of file inside this piece: later ones are empty
+            break
+    return bytes(out)
+
+
+async def _read_piece(client: AsyncNfsClient, fh: bytes, offset: int, count: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < count:
+        res = await client.read(fh, offset + len(buf), count - len(buf))
+        buf += res.data
+        if res.eof or res.count == 0:
+            break
+    return bytes(buf)
+
+
+class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
+    """An NFSv3 server as an fsspec file system (protocol ``nfs``).
+
+    ``NfsFileSystem(host, port)`` or ``fsspec.filesystem("nfs", host=..., port=...)``;
+    ``nfsport``/``mountport``/``uid``/``gid`` as in the URL query, ``export`` to skip the
+    export discovery. Instances are cached per arguments, as fsspec does.
+    """
+
+    protocol: ClassVar[str] = "nfs"
+    root_marker: ClassVar[str] = "/"
+    blocksize = 4 << 20
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        nfsport: int | None = None,
+        mountport: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        export: str | None = None,
+        **storage_options: Any,
+    ) -> None:
+        super().__init__(**storage_options)
+        self.url = NfsUrl(host, "/", port, nfsport, mountport, uid, gid)
+        self.loop = get_loop()
+        self._exports: list[str] | None = [normalise_path(export)] if export else None
+        self._mounts: dict[str, AsyncNfsClient] = {}
+        self._lock: asyncio.Lock | None = None
+        weakref.finalize(self, _close_all, self.loop, self._mounts)
+
+    # -- URLs ------------------------------------------------------------------------------
+
+    @classmethod
+    def _strip_protocol(cls, path: str | list[str]) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = str(path)
+        if path.startswith("nfs://"):
+            return parse_url(path).path
+        return normalise_path(path)  # a plain path: "?" is a glob character, not a query
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        u = parse_url(path)
+        keys = ("port", "nfsport", "mountport", "uid", "gid")
+        return {"host": u.host, **{k: getattr(u, k) for k in keys if getattr(u, k) is not None}}
+
+    def unstrip_protocol(self, name: str) -> str:
+        return str(NfsUrl(**{**_fields(self.url), "path": self._strip_protocol(name)}))
+
+    # -- running coroutines ----------------------------------------------------------------
+
+    def _run(self, path: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``func(*args)`` on the IO loop; NFS failures become OSError naming ``path``."""
+        try:
+            result: T = sync(self.loop, func, *args)
+        except NfsError as exc:
+            raise exc.to_oserror(path) from exc
+        return result
+
+    def close(self) -> None:
+        """Unmount every export and close the connections (the instance stays usable)."""
+        sync(self.loop, _close_mounts, self._mounts, timeout=30)
+
+    # -- mounting --------------------------------------------------------------------------
+
+    async def _where(self, path: str) -> tuple[AsyncNfsClient, str]:
+        """The mounted export holding ``path`` (mounting it if needed) and the rest."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            export = self._mounted(path)
+            if export is None:
+                export = await self._mount(path)
+        return self._mounts[export], _rel(path, export)
+
+    def _mounted(self, path: str) -> str | None:
+        found = [e for e in self._mounts if _under(path, e)]
+        return max(found, key=len) if found else None
+
+    async def _mount(self, path: str) -> str:
+        if self._exports is None:
+            self._exports = await self._list_exports()
+        found = [e for e in self._exports if _under(path, e)]
+        export = max(found, key=len) if found else await self._probe(path)
+        url = NfsUrl(**{**_fields(self.url), "path": export})
+        self._mounts[export] = await AsyncNfsClient.connect(url, export=export)
+        return export
+
+    async def _probe(self, path: str) -> str:
+        """No listed export holds ``path``: let MNT decide (longest accepted prefix)."""
+        client = await AsyncNfsClient.connect(NfsUrl(**{**_fields(self.url), "path": path}))
+        await client.close()
+        return client.export
+
+    async def _list_exports(self) -> list[str]:
+        """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports."""
+        u = self.url
+        port = u.mount_port or await getport(u.host, MOUNT_PROGRAM, MOUNT_V3)
+        rpc = AsyncRpcClient(u.host, port)
+        await rpc.connect()
+        try:
+            reply = await rpc.call(MOUNT_PROGRAM, MOUNT_V3, MountProc.EXPORT, [], label="EXPORT")
+        finally:
+            await rpc.close()
+        return _unpack_exports(reply)
+
+    def _pseudo_dir(self, path: str) -> bool:
+        """Is ``path`` a directory above the exports (``/`` or ``/srv`` for ``/srv/x``)?"""
+        if self._exports is None:
+            sync(self.loop, self._load_exports)
+        return any(_under(e, path) and e != path for e in self._exports or [])
+
+    async def _load_exports(self) -> None:
+        if self._exports is None:
+            self._exports = await self._list_exports()
+
+    # -- metadata --------------------------------------------------------------------------
+
+    def info(self, path: str, **kwargs: Any) -> Info:
+        path = self._strip_protocol(path)
+        if self._pseudo_dir(path):
+            return {"name": path, "size": 0, "type": "directory"}
+        return self._run(path, self._info, path)
+
+    async def _info(self, path: str) -> Info:
+        client, rel = await self._where(path)
+        _, attr = await client.resolve(rel)
+        if attr.type == Ftype3.LNK:  # describe the target, as os.stat does, if it exists
+            try:
+                info = attr_info(path, (await client.resolve(rel, True))[1])
+            except OSError:
+                return attr_info(path, attr)
+            return {**info, "islink": True}
+        return attr_info(path, attr)
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        path = self._strip_protocol(path)
+        if self._pseudo_dir(path):
+            entries = self._pseudo_entries(path)
+        else:
+            entries = self._run(path, self._ls, path)
+        return entries if detail else [e["name"] for e in entries]
+
+    def _pseudo_entries(self, path: str) -> list[Info]:
+        names = {
+            posixpath.join(path, e[len(path) :].lstrip("/").split("/")[0])
+            for e in self._exports or []
+            if _under(e, path) and e != path
+        }
+        return [{"name": n, "size": 0, "type": "directory"} for n in sorted(names)]
+
+    async def _ls(self, path: str) -> list[Info]:
+        client, rel = await self._where(path)
+        fh, attr = await client.resolve(rel, True)
+        if attr.type != Ftype3.DIR:
+            return [await self._info(path)]
+        out = []
+        for e in await client.scandir(rel):
+            name = posixpath.join(path, e.name)
+            if e.attr is None or e.attr.type == Ftype3.LNK:
+                out.append(await self._info(name))
+            else:
+                out.append(attr_info(name, e.attr))
+        return sorted(out, key=lambda i: str(i["name"]))
+
+    def created(self, path: str) -> datetime.datetime:
+        """NFSv3 has no birth time: the change time (ctime) is the closest it offers."""
+        return _utc(self.info(path)["ctime"])
+
+    def modified(self, path: str) -> datetime.datetime:
+        return _utc(self.info(path)["mtime"])
+
+    # -- directories -----------------------------------------------------------------------
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        if self.exists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        self._run(path, self._makedirs, path, create_parents)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        path = self._strip_protocol(path)
+        if not exist_ok and self.exists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        if not self._pseudo_dir(path):
+            self._run(path, self._makedirs, path, True)
+
+    async def _makedirs(self, path: str, parents: bool = True) -> bytes:
+        """LOOKUP each component, MKDIR the missing ones; the handle of ``path``."""
+        client, rel = await self._where(path)
+        fh, parts = client.root, [p for p in rel.split("/") if p]
+        for i, name in enumerate(parts):
+            try:
+                res = await client.lookup(fh, name)
+                sub, attr = res.object, res.obj_attributes or await client.getattr(res.object)
+            except NfsError as exc:
+                if exc.status != Nfsstat3.NOENT or (i < len(parts) - 1 and not parents):
+                    raise
+                sub, attr = await self._mkdir_one(client, fh, name)
+            if attr.type != Ftype3.DIR:
+                raise NfsError(Nfsstat3.NOTDIR, f"not a directory: {name}")
+            fh = sub
+        return fh
+
+    async def _mkdir_one(self, client: AsyncNfsClient, fh: bytes, name: str) -> tuple[bytes, Attr]:
+        try:
+            res = await client.mkdir(fh, name)
+        except NfsError as exc:  # made by someone else meanwhile
+            if exc.status != Nfsstat3.EXIST:
+                raise
+        else:
+            if res.obj is not None:
+                return res.obj, res.obj_attributes or await client.getattr(res.obj)
+        found = await client.lookup(fh, name)
+        return found.object, found.obj_attributes or await client.getattr(found.object)
+
+    def rmdir(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        self._run(path, self._unlink, path, True)
+
+    def rm_file(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        self._run(path, self._unlink, path, False)
+
+    async def _unlink(self, path: str, is_dir: bool) -> None:
+        client, rel = await self._where(path)
+        parent, _, name = rel.rpartition("/")
+        if not name:
+            raise NfsError(Nfsstat3.ACCES, "cannot remove the export itself")
+        dirfh = (await client.resolve(parent, True))[0]
+        await (client.rmdir if is_dir else client.remove)(dirfh, name)
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        """Remove files (and, with ``recursive``, directories), deepest first, each depth's
+        removals in flight together."""
+        paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
+        infos = {p: self.info(p) for p in paths}
+        if not recursive and any(i["type"] == "directory" for i in infos.values()):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory (use recursive=True)", str(path))
+        by_depth: dict[int, list[str]] = {}
+        for p in paths:
+            by_depth.setdefault(p.count("/"), []).append(p)
+        for depth in sorted(by_depth, reverse=True):
+            group = [(p, infos[p]["type"] == "directory") for p in by_depth[depth]]
+            self._run(str(path), _gather, [self._unlink(p, d) for p, d in group])
+
+    def mv(self, path1: Any, path2: Any, recursive: bool = False, **kwargs: Any) -> None:
+        """RENAME when one path moves within one export (into ``path2`` if that is a
+        directory, like ``mv``); otherwise fsspec's copy-then-delete."""
+        if isinstance(path1, str) and isinstance(path2, str) and not self._has_magic(path1):
+            src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
+            if self.isdir(dst) and not _under(src, dst):
+                dst = posixpath.join(dst, posixpath.basename(src))
+            if self._same_export(src, dst):
+                self._run(src, self._rename, src, dst)
+                return
+        super().mv(path1, path2, recursive=recursive, **kwargs)
+
+    def _has_magic(self, path: str) -> bool:
+        return any(c in path for c in "*?[")
+
+    def _same_export(self, a: str, b: str) -> bool:
+        self.info(a)  # mounts the export of a (and fails early if a is missing)
+        return (e := self._mounted(a)) is not None and _under(b, e) and self._mounted(b) == e
+
+    async def _rename(self, src: str, dst: str) -> None:
+        client, rel1 = await self._where(src)
+        _, rel2 = await self._where(dst)
+        (p1, _, n1), (p2, _, n2) = rel1.rpartition("/"), rel2.rpartition("/")
+        d1 = (await client.resolve(p1, True))[0]
+        d2 = (await client.resolve(p2, True))[0]
+        await client.rename(d1, n1, d2, n2)
+
+    # -- file contents ---------------------------------------------------------------------
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        path = self._strip_protocol(path)
+        return self._run(path, self._cat, path, start, end)
+
+    async def _cat(self, path: str, start: int | None, end: int | None) -> bytes:
+        client, fh, size = await self._open_read(path)
+        lo = 0 if start is None else (max(0, size + start) if start < 0 else start)
+        hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
+        return await read_range(client, fh, lo, hi) if hi > lo else b""
+
+    async def _open_read(self, path: str) -> tuple[AsyncNfsClient, bytes, int]:
+        client, rel = await self._where(path)
+        fh, attr = await client.resolve(rel, True)
+        if attr.type == Ftype3.DIR:
+            raise NfsError(Nfsstat3.ISDIR)
+        return client, fh, attr.size
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        self._run(path, self._pipe, path, bytes(value), mode == "create")
+
+    async def _pipe(self, path: str, data: bytes, exclusive: bool) -> None:
+        writer = await self._create(path, exclusive)
+        await writer.write(0, data)
+        await writer.commit()
+
+    async def _create(self, path: str, exclusive: bool, truncate: bool = True) -> _Writer:
+        """CREATE ``path`` (GUARDED if ``exclusive``; emptied if ``truncate``), making its
+        missing parents; a writer for its handle."""
+        parent, _, name = path.rpartition("/")
+        dirfh = await self._makedirs(parent or "/")
+        client, _ = await self._where(path)
+        how = CreateMode.GUARDED if exclusive else CreateMode.UNCHECKED
+        attrs = SetAttr(mode=0o644, size=0 if truncate else None)
+        res = await client.create(dirfh, name, attrs, how)
+        fh = res.obj or (await client.lookup(dirfh, name)).object
+        return _Writer(client, fh)
+
+    def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        self._run(path, self._touch, path, truncate)
+
+    async def _touch(self, path: str, truncate: bool) -> None:
+        writer = await self._create(path, False, truncate)
+        now = SetAttr(atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME)
+        await writer.client.setattr(writer.fh, now)
+
+    def cp_file(
+        self, path1: str, path2: str, callback: Callback = DEFAULT_CALLBACK, **kwargs: Any
+    ) -> None:
+        """NFSv3 has no server-side copy: read and write back, CHUNK at a time."""
+        src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
+        if self.isdir(src):
+            self.makedirs(dst, exist_ok=True)
+            return
+        self._run(src, self._copy, src, dst, callback)
+
+    async def _copy(self, src: str, dst: str, callback: Callback) -> None:
+        client, fh, size = await self._open_read(src)
+        callback.set_size(size)
+        writer = await self._create(dst, False)
+
+        async def read(offset: int) -> bytes:
+            return await read_range(client, fh, offset, min(offset + CHUNK, size))
+
+        await _stream(read, writer.put, size, callback)
+        await writer.commit()
+
+    def put_file(
+        self,
+        lpath: str,
+        rpath: str,
+        callback: Callback = DEFAULT_CALLBACK,
+        mode: str = "overwrite",
+        **kwargs: Any,
+    ) -> None:
+        rpath = self._strip_protocol(rpath)
+        if os.path.isdir(lpath):
+            self.makedirs(rpath, exist_ok=True)
+            return
+        self._run(rpath, self._put, lpath, rpath, callback, mode == "create")
+
+    async def _put(self, lpath: str, rpath: str, callback: Callback, exclusive: bool) -> None:
+        with open(lpath, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            callback.set_size(size)
+            writer = await self._create(rpath, exclusive)
+
+            async def read(offset: int) -> bytes:
+                return await asyncio.to_thread(os.pread, f.fileno(), CHUNK, offset)
+
+            await _stream(read, writer.put, size, callback)
+            await writer.commit()
+
+    def get_file(
+        self,
+        rpath: str,
+        lpath: Any,
+        callback: Callback = DEFAULT_CALLBACK,
+        outfile: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        rpath = self._strip_protocol(rpath)
+        if outfile is None and self.isdir(rpath):
+            os.makedirs(lpath, exist_ok=True)
+            return
+        if outfile is not None:
+            self._run(rpath, self._get, rpath, outfile, callback)
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(lpath)), exist_ok=True)
+        with open(lpath, "wb") as out:
+            self._run(rpath, self._get, rpath, out, callback)
+
+    async def _get(self, rpath: str, out: Any, callback: Callback) -> None:
+        client, fh, size = await self._open_read(rpath)
+        callback.set_size(size)
+
+        async def read(offset: int) -> bytes:
+            return await read_range(client, fh, offset, min(offset + CHUNK, size))
+
+        async def write(offset: int, data: bytes) -> None:
+            await asyncio.to_thread(out.write, data)
+
+        await _stream(read, write, size, callback)
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> NfsFile:
+        return NfsFile(self, path, mode, block_size, autocommit, cache_options, **kwargs)
+
+
+async def _stream(
+    read: Callable[[int], Awaitable[bytes]],
+    write: Callable[[int, bytes], Awaitable[None]],
+    size: int,
+    callback: Callback = DEFAULT_CALLBACK,
+) -> None:
+    """Copy ``size`` bytes CHUNK by CHUNK, reading the next chunk while this one is
+    written, so neither side waits for the other; stops early at end of file."""
+    offset = 0
+    nxt = asyncio.ensure_future(read(0)) if size else None
+    while nxt is not None:
+        data = await nxt
+        nxt = None
+        if data and offset + len(data) < size:
+            nxt = asyncio.ensure_future(read(offset + len(data)))
+        await write(offset, data)
+        offset += len(data)
+        callback.relative_update(len(data))
+
+
+class NfsFile(AbstractBufferedFile):  # type: ignore[misc]
+    """A file opened through ``NfsFileSystem.open``: reads fetch ranges with pipelined
+    READs; writes are UNSTABLE WRITEs, COMMITted at close. As with ``open()``, the file is
+    created (and for ``wb`` emptied, for ``xb`` refused if it exists) when opened."""
+
+    DEFAULT_BLOCK_SIZE = 4 << 20
+    fs: NfsFileSystem
+
+    def __init__(
+        self,
+        fs: NfsFileSystem,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.target = path
+        if mode == "rb":
+            self._client, self._fh, size = fs._run(path, fs._open_read, path)
+            kwargs["size"] = size
+        elif mode in ("wb", "xb", "ab"):
+            where = path if autocommit else _temp_name(path)
+            self._writer = fs._run(path, fs._create, where, mode == "xb", mode == "wb")
+            self._start = 0
+            if mode == "ab":
+                self._start = fs._run(path, self._writer.client.getattr, self._writer.fh).size
+            path = where
+        super().__init__(fs, path, mode, block_size or "default", autocommit,
+                         cache_options=cache_options, **kwargs)  # fmt: skip
+        if mode == "ab":
+            self.loc = self._start
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        return self.fs._run(self.path, read_range, self._client, self._fh, start, end)
+
+    def _initiate_upload(self) -> None:
+        self.offset = self._start if self.mode == "ab" else 0
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        data = self.buffer.getvalue()
+        self.fs._run(self.path, self._write, self.offset, data, final)
+        if final and self.autocommit:
+            self.commit()
+        return True
+
+    async def _write(self, offset: int, data: bytes, final: bool) -> None:
+        await self._writer.put(offset, data)
+        if final:
+            await self._writer.commit()
+
+    def commit(self) -> None:
+        """Autocommit: nothing left to do. In a transaction: move the temp file in place."""
+        if self.path != self.target:
+            self.fs.mv(self.path, self.target)
+
+    def discard(self) -> None:
+        if self.path != self.target:
+            self.fs.rm_file(self.path)
+
+
+def _temp_name(path: str) -> str:
+    parent, _, name = path.rpartition("/")
+    return f"{parent}/.{name}.ferry-{secrets.token_hex(4)}"
+
+
+def _unpack_exports(u: Unpacker) -> list[str]:
+    """exports (RFC 1813 section 5.1.7): a list of (directory, list of groups)."""
+    out: list[str] = []
+    while u.unpack_bool() and len(out) < MAX_EXPORTS:
+        out.append(normalise_path(u.unpack_bytes(1024).decode("utf-8", "surrogateescape")))
+        for _ in range(MAX_EXPORTS):
+            if not u.unpack_bool():
+                break
+            u.unpack_bytes(255)
+    return out
+
+
+def _fields(u: NfsUrl) -> dict[str, Any]:
+    keys = ("host", "path", "port", "nfsport", "mountport", "uid", "gid", "version")
+    return {k: getattr(u, k) for k in keys}
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+
+
+async def _gather(coros: list[Coroutine[Any, Any, Any]]) -> None:
+    await asyncio.gather(*coros)
+
+
+async def _close_mounts(mounts: dict[str, AsyncNfsClient]) -> None:
+    clients = list(mounts.values())
+    mounts.clear()
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def _close_all(loop: asyncio.AbstractEventLoop, mounts: dict[str, AsyncNfsClient]) -> None:
+    """Finaliser: close what is still open, if the IO loop still runs (not at shutdown)."""
+    if mounts and loop.is_running():
+        with contextlib.suppress(Exception):  # best effort while being collected
+            sync(loop, _close_mounts, mounts, timeout=5)

@@ -1,0 +1,119 @@
+"""RPC over UDP (RFC 5531 section 11 leaves datagram transports to the implementation):
+one call per datagram, no record marking, one reply datagram per call.
+
+The loop side mirrors the TCP protocol in ``aio.py``: datagrams are handed to the same
+call threads and the same ``Dispatcher`` (with ``dispatch.UDP``, so READ, READDIR and
+FSINFO keep to 32 KiB as Linux's nfsd does). What UDP adds:
+
+* A reply that would not fit one datagram is never sent truncated: it becomes a
+  SYSTEM_ERR reply and a log line. Call sizes need no check: a datagram cannot exceed
+  65,535 bytes and the loop reads up to 256 KiB, so nothing arrives cut.
+* Malformed datagrams are the dispatcher's business (no xid: dropped and logged; a bad
+  header: GARBAGE_ARGS), so nothing here can crash on them.
+* Memory is bounded by a cap on datagrams being answered at once; past it a datagram is
+  dropped, as a kernel drops one on a full socket buffer, and the client retransmits.
+* Retransmissions are what the duplicate request cache exists for; with several worker
+  processes each has its own socket, bound to the same port with ``SO_REUSEPORT``, and
+  the kernel picks the socket by a hash of the source address and port, so every
+  retransmission from one client socket reaches the same worker and its cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Sequence
+
+from ferry.errors import ConfigError
+from ferry.rpc.dispatch import UDP, Address, Buffer, Dispatcher
+from ferry.rpc.message import AcceptStat, pack_accepted
+from ferry.xdr import Packer
+
+__all__ = ["MAX_UDP_PAYLOAD", "RpcDatagramProtocol", "bind_udp"]
+
+log = logging.getLogger("ferry.server")
+
+MAX_UDP_PAYLOAD = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header); IPv6 allows 65527
+RECEIVE_BUFFER = 4 << 20  # bursts of WRITEs wait in the kernel rather than being dropped
+
+Reply = list[Buffer] | None
+Submit = Callable[[Callable[[], Reply], Callable[[Reply], object]], None]
+
+
+def bind_udp(host: str, port: int, what: str, shared: bool = False) -> socket.socket:
+    """A bound UDP socket; ``shared`` sets SO_REUSEPORT so each worker can have one on the
+    same port. Errors become a ConfigError naming ``what``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, addr = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host} (UDP): {exc.strerror or exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot bind {what} UDP port {port} on {host}: {exc}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+class RpcDatagramProtocol(asyncio.DatagramProtocol):
+    """One UDP socket: each datagram is a call, answered by one datagram to its sender."""
+
+    def __init__(self, dispatcher: Dispatcher, submit: Submit, max_in_flight: int) -> None:
+        self.dispatcher = dispatcher
+        self.submit = submit
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.dropped = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self.in_flight >= self.max_in_flight:
+            self.dropped += 1
+            log.info("dropping %d-byte datagram from %s: %d calls running", len(data), addr,
+                     self.in_flight)  # fmt: skip
+            return
+        self.in_flight += 1
+        loop = asyncio.get_running_loop()
+        dispatcher = self.dispatcher
+        self.submit(
+            lambda: dispatcher.handle(data, addr, UDP),
+            lambda reply: loop.call_soon_threadsafe(self._reply, data, reply, addr),
+        )
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors for earlier replies (port unreachable): nothing to do but note it."""
+        log.debug("udp error: %s", exc)
+
+    def _reply(self, call: bytes, reply: Reply, addr: Address) -> None:
+        self.in_flight -= 1
+        if reply is None or self.transport is None:
+            return
+        self.transport.sendto(fit_datagram(call, reply, addr), addr)
+
+
+def fit_datagram(call: bytes, reply: Sequence[Buffer], addr: Address) -> bytes:
+    """The reply as one datagram, or SYSTEM_ERR if it would not fit in one."""
+    data = b"".join(reply)
+    if len(data) <= MAX_UDP_PAYLOAD:
+        return data
+    log.warning("reply of %d bytes to %s does not fit a datagram; sent SYSTEM_ERR",
+                len(data), addr)  # fmt: skip
+    p = Packer()
+    pack_accepted(p, int.from_bytes(call[:4], "big"), AcceptStat.SYSTEM_ERR)
+    return p.get_buffer()

@@ -1,0 +1,79 @@
+"""Fixtures for the fsspec tests: one Ferry server (a subprocess on loopback) for the
+session, and an ``NfsFileSystem`` connected to it.
+
+``nfs_dir`` gives each test a fresh directory inside the export, so tests never see each
+other's files although they share the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import fsspec
+from ferry.filesystem import NfsFileSystem
+from helpers import peers
+
+_counter = itertools.count()
+
+
+def _register() -> None:
+    """Installed (``pip install -e .``), Ferry's ``fsspec.specs`` entry point registers
+    ``nfs``; run from a source tree (PYTHONPATH=src) it is absent, so register by hand."""
+    try:
+        cls = fsspec.get_filesystem_class("nfs")
+    except (ImportError, ValueError):
+        cls = None
+    if cls is not NfsFileSystem:
+        fsspec.register_implementation("nfs", NfsFileSystem, clobber=True)
+
+
+@pytest.fixture(scope="session")
+def nfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peers.FerryServer]:
+    base = tmp_path_factory.mktemp("fsspec-ferry")
+    server = peers.FerryServer(
+        export=base / "export",
+        state_dir=base / "state",
+        log_dir=base / "logs",
+        extra_args=peers.FERRY_PEER_ARGS,
+    )
+    try:
+        server.start()
+    except peers.PeerError as e:
+        pytest.fail(f"could not start ferry: {e}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        tb = server.tracebacks()
+        if tb or server.problems:
+            pytest.fail("\n".join([*server.problems, tb[-8000:]]), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def nfs_fs(nfs_server: peers.FerryServer) -> Iterator[NfsFileSystem]:
+    _register()
+    fs = fsspec.filesystem("nfs", host=nfs_server.host, port=nfs_server.port)
+    assert isinstance(fs, NfsFileSystem)
+    try:
+        yield fs
+    finally:
+        fs.close()
+        NfsFileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def nfs_dir(nfs_fs: NfsFileSystem, nfs_server: peers.FerryServer) -> str:
+    """A new, empty directory in the export (a server path, ``/.../export/tN``)."""
+    path = f"{nfs_server.export}/t{next(_counter)}"
+    nfs_fs.makedirs(path)
+    return path
+
+
+@pytest.fixture
+def export_dir(nfs_server: peers.FerryServer, nfs_dir: str) -> Path:
+    """The same directory as ``nfs_dir``, seen through the local file system."""
+    return Path(nfs_dir)
