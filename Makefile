@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 FUZZ_SECONDS ?= 600
 
-.PHONY: venv serve test test-unit test-interop bench bench-quick lint clean fuzz
+.PHONY: venv serve test test-unit test-interop bench bench-quick lint clean fuzz soak
 
 venv: $(STAMP)
 
@@ -47,6 +47,10 @@ bench-quick: venv
 fuzz: venv
 	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,fuzz]'
 	$(BIN)/python fuzz/run.py --all --seconds $(FUZZ_SECONDS)
+
+# Long hardening runs (docs/hardening.md): 100 SIGKILL cycles, a 30-minute soak, bigger floods.
+soak: venv
+	FERRY_LONG=1 $(BIN)/python -m pytest tests/hardening -p no:cacheprovider $(PYTEST_ARGS)
 
 # ruff and mypy come from the `dev` extra; installed on demand here.
 lint: venv

@@ -304,6 +304,11 @@ class LocalBackend(Backend):
                 if exclusive:
                     raise
                 fd = self._open_existing(dfd, name, flags, attrs)
+                try:  # a retried CREATE may find a file whose entry was never synced
+                    self._commit(fd, dfd)
+                except BaseException:
+                    os.close(fd)
+                    raise
             else:
                 try:
                     self._chown_new(fd, attrs)
