@@ -18,6 +18,7 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from helpers import peers  # noqa: E402
+from helpers.ferry_fixture import running_ferry  # noqa: E402
 from helpers.tools import require_tool  # noqa: E402
 
 __all__ = ["require_tool"]
@@ -38,26 +39,8 @@ def ferry_server(tmp_path: Path) -> Iterator[peers.FerryServer]:
     .file_url(rel), .restart(). Teardown stops it (SIGTERM, SIGKILL after 10 s) and
     fails the test if the server wrote a Python traceback to stderr or needed SIGKILL.
     """
-    server = peers.FerryServer(
-        export=tmp_path / "export",
-        state_dir=tmp_path / "state",
-        log_dir=tmp_path / "ferry-logs",
-        extra_args=peers.FERRY_PEER_ARGS,
-    )
-    try:
-        server.start()
-    except peers.PeerError as e:
-        pytest.fail(f"could not start ferry: {e}", pytrace=False)
-    try:
+    with running_ferry(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
-        problems = list(server.problems)
-        tb = server.tracebacks()
-        if tb:
-            problems.append(f"ferry wrote a Python traceback to stderr:\n{tb[-8000:]}")
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 import fsspec
 from ferry.filesystem import NfsFileSystem
 from helpers import peers
+from helpers.ferry_fixture import running_ferry
 
 _counter = itertools.count()
 
@@ -34,23 +35,8 @@ def _register() -> None:
 @pytest.fixture(scope="session")
 def nfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peers.FerryServer]:
     base = tmp_path_factory.mktemp("fsspec-ferry")
-    server = peers.FerryServer(
-        export=base / "export",
-        state_dir=base / "state",
-        log_dir=base / "logs",
-        extra_args=peers.FERRY_PEER_ARGS,
-    )
-    try:
-        server.start()
-    except peers.PeerError as e:
-        pytest.fail(f"could not start ferry: {e}", pytrace=False)
-    try:
+    with running_ferry(base, logs="logs") as server:
         yield server
-    finally:
-        server.stop()
-        tb = server.tracebacks()
-        if tb or server.problems:
-            pytest.fail("\n".join([*server.problems, tb[-8000:]]), pytrace=False)
 
 
 @pytest.fixture(scope="session")
