@@ -126,14 +126,17 @@ async def read_all(nfs: NfsProcedures, fh: bytes, size: int) -> bytes:
     chunks = await asyncio.gather(
         *(read_chunk(nfs, fh, off, min(rs, size - off)) for off in range(0, size, rs))
     )
-    out = bytearray().join(chunks)
-    if len(out) < size:  # the file shrank while we read
-        return bytes(out)
+    data = b"".join(chunks)  # the one copy: straight into the bytes returned
+    if len(data) < size:  # the file shrank while we read
+        return data
+    tail: list[bytes | memoryview] = []
+    pos = len(data)
     for _ in range(1 << 20):  # the file may have grown: read on to eof (bounded)
-        res = await nfs.read(fh, len(out), rs)
-        out += res.data
+        res = await nfs.read(fh, pos, rs)
+        tail.append(res.data)
+        pos += res.count
         if res.eof or res.count == 0:
-            return bytes(out)
+            return data + b"".join(tail) if pos > len(data) else data
     raise NfsError(Nfsstat3.IO, "file keeps growing while read")
 
 
