@@ -1,9 +1,10 @@
-"""The client commands of ``ferry`` (ls, cat, cp, stat, mkdir, rm, mv), run as real
-subprocesses against a Ferry server, and ls/cat/cp against NFS-Ganesha."""
+"""The client commands of ``ferry`` (ls, cat, get, put, cp, stat, df, mkdir, rm, mv), run as
+real subprocesses against a Ferry server, and ls/cat/cp/get/put/df against NFS-Ganesha."""
 
 from __future__ import annotations
 
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -16,27 +17,31 @@ from helpers import peers
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def ferry(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def ferry(
+    *args: str, stdin: bytes = b"", cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "PYTHONPATH": SRC}
     return subprocess.run(
         [sys.executable, "-m", "ferry", *args], input=stdin, capture_output=True,
-        env=env, timeout=120, check=False,
+        env=env, timeout=120, check=False, cwd=cwd,
     )  # fmt: skip
 
 
-def ok(*args: str) -> str:
-    res = ferry(*args)
+def ok(*args: str, cwd: Path | None = None) -> str:
+    res = ferry(*args, cwd=cwd)
     assert res.returncode == 0, res.stderr.decode()
     assert res.stderr == b""
     return res.stdout.decode()
 
 
-def error(status: int, *args: str) -> str:
+def error(status: int, *args: str, lines: int = 1) -> str:
+    """Run a failing command: its status, and ``lines`` one-line coreutils-style messages."""
     res = ferry(*args)
     assert res.returncode == status, (res.stdout, res.stderr)
-    lines = res.stderr.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ferry: error: "), lines
-    return lines[0]
+    got = res.stderr.decode().splitlines()
+    assert len(got) == lines and all(ln.startswith("ferry: ") for ln in got), got
+    assert b"Traceback" not in res.stderr
+    return "\n".join(got)
 
 
 @pytest.fixture
@@ -112,8 +117,11 @@ def test_mkdir_rm_mv(ferry_server: peers.FerryServer, tree: Path) -> None:
 
 
 def test_errors_are_one_line(ferry_server: peers.FerryServer, tree: Path) -> None:
-    line = error(1, "cat", ferry_server.file_url("missing"))
-    assert "missing" in line and "No such file or directory" in line
+    missing = ferry_server.file_url("missing")
+    assert error(1, "cat", missing) == f"ferry: {missing}: No such file or directory"
+    assert error(1, "ls", missing) == f"ferry: cannot access '{missing}': No such file or directory"
+    assert error(1, "stat", missing).startswith(f"ferry: cannot stat '{missing}': No such file")
+    assert error(1, "rm", missing).startswith(f"ferry: cannot remove '{missing}': No such file")
     assert "bad host or port" in error(2, "ls", "nfs://127.0.0.1:x/y")
     port = peers.free_port()
     assert "refused" in error(1, "ls", f"nfs://127.0.0.1:{port}/export").lower()
@@ -134,3 +142,148 @@ def test_ls_cat_cp_against_ganesha(ganesha_server: peers.GaneshaServer, tmp_path
     ok("cp", "-r", g.file_url("dir"), str(tmp_path / "back"))
     assert peers.sha256_file(tmp_path / "back/big.bin") == sha
     assert peers.sha256_file(g.export / "dir/big.bin") == sha
+
+
+@pytest.mark.interop
+def test_get_put_df_globs_against_ganesha(
+    ganesha_server: peers.GaneshaServer, tmp_path: Path
+) -> None:
+    g = ganesha_server
+    src = tmp_path / "src.bin"
+    sha = peers.write_random_file(src, 5 * (1 << 20) + 3)
+    ok("put", str(src), g.file_url("up.bin"))
+    ok("put", str(src), g.file_url("up2.bin"))
+    assert peers.sha256_file(g.export / "up.bin") == sha
+    (tmp_path / "down").mkdir()
+    ok("get", g.file_url("up*.bin"), str(tmp_path / "down"))
+    assert [peers.sha256_file(p) for p in sorted((tmp_path / "down").iterdir())] == [sha, sha]
+    ok("get", g.file_url("up.bin"), cwd=tmp_path)
+    assert peers.sha256_file(tmp_path / "up.bin") == sha
+    lines = ok("df", g.url).splitlines()
+    name, blocks, used, avail, pct, files, ifree = lines[1].split()
+    vfs = os.statvfs(g.export)
+    assert name == f"127.0.0.1:{g.export}" and int(files) == vfs.f_files
+    assert int(blocks) == -(-vfs.f_blocks * vfs.f_frsize // 1024) and pct.endswith("%")
+    assert ok("df", "-h", g.url).splitlines()[0].split()[1] == "Size"
+    missing = g.file_url("missing")
+    assert error(1, "get", missing, str(tmp_path)) == (
+        f"ferry: cannot stat '{missing}': No such file or directory"
+    )
+    ok("rm", g.file_url("up?.bin"))
+    assert sorted(p.name for p in g.export.iterdir()) == ["up.bin"]
+
+
+def test_errors_do_not_stop_the_other_operands(ferry_server: peers.FerryServer, tree: Path) -> None:
+    url = ferry_server.file_url
+    res = ferry("cat", url("nope"), url("a.txt"), url("d"))  # like coreutils: go on, exit 1
+    assert res.returncode == 1 and res.stdout == b"alpha\n"
+    assert res.stderr.decode().splitlines() == [
+        f"ferry: {url('nope')}: No such file or directory",
+        f"ferry: {url('d')}: Is a directory",
+    ]
+    res = ferry("ls", url("nope"), url("a.txt"))
+    assert res.returncode == 1 and res.stdout.decode() == f"{tree}/a.txt\n"
+    assert "File exists" in error(1, "mkdir", url("d"), url("new"))
+    assert (tree / "new").is_dir()
+    ok("rm", "-rf", url("nope"), url("new*"), url("new"))  # -f: missing is fine
+    assert not (tree / "new").exists()
+
+
+def test_globs(ferry_server: peers.FerryServer, tree: Path, tmp_path: Path) -> None:
+    url = ferry_server.file_url
+    (tree / "a2.txt").write_bytes(b"two\n")
+    (tree / "d/x.log").write_bytes(b"log\n")
+    assert ok("ls", url("*.txt")).split() == [f"{tree}/a.txt", f"{tree}/a2.txt"]
+    assert ok("ls", url("a?.txt")).split() == [f"{tree}/a2.txt"]  # a glob ?, then the query
+    short = f"nfs://127.0.0.1:{ferry_server.port}{tree}/[a]?.txt"  # no query at all
+    assert ok("ls", short).split() == [f"{tree}/a2.txt"]
+    assert ok("ls", url("d/*.log")).split() == [f"{tree}/d/x.log"]
+    assert ok("cat", url("a*.txt")) == "alpha\ntwo\n"
+    line = error(1, "ls", url("*.none"))
+    assert line == f"ferry: cannot access '{url('*.none')}': No such file or directory"
+    ok("get", url("*.txt"), str(tmp_path))
+    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["a.txt", "a2.txt"]
+    (tmp_path / "cp").mkdir()
+    ok("cp", url("d/*"), url("a.txt"), str(tmp_path / "cp"), "-r")
+    assert sorted(p.name for p in (tmp_path / "cp").iterdir()) == ["a.txt", "b.bin", "e", "x.log"]
+    assert error(1, "cp", url("*.txt"), str(tmp_path / "nodir")).endswith("is not a directory")
+    ok("rm", url("a*.txt"), url("d/*.log"))
+    assert sorted(p.name for p in tree.iterdir()) == ["d"]
+    assert sorted(p.name for p in (tree / "d").iterdir()) == ["b.bin", "e"]
+
+
+def test_get_and_put(ferry_server: peers.FerryServer, tree: Path, tmp_path: Path) -> None:
+    url = ferry_server.file_url
+    src = tmp_path / "src.bin"
+    sha = peers.write_random_file(src, 3 * (1 << 20) + 7)
+    ok("put", str(src), url("d/up.bin"))
+    assert peers.sha256_file(tree / "d/up.bin") == sha
+    ok("put", str(src), str(tree / "a.txt"), url("d/e"))  # several into a directory
+    assert peers.sha256_file(tree / "d/e/src.bin") == sha and (tree / "d/e/a.txt").exists()
+    (tmp_path / "cwd").mkdir()
+    res = ferry("get", url("d/up.bin"), cwd=tmp_path / "cwd")  # LOCAL defaults to .
+    assert res.returncode == 0 and res.stderr == b""
+    assert peers.sha256_file(tmp_path / "cwd/up.bin") == sha
+    ok("get", url("d/up.bin"), str(tmp_path / "named.bin"))
+    assert peers.sha256_file(tmp_path / "named.bin") == sha
+    ok("get", "-r", url("d"), str(tmp_path / "tree"))
+    assert peers.sha256_file(tmp_path / "tree/e/src.bin") == sha
+    assert "omitting directory" in error(1, "get", url("d"), str(tmp_path / "x"))
+    ok("put", "-r", str(tmp_path / "tree"), url("copy"))
+    assert peers.sha256_file(tree / "copy/e/src.bin") == sha
+    assert "No such file" in error(1, "put", str(tmp_path / "absent"), url("x"))
+    assert error(2, "get", str(src), str(tmp_path)).startswith("ferry: get: not an nfs:// URL")
+    assert error(2, "put", str(src), str(tmp_path)).startswith("ferry: put: give LOCAL")
+
+
+def test_df(ferry_server: peers.FerryServer, tree: Path) -> None:
+    lines = ok("df", ferry_server.url).splitlines()
+    assert lines[0].split() == ["Filesystem", "1K-blocks", "Used", "Available", "Use%",
+                                "Files", "IFree"]  # fmt: skip
+    name, blocks, used, avail, pct, files, ifree = lines[1].split()
+    vfs = os.statvfs(tree)
+    assert name == f"127.0.0.1:{tree}" and pct.endswith("%")
+    assert int(blocks) == -(-vfs.f_blocks * vfs.f_frsize // 1024)
+    assert abs(int(avail) - vfs.f_bavail * vfs.f_frsize // 1024) < 64 << 10  # others write
+    assert int(files) == vfs.f_files and int(ifree) > 0 and int(used) >= 0
+    human = ok("df", "-h", ferry_server.file_url("d")).splitlines()
+    assert human[0].split()[1:4] == ["Size", "Used", "Avail"]
+    assert all(re.fullmatch(r"[\d.]+[KMGTPE]?", c) for c in human[1].split()[1:4]), human
+    assert "No such file" in error(1, "df", ferry_server.file_url("missing"))
+
+
+def test_progress_only_on_a_terminal(
+    ferry_server: peers.FerryServer, tree: Path, tmp_path: Path
+) -> None:
+    peers.write_random_file(tree / "big.bin", 24 << 20)
+    for cmd in ("get", "cp"):  # piped (the default here): nothing but the data
+        res = ferry(cmd, ferry_server.file_url("big.bin"), str(tmp_path / f"{cmd}.bin"))
+        assert res.returncode == 0 and res.stdout == b"" and res.stderr == b""
+    res = ferry("put", str(tmp_path / "get.bin"), ferry_server.file_url("back.bin"))
+    assert res.returncode == 0 and res.stdout == b"" and res.stderr == b""
+    leader, follower = pty.openpty()  # stderr on a terminal: a bar by default
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ferry", "get", ferry_server.file_url("big.bin"),
+             str(tmp_path / "tty.bin")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower,
+            env={**os.environ, "PYTHONPATH": SRC}, timeout=120, check=False,
+        )  # fmt: skip
+        os.close(follower)
+        follower = -1
+        shown = b""
+        for _ in range(10_000):  # bounded: the pty is drained once the writer is gone
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: no writer left
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert proc.returncode == 0 and proc.stdout == b""
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown.decode(errors="replace"))
+    assert "big.bin" in text and "25.2/25.2 MB" in text, text[-500:]

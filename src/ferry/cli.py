@@ -12,9 +12,10 @@ from pathlib import Path
 from ferry import config as cfgmod
 from ferry.backends.base import ReadOnlyBackend
 from ferry.errors import ConfigError
+from ferry.metrics import Metrics, exporting
 from ferry.nfs3.mount import MountRegistry
 from ferry.server.app import App, build_app
-from ferry.server.base import Limits, ServerSpec, bind_listener
+from ferry.server.base import Limits, ServerModel, ServerSpec, bind_listener, defer_signals
 from ferry.server.models import MODELS
 from ferry.server.shared import FileMountTable
 from ferry.server.udp import bind_udp
@@ -70,10 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--record-timeout", type=float, help="seconds a record may take")
     serve.add_argument("--send-timeout", type=float, help="seconds a reply may wait")
     serve.add_argument("--udp", action="store_true", help="also serve over UDP (async model)")
+    serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics there")
     serve.set_defaults(func=cmd_serve)
     from ferry.cli_client import add_client_commands  # here: `serve` needs no fsspec/rich
 
     add_client_commands(sub)
+    from ferry.cli_proxy import add_proxy_command
+
+    add_proxy_command(sub)
+    from ferry.cli_mount import add_mount_command
+
+    add_mount_command(sub)
+    from ferry.cli_bench import add_bench_command
+
+    add_bench_command(sub)
     return parser
 
 
@@ -88,6 +99,7 @@ _OVERRIDES = (
     "idle_timeout",
     "record_timeout",
     "send_timeout",
+    "metrics",
 )
 
 
@@ -129,7 +141,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model = MODELS[config.model]
     workers = config.workers or model.default_workers
     shared = model.shares_state(workers)
-    app = build_app(config)  # checks every export and creates the handle key, before forks
+    # first, so that a forked metrics exporter (several processes) holds no App or socket
+    with exporting(config.metrics, config.resolved_state_dir(), shared) as metrics:
+        return _serve(config, model, workers, metrics)
+
+
+def _serve(
+    config: cfgmod.ServerConfig, model: type[ServerModel], workers: int, metrics: Metrics
+) -> int:
+    shared = model.shares_state(workers)
+    defer_signals()  # a SIGTERM between the banner and the model's handlers stops cleanly
+    app = build_app(config, metrics=metrics)  # checks exports, makes the key, before forks
     listeners: list[socket.socket] = []
     datagrams: list[list[socket.socket]] = []
     try:
@@ -143,6 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             app.nfs.write_verifier, table, None if shared else app,
         )  # fmt: skip
         spec.datagrams = datagrams = _listen_udp(config, port, workers)
+        spec.metrics = metrics
         print(instructions(app, config.bind, port), flush=True)
         log.info("model %s, %d worker process(es)", model.name, workers)
         model(spec).run()

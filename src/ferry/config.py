@@ -18,6 +18,7 @@ Example::
     udp = false                     # also serve NFS, MOUNT (and portmap) over UDP (async model)
     drc_entries = 4096              # duplicate request cache size; 0 disables it
     drc_bytes = 8388608             # ... and its bound on cached reply bytes
+    metrics = "127.0.0.1:9100"      # serve Prometheus metrics there ("": off; docs/metrics.md)
 
     [[export]]
     path = "/srv/share"             # directory served (local backend)
@@ -96,6 +97,8 @@ class ServerConfig:
     udp: bool = False
     drc_entries: int = 4096
     drc_bytes: int = 8 << 20
+    metrics: str = ""
+    """ADDR:PORT of the Prometheus ``/metrics`` endpoint; empty: no metrics."""
 
     def resolved_state_dir(self) -> Path:
         """Where handle keys and backend state live; by default keyed by the export set."""
@@ -124,6 +127,7 @@ _SERVER_KEYS = {
     "udp",
     "drc_entries",
     "drc_bytes",
+    "metrics",
 }
 _EXPORT_KEYS = {f.name for f in dataclasses.fields(ExportConfig)}
 
@@ -226,6 +230,8 @@ def _validate_serving(cfg: ServerConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: max_in_flight must be at least 1")
     if cfg.drc_entries < 0 or cfg.drc_bytes < 0:
         raise ConfigError(f"{origin}: drc_entries and drc_bytes must not be negative")
+    if cfg.metrics:
+        parse_address(cfg.metrics, f"{origin}: metrics")
     if cfg.udp and cfg.model not in UDP_MODELS:
         raise ConfigError(f"{origin}: udp is served by the {' and '.join(UDP_MODELS)} models only")
     several = cfg.model in ("prefork", "process") or (cfg.model == "async" and cfg.workers > 1)
@@ -234,6 +240,15 @@ def _validate_serving(cfg: ServerConfig, origin: str) -> None:
             f"{origin}: the memory backend lives in one process; "
             f"use model thread, serial or async with one worker"
         )
+
+
+def parse_address(text: str, where: str = "metrics") -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (loopback) -> (host, port); ConfigError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{where}: expected ADDR:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "127.0.0.1", int(port)
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -9,13 +9,18 @@ SYSTEM_ERR (logged), so no exception ever escapes to the IO adapter.
 The duplicate request cache (``ferry.rpc.drc``) sits here too, in the one place every
 transport goes through: a retransmitted non-idempotent call is answered with the reply of
 the original, or dropped while the original still runs, and never run twice.
+
+Metrics are an optional ``CallObserver`` told when each call starts and ends (with the
+record and the reply: it reads names and statuses from the bytes) and of each DRC
+lookup; without one, ``handle`` does no extra work at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from ferry.errors import XdrError
 from ferry.rpc import drc as drcmod
@@ -85,6 +90,22 @@ Handler = Callable[[Unpacker, CallContext, Packer], None]
 """Decode arguments from the Unpacker, do the work, encode results into the Packer."""
 
 
+class CallObserver(Protocol):
+    """Told about every call (``ferry.metrics.Metrics`` is one); must be thread-safe."""
+
+    def call_started(self) -> float:
+        """Returns a token (a start time) handed back to ``call_done``."""
+        ...
+
+    def call_done(self, token: float, record: Buffer, reply: Sequence[Buffer] | None) -> None:
+        """The call ``record`` was answered with ``reply`` (None: no reply owed)."""
+        ...
+
+    def drc_lookup(self, outcome: str) -> None:
+        """A ``drc.Lookup`` value: whether a non-idempotent call was new, a hit, running."""
+        ...
+
+
 @dataclasses.dataclass(slots=True)
 class Program:
     """An RPC program: its number, name, and per version a table procedure -> handler."""
@@ -98,16 +119,32 @@ class Dispatcher:
     """Routes call records to programs; the sans-IO heart of every server model."""
 
     def __init__(
-        self, programs: Iterable[Program], drc: drcmod.DuplicateRequestCache | None = None
+        self,
+        programs: Iterable[Program],
+        drc: drcmod.DuplicateRequestCache | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.programs = {p.number: p for p in programs}
         self.drc = drc
+        self.observer = observer
 
     def handle(
         self, record: Buffer, client: Address = None, transport: Transport = TCP
     ) -> list[Buffer] | None:
         """Reply buffers for a call record, or ``None`` when no reply is owed (not a call,
         too short to carry an xid, or a retransmission of a call still running)."""
+        observer = self.observer
+        if observer is None:
+            return self._handle(record, client, transport)
+        token = observer.call_started()
+        reply = None
+        try:
+            reply = self._handle(record, client, transport)
+        finally:
+            observer.call_done(token, record, reply)
+        return reply
+
+    def _handle(self, record: Buffer, client: Address, transport: Transport) -> list[Buffer] | None:
         u = Unpacker(record)
         try:
             xid = u.unpack_uint()
@@ -163,6 +200,8 @@ class Dispatcher:
         who = drcmod.client_key(ctx.client, ctx.transport.by_port)
         key = drcmod.call_key(ctx.transport.name, who, ctx.header, record)
         state, cached = drc.begin(key)
+        if self.observer is not None:
+            self.observer.drc_lookup(state.value)
         if state is drcmod.Lookup.HIT:
             log.debug("drc: replaying xid=%#x to %s", ctx.xid, ctx.client)
             return [cached] if cached is not None else None

@@ -28,9 +28,17 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from ferry.errors import RecordError
+from ferry.metrics import NO_METRICS, Metrics
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
 from ferry.rpc.record import RecordReader, frame
-from ferry.server.base import LINGER_ABORT, Limits, ServerModel, Stopper, supervise
+from ferry.server.base import (
+    LINGER_ABORT,
+    Limits,
+    ServerModel,
+    Stopper,
+    stop_requested_early,
+    supervise,
+)
 from ferry.server.udp import RpcDatagramProtocol
 
 __all__ = ["AsyncModel", "AsyncServer", "Limits", "RpcStreamProtocol"]
@@ -62,16 +70,20 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.peer = transport.get_extra_info("peername")
         if len(self.server.connections) >= self.server.limits.max_connections:
             log.info("refusing %s: %d connections open", self.peer, len(self.server.connections))
+            self.server.metrics.connection_rejected()
             self.transport.abort()
             return
         self.server.connections.add(self)
+        self.server.metrics.connection_opened()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._touch()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        if self in self.server.connections:  # not for a refused one
+            self.server.connections.discard(self)
+            self.server.metrics.connection_closed()
         for timer in (self.idle, self.record_timer, self.send_timer):
             if timer is not None:
                 timer.cancel()
@@ -87,13 +99,16 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
 
     def _on_idle(self) -> None:
         if self.in_flight == 0 and self.transport is not None:
-            self._abort("idle timeout")
+            self._abort("idle timeout", "idle")
         else:
             self._touch()
 
-    def _abort(self, why: str) -> None:
-        """Close at once with a reset, dropping whatever the kernel still holds for it."""
+    def _abort(self, why: str, timeout: str = "") -> None:
+        """Close at once with a reset, dropping whatever the kernel still holds for it;
+        ``timeout`` names the timeout (idle, record, send) that cut it off, if one did."""
         log.info("closing connection from %s: %s", self.peer, why)
+        if timeout:
+            self.server.metrics.timeout(timeout)
         transport = self.transport
         if transport is None:
             return
@@ -120,7 +135,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         if self.paused:  # we stopped reading, so the slowness is ours: wait again
             self._watch_record()
         else:
-            self._abort("record timeout")
+            self._abort("record timeout", "record")
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer()
@@ -146,7 +161,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         if timeout > 0 and self.send_timer is None:
             loop = asyncio.get_running_loop()
             self.send_timer = loop.call_later(
-                timeout, self._abort, "send timeout (the client does not read its replies)"
+                timeout, self._abort, "send timeout (the client does not read its replies)", "send"
             )
 
     def resume_writing(self) -> None:
@@ -242,10 +257,15 @@ class AsyncServer:
     """Serves a ``Dispatcher`` on TCP listeners with asyncio."""
 
     def __init__(
-        self, dispatcher: Dispatcher, limits: Limits | None = None, threads: int | None = None
+        self,
+        dispatcher: Dispatcher,
+        limits: Limits | None = None,
+        threads: int | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.dispatcher = dispatcher
         self.limits = limits or Limits()
+        self.metrics = metrics
         self.connections: set[RpcStreamProtocol] = set()
         self.workers = CallWorkers(threads or min(32, (os.cpu_count() or 1) * 4))
         self.servers: list[asyncio.Server] = []
@@ -317,10 +337,12 @@ class AsyncModel(ServerModel):
         _install_uvloop()
         udp = self.spec.datagrams[slot] if self.spec.datagrams else []
         with self.spec.open_app() as app:
-            asyncio.run(self._main(app.dispatcher(self.spec.port), udp))
+            asyncio.run(self._main(app.dispatcher(self.spec.port), udp, app.metrics))
 
-    async def _main(self, dispatcher: Dispatcher, udp: Sequence[socket.socket]) -> None:
-        server = AsyncServer(dispatcher, self.spec.limits)
+    async def _main(
+        self, dispatcher: Dispatcher, udp: Sequence[socket.socket], metrics: Metrics
+    ) -> None:
+        server = AsyncServer(dispatcher, self.spec.limits, metrics=metrics)
         try:
             for sock in self.spec.listeners:
                 await server.listen_socket(sock)
@@ -330,6 +352,8 @@ class AsyncModel(ServerModel):
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
+            if stop_requested_early():
+                stop.set()
             await stop.wait()
             log.info("shutting down")
         finally:

@@ -15,6 +15,7 @@ from ferry.backends import LocalBackend, MemoryBackend, ReadOnly, load_backend
 from ferry.backends.base import Backend
 from ferry.config import ExportConfig, ServerConfig
 from ferry.errors import ConfigError
+from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, MountProc, NfsProc
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec, load_or_create_key
@@ -64,6 +65,8 @@ class App:
     mount: MountService
     exports: list[Export]
     drc: DuplicateRequestCache | None = None
+    metrics: Metrics = NO_METRICS
+    """What the dispatcher and the IO adapters report to (``ferry.metrics``)."""
 
     def dispatcher(self, port: int) -> Dispatcher:
         """A dispatcher whose portmapper advertises NFS and MOUNT on ``port`` (over TCP, and
@@ -79,7 +82,8 @@ class App:
             )
         ]
         programs = [nfs_program(self.nfs), mount_program(self.mount), portmap_program(maps)]
-        return Dispatcher(programs, self.drc)
+        observer = self.metrics if self.metrics.enabled else None  # none: no hot-path cost
+        return Dispatcher(programs, self.drc, observer)
 
     def close(self) -> None:
         for export in self.exports:
@@ -90,6 +94,7 @@ def build_app(
     config: ServerConfig,
     write_verifier: bytes | None = None,
     table: MountRegistry | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> App:
     """Open every export's backend and build the services; raises ConfigError.
 
@@ -106,7 +111,7 @@ def build_app(
     drc = None
     if config.drc_entries > 0:
         drc = DuplicateRequestCache(NON_IDEMPOTENT, config.drc_entries, config.drc_bytes)
-    return App(config, nfs, MountService(nfs, table), exports, drc)
+    return App(config, nfs, MountService(nfs, table), exports, drc, metrics)
 
 
 def _export(cfg: ExportConfig, state_dir: Path) -> Export:

@@ -39,6 +39,7 @@ from typing import ClassVar
 
 from ferry.config import ServerConfig
 from ferry.errors import ConfigError, RecordError
+from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.mount import MountRegistry
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
 from ferry.rpc.record import DEFAULT_MAX_RECORD, RecordReader, frame
@@ -141,6 +142,8 @@ class ServerSpec:
     app: App | None = None
     datagrams: list[list[socket.socket]] = dataclasses.field(default_factory=list)
     """Per worker slot, its UDP sockets (NFS port, portmapper port); empty without UDP."""
+    metrics: Metrics = NO_METRICS
+    """Made before any fork; in several processes it writes prometheus multiprocess files."""
 
     @contextlib.contextmanager
     def open_app(self) -> Iterator[App]:
@@ -148,7 +151,9 @@ class ServerSpec:
         if self.app is not None:
             yield self.app
             return
-        app = build_app(self.config, write_verifier=self.write_verifier, table=self.mount_table)
+        app = build_app(
+            self.config, self.write_verifier, table=self.mount_table, metrics=self.metrics
+        )
         try:
             yield app
         finally:
@@ -180,6 +185,25 @@ class Shutdown(Exception):
     """Raised in the main thread by SIGTERM/SIGINT while it is blocked waiting."""
 
 
+_early_stop = False
+
+
+def defer_signals() -> None:
+    """Until a model installs its own handlers, note SIGTERM/SIGINT instead of dying: a
+    stop sent right after the start-up banner is then a clean stop, not a kill."""
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        global _early_stop
+        _early_stop = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, note)
+
+
+def stop_requested_early() -> bool:
+    return _early_stop
+
+
 class Stopper:
     """Graceful shutdown for blocking loops: a signal only *requests* a stop, and interrupts
     the main thread only while it waits (accept, recv, send, waitpid), never mid-call."""
@@ -191,6 +215,7 @@ class Stopper:
     def install(self) -> Stopper:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        self.requested = self.requested or stop_requested_early()
         return self
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -216,7 +241,11 @@ _NOT_STOPPING = contextlib.nullcontext()
 
 
 class Timeout(Exception):
-    """A connection overstayed one of its limits (the message says which)."""
+    """A connection overstayed one of its limits; ``kind`` is idle, record or send."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind} timeout{detail}")
+        self.kind = kind
 
 
 class BlockingConnection:
@@ -256,7 +285,7 @@ class BlockingConnection:
         try:
             return self.sock.recv_into(self.reader.get_buffer())
         except TimeoutError:
-            raise Timeout(f"{what} timeout") from None
+            raise Timeout(what) from None
 
     def _answer(self, stop: Stopper | None) -> bool:
         """Dispatch every complete record received; True if any was."""
@@ -281,7 +310,7 @@ class BlockingConnection:
             try:
                 sent = self.sock.sendmsg(views[:_IOV_MAX])
             except TimeoutError:
-                raise Timeout("send timeout (the client does not read its replies)") from None
+                raise Timeout("send", " (the client does not read its replies)") from None
             views = _advance(views, sent)
 
 
@@ -307,6 +336,7 @@ def serve_connection(
     limits: Limits,
     peer: Address = None,
     stop: Stopper | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> None:
     """Serve one accepted connection until EOF, a timeout, a bad record or shutdown, then
     close it. Never raises except for a crash in this adapter itself."""
@@ -317,16 +347,21 @@ def serve_connection(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = BlockingConnection(sock, dispatcher, limits, peer)
     clean = False
+    metrics.connection_opened()
     try:
         conn.run(stop)
         clean = True
-    except (Timeout, RecordError) as exc:
+    except Timeout as exc:
+        metrics.timeout(exc.kind)
+        log.info("closing connection from %s: %s", peer, exc)
+    except RecordError as exc:
         log.info("closing connection from %s: %s", peer, exc)
     except Shutdown:
         log.debug("closing connection from %s: shutting down", peer)
     except OSError as exc:
         log.debug("connection from %s failed: %s", peer, exc)
     finally:
+        metrics.connection_closed()
         if clean:
             sock.close()
         else:

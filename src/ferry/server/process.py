@@ -47,6 +47,7 @@ class ProcessServer(ServerModel):
         if len(self.children) >= self.spec.limits.max_connections:
             log.warning("refusing %s: %d connection processes", peer, len(self.children))
             refuse(sock)
+            self.spec.metrics.connection_rejected()
             return
         self.children.add(fork_child(lambda: self._child(sock, peer)))
         sock.close()
@@ -57,4 +58,5 @@ class ProcessServer(ServerModel):
             listener.close()
         stop = Stopper().install()
         with spec.open_app() as app:
-            serve_connection(sock, app.dispatcher(spec.port), spec.limits, peer, stop)
+            dispatcher = app.dispatcher(spec.port)
+            serve_connection(sock, dispatcher, spec.limits, peer, stop, spec.metrics)

@@ -21,6 +21,6 @@ class SerialServer(ServerModel):
             dispatcher = app.dispatcher(spec.port)
 
             def handle(sock: socket.socket, peer: Address) -> None:
-                serve_connection(sock, dispatcher, spec.limits, peer, stop)
+                serve_connection(sock, dispatcher, spec.limits, peer, stop, spec.metrics)
 
             accept_loop(spec.listeners, stop, handle)

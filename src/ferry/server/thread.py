@@ -43,6 +43,7 @@ class ThreadServer(ServerModel):
             if len(self.active) >= self.spec.limits.max_connections:
                 log.warning("refusing %s: %d connections open", peer, len(self.active))
                 refuse(sock)
+                self.spec.metrics.connection_rejected()
                 return
             thread = threading.Thread(
                 target=self._serve, args=(sock, peer, dispatcher), name=f"ferry-conn-{peer}"
@@ -52,7 +53,7 @@ class ThreadServer(ServerModel):
 
     def _serve(self, sock: socket.socket, peer: Address, dispatcher: Dispatcher) -> None:
         try:
-            serve_connection(sock, dispatcher, self.spec.limits, peer)
+            serve_connection(sock, dispatcher, self.spec.limits, peer, metrics=self.spec.metrics)
         finally:
             with self.lock:
                 self.active.pop(sock, None)

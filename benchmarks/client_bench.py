@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""NFS clients side by side against NFS-Ganesha on loopback: Ferry, libnfs, nfs-rs.
+
+One Ganesha (VFS export on disk, explicit ports, started here) serves every client in the
+same run; each repeat runs every client once, the order alternating, so machine noise
+(page cache, CPU frequency, other load) hits all alike. Measured per client:
+
+  * sequential read of a SIZE MiB file (all bytes into the client's memory, or for
+    nfs-cp into a file on tmpfs), and
+  * sequential write of a SIZE MiB file (from memory, or for nfs-cp from tmpfs), made
+    durable (COMMIT) before the clock stops.
+
+Clients (each timed from connect to close, so mount and set-up count as for nfs-cp):
+
+  ferry          ``ferry.connect(url)`` then ``read_file`` / ``write_file`` (whole file)
+  ferry-open     ``client.open()``: ``readinto`` / ``write`` of BLOCK-sized pieces
+  nfs-cp         libnfs-utils' ``nfs-cp`` (C), one process per transfer
+  nfs-rs         PyPI ``nfs-rs`` (Rust): ``Client.open()``, ``readinto`` / ``write`` of BLOCK
+
+The median of N repeats is reported in MB/s with ratios Ferry/peer (> 1: Ferry faster) as
+markdown on stdout and, with --write-docs, appended to docs/benchmarks.md.
+
+    python benchmarks/client_bench.py                 # 256 MiB, 5 repeats
+    python benchmarks/client_bench.py --quick         # 2 repeats
+    ferry bench client --size-mib 2 --repeat 1        # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(REPO_ROOT / "src"))
+
+import ferry  # noqa: E402
+from helpers import peers  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_bench import machine_info  # noqa: E402
+
+MiB = 1 << 20
+BLOCK = 8 * MiB
+CLIENTS = ("ferry", "ferry-open", "nfs-cp", "nfs-rs")
+LABEL = {
+    "ferry": "Ferry read_file/write_file",
+    "ferry-open": "Ferry open()",
+    "nfs-cp": "libnfs nfs-cp (C)",
+    "nfs-rs": "nfs-rs (Rust)",
+}
+PEERS = ("nfs-cp", "nfs-rs")
+OPS = ("read", "write")
+
+
+@dataclass
+class Result:
+    seconds: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    def rate(self, size: int) -> float:
+        return size / 1e6 / statistics.median(self.seconds) if self.seconds else 0.0
+
+    def cell(self, size: int) -> str:
+        if self.error:
+            return f"failed: {self.error}"
+        if not self.seconds:
+            return "not run"
+        lo, mid, hi = min(self.seconds), statistics.median(self.seconds), max(self.seconds)
+        return f"{self.rate(size):,.1f} MB/s ({mid:.3f} s, {lo:.3f}–{hi:.3f})"
+
+
+@dataclass
+class Env:
+    server: peers.GaneshaServer
+    local: Path  # tmpfs: nfs-cp's read destination and write source
+    source: bytes  # what the writers write
+    size: int
+    timeout: float
+
+    def url(self, rel: str = "") -> str:
+        return self.server.file_url(rel)
+
+    def export_url(self) -> str:
+        return self.url("").replace("/?", "?")
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def ferry_read(env: Env, name: str) -> int:
+    with ferry.connect(env.export_url()) as client:
+        return len(client.read_file(name))
+
+
+def ferry_write(env: Env, name: str) -> None:
+    with ferry.connect(env.export_url()) as client:
+        client.write_file(name, env.source)
+
+
+def ferry_open_read(env: Env, name: str) -> int:
+    buf, total = bytearray(BLOCK), 0
+    with ferry.connect(env.export_url()) as client, client.open(name, "rb") as f:
+        for _ in range(env.size // BLOCK + 2):  # bounded: the file's size in blocks
+            n = f.readinto(buf)
+            if not n:
+                break
+            total += n
+    return total
+
+
+def ferry_open_write(env: Env, name: str) -> None:
+    view = memoryview(env.source)
+    with ferry.connect(env.export_url()) as client, client.open(name, "wb") as f:
+        for off in range(0, len(view), BLOCK):
+            f.write(view[off : off + BLOCK])
+
+
+def nfscp_read(env: Env, name: str) -> int:
+    dst = env.local / "nfs-cp-read.bin"
+    dst.unlink(missing_ok=True)
+    peers.run([peers.need_tool("nfs-cp", "libnfs-utils"), env.url(name), dst], timeout=env.timeout)
+    size = dst.stat().st_size
+    dst.unlink()
+    return size
+
+
+def nfscp_write(env: Env, name: str) -> None:
+    nfs_cp = peers.need_tool("nfs-cp", "libnfs-utils")
+    peers.run([nfs_cp, env.local / "source.bin", env.url(name)], timeout=env.timeout)
+
+
+def _nfsrs_connect(env: Env):  # type: ignore[no-untyped-def]
+    import nfs_rs
+
+    return nfs_rs.Client.connect(env.export_url(), operation_timeout=env.timeout)
+
+
+def nfsrs_read(env: Env, name: str) -> int:
+    buf, total = bytearray(BLOCK), 0
+    with _nfsrs_connect(env) as client, client.open(name, "rb") as f:
+        for _ in range(env.size // BLOCK + 2):  # bounded: the file's size in blocks
+            n = f.readinto(buf)
+            if not n:
+                break
+            total += n
+    return int(total)
+
+
+def nfsrs_write(env: Env, name: str) -> None:
+    view = memoryview(env.source)
+    with _nfsrs_connect(env) as client, client.open(name, "wb") as f:
+        for off in range(0, len(view), BLOCK):
+            f.write(view[off : off + BLOCK])
+
+
+READERS: dict[str, Callable[[Env, str], int]] = {
+    "ferry": ferry_read, "ferry-open": ferry_open_read, "nfs-cp": nfscp_read,
+    "nfs-rs": nfsrs_read,
+}  # fmt: skip
+WRITERS: dict[str, Callable[[Env, str], None]] = {
+    "ferry": ferry_write, "ferry-open": ferry_open_write, "nfs-cp": nfscp_write,
+    "nfs-rs": nfsrs_write,
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def measure(env: Env, client: str, op: str, i: int, digest: str) -> float:
+    """One timed transfer; the outcome is checked outside the timing (sha256 the first
+    time). Raises PeerError or OSError."""
+    if op == "read":
+        t0 = time.perf_counter()
+        got = READERS[client](env, "read.bin")
+        secs = time.perf_counter() - t0
+        if got != env.size:
+            raise peers.PeerError(f"read {got} bytes, not {env.size}")
+        return secs
+    name = f"write-{client}-{i}.bin"
+    t0 = time.perf_counter()
+    WRITERS[client](env, name)
+    secs = time.perf_counter() - t0
+    target = env.server.export / name
+    if target.stat().st_size != env.size:
+        raise peers.PeerError(f"wrote {target.stat().st_size} bytes, not {env.size}")
+    if i == 0 and peers.sha256_file(target) != digest:
+        raise peers.PeerError("written file differs from the source")
+    target.unlink()
+    return secs
+
+
+def run_all(
+    env: Env, clients: list[str], repeat: int, log: list[str]
+) -> dict[str, dict[str, Result]]:
+    results = {c: {op: Result() for op in OPS} for c in clients}
+    digest = hashlib.sha256(env.source).hexdigest()
+    for c in clients:  # warm-up (and a first check): connect, mount, page cache
+        try:
+            READERS[c](env, "read.bin")
+        except Exception as e:  # noqa: BLE001 - a peer's failure is reported, not fatal
+            for r in results[c].values():
+                r.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.append(f"{c} warm-up: {e!r}")
+    for op in OPS:
+        print(f"client_bench: {op} x{repeat}", file=sys.stderr, flush=True)
+        for i in range(repeat):
+            order = clients if i % 2 == 0 else clients[::-1]
+            for c in order:
+                res = results[c][op]
+                if res.error:
+                    continue
+                try:
+                    res.seconds.append(measure(env, c, op, i, digest))
+                except Exception as e:  # noqa: BLE001
+                    res.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    log.append(f"{c} {op}: {e!r}")
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, local: Path,
+           export: Path) -> str:  # fmt: skip
+    size = args.size_mib * MiB
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    clients = list(results)
+    out = [f"## NFS clients against NFS-Ganesha, {now}", ""]
+    out.append(
+        f"`ferry bench client` (`benchmarks/client_bench.py`): loopback, one NFS-Ganesha "
+        f"(VFS export on `{export.parent}`), {args.size_mib} MiB file, median of "
+        f"{args.repeat} run(s) (seconds: median, min–max), clients alternating in one run, "
+        f"each timed from connect to close. Reads land in memory (nfs-cp: a file on "
+        f"`{local}`); writes come from memory (nfs-cp: that tmpfs) and are COMMITted "
+        f"before the clock stops. Python clients use {BLOCK // MiB} MiB blocks with "
+        f"open(). Ratio > 1 means Ferry is faster."
+    )
+    out += ["", "| client | read | write |", "| --- | --- | --- |"]
+    for c in clients:
+        out.append(
+            f"| {LABEL[c]} | {results[c]['read'].cell(size)} | {results[c]['write'].cell(size)} |"
+        )
+    ferrys = [c for c in clients if c.startswith("ferry")]
+    peers_here = [c for c in clients if c in PEERS]
+    if ferrys and peers_here:
+        out += ["", "| ratio | read | write |", "| --- | --- | --- |"]
+        for f in ferrys:
+            for p in peers_here:
+                cells = []
+                for op in OPS:
+                    a, b = results[f][op], results[p][op]
+                    ok = a.seconds and b.seconds and not a.error and not b.error
+                    cells.append(f"{a.rate(size) / b.rate(size):.2f}" if ok else "–")
+                out.append(f"| {LABEL[f]} / {LABEL[p]} | " + " | ".join(cells) + " |")
+    out.append("")
+    info = machine_info()
+    try:
+        from importlib.metadata import version
+
+        info.append(("nfs-rs", version("nfs-rs")))
+    except Exception:  # noqa: BLE001 - not installed: say so
+        info.append(("nfs-rs", "not installed"))
+    out.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info) + ".")
+    out.append("")
+    return "\n".join(out)
+
+
+def write_docs(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text("# Benchmarks\n\nNewest last.\n\n")
+    with open(path, "a") as f:
+        f.write("\n" + text)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ferry bench client", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="two repeats instead of five")
+    p.add_argument("--repeat", type=int, default=None, help="repeats per measurement (5)")
+    p.add_argument("--size-mib", type=int, default=256, help="file size (MiB, default 256)")
+    p.add_argument("--clients", default=",".join(CLIENTS), help=f"comma list of {CLIENTS}")
+    p.add_argument("--workdir", type=Path, help="export and Ganesha files (default /var/tmp)")
+    p.add_argument("--local-dir", type=Path, help="nfs-cp's local side (default /dev/shm)")
+    p.add_argument("--timeout", type=float, default=900.0, help="per transfer, seconds")
+    p.add_argument("--write-docs", nargs="?", const=REPO_ROOT / "docs" / "benchmarks.md",
+                   type=Path, default=None, metavar="PATH",
+                   help="append the report to PATH (default docs/benchmarks.md)")  # fmt: skip
+    p.add_argument("--keep", action="store_true", help="keep the work directories")
+    args = p.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 2 if args.quick else 5
+    if args.repeat < 1 or args.size_mib < 1:
+        p.error("--repeat and --size-mib must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    if not clients or set(clients) - set(CLIENTS):
+        print(f"client_bench: choose clients from {CLIENTS}", file=sys.stderr)
+        return 2
+    try:
+        peers.need_tool("ganesha.nfsd", "nfs-ganesha")
+        peers.need_tool("rpcbind", "rpcbind")
+        if "nfs-cp" in clients:
+            peers.need_tool("nfs-cp", "libnfs-utils")
+    except peers.ToolMissing as e:
+        print(f"client_bench: {e}", file=sys.stderr)
+        return 2
+    size = args.size_mib * MiB
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ferry-cbench-", dir="/var/tmp"))
+    if args.local_dir is not None:
+        local = args.local_dir
+    elif Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 3 * size:
+        local = Path(tempfile.mkdtemp(prefix="ferry-cbench-", dir="/dev/shm"))
+    else:
+        local = workdir / "local"
+    local.mkdir(parents=True, exist_ok=True)
+    log: list[str] = []
+    t0 = time.monotonic()
+    server = peers.GaneshaServer(workdir / "export", workdir / "ganesha")
+    try:
+        server.export.mkdir(parents=True, exist_ok=True)
+        peers.write_random_file(server.export / "read.bin", size, seed=7)
+        peers.write_random_file(local / "source.bin", size, seed=11)
+        env = Env(server, local, (local / "source.bin").read_bytes(), size, args.timeout)
+        print("client_bench: starting NFS-Ganesha", file=sys.stderr, flush=True)
+        server.start()
+        results = run_all(env, clients, args.repeat, log)
+    finally:
+        try:
+            server.stop()
+        finally:
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+                shutil.rmtree(local, ignore_errors=True)
+    report = render(results, args, local, server.export)
+    print(report, flush=True)
+    print(f"client_bench: done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    if log:
+        print("client_bench: problems:\n" + "\n".join(log), file=sys.stderr)
+    if args.write_docs is not None:
+        write_docs(report, args.write_docs)
+        print(f"client_bench: appended to {args.write_docs}", file=sys.stderr)
+    return 1 if any(r.error for rs in results.values() for r in rs.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

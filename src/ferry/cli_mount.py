@@ -1,0 +1,119 @@
+"""``ferry mount URL MOUNTPOINT``: the command line of the FUSE mount (``ferry.fusemount``).
+
+Foreground mode serves until unmounted or signalled. Background mode (the default) forks
+before anything else starts; the child mounts, tells the parent through a pipe, detaches
+(new session, standard streams to /dev/null) and serves; the parent exits 0 once the
+mount is up, or 1 with the child's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+_READY = b"ok\n"
+
+
+def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("mount", help="mount an NFSv3 export on a local directory (FUSE)")
+    p.add_argument("url", help="nfs://host[:port]/export[?nfsport=N&mountport=M&uid=U&gid=G]")
+    p.add_argument("mountpoint", type=Path, help="an existing directory")
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--uid", type=int, help="AUTH_SYS uid sent to the server")
+    p.add_argument("--gid", type=int, help="AUTH_SYS gid sent to the server")
+    p.add_argument("--attr-timeout", type=float, default=1.0, help="seconds (default 1)")
+    p.add_argument("--entry-timeout", type=float, default=1.0, help="seconds (default 1)")
+    hard = p.add_mutually_exclusive_group()
+    hard.add_argument(
+        "--hard", dest="hard", action="store_true", default=True,
+        help="retry a server that went away forever (default)",
+    )  # fmt: skip
+    hard.add_argument(
+        "--soft", dest="hard", action="store_false", help="give up with EIO after --retrans"
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds before a call is resent")
+    p.add_argument("--retrans", type=int, default=3, help="resends before a soft mount fails")
+    p.add_argument("--allow-other", action="store_true", help="let other users in (root only)")
+    p.add_argument("--fuse-debug", action="store_true", help="libfuse debug output")
+    p.set_defaults(func=cmd_mount)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    try:
+        from ferry.fusemount import MountOptions, mount
+    except ImportError as exc:
+        print(f"ferry: error: mount needs pyfuse3 (pip install 'ferry-nfs[fuse]'): {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not args.mountpoint.is_dir():
+        print(f"ferry: error: mount point is not a directory: {args.mountpoint}", file=sys.stderr)
+        return 2
+    options = MountOptions(
+        read_only=args.read_only,
+        uid=args.uid,
+        gid=args.gid,
+        attr_timeout=args.attr_timeout,
+        entry_timeout=args.entry_timeout,
+        hard=args.hard,
+        timeout=args.timeout,
+        retrans=args.retrans,
+        allow_other=args.allow_other,
+        debug=args.fuse_debug,
+    )
+    where = str(args.mountpoint.resolve())
+    if args.foreground:
+
+        def ready() -> None:
+            print(f"ferry: mounted {args.url} on {where}", flush=True)
+
+        return _run(lambda: mount(args.url, where, options, ready))
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        return _wait_ready(read_end, args.url, where)
+    os.close(read_end)
+    report = [write_end]  # emptied once the parent has been told
+
+    def detach() -> None:
+        os.setsid()
+        os.write(report.pop(), _READY)
+        os.close(write_end)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+
+    code = _run(lambda: mount(args.url, where, options, detach), report)
+    os._exit(code)
+
+
+def _run(start: Callable[[], Coroutine[Any, Any, None]], report: list[int] | None = None) -> int:
+    """Run the mount; errors become one line on stderr (or down the pipe) and exit 1."""
+    try:
+        asyncio.run(start())
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, RuntimeError, ValueError) as exc:
+        message = f"ferry: error: cannot mount: {exc}\n"
+        if report:
+            os.write(report[0], message.encode())
+        else:
+            sys.stderr.write(message)
+        return 1
+    return 0
+
+
+def _wait_ready(fd: int, url: str, where: str) -> int:
+    with os.fdopen(fd, "rb") as pipe:
+        said = pipe.read()
+    if said.startswith(_READY):
+        print(f"ferry: mounted {url} on {where}", flush=True)
+        return 0
+    sys.stderr.write(said.decode(errors="replace") or "ferry: error: mount failed\n")
+    return 1

@@ -1,0 +1,469 @@
+"""Server metrics: what the server counts, behind one small interface the core calls.
+
+The ``Dispatcher`` and the IO adapters call a ``Metrics`` at a few points: a call starts
+and ends (given the call record and the reply, the wire in and out), a duplicate-cache
+lookup, a connection opens, closes or is refused, a timeout cuts one off. Everything else
+(program and procedure names, the status, READ/WRITE byte counts) is read here from those
+bytes, so the protocol core learns nothing about metrics and imports no metrics library.
+
+``Metrics`` itself does nothing, and the dispatcher skips even the clock when it gets no
+enabled one, so a server without ``--metrics`` pays nothing. ``PrometheusMetrics`` counts
+with prometheus-client, imported only when metrics are asked for. Labels come from fixed
+tables (unknown programs and procedures are ``other``): a client cannot grow the number of
+series by sending made-up numbers.
+
+``exporting`` serves ``/metrics`` over HTTP: from a thread of the server process when one
+process serves calls; from a forked exporter process reading prometheus-client's
+multiprocess files (in ``<state dir>/metrics``) when several do (prefork, process, async
+``--workers N``), so the server processes never fork while a thread runs. See
+docs/metrics.md for every metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from ferry.config import parse_address
+from ferry.errors import ConfigError
+from ferry.nfs3.const import (
+    MOUNT_PROGRAM,
+    NFS_PROGRAM,
+    MountProc,
+    Mountstat3,
+    NfsProc,
+    Nfsstat3,
+)
+from ferry.rpc.message import AcceptStat, RejectStat
+from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("ferry.metrics")
+
+Buffer = bytes | bytearray | memoryview
+
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Seconds: from a cached GETATTR (tens of microseconds) to a COMMIT of a large file."""
+
+TIMEOUT_KINDS = ("idle", "record", "send")
+DRC_OUTCOMES = {"new": "miss", "hit": "hit", "in-progress": "in_progress"}
+"""``ferry.rpc.drc.Lookup`` values -> the ``outcome`` label."""
+
+OTHER = "other"
+PROGRAMS: dict[int, tuple[str, dict[int, str]]] = {
+    NFS_PROGRAM: ("nfs", {p.value: p.name for p in NfsProc}),  # RFC 1813 section 3
+    MOUNT_PROGRAM: ("mount", {p.value: p.name for p in MountProc}),  # RFC 1813 section 5
+    PMAP_PROGRAM: ("portmap", {p.value: p.name for p in PmapProc}),  # RFC 1833 section 3
+}
+"""Program number -> (label, procedure number -> label)."""
+_PROCEDURES = {prog: frozenset(procs) for prog, (_, procs) in PROGRAMS.items()}
+
+
+class Metrics:
+    """The hooks the core calls; this default counts nothing (``enabled`` is False)."""
+
+    enabled: ClassVar[bool] = False
+
+    def call_started(self) -> float:
+        """A call is about to run; returns a token for ``call_done`` (its start time)."""
+        return 0.0
+
+    def call_done(self, token: float, record: Buffer, reply: Sequence[Buffer] | None) -> None:
+        """A call ended with ``reply`` (None: no reply owed, e.g. a dropped retransmission)."""
+
+    def drc_lookup(self, outcome: str) -> None:
+        """The duplicate request cache was asked about a call (a ``drc.Lookup`` value)."""
+
+    def connection_opened(self) -> None:
+        """A connection was accepted and will be served."""
+
+    def connection_closed(self) -> None:
+        """A connection counted by ``connection_opened`` is gone."""
+
+    def connection_rejected(self) -> None:
+        """A connection was refused (the ``max_connections`` cap)."""
+
+    def timeout(self, kind: str) -> None:
+        """A connection was cut off by the ``idle``, ``record`` or ``send`` timeout."""
+
+
+NO_METRICS = Metrics()
+
+
+# -- reading the wire ---------------------------------------------------------------------
+
+_CALL_IDS = struct.Struct(">I4xI")  # prog, (vers), proc at offset 12 of a call (RFC 5531)
+_U32 = struct.Struct(">I")
+_FATTR3 = 84  # bytes of fattr3 (RFC 1813 section 2.6)
+_WCC_ATTR = 24  # bytes of wcc_attr
+
+
+def call_ids(record: Buffer) -> tuple[int, int]:
+    """(program, procedure) of a call record, or (-1, -1) when it is too short."""
+    if len(record) < 24:
+        return -1, -1
+    prog, proc = _CALL_IDS.unpack_from(record, 12)
+    return prog, proc
+
+
+def word(buffers: Sequence[Buffer], offset: int) -> int | None:
+    """The XDR unsigned int at ``offset`` of buffers taken as one byte string."""
+    for b in buffers:
+        n = len(b)
+        if offset + 4 <= n:
+            return int(_U32.unpack_from(b, offset)[0])
+        if offset < n:  # straddles two buffers: rare, so join
+            joined = b"".join(bytes(x) for x in buffers)
+            return None if len(joined) < offset + 4 else int(_U32.unpack_from(joined, offset)[0])
+        offset -= n
+    return None
+
+
+DROPPED, DENIED, MALFORMED = -2, 10, -3
+"""Reply codes besides accept_stat (0-5): no reply, DENIED + reject_stat, unparsable."""
+_REPLY_HEAD = struct.Struct(">I4xII")  # reply_stat, (verf flavor), verf length, accept_stat
+_HAS_STATUS = {(NFS_PROGRAM, p.value) for p in NfsProc if p != NfsProc.NULL}
+_HAS_STATUS.add((MOUNT_PROGRAM, MountProc.MNT))
+"""Procedures whose results begin with a status of their own (nfsstat3, mountstat3)."""
+
+
+def reply_code(reply: Sequence[Buffer] | None) -> tuple[int, int]:
+    """(code, offset of the results or -1) of a reply (RFC 5531 section 9): code is the
+    accept_stat, ``DENIED`` + reject_stat, ``DROPPED`` or ``MALFORMED``. Fast for Ferry's
+    own replies (empty verifier, header in the first buffer)."""
+    if reply is None:
+        return DROPPED, -1
+    first = reply[0]
+    if len(first) >= 24:
+        reply_stat, verf_len, accept = _REPLY_HEAD.unpack_from(first, 8)
+        if reply_stat == 0 and verf_len == 0:
+            return accept, (24 if accept == AcceptStat.SUCCESS else -1)
+    reply_stat = word(reply, 8)
+    if reply_stat != 0:
+        reject = word(reply, 12)
+        return (MALFORMED if reject is None else DENIED + reject), -1
+    verf_len = word(reply, 16) or 0
+    at = 20 + verf_len + (-verf_len % 4)
+    accept = word(reply, at)
+    if accept is None:
+        return MALFORMED, -1
+    return accept, (at + 4 if accept == AcceptStat.SUCCESS else -1)
+
+
+def status_label(prog: int, proc: int, code: int, status: int) -> str:
+    """The ``status`` label: the program's status if it has one, else the RPC outcome."""
+    if code == AcceptStat.SUCCESS and status >= 0:
+        if prog == NFS_PROGRAM:
+            return _status_name(Nfsstat3, status, "NFS3")
+        return _status_name(Mountstat3, status, "MNT3")
+    if code in AcceptStat._value2member_map_:
+        return AcceptStat(code).name
+    if code - DENIED in RejectStat._value2member_map_:
+        return RejectStat(code - DENIED).name
+    return "DROPPED" if code == DROPPED else "MALFORMED"
+
+
+def _status_name(kind: type[Nfsstat3] | type[Mountstat3], code: int, prefix: str) -> str:
+    """RFC 1813 spelling: NFS3_OK, NFS3ERR_NOENT, MNT3ERR_ACCES; unknown codes by number."""
+    if code == 0:
+        return f"{prefix}_OK"
+    if code in kind._value2member_map_:
+        return f"{prefix}ERR_{kind(code).name}"
+    return f"{prefix}ERR_{code}"
+
+
+def data_bytes(proc: int, reply: Sequence[Buffer], at: int) -> int:
+    """File bytes a successful READ returned or WRITE wrote (the reply's ``count``).
+
+    READ3resok: post_op_attr, count...; WRITE3resok: wcc_data (pre_op_attr, post_op_attr),
+    count... (RFC 1813 sections 3.3.6 and 3.3.7)."""
+    at += 4  # past nfsstat3 (NFS3_OK)
+    if proc == NfsProc.WRITE:
+        at += 4 + (_WCC_ATTR if word(reply, at) else 0)
+    at += 4 + (_FATTR3 if word(reply, at) else 0)
+    return word(reply, at) or 0
+
+
+# -- Prometheus -----------------------------------------------------------------------------
+
+
+class _Series:
+    """The metric children of one (program, procedure, status): made once, then reused."""
+
+    __slots__ = ("calls", "latency", "received", "sent", "data")
+
+    def __init__(self, m: PrometheusMetrics, prog: str, proc: str, status: str) -> None:
+        self.calls = m.calls.labels(prog, proc, status)
+        self.latency = m.latency.labels(prog, proc)
+        self.received = m.received.labels(prog)
+        self.sent = m.sent.labels(prog)
+        self.data = None
+        if prog == "nfs" and status == "NFS3_OK" and proc in ("READ", "WRITE"):
+            self.data = m.data.labels("read" if proc == "READ" else "write")
+
+
+class PrometheusMetrics(Metrics):
+    """Counts into prometheus-client metrics registered in ``registry``.
+
+    A call costs a dictionary lookup for its label set and a few counter updates; label
+    children are made once per (program, procedure, status) and kept."""
+
+    enabled: ClassVar[bool] = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.calls = Counter(
+            "ferry_rpc_calls", "RPC calls answered, by program, procedure and status "
+            "(the NFS/MOUNT status, else the RPC accept or reject status)",
+            ["program", "procedure", "status"], registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "ferry_rpc_call_duration_seconds", "Time to run a call and encode its reply",
+            ["program", "procedure"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.received = Counter(
+            "ferry_rpc_received_bytes", "Bytes of call records (without record marks)",
+            ["program"], registry=registry,
+        )  # fmt: skip
+        self.sent = Counter(
+            "ferry_rpc_sent_bytes", "Bytes of replies (without record marks)", ["program"],
+            registry=registry,
+        )  # fmt: skip
+        self.data = Counter(
+            "ferry_nfs_data_bytes", "File data returned by READ and written by WRITE",
+            ["direction"], registry=registry,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "ferry_rpc_calls_in_flight", "Calls being run now", registry=registry,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.open = Gauge(
+            "ferry_connections_open", "TCP connections open now", registry=registry,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.accepted = Counter(
+            "ferry_connections", "TCP connections accepted and served", registry=registry
+        )
+        self.rejected = Counter(
+            "ferry_connections_rejected", "TCP connections refused over max_connections",
+            registry=registry,
+        )  # fmt: skip
+        self.timeouts = Counter(
+            "ferry_connection_timeouts", "Connections cut off by a timeout", ["kind"],
+            registry=registry,
+        )  # fmt: skip
+        self.drc = Counter(
+            "ferry_drc_lookups", "Duplicate request cache lookups of non-idempotent calls",
+            ["outcome"], registry=registry,
+        )  # fmt: skip
+        for kind in TIMEOUT_KINDS:  # present at 0 from the start, so rates work at once
+            self.timeouts.labels(kind)
+        for outcome in DRC_OUTCOMES.values():
+            self.drc.labels(outcome)
+        for direction in ("read", "write"):
+            self.data.labels(direction)
+        self._series: dict[tuple[int, int, int, int], _Series] = {}
+        self._lock = threading.Lock()
+
+    def call_started(self) -> float:
+        self.in_flight.inc()
+        return time.perf_counter()
+
+    def call_done(self, token: float, record: Buffer, reply: Sequence[Buffer] | None) -> None:
+        seconds = time.perf_counter() - token
+        self.in_flight.dec()
+        prog, proc = call_ids(record)
+        procs = _PROCEDURES.get(prog)
+        if procs is None:  # unknown numbers share one key: a client cannot grow the table
+            prog = proc = -1
+        elif proc not in procs:
+            proc = -1
+        code, at = reply_code(reply)
+        status = -1
+        if at >= 0 and reply is not None and (prog, proc) in _HAS_STATUS:
+            status = word(reply, at) or 0  # too short for one: the label says OK, harmless
+        key = (prog, proc, code, status)
+        series = self._series.get(key) or self._new_series(key)
+        series.calls.inc()
+        series.latency.observe(seconds)
+        series.received.inc(len(record))
+        if reply is not None:
+            series.sent.inc(sum(map(len, reply)))
+            if series.data is not None:
+                series.data.inc(data_bytes(proc, reply, at))
+
+    def _new_series(self, key: tuple[int, int, int, int]) -> _Series:
+        """Make (once) the children for a label set never seen before."""
+        prog, proc, code, status = key
+        pname, procs = PROGRAMS.get(prog, (OTHER, {}))
+        label = status_label(prog, proc, code, status)
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series(self, pname, procs.get(proc, OTHER), label)
+        return series
+
+    def drc_lookup(self, outcome: str) -> None:
+        self.drc.labels(DRC_OUTCOMES.get(outcome, outcome)).inc()
+
+    def connection_opened(self) -> None:
+        self.accepted.inc()
+        self.open.inc()
+
+    def connection_closed(self) -> None:
+        self.open.dec()
+
+    def connection_rejected(self) -> None:
+        self.rejected.inc()
+
+    def timeout(self, kind: str) -> None:
+        self.timeouts.labels(kind).inc()
+
+
+# -- the /metrics endpoint ------------------------------------------------------------------
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return socket.create_server(infos[0][4][:2], family=infos[0][0], backlog=16)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen for metrics on {host}:{port}: {exc}") from exc
+
+
+class _HttpServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def _http_server(sock: socket.socket, registry: CollectorRegistry) -> _HttpServer:
+    """A ``/metrics`` HTTP server on a socket already listening (bind errors come first)."""
+    from prometheus_client.exposition import MetricsHandler
+
+    server = _HttpServer(sock.getsockname()[:2], MetricsHandler.factory(registry), False)
+    server.socket.close()
+    server.socket = sock
+    return server
+
+
+@contextlib.contextmanager
+def exporting(address: str, state_dir: Path, multiprocess: bool) -> Iterator[Metrics]:
+    """Serve ``/metrics`` on ``address`` while the block runs; yields the ``Metrics`` for
+    the server's processes. With ``address`` empty: ``NO_METRICS``, nothing served."""
+    if not address:
+        yield NO_METRICS
+        return
+    host, port = parse_address(address)
+    sock = _bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        if multiprocess:
+            with _multiprocess(sock, state_dir / "metrics") as metrics:
+                _announce(shown, sock)
+                yield metrics
+        else:
+            with _in_process(sock) as metrics:
+                _announce(shown, sock)
+                yield metrics
+    finally:
+        sock.close()
+
+
+def _announce(host: str, sock: socket.socket) -> None:
+    print(f"ferry: metrics on http://{host}:{sock.getsockname()[1]}/metrics", flush=True)
+
+
+@contextlib.contextmanager
+def _in_process(sock: socket.socket) -> Iterator[Metrics]:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    server = _http_server(sock, registry)
+    thread = threading.Thread(target=server.serve_forever, name="ferry-metrics", daemon=True)
+    thread.start()
+    try:
+        yield metrics
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@contextlib.contextmanager
+def _multiprocess(sock: socket.socket, path: Path) -> Iterator[Metrics]:
+    """prometheus-client's multiprocess mode: every process writes its own files in
+    ``path`` (emptied first: files of an earlier run would be summed in); a forked
+    exporter process sums them on each scrape."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise ConfigError(f"metrics directory {path} is not usable: {exc}") from exc
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    from prometheus_client import CollectorRegistry, values
+
+    if values.ValueClass is values.MutexValue:  # imported before the variable was set
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    metrics = PrometheusMetrics(CollectorRegistry())  # exposed by the exporter only
+    pid = _fork_exporter(sock, path)
+    try:
+        yield metrics
+    finally:
+        _stop(pid)
+
+
+def _fork_exporter(sock: socket.socket, path: Path) -> int:
+    """Fork the process that answers scrapes; it runs until SIGTERM or SIGINT."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, str(path))  # type: ignore[no-untyped-call]
+        server = _http_server(sock, registry)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    except BaseException:
+        log.exception("metrics exporter crashed")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _stop(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == 0:
+                time.sleep(0.01)
+                continue
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
