@@ -136,3 +136,18 @@ class Proxy:
 def url_for(port: int, root: object) -> str:
     """The URL of a Ferry export on loopback, MOUNT sharing the NFS port."""
     return f"nfs://127.0.0.1:{port}{root}"
+
+
+async def through_proxy(port: int, root: object, body, **kw):  # type: ignore[no-untyped-def]
+    """Run ``body(client, proxy)`` with an AsyncNfsClient connected through a fresh Proxy
+    in front of the server on ``port``; both are closed afterwards."""
+    from ferry.client import AsyncNfsClient
+
+    proxy = Proxy(port)
+    proxy_port = await proxy.start()
+    client = await AsyncNfsClient.connect(url_for(proxy_port, root), **kw)
+    try:
+        return await body(client, proxy)
+    finally:
+        await client.close()
+        await proxy.close()

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from client_proxy import Proxy, url_for
+from client_proxy import Proxy, through_proxy, url_for
 from rawclient import RunningServer
 
 from ferry.client import AsyncNfsClient, RpcOptions
@@ -24,17 +24,6 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-async def _through_proxy(srv: RunningServer, root: Path, body, **kw):  # type: ignore[no-untyped-def]
-    proxy = Proxy(srv.port)
-    port = await proxy.start()
-    client = await AsyncNfsClient.connect(url_for(port, root), **kw)
-    try:
-        return await body(client, proxy)
-    finally:
-        await client.close()
-        await proxy.close()
 
 
 def test_procedures_and_paths(ferry_srv: RunningServer, export_root: Path) -> None:
@@ -108,8 +97,13 @@ def test_window_is_honoured(ferry_srv: RunningServer, export_root: Path) -> None
         assert c.rpc.stats.max_in_flight <= 4
 
     run(
-        _through_proxy(
-            ferry_srv, export_root, body, options=RpcOptions(window=4), rsize=65536, wsize=65536
+        through_proxy(
+            ferry_srv.port,
+            export_root,
+            body,
+            options=RpcOptions(window=4),
+            rsize=65536,
+            wsize=65536,
         )
     )
     assert (export_root / "g").read_bytes() == data
@@ -126,8 +120,13 @@ def test_out_of_order_replies(ferry_srv: RunningServer, export_root: Path) -> No
         assert proxy.reordered > 0
 
     run(
-        _through_proxy(
-            ferry_srv, export_root, body, options=RpcOptions(window=8), rsize=65536, wsize=65536
+        through_proxy(
+            ferry_srv.port,
+            export_root,
+            body,
+            options=RpcOptions(window=8),
+            rsize=65536,
+            wsize=65536,
         )
     )
     assert sha((export_root / "g").read_bytes()) == sha(data)
@@ -147,7 +146,7 @@ def test_lost_reply_resends_only_that_call(ferry_srv: RunningServer, export_root
         assert [x for x, n in counts.items() if n > 1] == [lost]  # and nothing else twice
         assert c.rpc.stats.retransmissions == 1
 
-    run(_through_proxy(ferry_srv, export_root, body, options=FAST, rsize=65536))
+    run(through_proxy(ferry_srv.port, export_root, body, options=FAST, rsize=65536))
 
 
 def test_reconnect_mid_transfer(ferry_srv: RunningServer, export_root: Path) -> None:
@@ -162,7 +161,7 @@ def test_reconnect_mid_transfer(ferry_srv: RunningServer, export_root: Path) -> 
         assert proxy.cuts == 2
         assert c.rpc.stats.reconnects == 2
 
-    run(_through_proxy(ferry_srv, export_root, body, options=FAST, rsize=65536, wsize=65536))
+    run(through_proxy(ferry_srv.port, export_root, body, options=FAST, rsize=65536, wsize=65536))
     assert sha((export_root / "g").read_bytes()) == sha(data)
 
 
@@ -176,5 +175,5 @@ def test_commit_verifier_change_resends_data(ferry_srv: RunningServer, export_ro
         commits = [x for x, p in proxy.calls if p == NfsProc.COMMIT]
         assert len(writes) == 2 * 8 and len(commits) == 2  # every range written again
 
-    run(_through_proxy(ferry_srv, export_root, body, wsize=65536))
+    run(through_proxy(ferry_srv.port, export_root, body, wsize=65536))
     assert (export_root / "g").read_bytes() == data

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_proxy import Proxy, url_for
+from client_proxy import Proxy, through_proxy, url_for
 from rawclient import RunningServer
 
 import ferry
@@ -228,17 +228,6 @@ def test_text_mode_round_trip(client: Client, export_root: Path) -> None:
 # -- read-ahead and write-behind on the wire -------------------------------------------------
 
 
-async def _with_proxy(srv: RunningServer, root: Path, body, **kw):  # type: ignore[no-untyped-def]
-    proxy = Proxy(srv.port)
-    port = await proxy.start()
-    client = await AsyncNfsClient.connect(url_for(port, root), **kw)
-    try:
-        return await body(client, proxy)
-    finally:
-        await client.close()
-        await proxy.close()
-
-
 def test_readahead_pipelines_and_is_discarded_on_seek(
     ferry_srv: RunningServer, export_root: Path
 ) -> None:
@@ -263,7 +252,7 @@ def test_readahead_pipelines_and_is_discarded_on_seek(
         assert f.stats.readahead_discarded >= ahead  # the window was dropped on the seek
         await f.close()
 
-    run(_with_proxy(ferry_srv, export_root, body, rsize=rs))
+    run(through_proxy(ferry_srv.port, export_root, body, rsize=rs))
 
 
 def test_write_behind_is_pipelined_bounded_and_durable(
@@ -283,7 +272,7 @@ def test_write_behind_is_pipelined_bounded_and_durable(
         assert f.stats.writes == len(data) // ws  # coalesced: one WRITE per wsize
         assert f.stats.commits >= 4  # commit_every bounded what was kept for resending
 
-    run(_with_proxy(ferry_srv, export_root, body, wsize=ws))
+    run(through_proxy(ferry_srv.port, export_root, body, wsize=ws))
     got = (export_root / "out").read_bytes()
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
 
@@ -311,7 +300,7 @@ def test_commit_verifier_change_resends(ferry_srv: RunningServer, export_root: P
         commits = [x for x, p in proxy.calls if p == NfsProc.COMMIT]
         assert (len(writes), len(commits), f.stats.resent) == (16, 2, 8)
 
-    run(_with_proxy(ferry_srv, export_root, body, wsize=ws))
+    run(through_proxy(ferry_srv.port, export_root, body, wsize=ws))
     assert (export_root / "g").read_bytes() == data
 
 

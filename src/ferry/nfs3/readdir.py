@@ -43,10 +43,6 @@ def cookie_for(name: bytes) -> int:
     return (int.from_bytes(digest, "big") >> 1) | 1
 
 
-def entry_size(name: bytes, plus: bool) -> int:
-    return _ENTRY_FIXED + ((len(name) + 3) & ~3) + (_PLUS_EXTRA if plus else 0)
-
-
 class Listing:
     """One directory's entries sorted by cookie."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -519,7 +518,3 @@ def _verifier_times(verf: bytes) -> tuple[int, int]:
     without big timestamps, and a clamped time would never match on retransmission."""
     hi, lo = (int.from_bytes(half, "big") & 0x7FFFFFFF for half in (verf[:4], verf[4:]))
     return hi * 1_000_000_000, lo * 1_000_000_000
-
-
-def now_ns() -> int:
-    return time.time_ns()
