@@ -17,8 +17,8 @@ from collections.abc import Callable
 import pytest
 from nfs3wire import ZERO_VERF, DirEntry, Fattr, Nfs3, Res, Wcc
 from rawclient import RunningServer
+from servers import Servers
 
-from conftest import Servers
 from ferry.backends.base import SERVER_TIME, SetAttr
 from ferry.nfs3.const import Access, CreateMode, FsProperties, Ftype3, Nfsstat3, StableHow
 
@@ -483,7 +483,7 @@ def test_commit(nfs: Nfs3) -> None:
 def test_restart_changes_verifier_and_keeps_handles(
     backend: str, servers: Servers, tmp_path: os.PathLike[str]
 ) -> None:
-    from conftest import export_config
+    from servers import export_config
 
     cfg = export_config(backend, tmp_path)  # type: ignore[arg-type]
     srv, stop = servers.start_config(cfg)
