@@ -16,7 +16,9 @@ from typing import Any
 
 SCRIPTS = {  # command -> script in benchmarks/, and what it measures
     "client": ("client_bench.py", "Ferry's client vs nfs-cp and nfs-rs against NFS-Ganesha"),
-    "server": ("server_bench.py", "Ferry's server vs NFS-Ganesha with libnfs clients"),
+    "server": ("server_bench.py", "Ferry's server models vs NFS-Ganesha"),
+    "rpc": ("rpc_bench.py", "sync vs pipelined vs batched vs prefetched RPC over an emulated link"),
+    "fuse": ("fuse_bench.py", "a FUSE mount vs Ferry's client API"),
 }
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 
