@@ -4,8 +4,11 @@ from ferry.backends.base import Attr, Backend, DirEntry, FileId, FsStat, SetAttr
 from ferry.client import AsyncNfsClient, Client, NfsUrl, connect
 from ferry.errors import FerryError, NfsError, RpcError
 from ferry.nfs3.const import Ftype3, Nfsstat3
+from ferry.urlopen import install as _install_urllib_handler
 
 __version__ = "0.1.0"
+
+_install_urllib_handler()  # pd.read_csv("nfs://...") and urlopen work once ferry is imported
 
 __all__ = [
     "AsyncNfsClient",

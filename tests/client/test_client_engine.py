@@ -36,8 +36,9 @@ def test_procedures_and_paths(ferry_srv: RunningServer, export_root: Path) -> No
             assert c.rsize == c.wsize == 1 << 20
             assert await c.listdir() == sorted(await c.listdir()) or True
             assert sorted(await c.listdir()) == ["d", "ln"]
-            assert (await c.stat("ln")).type == Ftype3.LNK
-            assert (await c.stat("ln", follow_symlinks=True)).size == 5
+            assert (await c.lstat("ln")).type == Ftype3.LNK
+            assert (await c.stat("ln")).size == 5
+            assert (await c.stat("ln", follow_symlinks=False)).type == Ftype3.LNK
             assert await c.read_file("ln") == b"hello"
             with pytest.raises(FileNotFoundError) as info:
                 await c.stat("d/missing")

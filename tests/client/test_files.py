@@ -51,7 +51,11 @@ def test_path_operations(client: Client, export_root: Path) -> None:
     assert (export_root / "d/b").read_bytes() == b"aaa"
     client.symlink("b", "d/ln")
     assert client.readlink("d/ln") == "b" and os.readlink(export_root / "d/ln") == "b"
-    assert client.stat("d/ln").type == Ftype3.LNK and client.isfile("d/ln")
+    assert client.lstat("d/ln").type == Ftype3.LNK and client.isfile("d/ln")
+    remote, local = client.stat("d/ln").to_stat_result(), os.stat(export_root / "d/b")
+    fields = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_mtime_ns")
+    assert [getattr(remote, f) for f in fields] == [getattr(local, f) for f in fields]
+    assert client.stat("d/b").st_mode == local.st_mode and client.stat("d").st_size > 0
     client.link("d/b", "d/hard")
     assert (export_root / "d/hard").stat().st_ino == (export_root / "d/b").stat().st_ino
     client.chmod("d/b", 0o600)

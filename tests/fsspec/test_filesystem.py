@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
+import urllib.error
 from pathlib import Path
 
 import pandas as pd
@@ -164,11 +165,14 @@ def test_fsspec_open_url(
 
 
 def test_pandas_csv(nfs_fs: NfsFileSystem, nfs_dir: str, nfs_server: peers.FerryServer) -> None:
-    """pandas hands every scheme urllib knows to urllib, and "nfs" is one of them
-    (``urllib.parse.uses_netloc``), so ``read_csv("nfs://...")`` never reaches fsspec;
-    an fsspec-opened file, or a chained URL (``simplecache::nfs://...``), does."""
+    """pandas hands every scheme urllib knows to urllib ("nfs" is one of them,
+    ``urllib.parse.uses_netloc``): ``import ferry`` teaches urllib nfs URLs, so
+    ``read_csv("nfs://...")`` works; so do an fsspec-opened file and a chained URL."""
     nfs_fs.pipe_file(f"{nfs_dir}/t.csv", b"a,b\n1,2\n3,4\n")
     url = f"nfs://127.0.0.1:{nfs_server.port}{nfs_dir}/t.csv"
+    assert pd.read_csv(url).to_dict("list") == {"a": [1, 3], "b": [2, 4]}
+    with pytest.raises(urllib.error.URLError, match="No such file"):
+        pd.read_csv(url + ".missing")
     with fsspec.open(url) as f:
         frame = pd.read_csv(f)
     assert frame.to_dict("list") == {"a": [1, 3], "b": [2, 4]}

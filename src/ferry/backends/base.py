@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 
 from ferry.errors import NfsError
@@ -54,6 +56,44 @@ class Attr:
     generation: int = 0
     """Distinguishes successive files that reuse one file id (inode numbers are reused at
     once on most file systems); 32 bits, carried in file handles, 0 if unknown."""
+
+    # ``os.stat_result``'s names, so code written for ``os.stat`` works on a remote file.
+    @property
+    def st_mode(self) -> int:
+        return S_IFMT_OF[self.type] | self.mode
+
+    @property
+    def st_size(self) -> int:
+        return self.size
+
+    @property
+    def st_mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+    def to_stat_result(self) -> os.stat_result:
+        """The attributes as ``os.stat`` returns them (st_dev is the NFS fsid)."""
+        fields = (
+            self.st_mode, self.fileid, self.fsid, self.nlink, self.uid, self.gid, self.size,
+            self.atime_ns // 10**9, self.mtime_ns // 10**9, self.ctime_ns // 10**9,
+            self.atime_ns / 1e9, self.mtime_ns / 1e9, self.ctime_ns / 1e9,
+            self.atime_ns, self.mtime_ns, self.ctime_ns,
+            -(-self.used // 512), 4096, os.makedev(*self.rdev),
+        )  # fmt: skip
+        names = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns",
+                 "st_ctime_ns", "st_blocks", "st_blksize", "st_rdev")  # fmt: skip
+        return os.stat_result(fields[:7] + fields[7:10], dict(zip(names, fields[10:], strict=True)))
+
+
+S_IFMT_OF = {
+    Ftype3.REG: stat.S_IFREG,
+    Ftype3.DIR: stat.S_IFDIR,
+    Ftype3.BLK: stat.S_IFBLK,
+    Ftype3.CHR: stat.S_IFCHR,
+    Ftype3.LNK: stat.S_IFLNK,
+    Ftype3.SOCK: stat.S_IFSOCK,
+    Ftype3.FIFO: stat.S_IFIFO,
+}
+"""The ``st_mode`` file-type bits of each NFS file type."""
 
 
 @dataclasses.dataclass(slots=True)

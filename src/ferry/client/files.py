@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .nfs import NfsProcedures
 
 MAX_COMMIT_ROUNDS = 3
+READ_ALL_INFLIGHT = 16  # READs kept in flight by read_all: enough to fill the pipe
 Data = bytes | memoryview
 
 
@@ -121,22 +122,46 @@ async def write_range(nfs: NfsProcedures, fh: bytes, offset: int, data: Data) ->
 
 
 async def read_all(nfs: NfsProcedures, fh: bytes, size: int) -> bytes:
-    """The whole file, every rsize READ in flight at once (the RPC window limits them)."""
-    rs = nfs.rsize
-    chunks = await asyncio.gather(
-        *(read_chunk(nfs, fh, off, min(rs, size - off)) for off in range(0, size, rs))
-    )
-    data = b"".join(chunks)  # the one copy: straight into the bytes returned
-    if len(data) < size:  # the file shrank while we read
-        return data
+    """The whole file: rsize READs, ``READ_ALL_INFLIGHT`` at a time, each reply copied into
+    one buffer as it arrives (so reply buffers are recycled instead of all held at once)."""
+    buf = bytearray(size)
+    got = await _read_window(nfs, fh, memoryview(buf))
+    if got < size:  # the file shrank while we read
+        del buf[got:]
+        return bytes(buf)
+    return bytes(buf) + await _read_tail(nfs, fh, size)
+
+
+async def _read_window(nfs: NfsProcedures, fh: bytes, view: memoryview) -> int:
+    """Fill ``view`` from offset 0; the bytes up to the first short chunk (end of file)."""
+    rs, size = nfs.rsize, len(view)
+    offsets = iter(range(0, size, rs))
+    lengths: dict[int, int] = {}
+
+    async def worker() -> None:
+        for off in offsets:  # shared iterator: each offset read once, in order
+            data = await read_chunk(nfs, fh, off, min(rs, size - off))
+            view[off : off + len(data)] = data
+            lengths[off] = len(data)
+
+    await asyncio.gather(*(worker() for _ in range(READ_ALL_INFLIGHT)))
+    got = 0
+    for off in range(0, size, rs):
+        got += lengths[off]
+        if lengths[off] < min(rs, size - off):
+            break
+    return got
+
+
+async def _read_tail(nfs: NfsProcedures, fh: bytes, pos: int) -> bytes:
+    """Whatever lies beyond ``pos`` (the file grew while we read), to end of file."""
     tail: list[bytes | memoryview] = []
-    pos = len(data)
-    for _ in range(1 << 20):  # the file may have grown: read on to eof (bounded)
-        res = await nfs.read(fh, pos, rs)
+    for _ in range(1 << 20):  # bounded
+        res = await nfs.read(fh, pos, nfs.rsize)
         tail.append(res.data)
         pos += res.count
         if res.eof or res.count == 0:
-            return data + b"".join(tail) if pos > len(data) else data
+            return b"".join(tail)
     raise NfsError(Nfsstat3.IO, "file keeps growing while read")
 
 

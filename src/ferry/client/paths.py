@@ -58,8 +58,14 @@ class AsyncNfsClient(NfsProcedures):
 
     # -- lookups ------------------------------------------------------------------------
 
-    async def stat(self, path: str, follow_symlinks: bool = False) -> Attr:
+    async def stat(self, path: str, follow_symlinks: bool = True) -> Attr:
+        """Attributes of ``path`` (of a symlink's target, as ``os.stat``); ``Attr`` also has
+        ``os.stat_result``'s ``st_*`` names and ``to_stat_result()``."""
         return (await self.resolve(path, follow_symlinks))[1]
+
+    async def lstat(self, path: str) -> Attr:
+        """Attributes of ``path`` itself, a symlink not followed (as ``os.lstat``)."""
+        return (await self.resolve(path, False))[1]
 
     async def _dir(self, path: str) -> bytes:
         fh, attr = await self.resolve(path, follow_symlinks=True)

@@ -236,8 +236,11 @@ class Client:
     def resolve(self, path: str, follow_symlinks: bool = False) -> tuple[bytes, Attr]:
         return self._run(self._client.resolve(path, follow_symlinks))
 
-    def stat(self, path: str, follow_symlinks: bool = False) -> Attr:
+    def stat(self, path: str, follow_symlinks: bool = True) -> Attr:
         return self._run(self._client.stat(path, follow_symlinks))
+
+    def lstat(self, path: str) -> Attr:
+        return self._run(self._client.lstat(path))
 
     def listdir(self, path: str = "") -> list[str]:
         return self._run(self._client.listdir(path))
