@@ -11,6 +11,7 @@ import errno
 import hashlib
 import io
 import os
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,10 +36,24 @@ def client(ferry_srv: RunningServer, export_root: Path) -> Iterator[Client]:
         yield c
 
 
+@pytest.fixture(params=["ferry", pytest.param("ganesha", marks=pytest.mark.interop)])
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[Client, Path]]:
+    """A client and the exported directory, for a Ferry server and for NFS-Ganesha."""
+    if request.param == "ganesha":
+        ganesha: GaneshaServer = request.getfixturevalue("ganesha_server")
+        url, root = ganesha.url, ganesha.export
+    else:
+        root = request.getfixturevalue("export_root")
+        url = url_for(request.getfixturevalue("ferry_srv").port, root)
+    with ferry.connect(url) as c:
+        yield c, root
+
+
 # -- path operations -------------------------------------------------------------------------
 
 
-def test_path_operations(client: Client, export_root: Path) -> None:
+def test_path_operations(served: tuple[Client, Path]) -> None:
+    client, export_root = served
     client.mkdir("d", 0o750)
     assert (export_root / "d").is_dir() and (export_root / "d").stat().st_mode & 0o777 == 0o750
     client.makedirs("d/e/f")
@@ -92,7 +107,8 @@ def _raises(exc: type[OSError], code: int, filename: str, fn, *args) -> OSError:
     return info.value
 
 
-def test_errors_are_oserrors_with_errno_and_path(client: Client, export_root: Path) -> None:
+def test_errors_are_oserrors_with_errno_and_path(served: tuple[Client, Path]) -> None:
+    client, export_root = served
     (export_root / "dir").mkdir()
     (export_root / "dir" / "x").write_bytes(b"x")
     (export_root / "file").write_bytes(b"f")
@@ -387,3 +403,23 @@ def test_file_api_against_ganesha(ganesha_server: GaneshaServer) -> None:
         assert (exp / "a/u.txt").stat().st_mode & 0o777 == 0o640
         walked = sorted((p, sorted(d), sorted(f)) for p, d, f in c.walk())
         assert walked == [("", ["a"], []), ("a", ["b"], ["ln", "u.txt"]), ("a/b", [], ["f"])]
+
+
+def test_256_mib_round_trip(served: tuple[Client, Path]) -> None:
+    """The largest size the issue names, streamed (8 MiB pieces) both ways, by sha256."""
+    client, export_root = served
+    rng, piece = random.Random(256), 8 << 20
+    sent = hashlib.sha256()
+    with client.open("big.bin", "wb") as f:
+        for _ in range(32):
+            block = rng.randbytes(piece)
+            sent.update(block)
+            f.write(block)
+    got, buf = hashlib.sha256(), bytearray(piece)
+    with client.open("big.bin", "rb") as f:
+        while n := f.readinto(buf):
+            got.update(memoryview(buf)[:n])
+    assert got.hexdigest() == sent.hexdigest()
+    assert client.stat("big.bin").size == 256 << 20
+    with open(export_root / "big.bin", "rb") as local:
+        assert hashlib.file_digest(local, "sha256").hexdigest() == sent.hexdigest()
