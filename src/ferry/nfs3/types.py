@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Sequence
+from typing import Self
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.errors import XdrError
@@ -248,19 +249,25 @@ class AccessArgs:
 
 
 @dataclasses.dataclass(slots=True)
-class ReadArgs:
+class FileRange:
+    """A file handle, an offset and a count: READ3args and COMMIT3args alike."""
+
     file: bytes
     offset: int
     count: int
 
     @classmethod
-    def unpack(cls, u: Unpacker) -> ReadArgs:
+    def unpack(cls, u: Unpacker) -> Self:
         return cls(unpack_fh(u), u.unpack_uhyper(), u.unpack_uint())
 
     def pack(self, p: Packer) -> None:
         p.pack_opaque(self.file)
         p.pack_uhyper(self.offset)
         p.pack_uint(self.count)
+
+
+class ReadArgs(FileRange):
+    __slots__ = ()
 
 
 @dataclasses.dataclass(slots=True)
@@ -457,20 +464,8 @@ class ReaddirArgs:
         p.pack_uint(self.maxcount)
 
 
-@dataclasses.dataclass(slots=True)
-class CommitArgs:
-    file: bytes
-    offset: int
-    count: int
-
-    @classmethod
-    def unpack(cls, u: Unpacker) -> CommitArgs:
-        return cls(unpack_fh(u), u.unpack_uhyper(), u.unpack_uint())
-
-    def pack(self, p: Packer) -> None:
-        p.pack_opaque(self.file)
-        p.pack_uhyper(self.offset)
-        p.pack_uint(self.count)
+class CommitArgs(FileRange):
+    __slots__ = ()
 
 
 # -- results (resok arms) --------------------------------------------------------------------
