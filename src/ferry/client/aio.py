@@ -1,15 +1,22 @@
-"""Pipelined RPC over one asyncio TCP connection: the IO adapter around ``client.rpc``.
+"""Pipelined RPC over one asyncio TCP connection (or UDP socket): the IO adapter around
+``client.rpc``.
 
 ``AsyncRpcClient`` owns the socket, the timers and the loss policy; encoding, xids and
 reply matching stay in the sans-IO ``RpcClient``:
 
 * many calls in flight on one connection, at most ``window`` at once (a semaphore);
-* each call has a timer; when it fires, only that call is resent, with the same xid
-  (its framed bytes are kept by ``RpcClient``), and the timeout doubles up to
-  ``max_timeout``; after ``max_tries`` sends the call fails with ``RpcTimeout`` naming it;
+* each call has a timer; when it fires the call is resent with the same xid (its bytes
+  are kept by ``RpcClient``) and the timeout doubles up to ``max_timeout``; after
+  ``max_tries`` sends the call fails with ``RpcTimeout`` naming it. ``retransmit`` picks
+  what else goes with it: ``selective`` (the default) resends only the lost call,
+  ``go-back-n`` also every call still outstanding that was sent after it (the two answers
+  to "the 3rd of 100 calls is lost"; benchmarks/rpc_bench.py compares them);
 * when the connection breaks, one reconnect task opens a new one (bounded attempts with
   backoff) and resends just the calls still outstanding; callers keep waiting meanwhile;
-* ``stats`` counts calls, retransmissions, timeouts, reconnects and bytes.
+* ``transport="udp"``: one call per datagram, no record marks (RFC 5531 section 11);
+  nothing to reconnect, so loss is left to the timers;
+* ``stats`` counts calls, retransmissions, timeouts, reconnects and bytes; ``recorder``,
+  when set, is told of every send, resend, timeout and reply (for timeline plots).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
+from collections.abc import Callable
 
 from ferry.errors import RecordError, RpcConnectionError, RpcError, RpcTimeout
 from ferry.rpc.message import NULL_AUTH, OpaqueAuth
@@ -35,11 +44,14 @@ class RpcStats:
 
     calls: int = 0
     replies: int = 0
-    retransmissions: int = 0
+    retransmissions: int = 0  # calls resent by their timer (go-back-n: and the calls after)
     timeouts: int = 0
     reconnects: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    retransmitted_bytes: int = 0  # calls sent again: on timeouts, go-back-n and reconnects
+    resent_on_reconnect: int = 0  # calls sent again on a new connection
+    ignored_replies: int = 0  # replies to no outstanding call (late duplicates)
     max_in_flight: int = 0
 
 
@@ -53,6 +65,23 @@ class RpcOptions:
     max_tries: int = 4  # sends of one call, the first included
     connect_timeout: float = 10.0
     reconnect_tries: int = 5
+    transport: str = "tcp"  # or "udp"
+    retransmit: str = "selective"  # or "go-back-n"
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, not {self.transport!r}")
+        if self.retransmit not in POLICIES:
+            raise ValueError(f"retransmit must be one of {POLICIES}, not {self.retransmit!r}")
+
+
+TRANSPORTS = ("tcp", "udp")
+POLICIES = ("selective", "go-back-n")
+MAX_DATAGRAM = 65507  # IPv4 UDP payload
+UDP_BUFFER = 4 << 20  # socket buffers: a window of replies must not overflow the kernel
+Recorder = Callable[[str, int, int], None]
+"""``(event, xid, bytes)`` with event ``call``, ``resend``, ``timeout`` or ``reply``; the
+recorder reads its own clock, so the client pays one ``is None`` test per event when off."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -93,20 +122,64 @@ class _Protocol(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self.owner._writable.set()
 
+    def write(self, buffers: list[Buffer]) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.writelines(buffers)
+        return True
+
+
+class _DatagramProtocol(asyncio.DatagramProtocol):
+    """A connected UDP socket: each datagram is one whole reply."""
+
+    def __init__(self, owner: AsyncRpcClient) -> None:
+        self.owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.owner._on_datagram(data)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error from %s:%d: %s", self.owner.host, self.owner.port, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._on_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.owner._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.owner._writable.set()
+
+    def write(self, buffers: list[Buffer]) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.sendto(b"".join(buffers))
+        return True
+
 
 class AsyncRpcClient:
-    """An RPC client on one TCP connection with pipelining, retransmission and reconnect."""
+    """An RPC client on one connection with pipelining, retransmission and reconnect."""
 
     def __init__(self, host: str, port: int, options: RpcOptions | None = None) -> None:
         self.host, self.port = host, port
         self.options = options or RpcOptions()
-        self.rpc = RpcClient()
+        self.udp = self.options.transport == "udp"
+        self.rpc = RpcClient(stream=not self.udp)
         self.stats = RpcStats()
+        self.recorder: Recorder | None = None
         self._pending: dict[int, _Pending] = {}
         self._window = asyncio.Semaphore(self.options.window)
         self._writable = asyncio.Event()
         self._writable.set()
-        self._protocol: _Protocol | None = None
+        self._protocol: _Protocol | _DatagramProtocol | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -118,14 +191,25 @@ class AsyncRpcClient:
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         self.rpc.reset_stream()
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(self), self.host, self.port),
-            self.options.connect_timeout,
-        )
+        protocol: _Protocol | _DatagramProtocol
+        if self.udp:
+            _, protocol = await asyncio.wait_for(
+                loop.create_datagram_endpoint(
+                    lambda: _DatagramProtocol(self), remote_addr=(self.host, self.port)
+                ),
+                self.options.connect_timeout,
+            )
+        else:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _Protocol(self), self.host, self.port),
+                self.options.connect_timeout,
+            )
         self._protocol = protocol
         self._writable.set()
         for call in self.rpc.outstanding:  # after a reconnect: resend what is unanswered
-            self._send(call.buffers)
+            if call.xid in self._pending:
+                self.stats.resent_on_reconnect += 1
+                self._resend(call.xid, call.buffers)
 
     @property
     def connected(self) -> bool:
@@ -143,7 +227,7 @@ class AsyncRpcClient:
         self._fail_all(RpcConnectionError(f"connection to {self.host}:{self.port} closed"))
         await asyncio.sleep(0)  # let the transport finish closing
 
-    def _on_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+    def _on_lost(self, protocol: _Protocol | _DatagramProtocol, exc: Exception | None) -> None:
         if protocol is not self._protocol:
             return  # an old connection we already replaced
         self._protocol = None
@@ -195,12 +279,17 @@ class AsyncRpcClient:
                 self._start_reconnect()
             xid, buffers = self.rpc.start_call(prog, vers, proc, args, cred, label)
             label = label or f"call {prog}/{vers}/{proc}"
+            if self.udp and sum(len(b) for b in buffers) > MAX_DATAGRAM:
+                self.rpc.cancel(xid)
+                raise RpcError(f"{label}: call too large for one UDP datagram")
             delay = timeout or self.options.timeout
             pending = _Pending(asyncio.get_running_loop().create_future(), label, delay)
             self._pending[xid] = pending
             self.stats.calls += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._pending))
             self._send(buffers)
+            if self.recorder is not None:
+                self.recorder("call", xid, sum(len(b) for b in buffers))
             self._arm(xid, pending)
             try:
                 return await pending.future
@@ -213,12 +302,19 @@ class AsyncRpcClient:
             pending.timer.cancel()
         self.rpc.cancel(xid)
 
-    def _send(self, buffers: list[Buffer]) -> None:
-        protocol = self._protocol
-        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
-            return  # resent by the reconnect
-        protocol.transport.writelines(buffers)
-        self.stats.bytes_sent += sum(len(b) for b in buffers)
+    def _send(self, buffers: list[Buffer]) -> int:
+        """Write a call; returns its size, 0 if not sent (the reconnect will resend it)."""
+        if self._protocol is None or not self._protocol.write(buffers):
+            return 0
+        size = sum(len(b) for b in buffers)
+        self.stats.bytes_sent += size
+        return size
+
+    def _resend(self, xid: int, buffers: list[Buffer]) -> None:
+        size = self._send(buffers)
+        self.stats.retransmitted_bytes += size
+        if self.recorder is not None:
+            self.recorder("resend", xid, size)
 
     def _arm(self, xid: int, pending: _Pending) -> None:
         loop = asyncio.get_running_loop()
@@ -229,6 +325,8 @@ class AsyncRpcClient:
         if pending is None or pending.future.done():
             return
         self.stats.timeouts += 1
+        if self.recorder is not None:
+            self.recorder("timeout", xid, 0)
         opts = self.options
         if pending.tries >= opts.max_tries:
             msg = f"{pending.label} (xid {xid:#010x}): no reply after {pending.tries} tries"
@@ -236,10 +334,25 @@ class AsyncRpcClient:
             return
         pending.tries += 1
         pending.delay = min(pending.delay * 2, opts.max_timeout)
-        self.stats.retransmissions += 1
         log.debug("retransmitting %s xid %#x (try %d)", pending.label, xid, pending.tries)
-        self._send(self.rpc.retransmit(xid))
+        later = self._sent_after(xid) if opts.retransmit == "go-back-n" else []
+        self._retransmit(xid, pending)
+        for other_xid, other in later:  # go-back-n: each keeps its own timeout and tries
+            if other.timer is not None:
+                other.timer.cancel()
+            self._retransmit(other_xid, other)
+
+    def _retransmit(self, xid: int, pending: _Pending) -> None:
+        self.stats.retransmissions += 1
+        self._resend(xid, self.rpc.retransmit(xid))
         self._arm(xid, pending)
+
+    def _sent_after(self, xid: int) -> list[tuple[int, _Pending]]:
+        """Calls still waiting that were sent after ``xid``, oldest first."""
+        xids = [c.xid for c in self.rpc.outstanding]  # in the order they were started
+        later = xids[xids.index(xid) + 1 :] if xid in xids else []
+        pending = ((x, self._pending.get(x)) for x in later)
+        return [(x, p) for x, p in pending if p is not None and not p.future.done()]
 
     # -- replies -------------------------------------------------------------------------
 
@@ -253,12 +366,23 @@ class AsyncRpcClient:
             log.warning("bad record from %s:%d: %s", self.host, self.port, exc)
             if protocol.transport is not None:
                 protocol.transport.abort()
+        self.stats.ignored_replies = self.rpc.ignored
+
+    def _on_datagram(self, data: bytes) -> None:
+        self.stats.bytes_received += len(data)
+        reply = self.rpc.receive_datagram(data)
+        if reply is not None:
+            self._deliver(reply)
+        self.stats.ignored_replies = self.rpc.ignored
 
     def _deliver(self, reply: Reply) -> None:
         pending = self._pending.get(reply.xid)
         if pending is None or pending.future.done():
             return
         self.stats.replies += 1
+        if self.recorder is not None:
+            body = reply.body
+            self.recorder("reply", reply.xid, body.position + body.remaining() if body else 0)
         if reply.error is not None:
             pending.future.set_exception(reply.error)
         else:

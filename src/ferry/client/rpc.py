@@ -10,6 +10,9 @@
   ``error`` is the RPC-level failure (an ``RpcError`` subclass) or whose ``body`` is the
   cursor positioned at the results. Replies for unknown xids (late duplicates after a
   retransmission, or calls given up on) are counted and dropped.
+* Over a datagram transport (``stream=False``) calls carry no record mark and each
+  received datagram is one whole reply (``receive_datagram``), as RFC 5531 section 11
+  leaves it.
 
 Timers, retransmission policy and reconnection belong to the IO adapter (``client.aio``).
 """
@@ -94,7 +97,13 @@ _ACCEPT_ERRORS: dict[int, type[RpcError]] = {  # RFC 5531 section 9, accept_stat
 class RpcClient:
     """Xid allocation, call table and reply matching for one RPC client connection."""
 
-    def __init__(self, max_record: int = DEFAULT_MAX_RECORD, first_xid: int | None = None) -> None:
+    def __init__(
+        self,
+        max_record: int = DEFAULT_MAX_RECORD,
+        first_xid: int | None = None,
+        stream: bool = True,
+    ) -> None:
+        self.stream = stream
         start = int.from_bytes(os.urandom(4), "big") if first_xid is None else first_xid
         self._xids = (x & 0xFFFFFFFF for x in itertools.count(start))
         self._calls: dict[int, Call] = {}
@@ -113,13 +122,15 @@ class RpcClient:
         cred: OpaqueAuth = NULL_AUTH,
         label: str = "",
     ) -> tuple[int, list[Buffer]]:
-        """Encode a call (RFC 5531 section 9, call_body); returns its xid and framed bytes."""
+        """Encode a call (RFC 5531 section 9, call_body); returns its xid and its bytes
+        (framed with record marks on a stream)."""
         xid = next(self._xids)
         while xid in self._calls:  # after 2**32 calls with some still outstanding
             xid = next(self._xids)
         p = Packer()
         CallHeader(xid, RPC_VERSION, prog, vers, proc, cred, NULL_AUTH).pack(p)
-        buffers = frame([*p.buffers(), *args])
+        message = [*p.buffers(), *args]
+        buffers = frame(message) if self.stream else message
         self._calls[xid] = Call(xid, prog, vers, proc, buffers, label or f"{prog}/{vers}/{proc}")
         return xid, buffers
 
@@ -155,6 +166,10 @@ class RpcClient:
 
     def buffer_updated(self, n: int) -> None:
         self.reader.buffer_updated(n)
+
+    def receive_datagram(self, data: bytes) -> Reply | None:
+        """One datagram holding one reply: the reply to a known call, or ``None``."""
+        return self._match(data)
 
     def next_reply(self) -> Reply | None:
         """The next reply to a known call, or ``None`` when more data is needed.
