@@ -37,6 +37,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import cast
 
@@ -47,6 +48,12 @@ UDP_FLOW_IDLE = 60.0  # seconds after which a silent UDP flow is forgotten
 REORDER_HOLD = 0.05  # longest a held datagram waits for its successor
 MAX_UDP_FLOWS = 1024
 _EARLY_DATAGRAMS = 64  # datagrams buffered while a flow's upstream socket opens
+
+_now = time.monotonic
+"""Arrival and release stamps. Not ``loop.time()``: uvloop's clock is read once per loop
+iteration (and in whole milliseconds), so a busy proxy stamped arrivals early and released
+data before its delay was up. asyncio's ``loop.time()`` is this same clock, so timers armed
+with ``call_at`` still fire on time, and ``flush`` re-checks every release."""
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -148,7 +155,7 @@ class Link:
         for start in range(0, len(data), CHUNK):
             piece = data[start : start + CHUNK] if len(data) > CHUNK else data
             lost, jitter, _ = self.rng.random() < self.spec.loss, self._jitter(), self.rng.random()
-            at = self._release_time(self.loop.time(), len(piece), jitter)
+            at = self._release_time(_now(), len(piece), jitter)
             self.stats.chunks += 1
             if lost and self.spec.tcp_loss == "cut":
                 self.stats.cuts += 1
@@ -174,7 +181,7 @@ class Link:
         if lost:
             self.stats.dropped += 1
             return
-        at = self._release_time(self.loop.time(), len(data), jitter)
+        at = self._release_time(_now(), len(data), jitter)
         r = self.spec.reorder
         if self.held is None and early < r / (1 - r):  # so that a fraction r is held overall
             timer = self.loop.call_at(at + REORDER_HOLD, self._release_held)
@@ -193,14 +200,14 @@ class Link:
         timer.cancel()
         self.stats.reordered += 1
         self.stats.bytes += len(data)
-        self._enqueue(max(self.last, self.loop.time()), data)
+        self._enqueue(max(self.last, _now()), data)
 
     def _enqueue(self, at: float, data: bytes | str) -> None:
         self.last = at
         if (
             not self.queue
             and not self.blocked
-            and at <= self.loop.time()
+            and at <= _now()
             and isinstance(data, bytes)
         ):
             self.send(data)  # the zero-delay fast path: no timer, no queue
@@ -219,7 +226,7 @@ class Link:
     def flush(self) -> None:
         """Send every due chunk; reset the connection at a cut; re-arm for the rest."""
         self.timer = None
-        now = self.loop.time() + 0.0005  # within the loop's clock resolution
+        now = _now() + 0.0005  # within the timer's resolution
         while self.queue and self.queue[0][0] <= now and not self.blocked:
             _, data = self.queue.popleft()
             if data is _CUT:
