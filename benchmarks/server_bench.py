@@ -1,387 +1,305 @@
 #!/usr/bin/env python3
-"""Ferry vs NFS-Ganesha on loopback, same client (libnfs-utils), one run.
+"""Ferry's server models and NFS-Ganesha under the same load, side by side in one run.
 
-Measures, for each server:
-  * sequential read of a SIZE MiB file   (nfs-cp nfs://.../file  LOCAL)
-  * sequential write of a SIZE MiB file  (nfs-cp LOCAL  nfs://.../new-file)
-  * listing a directory of ENTRIES files (nfs-ls, which uses READDIRPLUS; count verified)
+``ferry bench server`` runs this script. Every server is started at the beginning (each
+serving its own copy of the export on tmpfs, so disks do not decide anything), and every
+measurement runs against each in turn, the order alternating between repeats so machine
+noise hits all alike:
 
-Each is repeated N times; the median is reported as a markdown table with
-Ferry/Ganesha ratios (> 1 means Ferry is faster) and machine details, on stdout and,
-with --write-docs, appended to docs/benchmarks.md.
+* small calls: GETATTR (of the root) and LOOKUP (of a file) with 1, 8 and 64 concurrent
+  clients, each a connection with one call outstanding (``loadgen.small_calls``): ops/s,
+  p50/p99 latency, server CPU per call;
+* 1 MiB READs and WRITEs (then COMMIT) on one connection with 4 in flight: MB/s;
+* idle connections: N connections each answered one NULL and held open; memory per
+  connection = (RSS after - RSS before) / N over the server's processes, children
+  included (PSS too, which splits pages shared after a fork among the processes).
 
-Needs Debian packages libnfs-utils, nfs-ganesha, nfs-ganesha-vfs, rpcbind (as root:
-Ganesha binds its ports and registers with rpcbind). Only loopback is used.
+Load comes from separate client processes (``loadgen``), whose CPU time is reported.
+A markdown report (``server_report``) with ratios to Ganesha goes to stdout and, with
+``--write-docs``, is appended to docs/benchmarks.md. Needs NFS-Ganesha (Debian
+nfs-ganesha, nfs-ganesha-vfs) and rpcbind, as root. Loopback only.
 
-    python benchmarks/server_bench.py            # 256 MiB, 50,000 entries, 3 repeats
-    python benchmarks/server_bench.py --quick    # 1 repeat
-    python benchmarks/server_bench.py --size-mib 4 --entries 500 --repeat 1   # smoke
+    python benchmarks/server_bench.py                 # about 7 minutes on 2 cores
+    python benchmarks/server_bench.py --quick         # one repeat, 1 s per point
+    python benchmarks/server_bench.py --smoke         # every workload, tiny (< 60 s)
+    python benchmarks/server_bench.py --targets async,ganesha --seconds 1
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import contextlib
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
+REPO = Path(__file__).resolve().parents[1]
+for _sub in ("src", "tests", "tests/server", "tests/protocol"):
+    sys.path.insert(0, str(REPO / _sub))
 
+import loadgen  # noqa: E402
+import server_report as report  # noqa: E402
+from modelserver import start as start_ferry  # noqa: E402
+from rawclient import RawClient, nfs_lookup  # noqa: E402
+
+from ferry.nfs3.const import NFS_PROGRAM, NfsProc  # noqa: E402
+from ferry.rpc.auth import encode_auth_sys  # noqa: E402
+from ferry.rpc.message import NULL_AUTH, CallHeader  # noqa: E402
+from ferry.xdr import Packer  # noqa: E402
 from helpers import peers  # noqa: E402
 
 MiB = 1 << 20
-SERVERS = ("ferry", "ganesha")
-LABEL = {"ferry": "Ferry", "ganesha": "NFS-Ganesha"}
+NCPU = os.cpu_count() or 1
+FERRY = {  # target -> ``ferry serve`` arguments
+    "serial": ("--model", "serial"),
+    "thread": ("--model", "thread"),
+    "process": ("--model", "process"),
+    "prefork": ("--model", "prefork"),  # its default: max(4, 2 x CPUs) workers
+    "async": ("--model", "async"),
+    f"async-{NCPU}": ("--model", "async", "--workers", str(NCPU)),
+}
+TARGETS = (*FERRY, "ganesha")
+OPS = ("GETATTR", "LOOKUP")
 
 
 @dataclass
-class Result:
-    seconds: list[float] = field(default_factory=list)
-    amount: float = 0.0  # bytes (MB/s) or entries (entries/s)
-    unit: str = "MB/s"
-    error: str | None = None
+class Server:
+    """One running server and the calls prepared for it."""
 
-    @property
-    def median_s(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def rate(self) -> float:
-        div = 1e6 if self.unit == "MB/s" else 1.0
-        return self.amount / div / self.median_s if self.seconds else 0.0
-
-    def cell(self) -> str:
-        if self.error:
-            return f"failed: {self.error}"
-        if not self.seconds:
-            return "not run"
-        rate = f"{self.rate:,.1f}" if self.unit == "MB/s" else f"{self.rate:,.0f}"
-        spread = ""
-        if len(self.seconds) > 1:
-            spread = f", {min(self.seconds):.3f}–{max(self.seconds):.3f}"
-        return f"{rate} {self.unit} ({self.median_s:.3f} s{spread})"
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def make_listing_dir(path: Path, entries: int) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    for i in range(entries):
-        fd = os.open(path / f"entry-{i:06d}", os.O_CREAT | os.O_WRONLY, 0o644)
-        os.close(fd)
-
-
-def prepare_export(export: Path, size: int, entries: int) -> str:
-    export.mkdir(parents=True, exist_ok=True)
-    digest = peers.write_random_file(export / "read.bin", size, seed=7)
-    make_listing_dir(export / "listing", entries)
-    return digest
-
-
-def start_server(name: str, root: Path) -> peers.FerryServer | peers.GaneshaServer:
-    export = root / "export"
-    if name == "ferry":
-        return peers.FerryServer(
-            export, root / "state", root / "logs", extra_args=peers.FERRY_PEER_ARGS
-        ).start()
-    return peers.GaneshaServer(export, root / "ganesha").start()
-
-
-def timed(argv: list[str], timeout: float) -> tuple[float, subprocess.CompletedProcess[bytes]]:
-    t0 = time.perf_counter()
-    cp = peers.run(argv, timeout=timeout)
-    return time.perf_counter() - t0, cp
-
-
-# --------------------------------------------------------------------------- measure
-
-OPS = ("read", "write", "list")
-
-
-@dataclass
-class Target:
     name: str
-    root: Path
-    read_digest: str = ""
-    server: peers.FerryServer | peers.GaneshaServer | None = None
-    results: dict[str, Result] = field(default_factory=dict)
+    export: Path
+    addr: tuple[str, int]
+    pids: Callable[[], list[int]]
+    stop: Callable[[], None]
+    calls: dict[str, bytes] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    result: report.Row = field(default_factory=report.Row)
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by the server's processes."""
+        return cpu_seconds(self.pids())
 
 
-def measure_once(
-    t: Target, op: str, i: int, local: Path, size: int, entries: int, src_digest: str,
-    timeout: float,
-) -> float:  # fmt: skip
-    """One timed client run; verifies the outcome (outside the timing). Raises PeerError."""
-    assert t.server is not None
-    nfs_cp = peers.need_tool("nfs-cp", "libnfs-utils")
-    nfs_ls = peers.need_tool("nfs-ls", "libnfs-utils")
-    if op == "read":
-        dst = local / f"{t.name}-read.bin"
-        dst.unlink(missing_ok=True)
-        secs, _ = timed([nfs_cp, t.server.file_url("read.bin"), str(dst)], timeout)
-        got = dst.stat().st_size
-        if got != size:
-            raise peers.PeerError(f"read copy has {got} bytes, not {size}")
-        if i == 0 and peers.sha256_file(dst) != t.read_digest:
-            raise peers.PeerError("read copy differs from the file on the export")
-        dst.unlink()
-        return secs
-    if op == "write":
-        target = t.server.export / f"write-{i}.bin"
-        secs, _ = timed(
-            [nfs_cp, str(local / "source.bin"), t.server.file_url(target.name)], timeout
-        )
-        got = target.stat().st_size
-        if got != size:
-            raise peers.PeerError(f"written file has {got} bytes, not {size}")
-        if i == 0 and peers.sha256_file(target) != src_digest:
-            raise peers.PeerError("written file differs from the source")
-        return secs
-    secs, cp = timed([nfs_ls, t.server.file_url("listing/")], timeout)
-    n = len(peers.parse_nfs_ls(cp.stdout.decode(errors="replace")))
-    if n != entries:
-        raise peers.PeerError(f"nfs-ls listed {n} entries, expected {entries}")
-    return secs
+# -- servers -------------------------------------------------------------------------------
 
 
-def run_benchmarks(
-    names: list[str], workdir: Path, local: Path, size: int, entries: int, repeat: int,
-    src_digest: str, timeout: float, log: list[str],
-) -> dict[str, dict[str, Result]]:  # fmt: skip
-    """All servers run at once; repeats alternate between them so that machine noise
-    (other load, page cache, CPU frequency) hits both alike."""
-    targets = [Target(n, workdir / n) for n in names]
-    for t in targets:
-        t.results = {
-            "read": Result(amount=size),
-            "write": Result(amount=size),
-            "list": Result(amount=entries, unit="entries/s"),
-        }
-        t.read_digest = prepare_export(t.root / "export", size, entries)
-    try:
-        for t in targets:
-            print(f"server_bench: starting {LABEL[t.name]}", file=sys.stderr, flush=True)
-            try:
-                t.server = start_server(t.name, t.root)
-                nfs_ls = peers.need_tool("nfs-ls", "libnfs-utils")
-                peers.run([nfs_ls, t.server.url], timeout=timeout)  # warm-up: MNT, connect
-            except peers.PeerError as e:
-                for r in t.results.values():
-                    r.error = str(e).splitlines()[0]
-                log.append(f"{t.name}: start failed:\n{e}")
-                t.server = None
-        for op in OPS:
-            print(f"server_bench: {op} x{repeat}", file=sys.stderr, flush=True)
-            for i in range(repeat):
-                order = targets if i % 2 == 0 else targets[::-1]
-                for t in order:
-                    res = t.results[op]
-                    if t.server is None or res.error:
-                        continue
-                    try:
-                        res.seconds.append(
-                            measure_once(t, op, i, local, size, entries, src_digest, timeout)
-                        )
-                    except (peers.PeerError, OSError) as e:
-                        res.error = str(e).splitlines()[0]
-                        log.append(f"{t.name} {op}: {e}")
-    finally:
-        for t in targets:
-            if t.server is None:
-                continue
-            try:
-                t.server.stop()
-            except peers.PeerError as e:
-                log.append(f"{t.name} stop: {e}")
-            if isinstance(t.server, peers.FerryServer):
-                tb = t.server.tracebacks()
-                if tb:
-                    log.append(f"ferry wrote a traceback to stderr:\n{tb[-4000:]}")
-                    for r in t.results.values():
-                        r.error = r.error or "server traceback (see stderr)"
-                log.extend(t.server.problems)
-    return {t.name: t.results for t in targets}
+def start(name: str, root: Path, size: int, log: list[str]) -> Server:
+    export = root / "export"
+    export.mkdir(parents=True)
+    (export / "hello.txt").write_bytes(b"hello\n")
+    with open(export / "read.bin", "wb") as f:
+        for i in range(size // MiB):
+            f.write(bytes([i % 251]) * MiB)
+    (export / "write.bin").write_bytes(b"")
+    if name == "ganesha":
+        g = peers.GaneshaServer(export, root / "ganesha").start()
+        server = Server(name, g.export, ("127.0.0.1", g.nfs_port), lambda: [g.pid or 0], g.stop)
+        mount_port = g.mnt_port
+    else:
+        f = start_ferry(export, root / "state", FERRY[name], root / "ferry.log")
+        f.wait_settled()
+
+        def stop() -> None:
+            f.stop()
+            if "Traceback" in f.stderr():
+                log.append(f"{name}: traceback in its log:\n{f.stderr()[-3000:]}")
+
+        server = Server(name, export.resolve(), ("127.0.0.1", f.port), f.pids, stop)
+        mount_port = f.port
+    prepare_calls(server, mount_port)
+    return server
 
 
-# --------------------------------------------------------------------------- report
+def prepare_calls(server: Server, mount_port: int) -> None:
+    """Mount, look up the files, and build every call record the workloads send."""
+    with contextlib.closing(RawClient(mount_port)) as m:
+        root = m.mount(str(server.export))
+    with contextlib.closing(RawClient(server.addr[1])) as c:
+        fh = {n: nfs_lookup(c, root, n)[1] for n in ("read.bin", "write.bin")}
+    assert all(fh.values()), f"{server.name}: LOOKUP failed"
+    calls = server.calls
+    calls["NULL"] = call(NfsProc.NULL)
+    calls["GETATTR"] = call(NfsProc.GETATTR, opaque(root))
+    calls["LOOKUP"] = call(NfsProc.LOOKUP, opaque(root), string(b"hello.txt"))
+    head = call(NfsProc.READ, opaque(fh["read.bin"]))
+    calls["READ"], server.offsets["READ"] = head + uint64(0) + uint32(MiB), len(head)
+    head = call(NfsProc.WRITE, opaque(fh["write.bin"]))
+    data = uint64(0) + uint32(MiB) + uint32(0) + opaque(bytes(range(256)) * (MiB // 256))
+    calls["WRITE"], server.offsets["WRITE"] = head + data, len(head)
+    calls["COMMIT"] = call(NfsProc.COMMIT, opaque(fh["write.bin"]), uint64(0), uint32(0))
 
 
-def _cmd(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
+def call(proc: int, *args: bytes) -> bytes:
+    p = Packer()
+    CallHeader(0, 2, NFS_PROGRAM, 3, proc, encode_auth_sys(0, 0), NULL_AUTH).pack(p)
+    return p.get_buffer() + b"".join(args)
 
 
-def machine_info() -> list[tuple[str, str]]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def pkg(name: str) -> str:
-        return _cmd(["dpkg-query", "-W", "-f=${Version}", name]) or "not installed"
-
-    rev = _cmd(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"]) or "uncommitted"
-    dirty = _cmd(["git", "-C", str(REPO_ROOT), "status", "--porcelain"])
-    return [
-        ("nproc", str(os.cpu_count())),
-        ("CPU", cpu),
-        ("kernel", platform.release()),
-        ("Python", platform.python_version()),
-        ("nfs-ganesha", pkg("nfs-ganesha")),
-        ("libnfs-utils", pkg("libnfs-utils")),
-        ("Ferry", rev + (" (+ local changes)" if dirty else "")),
-    ]
+def opaque(data: bytes) -> bytes:
+    return uint32(len(data)) + data + bytes(-len(data) % 4)
 
 
-def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, servers: list[str],
-           local: Path) -> str:  # fmt: skip
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    rows = [
-        ("read", f"sequential read {args.size_mib} MiB (nfs-cp)"),
-        ("write", f"sequential write {args.size_mib} MiB (nfs-cp)"),
-        ("list", f"list {args.entries:,} entries (nfs-ls, READDIRPLUS)"),
-    ]
-    out = [f"## Ferry vs NFS-Ganesha, {now}", ""]
-    out.append(
-        f"Loopback, same client for both (libnfs-utils `nfs-cp` / `nfs-ls`), median of "
-        f"{args.repeat} run(s) (seconds: median, min–max), servers running side by side "
-        f"with repeats alternating between them; copy destination and write source on "
-        f"`{local}`. Ratio > 1 means Ferry is faster."
-    )
-    out.append("")
-    out.append("| operation | " + " | ".join(LABEL[s] for s in servers) + " | Ferry/Ganesha |")
-    out.append("| --- " * (len(servers) + 2) + "|")
-    for key, label in rows:
-        cells = [results[s][key].cell() for s in servers]
-        ratio = "–"
-        if set(SERVERS) <= set(servers):
-            f, g = results["ferry"][key], results["ganesha"][key]
-            if f.seconds and g.seconds and not f.error and not g.error and g.rate > 0:
-                ratio = f"{f.rate / g.rate:.2f}"
-        out.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
-    out.append("")
-    out.append("Machine: " + ", ".join(f"{k} {v}" for k, v in machine_info()) + ".")
-    out.append("")
-    return "\n".join(out)
+def string(data: bytes) -> bytes:
+    return opaque(data)
 
 
-def write_docs(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_text(
-            "# Benchmarks\n\nWritten by `benchmarks/server_bench.py --write-docs` "
-            "(`make bench BENCH_ARGS=--write-docs`); newest last.\n\n"
-        )
-    with open(path, "a") as f:
-        f.write(text + "\n")
+def uint32(n: int) -> bytes:
+    return n.to_bytes(4, "big")
 
 
-# --------------------------------------------------------------------------- main
+def uint64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+# -- /proc -----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pids: list[int]) -> tuple[int, int]:
+    """(RSS, PSS) summed over ``pids``, in KiB."""
+    rss = pss = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return rss, pss
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def in_turn(servers: list[Server], repeat: int) -> Iterator[tuple[int, Server]]:
+    """Every server once per repeat, the order reversed every other repeat."""
+    for i in range(repeat):
+        for s in servers if i % 2 == 0 else servers[::-1]:
+            yield i, s
+
+
+def measure_calls(servers: list[Server], args: argparse.Namespace) -> None:
+    for op in OPS:
+        for n in args.clients:
+            print(f"server_bench: {op} x{n}", file=sys.stderr, flush=True)
+            for _, s in in_turn(servers, args.repeat):
+                calls, (cpu0, cpu1) = loadgen.small_calls(
+                    s.addr, s.calls[op], n, args.seconds, args.procs, s.cpu
+                )
+                s.result.calls.setdefault((op, n), []).append((calls, float(cpu1) - float(cpu0)))
+
+
+def measure_streams(servers: list[Server], args: argparse.Namespace) -> None:
+    wrap = args.size_mib
+    for op in ("READ", "WRITE"):
+        print(f"server_bench: {op} 1 MiB", file=sys.stderr, flush=True)
+        for _, s in in_turn(servers, args.repeat):
+            commit = s.calls["COMMIT"] if op == "WRITE" else None
+            result = loadgen.stream(
+                s.addr, s.calls[op], s.offsets[op], wrap * args.passes, wrap, args.window,
+                commit, s.cpu,
+            )  # fmt: skip
+            s.result.streams.setdefault(op, []).append(result)
+
+
+def measure_idle(servers: list[Server], args: argparse.Namespace) -> None:
+    print(f"server_bench: {args.idle} idle connections", file=sys.stderr, flush=True)
+    for s in servers:
+        before = memory_kib(s.pids())
+        with loadgen.hold_idle(s.addr, s.calls["NULL"], args.idle) as answered:
+            time.sleep(1.0)  # let forked children settle
+            after = memory_kib(s.pids())
+        s.result.idle = report.Idle(args.idle, answered, after[0] - before[0], after[1] - before[1])
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="one repeat instead of three")
-    p.add_argument("--repeat", type=int, default=None, help="repeats per measurement (default 3)")
-    p.add_argument("--size-mib", type=int, default=256, help="read/write file size (MiB)")
-    p.add_argument("--entries", type=int, default=50_000, help="entries in the listed directory")
-    p.add_argument("--servers", default="ferry,ganesha", help="comma list of: ferry,ganesha")
+    p.add_argument("--targets", default=",".join(TARGETS), help=f"comma list of {TARGETS}")
+    p.add_argument("--seconds", type=float, default=2.0, help="window per small-call point")
+    p.add_argument("--clients", default="1,8,64", help="concurrent clients per point")
+    p.add_argument("--repeat", type=int, default=3, help="repeats of every measurement")
+    p.add_argument("--size-mib", type=int, default=128, help="file read and written")
+    p.add_argument("--passes", type=int, default=2, help="times the file is read/written")
+    p.add_argument("--window", type=int, default=4, help="1 MiB calls in flight")
+    p.add_argument("--idle", type=int, default=200, help="idle connections held open")
+    p.add_argument("--procs", type=int, default=2 * NCPU, help="load-generator processes")
+    p.add_argument("--quick", action="store_true", help="one repeat, 1 s per point")
+    p.add_argument("--smoke", action="store_true", help="every workload, tiny: < 60 s")
+    p.add_argument("--workdir", type=Path, help="where exports go (default: tmpfs)")
     p.add_argument(
-        "--workdir",
-        type=Path,
-        default=None,
-        help="where exports go (default: a new dir under /var/tmp, on disk)",
-    )
-    p.add_argument(
-        "--local-dir",
-        type=Path,
-        default=None,
-        help="where nfs-cp copies to/from (default: tmpfs /dev/shm if usable)",
-    )
-    p.add_argument("--timeout", type=float, default=900.0, help="per client command, seconds")
-    p.add_argument(
-        "--write-docs",
-        nargs="?",
-        const=REPO_ROOT / "docs" / "benchmarks.md",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="append the report to PATH (default docs/benchmarks.md)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the work directories")
+        "--write-docs", nargs="?", const=REPO / "docs" / "benchmarks.md", type=Path,
+        metavar="PATH", help="append the report to PATH (default docs/benchmarks.md)",
+    )  # fmt: skip
     args = p.parse_args(argv)
-    if args.repeat is None:
-        args.repeat = 1 if args.quick else 3
-    if args.repeat < 1 or args.size_mib < 0 or args.entries < 0:
-        p.error("--repeat must be >= 1, sizes >= 0")
+    if args.quick:
+        args.seconds, args.repeat = 1.0, 1
+    if args.smoke:
+        args.seconds, args.clients, args.repeat = 0.25, "1,8", 1
+        args.size_mib, args.passes, args.idle = 8, 1, 16
+    args.clients = [int(c) for c in args.clients.split(",")]
+    args.targets = [t for t in args.targets.split(",") if t]
+    unknown = set(args.targets) - set(TARGETS)
+    if unknown or not args.targets:
+        p.error(f"unknown target(s) {sorted(unknown)}; choose from {', '.join(TARGETS)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = set(servers) - set(SERVERS)
-    if unknown or not servers:
-        print(f"unknown server(s) {sorted(unknown)}; choose from {SERVERS}", file=sys.stderr)
-        return 2
     try:
-        for tool, pkg in [("nfs-cp", "libnfs-utils"), ("nfs-ls", "libnfs-utils")]:
-            peers.need_tool(tool, pkg)
-        if "ganesha" in servers:
+        if "ganesha" in args.targets:
             peers.need_tool("ganesha.nfsd", "nfs-ganesha")
             peers.need_tool("rpcbind", "rpcbind")
     except peers.ToolMissing as e:
         print(f"server_bench: {e}", file=sys.stderr)
         return 2
-
-    size = args.size_mib * MiB
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ferry-bench-", dir="/var/tmp"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.local_dir is not None:
-        local = args.local_dir
-    elif Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 3 * size + 64 * MiB:
-        local = Path(tempfile.mkdtemp(prefix="ferry-bench-", dir="/dev/shm"))
-    else:
-        local = workdir / "local"
-    local.mkdir(parents=True, exist_ok=True)
-
+    base = args.workdir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    work = Path(tempfile.mkdtemp(prefix="ferry-sbench-", dir=base))
     log: list[str] = []
-    results: dict[str, dict[str, Result]] = {}
-    t0 = time.monotonic()
+    servers: list[Server] = []
+    t0, load0 = time.monotonic(), os.getloadavg()
     try:
-        src_digest = peers.write_random_file(local / "source.bin", size, seed=11)
-        results = run_benchmarks(servers, workdir, local, size, args.entries, args.repeat,
-                                 src_digest, args.timeout, log)  # fmt: skip
+        for name in args.targets:
+            print(f"server_bench: starting {name}", file=sys.stderr, flush=True)
+            servers.append(start(name, work / name, args.size_mib * MiB, log))
+        measure_idle(servers, args)  # first: before big buffers come and go
+        measure_calls(servers, args)
+        measure_streams(servers, args)
+        drc = report.drc_cost(work / "drc.lock")
     finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-            shutil.rmtree(local, ignore_errors=True)
-    report = render(results, args, servers, local)
-    print(report, flush=True)
-    print(f"server_bench: done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-    if log:
-        print("server_bench: problems:\n" + "\n".join(log), file=sys.stderr)
+        for s in servers:
+            try:
+                s.stop()
+            except peers.PeerError as e:
+                log.append(f"{s.name} stop: {e}")
+        shutil.rmtree(work, ignore_errors=True)
+    context = report.Context(args, FERRY, load0, os.getloadavg(), time.monotonic() - t0, drc)
+    text = report.render({s.name: s.result for s in servers}, context)
+    print(text, flush=True)
+    errors = sum(s.result.errors() for s in servers)
+    if log or errors:
+        print(f"server_bench: {errors} failed calls; problems:\n" + "\n".join(log), file=sys.stderr)
     if args.write_docs is not None:
-        write_docs(report, args.write_docs)
+        with open(args.write_docs, "a") as f:
+            f.write("\n" + text + "\n")
         print(f"server_bench: appended to {args.write_docs}", file=sys.stderr)
-    failed = any(r.error for rs in results.values() for r in rs.values())
-    return 1 if failed else 0
+    return 1 if log or errors else 0
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=float, help="seconds a silent client may stay")
     serve.add_argument("--record-timeout", type=float, help="seconds a record may take")
     serve.add_argument("--send-timeout", type=float, help="seconds a reply may wait")
-    serve.add_argument("--udp", action="store_true", help="also serve over UDP (async model)")
+    serve.add_argument("--udp", action="store_true", help="also serve over UDP")
     serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics there")
     serve.set_defaults(func=cmd_serve)
     from ferry.cli_client import add_client_commands  # here: `serve` needs no fsspec/rich

@@ -15,7 +15,7 @@ Example::
     idle_timeout = 300              # seconds without a byte before a connection is closed
     record_timeout = 60             # seconds a started record may take to arrive whole
     send_timeout = 60               # seconds a reply may wait for the client to read it
-    udp = false                     # also serve NFS, MOUNT (and portmap) over UDP (async model)
+    udp = false                     # also serve NFS, MOUNT (and portmap) over UDP
     drc_entries = 4096              # duplicate request cache size; 0 disables it
     drc_bytes = 8388608             # ... and its bound on cached reply bytes
     metrics = "127.0.0.1:9100"      # serve Prometheus metrics there ("": off; docs/metrics.md)
@@ -54,8 +54,8 @@ DEFAULT_PORT = 2049
 MODELS = ("serial", "prefork", "process", "thread", "async")
 """Server models (``ferry.server.models.MODELS`` maps each to its class)."""
 MAX_WORKERS = 256
-UDP_MODELS = ("async",)
-"""Models that serve UDP too (``ferry.server.udp``)."""
+UDP_MODELS = MODELS
+"""Models that serve UDP too (``ferry.server.udp``): all of them."""
 
 
 @dataclasses.dataclass(slots=True)

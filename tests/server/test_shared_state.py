@@ -1,7 +1,9 @@
 """State shared by the worker processes of one server (prefork, process, async --workers):
 a handle from one worker works on every other, the write verifier is the same everywhere
 (and changes on restart), an exclusive CREATE retried on another worker is idempotent,
-DUMP on one worker lists a MNT made on another, and prefork replaces a worker that dies.
+a REMOVE, RENAME or exclusive CREATE resent with the same XID on a new connection served
+by another worker gets the original reply (the shared duplicate request cache), DUMP on
+one worker lists a MNT made on another, and prefork replaces a worker that dies.
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from harness import start_model, stop_checked
 from modelserver import MULTI_PROCESS, ModelServer, serving_pid
-from rawclient import RawClient, nfs_getattr, nfs_lookup, nfs_read, nfs_write
+from rawclient import RawClient, nfs_getattr, nfs_lookup, nfs_read, nfs_write, parse_reply
 
-from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, Nfsstat3
+from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, NfsProc, Nfsstat3
+from ferry.rpc.auth import encode_auth_sys
+from ferry.rpc.message import NULL_AUTH, CallHeader
 from ferry.xdr import Packer
 
 EXCLUSIVE = 2
@@ -62,6 +66,20 @@ def distinct_workers(server: ModelServer, want: int = 2, tries: int = 24) -> lis
             w.client.close()
     assert len(chosen) >= want, f"only workers {list(chosen)} answered {tries} connections"
     return list(chosen.values())
+
+
+def other_worker(server: ModelServer, not_pid: int | None, tries: int = 24) -> Worker:
+    """A new connection served by another process than ``not_pid``."""
+    opened: list[Worker] = []
+    try:
+        for _ in range(tries):
+            w = Worker(server)
+            if w.pid is not None and w.pid not in (not_pid, server.pid):
+                return w
+            opened.append(w)  # held open, so the next one goes elsewhere
+    finally:
+        close_all(opened)
+    raise AssertionError(f"{tries} connections were all served by {not_pid}")
 
 
 def close_all(workers: list[Worker]) -> None:
@@ -118,6 +136,66 @@ def test_exclusive_create_retried_on_another_worker(multi: ModelServer) -> None:
         assert _create_exclusive(b, b"excl.txt", b"verf0002")[0] == Nfsstat3.EXIST
     finally:
         close_all([a, b])
+
+
+def _call(xid: int, proc: int, args: bytes) -> bytes:
+    p = Packer()
+    CallHeader(xid, 2, NFS_PROGRAM, 3, proc, encode_auth_sys(0, 0), NULL_AUTH).pack(p)
+    return p.get_buffer() + args
+
+
+def _names(*pairs: tuple[bytes, str]) -> bytes:
+    p = Packer()
+    for fh, name in pairs:
+        p.pack_opaque(fh)
+        p.pack_string(name.encode())
+    return p.get_buffer()
+
+
+RETRIED: dict[str, tuple[int, Callable[[bytes, bytes], bytes], Nfsstat3]] = {
+    # kind: procedure, its arguments (root, verifier), what a new run of it answers
+    "remove": (NfsProc.REMOVE, lambda root, v: _names((root, "victim")), Nfsstat3.NOENT),
+    "rename": (
+        NfsProc.RENAME,
+        lambda root, v: _names((root, "victim"), (root, "moved")),
+        Nfsstat3.NOENT,
+    ),
+    "exclusive-create": (NfsProc.CREATE, lambda root, v: _create(root, v), Nfsstat3.EXIST),
+}
+
+
+def _create(root: bytes, verf: bytes) -> bytes:
+    p = Packer()
+    p.pack_opaque(root)
+    p.pack_string(b"excl")
+    p.pack_uint(EXCLUSIVE)
+    p.pack_fopaque(8, verf)
+    return p.get_buffer()
+
+
+@pytest.mark.parametrize("kind", RETRIED)
+def test_a_call_resent_to_another_worker_gets_the_original_reply(
+    multi: ModelServer, kind: str
+) -> None:
+    """Answered on one worker, resent (same XID, same bytes) on a new connection that
+    another process serves: the very same reply, where running it again would fail."""
+    proc, args, rerun = RETRIED[kind]
+    (multi.export / "victim").write_bytes(b"x")
+    a = Worker(multi)
+    call = _call(0x7A000001, proc, args(a.root, b"verf0001"))
+    a.client.send_record(call)
+    original = a.client.recv_record()
+    a.client.close()
+    assert parse_reply(original).ok().unpack_uint() == Nfsstat3.OK
+    b = other_worker(multi, a.pid)
+    try:
+        b.client.send_record(call)
+        assert b.client.recv_record() == original
+        fresh = _call(0x7A000002, proc, args(b.root, b"verf0002"))  # a new call: run
+        b.client.send_record(fresh)
+        assert parse_reply(b.client.recv_record()).ok().unpack_uint() == rerun
+    finally:
+        b.client.close()
 
 
 def test_dump_lists_mounts_made_on_other_workers(multi: ModelServer) -> None:

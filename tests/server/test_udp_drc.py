@@ -1,19 +1,18 @@
 """The duplicate request cache and RPC over UDP.
 
-Unit tests of ``ferry.rpc.drc`` (hit, in-progress drop, eviction, age, checksum), of the
-dispatcher's use of it, then real retransmissions: identical datagrams sent twice over
-UDP, and a call resent with the same xid on a new TCP connection after the first one
-was closed unanswered. Loopback only; every wait is bounded.
+Unit tests of both caches, ``ferry.rpc.drc`` in one process and
+``ferry.server.shared_drc`` shared by worker processes (hit, in-progress drop, eviction,
+age, checksum; what only the shared one does is in ``test_shared_drc.py``), of the
+dispatcher's use of them, then real retransmissions: identical datagrams sent twice over
+UDP to every server model, and a call resent with the same xid on a new TCP connection
+after the first one was closed unanswered. Loopback only; every wait is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,16 +21,18 @@ from pathlib import Path
 
 import pytest
 from harness import start_model, stop_checked
+from modelserver import VARIANTS
 from rawclient import RawClient, Reply, local_config, parse_reply
 
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, NfsProc, Nfsstat3
 from ferry.rpc.auth import encode_auth_sys
 from ferry.rpc.dispatch import TCP, UDP, CallContext, Dispatcher, Program
-from ferry.rpc.drc import DuplicateRequestCache, Lookup, call_key, client_key
+from ferry.rpc.drc import DuplicateRequestCache, Lookup, ReplyCache, call_key, client_key
 from ferry.rpc.message import NULL_AUTH, CallHeader
 from ferry.rpc.portmap import IPPROTO_UDP, PMAP_PROGRAM, Mapping
 from ferry.server.aio import AsyncServer
 from ferry.server.app import App, build_app
+from ferry.server.shared_drc import SharedReplyCache
 from ferry.server.udp import MAX_UDP_PAYLOAD, bind_udp, fit_datagram
 from ferry.xdr import Packer, Unpacker
 
@@ -55,6 +56,26 @@ class Clock:
         return self.now
 
 
+MakeCache = Callable[..., ReplyCache]
+
+
+@pytest.fixture(params=["local", "shared"])
+def make_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeCache]:
+    """Either cache, made with the same arguments (the shared one also gets a lock file)."""
+    made: list[SharedReplyCache] = []
+
+    def make(procedures: object = (), **kw: object) -> ReplyCache:
+        if request.param == "local":
+            return DuplicateRequestCache(procedures, **kw)  # type: ignore[arg-type]
+        cache = SharedReplyCache(procedures, tmp_path / "drc.lock", **kw)  # type: ignore[arg-type]
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        cache.close()
+
+
 def header(xid: int, proc: int = 12) -> CallHeader:
     return CallHeader(xid, 2, NFS_PROGRAM, 3, proc, CRED, NULL_AUTH)
 
@@ -63,8 +84,8 @@ def key(xid: int, record: bytes = b"call", host: str = "10.0.0.1") -> tuple:  # 
     return call_key("udp", (host, 700), header(xid), record)
 
 
-def test_drc_hit_after_finish() -> None:
-    drc = DuplicateRequestCache([(NFS_PROGRAM, 3, 12)])
+def test_drc_hit_after_finish(make_cache: MakeCache) -> None:
+    drc = make_cache([(NFS_PROGRAM, 3, 12)])
     assert drc.wants(header(1)) and not drc.wants(header(1, proc=1))
     assert drc.begin(key(1)) == (Lookup.NEW, None)
     drc.finish(key(1), b"reply")
@@ -72,8 +93,8 @@ def test_drc_hit_after_finish() -> None:
     assert (drc.stats.misses, drc.stats.hits) == (1, 1)
 
 
-def test_drc_drops_while_in_progress() -> None:
-    drc = DuplicateRequestCache([])
+def test_drc_drops_while_in_progress(make_cache: MakeCache) -> None:
+    drc = make_cache([])
     assert drc.begin(key(1))[0] is Lookup.NEW
     assert drc.begin(key(1)) == (Lookup.IN_PROGRESS, None)
     assert drc.stats.in_progress == 1
@@ -81,8 +102,8 @@ def test_drc_drops_while_in_progress() -> None:
     assert drc.begin(key(1))[0] is Lookup.NEW  # forgotten: runs again
 
 
-def test_drc_checksum_and_client_make_a_different_call() -> None:
-    drc = DuplicateRequestCache([])
+def test_drc_checksum_and_client_make_a_different_call(make_cache: MakeCache) -> None:
+    drc = make_cache([])
     drc.begin(key(7, b"remove a"))
     drc.finish(key(7, b"remove a"), b"ok")
     assert drc.begin(key(7, b"remove b"))[0] is Lookup.NEW  # same xid, other bytes
@@ -96,8 +117,8 @@ def test_client_key_udp_by_port_tcp_by_host() -> None:
     assert client_key(None, False) == ("None",)
 
 
-def test_drc_evicts_least_recently_used() -> None:
-    drc = DuplicateRequestCache([], max_entries=2)
+def test_drc_evicts_least_recently_used(make_cache: MakeCache) -> None:
+    drc = make_cache([], max_entries=2)
     for xid in (1, 2):
         drc.begin(key(xid))
         drc.finish(key(xid), b"r")
@@ -118,9 +139,9 @@ def test_drc_bounded_in_bytes() -> None:
     assert drc.begin(key(9))[0] is Lookup.HIT
 
 
-def test_drc_entries_expire() -> None:
+def test_drc_entries_expire(make_cache: MakeCache) -> None:
     clock = Clock()
-    drc = DuplicateRequestCache([], max_age=10.0, clock=clock)
+    drc = make_cache([], max_age=10.0, clock=clock)
     drc.begin(key(1))
     drc.finish(key(1), b"r")
     clock.now += 11
@@ -156,9 +177,9 @@ class Counter:
         return Program(400000, "counter", {1: {1: count, 2: reenter, 3: crash}})
 
 
-def counter_dispatcher() -> tuple[Counter, Dispatcher]:
+def counter_dispatcher(make_cache: MakeCache) -> tuple[Counter, Dispatcher]:
     counter = Counter()
-    drc = DuplicateRequestCache([(400000, 1, 1), (400000, 1, 2), (400000, 1, 3)])
+    drc = make_cache([(400000, 1, 1), (400000, 1, 2), (400000, 1, 3)])
     counter.dispatcher = Dispatcher([counter.program()], drc)
     return counter, counter.dispatcher
 
@@ -168,8 +189,8 @@ def joined(buffers: list[object] | None) -> bytes:
     return b"".join(bytes(b) for b in buffers)  # type: ignore[call-overload]
 
 
-def test_dispatcher_replays_instead_of_running_twice() -> None:
-    counter, d = counter_dispatcher()
+def test_dispatcher_replays_instead_of_running_twice(make_cache: MakeCache) -> None:
+    counter, d = counter_dispatcher(make_cache)
     record = call_record(5, 400000, 1, vers=1)
     first = joined(d.handle(record, ("h", 1), UDP))
     assert joined(d.handle(record, ("h", 1), UDP)) == first
@@ -178,16 +199,16 @@ def test_dispatcher_replays_instead_of_running_twice() -> None:
     assert counter.runs == 2  # same xid, different call: run
 
 
-def test_dispatcher_drops_retransmission_in_progress() -> None:
-    counter, d = counter_dispatcher()
+def test_dispatcher_drops_retransmission_in_progress(make_cache: MakeCache) -> None:
+    counter, d = counter_dispatcher(make_cache)
     d.handle(call_record(9, 400000, 2, vers=1), ("h", 1), UDP)
     assert counter.nested is not None
     assert counter.nested == [None]  # the copy that arrived while the original ran
     assert d.drc is not None and d.drc.stats.in_progress == 1
 
 
-def test_dispatcher_does_not_replay_a_server_fault() -> None:
-    counter, d = counter_dispatcher()
+def test_dispatcher_does_not_replay_a_server_fault(make_cache: MakeCache) -> None:
+    counter, d = counter_dispatcher(make_cache)
     record = call_record(3, 400000, 3, vers=1)
     d.handle(record, ("h", 1), UDP)
     d.handle(record, ("h", 1), UDP)
@@ -450,29 +471,50 @@ def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-# -- ferry serve --udp, every model that has it --------------------------------------------
+# -- ferry serve --udp, every model ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["async", "async-2"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_serve_udp_retransmissions(tmp_path: Path, variant: str) -> None:
-    """With several workers each client socket stays on one (SO_REUSEPORT hashing), so
-    every client's retransmission is answered from the cache of the worker that ran it."""
+    """Every model serves UDP beside TCP (serial too, while a TCP client holds its one
+    connection), keeps replies within one datagram, and answers each client's
+    retransmission from the cache, whichever process got it."""
     srv = start_model(tmp_path, variant, extra=("--udp",))
+    held = RawClient(srv.port)
     try:
+        held.mount(str(srv.export))
         for i in range(8):  # eight client addresses, spread over the workers
             c = UdpClient(srv.port)
             try:
                 root = mount_udp(c, srv.export)
                 (srv.export / f"f{i}").write_bytes(b"")
                 call = c.record(NFS_PROGRAM, NfsProc.REMOVE, diropargs(root, f"f{i}"))
-                assert status(c.send(call)) == Nfsstat3.OK
+                first = c.send(call)
+                assert status(first) == Nfsstat3.OK
                 (srv.export / f"f{i}").write_bytes(b"again")
                 assert status(c.send(call)) == Nfsstat3.OK
                 assert (srv.export / f"f{i}").exists()
             finally:
                 c.close()
+        assert udp_rtmax(srv.port, root) == 32768
     finally:
+        held.close()
         stop_checked(srv)
+
+
+def udp_rtmax(port: int, root: bytes) -> int:
+    """FSINFO over UDP: the largest READ the server offers there."""
+    c = UdpClient(port)
+    try:
+        p = Packer()
+        p.pack_opaque(root)
+        u = c.call(NFS_PROGRAM, NfsProc.FSINFO, p.get_buffer()).ok()
+    finally:
+        c.close()
+    assert u.unpack_uint() == 0
+    if u.unpack_bool():
+        u.unpack_fopaque(84)
+    return u.unpack_uint()
 
 
 @pytest.mark.parametrize("variant", ["serial", "thread", "async"])
@@ -494,16 +536,3 @@ def test_serve_tcp_reconnect_single_process(tmp_path: Path, variant: str) -> Non
         assert (srv.export / "doomed").exists()
     finally:
         stop_checked(srv)
-
-
-def test_udp_refused_for_models_without_it(tmp_path: Path) -> None:
-    (tmp_path / "e").mkdir()
-    argv = [sys.executable, "-m", "ferry", "serve", str(tmp_path / "e"), "--port", "0"]
-    argv += ["--model", "thread", "--udp", "--state-dir", str(tmp_path / "s")]
-    done = subprocess.run(argv, capture_output=True, timeout=30, env=_env())
-    assert done.returncode == 2
-    assert b"udp is served by the async model" in done.stderr
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))

@@ -121,7 +121,7 @@ class Dispatcher:
     def __init__(
         self,
         programs: Iterable[Program],
-        drc: drcmod.DuplicateRequestCache | None = None,
+        drc: drcmod.ReplyCache | None = None,
         observer: CallObserver | None = None,
     ) -> None:
         self.programs = {p.number: p for p in programs}
@@ -189,7 +189,7 @@ class Dispatcher:
 
     def _run_once(
         self,
-        drc: drcmod.DuplicateRequestCache,
+        drc: drcmod.ReplyCache,
         handler: Handler,
         u: Unpacker,
         ctx: CallContext,

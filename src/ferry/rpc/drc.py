@@ -21,10 +21,15 @@ running: drop the retransmission, the original's reply answers it) or a cached r
 (send it again). ``finish`` stores the reply; ``abandon`` forgets a call whose outcome
 must not be replayed. Bounded by entries and bytes, least recently used evicted first;
 entries older than ``max_age`` are never answered from.
+
+``ReplyCache`` is the contract the ``Dispatcher`` uses. ``DuplicateRequestCache`` here is
+the in-process one (an ordered dict under a thread lock); worker processes of one server
+share ``ferry.server.shared_drc.SharedReplyCache`` instead, which keeps the same rules.
 """
 
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 import enum
@@ -68,8 +73,37 @@ class _Entry:
     stamp: float  # when it began; replies expire ``max_age`` after
 
 
-class DuplicateRequestCache:
-    """Replies of non-idempotent calls, by (client, xid, prog, vers, proc, checksum)."""
+class ReplyCache(abc.ABC):
+    """What the dispatcher needs of a duplicate request cache, wherever it keeps replies."""
+
+    def __init__(self, procedures: Collection[tuple[int, int, int]]) -> None:
+        self.procedures = frozenset(procedures)
+
+    def wants(self, header: CallHeader) -> bool:
+        """True for the procedures whose replies are kept (the non-idempotent ones)."""
+        return (header.prog, header.vers, header.proc) in self.procedures
+
+    @property
+    @abc.abstractmethod
+    def stats(self) -> Stats:
+        """Counters since the cache was made."""
+
+    @abc.abstractmethod
+    def begin(self, key: Key) -> tuple[Lookup, bytes | None]:
+        """Look a call up; NEW also records it as in progress."""
+
+    @abc.abstractmethod
+    def finish(self, key: Key, reply: bytes) -> None:
+        """Keep the reply of a call begun with NEW (stored even if evicted meanwhile)."""
+
+    @abc.abstractmethod
+    def abandon(self, key: Key) -> None:
+        """Forget a call (its reply must not be replayed, e.g. a server fault)."""
+
+
+class DuplicateRequestCache(ReplyCache):
+    """Replies of non-idempotent calls, by (client, xid, prog, vers, proc, checksum), in
+    this process's memory."""
 
     def __init__(
         self,
@@ -79,12 +113,12 @@ class DuplicateRequestCache:
         max_age: float = DEFAULT_AGE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.procedures = frozenset(procedures)
+        super().__init__(procedures)
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.clock = clock
-        self.stats = Stats()
+        self._stats = Stats()
         self.bytes = 0
         self._entries: collections.OrderedDict[Key, _Entry] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -92,33 +126,31 @@ class DuplicateRequestCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def wants(self, header: CallHeader) -> bool:
-        """True for the procedures whose replies are kept (the non-idempotent ones)."""
-        return (header.prog, header.vers, header.proc) in self.procedures
+    @property
+    def stats(self) -> Stats:
+        return self._stats
 
     def begin(self, key: Key) -> tuple[Lookup, bytes | None]:
-        """Look a call up; NEW also records it as in progress."""
         now = self.clock()
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and now - entry.stamp > self.max_age:
                 self._drop(key)
-                self.stats.expired += 1
+                self._stats.expired += 1
                 entry = None
             if entry is None:
-                self.stats.misses += 1
+                self._stats.misses += 1
                 self._entries[key] = _Entry(None, now)
                 self._shrink(now)
                 return Lookup.NEW, None
             self._entries.move_to_end(key)
             if entry.reply is None:
-                self.stats.in_progress += 1
+                self._stats.in_progress += 1
                 return Lookup.IN_PROGRESS, None
-            self.stats.hits += 1
+            self._stats.hits += 1
             return Lookup.HIT, entry.reply
 
     def finish(self, key: Key, reply: bytes) -> None:
-        """Keep the reply of a call begun with NEW (stored even if evicted meanwhile)."""
         with self._lock:
             self._drop(key)
             self._entries[key] = _Entry(reply, self.clock())
@@ -126,7 +158,6 @@ class DuplicateRequestCache:
             self._shrink(self.clock())
 
     def abandon(self, key: Key) -> None:
-        """Forget a call (its reply must not be replayed, e.g. a server fault)."""
         with self._lock:
             self._drop(key)
 
@@ -145,9 +176,9 @@ class DuplicateRequestCache:
                 return
             self._drop(key)
             if expired:
-                self.stats.expired += 1
+                self._stats.expired += 1
             else:
-                self.stats.evictions += 1
+                self._stats.evictions += 1
 
 
 def client_key(client: object, by_port: bool) -> ClientKey:

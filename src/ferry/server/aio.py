@@ -335,7 +335,7 @@ class AsyncModel(ServerModel):
 
     def _serve(self, slot: int) -> None:
         _install_uvloop()
-        udp = self.spec.datagrams[slot] if self.spec.datagrams else []
+        udp = self.spec.udp(slot)
         with self.spec.open_app() as app:
             asyncio.run(self._main(app.dispatcher(self.spec.port), udp, app.metrics))
 

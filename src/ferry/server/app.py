@@ -23,7 +23,7 @@ from ferry.nfs3.mount import MountRegistry, MountService, mount_program
 from ferry.nfs3.procedures import nfs_program
 from ferry.nfs3.service import Nfs3Service
 from ferry.rpc.dispatch import Dispatcher
-from ferry.rpc.drc import DuplicateRequestCache
+from ferry.rpc.drc import DuplicateRequestCache, ReplyCache
 from ferry.rpc.portmap import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -64,7 +64,7 @@ class App:
     nfs: Nfs3Service
     mount: MountService
     exports: list[Export]
-    drc: DuplicateRequestCache | None = None
+    drc: ReplyCache | None = None
     metrics: Metrics = NO_METRICS
     """What the dispatcher and the IO adapters report to (``ferry.metrics``)."""
 
@@ -95,11 +95,13 @@ def build_app(
     write_verifier: bytes | None = None,
     table: MountRegistry | None = None,
     metrics: Metrics = NO_METRICS,
+    drc: ReplyCache | None = None,
 ) -> App:
     """Open every export's backend and build the services; raises ConfigError.
 
-    Worker processes of one server pass the same ``write_verifier`` (made once per run)
-    and a shared MOUNT ``table``; by default each call gets its own."""
+    Worker processes of one server pass the same ``write_verifier`` (made once per run),
+    a shared MOUNT ``table`` and a shared ``drc``; by default each call gets its own (the
+    DRC in this process's memory, unless ``drc_entries`` is 0)."""
     state_dir = config.resolved_state_dir()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +110,7 @@ def build_app(
         raise ConfigError(f"state directory {state_dir} is not usable: {exc}") from exc
     exports = [_export(e, state_dir) for e in config.exports]
     nfs = Nfs3Service(exports, HandleCodec(key), write_verifier)
-    drc = None
-    if config.drc_entries > 0:
+    if drc is None and config.drc_entries > 0:
         drc = DuplicateRequestCache(NON_IDEMPOTENT, config.drc_entries, config.drc_bytes)
     return App(config, nfs, MountService(nfs, table), exports, drc, metrics)
 

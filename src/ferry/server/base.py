@@ -42,8 +42,11 @@ from ferry.errors import ConfigError, RecordError
 from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.mount import MountRegistry
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
+from ferry.rpc.drc import ReplyCache
 from ferry.rpc.record import DEFAULT_MAX_RECORD, RecordReader, frame
-from ferry.server.app import App, build_app
+from ferry.server.app import NON_IDEMPOTENT, App, build_app
+from ferry.server.malloc import keep_freed_buffers
+from ferry.server.shared_drc import SharedReplyCache
 
 log = logging.getLogger("ferry.server")
 
@@ -128,8 +131,10 @@ class ServerSpec:
 
     ``app`` is the protocol side already built in this process (single-process models), or
     ``None`` when each worker process builds its own from ``config`` (a SQLite connection or
-    thread must never cross a fork). ``write_verifier`` and ``mount_table`` are what workers
-    of one server run share: the same verifier everywhere, one MOUNT table for DUMP.
+    thread must never cross a fork). ``write_verifier``, ``mount_table`` and ``drc`` are what
+    workers of one server run share: the same verifier everywhere, one MOUNT table for DUMP,
+    one duplicate request cache (made here, before any fork, when workers build their own
+    ``App``; it lives in shared memory, see ``ferry.server.shared_drc``).
     """
 
     config: ServerConfig
@@ -144,6 +149,18 @@ class ServerSpec:
     """Per worker slot, its UDP sockets (NFS port, portmapper port); empty without UDP."""
     metrics: Metrics = NO_METRICS
     """Made before any fork; in several processes it writes prometheus multiprocess files."""
+    drc: ReplyCache | None = None
+
+    def __post_init__(self) -> None:
+        if self.app is None and self.drc is None and self.config.drc_entries > 0:
+            lock = self.config.resolved_state_dir() / "drc.lock"
+            self.drc = SharedReplyCache(
+                NON_IDEMPOTENT, lock, self.config.drc_entries, self.config.drc_bytes
+            )
+
+    def udp(self, slot: int) -> list[socket.socket]:
+        """The UDP sockets of worker ``slot`` (none without ``--udp``)."""
+        return self.datagrams[slot] if self.datagrams else []
 
     @contextlib.contextmanager
     def open_app(self) -> Iterator[App]:
@@ -152,7 +169,11 @@ class ServerSpec:
             yield self.app
             return
         app = build_app(
-            self.config, self.write_verifier, table=self.mount_table, metrics=self.metrics
+            self.config,
+            self.write_verifier,
+            table=self.mount_table,
+            metrics=self.metrics,
+            drc=self.drc,
         )
         try:
             yield app
@@ -168,6 +189,7 @@ class ServerModel(abc.ABC):
 
     def __init__(self, spec: ServerSpec) -> None:
         self.spec = spec
+        keep_freed_buffers()  # before any fork: workers inherit it
 
     @classmethod
     def shares_state(cls, workers: int) -> bool:
@@ -436,17 +458,28 @@ def fork_child(body: Callable[[], None]) -> int:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def reap(children: set[int]) -> None:
-    """Collect every child that has exited, without blocking."""
-    while children:
+def reap(children: set[int]) -> list[int]:
+    """Collect every child that has exited, without blocking; returns their pids (which
+    may include children not in ``children``)."""
+    done: list[int] = []
+    while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             children.clear()
-            return
+            return done
         if pid == 0:
-            return
+            return done
         children.discard(pid)
+        done.append(pid)
+
+
+def wait_for_stop(stop: Stopper) -> None:
+    """Block until SIGTERM or SIGINT (for a process whose work happens in threads)."""
+    with contextlib.suppress(Shutdown):
+        while not stop.requested:
+            with stop.waiting():
+                time.sleep(1.0)
 
 
 def terminate(children: set[int], grace: float = 5.0) -> None:

@@ -4,7 +4,8 @@ on the shared listening socket; the parent only restarts workers that die.
 N bounds both the processes and the connections served at once; further connections wait
 in the listen backlog until a worker is free. Every worker builds its own ``App`` after
 the fork from the state the parent prepared (handle key file, write verifier, MOUNT
-table file).
+table file, the shared duplicate request cache). With ``--udp`` each worker also answers
+datagrams from a thread, on its own socket of the port's ``SO_REUSEPORT`` group.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 
 from ferry.rpc.dispatch import Address
 from ferry.server.base import ServerModel, Stopper, accept_loop, serve_connection, supervise
+from ferry.server.udp import DatagramThreads
 
 
 def default_workers() -> int:
@@ -39,4 +41,5 @@ class PreforkServer(ServerModel):
             def handle(sock: socket.socket, peer: Address) -> None:
                 serve_connection(sock, dispatcher, spec.limits, peer, stop, spec.metrics)
 
-            accept_loop(spec.listeners, stop, handle)
+            with DatagramThreads(spec.udp(slot), dispatcher):
+                accept_loop(spec.listeners, stop, handle)

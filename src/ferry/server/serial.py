@@ -2,6 +2,7 @@
 
 Its only defence is time: a client that stalls holds the whole server until one of the
 ``Limits`` timeouts cuts it off; everyone else waits in the listen backlog meanwhile.
+With ``--udp`` one thread beside it answers datagrams, one at a time too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import socket
 
 from ferry.rpc.dispatch import Address
 from ferry.server.base import ServerModel, Stopper, accept_loop, serve_connection
+from ferry.server.udp import DatagramThreads
 
 
 class SerialServer(ServerModel):
@@ -23,4 +25,5 @@ class SerialServer(ServerModel):
             def handle(sock: socket.socket, peer: Address) -> None:
                 serve_connection(sock, dispatcher, spec.limits, peer, stop, spec.metrics)
 
-            accept_loop(spec.listeners, stop, handle)
+            with DatagramThreads(spec.udp(0), dispatcher):
+                accept_loop(spec.listeners, stop, handle)

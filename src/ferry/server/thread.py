@@ -4,6 +4,7 @@ Connections past ``max_connections`` are accepted and reset at once, so a flood 
 descriptor for a moment, never a thread. Threads share the process's ``App``, whose parts
 are thread-safe (the backend's own locks, the MOUNT table's lock). On shutdown every
 connection is shut down for reading, so each thread finishes the call in hand and exits.
+With ``--udp``, ``UDP_THREADS`` threads answer datagrams.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import time
 
 from ferry.rpc.dispatch import Address, Dispatcher
 from ferry.server.base import ServerModel, Stopper, accept_loop, refuse, serve_connection
+from ferry.server.udp import DatagramThreads
 
 log = logging.getLogger("ferry.server")
 
 STACK_SIZE = 512 * 1024  # the dispatcher's call depth is small: keep per-thread memory small
 _JOIN_SECONDS = 5.0
+UDP_THREADS = 4  # datagrams answered at once; more wait in the socket buffer
 
 
 class ThreadServer(ServerModel):
@@ -33,10 +36,13 @@ class ThreadServer(ServerModel):
         threading.stack_size(STACK_SIZE)
         with self.spec.open_app() as app:
             dispatcher = app.dispatcher(self.spec.port)
-            try:
-                accept_loop(self.spec.listeners, stop, lambda s, a: self._spawn(s, a, dispatcher))
-            finally:
-                self._stop_all()
+            with DatagramThreads(self.spec.udp(0), dispatcher, UDP_THREADS):
+                try:
+                    accept_loop(
+                        self.spec.listeners, stop, lambda s, a: self._spawn(s, a, dispatcher)
+                    )
+                finally:
+                    self._stop_all()
 
     def _spawn(self, sock: socket.socket, peer: Address, dispatcher: Dispatcher) -> None:
         with self.lock:

@@ -1,17 +1,20 @@
 """RPC over UDP (RFC 5531 section 11 leaves datagram transports to the implementation):
 one call per datagram, no record marking, one reply datagram per call.
 
-The loop side mirrors the TCP protocol in ``aio.py``: datagrams are handed to the same
-call threads and the same ``Dispatcher`` (with ``dispatch.UDP``, so READ, READDIR and
-FSINFO keep to 32 KiB as Linux's nfsd does). What UDP adds:
+Two adapters around the same ``Dispatcher`` (with ``dispatch.UDP``, so READ, READDIR and
+FSINFO keep to 32 KiB as Linux's nfsd does): ``RpcDatagramProtocol`` for the event loop,
+handing datagrams to the async model's call threads, and ``DatagramThreads`` for the
+blocking models, a few threads each receiving a datagram, running it and sending the
+reply (UDP has no connections, so no model has a connection to run it in). What UDP adds:
 
 * A reply that would not fit one datagram is never sent truncated: it becomes a
   SYSTEM_ERR reply and a log line. Call sizes need no check: a datagram cannot exceed
   65,535 bytes and the loop reads up to 256 KiB, so nothing arrives cut.
 * Malformed datagrams are the dispatcher's business (no xid: dropped and logged; a bad
   header: GARBAGE_ARGS), so nothing here can crash on them.
-* Memory is bounded by a cap on datagrams being answered at once; past it a datagram is
-  dropped, as a kernel drops one on a full socket buffer, and the client retransmits.
+* Memory is bounded by a cap on datagrams being answered at once (the loop), or by the
+  number of threads (blocking); past it a datagram is dropped, or waits in the socket
+  buffer until the kernel drops it, and the client retransmits.
 * Retransmissions are what the duplicate request cache exists for; with several worker
   processes each has its own socket, bound to the same port with ``SO_REUSEPORT``, and
   the kernel picks the socket by a hash of the source address and port, so every
@@ -24,19 +27,22 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 from collections.abc import Callable, Sequence
+from types import TracebackType
 
 from ferry.errors import ConfigError
 from ferry.rpc.dispatch import UDP, Address, Buffer, Dispatcher
 from ferry.rpc.message import AcceptStat, pack_accepted
 from ferry.xdr import Packer
 
-__all__ = ["MAX_UDP_PAYLOAD", "RpcDatagramProtocol", "bind_udp"]
+__all__ = ["MAX_UDP_PAYLOAD", "DatagramThreads", "RpcDatagramProtocol", "bind_udp"]
 
 log = logging.getLogger("ferry.server")
 
 MAX_UDP_PAYLOAD = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header); IPv6 allows 65527
 RECEIVE_BUFFER = 4 << 20  # bursts of WRITEs wait in the kernel rather than being dropped
+POLL = 0.25  # seconds a blocking receiver waits before looking whether to stop
 
 Reply = list[Buffer] | None
 Submit = Callable[[Callable[[], Reply], Callable[[Reply], object]], None]
@@ -105,6 +111,58 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
         if reply is None or self.transport is None:
             return
         self.transport.sendto(fit_datagram(call, reply, addr), addr)
+
+
+class DatagramThreads:
+    """Blocking UDP service: ``threads`` threads per socket, each running one call at a
+    time. A context manager: started on entry; on exit each thread finishes the call in
+    hand, sends its reply and stops (within ``POLL`` seconds)."""
+
+    def __init__(
+        self, socks: Sequence[socket.socket], dispatcher: Dispatcher, threads: int = 1
+    ) -> None:
+        self.stopping = threading.Event()
+        self.threads = [
+            threading.Thread(
+                target=self._serve, args=(sock, dispatcher), name=f"ferry-udp-{i}", daemon=True
+            )
+            for sock in socks
+            for i in range(threads)
+        ]
+
+    def __enter__(self) -> DatagramThreads:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(POLL + 5.0)
+
+    def _serve(self, sock: socket.socket, dispatcher: Dispatcher) -> None:
+        sock.settimeout(POLL)  # the socket object is shared: every thread sets the same
+        while not self.stopping.is_set():
+            try:
+                data, addr = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                log.debug("udp receive failed: %s", exc)
+                if sock.fileno() < 0:
+                    return
+                continue
+            reply = dispatcher.handle(data, addr, UDP)
+            if reply is not None:
+                try:
+                    sock.sendto(fit_datagram(data, reply, addr), addr)
+                except OSError as exc:
+                    log.debug("udp reply to %s failed: %s", addr, exc)
 
 
 def fit_datagram(call: bytes, reply: Sequence[Buffer], addr: Address) -> bytes:
