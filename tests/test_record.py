@@ -75,3 +75,31 @@ def test_empty_fragments_count_towards_the_limit() -> None:
     r.receive_data(b"\0\0\0\0" * 512)
     with pytest.raises(RecordError):
         r.next_record()
+
+
+def test_buffer_starts_small_and_grows_for_a_busy_stream() -> None:
+    """An idle connection holds 4 KiB, not 64; a stream of records grows it as it needs."""
+    r = RecordReader()
+    assert len(r.get_buffer()) <= 4096
+    stream = b"".join(frame_bytes(bytes([i]) * (i * 97 % 3000)) for i in range(200))
+    held = []  # views the IO layer still holds while buffer_updated runs (asyncio does)
+    pos = 0
+    while pos < len(stream):
+        buf = r.get_buffer()
+        held.append(buf)
+        n = min(len(buf), len(stream) - pos)
+        buf[:n] = stream[pos : pos + n]
+        pos += n
+        r.buffer_updated(n)
+    got = []
+    while (rec := r.next_record()) is not None:
+        got.append(bytes(rec))
+    assert got == [bytes([i]) * (i * 97 % 3000) for i in range(200)]
+    assert 4096 < len(r.get_buffer()) <= 64 * 1024
+
+
+def test_a_small_fragment_larger_than_the_first_buffer_is_assembled() -> None:
+    r = RecordReader()
+    r.receive_data(frame_bytes(b"x" * 20_000)[:3])  # header split: buffer must grow later
+    r.receive_data(frame_bytes(b"x" * 20_000)[3:])
+    assert r.next_record() == b"x" * 20_000

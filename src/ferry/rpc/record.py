@@ -20,6 +20,7 @@ LAST_FRAGMENT = 0x80000000
 MAX_FRAGMENT = 0x7FFFFFFF
 DEFAULT_MAX_RECORD = 4 * 1024 * 1024 + 64 * 1024  # a 4 MiB WRITE plus headers
 _SMALL = 64 * 1024  # fragments up to this size are assembled in one shared buffer
+_FIRST = 4 * 1024  # ... which starts this small (idle connections stay cheap) and doubles
 
 Buffer = bytes | bytearray | memoryview
 
@@ -57,7 +58,7 @@ class RecordReader:
 
     def __init__(self, max_record: int = DEFAULT_MAX_RECORD) -> None:
         self.max_record = max_record
-        self._small = bytearray(_SMALL)  # headers and small fragments
+        self._small = bytearray(_FIRST)  # headers and small fragments; grows to _SMALL
         self._start = self._end = 0
         self._body: bytearray | None = None  # the large fragment being filled
         self._body_fill = 0
@@ -76,6 +77,8 @@ class RecordReader:
             return memoryview(self._body)[self._body_fill :]
         if self._end == len(self._small):
             self._compact()
+            if self._start == 0 and self._end == len(self._small):  # full of one fragment
+                self._grow(2 * len(self._small))
         return memoryview(self._small)[self._end :]
 
     def buffer_updated(self, n: int) -> None:
@@ -87,6 +90,8 @@ class RecordReader:
                 self._add_fragment(body, self._last)
         else:
             self._end += n
+            if self._end == len(self._small) < _SMALL:  # a busy stream: read more at once
+                self._grow(2 * len(self._small))
         self._parse()
 
     def receive_data(self, data: Buffer) -> None:
@@ -150,6 +155,7 @@ class RecordReader:
             elif 4 + length <= _SMALL:  # a small fragment: wait for the rest in place
                 if self._start + 4 + length > len(small):
                     self._compact()
+                    self._grow(4 + length)
                 return
             else:  # a large fragment: give it a buffer of its own
                 body = bytearray(length)
@@ -169,6 +175,14 @@ class RecordReader:
             self._fragments.clear()
             self._size = 0
         self._records.append(fragment)
+
+    def _grow(self, size: int) -> None:
+        """Make the small buffer at least ``size`` bytes (at most ``_SMALL``), keeping data."""
+        size = min(size, _SMALL)
+        if size > len(self._small):  # a new buffer: the IO layer may still hold a view of the old
+            grown = bytearray(size)
+            grown[: self._end] = memoryview(self._small)[: self._end]
+            self._small = grown
 
     def _compact(self) -> None:
         """Move unparsed bytes to the front of the small buffer."""
