@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 FUZZ_SECONDS ?= 600
 
-.PHONY: venv serve test test-unit test-interop bench bench-quick lint clean fuzz soak
+.PHONY: venv serve test test-unit test-interop test-ceph bench bench-quick lint clean fuzz soak
 
 venv: $(STAMP)
 
@@ -20,7 +20,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,s3]'
 	@touch $@
 
 serve: venv
@@ -35,6 +35,10 @@ test-unit: venv
 
 test-interop: venv
 	$(BIN)/python -m pytest -m interop $(PYTEST_ARGS)
+
+# CephFS/S3 backends and several servers over one throwaway Ceph cluster (docs/scale-out.md)
+test-ceph: venv
+	$(BIN)/python -m pytest -m ceph $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/server_bench.py $(BENCH_ARGS)

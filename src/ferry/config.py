@@ -29,8 +29,18 @@ Example::
     all_squash = false
     anonuid = 65534
     anongid = 65534
-    backend = "local"               # or "memory", or "package.module:Class"
-    options = {}                    # keyword arguments for a custom backend
+    backend = "local"               # or "memory", "cephfs", "s3", or "package.module:Class"
+    options = {}                    # keyword arguments for the backend (cephfs, s3, custom)
+
+    [[export]]                      # CephFS (docs/scale-out.md): path is inside CephFS
+    path = "/shared"
+    name = "/ceph"
+    backend = "cephfs"
+    [export.options]                # also fs_name, mount_timeout, settings = {...}
+    conf = "/etc/ceph/ceph.conf"
+    client_id = "admin"
+    keyring = "/etc/ceph/ceph.client.admin.keyring"
+    op_timeout = 30                 # seconds before a stuck call answers JUKEBOX
 
 Every error is a ``ConfigError`` naming the key at fault.
 """

@@ -24,9 +24,16 @@ __all__ = [
     "load_backend",
 ]
 
+BUILTIN: dict[str, str] = {
+    "cephfs": "ferry.backends.cephfs:CephFsBackend",  # libcephfs2, loaded on first use
+    "s3": "ferry.backends.s3:S3Backend",  # the `s3` extra (s3fs)
+}
+"""Backends named in a config by a short name, imported only when an export uses them."""
+
 
 def load_backend(spec: str) -> type[Backend]:
-    """The ``Backend`` subclass named by ``"package.module:Class"`` (for third-party backends)."""
+    """The ``Backend`` subclass named by ``"package.module:Class"`` or a ``BUILTIN`` name."""
+    spec = BUILTIN.get(spec, spec)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"backend {spec!r}: expected 'module:Class'")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 
 class Lease:
@@ -25,9 +26,12 @@ class Lease:
 
 
 class FdCache:
-    """Up to ``capacity`` descriptors keyed by file id, least recently used evicted first."""
+    """Up to ``capacity`` descriptors keyed by file id, least recently used evicted first.
 
-    def __init__(self, capacity: int = 64) -> None:
+    ``closer`` releases one (``os.close``; the CephFS backend caches libcephfs handles)."""
+
+    def __init__(self, capacity: int = 64, closer: Callable[[int], object] = os.close) -> None:
+        self._close = closer
         self._lock = threading.Lock()
         self._items: OrderedDict[int, Lease] = OrderedDict()
         self._capacity = capacity
@@ -58,7 +62,7 @@ class FdCache:
         with self._lock:
             lease.refs -= 1
             if lease.dead and lease.refs == 0:
-                os.close(lease.fd)
+                self._close(lease.fd)
 
     def invalidate(self, key: int) -> None:
         """Forget ``key`` (its file was removed or replaced); closes once unused."""
@@ -75,4 +79,4 @@ class FdCache:
     def _retire(self, lease: Lease) -> None:
         lease.dead = True
         if lease.refs == 0:
-            os.close(lease.fd)
+            self._close(lease.fd)

@@ -1,0 +1,127 @@
+"""Helpers for the CephFS tests: backends on a CephFS path, and Ferry servers exporting one
+CephFS directory under one name with a shared handle key (``ferry serve --config``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferry.backends.base import Backend
+from ferry.backends.cephfs import CephFsBackend
+from helpers import peers
+from helpers.ceph import CephCluster
+
+Export = tuple[str, str, dict[str, object]]
+EXPORT_NAME = "/ceph"
+"""What clients MOUNT on every Ferry server of a test (the same name everywhere)."""
+
+
+_closing: list[threading.Thread] = []
+
+
+def close_in_background(backend: Backend) -> None:
+    """Close a backend without waiting: a libcephfs unmount can take a second (it waits
+    for the client's next tick to hand back capabilities). ``join_closing`` waits."""
+    t = threading.Thread(target=backend.close, daemon=True)
+    t.start()
+    _closing.append(t)
+
+
+def join_closing(timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _closing:
+        _closing.pop().join(max(0.0, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def backend_at(cluster: CephCluster, path: str, **options: object) -> Iterator[CephFsBackend]:
+    """A CephFS backend (its own libcephfs client) on ``path``, closed afterwards."""
+    b = CephFsBackend(path, conf=str(cluster.conf), **options)  # type: ignore[arg-type]
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+class ConfiguredFerry(peers.FerryServer):
+    """``ferry serve --config FILE``: the export is named by the config, not a local path."""
+
+    def __init__(self, config: Path, base: Path, name: str) -> None:
+        super().__init__(
+            export=base / "unused", state_dir=base / f"state-{name}",
+            log_dir=base / f"logs-{name}",
+        )  # fmt: skip
+        self.config = config
+
+    def argv(self) -> list[str]:
+        return [
+            self.python, "-m", "ferry", "serve", "--config", str(self.config),
+            "--port", str(self.port), "--bind", self.host, "--state-dir", str(self.state_dir),
+        ]  # fmt: skip
+
+    def file_url(self, rel: str) -> str:
+        return peers.libnfs_url(self.host, EXPORT_NAME, rel, self.port, self.port)
+
+    @property
+    def nfs_url(self) -> str:
+        """The export as a Ferry client URL."""
+        return f"nfs://{self.host}:{self.port}{EXPORT_NAME}"
+
+
+def cephfs_export(cluster: CephCluster, cephfs_path: str) -> Export:
+    """The export table of ``cephfs_path``: (path, backend, options)."""
+    return cephfs_path, "cephfs", {"conf": str(cluster.conf), "op_timeout": 20}
+
+
+def write_config(path: Path, export: Export, key: bytes, **server: object) -> Path:
+    """A config exporting ``export`` as EXPORT_NAME with the shared handle ``key``."""
+    where, backend, options = export
+    table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
+    more = "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
+    path.write_text(
+        f'[server]\nhandle_key = "{key.hex()}"\n{more}\n'
+        f'[[export]]\npath = "{where}"\nname = "{EXPORT_NAME}"\nbackend = "{backend}"\n'
+        f"root_squash = false\n\n[export.options]\n{table}\n"
+    )
+    return path
+
+
+@contextlib.contextmanager
+def ferry_servers(
+    export: Export, base: Path, count: int, **server: object
+) -> Iterator[list[ConfiguredFerry]]:
+    """``count`` Ferry servers on their own ports, one config (``[server]`` keys from
+    ``server``), one handle key. Fails the test if a server wrote a traceback or needed
+    SIGKILL to stop.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    config = write_config(base / "shared.toml", export, os.urandom(32), **server)
+    servers = [ConfiguredFerry(config, base, chr(ord("a") + i)) for i in range(count)]
+    try:
+        try:
+            for s in servers:
+                s.start()
+        except peers.PeerError as exc:
+            pytest.fail(f"could not start ferry: {exc}", pytrace=False)
+        yield servers
+    finally:
+        stoppers = [threading.Thread(target=s.stop) for s in servers]  # each unmounts: ~1 s
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+        problems = []
+        for s in servers:
+            problems += s.problems
+            if s.tracebacks():
+                problems.append(f"ferry wrote a traceback:\n{s.tracebacks()[-6000:]}")
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)

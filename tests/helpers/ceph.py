@@ -1,0 +1,377 @@
+"""A throwaway single-node Ceph cluster (mon, one OSD, MDS, optional RGW) in a temp dir.
+
+Plain Python, no pytest: tests/ceph/conftest.py wraps it in a session fixture and a
+benchmark can import it directly. Everything listens on 127.0.0.1, cephx is off, pools
+have size 1, no ceph-mgr and no systemd: every daemon is our child, in the foreground
+(``-f``), in its own session, logging under the cluster directory.
+
+Traps this module encodes (Ceph 16 "Pacific", Debian 12):
+
+* Without ceph-mgr, ``ceph`` CLI commands that need it (pg dump, osd df, fs volume,
+  status...) hang: the CLI always runs under a timeout, and the file system is made with
+  ``ceph fs new``. Readiness is judged from the MDS map (an MDS reaching ``up:active``
+  proves the OSD serves the metadata pool) and, for RGW, from its HTTP port.
+* With cephx disabled, radosgw hangs unless its section says ``ms mon client mode = crc``.
+* A bluestore block file must not live inside the OSD data directory.
+* The MDS may ignore SIGTERM: the cluster is thrown away with SIGKILL (OSD first, then the
+  rest) and its directory removed. Unix socket paths are limited to 107 bytes, so the
+  directory is a short ``/tmp/ferry-ceph-*`` rather than a pytest tmp path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import peers
+
+PACKAGES = "ceph-mon ceph-osd ceph-mds radosgw ceph-common libcephfs2"
+"""Debian packages the cluster needs (.ci/run installs them)."""
+
+_TOOLS = {
+    "ceph": "ceph-common",
+    "monmaptool": "ceph-base",
+    "ceph-mon": "ceph-mon",
+    "ceph-osd": "ceph-osd",
+    "ceph-mds": "ceph-mds",
+    "radosgw": "radosgw",
+    "radosgw-admin": "radosgw",
+}
+
+CONF = """\
+[global]
+fsid = {fsid}
+mon host = v2:{host}:{mon_port}
+public addr = {host}
+auth cluster required = none
+auth service required = none
+auth client required = none
+run dir = {dir}/run
+admin socket = {dir}/run/$name.asok
+log file = {dir}/log/$name.log
+pid file = {dir}/run/$name.pid
+log to stderr = false
+err to stderr = false
+mon data = {dir}/mon/$name
+osd data = {dir}/osd/$name
+mds data = {dir}/mds/$name
+ms bind ipv6 = false
+ms async op threads = 1
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon max pg per osd = 1000
+osd crush chooseleaf type = 0
+
+[osd]
+osd objectstore = {objectstore}
+memstore device bytes = {store_bytes}
+bluestore block path = {dir}/block.$name
+bluestore block create = true
+bluestore block size = {store_bytes}
+bluestore fsck on mkfs = false
+bluestore cache autotune = false
+bluestore cache size = 33554432
+osd memory target = 939524096
+osd op num shards = 1
+osd op num threads per shard = 2
+
+[mds]
+mds cache memory limit = 33554432
+
+[client.rgw.a]
+ms mon client mode = crc
+rgw frontends = beast endpoint={host}:{rgw_port}
+rgw data = {dir}/rgw
+rgw thread pool size = 16
+rgw cache lru size = 1000
+rgw enable gc threads = false
+rgw enable lc threads = false
+rgw dynamic resharding = false
+rgw dns name = {host}
+"""
+
+FS_NAME = "cephfs"
+
+
+class CephError(peers.PeerError):
+    """The cluster did not come up, or a ``ceph`` command failed."""
+
+
+class CephCluster:
+    """mon ``a`` + ``osd.0`` + ``mds.a`` (+ ``client.rgw.a`` with ``rgw``) on loopback.
+
+    ``objectstore`` is ``bluestore`` (a sparse block file of ``store_bytes`` next to the
+    OSD directory; RAM stays bounded) or ``memstore`` (2 s faster to start, but every
+    stored byte stays in the OSD's RAM). ``timings`` records each start-up step, in seconds.
+    """
+
+    def __init__(
+        self,
+        base: Path | None = None,
+        *,
+        rgw: bool = False,
+        objectstore: str = "bluestore",
+        store_bytes: int = 1 << 30,
+        host: str = peers.LOOPBACK,
+    ) -> None:
+        if objectstore not in ("memstore", "bluestore"):
+            raise ValueError(f"objectstore must be memstore or bluestore, not {objectstore!r}")
+        self._own_dir = base is None
+        self.dir = Path(base) if base else Path(tempfile.mkdtemp(prefix="ferry-ceph-"))
+        self.rgw = rgw
+        self.objectstore = objectstore
+        self.store_bytes = store_bytes
+        self.host = host
+        self.fsid = str(uuid.uuid4())
+        self.mon_port, self.rgw_port = peers.free_ports(2, host)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.timings: dict[str, float] = {}
+        self.s3_keys: tuple[str, str] = ("", "")
+
+    # -- info ---------------------------------------------------------------------------
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "ceph.conf"
+
+    @property
+    def mon_addr(self) -> str:
+        return f"{self.host}:{self.mon_port}"
+
+    @property
+    def rgw_url(self) -> str:
+        return f"http://{self.host}:{self.rgw_port}"
+
+    def rss_bytes(self) -> dict[str, int]:
+        """Resident memory of each running daemon (VmRSS), in bytes."""
+        out: dict[str, int] = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out[name] = int(line.split()[1]) * 1024
+        return out
+
+    def log_tail(self, limit: int = 3000) -> str:
+        parts = []
+        for p in sorted((self.dir / "log").glob("*")):
+            with contextlib.suppress(OSError):
+                parts.append(
+                    f"--- {p.name} ---\n{p.read_bytes()[-limit:].decode(errors='replace')}"
+                )
+        return "\n".join(parts)
+
+    # -- commands -----------------------------------------------------------------------
+
+    def ceph(self, *args: str, timeout: float = 20.0) -> str:
+        """``ceph ARGS`` against this cluster, bounded by ``timeout`` (mgr-less commands hang)."""
+        exe = peers.need_tool("ceph", _TOOLS["ceph"])
+        connect = str(max(1, int(timeout) - 2))
+        argv = [exe, "-c", str(self.conf), "--connect-timeout", connect, *args]
+        try:
+            return peers.run(argv, timeout=timeout).stdout.decode(errors="replace")
+        except peers.PeerError as exc:
+            raise CephError(str(exc)) from exc
+
+    def _daemon(self, name: str, argv: list[str]) -> None:
+        """Start a daemon in the foreground, in its own session, output to log/NAME.out."""
+        (self.dir / "log").mkdir(exist_ok=True)
+        env = {**os.environ, "TCMALLOC_AGGRESSIVE_DECOMMIT": "true"}  # give freed memory back
+        with open(self.dir / "log" / f"{name}.out", "ab") as out:
+            self.procs[name] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, env=env,
+            )  # fmt: skip
+
+    def _wait(self, what: str, ready: object, timeout: float) -> None:
+        """Poll ``ready()`` until true; fail early if a daemon died, late after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if ready():  # type: ignore[operator]
+                return
+            dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+            if dead:
+                raise CephError(f"{what}: daemon(s) exited {dead}\n{self.log_tail()}")
+            if time.monotonic() >= deadline:
+                raise CephError(f"{what}: not ready within {timeout}s\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    @contextlib.contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        yield
+        self.timings[name] = round(time.monotonic() - t0, 2)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> CephCluster:
+        """Bring the cluster up; on any failure stop it and raise CephError (with logs)."""
+        for tool in ("ceph", "monmaptool", "ceph-mon", "ceph-osd", "ceph-mds"):
+            peers.need_tool(tool, _TOOLS[tool])
+        if self.rgw:
+            peers.need_tool("radosgw", "radosgw")
+        atexit.register(self.stop)
+        t0 = time.monotonic()
+        try:
+            with self._step("mon"):
+                self._start_mon(timeout)
+            with self._step("osd"):
+                self._start_osd(timeout)
+            with self._step("mds"):
+                self._start_fs(timeout)
+            if self.rgw:
+                self.start_rgw(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["total"] = round(time.monotonic() - t0, 2)
+        return self
+
+    def _write_conf(self) -> None:
+        for sub in ("run", "log", "mon", "osd", "mds", "rgw"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(
+            CONF.format(
+                fsid=self.fsid,
+                host=self.host,
+                mon_port=self.mon_port,
+                rgw_port=self.rgw_port,
+                dir=self.dir,
+                objectstore=self.objectstore,
+                store_bytes=self.store_bytes,
+            )  # fmt: skip
+        )
+
+    def _start_mon(self, timeout: float) -> None:
+        self._write_conf()
+        monmap = self.dir / "monmap"
+        peers.run(
+            [peers.need_tool("monmaptool", _TOOLS["monmaptool"]), "--create", "--fsid", self.fsid,
+             "--addv", "a", f"[v2:{self.mon_addr}]", str(monmap)],
+            timeout=30,
+        )  # fmt: skip
+        mon = peers.need_tool("ceph-mon", _TOOLS["ceph-mon"])
+        conf = str(self.conf)
+        peers.run([mon, "-c", conf, "--mkfs", "-i", "a", "--monmap", str(monmap)], timeout=60)
+        self._daemon("mon.a", [mon, "-c", conf, "-i", "a", "-f"])
+        self._wait("ceph-mon", lambda: peers.port_accepts(self.host, self.mon_port), timeout)
+        self.ceph("mon", "stat", timeout=timeout)  # answers once it has formed a quorum
+
+    def _start_osd(self, timeout: float) -> None:
+        osd_uuid = str(uuid.uuid4())
+        osd_id = self.ceph("osd", "new", osd_uuid).strip()
+        if osd_id != "0":
+            raise CephError(f"expected osd id 0, got {osd_id!r}")
+        (self.dir / "osd" / "osd.0").mkdir(exist_ok=True)
+        exe = peers.need_tool("ceph-osd", _TOOLS["ceph-osd"])
+        conf = str(self.conf)
+        peers.run([exe, "-c", conf, "-i", "0", "--mkfs", "--osd-uuid", osd_uuid], timeout=120)
+        self._daemon("osd.0", [exe, "-c", conf, "-i", "0", "-f"])
+        self._wait("ceph-osd", self._osd_up, timeout)
+
+    def _osd_up(self) -> bool:
+        dump = json.loads(self.ceph("osd", "dump", "--format", "json"))
+        return any(o["osd"] == 0 and o["up"] == 1 for o in dump["osds"])
+
+    def _start_fs(self, timeout: float) -> None:
+        for pool in ("cephfs_meta", "cephfs_data"):
+            self.ceph("osd", "pool", "create", pool, "8")
+        self.ceph("fs", "new", FS_NAME, "cephfs_meta", "cephfs_data")
+        (self.dir / "mds" / "mds.a").mkdir(exist_ok=True)
+        exe = peers.need_tool("ceph-mds", _TOOLS["ceph-mds"])
+        self._daemon("mds.a", [exe, "-c", str(self.conf), "-i", "a", "-f"])
+        # While the MDS boots: the smallest allowed session timeouts, since a client that
+        # died holding capabilities (a SIGKILLed Ferry server) blocks others on its files
+        # until its session goes stale.
+        for key in ("session_timeout", "session_autoclose"):
+            self.ceph("fs", "set", FS_NAME, key, "30")
+        self._wait("ceph-mds", self.mds_active, timeout)
+
+    def mds_active(self) -> bool:
+        """True when the file system has an ``up:active`` MDS."""
+        dump = json.loads(self.ceph("fs", "dump", "--format", "json"))
+        for fs in dump.get("filesystems", []):
+            if any(i.get("state") == "up:active" for i in fs["mdsmap"]["info"].values()):
+                return True
+        return False
+
+    def start_rgw(self, timeout: float = 90.0) -> None:
+        """Start radosgw (S3 on ``rgw_url``) if it is not running; it creates its own pools."""
+        if "rgw.a" in self.procs:
+            return
+        exe = peers.need_tool("radosgw", _TOOLS["radosgw"])
+        with self._step("rgw"):
+            self._daemon("rgw.a", [exe, "-c", str(self.conf), "-n", "client.rgw.a", "-f"])
+            self._wait("radosgw", lambda: peers.port_accepts(self.host, self.rgw_port), timeout)
+
+    def create_s3_user(self, uid: str = "ferry") -> tuple[str, str]:
+        """An RGW user with fixed keys; returns (access key, secret key)."""
+        access, secret = f"{uid.upper()}ACCESSKEY0000", f"{uid}-secret-key-0000000000"
+        admin = peers.need_tool("radosgw-admin", _TOOLS["radosgw-admin"])
+        peers.run(
+            [admin, "-c", str(self.conf), "-n", "client.rgw.a", "user", "create", f"--uid={uid}",
+             f"--display-name={uid}", f"--access-key={access}", f"--secret-key={secret}"],
+            timeout=60,
+        )  # fmt: skip
+        self.s3_keys = (access, secret)
+        return self.s3_keys
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one daemon (``osd.0``, ``mds.a``, ``mon.a``, ``rgw.a``) to test failures."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGKILL every daemon (OSD first) and remove the directory; safe to call twice."""
+        atexit.unregister(self.stop)
+        order = sorted(self.procs, key=lambda n: (not n.startswith("osd"), n))
+        for name in order:
+            self.kill(name)
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> CephCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """Start a cluster, print its start-up timings and memory, then stop it."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--objectstore", default="bluestore", choices=("memstore", "bluestore"))
+    ap.add_argument("--rgw", action="store_true", help="start radosgw too")
+    ap.add_argument("--hold", type=float, default=0.0, help="seconds to keep it up")
+    args = ap.parse_args()
+    with CephCluster(rgw=args.rgw, objectstore=args.objectstore) as c:
+        time.sleep(1.0)
+        rss = c.rss_bytes()
+        print(json.dumps({"timings_s": c.timings, "dir": str(c.dir), "conf": str(c.conf),
+                          "rss_mib": {k: v >> 20 for k, v in rss.items()},
+                          "rss_total_mib": sum(rss.values()) >> 20}, indent=1))  # fmt: skip
+        time.sleep(args.hold)
+
+
+if __name__ == "__main__":  # cd tests && python -m helpers.ceph [--rgw] [--objectstore memstore]
+    main()
