@@ -204,12 +204,7 @@ class Link:
 
     def _enqueue(self, at: float, data: bytes | str) -> None:
         self.last = at
-        if (
-            not self.queue
-            and not self.blocked
-            and at <= _now()
-            and isinstance(data, bytes)
-        ):
+        if not self.queue and not self.blocked and at <= _now() and isinstance(data, bytes):
             self.send(data)  # the zero-delay fast path: no timer, no queue
             return
         self.queue.append((at, data))
