@@ -27,8 +27,8 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--read-only", action="store_true", help="mount read-only")
     p.add_argument("--uid", type=int, help="AUTH_SYS uid sent to the server")
     p.add_argument("--gid", type=int, help="AUTH_SYS gid sent to the server")
-    p.add_argument("--attr-timeout", type=float, default=1.0, help="seconds (default 1)")
-    p.add_argument("--entry-timeout", type=float, default=1.0, help="seconds (default 1)")
+    p.add_argument("--attr-timeout", type=_at_least(0.0), default=1.0, help="seconds (default 1)")
+    p.add_argument("--entry-timeout", type=_at_least(0.0), default=1.0, help="seconds (default 1)")
     hard = p.add_mutually_exclusive_group()
     hard.add_argument(
         "--hard", dest="hard", action="store_true", default=True,
@@ -37,11 +37,34 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     hard.add_argument(
         "--soft", dest="hard", action="store_false", help="give up with EIO after --retrans"
     )
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds before a call is resent")
-    p.add_argument("--retrans", type=int, default=3, help="resends before a soft mount fails")
+    p.add_argument(
+        "--timeout", type=_at_least(0.001), default=10.0, help="seconds before a call is resent"
+    )
+    p.add_argument(
+        "--retrans", type=_at_least(0, int), default=3, help="resends before a soft mount fails"
+    )
+    p.add_argument(
+        "--read-ahead", type=_at_least(0, int), default=2048, metavar="KIB",
+        help="the kernel's read-ahead for the mount, KiB (default 2048; 0: the kernel's)",
+    )  # fmt: skip
     p.add_argument("--allow-other", action="store_true", help="let other users in (root only)")
     p.add_argument("--fuse-debug", action="store_true", help="libfuse debug output")
     p.set_defaults(func=cmd_mount)
+
+
+def _at_least(low: float, kind: Callable[[str], float] = float) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` no smaller than ``low``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}: {text}")
+        return value
+
+    return parse
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -65,6 +88,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         retrans=args.retrans,
         allow_other=args.allow_other,
         debug=args.fuse_debug,
+        read_ahead_kib=args.read_ahead,
     )
     where = str(args.mountpoint.resolve())
     if args.foreground:

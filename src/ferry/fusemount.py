@@ -1,74 +1,48 @@
 """``ferry mount``: an NFSv3 export as a local directory, through FUSE (pyfuse3).
 
-This module owns the mapping between the kernel's view and the client's:
+This module owns a mount's life; the request handlers are ``fuseops.NfsOperations``.
 
-* Bridge: pyfuse3 runs in its asyncio mode (``pyfuse3.asyncio``) on the same event loop
-  as the ``AsyncNfsClient``, so handlers await client coroutines directly: no threads.
-* Inodes: inode number = NFS fileid, with the handle kept in ``InodeTable``. The export's
-  root is FUSE's inode 1 (an object whose fileid is 1 takes the root's fileid instead).
-  Every reply that hands the kernel an entry counts one lookup; ``forget`` drops them.
-* Open files: one ``AsyncFile`` per inode, shared by every open of it (reads see writes
-  made through another descriptor), used under a lock; it gives read-ahead and
-  write-behind. ``flush`` (each close) and ``fsync`` COMMIT; the last ``release`` closes.
-  ``open`` GETATTRs (close-to-open). An open file that is unlinked is renamed to a hidden
-  name and removed at its last release, as NFS clients do ("silly rename").
-* Directories: READDIRPLUS pages; the offset FUSE keeps is the NFS cookie.
-* Errors: ``NfsError`` -> errno (``errors.errno_from_status``); an RPC failure (a soft
-  mount giving up, a connection that cannot be re-established) -> EIO.
+* Start: connect the client (hard: retry forever; soft: give up after ``retrans``), GETATTR
+  the root, mount, serve pyfuse3's main loop on the client's event loop.
+* Stop: an unmount (``fusermount3 -u``) ends the main loop. SIGINT/SIGTERM stop it too
+  (``pyfuse3.terminate``), then unmount and flush what the kernel left open; whatever is
+  still running STOP_GRACE seconds after the first signal, or at a second one, is
+  abandoned: FUSE requests are answered EIO, the final flush is dropped.
+* Stuck requests: a process waiting in a request the daemon has read cannot be killed (the
+  kernel waits for the answer), so a hard mount of a server that is gone would hold it
+  forever, and a lazy unmount (``fusermount3 -u -z``) would not free it. Once the mount
+  point has left the mount table, requests older than STOP_GRACE seconds are abandoned.
+* Tuning: the kernel's read-ahead for the mount (``set_read_ahead``), glibc keeping freed
+  buffers (``ferry.server.malloc``), pyfuse3's asyncio shim made race-free
+  (``enable_asyncio``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
-import itertools
 import logging
-import os
+import re
 import signal
-import stat
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pyfuse3
 import pyfuse3.asyncio
-from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext, SetattrFields
 
-from ferry.backends.base import Attr, SetAttr
 from ferry.client.aio import RpcOptions
-from ferry.client.files import AsyncFile, OpenMode
 from ferry.client.nfs import AuthSys
 from ferry.client.paths import AsyncNfsClient
 from ferry.client.url import parse_url
-from ferry.errors import NfsError, RpcError, errno_from_status
-from ferry.nfs3 import types as t
-from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
+from ferry.fuseops import NfsOperations
+from ferry.server.malloc import keep_freed_buffers
 
 log = logging.getLogger("ferry.fuse")
 
-P = ParamSpec("P")
-T = TypeVar("T")
-ROOT = pyfuse3.ROOT_INODE
 FOREVER = 1 << 30  # "keep retrying" for a hard mount
-STOP_GRACE = 5.0  # seconds running requests get after SIGINT/SIGTERM
-
-_IFMT: dict[Ftype3, int] = {  # RFC 1813 section 2.6, ftype3
-    Ftype3.REG: stat.S_IFREG,
-    Ftype3.DIR: stat.S_IFDIR,
-    Ftype3.BLK: stat.S_IFBLK,
-    Ftype3.CHR: stat.S_IFCHR,
-    Ftype3.LNK: stat.S_IFLNK,
-    Ftype3.SOCK: stat.S_IFSOCK,
-    Ftype3.FIFO: stat.S_IFIFO,
-}
-_MKNOD: dict[int, Ftype3] = {
-    stat.S_IFIFO: Ftype3.FIFO,
-    stat.S_IFSOCK: Ftype3.SOCK,
-    stat.S_IFCHR: Ftype3.CHR,
-    stat.S_IFBLK: Ftype3.BLK,
-}
-_SHARED = OpenMode(True, True, False, False, False, False, False)
-_READONLY = dataclasses.replace(_SHARED, writable=False)
+STOP_GRACE = 5.0  # seconds a request may keep running once the mount is going away
+WATCH_EVERY = 1.0  # seconds between looks at the mount table
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,6 +59,7 @@ class MountOptions:
     retrans: int = 3
     allow_other: bool = False
     debug: bool = False
+    read_ahead_kib: int = 2048  # the kernel's read-ahead for the mount (0: its default)
 
     def rpc_options(self) -> RpcOptions:
         if self.hard:
@@ -111,418 +86,16 @@ class MountOptions:
         return opts
 
 
-def _errors(
-    fn: Callable[Concatenate[NfsOperations, P], Coroutine[Any, Any, T]],
-) -> Callable[Concatenate[NfsOperations, P], Coroutine[Any, Any, T]]:
-    """Every handler's failure becomes FUSEError(errno); anything else would stop pyfuse3."""
-
-    async def wrapper(self: NfsOperations, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(self, *args, **kwargs)
-        except FUSEError:
-            raise
-        except NfsError as exc:
-            raise FUSEError(errno_from_status(exc.status)) from None
-        except RpcError as exc:  # also timeouts and lost connections (OSError subclasses)
-            log.warning("%s: %s", fn.__name__, exc)
-            raise FUSEError(errno.EIO) from None
-        except OSError as exc:
-            raise FUSEError(exc.errno or errno.EIO) from None
-        except Exception:
-            log.exception("%s failed", fn.__name__)
-            raise FUSEError(errno.EIO) from None
-
-    wrapper.__name__ = fn.__name__
-    return wrapper
-
-
-class InodeTable:
-    """Inode number <-> NFS handle, with the kernel's lookup count per inode."""
-
-    def __init__(self, root_fh: bytes, root_fileid: int) -> None:
-        self.root_fileid = root_fileid
-        self._fh: dict[int, bytes] = {ROOT: root_fh}
-        self._lookups: dict[int, int] = {}
-
-    def inode(self, fileid: int) -> int:
-        if fileid == self.root_fileid:
-            return ROOT
-        return self.root_fileid if fileid == ROOT else fileid
-
-    def fh(self, inode: int) -> bytes:
-        try:
-            return self._fh[inode]
-        except KeyError:
-            raise FUSEError(errno.ESTALE) from None
-
-    def remember(self, fileid: int, fh: bytes) -> int:
-        """The inode for an entry handed to the kernel (one more lookup)."""
-        inode = self.inode(fileid)
-        if inode != ROOT:
-            self._fh[inode] = fh  # a reused fileid: the newest handle wins
-            self._lookups[inode] = self._lookups.get(inode, 0) + 1
-        return inode
-
-    def forget(self, inode: int, n: int) -> None:
-        left = self._lookups.get(inode, 0) - n
-        if inode == ROOT:
-            return
-        if left > 0:
-            self._lookups[inode] = left
-        else:
-            self._lookups.pop(inode, None)
-            self._fh.pop(inode, None)
-
-    def __len__(self) -> int:
-        return len(self._fh)
-
-
-@dataclasses.dataclass(slots=True)
-class _Open:
-    file: AsyncFile
-    lock: asyncio.Lock
-    count: int = 1
-    silly: tuple[bytes, str] | None = None  # (directory, hidden name) to remove at the end
-
-
-@dataclasses.dataclass(slots=True)
-class _Dir:
-    fh: bytes
-    verf: bytes = t.COOKIEVERF_ZERO
-
-
-class NfsOperations(pyfuse3.Operations):
-    """The FUSE request handlers over one mounted ``AsyncNfsClient``."""
-
-    def __init__(self, client: AsyncNfsClient, root: Attr, options: MountOptions) -> None:
-        super().__init__()
-        self.client, self.options = client, options
-        self.inodes = InodeTable(client.root, root.fileid)
-        self._open: dict[int, _Open] = {}
-        self._dirs: dict[int, _Dir] = {}
-        self._ids = itertools.count(1)
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _entry(self, inode: int, attr: Attr) -> EntryAttributes:
-        e = EntryAttributes()
-        e.st_ino, e.generation = inode, attr.generation
-        e.entry_timeout, e.attr_timeout = self.options.entry_timeout, self.options.attr_timeout
-        e.st_mode = _IFMT.get(attr.type, stat.S_IFREG) | (attr.mode & 0o7777)
-        e.st_nlink, e.st_uid, e.st_gid = attr.nlink, attr.uid, attr.gid
-        e.st_rdev = os.makedev(*attr.rdev)
-        opened = self._open.get(inode)  # write-behind: the server may not have it all yet
-        e.st_size = max(attr.size, opened.file.size) if opened else attr.size
-        e.st_blksize = self.client.wsize
-        e.st_blocks = (attr.used + 511) // 512
-        e.st_atime_ns, e.st_mtime_ns, e.st_ctime_ns = attr.atime_ns, attr.mtime_ns, attr.ctime_ns
-        return e
-
-    async def _found(self, fh: bytes, attr: Attr | None) -> EntryAttributes:
-        """The entry for an object handed to the kernel (counts a lookup)."""
-        attr = attr or await self.client.getattr(fh)
-        return self._entry(self.inodes.remember(attr.fileid, fh), attr)
-
-    async def _created(self, dirfh: bytes, name: bytes, res: t.CreateRes) -> EntryAttributes:
-        fh = res.obj or (await self.client.lookup(dirfh, name)).object
-        return await self._found(fh, res.obj_attributes)
-
-    def _writable(self) -> None:
-        if self.options.read_only:
-            raise FUSEError(errno.EROFS)
-
-    # -- names ----------------------------------------------------------------------------
-
-    @_errors
-    async def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
-        res = await self.client.lookup(self.inodes.fh(parent_inode), name)
-        return await self._found(res.object, res.obj_attributes)
-
-    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        for inode, n in inode_list:
-            self.inodes.forget(inode, n)
-
-    @_errors
-    async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
-        return self._entry(inode, await self.client.getattr(self.inodes.fh(inode)))
-
-    @_errors
-    async def setattr(
-        self,
-        inode: int,
-        attr: EntryAttributes,
-        fields: SetattrFields,
-        fh: int | None,
-        ctx: RequestContext,
-    ) -> EntryAttributes:
-        self._writable()
-        nfh = self.inodes.fh(inode)
-        change = SetAttr(
-            mode=attr.st_mode & 0o7777 if fields.update_mode else None,
-            uid=attr.st_uid if fields.update_uid else None,
-            gid=attr.st_gid if fields.update_gid else None,
-            atime_ns=attr.st_atime_ns if fields.update_atime else None,
-            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
-        )
-        opened = self._open.get(inode)
-        if opened is not None:  # queued writes first: they must not undo this change
-            async with opened.lock:
-                await opened.file.flush()
-                if fields.update_size:
-                    await opened.file.truncate(attr.st_size)
-        elif fields.update_size:
-            change.size = attr.st_size
-        if change != SetAttr():
-            await self.client.setattr(nfh, change)
-        return self._entry(inode, await self.client.getattr(nfh))
-
-    @_errors
-    async def readlink(self, inode: int, ctx: RequestContext) -> bytes:
-        return await self.client.readlink(self.inodes.fh(inode))
-
-    @_errors
-    async def mknod(
-        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: RequestContext
-    ) -> EntryAttributes:
-        self._writable()
-        dirfh, perm = self.inodes.fh(parent_inode), SetAttr(mode=mode & 0o7777)
-        if stat.S_ISREG(mode):
-            res = await self.client.create(dirfh, name, perm, CreateMode.GUARDED)
-        else:
-            kind = _MKNOD.get(stat.S_IFMT(mode))
-            if kind is None:
-                raise FUSEError(errno.EINVAL)
-            dev = (os.major(rdev), os.minor(rdev))
-            res = await self.client.mknod(dirfh, name, kind, perm, dev)
-        return await self._created(dirfh, name, res)
-
-    @_errors
-    async def mkdir(
-        self, parent_inode: int, name: bytes, mode: int, ctx: RequestContext
-    ) -> EntryAttributes:
-        self._writable()
-        dirfh = self.inodes.fh(parent_inode)
-        res = await self.client.mkdir(dirfh, name, SetAttr(mode=mode & 0o7777))
-        return await self._created(dirfh, name, res)
-
-    @_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
-        self._writable()
-        dirfh = self.inodes.fh(parent_inode)
-        if self._open:  # an open file keeps its data: rename it away until the last close
-            found = await self.client.lookup(dirfh, name)
-            attr = found.obj_attributes or await self.client.getattr(found.object)
-            opened = self._open.get(self.inodes.inode(attr.fileid))
-            if opened is not None and opened.silly is None and attr.type == Ftype3.REG:
-                hidden = f".ferry{attr.fileid:x}.{next(self._ids)}"
-                await self.client.rename(dirfh, name, dirfh, hidden)
-                opened.silly = (dirfh, hidden)
-                return
-        await self.client.remove(dirfh, name)
-
-    @_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
-        self._writable()
-        await self.client.rmdir(self.inodes.fh(parent_inode), name)
-
-    @_errors
-    async def symlink(
-        self, parent_inode: int, name: bytes, target: bytes, ctx: RequestContext
-    ) -> EntryAttributes:
-        self._writable()
-        dirfh = self.inodes.fh(parent_inode)
-        res = await self.client.symlink(dirfh, name, target, SetAttr(mode=0o777))
-        return await self._created(dirfh, name, res)
-
-    @_errors
-    async def rename(
-        self,
-        parent_inode_old: int,
-        name_old: bytes,
-        parent_inode_new: int,
-        name_new: bytes,
-        flags: int,
-        ctx: RequestContext,
-    ) -> None:
-        self._writable()
-        if flags:  # RENAME_NOREPLACE / RENAME_EXCHANGE: NFSv3 has neither
-            raise FUSEError(errno.EINVAL)
-        old, new = self.inodes.fh(parent_inode_old), self.inodes.fh(parent_inode_new)
-        await self.client.rename(old, name_old, new, name_new)
-
-    @_errors
-    async def link(
-        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: RequestContext
-    ) -> EntryAttributes:
-        self._writable()
-        fh = self.inodes.fh(inode)
-        res = await self.client.link(fh, self.inodes.fh(new_parent_inode), new_name)
-        return await self._found(fh, res.file_attributes)
-
-    # -- files ----------------------------------------------------------------------------
-
-    async def _open_inode(self, inode: int, fh: bytes, attr: Attr) -> FileInfo:
-        opened = self._open.get(inode)
-        if opened is not None:
-            opened.count += 1
-        else:
-            mode = _READONLY if self.options.read_only else _SHARED
-            file = AsyncFile(self.client, fh, "", attr, mode, self.client.file_options)
-            self._open[inode] = _Open(file, asyncio.Lock())
-        return FileInfo(fh=inode, keep_cache=False)  # close-to-open: drop cached pages
-
-    @_errors
-    async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
-            self._writable()
-        fh = self.inodes.fh(inode)
-        attr = await self.client.getattr(fh)  # close-to-open: fresh attributes at open
-        if attr.type == Ftype3.DIR:
-            raise FUSEError(errno.EISDIR)
-        return await self._open_inode(inode, fh, attr)
-
-    @_errors
-    async def create(
-        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: RequestContext
-    ) -> tuple[FileInfo, EntryAttributes]:
-        self._writable()
-        dirfh = self.inodes.fh(parent_inode)
-        how = CreateMode.GUARDED if flags & os.O_EXCL else CreateMode.UNCHECKED
-        perm = SetAttr(mode=mode & 0o7777, size=0 if flags & os.O_TRUNC else None)
-        entry = await self._created(dirfh, name, await self.client.create(dirfh, name, perm, how))
-        fh = self.inodes.fh(entry.st_ino)
-        info = await self._open_inode(entry.st_ino, fh, await self.client.getattr(fh))
-        return info, entry
-
-    def _file(self, fh: int) -> _Open:
-        opened = self._open.get(fh)
-        if opened is None:
-            raise FUSEError(errno.EBADF)
-        return opened
-
-    @_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        opened = self._file(fh)
-        buf = bytearray(size)
-        async with opened.lock:
-            n = await opened.file.pread_into(off, memoryview(buf))
-        del buf[n:]
-        return bytes(buf)
-
-    @_errors
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        self._writable()
-        opened = self._file(fh)
-        async with opened.lock:
-            return await opened.file.pwrite(off, buf)
-
-    @_errors
-    async def flush(self, fh: int) -> None:
-        opened = self._file(fh)
-        if opened.file.mode.writable:
-            async with opened.lock:
-                await opened.file.flush()
-
-    @_errors
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.flush(fh)
-
-    @_errors
-    async def release(self, fh: int) -> None:
-        opened = self._file(fh)
-        opened.count -= 1
-        if opened.count > 0:
-            return
-        del self._open[fh]
-        try:
-            async with opened.lock:
-                await opened.file.close()
-        finally:
-            if opened.silly is not None:
-                try:
-                    await self.client.remove(*opened.silly)
-                except (NfsError, RpcError) as exc:
-                    log.warning("cannot remove %s: %s", opened.silly[1], exc)
-
-    async def close_all(self) -> None:
-        """At unmount: flush and close whatever the kernel left open."""
-        for fh in list(self._open):
-            self._open[fh].count = 1
-            try:
-                await self.release(fh)
-            except FUSEError as exc:
-                log.warning("closing inode %d at unmount: %s", fh, os.strerror(exc.errno))
-
-    # -- directories ----------------------------------------------------------------------
-
-    @_errors
-    async def opendir(self, inode: int, ctx: RequestContext) -> int:
-        handle = next(self._ids)
-        self._dirs[handle] = _Dir(self.inodes.fh(inode))
-        return handle
-
-    @_errors
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        """READDIRPLUS pages from cookie ``start_id`` until the kernel's buffer is full."""
-        d = self._dirs[fh]
-        cookie = start_id
-        if cookie == 0:
-            d.verf = t.COOKIEVERF_ZERO
-        for _ in range(1 << 30):  # bounded by the directory: every page moves on
-            try:
-                res = await self.client.readdirplus(d.fh, cookie, d.verf)
-            except NfsError as exc:
-                if exc.status != Nfsstat3.BAD_COOKIE or d.verf == t.COOKIEVERF_ZERO:
-                    raise
-                d.verf = t.COOKIEVERF_ZERO  # the directory changed: resume without it
-                continue
-            d.verf = res.cookieverf
-            for e in res.entries:
-                if e.name in (b".", b".."):
-                    cookie = e.cookie
-                    continue
-                fh_, attr = e.handle, e.attr
-                if fh_ is None or attr is None:  # the server left them out: ask
-                    found = await self.client.lookup(d.fh, e.name)
-                    fh_, attr = found.object, found.obj_attributes
-                    attr = attr or await self.client.getattr(fh_)
-                entry = self._entry(self.inodes.inode(attr.fileid), attr)
-                if not pyfuse3.readdir_reply(token, e.name, entry, e.cookie):
-                    return
-                self.inodes.remember(attr.fileid, fh_)
-                cookie = e.cookie
-            if res.eof or not res.entries:
-                return
-
-    async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
-
-    @_errors
-    async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
-        res = await self.client.fsstat(self.client.root)
-        s, bsize = pyfuse3.StatvfsData(), 4096
-        s.f_bsize = s.f_frsize = bsize
-        s.f_blocks, s.f_bfree, s.f_bavail = (
-            b // bsize for b in (res.tbytes, res.fbytes, res.abytes)
-        )
-        s.f_files, s.f_ffree, s.f_favail = res.tfiles, res.ffiles, res.afiles
-        s.f_namemax = 255
-        return s
-
-
-# -- running a mount ---------------------------------------------------------------------
-
-
 async def mount(
     url: str,
     mountpoint: str,
     options: MountOptions,
     ready: Callable[[], None] | None = None,
 ) -> None:
-    """Mount ``url`` on ``mountpoint`` and serve it until unmounted (``fusermount3 -u``) or
-    until SIGINT/SIGTERM, which unmount cleanly (requests still running after STOP_GRACE
-    seconds, or at a second signal, are abandoned)."""
-    pyfuse3.asyncio.enable()
+    """Mount ``url`` on ``mountpoint`` (an absolute path) and serve it until unmounted or
+    signalled (see the module doc); ``ready`` is called once the mount is up."""
+    enable_asyncio()
+    keep_freed_buffers()  # each 1 MiB READ reply's buffer: reused, not fresh zeroed pages
     u = parse_url(url)
     base = AuthSys()
     uid = options.uid if options.uid is not None else u.uid
@@ -532,35 +105,161 @@ async def mount(
     try:
         root = await client.getattr(client.root)
         ops = NfsOperations(client, root, options)
+        if options.read_ahead_kib:
+            ops.after_init = lambda: set_read_ahead(mountpoint, options.read_ahead_kib)
         pyfuse3.init(ops, mountpoint, options.fuse_options(f"{u.host}:{u.path}"))
-        await _serve(ops, ready)
+        await _serve(ops, mountpoint, ready)
     finally:
         await client.close()
 
 
-async def _serve(ops: NfsOperations, ready: Callable[[], None] | None) -> None:
-    loop, main = asyncio.get_running_loop(), asyncio.current_task()
-    signals = 0
+class _Shutdown:
+    """Signals, and abandoning what is still running (see the module doc)."""
 
-    def stop() -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
+    def __init__(self, ops: NfsOperations) -> None:
+        self.ops, self.signals, self.abandoned = ops, 0, False
+        self.loop = asyncio.get_running_loop()
+        self.closing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        for sig in SIGNALS:
+            self.loop.add_signal_handler(sig, self.signal)
+
+    def signal(self) -> None:
+        self.signals += 1
+        if self.signals == 1:
             pyfuse3.terminate()  # the main loop ends once running requests are answered
-            loop.call_later(STOP_GRACE, stop)  # ... which a hard mount may never do
-        elif signals == 2 and main is not None:
-            main.cancel()
+            self._timer = self.loop.call_later(STOP_GRACE, self.abandon)
+        else:
+            self.abandon()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+    def abandon(self) -> None:
+        self.abandoned = True
+        n = self.ops.running.abandon()
+        if n:
+            log.warning("abandoning %d request(s) still running", n)
+        if self.closing is not None:
+            self.closing.cancel()
+
+    async def close_files(self) -> None:
+        """Flush and close what the kernel left open, unless already abandoned."""
+        if self.abandoned:
+            return
+        self.closing = self.loop.create_task(self.ops.close_all())
+        try:
+            await self.closing
+        except asyncio.CancelledError:
+            if not self.abandoned:
+                raise
+            log.warning("unmounted without flushing the files left open")
+
+    def uninstall(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for sig in SIGNALS:
+            self.loop.remove_signal_handler(sig)
+
+
+async def _serve(ops: NfsOperations, mountpoint: str, ready: Callable[[], None] | None) -> None:
+    shutdown = _Shutdown(ops)
+    watcher = asyncio.get_running_loop().create_task(_watch_unmount(ops, mountpoint))
     try:
         if ready is not None:
             ready()
         await pyfuse3.main()
-    except asyncio.CancelledError:
-        log.warning("unmounting without waiting for the requests still running")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        watcher.cancel()
         pyfuse3.close(unmount=True)
-        await ops.close_all()
+        try:
+            await shutdown.close_files()
+        finally:
+            shutdown.uninstall()
+
+
+async def _watch_unmount(ops: NfsOperations, mountpoint: str) -> None:
+    """Once the mount point has left the mount table, abandon requests running longer than
+    STOP_GRACE: a lazily unmounted file system lives as long as a process waits in it.
+    Runs until cancelled at the end of the mount."""
+    while True:
+        await asyncio.sleep(WATCH_EVERY)
+        if len(ops.running) and not is_mounted(mountpoint):
+            ops.running.abandon(older_than=STOP_GRACE)
+
+
+def enable_asyncio() -> None:
+    """pyfuse3's asyncio mode, race-free: its shim sets a reader's future both when the FUSE
+    device turns readable and in ``terminate``, without looking whether it is done, so a
+    request arriving as a signal stops the mount logged an InvalidStateError traceback.
+    The same two functions here set a future only while it is pending."""
+    pyfuse3.asyncio.enable()
+    shim: Any = pyfuse3.asyncio
+    waiting: dict[int, set[asyncio.Future[None]]] = shim._read_futures
+
+    async def wait_readable(fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiting.setdefault(fd, set()).add(future)
+        try:
+            loop.add_reader(fd, _settle, future, None)
+            future.add_done_callback(lambda _: loop.remove_reader(fd))
+            await future
+        finally:
+            waiting[fd].discard(future)
+            if not waiting[fd]:
+                del waiting[fd]
+
+    def notify_closing(fd: int) -> None:
+        for future in waiting.get(fd, ()):
+            _settle(future, shim.ClosedResourceError())
+
+    shim.wait_readable, shim.notify_closing = wait_readable, notify_closing
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+def mount_device(mountpoint: str, table: str = "/proc/self/mountinfo") -> str | None:
+    """The ``major:minor`` of what is mounted on ``mountpoint`` (the topmost mount), None if
+    nothing is. Reads the mount table only: a look at the mount itself could wait on this
+    very process."""
+    found = None
+    with open(table) as f:
+        for line in f:
+            fields = line.split(" ")  # proc(5): id, parent, major:minor, root, mount point
+            if len(fields) > 4 and _UNESCAPE.sub(_octal, fields[4]) == mountpoint:
+                found = fields[2]
+    return found
+
+
+def is_mounted(mountpoint: str, table: str = "/proc/self/mountinfo") -> bool:
+    """Whether ``mountpoint`` is in the mount table (True if the table cannot be read)."""
+    try:
+        return mount_device(mountpoint, table) is not None
+    except OSError:
+        return True
+
+
+def set_read_ahead(mountpoint: str, kib: int) -> bool:
+    """Set the kernel's read-ahead for the mount (its read_ahead_kb in sysfs). libfuse leaves
+    the kernel's default, 128 KiB, so a sequential reader's data comes in 128 KiB requests,
+    one at a time; more lets the kernel ask for rsize-sized pieces, several in flight.
+    Needs write access to /sys (root): without it the default stays (False)."""
+    try:
+        dev = mount_device(mountpoint)
+        with open(f"/sys/class/bdi/{dev}/read_ahead_kb", "w") as f:
+            f.write(str(kib))
+    except OSError as exc:
+        log.info("read-ahead left at the kernel's default: %s", exc)
+        return False
+    return True
+
+
+_UNESCAPE = re.compile(r"\\([0-7]{3})")  # fstab(5): space, tab, newline, backslash
+
+
+def _octal(m: re.Match[str]) -> str:
+    return chr(int(m[1], 8))

@@ -1,4 +1,5 @@
-"""Helpers for the FUSE tests: ``ferry mount`` as a subprocess, and /proc/mounts checks."""
+"""``ferry mount`` as a subprocess, and /proc/mounts checks (no pytest: the FUSE benchmark
+uses this module too, and raises ``peers.PeerError`` where a test would fail)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,24 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
+from typing import Protocol
 
 from helpers import peers
 
 
+class Server(Protocol):
+    """What a mount needs of a peer: ``FerryServer`` and ``GaneshaServer`` both fit."""
+
+    @property
+    def export(self) -> Path: ...
+
+    @property
+    def url(self) -> str: ...
+
+
 def mounted(path: Path) -> bool:
-    """Whether ``path`` is a mount point according to /proc/mounts."""
+    """Whether ``path`` is a mount point according to /proc/mounts (no access to the mount
+    itself, which would hang on a mount whose daemon is stuck)."""
     target = str(path.resolve())
     with open("/proc/mounts") as f:
         return any(line.split()[1] == target for line in f)
@@ -24,12 +35,16 @@ def mounted(path: Path) -> bool:
 
 @dataclass
 class Mount:
-    server: peers.FerryServer
+    server: Server
     path: Path
     proc: subprocess.Popen[bytes]
     log: Path
 
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the mount process and wait; never leaves a mount or a process behind."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -37,12 +52,14 @@ class Mount:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if mounted(self.path):  # never leave a dead mount behind
+        if mounted(self.path):
             subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
         return self.proc.returncode
 
 
-def start_mount(server: peers.FerryServer, where: Path, *extra: str) -> Mount:
+def start_mount(server: Server, where: Path, *extra: str, timeout: float = 20.0) -> Mount:
+    """``ferry mount URL WHERE --foreground EXTRA...``, returned once it is mounted."""
+    peers.need_tool("fusermount3", "fuse3")
     where.mkdir(parents=True, exist_ok=True)
     log = where.parent / f"{where.name}.log"
     env = dict(os.environ, PYTHONPATH=str(peers.SRC_DIR))
@@ -53,10 +70,10 @@ def start_mount(server: peers.FerryServer, where: Path, *extra: str) -> Mount:
             env=env, start_new_session=True,
         )  # fmt: skip
     m = Mount(server, where, proc, log)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + timeout
     while not (mounted(where) and b"ferry: mounted" in log.read_bytes()):
         if proc.poll() is not None or time.monotonic() > deadline:
             m.stop()
-            pytest.fail(f"ferry mount did not come up:\n{log.read_text(errors='replace')}")
+            raise peers.PeerError(f"ferry mount did not come up:\n{m.text()}")
         time.sleep(0.05)
     return m

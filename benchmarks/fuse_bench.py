@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""A FUSE mount (``ferry mount``) against Ferry's client API, over one server on loopback.
+
+One server (Ferry, or NFS-Ganesha with ``--server ganesha``) exports a directory on disk
+and one ``ferry mount`` of it stays up for the whole run. Each repeat runs every method
+once, the order alternating, so machine noise hits all alike:
+
+  read   a SIZE MiB file: ``dd bs=1M`` and ``cat`` from the mount to /dev/null; the client
+         API into memory: ``client.open()`` and ``readinto`` of BLOCK-sized pieces (its
+         fastest way), and ``read_file``.
+  write  a SIZE MiB file: ``dd bs=1M conv=fsync`` and ``cat >`` from tmpfs into the mount;
+         the client API from memory: ``write`` of BLOCK-sized pieces, and ``write_file``.
+         Each is durable (COMMIT) before the clock stops: dd's fsync, the close of cat's
+         output (FUSE flush) and the API's close.
+
+The API is timed from connect to close; the mount is already up (as a kernel mount would
+be). Reported: median MB/s (min–max) per method, and the mount's ratios to ``open()``
+against the target (70% or better), as markdown on stdout and, with --write-docs,
+appended to docs/benchmarks.md.
+
+    python benchmarks/fuse_bench.py              # 256 MiB, 5 repeats
+    ferry bench fuse --quick                     # 256 MiB, 1 repeat
+    ferry bench fuse --quick --size-mib 4        # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "fuse"))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from mounthelp import Mount, start_mount  # noqa: E402
+
+import ferry  # noqa: E402
+from helpers import peers  # noqa: E402
+
+MiB = 1 << 20
+BLOCK = 8 * MiB
+METHODS = ("api", "api-file", "dd", "cat")
+MOUNTED = ("dd", "cat")  # compared with "api", the client's fastest way
+LABEL = {
+    "api": f"client API: open(), {BLOCK // MiB} MiB blocks",
+    "api-file": "client API: read_file/write_file",
+    "dd": "mount: dd bs=1M (write: conv=fsync)",
+    "cat": "mount: cat",
+}
+OPS = ("read", "write")
+TARGET = 0.70
+
+
+@dataclass
+class Result:
+    seconds: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    def rate(self, size: int) -> float:
+        return size / 1e6 / statistics.median(self.seconds) if self.seconds else 0.0
+
+    def cell(self, size: int) -> str:
+        if self.error:
+            return f"failed: {self.error}"
+        if not self.seconds:
+            return "not run"
+        lo, mid, hi = min(self.seconds), statistics.median(self.seconds), max(self.seconds)
+        return f"{self.rate(size):,.1f} MB/s ({mid:.3f} s, {lo:.3f}–{hi:.3f})"
+
+
+@dataclass
+class Env:
+    server: peers.FerryServer | peers.GaneshaServer
+    mount: Mount
+    source: Path  # on tmpfs: what dd and cat write
+    data: bytes  # the same bytes in memory: what the API writes
+    size: int
+    timeout: float
+
+    def export_url(self) -> str:
+        return self.server.url.replace("/?", "?")
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _run(argv: list[str], env: Env) -> subprocess.CompletedProcess[bytes]:
+    return peers.run(argv, timeout=env.timeout)
+
+
+def _dd_bytes(cp: subprocess.CompletedProcess[bytes]) -> int:
+    m = re.search(rb"^(\d+) bytes", cp.stderr, re.M)
+    return int(m.group(1)) if m else -1
+
+
+def api_read(env: Env, name: str) -> int:
+    buf, total = bytearray(BLOCK), 0
+    with ferry.connect(env.export_url()) as client, client.open(name, "rb") as f:
+        for _ in range(env.size // BLOCK + 2):  # bounded: the file's size in blocks
+            n = f.readinto(buf)
+            if not n:
+                break
+            total += n
+    return total
+
+
+def api_write(env: Env, name: str) -> None:
+    view = memoryview(env.data)
+    with ferry.connect(env.export_url()) as client, client.open(name, "wb") as f:
+        for off in range(0, len(view), BLOCK):
+            f.write(view[off : off + BLOCK])
+
+
+def api_file_read(env: Env, name: str) -> int:
+    with ferry.connect(env.export_url()) as client:
+        return len(client.read_file(name))
+
+
+def api_file_write(env: Env, name: str) -> None:
+    with ferry.connect(env.export_url()) as client:
+        client.write_file(name, env.data)
+
+
+def dd_read(env: Env, name: str) -> int:
+    return _dd_bytes(_run(["dd", f"if={env.mount.path / name}", "of=/dev/null", "bs=1M"], env))
+
+
+def dd_write(env: Env, name: str) -> None:
+    dst = env.mount.path / name
+    _run(["dd", f"if={env.source}", f"of={dst}", "bs=1M", "conv=fsync"], env)
+
+
+def cat_read(env: Env, name: str) -> int:
+    _run(["sh", "-c", 'cat "$1" > /dev/null', "sh", str(env.mount.path / name)], env)
+    return env.size  # checked once, by sha256, before the timed runs
+
+
+def cat_write(env: Env, name: str) -> None:
+    _run(["sh", "-c", 'cat "$1" > "$2"', "sh", str(env.source), str(env.mount.path / name)], env)
+
+
+READERS: dict[str, Callable[[Env, str], int]] = {
+    "api": api_read, "api-file": api_file_read, "dd": dd_read, "cat": cat_read,
+}  # fmt: skip
+WRITERS: dict[str, Callable[[Env, str], None]] = {
+    "api": api_write, "api-file": api_file_write, "dd": dd_write, "cat": cat_write,
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def measure(env: Env, method: str, op: str, i: int, digest: str) -> float:
+    """One timed transfer, checked outside the timing (sha256 of writes the first time)."""
+    if op == "read":
+        t0 = time.perf_counter()
+        got = READERS[method](env, "read.bin")
+        secs = time.perf_counter() - t0
+        if got != env.size:
+            raise peers.PeerError(f"read {got} bytes, not {env.size}")
+        return secs
+    name = f"write-{method}-{i}.bin"
+    t0 = time.perf_counter()
+    WRITERS[method](env, name)
+    secs = time.perf_counter() - t0
+    target = env.server.export / name
+    if target.stat().st_size != env.size:
+        raise peers.PeerError(f"wrote {target.stat().st_size} bytes, not {env.size}")
+    if i == 0 and peers.sha256_file(target) != digest:
+        raise peers.PeerError("written file differs from the source")
+    target.unlink()
+    return secs
+
+
+def warm_up(env: Env, digest: str) -> None:
+    """Server page cache, mount and connections warm; the mount reads the right bytes."""
+    api_read(env, "read.bin")
+    if peers.sha256_file(env.mount.path / "read.bin") != digest:
+        raise peers.PeerError("the mount reads different bytes than the export holds")
+
+
+def run_all(
+    env: Env, repeat: int, read_digest: str, log: list[str]
+) -> dict[str, dict[str, Result]]:
+    results = {m: {op: Result() for op in OPS} for m in METHODS}
+    write_digest = hashlib.sha256(env.data).hexdigest()
+    for op in OPS:
+        print(f"fuse_bench: {op} x{repeat}", file=sys.stderr, flush=True)
+        for i in range(repeat):
+            order = METHODS if i % 2 == 0 else METHODS[::-1]
+            for method in order:
+                res = results[method][op]
+                if res.error:
+                    continue
+                digest = read_digest if op == "read" else write_digest
+                try:
+                    res.seconds.append(measure(env, method, op, i, digest))
+                except Exception as e:  # noqa: BLE001 - reported in the table
+                    res.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    log.append(f"{method} {op}: {e!r}")
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine_info(server: str) -> list[tuple[str, str]]:
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+         if ln.startswith("model name")), "?",
+    )  # fmt: skip
+    rev = _cmd(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"]) or "?"
+    dirty = _cmd(["git", "-C", str(REPO_ROOT), "status", "--porcelain"])
+    pkg = "nfs-ganesha" if server == "ganesha" else None
+    info = [
+        ("nproc", str(os.cpu_count())), ("CPU", cpu), ("kernel", platform.release()),
+        ("Python", platform.python_version()),
+        ("libfuse3", _cmd(["dpkg-query", "-W", "-f=${Version}", "libfuse3-3"]) or "?"),
+    ]  # fmt: skip
+    if pkg:
+        info.append((pkg, _cmd(["dpkg-query", "-W", "-f=${Version}", pkg]) or "?"))
+    info.append(("Ferry", rev + (" (+ local changes)" if dirty else "")))
+    return info
+
+
+def ratios(results: dict[str, dict[str, Result]], size: int) -> dict[tuple[str, str], float]:
+    """mount method / API, per operation, where both were measured."""
+    out = {}
+    for method in MOUNTED:
+        for op in OPS:
+            a, b = results[method][op], results["api"][op]
+            if a.seconds and b.seconds and not a.error and not b.error:
+                out[(method, op)] = a.rate(size) / b.rate(size)
+    return out
+
+
+def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, export: Path,
+           source: Path) -> str:  # fmt: skip
+    size = args.size_mib * MiB
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    server = "NFS-Ganesha (VFS)" if args.server == "ganesha" else "Ferry (`ferry serve`)"
+    opts = f"`{args.mount_args}`" if args.mount_args else "default options"
+    out = [f"## FUSE mount vs client API, {now}", ""]
+    out.append(
+        f"`ferry bench fuse` (`benchmarks/fuse_bench.py`): loopback, one {server} exporting "
+        f"`{export}`, one `ferry mount` of it ({opts}); {args.size_mib} MiB "
+        f"file, median of {args.repeat} run(s) (seconds: median, min–max), methods "
+        f"alternating. Reads go to /dev/null (API: memory); writes come from `{source}` "
+        f"(API: memory) and are COMMITted before the clock stops. The API is timed from "
+        f"connect to close. Target: the mount at {TARGET:.0%} of the API or better."
+    )
+    out += ["", "| method | read | write |", "| --- | --- | --- |"]
+    for m in METHODS:
+        out.append(f"| {LABEL[m]} | {results[m]['read'].cell(size)} | "
+                   f"{results[m]['write'].cell(size)} |")  # fmt: skip
+    r = ratios(results, size)
+    out += ["", "| mount / API open() | read | write |", "| --- | --- | --- |"]
+    for m in MOUNTED:
+        cells = [f"{r[(m, op)]:.2f}" if (m, op) in r else "–" for op in OPS]
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    out += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in machine_info(args.server)) + ".", ""]
+    return "\n".join(out)
+
+
+def write_docs(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text("# Benchmarks\n\nNewest last.\n\n")
+    with open(path, "a") as f:
+        f.write("\n" + text)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ferry bench fuse", description=__doc__.split("\n")[1])
+    p.add_argument("--quick", action="store_true", help="one repeat instead of five")
+    p.add_argument("--repeat", type=int, default=None, help="repeats per measurement (5)")
+    p.add_argument("--size-mib", type=int, default=256, help="file size (MiB, default 256)")
+    p.add_argument("--server", choices=("ferry", "ganesha"), default="ferry")
+    p.add_argument("--mount-args", default="", help="options for ferry mount, one string")
+    p.add_argument("--workdir", type=Path, help="export and mount point (default /var/tmp)")
+    p.add_argument("--local-dir", type=Path, help="dd's and cat's source (default /dev/shm)")
+    p.add_argument("--timeout", type=float, default=600.0, help="per transfer, seconds")
+    p.add_argument("--write-docs", nargs="?", const=REPO_ROOT / "docs" / "benchmarks.md",
+                   type=Path, default=None, metavar="PATH",
+                   help="append the report to PATH (default docs/benchmarks.md)")  # fmt: skip
+    p.add_argument("--keep", action="store_true", help="keep the work directories")
+    args = p.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 5
+    if args.repeat < 1 or args.size_mib < 1:
+        p.error("--repeat and --size-mib must be >= 1")
+    return args
+
+
+def _server(args: argparse.Namespace, workdir: Path) -> peers.FerryServer | peers.GaneshaServer:
+    if args.server == "ganesha":
+        peers.need_tool("ganesha.nfsd", "nfs-ganesha")
+        peers.need_tool("rpcbind", "rpcbind")
+        return peers.GaneshaServer(workdir / "export", workdir / "ganesha")
+    return peers.FerryServer(
+        workdir / "export", workdir / "state", workdir / "logs", extra_args=peers.FERRY_PEER_ARGS
+    )
+
+
+def _local_dir(args: argparse.Namespace, size: int, workdir: Path) -> Path:
+    if args.local_dir is not None:
+        local: Path = args.local_dir
+    elif Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 3 * size:
+        local = Path(tempfile.mkdtemp(prefix="ferry-fbench-", dir="/dev/shm"))
+    else:
+        local = workdir / "local"
+    local.mkdir(parents=True, exist_ok=True)
+    return local
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        for tool, package in (("fusermount3", "fuse3"), ("dd", "coreutils")):
+            peers.need_tool(tool, package)
+        size = args.size_mib * MiB
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ferry-fbench-", dir="/var/tmp"))
+        server = _server(args, workdir)
+    except peers.ToolMissing as e:
+        print(f"fuse_bench: {e}", file=sys.stderr)
+        return 2
+    local = _local_dir(args, size, workdir)
+    log: list[str] = []
+    t0 = time.monotonic()
+    mount: Mount | None = None
+    try:
+        server.export.mkdir(parents=True, exist_ok=True)
+        read_digest = peers.write_random_file(server.export / "read.bin", size, seed=7)
+        peers.write_random_file(local / "source.bin", size, seed=11)
+        print(f"fuse_bench: starting {args.server} and the mount", file=sys.stderr, flush=True)
+        server.start()
+        mount = start_mount(server, workdir / "mnt", *shlex.split(args.mount_args))
+        source = local / "source.bin"
+        env = Env(server, mount, source, source.read_bytes(), size, args.timeout)
+        warm_up(env, read_digest)
+        results = run_all(env, args.repeat, read_digest, log)
+    finally:
+        try:
+            if mount is not None and mount.stop() != 0:
+                log.append(f"ferry mount failed:\n{mount.text()}")
+        finally:
+            server.stop()
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+                shutil.rmtree(local, ignore_errors=True)
+    report = render(results, args, server.export, local)
+    print(report, flush=True)
+    print(f"fuse_bench: done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    if log:
+        print("fuse_bench: problems:\n" + "\n".join(log), file=sys.stderr)
+    if args.write_docs is not None:
+        write_docs(report, args.write_docs)
+        print(f"fuse_bench: appended to {args.write_docs}", file=sys.stderr)
+    failed = log or any(r.error for rs in results.values() for r in rs.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

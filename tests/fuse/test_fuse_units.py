@@ -1,0 +1,48 @@
+"""The mount's pieces that need no mount: the mount table, abandoning stuck handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ferry.fusemount import is_mounted, mount_device
+from ferry.fuseops import Running
+
+MOUNTINFO = (
+    "22 1 254:0 / / rw - ext4 /dev/vda rw\n"
+    "42 22 0:39 / /mnt/with\\040space rw - fuse.ferry h:/x rw\n"
+    "43 42 0:40 / /mnt/with\\040space rw - fuse.ferry h:/y rw\n"  # mounted on top
+)
+
+
+def test_mount_table_is_read_with_escapes_and_topmost_mount(tmp_path: Path) -> None:
+    table = tmp_path / "mountinfo"
+    table.write_text(MOUNTINFO)
+    assert mount_device("/mnt/with space", str(table)) == "0:40"
+    assert mount_device("/", str(table)) == "254:0"
+    assert mount_device("/mnt/with\\040space", str(table)) is None
+    assert mount_device("/elsewhere", str(table)) is None
+    assert is_mounted("/mnt/with space", str(table))
+    assert not is_mounted("/elsewhere", str(table))
+    assert is_mounted("/elsewhere", str(tmp_path / "missing"))  # unknown: never abandon
+
+
+def test_running_abandons_only_old_enough_handlers() -> None:
+    async def scenario() -> tuple[int, int, bool, bool]:
+        running = Running()
+        blocked = asyncio.Event()
+        old = asyncio.create_task(blocked.wait())
+        new = asyncio.create_task(blocked.wait())
+        await asyncio.sleep(0)
+        running.start(old)
+        await asyncio.sleep(0.05)  # old has run at least this long, new not at all
+        running.start(new)
+        first = running.abandon(older_than=0.05)
+        again = running.abandon(older_than=0.05)  # already abandoned: not twice
+        await asyncio.sleep(0)
+        result = (first, again, old.cancelled(), new.cancelled())
+        assert running.finish(old) and not running.finish(new)
+        new.cancel()
+        return result
+
+    assert asyncio.run(scenario()) == (1, 0, True, False)
