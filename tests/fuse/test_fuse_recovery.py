@@ -74,12 +74,14 @@ def child(script: str, path: Path) -> subprocess.Popen[str]:
     return p
 
 
-def outcome(p: subprocess.Popen[str]) -> str:
-    """What the child printed, once it ended (within LIMIT seconds)."""
+def outcome(p: subprocess.Popen[str], m: Mount | None = None) -> str:
+    """What the child printed, once it ended (within LIMIT seconds); on a hang, the end of
+    the mount's log says what the client was doing."""
     try:
         out, err = p.communicate(timeout=LIMIT)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"still blocked after {LIMIT} s", pytrace=False)
+        log = m.log.read_text(errors="replace")[-6000:] if m is not None else ""
+        pytest.fail(f"still blocked after {LIMIT} s\n--- mount log ---\n{log}", pytrace=False)
     assert p.returncode == 0, err
     return out.strip()
 
@@ -192,8 +194,8 @@ def test_hard_mount_blocks_until_the_server_is_back(kind: str, tmp_path: Path) -
             reader = child(READ, m.path / "f")  # LOOKUP
             assert still_blocked(writer, reader), "a hard mount gave up"
             restart(server)
-            assert outcome(reader) == "ok data"
-            assert outcome(writer) == "closed"
+            assert outcome(reader, m) == "ok data"
+            assert outcome(writer, m) == "closed"
             expected = random.Random(5).randbytes(4 << 20)
             assert (server.export / "w").read_bytes() == expected
             assert (m.path / "w").read_bytes() == expected
