@@ -47,7 +47,7 @@ import ferry  # noqa: E402
 from helpers import peers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_bench import machine_info  # noqa: E402
+from machine import machine_info  # noqa: E402
 
 MiB = 1 << 20
 BLOCK = 8 * MiB
@@ -263,7 +263,7 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, loca
                     cells.append(f"{a.rate(size) / b.rate(size):.2f}" if ok else "–")
                 out.append(f"| {LABEL[f]} / {LABEL[p]} | " + " | ".join(cells) + " |")
     out.append("")
-    info = machine_info()
+    info = machine_info("nfs-ganesha", "libnfs-utils")
     try:
         from importlib.metadata import version
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import os
-import platform
 import re
 import shlex
 import shutil
@@ -48,6 +46,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from mounthelp import Mount, start_mount  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_line  # noqa: E402
 
 import ferry  # noqa: E402
 from helpers import peers  # noqa: E402
@@ -219,32 +220,6 @@ def run_all(
 # --------------------------------------------------------------------------- report
 
 
-def _cmd(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def machine_info(server: str) -> list[tuple[str, str]]:
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-         if ln.startswith("model name")), "?",
-    )  # fmt: skip
-    rev = _cmd(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"]) or "?"
-    dirty = _cmd(["git", "-C", str(REPO_ROOT), "status", "--porcelain"])
-    pkg = "nfs-ganesha" if server == "ganesha" else None
-    info = [
-        ("nproc", str(os.cpu_count())), ("CPU", cpu), ("kernel", platform.release()),
-        ("Python", platform.python_version()),
-        ("libfuse3", _cmd(["dpkg-query", "-W", "-f=${Version}", "libfuse3-3"]) or "?"),
-    ]  # fmt: skip
-    if pkg:
-        info.append((pkg, _cmd(["dpkg-query", "-W", "-f=${Version}", pkg]) or "?"))
-    info.append(("Ferry", rev + (" (+ local changes)" if dirty else "")))
-    return info
-
-
 def ratios(results: dict[str, dict[str, Result]], size: int) -> dict[tuple[str, str], float]:
     """mount method / API, per operation, where both were measured."""
     out = {}
@@ -280,7 +255,11 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, expo
     for m in MOUNTED:
         cells = [f"{r[(m, op)]:.2f}" if (m, op) in r else "–" for op in OPS]
         out.append(f"| {m} | " + " | ".join(cells) + " |")
-    out += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in machine_info(args.server)) + ".", ""]
+    out += [
+        "",
+        machine_line("libfuse3-3", *(["nfs-ganesha"] if args.server == "ganesha" else [])),
+        "",
+    ]
     return "\n".join(out)
 
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadgen import Calls, Stream, percentile
+from machine import machine_line
 
 from ferry.nfs3.const import NFS_PROGRAM
 from ferry.rpc.auth import encode_auth_sys
@@ -24,7 +23,6 @@ from ferry.rpc.message import NULL_AUTH, CallHeader
 from ferry.server.app import NON_IDEMPOTENT
 from ferry.server.shared_drc import SharedReplyCache
 
-REPO = Path(__file__).resolve().parents[1]
 NCPU = os.cpu_count() or 1
 REFERENCE = "ganesha"
 
@@ -270,27 +268,10 @@ def _drc_line(cost: dict[str, float]) -> str:
 # -- machine ------------------------------------------------------------------------------------
 
 
-def _cmd(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-
-
 def _machine(ctx: Context) -> str:
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    rev = _cmd(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = " (+ local changes)" if _cmd(["git", "-C", str(REPO), "status", "--porcelain"]) else ""
-    ganesha = _cmd(["dpkg-query", "-W", "-f=${Version}", "nfs-ganesha"]) or "?"
     load = "/".join(f"{x:.2f}" for x in ctx.load_before)
     load_after = "/".join(f"{x:.2f}" for x in ctx.load_after)
     return (
-        f"Machine: nproc {NCPU}, CPU {cpu}, kernel {platform.release()}, Python "
-        f"{platform.python_version()}, nfs-ganesha {ganesha}, Ferry {rev}{dirty}. Load "
-        f"average (1/5/15 min) {load} before, {load_after} after; the run took "
-        f"{ctx.seconds:.0f} s."
+        f"{machine_line('nfs-ganesha')[:-1]}. Load average (1/5/15 min) {load} before, "
+        f"{load_after} after; the run took {ctx.seconds:.0f} s."
     )
