@@ -170,8 +170,10 @@ def test_delay_doubles_into_the_round_trip() -> None:
 def test_jitter_spreads_but_keeps_order() -> None:
     spec = LinkSpec(delay=0.01, jitter=0.005, seed=3)
     with tcp_server(_Echo) as echo, running(spec, echo.server_address) as p:
-        times = round_trips(p.port, 30)
-    assert min(times) >= 0.010 and max(times) <= 0.032
+        times = sorted(round_trips(p.port, 30))
+    # Never early: that would be the proxy's fault. Late can also be a loaded machine's
+    # scheduling (seen in CI), so the bound is on all but the slowest three of 30.
+    assert times[0] >= 0.010 and times[-4] <= 0.032, times
     assert statistics.pstdev(times) > 0.001  # the data itself is checked by round_trips
 
 

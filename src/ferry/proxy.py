@@ -52,8 +52,8 @@ _EARLY_DATAGRAMS = 64  # datagrams buffered while a flow's upstream socket opens
 _now = time.monotonic
 """Arrival and release stamps. Not ``loop.time()``: uvloop's clock is read once per loop
 iteration (and in whole milliseconds), so a busy proxy stamped arrivals early and released
-data before its delay was up. asyncio's ``loop.time()`` is this same clock, so timers armed
-with ``call_at`` still fire on time, and ``flush`` re-checks every release."""
+data before its delay was up. Timers are armed with ``call_later(deadline - _now())``, so
+a stale loop clock makes them fire early, never late, and ``flush`` re-checks each release."""
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class Link:
         at = self._release_time(_now(), len(data), jitter)
         r = self.spec.reorder
         if self.held is None and early < r / (1 - r):  # so that a fraction r is held overall
-            timer = self.loop.call_at(at + REORDER_HOLD, self._release_held)
+            timer = self.loop.call_later(at + REORDER_HOLD - _now(), self._release_held)
             self.held = (data, timer)
             return
         self.stats.bytes += len(data)
@@ -216,7 +216,7 @@ class Link:
 
     def _arm(self) -> None:
         if self.timer is None and self.queue and not self.blocked:
-            self.timer = self.loop.call_at(self.queue[0][0], self.flush)
+            self.timer = self.loop.call_later(max(0.0, self.queue[0][0] - _now()), self.flush)
 
     def flush(self) -> None:
         """Send every due chunk; reset the connection at a cut; re-arm for the rest."""
