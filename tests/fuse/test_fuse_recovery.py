@@ -81,7 +81,12 @@ def outcome(p: subprocess.Popen[str], m: Mount | None = None) -> str:
         out, err = p.communicate(timeout=LIMIT)
     except subprocess.TimeoutExpired:
         log = m.log.read_text(errors="replace")[-6000:] if m is not None else ""
-        pytest.fail(f"still blocked after {LIMIT} s\n--- mount log ---\n{log}", pytrace=False)
+        server = m.server if m is not None else None
+        served = server.stderr_text()[-6000:] if isinstance(server, peers.FerryServer) else ""
+        pytest.fail(
+            f"still blocked after {LIMIT} s\n--- mount log ---\n{log}\n--- server ---\n{served}",
+            pytrace=False,
+        )
     assert p.returncode == 0, err
     return out.strip()
 
