@@ -19,6 +19,7 @@ SCRIPTS = {  # command -> script in benchmarks/, and what it measures
     "server": ("server_bench.py", "Ferry's server models vs NFS-Ganesha"),
     "rpc": ("rpc_bench.py", "sync vs pipelined vs batched vs prefetched RPC over an emulated link"),
     "fuse": ("fuse_bench.py", "a FUSE mount vs Ferry's client API"),
+    "scaleout": ("scaleout_bench.py", "1-3 Ferry servers vs Ganesha (FSAL_CEPH) over one CephFS"),
 }
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 

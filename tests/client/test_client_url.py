@@ -51,3 +51,32 @@ def test_errors_name_the_problem(url: str, message: str) -> None:
 def test_export_candidates_longest_first() -> None:
     assert export_candidates("/a/b") == [("/a/b", ""), ("/a", "b"), ("/", "a/b")]
     assert export_candidates("/") == [("/", "")]
+
+
+def test_several_servers_in_the_authority() -> None:
+    u = parse_url("nfs://h1:2049,[::1]:2050,h3/srv/x?uid=0")
+    assert u.servers == (("h1", 2049), ("::1", 2050), ("h3", None))
+    assert (u.host, u.port, u.path) == ("h1", 2049, "/srv/x")  # the first one, as before
+    assert [u.nfs_port_of(p) for _, p in u.servers] == [2049, 2050, None]
+    assert parse_url(u.format()) == u
+    assert u.format().startswith("nfs://h1:2049,[::1]:2050,h3/srv/x?")
+    forced = parse_url("nfs://h1:1,h2/x?nfsport=7&mountport=8")
+    assert [(forced.nfs_port_of(p), forced.mount_port_of(p)) for _, p in forced.servers] == [
+        (7, 8),
+        (7, 8),
+    ]
+
+
+def test_one_server_url_is_unchanged() -> None:
+    u = parse_url("nfs://127.0.0.1:2049/srv?version=3")
+    assert u.servers == (("127.0.0.1", 2049),) and u.more == ()
+    assert u.format() == "nfs://127.0.0.1:2049/srv?version=3"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("nfs://h1,/x", "no host"), ("nfs://h1,h2:0/x", "out of range"), ("nfs://h,h:x/y", "bad")],
+)
+def test_server_list_errors(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_url(url)

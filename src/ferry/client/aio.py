@@ -13,6 +13,12 @@ reply matching stay in the sans-IO ``RpcClient``:
   to "the 3rd of 100 calls is lost"; benchmarks/rpc_bench.py compares them);
 * when the connection breaks, one reconnect task opens a new one (bounded attempts with
   backoff) and resends just the calls still outstanding; callers keep waiting meanwhile;
+* failover: given ``fallbacks`` (other servers of the same store, which accept the same
+  handles), a server that cannot be reached after ``reconnect_tries`` attempts, or that
+  let a call time out ``max_tries`` times, is left for the next one in the list and the
+  outstanding calls are resent there (NFSv3 is stateless; the WRITE/COMMIT verifier tells
+  the file layer what to write again). Each server is tried in turn, at most once per
+  outage; ``connect`` also takes the first server that answers;
 * ``transport="udp"``: one call per datagram, no record marks (RFC 5531 section 11);
   nothing to reconnect, so loss is left to the timers;
 * ``stats`` counts calls, retransmissions, timeouts, reconnects and bytes; ``recorder``,
@@ -26,7 +32,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ferry.errors import RecordError, RpcConnectionError, RpcError, RpcTimeout
 from ferry.rpc.message import NULL_AUTH, OpaqueAuth
@@ -51,6 +57,7 @@ class RpcStats:
     bytes_received: int = 0
     retransmitted_bytes: int = 0  # calls sent again: on timeouts, go-back-n and reconnects
     resent_on_reconnect: int = 0  # calls sent again on a new connection
+    failovers: int = 0  # moves to another server of the list
     ignored_replies: int = 0  # replies to no outstanding call (late duplicates)
     max_in_flight: int = 0
 
@@ -91,6 +98,8 @@ class _Pending:
     delay: float
     tries: int = 1
     timer: asyncio.TimerHandle | None = None
+    switches: int = 0  # times its tries were restarted on another server
+    server: int = 0  # the failover count when it was last (re)started
 
 
 class _Protocol(asyncio.BufferedProtocol):
@@ -166,10 +175,20 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
 
 
 class AsyncRpcClient:
-    """An RPC client on one connection with pipelining, retransmission and reconnect."""
+    """An RPC client on one connection with pipelining, retransmission, reconnect and
+    failover to ``fallbacks`` ((host, port) of other servers of the same store)."""
 
-    def __init__(self, host: str, port: int, options: RpcOptions | None = None) -> None:
-        self.host, self.port = host, port
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        options: RpcOptions | None = None,
+        *,
+        fallbacks: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        self.servers: list[tuple[str, int]] = [(host, port), *fallbacks]
+        self._current = 0  # index in servers
+        self._leave = False  # the next reconnect skips the current server (it timed out)
         self.options = options or RpcOptions()
         self.udp = self.options.transport == "udp"
         self.rpc = RpcClient(stream=not self.udp)
@@ -185,8 +204,29 @@ class AsyncRpcClient:
 
     # -- connection ----------------------------------------------------------------------
 
+    @property
+    def host(self) -> str:
+        return self.servers[self._current][0]
+
+    @property
+    def port(self) -> int:
+        return self.servers[self._current][1]
+
     async def connect(self) -> None:
-        await self._open()
+        """Open the connection to the first server that accepts one (in list order)."""
+        for attempt in range(len(self.servers)):
+            try:
+                await self._open()
+                return
+            except (OSError, TimeoutError) as exc:
+                if attempt == len(self.servers) - 1:
+                    raise
+                log.info(
+                    "cannot connect to %s:%d (%s); trying the next server",
+                    *self.servers[self._current],
+                    exc,
+                )
+                self._current = (self._current + 1) % len(self.servers)
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -241,22 +281,49 @@ class AsyncRpcClient:
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
+        """Reconnect to the current server, else to each other one in turn; every server
+        gets ``reconnect_tries`` attempts (one that timed out calls is skipped at once)."""
         last: BaseException | None = None
-        for attempt in range(self.options.reconnect_tries):
-            try:
-                await self._open()
-            except (OSError, TimeoutError) as exc:
-                last = exc
-                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
-                continue
-            self.stats.reconnects += 1
-            return
+        tried: list[str] = []
+        for step in range(len(self.servers)):
+            if step > 0 or self._leave:
+                self._switch()
+            self._leave = False
+            tried.append(f"{self.host}:{self.port}")
+            for attempt in range(self.options.reconnect_tries):
+                try:
+                    await self._open()
+                except (OSError, TimeoutError) as exc:
+                    last = exc
+                    await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                    continue
+                self.stats.reconnects += 1
+                return
+            if len(self.servers) > 1:
+                log.warning("cannot reach %s (%s)", tried[-1], last)
         self._fail_all(
             RpcConnectionError(
-                f"cannot reconnect to {self.host}:{self.port} after "
-                f"{self.options.reconnect_tries} attempts: {last}"
+                f"cannot reconnect to {', '.join(tried)} after "
+                f"{self.options.reconnect_tries} attempts each: {last}"
             )
         )
+
+    def _switch(self) -> None:
+        """Move to the next server of the list (the caller opens the connection)."""
+        self._current = (self._current + 1) % len(self.servers)
+        self.stats.failovers += 1
+        log.warning("failing over to %s:%d", self.host, self.port)
+
+    def _leave_server(self) -> None:
+        """Drop the connection to a server that let a call time out, and fail over."""
+        if self._reconnecting is not None and not self._reconnecting.done():
+            return  # already moving on
+        self._leave = True
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+        self._writable.set()
+        self._start_reconnect()
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -284,6 +351,7 @@ class AsyncRpcClient:
                 raise RpcError(f"{label}: call too large for one UDP datagram")
             delay = timeout or self.options.timeout
             pending = _Pending(asyncio.get_running_loop().create_future(), label, delay)
+            pending.server = self.stats.failovers
             self._pending[xid] = pending
             self.stats.calls += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._pending))
@@ -328,6 +396,16 @@ class AsyncRpcClient:
         if self.recorder is not None:
             self.recorder("timeout", xid, 0)
         opts = self.options
+        if pending.tries >= opts.max_tries and pending.switches < len(self.servers) - 1:
+            # this server does not answer: the call starts again on the next one
+            pending.switches += 1
+            pending.tries, pending.delay = 1, opts.timeout
+            moved = pending.server != self.stats.failovers  # already moved since it was sent
+            if not moved:
+                self._leave_server()
+            pending.server = self.stats.failovers + (not moved)
+            self._arm(xid, pending)
+            return
         if pending.tries >= opts.max_tries:
             msg = f"{pending.label} (xid {xid:#010x}): no reply after {pending.tries} tries"
             pending.future.set_exception(RpcTimeout(msg))

@@ -48,6 +48,7 @@ Name = str | bytes
 MAX_IO = 1 << 20  # we never ask for more than 1 MiB per READ/WRITE
 MAX_SYMLINKS = 40  # like Linux's MAXSYMLINKS
 MAX_DIR_PAGES = 1 << 20
+UMNT_TIMEOUT = 1.0  # seconds close() waits for UMNT's reply (it is only a courtesy)
 PMAP_PORT, PMAP_PROGRAM, PMAP_V2, PMAP_GETPORT, IPPROTO_TCP = 111, 100000, 2, 3, 6
 
 
@@ -106,6 +107,28 @@ async def getport(host: str, prog: int, vers: int, options: RpcOptions | None = 
     return port
 
 
+async def _server_ports(u: NfsUrl, options: RpcOptions | None) -> list[tuple[str, int, int]]:
+    """(host, NFS port, MOUNT port) of every server of the URL, asking portmap where the URL
+    does not say; with several servers, one whose portmap cannot be asked is left out."""
+    out: list[tuple[str, int, int]] = []
+    error: OSError | None = None
+    for host, port in u.servers:
+        try:
+            nfs_port = u.nfs_port_of(port) or await getport(host, NFS_PROGRAM, NFS_V3, options)
+            mnt_port = u.mount_port_of(port) or await getport(
+                host, MOUNT_PROGRAM, MOUNT_V3, options
+            )
+        except (OSError, TimeoutError) as exc:
+            if len(u.servers) == 1:
+                raise
+            error = OSError(f"{host}: {exc}")
+            continue
+        out.append((host, nfs_port, mnt_port))
+    if not out:
+        raise ConnectionError(f"no server of {u} answers portmap: {error}")
+    return out
+
+
 class NfsProcedures:
     """A mounted NFSv3 export at the procedure level; see ``AsyncNfsClient`` for paths."""
 
@@ -145,20 +168,22 @@ class NfsProcedures:
         wsize: int | None = None,
         attr_cache: float = 1.0,
     ) -> Self:
-        """Resolve ports, MNT the export, FSINFO the root; see ``client.url`` for the rules."""
+        """Resolve ports, MNT the export, FSINFO the root; see ``client.url`` for the rules.
+        With several servers in the URL, the connections fail over between them."""
         u = parse_url(url) if isinstance(url, str) else url
         base = AuthSys()
         auth = auth or AuthSys(
             base.uid if u.uid is None else u.uid, base.gid if u.gid is None else u.gid
         )
-        nfs_port = u.nfs_port or await getport(u.host, NFS_PROGRAM, NFS_V3, options)
-        mount_port = u.mount_port or await getport(u.host, MOUNT_PROGRAM, MOUNT_V3, options)
-        rpc = AsyncRpcClient(u.host, nfs_port, options)
+        ports = await _server_ports(u, options)
+        nfs = [(host, nfs_port) for host, nfs_port, _ in ports]
+        mnt = [(host, mount_port) for host, _, mount_port in ports]
+        rpc = AsyncRpcClient(*nfs[0], options, fallbacks=nfs[1:])
         await rpc.connect()
         mount_rpc = rpc
         try:
-            if mount_port != nfs_port:
-                mount_rpc = AsyncRpcClient(u.host, mount_port, options)
+            if mnt != nfs:
+                mount_rpc = AsyncRpcClient(*mnt[0], options, fallbacks=mnt[1:])
                 await mount_rpc.connect()
             root, exp, sub = await _mount(mount_rpc, auth.credential(), u.path, export)
             client = cls(rpc, mount_rpc, root, exp, auth, sub, attr_cache)
@@ -189,18 +214,20 @@ class NfsProcedures:
             self.root, self.subpath = fh, ""
 
     async def close(self) -> None:
-        """UMNT (best effort, RFC 1813 section 5.2.3), then close the connections."""
-        try:
-            p = Packer()
-            p.pack_string(self.export.encode("utf-8", "surrogateescape"))
-            await asyncio.wait_for(
-                self.mount_rpc.call(
-                    MOUNT_PROGRAM, MOUNT_V3, MountProc.UMNT, p.buffers(), self.cred, "MOUNT UMNT"
-                ),
-                5.0,
-            )
-        except (OSError, NfsError, TimeoutError, XdrError, Exception):  # noqa: BLE001
-            pass
+        """UMNT (best effort, RFC 1813 section 5.2.3), then close the connections. UMNT is
+        skipped when the connection is already down (no reconnect, no wait for a dead
+        server) and bounded by ``UMNT_TIMEOUT`` otherwise."""
+        if self.mount_rpc.connected:
+            try:
+                p = Packer()
+                p.pack_string(self.export.encode("utf-8", "surrogateescape"))
+                umnt = self.mount_rpc.call(
+                    MOUNT_PROGRAM, MOUNT_V3, MountProc.UMNT, p.buffers(), self.cred,
+                    "MOUNT UMNT", timeout=UMNT_TIMEOUT,
+                )  # fmt: skip
+                await asyncio.wait_for(umnt, UMNT_TIMEOUT)
+            except (OSError, NfsError, TimeoutError, XdrError, Exception):  # noqa: BLE001
+                pass
         await self.rpc.close()
         if self.mount_rpc is not self.rpc:
             await self.mount_rpc.close()

@@ -4,6 +4,9 @@ This module owns the URL syntax and the port rules, nothing else:
 
 * ``nfsport``/``mountport`` query keys win; otherwise a port in the authority serves both
   NFS and MOUNT (Ferry runs them on one port); with neither, ports come from portmap (111).
+* Ferry's extension: several servers of one store, comma-separated in the authority
+  (``nfs://h1:2049,h2:2050,[::1]/export``), to fail over between; each takes its own port
+  (the query keys, when given, win for all). A one-host URL is exactly libnfs's.
 * The path is the export followed by a path inside it. Which prefix is the export is
   decided by the client at mount time (longest prefix first, see ``export_candidates``)
   unless ``export`` is given explicitly.
@@ -30,6 +33,20 @@ class NfsUrl:
     uid: int | None = None
     gid: int | None = None
     version: int = 3
+    more: tuple[tuple[str, int | None], ...] = ()  # further servers, (host, port), in order
+
+    @property
+    def servers(self) -> tuple[tuple[str, int | None], ...]:
+        """Every server of the URL, (host, port in the authority), the first one first."""
+        return ((self.host, self.port), *self.more)
+
+    def nfs_port_of(self, port: int | None) -> int | None:
+        """The NFS port of a server whose authority says ``port`` (``None``: ask portmap)."""
+        return self.nfsport if self.nfsport is not None else port
+
+    def mount_port_of(self, port: int | None) -> int | None:
+        """The MOUNT port of a server whose authority says ``port`` (``None``: portmap)."""
+        return self.mountport if self.mountport is not None else port
 
     @property
     def nfs_port(self) -> int | None:
@@ -42,13 +59,17 @@ class NfsUrl:
         return self.mountport if self.mountport is not None else self.port
 
     def format(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        netloc = host if self.port is None else f"{host}:{self.port}"
+        netloc = ",".join(_netloc(h, p) for h, p in self.servers)
         query = [f"version={self.version}"]
         query += [f"{k}={getattr(self, k)}" for k in _INT_KEYS if getattr(self, k) is not None]
         return f"nfs://{netloc}{urllib.parse.quote(self.path)}?{'&'.join(query)}"
 
     __str__ = format
+
+
+def _netloc(host: str, port: int | None) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return host if port is None else f"{host}:{port}"
 
 
 def normalise_path(path: str) -> str:
@@ -91,6 +112,15 @@ def parse_url(url: str) -> NfsUrl:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "nfs":
         raise ValueError(f"not an nfs:// url: {url!r}")
+    servers = [_server(item, url) for item in parts.netloc.split(",")]
+    path = normalise_path(urllib.parse.unquote(parts.path))
+    (host, port), more = servers[0], tuple(servers[1:])
+    return NfsUrl(host, path, port, more=more, **_query(parts.query))
+
+
+def _server(netloc: str, url: str) -> tuple[str, int | None]:
+    """One ``host[:port]`` of the authority (``[v6]`` in brackets)."""
+    parts = urllib.parse.urlsplit(f"//{netloc}")
     try:
         host, port = parts.hostname, parts.port
     except ValueError as exc:  # a bad port or bracket
@@ -99,8 +129,7 @@ def parse_url(url: str) -> NfsUrl:
         raise ValueError(f"nfs url has no host: {url!r}")
     if port == 0:
         raise ValueError(f"nfs url port out of range 1-65535: {url!r}")
-    path = normalise_path(urllib.parse.unquote(parts.path))
-    return NfsUrl(host, path, port, **_query(parts.query))
+    return host, port
 
 
 def export_candidates(path: str) -> list[tuple[str, str]]:

@@ -1,0 +1,116 @@
+"""Ferry's client failing over between two ``ferry serve`` processes on one CephFS.
+
+The client gets both servers in its URL (``nfs://127.0.0.1:PA,127.0.0.1:PB/ceph``).
+Reads: server A is SIGKILLed mid-read, its CephFS session is evicted (as a fencing
+script would), and the read finishes through B. Writes: A is stopped gracefully (SIGTERM)
+mid-write and the write finishes through B, with the writes A acknowledged as UNSTABLE
+sent again after B's COMMIT verifier differs.
+
+Why the eviction: a killed server's CephFS session keeps the capabilities of the files it
+had open until the MDS declares the session stale (30 s in the test cluster, 60 s by
+default), and B's calls on those files wait until then (JUKEBOX after ``op_timeout``);
+see docs/scale-out.md. Ferry's cephfs backend opens every file read-write, so this holds
+for a file A was only reading, too. A graceful stop unmounts and hands them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ceph_support import EXPORT_NAME, ConfiguredFerry, cephfs_export, ferry_servers
+
+from ferry.client import AsyncNfsClient, RpcOptions
+from helpers.ceph import CephCluster
+
+pytestmark = [pytest.mark.ceph, pytest.mark.interop]
+
+SIZE = 64 << 20
+CHUNK = 1 << 20
+FAST = RpcOptions(timeout=5.0, max_tries=2, connect_timeout=2.0, reconnect_tries=3)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, 240))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def pair(
+    ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path
+) -> Iterator[list[ConfiguredFerry]]:
+    with ferry_servers(cephfs_export(ceph_cluster, cephfs_dir), tmp_path, 2) as servers:
+        yield servers
+
+
+def both(servers: list[ConfiguredFerry]) -> str:
+    return "nfs://" + ",".join(f"{s.host}:{s.port}" for s in servers) + EXPORT_NAME
+
+
+def session_of(cluster: CephCluster, pid: int) -> int:
+    """The MDS session id of the libcephfs client in process ``pid``."""
+    for s in json.loads(cluster.ceph("tell", "mds.a", "session", "ls", "--format", "json")):
+        if str(s.get("client_metadata", {}).get("pid")) == str(pid):
+            return int(s["id"])
+    raise AssertionError(f"no MDS session for pid {pid}")
+
+
+def test_read_survives_a_killed_server(
+    pair: list[ConfiguredFerry], ceph_cluster: CephCluster
+) -> None:
+    a, b = pair
+    assert a.proc is not None
+    session = session_of(ceph_cluster, a.proc.pid)
+    data = os.urandom(SIZE)
+
+    async def body() -> None:
+        async with await AsyncNfsClient.connect(b.nfs_url) as cb:  # written through B
+            await cb.write_file("big", data)
+        async with await AsyncNfsClient.connect(both(pair), options=FAST) as c:
+            got = bytearray()
+            async with await c.open("big", "rb") as f:
+                for _ in range(SIZE // CHUNK + 1):
+                    chunk = await f.read(CHUNK)
+                    if not chunk:
+                        break
+                    got += chunk
+                    if len(got) == 16 << 20:
+                        assert a.proc is not None and c.rpc.port == a.port
+                        os.killpg(a.proc.pid, signal.SIGKILL)
+                        a.proc.wait(timeout=30)
+                        a.proc = None
+                        evict = ("tell", "mds.a", "client", "evict", f"id={session}")
+                        await asyncio.to_thread(ceph_cluster.ceph, *evict)
+            assert len(got) == SIZE and sha(bytes(got)) == sha(data)
+            assert c.rpc.stats.failovers == 1 and c.rpc.port == b.port
+
+    run(body())
+
+
+def test_write_survives_a_stopped_server(pair: list[ConfiguredFerry]) -> None:
+    a, b = pair
+    data = os.urandom(SIZE)
+
+    async def body() -> None:
+        async with await AsyncNfsClient.connect(both(pair), options=FAST) as c:
+            async with await c.open("out", "wb") as f:
+                for off in range(0, SIZE, CHUNK):
+                    await f.write(data[off : off + CHUNK])
+                    if off == 40 << 20:  # more than the 32-call window acknowledged by A
+                        await asyncio.to_thread(a.stop)  # SIGTERM: A unmounts, then exits
+            assert a.exit_codes == [0]
+            assert c.rpc.stats.failovers == 1 and c.rpc.port == b.port
+            assert f.stats.resent >= 1  # B's verifier differs: A's UNSTABLE writes again
+        async with await AsyncNfsClient.connect(b.nfs_url) as cb:
+            assert sha(await cb.read_file("out")) == sha(data)
+
+    run(body())
