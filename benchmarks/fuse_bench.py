@@ -31,13 +31,12 @@ import hashlib
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +48,7 @@ from mounthelp import Mount, start_mount  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_line  # noqa: E402
+from timings import Result  # noqa: E402
 
 import ferry  # noqa: E402
 from helpers import peers  # noqa: E402
@@ -65,23 +65,6 @@ LABEL = {
 }
 OPS = ("read", "write")
 TARGET = 0.70
-
-
-@dataclass
-class Result:
-    seconds: list[float] = field(default_factory=list)
-    error: str | None = None
-
-    def rate(self, size: int) -> float:
-        return size / 1e6 / statistics.median(self.seconds) if self.seconds else 0.0
-
-    def cell(self, size: int) -> str:
-        if self.error:
-            return f"failed: {self.error}"
-        if not self.seconds:
-            return "not run"
-        lo, mid, hi = min(self.seconds), statistics.median(self.seconds), max(self.seconds)
-        return f"{self.rate(size):,.1f} MB/s ({mid:.3f} s, {lo:.3f}–{hi:.3f})"
 
 
 @dataclass
