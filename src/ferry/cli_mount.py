@@ -47,6 +47,10 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--read-ahead", type=_at_least(0, int), default=2048, metavar="KIB",
         help="the kernel's read-ahead for the mount, KiB (default 2048; 0: the kernel's)",
     )  # fmt: skip
+    p.add_argument(
+        "--direct-io", action="store_true",
+        help="bypass the kernel's page cache: faster large reads, no shared mmap",
+    )  # fmt: skip
     p.add_argument("--allow-other", action="store_true", help="let other users in (root only)")
     p.add_argument("--fuse-debug", action="store_true", help="libfuse debug output")
     p.set_defaults(func=cmd_mount)
@@ -89,6 +93,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other,
         debug=args.fuse_debug,
         read_ahead_kib=args.read_ahead,
+        direct_io=args.direct_io,
     )
     where = str(args.mountpoint.resolve())
     if args.foreground:

@@ -14,7 +14,8 @@ This module owns a mount's life; the request handlers are ``fuseops.NfsOperation
   point has left the mount table, requests older than STOP_GRACE seconds are abandoned.
 * Tuning: the kernel's read-ahead for the mount (``set_read_ahead``), glibc keeping freed
   buffers (``ferry.server.malloc``), pyfuse3's asyncio shim made race-free
-  (``enable_asyncio``).
+  (``enable_asyncio``); on request, no page cache (``direct_io``: one copy fewer per
+  read, no shared mmap).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class MountOptions:
     allow_other: bool = False
     debug: bool = False
     read_ahead_kib: int = 2048  # the kernel's read-ahead for the mount (0: its default)
+    direct_io: bool = False  # no page cache: each read/write goes to us (see fuseops.open)
 
     def rpc_options(self) -> RpcOptions:
         if self.hard:

@@ -391,7 +391,10 @@ class NfsOperations(pyfuse3.Operations):
             mode = _READONLY if self.options.read_only else _SHARED
             file = AsyncFile(self.client, fh, "", attr, mode, self.client.file_options)
             self._open[inode] = _Open(file, asyncio.Lock())
-        return FileInfo(fh=inode, keep_cache=False)  # close-to-open: drop cached pages
+        # close-to-open: drop cached pages. direct_io: no page cache at all, so a read
+        # is copied once, from our reply into the reader's buffer (not into the page
+        # cache and out again), and the client's read-ahead is the only one.
+        return FileInfo(fh=inode, keep_cache=False, direct_io=self.options.direct_io)
 
     @_errors
     async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
@@ -427,16 +430,16 @@ class NfsOperations(pyfuse3.Operations):
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        """Into the file's one reply buffer: a fresh 1 MiB buffer per request costs page
-        faults. Safe because pyfuse3 sends the reply as soon as this returns, before any
-        other request can run, and reads of one file take turns (the lock)."""
+        """A view of the READ reply itself when the request lies within one chunk (no copy);
+        else copied into the file's one reply buffer (a fresh 1 MiB buffer per request costs
+        page faults). The buffer is safe because pyfuse3 sends the reply as soon as this
+        returns, before any other request can run, and reads of one file take turns."""
         opened = self._file(fh)
         async with opened.lock:
             if len(opened.reply) < size:
                 opened.reply = bytearray(size)
-            view = memoryview(opened.reply)[:size]
-            n = await opened.file.pread_into(off, view)
-        return view[:n]  # type: ignore[return-value]  # pyfuse3 takes any buffer
+            data = await opened.file.pread(off, memoryview(opened.reply)[:size])
+        return data  # type: ignore[return-value]  # pyfuse3 takes any buffer
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -256,6 +256,7 @@ def test_readahead_pipelines_and_is_discarded_on_seek(
     (export_root / "f").write_bytes(data)
 
     async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        opts = c.file_options = FileOptions(readahead=16 * rs)
         f = await c.open("f")
         got = bytearray()
         for _ in range(16):  # a sequential reader asking for one chunk at a time
@@ -264,12 +265,45 @@ def test_readahead_pipelines_and_is_discarded_on_seek(
         reads_seen = [x for x, p in proxy.calls if p == NfsProc.READ]
         assert len(reads_seen) > 16  # the server was asked for more than the reader wanted
         assert proxy.max_in_flight > 2  # ... and several at once
-        assert f.stats.readahead > 0 and f.stats.readahead * rs <= FileOptions().readahead * 4
+        assert f.stats.readahead > 0 and f.stats.readahead * rs <= opts.readahead * 4
         ahead = len(f._chunks)
-        assert 0 < ahead <= FileOptions().readahead // rs
-        await f.seek(40 * rs + 7)
-        assert await f.read(100) == data[40 * rs + 7 : 40 * rs + 107]
+        assert 0 < ahead <= opts.readahead // rs
+        await f.seek(60 * rs + 7)  # beyond the window (and its out-of-order slack): a seek
+        assert await f.read(100) == data[60 * rs + 7 : 60 * rs + 107]
         assert f.stats.readahead_discarded >= ahead  # the window was dropped on the seek
+        await f.close()
+
+    run(through_proxy(ferry_srv.port, export_root, body, rsize=rs))
+
+
+def test_readahead_serves_out_of_order_reads_within_its_window(
+    ferry_srv: RunningServer, export_root: Path
+) -> None:
+    """The kernel's FUSE read-ahead sends requests out of order: each chunk is still READ
+    once, nothing is discarded, and ``pread`` hands out the reply itself (no copy)."""
+    rs = 65536
+    data = os.urandom(64 * rs)
+    (export_root / "f").write_bytes(data)
+    order = [0, 2, 1, 3, 5, 4, 6, 9, 7, 8, *range(10, 64)]  # swaps, and one skip of two
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        c.file_options = FileOptions(readahead=16 * rs)
+        f = await c.open("f")
+        spare = memoryview(bytearray(rs))
+        for i in order:
+            got = await f.pread(i * rs, spare)
+            assert bytes(got) == data[i * rs : (i + 1) * rs]
+            assert got.obj is not spare.obj  # the reply's memory, not a copy into spare
+        half = await f.pread(10 * rs + rs // 2, spare)  # across two chunks: copied
+        assert bytes(half) == data[10 * rs + rs // 2 : 11 * rs + rs // 2]
+        assert f.stats.readahead_discarded == 0
+        reads = [x for x, p in proxy.calls if p == NfsProc.READ]
+        assert len(reads) == f.stats.reads <= 64 + 2  # each chunk once (10 and 11 again)
+        assert await f.pread(64 * rs, spare) == b""  # end of file
+        await f.seek(0)  # far back: the window starts afresh there
+        for i in range(3):
+            assert await f.read(rs) == data[i * rs : (i + 1) * rs]
+        assert f._seq_end == 3 * rs and min(f._chunks) >= 3 * rs  # reading ahead of 0
         await f.close()
 
     run(through_proxy(ferry_srv.port, export_root, body, rsize=rs))

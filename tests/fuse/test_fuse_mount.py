@@ -415,6 +415,36 @@ def test_zero_cache_times_show_server_changes_at_once(nfs_mount: Mount, tmp_path
         check_stopped(m, m.stop())
 
 
+def test_direct_io_mount_reads_writes_and_refuses_shared_mmap(
+    nfs_mount: Mount, tmp_path: Path
+) -> None:
+    """``--direct-io``: no page cache; reads in and out of order, a write seen at once by
+    the server, private mmap (exec, git) works, shared mmap is refused (ENODEV)."""
+    import mmap
+
+    exported = nfs_mount.server.export / "dio"
+    exported.mkdir()
+    data = random.Random(5).randbytes(5 << 20)
+    (exported / "f").write_bytes(data)
+    m = mount_or_fail(nfs_mount.server, tmp_path / "dio-mnt", "--direct-io")
+    try:
+        path = m.path / "dio" / "f"
+        assert path.read_bytes() == data
+        with open(path, "rb", buffering=0) as f:
+            for off in (3 << 20, 1 << 20, (1 << 20) - 7, 4 << 20, 0):  # out of order, across
+                assert os.pread(f.fileno(), 1 << 20, off) == data[off : off + (1 << 20)]
+            with mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ, flags=mmap.MAP_PRIVATE) as mm:
+                assert mm[:4096] == data[:4096]
+            shared = (f.fileno(), 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+            assert errno_of(mmap.mmap, *shared) == errno.ENODEV
+        with open(path, "r+b") as f:
+            f.seek(12345)
+            f.write(b"direct")
+        assert (exported / "f").read_bytes()[12345:12351] == b"direct"  # flushed at close
+    finally:
+        check_stopped(m, m.stop())
+
+
 def test_fusermount_u_ends_the_mount_process(nfs_mount: Mount, tmp_path: Path) -> None:
     m = mount_or_fail(nfs_mount.server, tmp_path / "fu-mnt")
     try:

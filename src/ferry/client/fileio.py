@@ -50,7 +50,9 @@ class NfsRawFile(io.RawIOBase):
 
     def write(self, b: Buffer) -> int:
         self._checkClosed()
-        n: int = self._run(self._file.write(bytes(b)))  # copied: write-behind keeps it
+        # No copy here: ``write`` queues (copies) the bytes before it returns, and the
+        # caller's buffer cannot change until then (we wait for it).
+        n: int = self._run(self._file.write(memoryview(b).cast("B")))
         return n
 
     def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:

@@ -6,7 +6,10 @@ Rules this module owns:
   mean end of file unless the server says ``eof``.
 * Read-ahead: a reader that keeps reading where it stopped gets the next chunks fetched
   before it asks (pipelined READs, a window that doubles up to ``FileOptions.readahead``).
-  A read anywhere else, a write or a truncate cancels and discards what was fetched.
+  Reads that arrive out of order within the window (the kernel's FUSE read-ahead sends
+  them so) are served from it and keep it going; a read farther away than the window, a
+  write or a truncate cancels and discards what was fetched. ``pread`` hands out a view of
+  the READ reply itself when a request lies within one chunk (no copy).
 * Write-behind: ``write`` returns once its data is queued; UNSTABLE WRITEs go out behind
   the caller, at most ``write_behind`` bytes in flight (``write`` waits beyond that). The
   data stays here until a COMMIT whose verifier matches each WRITE's (RFC 1813 section
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
 
 MAX_COMMIT_ROUNDS = 3
 READ_ALL_INFLIGHT = 16  # READs kept in flight by read_all: enough to fill the pipe
+# How far out of order reads may arrive, in read-ahead windows, and still be served from
+# it: the kernel's FUSE read-ahead sends requests up to two of its windows behind the
+# furthest one (measured: up to 15 MiB with an 8 MiB window).
+OUT_OF_ORDER = 2
 Data = bytes | memoryview
 
 
@@ -188,7 +195,7 @@ async def write_all(nfs: NfsProcedures, fh: bytes, view: memoryview) -> None:
 @dataclasses.dataclass(slots=True)
 class _Unstable:
     offset: int
-    data: bytes
+    data: Data  # kept for resending until a COMMIT covers it
     verf: bytes
 
 
@@ -250,11 +257,9 @@ class AsyncFile:
 
     async def pread_into(self, offset: int, buf: memoryview) -> int:
         """Fill ``buf`` from ``offset`` (short only at end of file), using and steering the
-        read-ahead: a read where the last one ended is sequential, any other discards it."""
+        read-ahead (see ``_steer``)."""
         await self._settle()  # our own queued writes must be visible to READ
-        sequential = offset == self._seq_end
-        if not sequential:
-            self._discard_readahead()
+        hit = self._steer(offset)
         rs, want = self.nfs.rsize, len(buf)
         last = min(offset + want, max(self.size, offset + 1))  # beyond eof: one READ tells
         for off in range(offset // rs * rs, last, rs):
@@ -265,10 +270,58 @@ class AsyncFile:
         except NfsError as exc:
             raise exc.to_oserror(self.path) from exc
         finally:
-            self._seq_end = offset + n
-        if sequential:
-            self._prefetch(offset + n)
+            self._advance(offset, n, hit)
         return n
+
+    async def pread(self, offset: int, buf: memoryview) -> Data:
+        """The bytes ``pread_into(offset, buf)`` would give: a view of the READ reply itself
+        when they lie within one chunk (``buf`` left alone, no copy), else a view of ``buf``
+        filled with them. The view stays valid (replies are never reused)."""
+        rs, size = self.nfs.rsize, len(buf)
+        base = offset // rs * rs
+        if size == 0 or offset + size > base + rs:
+            return buf[: await self.pread_into(offset, buf)]
+        await self._settle()
+        hit = self._steer(offset)
+        piece = memoryview(b"")
+        try:
+            data = await self._start_chunk(base)
+            if offset + size >= base + rs or len(data) < rs:
+                self._chunks.pop(base, None)  # consumed (or eof): no longer needed
+            piece = memoryview(data)[offset - base :][:size]
+        except NfsError as exc:
+            raise exc.to_oserror(self.path) from exc
+        finally:
+            self._advance(offset, len(piece), hit)
+        return piece
+
+    def _steer(self, offset: int) -> bool:
+        """Before a read at ``offset``: whether it continues the reading (where the last one
+        ended, or in a chunk fetched or on its way). A read elsewhere within the window of
+        where reading is (out of order) keeps the read-ahead; farther, it is discarded."""
+        rs = self.nfs.rsize
+        if offset == self._seq_end or offset // rs * rs in self._chunks:
+            return True
+        if not self._chunks or abs(offset - self._seq_end) >= self._slack():
+            self._discard_readahead()
+            self._seq_end = offset  # reading starts afresh here
+        return False
+
+    def _advance(self, offset: int, n: int, hit: bool) -> None:
+        """After a read of ``n`` bytes at ``offset``: move where reading is and, for a read
+        that continued it, keep the next chunks coming; drop chunks left behind the window."""
+        end = offset + n
+        self._seq_end = max(self._seq_end, end)
+        behind = self._seq_end - self._slack() - self.nfs.rsize
+        for off in [off for off in self._chunks if off < behind]:
+            self._chunks.pop(off).cancel()
+            self.stats.readahead_discarded += 1
+        if hit:
+            self._prefetch(self._seq_end)
+
+    def _slack(self) -> int:
+        """How far from where reading is a read still counts as near (out of order)."""
+        return OUT_OF_ORDER * self.options.readahead
 
     async def _copy_chunks(self, offset: int, buf: memoryview) -> int:
         rs, n = self.nfs.rsize, 0
@@ -337,20 +390,26 @@ class AsyncFile:
 
     async def _push(self, everything: bool) -> None:
         """Send the queued bytes as wsize WRITEs (the partial tail too if ``everything``)."""
-        ws, buf, base = self.nfs.wsize, self._dirty, self._dirty_off
-        full = len(buf) if everything else len(buf) // ws * ws
-        pieces = [bytes(buf[i : min(i + ws, full)]) for i in range(0, full, ws)]
-        del buf[:full]  # taken before any await: a commit on the way must not see them
+        ws, base = self.nfs.wsize, self._dirty_off
+        full = len(self._dirty) if everything else len(self._dirty) // ws * ws
+        if not full:
+            return
+        # Taken before any await (a commit on the way must not see them), without a copy:
+        # the queue's buffer becomes the pieces' (never written again: it is no longer the
+        # queue), a new queue gets the partial tail.
+        view = memoryview(self._dirty)
+        self._dirty = bytearray(view[full:])
         self._dirty_off += full
+        pieces = [view[i : min(i + ws, full)] for i in range(0, full, ws)]
         for i, piece in enumerate(pieces):
             await self._send(base + i * ws, piece)
 
-    async def _send(self, offset: int, data: bytes) -> None:
+    async def _send(self, offset: int, data: Data) -> None:
         if self._unstable_bytes >= self.options.commit_every:
             await self._commit(push=False)  # bounds what we keep for resending
         await self._dispatch(offset, data)
 
-    async def _dispatch(self, offset: int, data: bytes) -> None:
+    async def _dispatch(self, offset: int, data: Data) -> None:
         """Start one WRITE behind the caller, first waiting while too much is in flight."""
         limit = self.options.write_behind
         while self._inflight and self._inflight_bytes + len(data) > limit:
@@ -361,7 +420,7 @@ class AsyncFile:
         self._inflight_bytes += len(data)
         self.stats.writes += 1
 
-    async def _write_one(self, offset: int, data: bytes) -> None:
+    async def _write_one(self, offset: int, data: Data) -> None:
         try:
             verf = await write_range(self.nfs, self.fh, offset, data)
             if verf is not None:
