@@ -209,9 +209,13 @@ class CephFsBackend(Backend):
                 raise
             return stx
 
-    def _lease(self, fid: FileId) -> Lease:
-        """A cached read-write libcephfs file handle of regular file ``fid``."""
-        lease = self._files.acquire(fid, writable=True)
+    def _lease(self, fid: FileId, writable: bool = True) -> Lease:
+        """A cached libcephfs file handle of regular file ``fid``, read-write if asked.
+
+        Reads open read-only: a read-write open takes write capabilities from the MDS, and
+        a server that dies holding them blocks every other server's use of the file until
+        its session goes stale (docs/scale-out.md)."""
+        lease = self._files.acquire(fid, writable=writable)
         if lease is not None:
             return lease
         with self._inode(fid) as inode:
@@ -220,8 +224,8 @@ class CephFsBackend(Backend):
                 raise NfsError(Nfsstat3.ISDIR)
             if ftype is not Ftype3.REG:
                 raise NfsError(Nfsstat3.INVAL, "not a regular file")
-            fh = self._m.open(inode, os.O_RDWR)
-        return self._files.insert(fid, fh, writable=True)
+            fh = self._m.open(inode, os.O_RDWR if writable else os.O_RDONLY)
+        return self._files.insert(fid, fh, writable=writable)
 
     def _set(self, inode: lc.Inode, attrs: SetAttr) -> None:
         """Apply ``attrs`` in one setattr (times: SERVER_TIME is this server's clock)."""
@@ -298,7 +302,7 @@ class CephFsBackend(Backend):
 
     @_guarded
     def read(self, fid: FileId, offset: int, count: int) -> tuple[memoryview, bool]:
-        lease = self._lease(fid)
+        lease = self._lease(fid, writable=False)
         try:
             data = self._m.read(lc.Fh(lease.fd), offset, count)
         finally:
