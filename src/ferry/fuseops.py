@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import pyfuse3
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext, SetattrFields
 
-from ferry.backends.base import Attr, SetAttr
+from ferry.backends.base import S_IFMT_OF, Attr, SetAttr
 from ferry.client.files import AsyncFile, OpenMode
 from ferry.client.paths import AsyncNfsClient
 from ferry.errors import NfsError, RpcError, errno_from_status
@@ -51,15 +51,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 ROOT = pyfuse3.ROOT_INODE
 
-_IFMT: dict[Ftype3, int] = {  # RFC 1813 section 2.6, ftype3
-    Ftype3.REG: stat.S_IFREG,
-    Ftype3.DIR: stat.S_IFDIR,
-    Ftype3.BLK: stat.S_IFBLK,
-    Ftype3.CHR: stat.S_IFCHR,
-    Ftype3.LNK: stat.S_IFLNK,
-    Ftype3.SOCK: stat.S_IFSOCK,
-    Ftype3.FIFO: stat.S_IFIFO,
-}
 _MKNOD: dict[int, Ftype3] = {
     stat.S_IFIFO: Ftype3.FIFO,
     stat.S_IFSOCK: Ftype3.SOCK,
@@ -222,7 +213,7 @@ class NfsOperations(pyfuse3.Operations):
         e = EntryAttributes()
         e.st_ino, e.generation = inode, attr.generation
         e.entry_timeout, e.attr_timeout = self.options.entry_timeout, self.options.attr_timeout
-        e.st_mode = _IFMT.get(attr.type, stat.S_IFREG) | (attr.mode & 0o7777)
+        e.st_mode = S_IFMT_OF.get(attr.type, stat.S_IFREG) | (attr.mode & 0o7777)
         e.st_nlink, e.st_uid, e.st_gid = attr.nlink, attr.uid, attr.gid
         e.st_rdev = os.makedev(*attr.rdev)
         opened = self._open.get(inode)  # write-behind: the server may not have it all yet

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from fusetest import SERVERS
 
-from conftest import SERVERS
 from helpers import peers
 from helpers.tools import require_tool
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fusetest import check_stopped, mount_or_fail
 from mounthelp import Mount, mounted
 
-from conftest import check_stopped, mount_or_fail
 from helpers import peers
 from helpers.tools import require_tool
 

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fusetest import SERVERS, check_stopped, mount_or_fail, serving
 from mounthelp import Mount
 
-from conftest import SERVERS, check_stopped, mount_or_fail, serving
 from helpers import peers
 
 Server = peers.FerryServer | peers.GaneshaServer

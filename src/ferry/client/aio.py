@@ -102,7 +102,22 @@ class _Pending:
     server: int = 0  # the failover count when it was last (re)started
 
 
-class _Protocol(asyncio.BufferedProtocol):
+class _Reporting:
+    """What both transports tell their client: a lost connection, and flow control."""
+
+    owner: AsyncRpcClient
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._on_lost(self, exc)  # type: ignore[arg-type]
+
+    def pause_writing(self) -> None:
+        self.owner._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.owner._writable.set()
+
+
+class _Protocol(_Reporting, asyncio.BufferedProtocol):
     """Feeds received bytes straight into the record reader's buffers."""
 
     def __init__(self, owner: AsyncRpcClient) -> None:
@@ -122,15 +137,6 @@ class _Protocol(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         return None  # close our side too; connection_lost follows
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._on_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        self.owner._writable.clear()
-
-    def resume_writing(self) -> None:
-        self.owner._writable.set()
-
     def write(self, buffers: list[Buffer]) -> bool:
         if self.transport is None or self.transport.is_closing():
             return False
@@ -138,7 +144,7 @@ class _Protocol(asyncio.BufferedProtocol):
         return True
 
 
-class _DatagramProtocol(asyncio.DatagramProtocol):
+class _DatagramProtocol(_Reporting, asyncio.DatagramProtocol):
     """A connected UDP socket: each datagram is one whole reply."""
 
     def __init__(self, owner: AsyncRpcClient) -> None:
@@ -157,15 +163,6 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error from %s:%d: %s", self.owner.host, self.owner.port, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._on_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        self.owner._writable.clear()
-
-    def resume_writing(self) -> None:
-        self.owner._writable.set()
 
     def write(self, buffers: list[Buffer]) -> bool:
         if self.transport is None or self.transport.is_closing():

@@ -1,0 +1,58 @@
+"""Servers and mounts for the FUSE tests, importable by name (``conftest`` is not: another
+directory's conftest may already hold that module name when several are collected)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mounthelp import Mount, Server, mounted, start_mount
+
+from helpers import peers
+from helpers.tools import require_tool
+
+SERVERS = (pytest.param("ferry"), pytest.param("ganesha", marks=pytest.mark.interop))
+"""Parameters for tests run against each server; NFS-Ganesha's are marked ``interop``."""
+
+
+def mount_or_fail(server: Server, where: Path, *extra: str) -> Mount:
+    require_tool("fusermount3", "fuse3")
+    try:
+        return start_mount(server, where, *extra)
+    except peers.PeerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def check_stopped(m: Mount, code: int) -> None:
+    """What every mount must look like once stopped: unmounted, exit 0, no traceback."""
+    text = m.text()
+    assert not mounted(m.path), "still mounted after the mount process ended"
+    assert code == 0, text
+    assert peers.TRACEBACK_MARKER not in text, text
+
+
+@contextlib.contextmanager
+def serving(kind: str, base: Path) -> Iterator[peers.FerryServer | peers.GaneshaServer]:
+    """A Ferry or NFS-Ganesha server exporting ``base/export``; fails the test on trouble."""
+    server: peers.FerryServer | peers.GaneshaServer
+    if kind == "ferry":
+        server = peers.FerryServer(
+            export=base / "export", state_dir=base / "state", log_dir=base / "logs",
+            extra_args=peers.FERRY_PEER_ARGS,
+        )  # fmt: skip
+    else:
+        require_tool("ganesha.nfsd", "nfs-ganesha")
+        require_tool("rpcbind", "rpcbind")
+        server = peers.GaneshaServer(export=base / "export", workdir=base / "ganesha")
+    try:
+        server.start()
+    except peers.PeerError as exc:
+        pytest.fail(f"could not start {kind}: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        if isinstance(server, peers.FerryServer):
+            assert not server.tracebacks(), server.tracebacks()
