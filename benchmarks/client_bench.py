@@ -42,15 +42,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-import ferry  # noqa: E402
 from helpers import peers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ferry_transfers as transfers  # noqa: E402
 from machine import machine_info  # noqa: E402
 from timings import Result  # noqa: E402
 
-MiB = 1 << 20
-BLOCK = 8 * MiB
+MiB, BLOCK = transfers.MiB, transfers.BLOCK
 CLIENTS = ("ferry", "ferry-open", "nfs-cp", "nfs-rs")
 LABEL = {
     "ferry": "Ferry read_file/write_file",
@@ -81,31 +80,19 @@ class Env:
 
 
 def ferry_read(env: Env, name: str) -> int:
-    with ferry.connect(env.export_url()) as client:
-        return len(client.read_file(name))
+    return transfers.file_read(env.export_url(), name)
 
 
 def ferry_write(env: Env, name: str) -> None:
-    with ferry.connect(env.export_url()) as client:
-        client.write_file(name, env.source)
+    transfers.file_write(env.export_url(), name, env.source)
 
 
 def ferry_open_read(env: Env, name: str) -> int:
-    buf, total = bytearray(BLOCK), 0
-    with ferry.connect(env.export_url()) as client, client.open(name, "rb") as f:
-        for _ in range(env.size // BLOCK + 2):  # bounded: the file's size in blocks
-            n = f.readinto(buf)
-            if not n:
-                break
-            total += n
-    return total
+    return transfers.open_read(env.export_url(), name, env.size)
 
 
 def ferry_open_write(env: Env, name: str) -> None:
-    view = memoryview(env.source)
-    with ferry.connect(env.export_url()) as client, client.open(name, "wb") as f:
-        for off in range(0, len(view), BLOCK):
-            f.write(view[off : off + BLOCK])
+    transfers.open_write(env.export_url(), name, env.source)
 
 
 def nfscp_read(env: Env, name: str) -> int:
@@ -129,21 +116,13 @@ def _nfsrs_connect(env: Env):  # type: ignore[no-untyped-def]
 
 
 def nfsrs_read(env: Env, name: str) -> int:
-    buf, total = bytearray(BLOCK), 0
     with _nfsrs_connect(env) as client, client.open(name, "rb") as f:
-        for _ in range(env.size // BLOCK + 2):  # bounded: the file's size in blocks
-            n = f.readinto(buf)
-            if not n:
-                break
-            total += n
-    return int(total)
+        return transfers.read_blocks(f, env.size)
 
 
 def nfsrs_write(env: Env, name: str) -> None:
-    view = memoryview(env.source)
     with _nfsrs_connect(env) as client, client.open(name, "wb") as f:
-        for off in range(0, len(view), BLOCK):
-            f.write(view[off : off + BLOCK])
+        transfers.write_blocks(f, env.source)
 
 
 READERS: dict[str, Callable[[Env, str], int]] = {

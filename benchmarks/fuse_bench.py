@@ -47,14 +47,13 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 from mounthelp import Mount, start_mount  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ferry_transfers as transfers  # noqa: E402
 from machine import machine_line  # noqa: E402
 from timings import Result  # noqa: E402
 
-import ferry  # noqa: E402
 from helpers import peers  # noqa: E402
 
-MiB = 1 << 20
-BLOCK = 8 * MiB
+MiB, BLOCK = transfers.MiB, transfers.BLOCK
 METHODS = ("api", "api-file", "dd", "cat")
 MOUNTED = ("dd", "cat")  # compared with "api", the client's fastest way
 LABEL = {
@@ -93,31 +92,19 @@ def _dd_bytes(cp: subprocess.CompletedProcess[bytes]) -> int:
 
 
 def api_read(env: Env, name: str) -> int:
-    buf, total = bytearray(BLOCK), 0
-    with ferry.connect(env.export_url()) as client, client.open(name, "rb") as f:
-        for _ in range(env.size // BLOCK + 2):  # bounded: the file's size in blocks
-            n = f.readinto(buf)
-            if not n:
-                break
-            total += n
-    return total
+    return transfers.open_read(env.export_url(), name, env.size)
 
 
 def api_write(env: Env, name: str) -> None:
-    view = memoryview(env.data)
-    with ferry.connect(env.export_url()) as client, client.open(name, "wb") as f:
-        for off in range(0, len(view), BLOCK):
-            f.write(view[off : off + BLOCK])
+    transfers.open_write(env.export_url(), name, env.data)
 
 
 def api_file_read(env: Env, name: str) -> int:
-    with ferry.connect(env.export_url()) as client:
-        return len(client.read_file(name))
+    return transfers.file_read(env.export_url(), name)
 
 
 def api_file_write(env: Env, name: str) -> None:
-    with ferry.connect(env.export_url()) as client:
-        client.write_file(name, env.data)
+    transfers.file_write(env.export_url(), name, env.data)
 
 
 def dd_read(env: Env, name: str) -> int:

@@ -1,0 +1,52 @@
+"""Ferry's client moving one whole file, the two ways the benchmarks time it.
+
+``open()`` streams BLOCK-sized pieces (readinto a reused buffer, write of views), as any
+client with Python file objects does (``read_blocks``/``write_blocks`` serve nfs-rs too);
+``read_file``/``write_file`` move the file in one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ferry
+
+MiB = 1 << 20
+BLOCK = 8 * MiB
+
+
+def read_blocks(f: Any, size: int) -> int:
+    """Bytes ``readinto`` a reused BLOCK buffer gives to end of file (bounded by ``size``)."""
+    buf, total = bytearray(BLOCK), 0
+    for _ in range(size // BLOCK + 2):
+        n = f.readinto(buf)
+        if not n:
+            break
+        total += n
+    return int(total)
+
+
+def write_blocks(f: Any, data: bytes) -> None:
+    view = memoryview(data)
+    for off in range(0, len(view), BLOCK):
+        f.write(view[off : off + BLOCK])
+
+
+def open_read(url: str, name: str, size: int) -> int:
+    with ferry.connect(url) as client, client.open(name, "rb") as f:
+        return read_blocks(f, size)
+
+
+def open_write(url: str, name: str, data: bytes) -> None:
+    with ferry.connect(url) as client, client.open(name, "wb") as f:
+        write_blocks(f, data)
+
+
+def file_read(url: str, name: str) -> int:
+    with ferry.connect(url) as client:
+        return len(client.read_file(name))
+
+
+def file_write(url: str, name: str, data: bytes) -> None:
+    with ferry.connect(url) as client:
+        client.write_file(name, data)
