@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ferry.config import ServerConfig
 from ferry.errors import ConfigError, RecordError
@@ -80,16 +80,28 @@ class Limits:
 # -- listening sockets --------------------------------------------------------------------
 
 
-def bind_listener(host: str, port: int, what: str, backlog: int = 256) -> socket.socket:
-    """A listening TCP socket (SO_REUSEADDR); errors become a ConfigError naming ``what``."""
+def passive_socket(host: str, port: int, kind: socket.SocketKind) -> tuple[socket.socket, Any]:
+    """An unbound socket of ``kind`` for listening on ``host``, with SO_REUSEADDR set, and
+    the address to bind; a host that does not resolve is a ConfigError."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, addr = infos[0]
-        sock = socket.socket(family, kind, proto)
+        infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
+        family, sock_kind, proto, _, addr = infos[0]
+        sock = socket.socket(family, sock_kind, proto)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}: {exc.strerror or exc}") from exc
+        udp = " (UDP)" if kind == socket.SOCK_DGRAM else ""
+        raise ConfigError(f"cannot listen on {host}{udp}: {exc.strerror or exc}") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror or exc}") from exc
+    return sock, addr
+
+
+def bind_listener(host: str, port: int, what: str, backlog: int = 256) -> socket.socket:
+    """A listening TCP socket (SO_REUSEADDR); errors become a ConfigError naming ``what``."""
+    sock, addr = passive_socket(host, port, socket.SOCK_STREAM)
+    try:
         sock.bind(addr)
         sock.listen(backlog)
     except OSError as exc:

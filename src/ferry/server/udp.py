@@ -34,6 +34,7 @@ from types import TracebackType
 from ferry.errors import ConfigError
 from ferry.rpc.dispatch import UDP, Address, Buffer, Dispatcher
 from ferry.rpc.message import AcceptStat, pack_accepted
+from ferry.server.base import passive_socket
 from ferry.xdr import Packer
 
 __all__ = ["MAX_UDP_PAYLOAD", "DatagramThreads", "RpcDatagramProtocol", "bind_udp"]
@@ -51,14 +52,8 @@ Submit = Callable[[Callable[[], Reply], Callable[[Reply], object]], None]
 def bind_udp(host: str, port: int, what: str, shared: bool = False) -> socket.socket:
     """A bound UDP socket; ``shared`` sets SO_REUSEPORT so each worker can have one on the
     same port. Errors become a ConfigError naming ``what``."""
+    sock, addr = passive_socket(host, port, socket.SOCK_DGRAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, addr = infos[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host} (UDP): {exc.strerror or exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if shared:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         with contextlib.suppress(OSError):
