@@ -4,9 +4,11 @@ This module owns the mapping between fsspec's path-and-dict world and NFSv3 hand
 
 * Paths are absolute server paths, ``/export/dir/file``, exactly the path part of an
   ``nfs://host:port/export/dir/file`` URL (``client.url`` decides the syntax). One instance
-  talks to one server as one user; it mounts each export it meets once, on first use, and
-  finds which prefix is the export from the server's MOUNT EXPORT list (else the engine's
-  longest-prefix rule), so ``/export/a/b`` and ``/export/c`` share one mount.
+  talks to one server as one user (or to a group of servers of one store, failing over
+  between them: ``nfs://h1:p1,h2:p2/...`` or the ``servers`` option); it mounts each
+  export it meets once, on first use, and finds which prefix is the export from the
+  server's MOUNT EXPORT list (else the engine's longest-prefix rule), so ``/export/a/b``
+  and ``/export/c`` share one mount.
 * All NFS work runs as coroutines on fsspec's IO loop (``fsspec.asyn.get_loop``); the sync
   methods are thin ``_run`` calls, and ``NfsError`` becomes ``OSError`` there, once.
 * Writes go out UNSTABLE, many in flight, and are made durable by COMMIT at close; data
@@ -25,7 +27,7 @@ import posixpath
 import secrets
 import stat
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ClassVar, TypeVar
 
 from fsspec.asyn import get_loop, sync
@@ -33,8 +35,9 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
-from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, getport, parse_url
-from ferry.client.url import normalise_path
+from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url
+from ferry.client.nfs import server_ports
+from ferry.client.url import normalise_path, server_name
 from ferry.errors import NfsError
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, CreateMode, Ftype3, MountProc, Nfsstat3
 from ferry.xdr import Unpacker
@@ -156,7 +159,9 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     ``NfsFileSystem(host, port)`` or ``fsspec.filesystem("nfs", host=..., port=...)``;
     ``nfsport``/``mountport``/``uid``/``gid`` as in the URL query, ``export`` to skip the
-    export discovery. Instances are cached per arguments, as fsspec does.
+    export discovery, ``servers`` (``"host[:port]"`` items, or one comma-separated string)
+    for more servers of the same store to fail over to, as a multi-host URL gives. Instances
+    are cached per arguments, as fsspec does.
     """
 
     protocol: ClassVar[str] = "nfs"
@@ -173,10 +178,11 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         uid: int | None = None,
         gid: int | None = None,
         export: str | None = None,
+        servers: str | Iterable[str] = (),
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
-        self.url = NfsUrl(host, "/", port, nfsport, mountport, uid, gid)
+        self.url = NfsUrl(host, "/", port, nfsport, mountport, uid, gid).with_servers(servers)
         self.loop = get_loop()
         self._exports: list[str] | None = [normalise_path(export)] if export else None
         self._mounts: dict[str, AsyncNfsClient] = {}
@@ -196,9 +202,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     @staticmethod
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        """Constructor arguments from a URL; hosts after the first become ``servers``."""
         u = parse_url(path)
         keys = ("port", "nfsport", "mountport", "uid", "gid")
-        return {"host": u.host, **{k: getattr(u, k) for k in keys if getattr(u, k) is not None}}
+        kwargs = {"host": u.host, **{k: getattr(u, k) for k in keys if getattr(u, k) is not None}}
+        if u.more:
+            kwargs["servers"] = [server_name(host, port) for host, port in u.more]
+        return kwargs
 
     def unstrip_protocol(self, name: str) -> str:
         return str(NfsUrl(**{**_fields(self.url), "path": self._strip_protocol(name)}))
@@ -249,10 +259,10 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return client.export
 
     async def _list_exports(self) -> list[str]:
-        """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports."""
-        u = self.url
-        port = u.mount_port or await getport(u.host, MOUNT_PROGRAM, MOUNT_V3)
-        rpc = AsyncRpcClient(u.host, port)
+        """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports, from
+        the first server of the list that answers."""
+        mnt = [(host, port) for host, _, port in await server_ports(self.url, None)]
+        rpc = AsyncRpcClient(*mnt[0], fallbacks=mnt[1:])
         await rpc.connect()
         try:
             reply = await rpc.call(MOUNT_PROGRAM, MOUNT_V3, MountProc.EXPORT, [], label="EXPORT")
@@ -668,7 +678,7 @@ def _unpack_exports(u: Unpacker) -> list[str]:
 
 
 def _fields(u: NfsUrl) -> dict[str, Any]:
-    keys = ("host", "path", "port", "nfsport", "mountport", "uid", "gid", "version")
+    keys = ("host", "path", "port", "nfsport", "mountport", "uid", "gid", "version", "more")
     return {k: getattr(u, k) for k in keys}
 
 

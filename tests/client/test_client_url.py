@@ -80,3 +80,15 @@ def test_one_server_url_is_unchanged() -> None:
 def test_server_list_errors(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_url(url)
+
+
+def test_with_servers_appends_failover_servers() -> None:
+    u = parse_url("nfs://h1:2049/x").with_servers(["h2:2050", "[::1]", "h1:2049", "h2:2050"])
+    assert u.servers == (("h1", 2049), ("h2", 2050), ("::1", None))  # no repeats
+    assert u.with_servers("h3:1, h4") == NfsUrl(
+        "h1", "/x", 2049, more=(*u.more, ("h3", 1), ("h4", None))
+    )
+    assert parse_url(u.format()) == u
+    assert u.with_servers([]) == u
+    with pytest.raises(ValueError, match="bad host or port"):
+        u.with_servers(["h5:99999"])

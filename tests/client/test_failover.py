@@ -11,7 +11,6 @@ what A acknowledged as UNSTABLE is written again to B (``FileStats.resent``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import signal
@@ -20,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+import ferry
 from ferry.client import AsyncNfsClient, RpcOptions
 from helpers import peers
+from helpers.failover import kill, server_pair, url_of
 
 SIZE = 64 << 20
 CHUNK = 1 << 20
@@ -36,15 +37,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def kill(server: peers.FerryServer, sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to a server's process group; after SIGKILL, reap it (not a 'problem')."""
-    assert server.proc is not None
-    os.killpg(server.proc.pid, sig)
-    if sig == signal.SIGKILL:
-        server.proc.wait(timeout=30)
-        server.proc = None
-
-
 @pytest.fixture
 def export(tmp_path: Path) -> Path:
     d = tmp_path / "export"
@@ -55,33 +47,8 @@ def export(tmp_path: Path) -> Path:
 @pytest.fixture
 def pair(export: Path, tmp_path: Path) -> Iterator[list[peers.FerryServer]]:
     """Servers A and B on one directory with one handle key."""
-    key = os.urandom(32)
-    servers = []
-    for name in "ab":
-        state = tmp_path / f"state-{name}"
-        state.mkdir()
-        (state / "handle.key").write_bytes(key)
-        servers.append(
-            peers.FerryServer(export, state, tmp_path / f"logs-{name}",
-                              extra_args=["--no-root-squash"])
-        )  # fmt: skip
-    try:
-        for s in servers:
-            s.start()
+    with server_pair(export, tmp_path) as servers:
         yield servers
-    finally:
-        for s in servers:
-            if s.proc is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(s.proc.pid, signal.SIGCONT)
-            s.stop()
-        for s in servers:
-            assert not s.tracebacks(), s.tracebacks()
-
-
-def url_of(servers: list[peers.FerryServer], export: Path) -> str:
-    netloc = ",".join(f"{s.host}:{s.port}" for s in servers)
-    return f"nfs://{netloc}{export}"
 
 
 def test_read_fails_over_when_the_server_is_killed(
@@ -199,3 +166,28 @@ def test_one_server_url_fails_when_it_dies_and_close_skips_umnt(
         assert c.rpc.stats.calls == calls  # no UMNT on a dead connection
 
     run(body())
+
+
+def test_servers_keyword_adds_servers_to_the_url(
+    pair: list[peers.FerryServer], export: Path
+) -> None:
+    """``servers=`` means what more hosts in the URL mean: a dead first server is skipped
+    at connect (async), and the blocking client fails over when its server dies."""
+    data = os.urandom(16 << 20)
+    (export / "f").write_bytes(data)
+    a, b = pair
+    dead = f"nfs://127.0.0.1:{peers.free_port()}{export}"
+
+    async def body() -> None:
+        async with await AsyncNfsClient.connect(dead, servers=[f"{b.host}:{b.port}"]) as c:
+            assert await c.read_file("f") == data
+            assert c.rpc.port == b.port
+
+    run(body())
+    with ferry.connect(url_of([a], export), servers=[f"{b.host}:{b.port}"], options=FAST) as c:
+        with c.open("f", "rb") as f:
+            head = f.read(4 << 20)
+            kill(a)
+            rest = f.read()
+        assert sha(head + rest) == sha(data)
+        assert c.stats.failovers == 1 and c.engine.rpc.port == b.port

@@ -58,13 +58,17 @@ class RpcStats:
     retransmitted_bytes: int = 0  # calls sent again: on timeouts, go-back-n and reconnects
     resent_on_reconnect: int = 0  # calls sent again on a new connection
     failovers: int = 0  # moves to another server of the list
+    jukebox_retries: int = 0  # NFS calls sent again after NFS3ERR_JUKEBOX (by ``client.nfs``)
     ignored_replies: int = 0  # replies to no outstanding call (late duplicates)
     max_in_flight: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RpcOptions:
-    """Transport policy; times in seconds."""
+    """Transport policy, and how long the NFS layer retries NFS3ERR_JUKEBOX; times in
+    seconds. A call answered JUKEBOX ("try again later") is sent again after
+    ``jukebox_delay``, doubling up to ``jukebox_max_delay``, at most ``jukebox_tries`` sends
+    in all (about 11 s of waiting with the defaults); then the error is raised."""
 
     window: int = 32
     timeout: float = 30.0  # first per-call timeout
@@ -74,8 +78,13 @@ class RpcOptions:
     reconnect_tries: int = 5
     transport: str = "tcp"  # or "udp"
     retransmit: str = "selective"  # or "go-back-n"
+    jukebox_tries: int = 10  # sends of a call the server answers JUKEBOX; 1: no retry
+    jukebox_delay: float = 0.1
+    jukebox_max_delay: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.jukebox_tries < 1 or min(self.jukebox_delay, self.jukebox_max_delay) < 0:
+            raise ValueError("jukebox_tries must be at least 1 and the delays not negative")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, not {self.transport!r}")
         if self.retransmit not in POLICIES:

@@ -8,15 +8,20 @@ RFC order) take handles and values, return the decoded ``resok`` arm and raise
 the server returned and drop what their own change made stale, so every way of changing
 the server through this client keeps the cache honest. ``resolve`` turns a path into a
 handle through the cache. The path-level API built on this is ``client.paths``.
+
+Every procedure goes through ``_nfs``, which also retries NFS3ERR_JUKEBOX ("try again
+later", what a server says while its store is slow): the same call as a new request (new
+xid, as the Linux client does), with backoff, within ``RpcOptions.jukebox_*``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Self, TypeVar
 
 from ferry.backends.base import Attr, SetAttr
@@ -43,6 +48,7 @@ from .aio import AsyncRpcClient, RpcOptions
 from .cache import AttrCache
 from .url import NfsUrl, export_candidates, normalise_path, parse_url
 
+log = logging.getLogger("ferry.client")
 T = TypeVar("T")
 Name = str | bytes
 MAX_IO = 1 << 20  # we never ask for more than 1 MiB per READ/WRITE
@@ -107,7 +113,14 @@ async def getport(host: str, prog: int, vers: int, options: RpcOptions | None = 
     return port
 
 
-async def _server_ports(u: NfsUrl, options: RpcOptions | None) -> list[tuple[str, int, int]]:
+def jukebox_waits(options: RpcOptions) -> list[float]:
+    """The pauses before each resend of a call answered JUKEBOX: doubling, capped, one
+    fewer than ``jukebox_tries`` (bounded, so a store that never recovers gives EAGAIN)."""
+    first, cap = options.jukebox_delay, options.jukebox_max_delay
+    return [min(first * 2**n, cap) for n in range(options.jukebox_tries - 1)]
+
+
+async def server_ports(u: NfsUrl, options: RpcOptions | None) -> list[tuple[str, int, int]]:
     """(host, NFS port, MOUNT port) of every server of the URL, asking portmap where the URL
     does not say; with several servers, one whose portmap cannot be asked is left out."""
     out: list[tuple[str, int, int]] = []
@@ -167,15 +180,17 @@ class NfsProcedures:
         rsize: int | None = None,
         wsize: int | None = None,
         attr_cache: float = 1.0,
+        servers: str | Iterable[str] = (),
     ) -> Self:
         """Resolve ports, MNT the export, FSINFO the root; see ``client.url`` for the rules.
-        With several servers in the URL, the connections fail over between them."""
-        u = parse_url(url) if isinstance(url, str) else url
+        With several servers, in the URL and/or ``servers`` (``"host[:port]"`` items, added
+        after the URL's), the connections fail over between them."""
+        u = (parse_url(url) if isinstance(url, str) else url).with_servers(servers)
         base = AuthSys()
         auth = auth or AuthSys(
             base.uid if u.uid is None else u.uid, base.gid if u.gid is None else u.gid
         )
-        ports = await _server_ports(u, options)
+        ports = await server_ports(u, options)
         nfs = [(host, nfs_port) for host, nfs_port, _ in ports]
         mnt = [(host, mount_port) for host, _, mount_port in ports]
         rpc = AsyncRpcClient(*nfs[0], options, fallbacks=nfs[1:])
@@ -243,14 +258,23 @@ class NfsProcedures:
     async def _nfs(
         self, proc: NfsProc, args: Callable[[Packer], None], resok: Callable[[Unpacker], T]
     ) -> T:
+        """One procedure: call, decode, raise NfsError; JUKEBOX answers are retried (new
+        xid: a new request) after each of ``jukebox_waits``, the last one surfaces."""
         p = Packer()
         args(p)
-        label = f"NFS3 {proc.name}"
-        u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, p.buffers(), self.cred, label)
-        try:
-            return r.unpack_result(proc, u, resok)
-        except XdrError as exc:
-            raise GarbageReply(f"{label}: undecodable results: {exc}") from exc
+        buffers, label = p.buffers(), f"NFS3 {proc.name}"
+        for wait in jukebox_waits(self.rpc.options):
+            u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, buffers, self.cred, label)
+            try:
+                return _results(proc, u, resok, label)
+            except NfsError as exc:
+                if exc.status != Nfsstat3.JUKEBOX:
+                    raise
+            self.rpc.stats.jukebox_retries += 1
+            log.debug("%s: server busy (JUKEBOX), trying again in %.2f s", label, wait)
+            await asyncio.sleep(wait)
+        u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, buffers, self.cred, label)
+        return _results(proc, u, resok, label)
 
     async def null(self) -> None:
         await self.rpc.call(NFS_PROGRAM, NFS_V3, NfsProc.NULL, [], self.cred, "NFS3 NULL")
@@ -439,6 +463,14 @@ class NfsProcedures:
                 continue
             stack.append((fh, attr))
         return stack[-1]
+
+
+def _results(proc: NfsProc, u: Unpacker, resok: Callable[[Unpacker], T], label: str) -> T:
+    """The ``resok`` arm, or NfsError; a reply that does not decode is GarbageReply."""
+    try:
+        return r.unpack_result(proc, u, resok)
+    except XdrError as exc:
+        raise GarbageReply(f"{label}: undecodable results: {exc}") from exc
 
 
 async def _mount(

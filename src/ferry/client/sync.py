@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
 from typing import IO, Any, TypeVar, overload
 
 from ferry.backends.base import Attr, SetAttr
@@ -29,7 +29,8 @@ T = TypeVar("T")
 
 
 class Client:
-    """A mounted export, with blocking methods; safe to share between threads."""
+    """A mounted export, with blocking methods; safe to share between threads. The
+    arguments are ``connect``'s."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class Client:
         rsize: int | None = None,
         wsize: int | None = None,
         attr_cache: float = 1.0,
+        servers: str | Iterable[str] = (),
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -57,6 +59,7 @@ class Client:
                     rsize=rsize,
                     wsize=wsize,
                     attr_cache=attr_cache,
+                    servers=servers,
                 )
             )
         except BaseException:
@@ -322,5 +325,13 @@ class Client:
 
 
 def connect(url: str | NfsUrl, **kw: Any) -> Client:
-    """Mount ``url`` (``nfs://host[:port]/export/path?...``) and return a blocking Client."""
+    """Mount ``url`` (``nfs://host[:port]/export/path?...``) and return a blocking Client.
+
+    Keywords are ``Client``'s: ``export``, ``auth``, ``options`` (``RpcOptions``: timeouts,
+    retries, NFS3ERR_JUKEBOX retries), ``rsize``, ``wsize``, ``attr_cache`` and
+    ``servers``, further servers of the same store to fail over to, ``"host[:port]"`` each,
+    tried after the URL's own (``nfs://h1:p1,h2:p2/...`` says the same)::
+
+        ferry.connect("nfs://10.0.0.1:2049/export", servers=["10.0.0.2:2049"])
+    """
     return Client(url, **kw)

@@ -7,6 +7,7 @@ This module owns the URL syntax and the port rules, nothing else:
 * Ferry's extension: several servers of one store, comma-separated in the authority
   (``nfs://h1:2049,h2:2050,[::1]/export``), to fail over between; each takes its own port
   (the query keys, when given, win for all). A one-host URL is exactly libnfs's.
+  ``NfsUrl.with_servers`` adds servers given apart from the URL (``connect(servers=...)``).
 * The path is the export followed by a path inside it. Which prefix is the export is
   decided by the client at mount time (longest prefix first, see ``export_candidates``)
   unless ``export`` is given explicitly.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import urllib.parse
+from collections.abc import Iterable
 
 _INT_KEYS = ("nfsport", "mountport", "uid", "gid")
 _KNOWN_KEYS = {*_INT_KEYS, "version"}
@@ -58,8 +60,17 @@ class NfsUrl:
         """The MOUNT port if the URL decides it (``None``: ask portmap)."""
         return self.mountport if self.mountport is not None else self.port
 
+    def with_servers(self, servers: str | Iterable[str]) -> NfsUrl:
+        """This URL with further servers to fail over to, after its own: ``host[:port]``
+        items as in the authority (a string may hold several, comma-separated); servers
+        it names already are not repeated."""
+        items = servers.split(",") if isinstance(servers, str) else list(servers)
+        extra = [_server(item.strip(), item) for item in items if item.strip()]
+        more = [s for s in dict.fromkeys([*self.more, *extra]) if s != (self.host, self.port)]
+        return dataclasses.replace(self, more=tuple(more))
+
     def format(self) -> str:
-        netloc = ",".join(_netloc(h, p) for h, p in self.servers)
+        netloc = ",".join(server_name(h, p) for h, p in self.servers)
         query = [f"version={self.version}"]
         query += [f"{k}={getattr(self, k)}" for k in _INT_KEYS if getattr(self, k) is not None]
         return f"nfs://{netloc}{urllib.parse.quote(self.path)}?{'&'.join(query)}"
@@ -67,7 +78,8 @@ class NfsUrl:
     __str__ = format
 
 
-def _netloc(host: str, port: int | None) -> str:
+def server_name(host: str, port: int | None) -> str:
+    """``host[:port]`` as the authority spells it (an IPv6 address in brackets)."""
     host = f"[{host}]" if ":" in host else host
     return host if port is None else f"{host}:{port}"
 
