@@ -44,9 +44,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-for _p in (REPO_ROOT / "src", REPO_ROOT / "tests", REPO_ROOT / "tests" / "ceph"):
+for _p in (
+    REPO_ROOT / "src",
+    REPO_ROOT / "tests",
+    REPO_ROOT / "tests" / "ceph",
+    REPO_ROOT / "benchmarks",
+):
     sys.path.insert(0, str(_p))
 
+import cpu_caps  # noqa: E402
+import link_caps  # noqa: E402
 from ceph_support import ConfiguredFerry, write_config  # noqa: E402
 
 import ferry  # noqa: E402
@@ -103,6 +110,8 @@ class Group:
     nfs_url: list[str]
     pids: Callable[[], list[int]]
     stop: Callable[[], None]
+    ports: list[list[int]]  # per server: the ports its clients talk to
+    each_pids: Callable[[], list[list[int]]]  # per server: its processes
 
 
 def session_pids(sids: list[int]) -> list[int]:
@@ -152,6 +161,8 @@ def start_ferry(
     return Group(
         "ferry", n, [s.file_url for s in servers], [s.nfs_url for s in servers],
         lambda: session_pids([s.proc.pid for s in servers if s.proc is not None]), stop,
+        [[s.port] for s in servers],
+        lambda: [session_pids([s.proc.pid]) if s.proc else [] for s in servers],
     )  # fmt: skip
 
 
@@ -232,6 +243,8 @@ def start_ganesha(cluster: CephCluster, n: int, base: Path, where: str) -> Group
     return Group(
         "ganesha", n, [s.file_url for s in servers], urls,
         lambda: session_pids([s.pid for s in servers if s.pid is not None]), stop,
+        [[s.nfs_port, s.mnt_port] for s in servers],
+        lambda: [session_pids([s.pid]) if s.pid else [] for s in servers],
     )  # fmt: skip
 
 
@@ -390,6 +403,12 @@ def report(results: dict[str, dict[int, dict[str, Phase]]], args: argparse.Names
         "`xN`: against 1 server of the same kind. CPU: seconds used during the phase by "
         "the Ceph daemons / the NFS servers / the clients."
     )
+    if args.link_mbit or args.server_cpus:
+        caps = [f"its own {args.link_mbit:g} Mbit/s link each way (tc htb on lo, by port)"
+                if args.link_mbit else "", f"at most {args.server_cpus:g} core(s) (a CPU "
+                "cgroup)" if args.server_cpus else ""]  # fmt: skip
+        out[-1] += (" Every server modelled as a machine of its own: "
+                    + " and ".join(c for c in caps if c) + ".")  # fmt: skip
     head = "| servers | write MB/s | read MB/s | GETATTR calls/s | CPU write (ceph/srv/cli) "
     out += ["", head + "| CPU read | CPU getattr |", "|" + " --- |" * 7]
     for kind, by_n in results.items():
@@ -428,6 +447,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=None, help="rounds per configuration (3)")
     p.add_argument("--model", default="async", help="Ferry server model (default async)")
     p.add_argument("--workers", type=int, default=1, help="Ferry workers per server (1)")
+    p.add_argument(
+        "--link-mbit",
+        type=float,
+        default=None,
+        help="give each server its own link of this many Mbit/s each way (tc on lo)",
+    )
+    p.add_argument(
+        "--server-cpus",
+        type=float,
+        default=None,
+        help="cap each server's processes to this many cores (a CPU cgroup each)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
     p.add_argument("--dir", default=BENCH_DIR, help=f"CephFS directory to export ({BENCH_DIR})")
     p.add_argument("--json", type=Path, help="also write the raw results there")
@@ -480,7 +511,6 @@ def bench(args: argparse.Namespace, cluster: CephCluster) -> tuple[Results, str]
     tmp = Path(tempfile.mkdtemp(prefix="ferry-scaleout-", dir=shm))
     results: Results = {k: {} for k in args.peers}
     try:
-        make_bench_dir(cluster, args.dir)
         srcs = [tmp / f"src{i}.bin" for i in range(args.clients)]
         for i, s in enumerate(srcs):
             peers.write_random_file(s, args.size_mib * MiB, seed=i)
@@ -503,13 +533,20 @@ def bench(args: argparse.Namespace, cluster: CephCluster) -> tuple[Results, str]
 
 
 def make_bench_dir(cluster: CephCluster, where: str) -> None:
-    """Create the exported CephFS directory (a libcephfs client of our own, then unmounted)."""
+    """Create the CephFS directory ``where`` and its parents (a libcephfs client of our
+    own, then unmounted)."""
     from ferry.backends.base import SetAttr
     from ferry.backends.cephfs import CephFsBackend
+    from ferry.errors import NfsError
 
     b = CephFsBackend("/", conf=str(cluster.conf))
     try:
-        b.mkdir(b.root(), where.strip("/").encode(), SetAttr(mode=0o777))
+        fid = b.root()
+        for name in where.strip("/").encode().split(b"/"):
+            try:
+                fid = b.lookup(fid, name)
+            except (NfsError, FileNotFoundError):
+                fid = b.mkdir(fid, name, SetAttr(mode=0o777))
     finally:
         b.close()
 
@@ -517,25 +554,38 @@ def make_bench_dir(cluster: CephCluster, where: str) -> None:
 def run_config(kind: str, n: int, cluster: CephCluster, args: argparse.Namespace,
                srcs: list[Path], tmp: Path) -> dict[str, Phase]:  # fmt: skip
     base = tmp / f"{kind}-{n}"
+    where = f"{args.dir}/{kind}-{n}"
+    make_bench_dir(cluster, where)
     if kind == "ferry":
         server = {"model": args.model, "workers": args.workers}
-        group = start_ferry(cluster, n, base, server, args.dir)
+        group = start_ferry(cluster, n, base, server, where)
     else:
-        group = start_ganesha(cluster, n, base, args.dir)
+        group = start_ganesha(cluster, n, base, where)
     meter = Meter(cluster, group)
     rounds: dict[str, list[Phase]] = {"write": [], "read": [], "getattr": []}
+    caps = contextlib.ExitStack()
     try:
+        if args.link_mbit:
+            caps.enter_context(link_caps.port_links(group.ports, args.link_mbit))
+        if args.server_cpus:
+            caps.enter_context(cpu_caps.server_cpus(group.each_pids(), args.server_cpus))
         for i in range(args.repeat):
             tag = f"{kind}{n}r{i}"
             w, r = transfers(group, meter, args, srcs, tmp, tag)
             rounds["write"].append(w)
             rounds["read"].append(r)
             rounds["getattr"].append(getattrs(group, meter, args, tag))
+            last = ", ".join(f"{k} {v[-1].rate:.0f} in {v[-1].seconds:.2f} s"
+                             for k, v in rounds.items())  # fmt: skip
+            print(f"scaleout_bench: {tag}: {last}", file=sys.stderr)
             with ferry.connect(group.nfs_url[0]) as c:  # keep the 4 GiB store from filling
                 for j in range(len(srcs)):
                     c.remove(f"{tag}-c{j}.bin")
     finally:
+        caps.close()
         group.stop()
+        if evicted := cluster.evict_dead_clients():
+            print(f"scaleout_bench: evicted dead CephFS sessions {evicted}", file=sys.stderr)
     return {k: median_phase(v) for k, v in rounds.items()}
 
 

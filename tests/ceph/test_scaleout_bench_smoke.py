@@ -37,7 +37,7 @@ def test_scaleout_bench_runs_every_configuration(ceph_cluster: CephCluster) -> N
         pytest.fail(why, pytrace=False)
     args = bench.parse_args(
         ["--servers", "1,2", "--clients", "2", "--size-mib", "1", "--ops", "64",
-         "--repeat", "1", "--dir", "/scaleout-smoke"]
+         "--repeat", "1", "--dir", "/scaleout-smoke", "--link-mbit", "800", "--server-cpus", "0.5"]
     )  # fmt: skip
     results, text = bench.bench(args, ceph_cluster)
     assert "failed" not in text and "left out" not in text, text
