@@ -47,6 +47,7 @@ from ferry.nfs3.const import (
 )
 from ferry.rpc.message import AcceptStat, RejectStat
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
+from ferry.segment import FileSegment, Part
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -84,7 +85,7 @@ class Metrics:
         """A call is about to run; returns a token for ``call_done`` (its start time)."""
         return 0.0
 
-    def call_done(self, token: float, record: Buffer, reply: Sequence[Buffer] | None) -> None:
+    def call_done(self, token: float, record: Buffer, reply: Sequence[Part] | None) -> None:
         """A call ended with ``reply`` (None: no reply owed, e.g. a dropped retransmission)."""
 
     def drc_lookup(self, outcome: str) -> None:
@@ -122,17 +123,30 @@ def call_ids(record: Buffer) -> tuple[int, int]:
     return prog, proc
 
 
-def word(buffers: Sequence[Buffer], offset: int) -> int | None:
-    """The XDR unsigned int at ``offset`` of buffers taken as one byte string."""
-    for b in buffers:
+def word(buffers: Sequence[Part], offset: int) -> int | None:
+    """The XDR unsigned int at ``offset`` of buffers taken as one byte string (None at or
+    past a READ's data left in its file: it comes last and holds no header words)."""
+    for i, b in enumerate(buffers):
+        if isinstance(b, FileSegment):
+            return None
         n = len(b)
         if offset + 4 <= n:
             return int(_U32.unpack_from(b, offset)[0])
-        if offset < n:  # straddles two buffers: rare, so join
-            joined = b"".join(bytes(x) for x in buffers)
+        if offset < n:  # straddles two buffers: rare, so join from this one on
+            joined = b"".join(_head(buffers[i:]))
             return None if len(joined) < offset + 4 else int(_U32.unpack_from(joined, offset)[0])
         offset -= n
     return None
+
+
+def _head(buffers: Sequence[Part]) -> list[Buffer]:
+    """The buffers before a READ's data left in its file (never read here)."""
+    head: list[Buffer] = []
+    for b in buffers:
+        if isinstance(b, FileSegment):
+            break
+        head.append(b)
+    return head
 
 
 DROPPED, DENIED, MALFORMED = -2, 10, -3
@@ -143,14 +157,14 @@ _HAS_STATUS.add((MOUNT_PROGRAM, MountProc.MNT))
 """Procedures whose results begin with a status of their own (nfsstat3, mountstat3)."""
 
 
-def reply_code(reply: Sequence[Buffer] | None) -> tuple[int, int]:
+def reply_code(reply: Sequence[Part] | None) -> tuple[int, int]:
     """(code, offset of the results or -1) of a reply (RFC 5531 section 9): code is the
     accept_stat, ``DENIED`` + reject_stat, ``DROPPED`` or ``MALFORMED``. Fast for Ferry's
     own replies (empty verifier, header in the first buffer)."""
     if reply is None:
         return DROPPED, -1
     first = reply[0]
-    if len(first) >= 24:
+    if not isinstance(first, FileSegment) and len(first) >= 24:
         reply_stat, verf_len, accept = _REPLY_HEAD.unpack_from(first, 8)
         if reply_stat == 0 and verf_len == 0:
             return accept, (24 if accept == AcceptStat.SUCCESS else -1)
@@ -188,7 +202,7 @@ def _status_name(kind: type[Nfsstat3] | type[Mountstat3], code: int, prefix: str
     return f"{prefix}ERR_{code}"
 
 
-def data_bytes(proc: int, reply: Sequence[Buffer], at: int) -> int:
+def data_bytes(proc: int, reply: Sequence[Part], at: int) -> int:
     """File bytes a successful READ returned or WRITE wrote (the reply's ``count``).
 
     READ3resok: post_op_attr, count...; WRITE3resok: wcc_data (pre_op_attr, post_op_attr),
@@ -286,7 +300,7 @@ class PrometheusMetrics(Metrics):
         self.in_flight.inc()
         return time.perf_counter()
 
-    def call_done(self, token: float, record: Buffer, reply: Sequence[Buffer] | None) -> None:
+    def call_done(self, token: float, record: Buffer, reply: Sequence[Part] | None) -> None:
         seconds = time.perf_counter() - token
         self.in_flight.dec()
         prog, proc = call_ids(record)

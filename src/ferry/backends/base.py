@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from ferry.errors import NfsError
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+from ferry.segment import FileSegment
 
 FileId = int
 
@@ -195,6 +196,14 @@ class Backend(abc.ABC):
     def read(self, fid: FileId, offset: int, count: int) -> tuple[bytes | memoryview, bool]:
         """Up to ``count`` bytes at ``offset`` and whether the end of file was reached (hot).
         ISDIR for a directory, INVAL for other non-regular files."""
+
+    def read_segment(
+        self, fid: FileId, offset: int, count: int
+    ) -> tuple[bytes | memoryview | FileSegment, bool]:
+        """Like ``read``, but the data may be left in the file as a ``FileSegment`` of exactly
+        the bytes the reply promises, for a transport that sends it with ``sendfile`` (hot).
+        Only backends with real file descriptors override this."""
+        return self.read(fid, offset, count)
 
     @abc.abstractmethod
     def write(self, fid: FileId, offset: int, data: memoryview, stable: StableHow) -> StableHow:

@@ -33,11 +33,14 @@ from ferry.backends._tree import DIR_FLAGS, GONE, ExportTree, stale
 from ferry.backends.base import SERVER_TIME, Attr, Backend, DirEntry, FileId, FsStat, SetAttr
 from ferry.errors import NfsError
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+from ferry.segment import FileSegment
 
 _MKNOD = {Ftype3.FIFO: stat.S_IFIFO, Ftype3.SOCK: stat.S_IFSOCK,
           Ftype3.CHR: stat.S_IFCHR, Ftype3.BLK: stat.S_IFBLK}  # fmt: skip
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DOTS = (b".", b"..")
+SENDFILE_MIN = 32 * 1024
+"""READs shorter than this are copied rather than left in the file (``read_segment``)."""
 
 
 def _check_name(name: bytes, dots: Nfsstat3 = Nfsstat3.INVAL) -> None:
@@ -243,13 +246,34 @@ class LocalBackend(Backend):
         lease = self._lease(fid, writable=False)
         try:
             data = os.pread(lease.fd, count, offset)
-            st = os.fstat(lease.fd)
+            st = self._fstat_linked(lease.fd, fid)
         finally:
             self._fds.release(lease)
-        if st.st_nlink == 0:  # removed behind our back
+        return data, offset + len(data) >= st.st_size
+
+    def read_segment(
+        self, fid: FileId, offset: int, count: int
+    ) -> tuple[bytes | FileSegment, bool]:
+        """The size first, so the segment promises only bytes the file has; small reads
+        are copied (a duplicate descriptor and a second send would cost more)."""
+        lease = self._lease(fid, writable=False)
+        try:
+            st = self._fstat_linked(lease.fd, fid)
+            count = max(0, min(count, st.st_size - offset))
+            if count < SENDFILE_MIN:
+                data = os.pread(lease.fd, count, offset)
+                return data, offset + len(data) >= st.st_size
+            return FileSegment(os.dup(lease.fd), offset, count), offset + count >= st.st_size
+        finally:
+            self._fds.release(lease)
+
+    def _fstat_linked(self, fd: int, fid: FileId) -> os.stat_result:
+        """fstat of an open file; STALE once it was removed behind our back."""
+        st = os.fstat(fd)
+        if st.st_nlink == 0:
             self._fds.invalidate(fid)
             raise stale(fid)
-        return data, offset + len(data) >= st.st_size
+        return st
 
     def write(self, fid: FileId, offset: int, data: memoryview, stable: StableHow) -> StableHow:
         lease = self._lease(fid, writable=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, FsStat, ReadOnlyBackend
+from ferry.segment import FileSegment
 
 
 class ReadOnly(ReadOnlyBackend):
@@ -38,6 +39,11 @@ class ReadOnly(ReadOnlyBackend):
 
     def read(self, fid: FileId, offset: int, count: int) -> tuple[bytes | memoryview, bool]:
         return self.inner.read(fid, offset, count)
+
+    def read_segment(
+        self, fid: FileId, offset: int, count: int
+    ) -> tuple[bytes | memoryview | FileSegment, bool]:
+        return self.inner.read_segment(fid, offset, count)
 
     def fsstat(self, fid: FileId) -> FsStat:
         return self.inner.fsstat(fid)

@@ -18,6 +18,7 @@ from ferry.nfs3 import types as t
 from ferry.nfs3.const import NFS_PROGRAM, NFS_V3, NfsProc, Nfsstat3
 from ferry.nfs3.service import Nfs3Service
 from ferry.rpc.dispatch import CallContext, Handler, Program
+from ferry.segment import FileSegment
 from ferry.xdr import Packer, Unpacker
 
 log = logging.getLogger("ferry.nfs3")
@@ -76,7 +77,7 @@ def _null(u: Unpacker, ctx: CallContext, p: Packer) -> None:
 def _handler(service: Nfs3Service, proc: Procedure) -> Handler:
     method = getattr(service, proc.method)
 
-    def handle(u: Unpacker, ctx: CallContext, p: Packer) -> None:
+    def handle(u: Unpacker, ctx: CallContext, p: Packer) -> FileSegment | None:
         args = proc.unpack(u)
         try:
             res = method(args, ctx)
@@ -84,9 +85,10 @@ def _handler(service: Nfs3Service, proc: Procedure) -> Handler:
             log.debug("%s -> %s (%s)", proc.number.name, exc.status.name, exc)
             p.pack_enum(exc.status)
             _pack_fail(service, proc.fail, args, ctx, p)
-            return
+            return None
         p.pack_enum(Nfsstat3.OK)
-        res.pack(p)
+        tail: FileSegment | None = res.pack(p)  # a READ's data left in its file, or None
+        return tail
 
     return handle
 

@@ -24,6 +24,7 @@ from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.readdir import MIN_RESOK, DirListingCache
 from ferry.rpc.auth import Credentials
 from ferry.rpc.dispatch import CallContext
+from ferry.segment import FileSegment
 
 T = TypeVar("T")
 
@@ -222,16 +223,20 @@ class Nfs3Service:
             raise NfsError(Nfsstat3.INVAL, "not a symbolic link")
         return t.ReadlinkRes(attr, call_backend(lambda: target.backend.readlink(target.fid)))
 
-    def read(self, args: t.ReadArgs, ctx: CallContext) -> t.ReadRes:
+    def read(self, args: t.ReadArgs, ctx: CallContext) -> t.ReadRes | t.ReadSegmentRes:
         target = self.resolve(args.file, ctx)
         attr = self.attrs(target)
         _check_file_io(target, attr, R)
         count = min(args.count, _max_io(ctx))
         if args.offset > MAX_FILE_SIZE:
             return t.ReadRes(attr, 0, True, b"")  # past any possible end of file
-        data, eof = call_backend(lambda: target.backend.read(target.fid, args.offset, count))
+        backend, fid, offset = target.backend, target.fid, args.offset
+        read = backend.read_segment if ctx.transport.sendfile else backend.read
+        data, eof = call_backend(lambda: read(fid, offset, count))
         if eof or len(data) < count:
-            attr = self.attrs(target)
+            attr = self.attrs(target)  # should this fail, a segment closes when collected
+        if isinstance(data, FileSegment):
+            return t.ReadSegmentRes(attr, eof, data)
         return t.ReadRes(attr, len(data), eof, data)
 
     def write(self, args: t.WriteArgs, ctx: CallContext) -> t.WriteRes:

@@ -17,6 +17,7 @@ from typing import Self
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.errors import XdrError
 from ferry.nfs3.const import NFS3_FHSIZE, CreateMode, Ftype3, StableHow, TimeHow
+from ferry.segment import FileSegment
 from ferry.xdr import Packer, Unpacker
 
 MAX_NAME = 8192  # decode bound; the service enforces the real name_max
@@ -531,10 +532,29 @@ class ReadRes:
     data: bytes | memoryview
 
     def pack(self, p: Packer) -> None:
-        pack_post_op_attr(p, self.file_attributes)
-        p.pack_uint(self.count)
-        p.pack_bool(self.eof)
+        _pack_read_head(p, self.file_attributes, self.count, self.eof)
         p.pack_opaque_ref(self.data)
+
+
+@dataclasses.dataclass(slots=True)
+class ReadSegmentRes:
+    """READ3resok whose data is still in the file (server side, sent with ``sendfile``)."""
+
+    file_attributes: Attr | None
+    eof: bool
+    data: FileSegment
+
+    def pack(self, p: Packer) -> FileSegment:
+        """Everything up to the data's length; the data follows the packed results."""
+        _pack_read_head(p, self.file_attributes, self.data.count, self.eof)
+        p.pack_uint(self.data.count)
+        return self.data
+
+
+def _pack_read_head(p: Packer, attr: Attr | None, count: int, eof: bool) -> None:
+    pack_post_op_attr(p, attr)
+    p.pack_uint(count)
+    p.pack_bool(eof)
 
 
 @dataclasses.dataclass(slots=True)

@@ -38,6 +38,7 @@ from ferry.rpc.message import (
     pack_rpc_mismatch,
     unpack_call,
 )
+from ferry.segment import FileSegment, Part, materialize, opaque_tail
 from ferry.xdr import Packer, Unpacker
 
 log = logging.getLogger("ferry.rpc")
@@ -55,9 +56,13 @@ class Transport:
     """Largest READ/WRITE/READDIR payload to offer or send (None: the server's own)."""
     by_port: bool
     """The DRC tells clients apart by (host, port), not the host alone."""
+    sendfile: bool = False
+    """The adapter sends ``FileSegment`` reply parts itself (``Dispatcher.handle_parts``),
+    so READ data may stay in its file until then."""
 
 
 TCP = Transport("tcp", None, False)
+TCP_SENDFILE = Transport("tcp", None, False, sendfile=True)
 UDP = Transport("udp", 32 * 1024, True)
 """Linux's nfsd offers 32 KiB over UDP (RPCSVC_MAXPAYLOAD_UDP): a READ reply must fit one
 datagram (at most 65,507 bytes of IPv4 UDP payload), unfragmented would be better still."""
@@ -86,8 +91,9 @@ class CallSource:
     transport: Transport
 
 
-Handler = Callable[[Unpacker, CallContext, Packer], None]
-"""Decode arguments from the Unpacker, do the work, encode results into the Packer."""
+Handler = Callable[[Unpacker, CallContext, Packer], FileSegment | None]
+"""Decode arguments from the Unpacker, do the work, encode results into the Packer; return
+the data that follows the results when it was left in its file (a READ's), else None."""
 
 
 class CallObserver(Protocol):
@@ -97,7 +103,7 @@ class CallObserver(Protocol):
         """Returns a token (a start time) handed back to ``call_done``."""
         ...
 
-    def call_done(self, token: float, record: Buffer, reply: Sequence[Buffer] | None) -> None:
+    def call_done(self, token: float, record: Buffer, reply: Sequence[Part] | None) -> None:
         """The call ``record`` was answered with ``reply`` (None: no reply owed)."""
         ...
 
@@ -133,6 +139,14 @@ class Dispatcher:
     ) -> list[Buffer] | None:
         """Reply buffers for a call record, or ``None`` when no reply is owed (not a call,
         too short to carry an xid, or a retransmission of a call still running)."""
+        reply = self.handle_parts(record, client, transport)
+        return None if reply is None else materialize(reply)
+
+    def handle_parts(
+        self, record: Buffer, client: Address = None, transport: Transport = TCP
+    ) -> Sequence[Part] | None:
+        """Like ``handle``, but with ``transport.sendfile`` the reply may end with data left
+        in a file; the caller sends it (or ``materialize``s it) and closes it."""
         observer = self.observer
         if observer is None:
             return self._handle(record, client, transport)
@@ -144,7 +158,9 @@ class Dispatcher:
             observer.call_done(token, record, reply)
         return reply
 
-    def _handle(self, record: Buffer, client: Address, transport: Transport) -> list[Buffer] | None:
+    def _handle(
+        self, record: Buffer, client: Address, transport: Transport
+    ) -> Sequence[Part] | None:
         u = Unpacker(record)
         try:
             xid = u.unpack_uint()
@@ -164,7 +180,7 @@ class Dispatcher:
 
     def _dispatch(
         self, header: CallHeader, u: Unpacker, p: Packer, src: CallSource
-    ) -> list[Buffer] | None:
+    ) -> Sequence[Part] | None:
         xid = header.xid
         if header.rpcvers != RPC_VERSION:
             pack_rpc_mismatch(p, xid)
@@ -195,7 +211,7 @@ class Dispatcher:
         ctx: CallContext,
         p: Packer,
         record: Buffer,
-    ) -> list[Buffer] | None:
+    ) -> Sequence[Part] | None:
         """Run a non-idempotent call unless the DRC has seen it: replay or drop then."""
         who = drcmod.client_key(ctx.client, ctx.transport.by_port)
         key = drcmod.call_key(ctx.transport.name, who, ctx.header, record)
@@ -213,20 +229,21 @@ class Dispatcher:
         except BaseException:  # _run does not raise, but an entry must not stay in progress
             drc.abandon(key)
             raise
-        if ok:
-            drc.finish(key, b"".join(reply))
-        else:
+        if not ok:
             drc.abandon(key)  # a server fault: let the retransmission try again
-        return reply
+            return reply
+        kept = b"".join(materialize(reply))  # the cache keeps bytes, never a file segment
+        drc.finish(key, kept)
+        return [kept]
 
     def _run(
         self, handler: Handler, u: Unpacker, ctx: CallContext, p: Packer
-    ) -> tuple[list[Buffer], bool]:
+    ) -> tuple[Sequence[Part], bool]:
         """The reply to a call and whether it may be replayed (False for SYSTEM_ERR)."""
         header, xid = ctx.header, ctx.xid
         results = Packer()
         try:
-            handler(u, ctx, results)
+            tail = handler(u, ctx, results)
         except XdrError as exc:
             log.info(
                 "garbage arguments prog=%d proc=%d from %s: %s",
@@ -242,7 +259,10 @@ class Dispatcher:
             pack_accepted(p, xid, AcceptStat.SYSTEM_ERR)
             return p.buffers(), False
         pack_accepted(p, xid, AcceptStat.SUCCESS)
-        return p.buffers() + results.buffers(), True
+        reply: list[Part] = [*p.buffers(), *results.buffers()]
+        if tail is not None:
+            reply += opaque_tail(tail)
+        return reply, True
 
     def _find(self, header: CallHeader, p: Packer) -> Handler | None:
         program = self.programs.get(header.prog)

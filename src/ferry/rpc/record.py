@@ -12,8 +12,10 @@ from __future__ import annotations
 import collections
 import struct
 from collections.abc import Sequence
+from typing import TypeVar
 
 from ferry.errors import RecordError
+from ferry.segment import Part, materialize
 
 _HEADER = struct.Struct(">I")
 LAST_FRAGMENT = 0x80000000
@@ -23,6 +25,7 @@ _SMALL = 64 * 1024  # fragments up to this size are assembled in one shared buff
 _FIRST = 4 * 1024  # ... which starts this small (idle connections stay cheap) and doubles
 
 Buffer = bytes | bytearray | memoryview
+P = TypeVar("P", Buffer, Part)
 
 
 class RecordReader:
@@ -191,16 +194,20 @@ class RecordReader:
         self._start, self._end = 0, rest
 
 
-def frame(buffers: Sequence[Buffer], max_fragment: int = MAX_FRAGMENT) -> list[Buffer]:
+def frame(buffers: Sequence[P], max_fragment: int = MAX_FRAGMENT) -> list[P]:
     """Prefix record marks to a message given as buffers; returns buffers to send as-is.
 
-    The common case (under ``max_fragment``) is one header plus the untouched buffers.
+    The common case (under ``max_fragment``) is one header plus the untouched buffers (file
+    segments included: the mark needs only their length); several fragments are cut from
+    the message read into memory.
     """
-    total = sum(len(b) for b in buffers)
+    total = sum(map(len, buffers))
     if total <= max_fragment:
-        return [_HEADER.pack(LAST_FRAGMENT | total), *buffers]
-    data = memoryview(b"".join(buffers))
-    out: list[Buffer] = []
+        framed: list[P] = [_HEADER.pack(LAST_FRAGMENT | total)]
+        framed += buffers
+        return framed
+    data = memoryview(b"".join(materialize(buffers)))
+    out: list[P] = []
     for start in range(0, total, max_fragment):
         chunk = data[start : start + max_fragment]
         last = LAST_FRAGMENT if start + max_fragment >= total else 0

@@ -5,7 +5,8 @@ A model only decides *how a connection is run* (inline, in a thread, in a forked
 a pre-forked worker, on an event loop). Protocol work is the ``Dispatcher``'s; record
 marking is the ``RecordReader``'s and ``frame``'s. The blocking loop here reads with
 ``recv_into`` straight into the reader's buffer and answers with one ``sendmsg`` of the
-framed reply buffers (scatter-gather, no join).
+framed reply buffers (scatter-gather, no join); a READ's data left in its file (a
+``FileSegment``) follows its header, sent with ``MSG_MORE``, by ``sendfile``: never copied.
 
 Defences of the blocking loop (the lecture's ``alarm()``, done with socket timeouts):
 
@@ -27,6 +28,7 @@ import dataclasses
 import errno
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -41,9 +43,10 @@ from ferry.config import ServerConfig
 from ferry.errors import ConfigError, RecordError
 from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.mount import MountRegistry
-from ferry.rpc.dispatch import Address, Buffer, Dispatcher
+from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
 from ferry.rpc.drc import ReplyCache
 from ferry.rpc.record import DEFAULT_MAX_RECORD, RecordReader, frame
+from ferry.segment import FileSegment, Part, SegmentShrank, close_segments
 from ferry.server.app import NON_IDEMPOTENT, App, build_app
 from ferry.server.malloc import keep_freed_buffers
 from ferry.server.shared_drc import SharedReplyCache
@@ -51,6 +54,8 @@ from ferry.server.shared_drc import SharedReplyCache
 log = logging.getLogger("ferry.server")
 
 _IOV_MAX = 1024  # Linux's limit on buffers per sendmsg
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux: hold a header back for the data after it
+_NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # file system cannot: copy
 LINGER_ABORT = struct.pack("ii", 1, 0)
 
 
@@ -326,26 +331,72 @@ class BlockingConnection:
         answered = False
         while (record := self.reader.next_record()) is not None:
             answered = True
-            reply = self.dispatcher.handle(record, self.peer)
+            reply = self.dispatcher.handle_parts(record, self.peer, TCP_SENDFILE)
             if reply is not None:
                 with stop.waiting() if stop is not None else _NOT_STOPPING:
                     self._send(frame(reply))
         return answered
 
-    def _send(self, buffers: Sequence[Buffer]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    def _send(self, parts: Sequence[Part]) -> None:
+        """Send a framed reply: buffers with sendmsg, file segments with sendfile (the
+        buffers before one go with MSG_MORE, so its header and data leave together)."""
         limit = self.limits.send_timeout
         deadline = time.monotonic() + limit if limit > 0 else None
+        try:
+            views: list[memoryview] = []
+            for part in parts:
+                if isinstance(part, FileSegment):
+                    self._sendmsg(views, deadline, _MSG_MORE)
+                    views = []
+                    self._sendfile(part, deadline)
+                elif len(part):
+                    views.append(memoryview(part).cast("B"))
+            self._sendmsg(views, deadline)
+        finally:
+            close_segments(parts)
+
+    def _sendmsg(self, views: list[memoryview], deadline: float | None, flags: int = 0) -> None:
         while views:
-            if deadline is not None:
-                self.sock.settimeout(max(deadline - time.monotonic(), 0.0))
-            else:
-                self.sock.settimeout(None)
+            self._set_send_timeout(deadline)
             try:
-                sent = self.sock.sendmsg(views[:_IOV_MAX])
+                sent = self.sock.sendmsg(views[:_IOV_MAX], (), flags)
             except TimeoutError:
-                raise Timeout("send", " (the client does not read its replies)") from None
+                raise _send_timed_out() from None
             views = _advance(views, sent)
+
+    def _sendfile(self, segment: FileSegment, deadline: float | None) -> None:
+        """All of ``segment``, or SegmentShrank if the file ended first (the record, whose
+        mark counted those bytes, can then only be cut off with the connection)."""
+        self._set_send_timeout(deadline)  # with a timeout the socket does not block: poll
+        out, pos, end = self.sock.fileno(), segment.offset, segment.offset + segment.count
+        while pos < end:
+            try:
+                sent = os.sendfile(out, segment.fd, pos, end - pos)
+            except BlockingIOError:
+                self._wait_writable(deadline)
+                continue
+            except OSError as exc:
+                if pos > segment.offset or exc.errno not in _NO_SENDFILE:
+                    raise
+                self._sendmsg([memoryview(segment.read())], deadline)  # e.g. a FUSE file
+                return
+            if sent == 0:
+                raise SegmentShrank(end - pos)
+            pos += sent
+
+    def _set_send_timeout(self, deadline: float | None) -> None:
+        self.sock.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0))
+
+    def _wait_writable(self, deadline: float | None) -> None:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLOUT)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0) * 1000
+        if not poller.poll(left):
+            raise _send_timed_out()
+
+
+def _send_timed_out() -> Timeout:
+    return Timeout("send", " (the client does not read its replies)")
 
 
 def _deadline(limit: float, what: str) -> tuple[float | None, str]:
@@ -388,7 +439,7 @@ def serve_connection(
     except Timeout as exc:
         metrics.timeout(exc.kind)
         log.info("closing connection from %s: %s", peer, exc)
-    except RecordError as exc:
+    except (RecordError, SegmentShrank) as exc:
         log.info("closing connection from %s: %s", peer, exc)
     except Shutdown:
         log.debug("closing connection from %s: shutting down", peer)

@@ -1,0 +1,90 @@
+"""READ data left in its file: sent with ``sendfile`` by the blocking TCP adapters, read into
+memory (``materialize``) everywhere else.
+
+Why: copying a 1 MiB READ into a Python buffer and then into the socket costs more CPU than
+the rest of the call; ``sendfile`` hands the page cache's pages to the socket instead. The
+sans-IO core stays free of sockets: a backend makes the segment, the reply carries it as one
+of its parts, and only whoever turns the reply into bytes touches the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+
+Buffer = bytes | bytearray | memoryview
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+class SegmentShrank(OSError):
+    """The file ended before a segment's last byte. The reply already promised ``count``
+    bytes, so its record cannot be completed: the connection must be closed."""
+
+    def __init__(self, missing: int) -> None:
+        super().__init__(errno.EIO, f"file shrank by {missing} bytes while a READ was sent")
+
+
+class FileSegment:
+    """``count`` bytes of the open file ``fd`` at ``offset``, owned by this object.
+
+    ``fd`` is a duplicate of the backend's descriptor, so the backend's descriptor cache may
+    close its own (eviction) while this one is being sent. ``close`` (or garbage collection,
+    should a reply be dropped on an error path) gives it back."""
+
+    __slots__ = ("fd", "offset", "count")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def read(self) -> bytearray:
+        """All ``count`` bytes, then closes; SegmentShrank if the file is shorter by now."""
+        buf = bytearray(self.count)
+        view = memoryview(buf)
+        done = 0
+        try:
+            while done < self.count:
+                n = os.preadv(self.fd, [view[done:]], self.offset + done)
+                if n == 0:
+                    raise SegmentShrank(self.count - done)
+                done += n
+        finally:
+            self.close()
+        return buf
+
+
+Part = Buffer | FileSegment
+"""One piece of a reply: bytes to send, or bytes still in a file."""
+
+
+def opaque_tail(segment: FileSegment) -> list[Part]:
+    """A segment as the body of an XDR opaque whose length is already encoded: its bytes,
+    then the padding to a multiple of four."""
+    pad = _PAD[segment.count % 4]
+    return [segment, pad] if pad else [segment]
+
+
+def materialize(parts: Sequence[Part]) -> list[Buffer]:
+    """``parts`` with every segment read into memory: for transports that cannot send from a
+    file (asyncio, UDP) and for replies that are kept (the duplicate request cache)."""
+    return [p.read() if isinstance(p, FileSegment) else p for p in parts]
+
+
+def close_segments(parts: Sequence[Part]) -> None:
+    """Give back the descriptors of a reply's segments (sent or not)."""
+    for p in parts:
+        if isinstance(p, FileSegment):
+            p.close()
