@@ -16,6 +16,8 @@ Clients (each timed from connect to close, so mount and set-up count as for nfs-
   ferry-open     ``client.open()``: ``readinto`` / ``write`` of BLOCK-sized pieces
   nfs-cp         libnfs-utils' ``nfs-cp`` (C), one process per transfer
   nfs-rs         PyPI ``nfs-rs`` (Rust): ``Client.open()``, ``readinto`` / ``write`` of BLOCK
+  nfs-rs-whole   the same, one ``read()`` / ``write()`` of the whole file: the like-for-like
+                 peer of ``read_file``/``write_file`` (one bytes object of SIZE MiB)
 
 The median of N repeats is reported in MB/s with ratios Ferry/peer (> 1: Ferry faster) as
 markdown on stdout and, with --write-docs, appended to docs/benchmarks.md.
@@ -50,14 +52,15 @@ from machine import machine_info  # noqa: E402
 from timings import Result  # noqa: E402
 
 MiB, BLOCK = transfers.MiB, transfers.BLOCK
-CLIENTS = ("ferry", "ferry-open", "nfs-cp", "nfs-rs")
+CLIENTS = ("ferry", "ferry-open", "nfs-cp", "nfs-rs", "nfs-rs-whole")
 LABEL = {
     "ferry": "Ferry read_file/write_file",
     "ferry-open": "Ferry open()",
     "nfs-cp": "libnfs nfs-cp (C)",
     "nfs-rs": "nfs-rs (Rust)",
+    "nfs-rs-whole": "nfs-rs (Rust) read()/write() whole",
 }
-PEERS = ("nfs-cp", "nfs-rs")
+PEERS = ("nfs-cp", "nfs-rs", "nfs-rs-whole")
 OPS = ("read", "write")
 
 
@@ -125,13 +128,23 @@ def nfsrs_write(env: Env, name: str) -> None:
         transfers.write_blocks(f, env.source)
 
 
+def nfsrs_whole_read(env: Env, name: str) -> int:
+    with _nfsrs_connect(env) as client, client.open(name, "rb") as f:
+        return len(f.read())
+
+
+def nfsrs_whole_write(env: Env, name: str) -> None:
+    with _nfsrs_connect(env) as client, client.open(name, "wb") as f:
+        f.write(env.source)
+
+
 READERS: dict[str, Callable[[Env, str], int]] = {
     "ferry": ferry_read, "ferry-open": ferry_open_read, "nfs-cp": nfscp_read,
-    "nfs-rs": nfsrs_read,
+    "nfs-rs": nfsrs_read, "nfs-rs-whole": nfsrs_whole_read,
 }  # fmt: skip
 WRITERS: dict[str, Callable[[Env, str], None]] = {
     "ferry": ferry_write, "ferry-open": ferry_open_write, "nfs-cp": nfscp_write,
-    "nfs-rs": nfsrs_write,
+    "nfs-rs": nfsrs_write, "nfs-rs-whole": nfsrs_whole_write,
 }  # fmt: skip
 
 
