@@ -131,6 +131,18 @@ def refuse(sock: socket.socket) -> None:
         sock.close()
 
 
+def peer_gone(sock: socket.socket) -> bool:
+    """Whether the client already closed or reset ``sock`` (a flood's connect-and-close,
+    or a client that gave up while the connection waited in the backlog): nothing is left
+    to serve, so nothing is worth forking a process for."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # open, nothing sent yet
+    except OSError:
+        return True  # reset
+
+
 def abort(sock: socket.socket) -> None:
     """Close a connection at once with a reset, dropping what the kernel still holds for it
     (a peer that does not read must not pin our send buffers)."""

@@ -1,7 +1,9 @@
 """The process-per-connection model: the parent accepts, a forked child serves each
 connection and exits with it; at most ``max_connections`` children at once.
 
-Connections past the cap are accepted and reset at once: a flood never forks. The parent
+Connections past the cap are accepted and reset at once: a flood never forks; nor does a
+connection whose client has already closed it (a connect-and-close flood, drained from the
+backlog after the clients went away). The parent
 reaps children at least twice a second. Each child builds its own ``App`` (a SQLite
 connection must not cross a fork) from the state the parent prepared: the handle key on
 disk, the run's write verifier, the shared MOUNT table file and duplicate request cache.
@@ -22,6 +24,7 @@ from ferry.server.base import (
     Stopper,
     accept_loop,
     fork_child,
+    peer_gone,
     reap,
     refuse,
     serve_connection,
@@ -69,6 +72,9 @@ class ProcessServer(ServerModel):
 
     def _spawn(self, sock: socket.socket, peer: Address) -> None:
         self._tick()
+        if peer_gone(sock):  # a fork costs far more than this peek: floods close at once
+            sock.close()
+            return
         if len(self.children) >= self.spec.limits.max_connections:
             log.warning("refusing %s: %d connection processes", peer, len(self.children))
             refuse(sock)
