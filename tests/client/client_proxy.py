@@ -2,9 +2,10 @@
 
 It parses records in both directions, so it knows which xid and procedure each call and
 reply belong to. Knobs (set before or during a test): drop the reply to one chosen call,
-hold replies and send them reversed (out of order), cut the connection after N replies,
-flip the verifier of the first COMMIT reply. It records every forwarded call's xid (what
-the server saw) and the most calls the server had outstanding at once.
+hold replies and send them reversed (out of order), cut the connection after N replies
+(or in the middle of the Nth), flip the verifier of the first COMMIT reply. It records
+every forwarded call's xid (what the server saw) and the most calls the server had
+outstanding at once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Proxy:
         self.reorder = False
         self.reordered = 0
         self.cut_after_replies: int | None = None
+        self.cut_inside_reply: int | None = None  # send half of the Nth reply, then cut
+        self._halted: set[int] = set()  # writers whose replies are no longer forwarded
         self.cuts = 0
         self.flip_commit_verf = False
         self.replies = 0
@@ -104,7 +107,18 @@ class Proxy:
         if self.flip_commit_verf and proc == 21:
             self.flip_commit_verf = False
             rec = rec[:-8] + bytes(b ^ 0xFF for b in rec[-8:])
+        if id(writer) in self._halted:
+            return []
         self.replies += 1
+        if self.cut_inside_reply is not None and self.replies >= self.cut_inside_reply:
+            self.cut_inside_reply = None
+            self.cuts += 1
+            self._halted.add(id(writer))
+            framed = frame_bytes(rec)
+            writer.write(framed[: len(framed) // 2])
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, lambda: [w.transport.abort() for w in pair])
+            return []
         if self.cut_after_replies is not None and self.replies >= self.cut_after_replies:
             self.cut_after_replies = None
             self.cuts += 1

@@ -146,6 +146,7 @@ def test_lost_reply_resends_only_that_call(ferry_srv: RunningServer, export_root
         assert counts[lost] == 2  # the server saw the lost call twice, same xid
         assert [x for x, n in counts.items() if n > 1] == [lost]  # and nothing else twice
         assert c.rpc.stats.retransmissions == 1
+        assert c.rpc.stats.placed_bytes == len(data)  # the resent reply landed in place too
 
     run(through_proxy(ferry_srv.port, export_root, body, options=FAST, rsize=65536))
 

@@ -33,6 +33,13 @@ class FakeNfs:
         chunk = self.data[offset : offset + n]
         return ReadRes(None, len(chunk), offset + len(chunk) >= len(self.data), chunk)
 
+    async def read_into(self, fh: bytes, offset: int, dest: memoryview) -> ReadRes:
+        """Like ``NfsProcedures.read_into``: ``read`` with the data put into ``dest``."""
+        res = await self.read(fh, offset, min(len(dest), self.rsize))
+        n = len(res.data)
+        dest[:n] = res.data
+        return ReadRes(res.file_attributes, n, res.eof, dest[:n])
+
 
 def read(nfs: FakeNfs, size: int) -> bytes:
     return asyncio.run(read_all(nfs, b"fh", size))  # type: ignore[arg-type]

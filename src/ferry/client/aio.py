@@ -60,6 +60,7 @@ class RpcStats:
     failovers: int = 0  # moves to another server of the list
     jukebox_retries: int = 0  # NFS calls sent again after NFS3ERR_JUKEBOX (by ``client.nfs``)
     ignored_replies: int = 0  # replies to no outstanding call (late duplicates)
+    placed_bytes: int = 0  # READ data received straight into the caller's buffer
     max_in_flight: int = 0
 
 
@@ -109,6 +110,7 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
     switches: int = 0  # times its tries were restarted on another server
     server: int = 0  # the failover count when it was last (re)started
+    placed: int | None = None  # READ data bytes received straight into the destination
 
 
 class _Reporting:
@@ -344,13 +346,33 @@ class AsyncRpcClient:
         timeout: float | None = None,
     ) -> Unpacker:
         """Send one call and wait for its results; raises RpcError, RpcTimeout."""
+        u, _ = await self.call_into(prog, vers, proc, args, cred, label, timeout)
+        return u
+
+    async def call_into(
+        self,
+        prog: int,
+        vers: int,
+        proc: int,
+        args: list[Buffer],
+        cred: OpaqueAuth = NULL_AUTH,
+        label: str = "",
+        timeout: float | None = None,
+        dest: memoryview | None = None,
+    ) -> tuple[Unpacker, int | None]:
+        """``call``, where the data of a successful READ reply may be received straight
+        into ``dest`` (TCP only); returns the results and how many data bytes were placed
+        there (``None``: the results hold the data, as from ``call``). ``dest`` is never
+        written once this returns or raises."""
+        if dest is not None and (dest.readonly or not dest.c_contiguous or dest.itemsize != 1):
+            raise TypeError("dest must be a writable, contiguous memoryview of bytes")
         if self._closed:
             raise RpcConnectionError(f"client for {self.host}:{self.port} is closed")
         async with self._window:
             await self._writable.wait()
             if self._protocol is None:
                 self._start_reconnect()
-            xid, buffers = self.rpc.start_call(prog, vers, proc, args, cred, label)
+            xid, buffers = self.rpc.start_call(prog, vers, proc, args, cred, label, dest)
             label = label or f"call {prog}/{vers}/{proc}"
             if self.udp and sum(len(b) for b in buffers) > MAX_DATAGRAM:
                 self.rpc.cancel(xid)
@@ -366,7 +388,7 @@ class AsyncRpcClient:
                 self.recorder("call", xid, sum(len(b) for b in buffers))
             self._arm(xid, pending)
             try:
-                return await pending.future
+                return await pending.future, pending.placed
             finally:
                 self._forget(xid)
 
@@ -471,6 +493,9 @@ class AsyncRpcClient:
             pending.future.set_exception(reply.error)
         else:
             assert reply.body is not None
+            if reply.placed is not None:
+                pending.placed = reply.placed
+                self.stats.placed_bytes += reply.placed
             pending.future.set_result(reply.body)
 
     def _fail_all(self, error: RpcError) -> None:

@@ -308,6 +308,33 @@ class NfsProcedures:
         args = t.ReadArgs(fh, offset, count)
         return await self._nfs(NfsProc.READ, args.pack, r.unpack_read_res)
 
+    async def read_into(self, fh: bytes, offset: int, dest: memoryview) -> t.ReadRes:
+        """READ of up to ``min(len(dest), rsize)`` bytes at ``offset`` into ``dest``: over
+        TCP the reply's data is received straight into it (``client.placement``), else
+        copied there. The result's ``data`` is ``dest[:count]``; JUKEBOX as in ``_nfs``."""
+        dest = memoryview(dest).cast("B")[: self.rsize]
+        p = Packer()
+        t.ReadArgs(fh, offset, len(dest)).pack(p)
+        buffers, label = p.buffers(), "NFS3 READ"
+        waits: list[float] | None = None  # worked out on the first JUKEBOX only
+        while True:
+            u, placed = await self.rpc.call_into(
+                NFS_PROGRAM, NFS_V3, NfsProc.READ, buffers, self.cred, label, dest=dest
+            )
+            try:
+                return _results(NfsProc.READ, u, _read_into_res(dest, placed), label)
+            except NfsError as exc:
+                if exc.status != Nfsstat3.JUKEBOX:
+                    raise
+                if waits is None:
+                    waits = jukebox_waits(self.rpc.options)
+                if not waits:
+                    raise
+            wait = waits.pop(0)
+            self.rpc.stats.jukebox_retries += 1
+            log.debug("%s: server busy (JUKEBOX), trying again in %.2f s", label, wait)
+            await asyncio.sleep(wait)
+
     async def write(
         self,
         fh: bytes,
@@ -463,6 +490,24 @@ class NfsProcedures:
                 continue
             stack.append((fh, attr))
         return stack[-1]
+
+
+def _read_into_res(dest: memoryview, placed: int | None) -> Callable[[Unpacker], t.ReadRes]:
+    """READ3resok whose data is in ``dest`` already (``placed`` bytes) or follows in the
+    reply (copied into ``dest``, never beyond it)."""
+
+    def resok(u: Unpacker) -> t.ReadRes:
+        attr, count, eof = r.unpack_post_op_attr(u), u.unpack_uint(), u.unpack_bool()
+        n = u.unpack_uint()
+        if n != count or n > len(dest):
+            raise XdrError(f"READ count {count}, {n} bytes of data for {len(dest)} asked")
+        if placed is None:
+            dest[:n] = u.unpack_fopaque(n)
+        elif placed != n:
+            raise XdrError(f"READ count {n} but {placed} bytes placed")
+        return t.ReadRes(attr, count, eof, dest[:n])
+
+    return resok
 
 
 def _results(proc: NfsProc, u: Unpacker, resok: Callable[[Unpacker], T], label: str) -> T:

@@ -10,6 +10,9 @@
   ``error`` is the RPC-level failure (an ``RpcError`` subclass) or whose ``body`` is the
   cursor positioned at the results. Replies for unknown xids (late duplicates after a
   retransmission, or calls given up on) are counted and dropped.
+* A call may name a destination for the data of a READ reply (``start_call(dest=...)``):
+  on a stream the reply's data is then received straight into it (``client.placement``)
+  and ``Reply.placed`` says so; ``cancel`` guarantees it is never written afterwards.
 * Over a datagram transport (``stream=False``) calls carry no record mark and each
   received datagram is one whole reply (``receive_datagram``), as RFC 5531 section 11
   leaves it.
@@ -49,6 +52,8 @@ from ferry.rpc.message import (
 from ferry.rpc.record import DEFAULT_MAX_RECORD, Buffer, RecordReader, frame
 from ferry.xdr import Packer, Unpacker
 
+from .placement import Placements, PlacingReader
+
 
 @dataclasses.dataclass(slots=True)
 class Call:
@@ -73,6 +78,7 @@ class Reply:
     call: Call
     body: Unpacker | None = None
     error: RpcError | None = None
+    placed: int | None = None  # READ data bytes already in the call's destination
 
     @property
     def xid(self) -> int:
@@ -108,7 +114,8 @@ class RpcClient:
         self._xids = (x & 0xFFFFFFFF for x in itertools.count(start))
         self._calls: dict[int, Call] = {}
         self._max_record = max_record
-        self.reader = RecordReader(max_record)
+        self.placements = Placements()
+        self.reader: RecordReader = PlacingReader(self.placements, max_record)
         self.ignored = 0  # replies for unknown xids
 
     # -- calls ---------------------------------------------------------------------------
@@ -121,9 +128,11 @@ class RpcClient:
         args: list[Buffer],
         cred: OpaqueAuth = NULL_AUTH,
         label: str = "",
+        dest: memoryview | None = None,
     ) -> tuple[int, list[Buffer]]:
         """Encode a call (RFC 5531 section 9, call_body); returns its xid and its bytes
-        (framed with record marks on a stream)."""
+        (framed with record marks on a stream). ``dest``: where the data of a successful
+        READ reply may be received directly (streams only; see ``client.placement``)."""
         xid = next(self._xids)
         while xid in self._calls:  # after 2**32 calls with some still outstanding
             xid = next(self._xids)
@@ -132,6 +141,8 @@ class RpcClient:
         message = [*p.buffers(), *args]
         buffers = frame(message) if self.stream else message
         self._calls[xid] = Call(xid, prog, vers, proc, buffers, label or f"{prog}/{vers}/{proc}")
+        if dest is not None and self.stream:
+            self.placements.register(xid, dest)
         return xid, buffers
 
     def retransmit(self, xid: int) -> list[Buffer]:
@@ -139,7 +150,11 @@ class RpcClient:
         return self._calls[xid].buffers
 
     def cancel(self, xid: int) -> Call | None:
-        """Forget a call (given up on); a late reply to it will be ignored."""
+        """Forget a call (given up on); a late reply to it will be ignored, and its
+        destination is never written again."""
+        self.placements.pop(xid)
+        if isinstance(self.reader, PlacingReader):
+            self.reader.abandon(xid)
         return self._calls.pop(xid, None)
 
     def call(self, xid: int) -> Call | None:
@@ -152,7 +167,12 @@ class RpcClient:
 
     def reset_stream(self) -> list[Buffer]:
         """A new connection: fresh record reader; returns every outstanding call to resend."""
-        self.reader = RecordReader(self._max_record)
+        if isinstance(self.reader, PlacingReader):
+            for xid in list(self._calls):  # a payload cut off mid-landing: it lands again
+                dest = self.reader.abandon(xid)
+                if dest is not None:
+                    self.placements.register(xid, dest)
+        self.reader = PlacingReader(self.placements, self._max_record)
         return [b for c in self._calls.values() for b in c.buffers]
 
     # -- replies -------------------------------------------------------------------------
@@ -194,11 +214,12 @@ class RpcClient:
             self.ignored += 1
             return None
         del self._calls[xid]
+        placed = self.placements.pop(xid)
         try:
             error = decode_reply_header(u, call.label)
         except XdrError as exc:
             error = GarbageReply(f"{call.label}: undecodable reply: {exc}")
-        return Reply(call, None if error else u, error)
+        return Reply(call, None if error else u, error, placed)
 
 
 def decode_reply_header(u: Unpacker, label: str) -> RpcError | None:

@@ -134,6 +134,9 @@ class Client:
     def read(self, fh: bytes, offset: int, count: int) -> t.ReadRes:
         return self._run(self._client.read(fh, offset, count))
 
+    def read_into(self, fh: bytes, offset: int, dest: memoryview) -> t.ReadRes:
+        return self._run(self._client.read_into(fh, offset, dest))
+
     def write(
         self,
         fh: bytes,

@@ -140,32 +140,41 @@ class RecordReader:
     # -- parsing -----------------------------------------------------------------------
 
     def _parse(self) -> None:
-        small = self._small
         while self._body is None and self._error is None and self._end - self._start >= 4:
-            (header,) = _HEADER.unpack_from(small, self._start)
-            length, last = header & MAX_FRAGMENT, bool(header & LAST_FRAGMENT)
-            if self._size + length > self.max_record:
-                self._error = RecordError(
-                    f"record of at least {self._size + length} bytes "
-                    f"exceeds limit {self.max_record}"
-                )
+            if not self._take_fragment():
                 return
-            avail = self._end - self._start - 4
-            if avail >= length:  # the whole fragment is here
-                begin = self._start + 4
-                self._start = begin + length
-                self._add_fragment(bytes(small[begin : begin + length]), last)
-            elif 4 + length <= _SMALL:  # a small fragment: wait for the rest in place
-                if self._start + 4 + length > len(small):
-                    self._compact()
-                    self._grow(4 + length)
-                return
-            else:  # a large fragment: give it a buffer of its own
-                body = bytearray(length)
-                body[:avail] = small[self._start + 4 : self._end]
-                self._start = self._end
-                self._body, self._body_fill, self._last = body, avail, last
-                return
+
+    def _take_fragment(self) -> bool:
+        """Consume the fragment whose header is at ``_start`` if it is all here (True: go
+        on parsing); else make room for it, or give it a buffer of its own (False)."""
+        small = self._small
+        (header,) = _HEADER.unpack_from(small, self._start)
+        length, last = header & MAX_FRAGMENT, bool(header & LAST_FRAGMENT)
+        if self._size + length > self.max_record:
+            self._error = RecordError(
+                f"record of at least {self._size + length} bytes exceeds limit {self.max_record}"
+            )
+            return False
+        avail = self._end - self._start - 4
+        if avail >= length:  # the whole fragment is here
+            begin = self._start + 4
+            self._start = begin + length
+            self._add_fragment(bytes(small[begin : begin + length]), last)
+            return True
+        if 4 + length <= _SMALL:  # a small fragment: wait for the rest in place
+            self._room(4 + length)
+            return False
+        body = bytearray(length)  # a large fragment: give it a buffer of its own
+        body[:avail] = small[self._start + 4 : self._end]
+        self._start = self._end
+        self._body, self._body_fill, self._last = body, avail, last
+        return False
+
+    def _room(self, need: int) -> None:
+        """Make sure ``need`` bytes from ``_start`` fit in the small buffer."""
+        if self._start + need > len(self._small):
+            self._compact()
+            self._grow(need)
 
     def _add_fragment(self, fragment: bytes | bytearray, last: bool) -> None:
         if not last:
