@@ -102,20 +102,6 @@ class OpenMode:
 # -- whole ranges ---------------------------------------------------------------------------
 
 
-async def read_chunk(nfs: NfsProcedures, fh: bytes, offset: int, count: int) -> Data:
-    """``count`` bytes at ``offset``, fewer only at end of file (short replies continued)."""
-    res = await nfs.read(fh, offset, count)
-    if res.eof or res.count >= count or res.count == 0:
-        return res.data
-    out = bytearray(res.data)
-    for _ in range(count):  # bounded: each round gets at least one byte
-        res = await nfs.read(fh, offset + len(out), count - len(out))
-        out += res.data
-        if res.eof or res.count == 0 or len(out) >= count:
-            break
-    return bytes(out)
-
-
 async def read_chunk_into(nfs: NfsProcedures, fh: bytes, offset: int, dest: memoryview) -> int:
     """Fill ``dest`` from ``offset`` (READs of at most rsize, the data received straight
     into it); returns how many bytes, fewer only at end of file."""
@@ -126,6 +112,12 @@ async def read_chunk_into(nfs: NfsProcedures, fh: bytes, offset: int, dest: memo
         if res.eof or res.count == 0 or n >= want:
             break
     return n
+
+
+async def _chunk_into(nfs: NfsProcedures, fh: bytes, offset: int, buf: bytearray) -> Data:
+    """A read-ahead chunk: READs received straight into ``buf``; a view of what came."""
+    view = memoryview(buf)
+    return view[: await read_chunk_into(nfs, fh, offset, view)]
 
 
 async def write_range(nfs: NfsProcedures, fh: bytes, offset: int, data: Data) -> bytes | None:
@@ -256,6 +248,9 @@ class AsyncFile:
         self.pos = attr.size if mode.append else 0
         self.closed = False
         self._chunks: dict[int, asyncio.Task[Data]] = {}  # rsize-aligned offset -> READ
+        self._bufs: dict[int, bytearray] = {}  # the buffers chunks are read into...
+        self._spare: list[bytearray] = []  # ...and those a reader consumed, for reuse
+        self._waiting: dict[int, int] = {}  # chunk offset -> reads awaiting it
         self._seq_end = 0  # where a sequential reader reads next
         self._ahead = 0  # current read-ahead window (bytes)
         self._dirty = bytearray()  # written, not yet sent: coalesced into wsize WRITEs
@@ -314,7 +309,9 @@ class AsyncFile:
         hit = self._steer(offset)
         piece = memoryview(b"")
         try:
-            data = await self._start_chunk(base)
+            self._start_chunk(base)
+            self._bufs.pop(base, None)  # a view of it is lent out: never reused
+            data = await self._chunk(base)
             if offset + size >= base + rs or len(data) < rs:
                 self._chunks.pop(base, None)  # consumed (or eof): no longer needed
             piece = memoryview(data)[offset - base :][:size]
@@ -344,6 +341,7 @@ class AsyncFile:
         behind = self._seq_end - self._slack() - self.nfs.rsize
         for off in [off for off in self._chunks if off < behind]:
             self._chunks.pop(off).cancel()
+            self._bufs.pop(off, None)  # its READ may still land there: not reused
             self.stats.readahead_discarded += 1
         if hit:
             self._prefetch(self._seq_end)
@@ -356,11 +354,14 @@ class AsyncFile:
         rs, n = self.nfs.rsize, 0
         while n < len(buf):
             base = (offset + n) // rs * rs
-            data = await self._start_chunk(base)
-            if base + rs <= offset + len(buf) or len(data) < rs:
+            data = await self._chunk(base)
+            consumed = base + rs <= offset + len(buf) or len(data) < rs
+            if consumed:
                 self._chunks.pop(base, None)  # consumed (or eof): no longer needed
             piece = memoryview(data)[offset + n - base :][: len(buf) - n]
             buf[n : n + len(piece)] = piece
+            if consumed:
+                self._reuse(base)
             n += len(piece)
             if len(data) < rs:
                 break  # end of file
@@ -369,11 +370,32 @@ class AsyncFile:
     def _start_chunk(self, off: int) -> asyncio.Task[Data]:
         task = self._chunks.get(off)
         if task is None:
-            coro = read_chunk(self.nfs, self.fh, off, self.nfs.rsize)
+            buf = self._bufs[off] = self._spare.pop() if self._spare else bytearray(self.nfs.rsize)
+            coro = _chunk_into(self.nfs, self.fh, off, buf)
             task = self._chunks[off] = asyncio.get_running_loop().create_task(coro)
             task.add_done_callback(_quiet)
             self.stats.reads += 1
         return task
+
+    async def _chunk(self, off: int) -> Data:
+        """The chunk at ``off`` (started if need be), counting who waits for it."""
+        task = self._start_chunk(off)
+        self._waiting[off] = self._waiting.get(off, 0) + 1
+        try:
+            return await task
+        finally:
+            if (left := self._waiting.pop(off) - 1) > 0:
+                self._waiting[off] = left
+
+    def _reuse(self, off: int) -> None:
+        """Keep the buffer of the chunk at ``off``, just consumed by a copy, for the next
+        READ (fresh 1 MiB buffers cost page faults and zeroing on every chunk otherwise);
+        not while another read still waits for that chunk: it would copy from it later."""
+        buf = self._bufs.pop(off, None)
+        if buf is None or self._waiting.get(off):
+            return
+        if len(self._spare) < self.options.readahead // self.nfs.rsize:
+            self._spare.append(buf)
 
     def _prefetch(self, end: int) -> None:
         """Keep the next chunks (the window doubles per sequential read) in flight."""
@@ -390,6 +412,7 @@ class AsyncFile:
             task.cancel()
         self.stats.readahead_discarded += len(self._chunks)
         self._chunks.clear()
+        self._bufs.clear()  # READs cancelled may still land in them: not reused
         self._ahead = 0
 
     # -- writing ----------------------------------------------------------------------
