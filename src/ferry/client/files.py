@@ -31,8 +31,6 @@ from ferry.backends.base import Attr, SetAttr
 from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3, StableHow
 
-from .hugepages import advise_huge_pages
-
 if TYPE_CHECKING:
     from .nfs import NfsProcedures
 
@@ -147,7 +145,6 @@ async def read_all(nfs: NfsProcedures, fh: bytes, size: int) -> bytes:
     0.35 s against 0.135 s for 256 MiB)."""
     out = io.BytesIO(bytes(size))
     with out.getbuffer() as view:
-        advise_huge_pages(view)  # large results: 2 MiB page faults (see ``hugepages``)
         got = await _read_window(nfs, fh, view)
     out.seek(got)
     if got < size:  # the file shrank while we read
