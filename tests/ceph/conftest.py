@@ -10,9 +10,10 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from ceph_support import backend_at, join_closing
+from ceph_support import ConfiguredFerry, backend_at, cephfs_export, ferry_servers, join_closing
 
 from ferry.backends.base import SetAttr
 from ferry.backends.cephfs import CephFsBackend
@@ -81,3 +82,12 @@ def bucket(rgw: dict[str, str], request: pytest.FixtureRequest) -> str:
     name = name[:63].rstrip("-")
     fs.mkdir(name)
     return name
+
+
+@pytest.fixture
+def pair(
+    ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path
+) -> Iterator[list[ConfiguredFerry]]:
+    """Two ``ferry serve --config`` servers over one fresh CephFS directory, one key."""
+    with ferry_servers(cephfs_export(ceph_cluster, cephfs_dir), tmp_path, 2) as servers:
+        yield servers

@@ -18,18 +18,17 @@ eviction afterwards, and docs/scale-out.md.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from ceph_support import EXPORT_NAME, ConfiguredFerry, cephfs_export, ferry_servers
+from ceph_support import EXPORT_NAME, ConfiguredFerry
 
 from ferry.client import AsyncNfsClient, RpcOptions
+from helpers.aio import run as run_bounded
+from helpers.aio import sha
 from helpers.ceph import CephCluster
+from helpers.failover import kill, url_of
 
 pytestmark = [pytest.mark.ceph, pytest.mark.interop]
 
@@ -39,23 +38,7 @@ FAST = RpcOptions(timeout=5.0, max_tries=2, connect_timeout=2.0, reconnect_tries
 
 
 def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 240))
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def pair(
-    ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path
-) -> Iterator[list[ConfiguredFerry]]:
-    with ferry_servers(cephfs_export(ceph_cluster, cephfs_dir), tmp_path, 2) as servers:
-        yield servers
-
-
-def both(servers: list[ConfiguredFerry]) -> str:
-    return "nfs://" + ",".join(f"{s.host}:{s.port}" for s in servers) + EXPORT_NAME
+    return run_bounded(coro, 240)
 
 
 def session_of(cluster: CephCluster, pid: int) -> int:
@@ -77,7 +60,7 @@ def test_read_survives_a_killed_server(
     async def body() -> None:
         async with await AsyncNfsClient.connect(b.nfs_url) as cb:  # written through B
             await cb.write_file("big", data)
-        async with await AsyncNfsClient.connect(both(pair), options=FAST) as c:
+        async with await AsyncNfsClient.connect(url_of(pair, EXPORT_NAME), options=FAST) as c:
             got = bytearray()
             async with await c.open("big", "rb") as f:
                 for _ in range(SIZE // CHUNK + 1):
@@ -87,9 +70,7 @@ def test_read_survives_a_killed_server(
                     got += chunk
                     if len(got) == 16 << 20:
                         assert a.proc is not None and c.rpc.port == a.port
-                        os.killpg(a.proc.pid, signal.SIGKILL)
-                        a.proc.wait(timeout=30)
-                        a.proc = None
+                        kill(a)
             assert len(got) == SIZE and sha(bytes(got)) == sha(data)
             assert c.rpc.stats.failovers == 1 and c.rpc.port == b.port
 
@@ -102,7 +83,7 @@ def test_write_survives_a_stopped_server(pair: list[ConfiguredFerry]) -> None:
     data = os.urandom(SIZE)
 
     async def body() -> None:
-        async with await AsyncNfsClient.connect(both(pair), options=FAST) as c:
+        async with await AsyncNfsClient.connect(url_of(pair, EXPORT_NAME), options=FAST) as c:
             async with await c.open("out", "wb") as f:
                 for off in range(0, SIZE, CHUNK):
                     await f.write(data[off : off + CHUNK])

@@ -44,14 +44,6 @@ def any_pair(store: Export, tmp_path: Path) -> Iterator[list[ConfiguredFerry]]:
         yield servers
 
 
-@pytest.fixture
-def pair(
-    ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path
-) -> Iterator[list[ConfiguredFerry]]:
-    with ferry_servers(cephfs_export(ceph_cluster, cephfs_dir), tmp_path, 2) as servers:
-        yield servers
-
-
 def test_a_handle_from_one_server_works_on_the_other(any_pair: list[ConfiguredFerry]) -> None:
     a, b = any_pair
     with ferry.connect(a.nfs_url, attr_cache=0) as ca, ferry.connect(b.nfs_url, attr_cache=0) as cb:

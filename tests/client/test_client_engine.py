@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,16 +12,9 @@ from rawclient import RunningServer
 from ferry.client import AsyncNfsClient, RpcOptions
 from ferry.errors import NfsError
 from ferry.nfs3.const import Ftype3, NfsProc, Nfsstat3
+from helpers.aio import run, sha
 
 FAST = RpcOptions(timeout=0.5, max_tries=4)
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 120))
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_procedures_and_paths(ferry_srv: RunningServer, export_root: Path) -> None:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 
 import pytest
 
 from ferry.client import AsyncNfsClient
+from helpers.aio import run as run_bounded
 from helpers.peers import GaneshaServer
 
 pytestmark = pytest.mark.interop
 
 
 def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 300))
+    return run_bounded(coro, 300)
 
 
 def test_mount_listdir_read_write(ganesha_server: GaneshaServer) -> None:

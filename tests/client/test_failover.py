@@ -11,7 +11,6 @@ what A acknowledged as UNSTABLE is written again to B (``FileStats.resent``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ import pytest
 import ferry
 from ferry.client import AsyncNfsClient, RpcOptions
 from helpers import peers
+from helpers.aio import run as run_bounded
+from helpers.aio import sha
 from helpers.failover import kill, server_pair, url_of
 
 SIZE = 64 << 20
@@ -30,11 +31,7 @@ FAST = RpcOptions(timeout=1.0, max_tries=2, connect_timeout=2.0, reconnect_tries
 
 
 def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 180))
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return run_bounded(coro, 180)
 
 
 @pytest.fixture

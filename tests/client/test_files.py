@@ -6,7 +6,6 @@ where the wire must be observed, and against NFS-Ganesha (marked ``interop``).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import hashlib
 import io
@@ -23,11 +22,8 @@ from rawclient import RunningServer
 import ferry
 from ferry.client import AsyncNfsClient, AuthSys, Client, FileOptions
 from ferry.nfs3.const import Ftype3, NfsProc
+from helpers.aio import run
 from helpers.peers import GaneshaServer
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 120))
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ after ``RpcOptions.jukebox_tries`` and the caller gets EAGAIN, in bounded time).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import threading
 import time
@@ -26,6 +25,7 @@ from ferry.client import AsyncNfsClient, RpcOptions
 from ferry.client.nfs import jukebox_waits
 from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3
+from helpers.aio import run as run_bounded
 
 READS = {"read", "read_segment"}  # whichever the server uses for READ
 QUICK = RpcOptions(jukebox_tries=5, jukebox_delay=0.01, jukebox_max_delay=0.04)
@@ -69,7 +69,7 @@ def make_busy(ferry_srv: RunningServer) -> Callable[[set[str], int | None], Busy
 
 
 def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 60))
+    return run_bounded(coro, 60)
 
 
 def test_waits_double_up_to_the_cap_and_are_bounded() -> None:

@@ -5,7 +5,6 @@ middle of a payload; ``read_into`` at the edges (end of file, a short buffer).""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,17 +13,10 @@ from client_proxy import Proxy, through_proxy, url_for
 from rawclient import RunningServer
 
 from ferry.client import AsyncNfsClient, RpcOptions
+from helpers.aio import run, sha
 
 FAST = RpcOptions(timeout=0.5, max_tries=4)
 SMALL_IO = {"rsize": 65536, "wsize": 65536}
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 120))
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_read_file_lands_in_place(ferry_srv: RunningServer, export_root: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from helpers import peers
@@ -52,7 +52,7 @@ def kill(server: peers.FerryServer, sig: int = signal.SIGKILL) -> None:
         server.proc = None
 
 
-def url_of(servers: list[peers.FerryServer], export: Path) -> str:
+def url_of(servers: Sequence[peers.FerryServer], export: str | Path) -> str:
     """``nfs://a:pa,b:pb/export``: every server of the list, in order."""
     netloc = ",".join(f"{s.host}:{s.port}" for s in servers)
     return f"nfs://{netloc}{export}"
