@@ -55,6 +55,7 @@ for _p in (
 import cpu_caps  # noqa: E402
 import link_caps  # noqa: E402
 from ceph_support import ConfiguredFerry, write_config  # noqa: E402
+from procstat import cpu_seconds, session_pids  # noqa: E402
 
 import ferry  # noqa: E402
 from helpers import peers  # noqa: E402
@@ -112,26 +113,6 @@ class Group:
     stop: Callable[[], None]
     ports: list[list[int]]  # per server: the ports its clients talk to
     each_pids: Callable[[], list[list[int]]]  # per server: its processes
-
-
-def session_pids(sids: list[int]) -> list[int]:
-    """Every process in the sessions ``sids`` (a server and the workers it forked)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[3]) in sids:
-                    out.append(int(d.name))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def start_ferry(

@@ -45,6 +45,7 @@ for _sub in ("src", "tests", "tests/server", "tests/protocol"):
 import loadgen  # noqa: E402
 import server_report as report  # noqa: E402
 from modelserver import start as start_ferry  # noqa: E402
+from procstat import cpu_seconds  # noqa: E402
 from rawclient import RawClient, nfs_lookup  # noqa: E402
 
 from ferry.nfs3.const import NFS_PROGRAM, NfsProc  # noqa: E402
@@ -157,15 +158,6 @@ def uint64(n: int) -> bytes:
 
 
 # -- /proc -----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def memory_kib(pids: list[int]) -> tuple[int, int]:
