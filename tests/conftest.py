@@ -18,7 +18,7 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from helpers import peers  # noqa: E402
-from helpers.ferry_fixture import running_ferry  # noqa: E402
+from helpers.ferry_fixture import running_ferry, running_ganesha  # noqa: E402
 from helpers.tools import require_tool  # noqa: E402
 
 __all__ = ["require_tool"]
@@ -50,19 +50,8 @@ def ganesha_server(tmp_path: Path) -> Iterator[peers.GaneshaServer]:
     Starts `rpcbind -w` first if none is running (and never stops an rpcbind it did
     not start). Use .url / .file_url(rel): they carry nfsport and mountport.
     """
-    require_tool("ganesha.nfsd", "nfs-ganesha")
-    require_tool("rpcbind", "rpcbind")
-    server = peers.GaneshaServer(export=tmp_path / "ganesha-export", workdir=tmp_path / "ganesha")
-    try:
-        server.start()
-    except peers.ToolMissing as e:
-        pytest.fail(str(e), pytrace=False)
-    except peers.PeerError as e:
-        pytest.fail(f"could not start ganesha: {e}", pytrace=False)
-    try:
+    with running_ganesha(tmp_path / "ganesha-export", tmp_path / "ganesha") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from mounthelp import Mount, Server, mounted, start_mount
 
 from helpers import peers
+from helpers.ferry_fixture import running_ganesha
 from helpers.tools import require_tool
 
 SERVERS = (pytest.param("ferry"), pytest.param("ganesha", marks=pytest.mark.interop))
@@ -36,23 +37,20 @@ def check_stopped(m: Mount, code: int) -> None:
 @contextlib.contextmanager
 def serving(kind: str, base: Path) -> Iterator[peers.FerryServer | peers.GaneshaServer]:
     """A Ferry or NFS-Ganesha server exporting ``base/export``; fails the test on trouble."""
-    server: peers.FerryServer | peers.GaneshaServer
-    if kind == "ferry":
-        server = peers.FerryServer(
-            export=base / "export", state_dir=base / "state", log_dir=base / "logs",
-            extra_args=peers.FERRY_PEER_ARGS,
-        )  # fmt: skip
-    else:
-        require_tool("ganesha.nfsd", "nfs-ganesha")
-        require_tool("rpcbind", "rpcbind")
-        server = peers.GaneshaServer(export=base / "export", workdir=base / "ganesha")
+    if kind != "ferry":
+        with running_ganesha(base / "export", base / "ganesha") as ganesha:
+            yield ganesha
+        return
+    server = peers.FerryServer(
+        export=base / "export", state_dir=base / "state", log_dir=base / "logs",
+        extra_args=peers.FERRY_PEER_ARGS,
+    )  # fmt: skip
     try:
         server.start()
     except peers.PeerError as exc:
-        pytest.fail(f"could not start {kind}: {exc}", pytrace=False)
+        pytest.fail(f"could not start ferry: {exc}", pytrace=False)
     try:
         yield server
     finally:
         server.stop()
-        if isinstance(server, peers.FerryServer):
-            assert not server.tracebacks(), server.tracebacks()
+        assert not server.tracebacks(), server.tracebacks()
