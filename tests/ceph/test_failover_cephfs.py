@@ -28,7 +28,7 @@ from ferry.client import AsyncNfsClient, RpcOptions
 from helpers.aio import run as run_bounded
 from helpers.aio import sha
 from helpers.ceph import CephCluster
-from helpers.failover import kill, url_of
+from helpers.failover import read_killing, url_of
 
 pytestmark = [pytest.mark.ceph, pytest.mark.interop]
 
@@ -61,17 +61,8 @@ def test_read_survives_a_killed_server(
         async with await AsyncNfsClient.connect(b.nfs_url) as cb:  # written through B
             await cb.write_file("big", data)
         async with await AsyncNfsClient.connect(url_of(pair, EXPORT_NAME), options=FAST) as c:
-            got = bytearray()
-            async with await c.open("big", "rb") as f:
-                for _ in range(SIZE // CHUNK + 1):
-                    chunk = await f.read(CHUNK)
-                    if not chunk:
-                        break
-                    got += chunk
-                    if len(got) == 16 << 20:
-                        assert a.proc is not None and c.rpc.port == a.port
-                        kill(a)
-            assert len(got) == SIZE and sha(bytes(got)) == sha(data)
+            got = await read_killing(c, "big", a, after=16 << 20, chunk=CHUNK)
+            assert len(got) == SIZE and sha(got) == sha(data)
             assert c.rpc.stats.failovers == 1 and c.rpc.port == b.port
 
     run(body())

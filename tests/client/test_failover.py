@@ -23,7 +23,7 @@ from ferry.client import AsyncNfsClient, RpcOptions
 from helpers import peers
 from helpers.aio import run as run_bounded
 from helpers.aio import sha
-from helpers.failover import kill, server_pair, url_of
+from helpers.failover import kill, read_killing, server_pair, url_of
 
 SIZE = 64 << 20
 CHUNK = 1 << 20
@@ -57,16 +57,8 @@ def test_read_fails_over_when_the_server_is_killed(
 
     async def body() -> None:
         async with await AsyncNfsClient.connect(url_of(pair, export), options=FAST) as c:
-            got = bytearray()
-            async with await c.open("big", "rb") as f:
-                for _ in range(SIZE // CHUNK + 1):
-                    chunk = await f.read(CHUNK)
-                    if not chunk:
-                        break
-                    got += chunk
-                    if len(got) == 24 << 20:
-                        kill(a)
-            assert len(got) == SIZE and sha(bytes(got)) == sha(data)
+            got = await read_killing(c, "big", a, after=24 << 20, chunk=CHUNK)
+            assert len(got) == SIZE and sha(got) == sha(data)
             assert c.rpc.stats.failovers == 1
             assert c.rpc.port == pair[1].port  # it stays on B
 

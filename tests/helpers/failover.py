@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ferry.client import AsyncNfsClient
 from helpers import peers
 
 
@@ -56,3 +57,21 @@ def url_of(servers: Sequence[peers.FerryServer], export: str | Path) -> str:
     """``nfs://a:pa,b:pb/export``: every server of the list, in order."""
     netloc = ",".join(f"{s.host}:{s.port}" for s in servers)
     return f"nfs://{netloc}{export}"
+
+
+async def read_killing(
+    client: AsyncNfsClient, name: str, victim: peers.FerryServer, after: int, chunk: int = 1 << 20
+) -> bytes:
+    """All of ``name``, read through ``client`` in ``chunk`` pieces; once ``after`` bytes
+    have arrived, ``victim`` (the server the client is talking to) is SIGKILLed."""
+    got = bytearray()
+    async with await client.open(name, "rb") as f:
+        for _ in range(1 << 20):  # bounded: each round reads at least a byte
+            piece = await f.read(chunk)
+            if not piece:
+                break
+            got += piece
+            if len(got) == after:
+                assert victim.proc is not None and client.rpc.port == victim.port
+                kill(victim)
+    return bytes(got)
