@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Self, TypeVar
 
 from ferry.backends.base import Attr, SetAttr
@@ -263,18 +263,31 @@ class NfsProcedures:
         p = Packer()
         args(p)
         buffers, label = p.buffers(), f"NFS3 {proc.name}"
-        for wait in jukebox_waits(self.rpc.options):
+
+        async def attempt() -> T:
             u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, buffers, self.cred, label)
+            return _results(proc, u, resok, label)
+
+        return await self._past_jukebox(label, attempt)
+
+    async def _past_jukebox(self, label: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, made again (a new request: new xid, as the Linux client does)
+        while the server answers NFS3ERR_JUKEBOX, after each of ``jukebox_waits``; the
+        answer after the last wait surfaces, whatever it is."""
+        waits: Iterator[float] | None = None  # worked out on the first JUKEBOX only
+        while True:
             try:
-                return _results(proc, u, resok, label)
+                return await attempt()
             except NfsError as exc:
                 if exc.status != Nfsstat3.JUKEBOX:
+                    raise
+                waits = waits or iter(jukebox_waits(self.rpc.options))
+                wait = next(waits, None)
+                if wait is None:
                     raise
             self.rpc.stats.jukebox_retries += 1
             log.debug("%s: server busy (JUKEBOX), trying again in %.2f s", label, wait)
             await asyncio.sleep(wait)
-        u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, buffers, self.cred, label)
-        return _results(proc, u, resok, label)
 
     async def null(self) -> None:
         await self.rpc.call(NFS_PROGRAM, NFS_V3, NfsProc.NULL, [], self.cred, "NFS3 NULL")
@@ -316,24 +329,14 @@ class NfsProcedures:
         p = Packer()
         t.ReadArgs(fh, offset, len(dest)).pack(p)
         buffers, label = p.buffers(), "NFS3 READ"
-        waits: list[float] | None = None  # worked out on the first JUKEBOX only
-        while True:
+
+        async def attempt() -> t.ReadRes:
             u, placed = await self.rpc.call_into(
                 NFS_PROGRAM, NFS_V3, NfsProc.READ, buffers, self.cred, label, dest=dest
             )
-            try:
-                return _results(NfsProc.READ, u, _read_into_res(dest, placed), label)
-            except NfsError as exc:
-                if exc.status != Nfsstat3.JUKEBOX:
-                    raise
-                if waits is None:
-                    waits = jukebox_waits(self.rpc.options)
-                if not waits:
-                    raise
-            wait = waits.pop(0)
-            self.rpc.stats.jukebox_retries += 1
-            log.debug("%s: server busy (JUKEBOX), trying again in %.2f s", label, wait)
-            await asyncio.sleep(wait)
+            return _results(NfsProc.READ, u, _read_into_res(dest, placed), label)
+
+        return await self._past_jukebox(label, attempt)
 
     async def write(
         self,

@@ -49,7 +49,7 @@ from ferry.rpc.message import (
     RejectStat,
     ReplyStat,
 )
-from ferry.rpc.record import DEFAULT_MAX_RECORD, Buffer, RecordReader, frame
+from ferry.rpc.record import DEFAULT_MAX_RECORD, Buffer, frame
 from ferry.xdr import Packer, Unpacker
 
 from .placement import Placements, PlacingReader
@@ -115,7 +115,7 @@ class RpcClient:
         self._calls: dict[int, Call] = {}
         self._max_record = max_record
         self.placements = Placements()
-        self.reader: RecordReader = PlacingReader(self.placements, max_record)
+        self.reader = PlacingReader(self.placements, max_record)
         self.ignored = 0  # replies for unknown xids
 
     # -- calls ---------------------------------------------------------------------------
@@ -153,8 +153,7 @@ class RpcClient:
         """Forget a call (given up on); a late reply to it will be ignored, and its
         destination is never written again."""
         self.placements.pop(xid)
-        if isinstance(self.reader, PlacingReader):
-            self.reader.abandon(xid)
+        self.reader.abandon(xid)
         return self._calls.pop(xid, None)
 
     def call(self, xid: int) -> Call | None:
@@ -167,11 +166,10 @@ class RpcClient:
 
     def reset_stream(self) -> list[Buffer]:
         """A new connection: fresh record reader; returns every outstanding call to resend."""
-        if isinstance(self.reader, PlacingReader):
-            for xid in list(self._calls):  # a payload cut off mid-landing: it lands again
-                dest = self.reader.abandon(xid)
-                if dest is not None:
-                    self.placements.register(xid, dest)
+        for xid in list(self._calls):  # a payload cut off mid-landing: it lands again
+            dest = self.reader.abandon(xid)
+            if dest is not None:
+                self.placements.register(xid, dest)
         self.reader = PlacingReader(self.placements, self._max_record)
         return [b for c in self._calls.values() for b in c.buffers]
 

@@ -53,12 +53,12 @@ class NfsUrl:
     @property
     def nfs_port(self) -> int | None:
         """The NFS port if the URL decides it (``None``: ask portmap)."""
-        return self.nfsport if self.nfsport is not None else self.port
+        return self.nfs_port_of(self.port)
 
     @property
     def mount_port(self) -> int | None:
         """The MOUNT port if the URL decides it (``None``: ask portmap)."""
-        return self.mountport if self.mountport is not None else self.port
+        return self.mount_port_of(self.port)
 
     def with_servers(self, servers: str | Iterable[str]) -> NfsUrl:
         """This URL with further servers to fail over to, after its own: ``host[:port]``
