@@ -8,8 +8,9 @@ Rules this module owns:
   before it asks (pipelined READs, a window that doubles up to ``FileOptions.readahead``).
   Reads that arrive out of order within the window (the kernel's FUSE read-ahead sends
   them so) are served from it and keep it going; a read farther away than the window, a
-  write or a truncate cancels and discards what was fetched. ``pread`` hands out a view of
-  the READ reply itself when a request lies within one chunk (no copy).
+  write or a truncate cancels and discards what was fetched. Chunks are received straight
+  into per-file buffers, reused once a copy consumed them; ``pread`` hands out a view of
+  the chunk itself when a request lies within one (no copy), and that buffer is not reused.
 * Write-behind: ``write`` returns once its data is queued; UNSTABLE WRITEs go out behind
   the caller, at most ``write_behind`` bytes in flight (``write`` waits beyond that). The
   data stays here until a COMMIT whose verifier matches each WRITE's (RFC 1813 section
@@ -302,9 +303,9 @@ class AsyncFile:
         return n
 
     async def pread(self, offset: int, buf: memoryview) -> Data:
-        """The bytes ``pread_into(offset, buf)`` would give: a view of the READ reply itself
-        when they lie within one chunk (``buf`` left alone, no copy), else a view of ``buf``
-        filled with them. The view stays valid (replies are never reused)."""
+        """The bytes ``pread_into(offset, buf)`` would give: a view of the chunk they were
+        read into when they lie within one (``buf`` left alone, no copy), else a view of
+        ``buf`` filled with them. The view stays valid (a chunk lent out is never reused)."""
         rs, size = self.nfs.rsize, len(buf)
         base = offset // rs * rs
         if size == 0 or offset + size > base + rs:
