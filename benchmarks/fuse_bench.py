@@ -5,9 +5,10 @@ One server (Ferry, or NFS-Ganesha with ``--server ganesha``) exports a directory
 and one ``ferry mount`` of it stays up for the whole run. Each repeat runs every method
 once, the order alternating, so machine noise hits all alike:
 
-  read   a SIZE MiB file: ``dd bs=1M`` and ``cat`` from the mount to /dev/null; the client
-         API into memory: ``client.open()`` and ``readinto`` of BLOCK-sized pieces (its
-         fastest way), and ``read_file``.
+  read   a SIZE MiB file: ``dd bs=1M`` and ``cat`` from the mount to /dev/null, cold (the
+         file's cached pages dropped first, untimed); the client API into memory:
+         ``client.open()`` and ``readinto`` of BLOCK-sized pieces (its fastest way), and
+         ``read_file``.
   write  a SIZE MiB file: ``dd bs=1M conv=fsync`` and ``cat >`` from tmpfs into the mount;
          the client API from memory: ``write`` of BLOCK-sized pieces, and ``write_file``.
          Each is durable (COMMIT) before the clock stops: dd's fsync, the close of cat's
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import os
 import re
 import shlex
 import shutil
@@ -139,6 +141,8 @@ WRITERS: dict[str, Callable[[Env, str], None]] = {
 def measure(env: Env, method: str, op: str, i: int, digest: str) -> float:
     """One timed transfer, checked outside the timing (sha256 of writes the first time)."""
     if op == "read":
+        if method in MOUNTED:
+            drop_cached(env.mount.path / "read.bin")
         t0 = time.perf_counter()
         got = READERS[method](env, "read.bin")
         secs = time.perf_counter() - t0
@@ -156,6 +160,16 @@ def measure(env: Env, method: str, op: str, i: int, digest: str) -> float:
         raise peers.PeerError("written file differs from the source")
     target.unlink()
     return secs
+
+
+def drop_cached(path: Path) -> None:
+    """Start a read through the mount cold: an open keeps the pages of a file that has not
+    changed (as the kernel NFS client does), so the previous read's are dropped first."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def warm_up(env: Env, digest: str) -> None:
@@ -212,7 +226,8 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, expo
         f"`ferry bench fuse` (`benchmarks/fuse_bench.py`): loopback, one {server} exporting "
         f"`{export}`, one `ferry mount` of it ({opts}); {args.size_mib} MiB "
         f"file, median of {args.repeat} run(s) (seconds: median, min–max), methods "
-        f"alternating. Reads go to /dev/null (API: memory); writes come from `{source}` "
+        f"alternating. Reads go to /dev/null (API: memory) and start cold (the mount's cached "
+        f"pages of the file dropped first, untimed); writes come from `{source}` "
         f"(API: memory) and are COMMITted before the clock stops. The API is timed from "
         f"connect to close. Target: the mount at {TARGET:.0%} of the API or better."
     )

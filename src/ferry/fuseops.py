@@ -8,9 +8,11 @@
 * Open files: one ``AsyncFile`` per inode, shared by every open of it (reads see writes
   made through another descriptor), used under a lock; it gives read-ahead and
   write-behind. ``flush`` (each close) and ``fsync`` COMMIT; the last ``release`` closes.
-  ``open`` GETATTRs (close-to-open) and truncates for O_TRUNC (libfuse asks the kernel for
-  atomic O_TRUNC, which leaves it to us). An open file that is unlinked is renamed to a
-  hidden name and removed at its last release, as NFS clients do ("silly rename").
+  ``open`` GETATTRs (close-to-open: the kernel's cached pages are dropped if the file
+  changed since its previous open, kept if not) and truncates for O_TRUNC (libfuse asks
+  the kernel for atomic O_TRUNC, which leaves it to us). An open file that is unlinked is
+  renamed to a hidden name and removed at its last release, as NFS clients do ("silly
+  rename").
 * Directories: READDIRPLUS pages; the offset FUSE keeps is the NFS cookie.
 * Errors: ``NfsError`` -> errno (``errors.errno_from_status``); an RPC failure (a soft
   mount giving up, a connection that cannot be re-established) -> EIO.
@@ -139,6 +141,7 @@ class InodeTable:
         self.root_fileid = root_fileid
         self._fh: dict[int, bytes] = {ROOT: root_fh}
         self._lookups: dict[int, int] = {}
+        self._versions: dict[int, tuple[int, int, int]] = {}  # see ``unchanged``
 
     def inode(self, fileid: int) -> int:
         if fileid == self.root_fileid:
@@ -168,6 +171,16 @@ class InodeTable:
         else:
             self._lookups.pop(inode, None)
             self._fh.pop(inode, None)
+            self._versions.pop(inode, None)
+
+    def unchanged(self, inode: int, attr: Attr) -> bool:
+        """Whether the file's size, mtime and ctime are those of its previous open (then
+        the pages the kernel cached since are still the file's); records them. ctime moves
+        with every change, even one that puts the old size and mtime back."""
+        version = (attr.size, attr.mtime_ns, attr.ctime_ns)
+        same = self._versions.get(inode) == version
+        self._versions[inode] = version
+        return same
 
     def __len__(self) -> int:
         return len(self._fh)
@@ -382,10 +395,12 @@ class NfsOperations(pyfuse3.Operations):
             mode = _READONLY if self.options.read_only else _SHARED
             file = AsyncFile(self.client, fh, "", attr, mode, self.client.file_options)
             self._open[inode] = _Open(file, asyncio.Lock())
-        # close-to-open: drop cached pages. direct_io: no page cache at all, so a read
-        # is copied once, from our reply into the reader's buffer (not into the page
-        # cache and out again), and the client's read-ahead is the only one.
-        return FileInfo(fh=inode, keep_cache=False, direct_io=self.options.direct_io)
+        # close-to-open as the kernel NFS client does it: the kernel keeps the pages it
+        # cached unless the file changed since its previous open. direct_io: no page cache
+        # at all, so a read is copied once, from our reply into the reader's buffer (not
+        # into the page cache and out again), and the client's read-ahead is the only one.
+        keep = self.inodes.unchanged(inode, attr)
+        return FileInfo(fh=inode, keep_cache=keep, direct_io=self.options.direct_io)
 
     @_errors
     async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:

@@ -369,8 +369,31 @@ def test_fsx_random_operations_match_a_reference(nfs_mount: Mount) -> None:
             os.close(fd)
 
 
+def cached_bytes(path: Path) -> int:
+    """How much of ``path`` is in the page cache (util-linux fincore; it opens the file)."""
+    require_tool("fincore", "util-linux")
+    return int(run("fincore", "--bytes", "--noheadings", "--output", "RES", path))
+
+
+def test_open_keeps_cached_pages_of_an_unchanged_file(nfs_mount: Mount) -> None:
+    """As with the kernel NFS client, an open keeps the pages read before if the file has
+    not changed (same size, mtime and ctime), and drops them if it has."""
+    d = workdir(nfs_mount, "keep")
+    exported = nfs_mount.server.export / "keep" / "f"
+    exported.write_bytes(os.urandom(1 << 20))
+    assert (d / "f").read_bytes() == exported.read_bytes()
+    assert cached_bytes(d / "f") == 1 << 20
+    assert cached_bytes(d / "f") == 1 << 20
+    before = os.stat(exported)
+    with open(exported, "r+b") as f:
+        f.write(b"changed")
+    os.utime(exported, ns=(before.st_atime_ns, before.st_mtime_ns))  # only ctime moved
+    assert cached_bytes(d / "f") == 0
+    assert (d / "f").read_bytes()[:7] == b"changed"
+
+
 def test_close_to_open_sees_changes_made_on_the_server(nfs_mount: Mount) -> None:
-    """Each open reads afresh, as with the kernel NFS client: a change made on the server
+    """Each open revalidates, as with the kernel NFS client: a change made on the server
     shows at the next open even while the kernel holds the old pages and attributes that
     look current (same size and mtime)."""
     d = workdir(nfs_mount, "cto")
