@@ -10,9 +10,9 @@
   write-behind. ``flush`` (each close) and ``fsync`` COMMIT; the last ``release`` closes.
   ``open`` GETATTRs (close-to-open: the kernel's cached pages are dropped if the file
   changed since its previous open, kept if not) and truncates for O_TRUNC (libfuse asks
-  the kernel for atomic O_TRUNC, which leaves it to us). An open file that is unlinked is
-  renamed to a hidden name and removed at its last release, as NFS clients do ("silly
-  rename").
+  the kernel for atomic O_TRUNC, which leaves it to us). An open file that is unlinked,
+  or renamed over, is first renamed to a hidden name and removed at its last release, as
+  NFS clients do ("silly rename").
 * Directories: READDIRPLUS pages; the offset FUSE keeps is the NFS cookie.
 * Errors: ``NfsError`` -> errno (``errors.errno_from_status``); an RPC failure (a soft
   mount giving up, a connection that cannot be re-established) -> EIO.
@@ -335,16 +335,29 @@ class NfsOperations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
         self._writable()
         dirfh = self.inodes.fh(parent_inode)
-        if self._open:  # an open file keeps its data: rename it away until the last close
-            found = await self.client.lookup(dirfh, name)
-            attr = found.obj_attributes or await self.client.getattr(found.object)
-            opened = self._open.get(self.inodes.inode(attr.fileid))
-            if opened is not None and opened.silly is None and attr.type == Ftype3.REG:
-                hidden = f".ferry{attr.fileid:x}.{next(self._ids)}"
-                await self.client.rename(dirfh, name, dirfh, hidden)
-                opened.silly = (dirfh, hidden)
-                return
-        await self.client.remove(dirfh, name)
+        if not await self._hide_if_open(dirfh, name, await self._fileid_of(dirfh, name)):
+            await self.client.remove(dirfh, name)
+
+    async def _fileid_of(self, dirfh: bytes, name: bytes) -> int | None:
+        """The fileid of ``name`` if a file is open here (only then does it matter), else
+        None; NFS errors (no such name) are raised."""
+        if not self._open:
+            return None
+        found = await self.client.lookup(dirfh, name)
+        attr = found.obj_attributes or await self.client.getattr(found.object)
+        return attr.fileid if attr.type == Ftype3.REG else None
+
+    async def _hide_if_open(self, dirfh: bytes, name: bytes, fileid: int | None) -> bool:
+        """An open file keeps its data when its name goes (unlink, or a rename over it):
+        as NFS clients do, rename it to a hidden name, removed at its last close ("silly
+        rename"). Whether it was open and is now hidden."""
+        opened = self._open.get(self.inodes.inode(fileid)) if fileid is not None else None
+        if opened is None or opened.silly is not None:
+            return False
+        hidden = f".ferry{fileid:x}.{next(self._ids)}"
+        await self.client.rename(dirfh, name, dirfh, hidden)
+        opened.silly = (dirfh, hidden)
+        return True
 
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
@@ -374,7 +387,41 @@ class NfsOperations(pyfuse3.Operations):
         if flags:  # RENAME_NOREPLACE / RENAME_EXCHANGE: NFSv3 has neither
             raise FUSEError(errno.EINVAL)
         old, new = self.inodes.fh(parent_inode_old), self.inodes.fh(parent_inode_new)
-        await self.client.rename(old, name_old, new, name_new)
+        victim = await self._rename_victim(old, name_old, new, name_new)
+        if victim is None or not await self._hide_if_open(new, name_new, victim):
+            await self.client.rename(old, name_old, new, name_new)
+            return
+        try:
+            await self.client.rename(old, name_old, new, name_new)
+        except (NfsError, RpcError):
+            await self._unhide(victim, new, name_new)
+            raise
+
+    async def _rename_victim(
+        self, old: bytes, name_old: bytes, new: bytes, name_new: bytes
+    ) -> int | None:
+        """The fileid of an open file that renaming ``name_old`` would replace, if any (not
+        when both names are the same file: then the rename changes nothing)."""
+        if not self._open:
+            return None
+        try:
+            victim = await self._fileid_of(new, name_new)
+        except NfsError as exc:
+            if exc.status == Nfsstat3.NOENT:
+                return None
+            raise
+        if victim is None or await self._fileid_of(old, name_old) == victim:
+            return None
+        return victim
+
+    async def _unhide(self, fileid: int, dirfh: bytes, name: bytes) -> None:
+        """Undo ``_hide_if_open`` (the rename it made way for failed): the name back."""
+        opened = self._open.get(self.inodes.inode(fileid))
+        if opened is None or opened.silly is None:
+            return
+        hidden_dir, hidden = opened.silly
+        await self.client.rename(hidden_dir, hidden, dirfh, name)
+        opened.silly = None
 
     @_errors
     async def link(

@@ -322,6 +322,28 @@ def test_unlinked_open_file_stays_readable(nfs_mount: Mount) -> None:
     assert os.listdir(exported) == []
 
 
+def test_open_file_renamed_over_stays_readable(nfs_mount: Mount) -> None:
+    """A rename over a file that is open keeps the file until its last close (as NFS
+    clients do), so reading it on goes on; the name shows the new file at once."""
+    d = workdir(nfs_mount, "over")
+    (d / "victim").write_bytes(b"old data")
+    (d / "new").write_bytes(b"new data")
+    exported = nfs_mount.server.export / "over"
+    with open(d / "victim", "rb") as f:
+        os.rename(d / "new", d / "victim")
+        assert (d / "victim").read_bytes() == b"new data"
+        assert sorted(os.listdir(exported))[0].startswith(".ferry")  # the old file, hidden
+        assert f.read() == b"old data"
+        os.rename(d / "victim", d / "victim")  # the same file: changes nothing
+        assert errno_of(os.rename, d / "missing", d / "victim") == errno.ENOENT
+    for _ in range(100):  # release is asynchronous: bounded wait for the hidden file to go
+        if os.listdir(exported) == ["victim"]:
+            break
+        time.sleep(0.05)
+    assert os.listdir(exported) == ["victim"]
+    assert (exported / "victim").read_bytes() == b"new data"
+
+
 def test_fsx_random_operations_match_a_reference(nfs_mount: Mount) -> None:
     """fsx-style: random writes, truncates and reads at random offsets, no mmap."""
     seed = int(os.environ.get("FERRY_FSX_SEED", random.randrange(1 << 30)))
