@@ -25,8 +25,12 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("mountpoint", type=Path, help="an existing directory")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
-    p.add_argument("--uid", type=int, help="AUTH_SYS uid sent to the server")
-    p.add_argument("--gid", type=int, help="AUTH_SYS gid sent to the server")
+    p.add_argument(
+        "--uid",
+        type=int,
+        help="AUTH_SYS uid sent for every caller (default: each caller's own uid, gid and groups)",
+    )
+    p.add_argument("--gid", type=int, help="AUTH_SYS gid sent for every caller")
     p.add_argument("--attr-timeout", type=_at_least(0.0), default=1.0, help="seconds (default 1)")
     p.add_argument("--entry-timeout", type=_at_least(0.0), default=1.0, help="seconds (default 1)")
     hard = p.add_mutually_exclusive_group()

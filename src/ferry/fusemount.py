@@ -51,8 +51,8 @@ class MountOptions:
     """What ``ferry mount`` can be told; times in seconds."""
 
     read_only: bool = False
-    uid: int | None = None  # AUTH_SYS identity sent (default: this process's)
-    gid: int | None = None
+    uid: int | None = None  # one AUTH_SYS identity for every caller (default: each caller's
+    gid: int | None = None  # own, as with the kernel NFS client)
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     hard: bool = True  # keep retrying a server that went away; soft: EIO after retrans
@@ -106,7 +106,8 @@ async def mount(
     client = await AsyncNfsClient.connect(u, auth=auth, options=options.rpc_options(), attr_cache=0)
     try:
         root = await client.getattr(client.root)
-        ops = NfsOperations(client, root, options)
+        per_caller = uid is None and gid is None  # no identity given: each caller's own
+        ops = NfsOperations(client, root, options, per_caller)
         if options.read_ahead_kib:
             ops.after_init = lambda: set_read_ahead(mountpoint, options.read_ahead_kib)
         pyfuse3.init(ops, mountpoint, options.fuse_options(f"{u.host}:{u.path}"))

@@ -2,6 +2,10 @@
 
 * Bridge: pyfuse3 runs in its asyncio mode on the event loop of the ``AsyncNfsClient``, so
   handlers await client coroutines directly: no threads.
+* Identity: each request's NFS calls carry its caller's uid, gid and groups (``Callers``,
+  through the client's ``acting_as``), as with the kernel NFS client; reads, writes and
+  closes, for which FUSE names no caller, carry the opener's (kept per kernel handle).
+  A mount given ``--uid/--gid`` sends that one identity for everyone.
 * Inodes: inode number = NFS fileid, with the handle kept in ``InodeTable``. The export's
   root is FUSE's inode 1 (an object whose fileid is 1 takes the root's fileid instead).
   Every reply that hands the kernel an entry counts one lookup; ``forget`` drops them.
@@ -39,10 +43,12 @@ from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext, Setatt
 
 from ferry.backends.base import S_IFMT_OF, Attr, SetAttr
 from ferry.client.files import AsyncFile, OpenMode
+from ferry.client.nfs import AuthSys, acting_as
 from ferry.client.paths import AsyncNfsClient
 from ferry.errors import NfsError, RpcError, errno_from_status
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
+from ferry.rpc.message import OpaqueAuth
 
 if TYPE_CHECKING:
     from ferry.fusemount import MountOptions
@@ -106,6 +112,9 @@ def _errors(
         task = asyncio.current_task()
         if task is not None:
             self.running.start(task)
+        for arg in args:  # handlers with a RequestContext: act as that caller
+            if isinstance(arg, RequestContext):
+                acting_as.set(self.identity(arg))
         try:
             return await fn(self, *args, **kwargs)
         except asyncio.CancelledError:
@@ -132,6 +141,44 @@ def _errors(
 
     wrapper.__name__ = fn.__name__
     return wrapper
+
+
+class Callers:
+    """The AUTH_SYS credential of each process making requests: its uid, gid and (from
+    /proc) supplementary groups, as the kernel NFS client sends them; kept for a second
+    per process so that a busy reader does not cost a /proc read per request."""
+
+    TTL = 1.0
+
+    def __init__(self) -> None:
+        self.machine = AuthSys().machine
+        self._seen: dict[tuple[int, int, int], tuple[float, OpaqueAuth]] = {}
+
+    def credential(self, ctx: RequestContext) -> OpaqueAuth:
+        key, now = (ctx.pid, ctx.uid, ctx.gid), time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] > now:
+            return seen[1]
+        if len(self._seen) >= 4096:
+            self._seen.clear()
+        cred = AuthSys(ctx.uid, ctx.gid, groups_of(ctx.pid), self.machine).credential()
+        self._seen[key] = (now + self.TTL, cred)
+        return cred
+
+
+def groups_of(pid: int) -> tuple[int, ...]:
+    """A process's supplementary groups (proc(5): "Groups:" in status); none if it is gone
+    or not in our pid namespace (FUSE gives pid 0 then)."""
+    if pid <= 0:
+        return ()
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Groups:"):
+                    return tuple(int(g) for g in line.split()[1:])
+    except (OSError, ValueError):
+        pass
+    return ()
 
 
 class InodeTable:
@@ -196,21 +243,34 @@ class _Open:
 
 
 @dataclasses.dataclass(slots=True)
+class _Handle:
+    """One open of a file: which inode, and who opened it (reads and writes act as them)."""
+
+    inode: int
+    cred: OpaqueAuth | None
+
+
+@dataclasses.dataclass(slots=True)
 class _Dir:
     fh: bytes
+    cred: OpaqueAuth | None
     verf: bytes = t.COOKIEVERF_ZERO
 
 
 class NfsOperations(pyfuse3.Operations):
     """The FUSE request handlers over one mounted ``AsyncNfsClient``."""
 
-    def __init__(self, client: AsyncNfsClient, root: Attr, options: MountOptions) -> None:
+    def __init__(
+        self, client: AsyncNfsClient, root: Attr, options: MountOptions, per_caller: bool = False
+    ) -> None:
         super().__init__()
         self.client, self.options = client, options
+        self.callers = Callers() if per_caller else None  # else: the client's one identity
         self.inodes = InodeTable(client.root, root.fileid)
         self.running = Running()
         self.after_init: Callable[[], object] | None = None  # once the kernel has INIT's reply
-        self._open: dict[int, _Open] = {}
+        self._open: dict[int, _Open] = {}  # by inode
+        self._handles: dict[int, _Handle] = {}  # the kernel's file handles
         self._dirs: dict[int, _Dir] = {}
         self._ids = itertools.count(1)
 
@@ -221,6 +281,10 @@ class NfsOperations(pyfuse3.Operations):
             asyncio.get_running_loop().call_soon(self.after_init)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def identity(self, ctx: RequestContext) -> OpaqueAuth | None:
+        """The credential calls for ``ctx``'s request carry (None: the client's own)."""
+        return self.callers.credential(ctx) if self.callers is not None else None
 
     def _entry(self, inode: int, attr: Attr) -> EntryAttributes:
         e = EntryAttributes()
@@ -447,7 +511,9 @@ class NfsOperations(pyfuse3.Operations):
         # at all, so a read is copied once, from our reply into the reader's buffer (not
         # into the page cache and out again), and the client's read-ahead is the only one.
         keep = self.inodes.unchanged(inode, attr)
-        return FileInfo(fh=inode, keep_cache=keep, direct_io=self.options.direct_io)
+        handle = next(self._ids)
+        self._handles[handle] = _Handle(inode, acting_as.get())
+        return FileInfo(fh=handle, keep_cache=keep, direct_io=self.options.direct_io)
 
     @_errors
     async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
@@ -476,9 +542,13 @@ class NfsOperations(pyfuse3.Operations):
         return info, entry
 
     def _file(self, fh: int) -> _Open:
-        opened = self._open.get(fh)
-        if opened is None:
+        """The open file behind the kernel's handle ``fh``; this request's calls act as
+        whoever opened it (FUSE tells no caller for reads, writes and closes)."""
+        handle = self._handles.get(fh)
+        opened = self._open.get(handle.inode) if handle is not None else None
+        if handle is None or opened is None:
             raise FUSEError(errno.EBADF)
+        acting_as.set(handle.cred)
         return opened
 
     @_errors
@@ -517,18 +587,19 @@ class NfsOperations(pyfuse3.Operations):
 
     @_errors
     async def release(self, fh: int) -> None:
-        await self._release(fh)
+        self._file(fh)
+        await self._release(self._handles.pop(fh).inode)
 
-    async def _release(self, fh: int) -> None:
-        opened = self._file(fh)
+    async def _release(self, inode: int) -> None:
+        opened = self._open[inode]
         opened.count -= 1
         if opened.count > 0:
             return
-        del self._open[fh]
+        del self._open[inode]
         try:
             async with opened.lock:
                 await opened.file.close()
-            log.debug("inode %d closed: %s", fh, opened.file.stats)
+            log.debug("inode %d closed: %s", inode, opened.file.stats)
         finally:
             if opened.silly is not None:
                 try:
@@ -538,25 +609,27 @@ class NfsOperations(pyfuse3.Operations):
 
     async def close_all(self) -> None:
         """At unmount: flush and close whatever the kernel left open."""
-        for fh in list(self._open):
-            self._open[fh].count = 1
+        self._handles.clear()
+        for inode in list(self._open):
+            self._open[inode].count = 1
             try:
-                await self._release(fh)
+                await self._release(inode)
             except (FUSEError, NfsError, RpcError, OSError) as exc:
-                log.warning("closing inode %d at unmount: %s", fh, exc)
+                log.warning("closing inode %d at unmount: %s", inode, exc)
 
     # -- directories ----------------------------------------------------------------------
 
     @_errors
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
         handle = next(self._ids)
-        self._dirs[handle] = _Dir(self.inodes.fh(inode))
+        self._dirs[handle] = _Dir(self.inodes.fh(inode), acting_as.get())
         return handle
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         """READDIRPLUS pages from cookie ``start_id`` until the kernel's buffer is full."""
         d = self._dirs[fh]
+        acting_as.set(d.cred)
         cookie = start_id
         if cookie == 0:
             d.verf = t.COOKIEVERF_ZERO

@@ -16,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -305,6 +306,44 @@ def test_uid_gid_options_set_the_identity_sent(nfs_mount: Mount, tmp_path: Path)
         assert errno_of((m.path / "ids" / "other").write_text, "x") == errno.EACCES
     finally:
         check_stopped(m, m.stop())
+
+
+def run_as(uid: int, gid: int, groups: list[int], *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, user=uid, group=gid, extra_groups=groups, capture_output=True, text=True,
+        timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_each_caller_acts_as_itself(nfs_mount: Mount) -> None:
+    """Without --uid/--gid, each process's requests carry its own uid, gid and groups, as
+    with the kernel NFS client: new files are its own, and the server grants what its
+    groups allow (a file of group 4400, mode 0640, read by a member)."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root: runs programs as other users and mounts with allow_other")
+    exported = nfs_mount.server.export / "callers"
+    exported.mkdir()
+    exported.chmod(0o777)
+    (exported / "grp").write_text("group data")
+    os.chown(exported / "grp", 0, 4400)
+    (exported / "grp").chmod(0o640)
+    where = Path(tempfile.mkdtemp(prefix="ferry-callers-"))  # others can reach it
+    where.chmod(0o755)
+    m = mount_or_fail(nfs_mount.server, where / "mnt", "--allow-other")
+    try:
+        d = m.path / "callers"
+        res = run_as(4321, 4321, [4400], "cat", str(d / "grp"))
+        assert (res.returncode, res.stdout) == (0, "group data"), res.stderr
+        for uid in (4321, 4322):
+            res = run_as(uid, uid, [], "sh", "-c", f'echo x > "{d}/by{uid}"; cat "{d}/by{uid}"')
+            assert (res.returncode, res.stdout) == (0, "x\n"), res.stderr
+            st = os.stat(exported / f"by{uid}")
+            assert (st.st_uid, st.st_gid) == (uid, uid)
+        res = run_as(4322, 4322, [], "sh", "-c", f'echo y >> "{d}/by4321"')
+        assert res.returncode != 0 and "Permission denied" in res.stderr
+    finally:
+        check_stopped(m, m.stop())
+        shutil.rmtree(where)
 
 
 def test_unlinked_open_file_stays_readable(nfs_mount: Mount) -> None:

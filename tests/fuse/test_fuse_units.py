@@ -1,12 +1,14 @@
-"""The mount's pieces that need no mount: the mount table, abandoning stuck handlers."""
+"""The mount's pieces that need no mount: the mount table, abandoning stuck handlers, the
+callers' groups."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from ferry.fusemount import is_mounted, mount_device
-from ferry.fuseops import Running
+from ferry.fuseops import Running, groups_of
 
 MOUNTINFO = (
     "22 1 254:0 / / rw - ext4 /dev/vda rw\n"
@@ -46,3 +48,9 @@ def test_running_abandons_only_old_enough_handlers() -> None:
         return result
 
     assert asyncio.run(scenario()) == (1, 0, True, False)
+
+
+def test_groups_of_a_process_come_from_proc() -> None:
+    assert sorted(groups_of(os.getpid())) == sorted(os.getgroups())
+    assert groups_of(0) == ()  # FUSE's pid for a caller outside our pid namespace
+    assert groups_of(1 << 30) == ()  # no such process

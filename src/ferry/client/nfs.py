@@ -17,6 +17,7 @@ xid, as the Linux client does), with backoff, within ``RpcOptions.jukebox_*``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import os
@@ -56,6 +57,14 @@ MAX_SYMLINKS = 40  # like Linux's MAXSYMLINKS
 MAX_DIR_PAGES = 1 << 20
 UMNT_TIMEOUT = 1.0  # seconds close() waits for UMNT's reply (it is only a courtesy)
 PMAP_PORT, PMAP_PROGRAM, PMAP_V2, PMAP_GETPORT, IPPROTO_TCP = 111, 100000, 2, 3, 6
+
+
+acting_as: contextvars.ContextVar[OpaqueAuth | None] = contextvars.ContextVar(
+    "ferry_acting_as", default=None
+)
+"""The credential for NFS calls made in this context, instead of the client's own: a FUSE
+mount sets it per request so that each caller acts as itself, as with the kernel NFS
+client (tasks started meanwhile, read-ahead and write-behind, inherit it)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -265,10 +274,13 @@ class NfsProcedures:
         buffers, label = p.buffers(), f"NFS3 {proc.name}"
 
         async def attempt() -> T:
-            u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, buffers, self.cred, label)
+            u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, buffers, self._cred(), label)
             return _results(proc, u, resok, label)
 
         return await self._past_jukebox(label, attempt)
+
+    def _cred(self) -> OpaqueAuth:
+        return acting_as.get() or self.cred
 
     async def _past_jukebox(self, label: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """``attempt()``, made again (a new request: new xid, as the Linux client does)
@@ -290,7 +302,7 @@ class NfsProcedures:
             await asyncio.sleep(wait)
 
     async def null(self) -> None:
-        await self.rpc.call(NFS_PROGRAM, NFS_V3, NfsProc.NULL, [], self.cred, "NFS3 NULL")
+        await self.rpc.call(NFS_PROGRAM, NFS_V3, NfsProc.NULL, [], self._cred(), "NFS3 NULL")
 
     async def getattr(self, fh: bytes) -> Attr:
         res = await self._nfs(NfsProc.GETATTR, t.FhArgs(fh).pack, r.unpack_attr_res)
@@ -332,7 +344,7 @@ class NfsProcedures:
 
         async def attempt() -> t.ReadRes:
             u, placed = await self.rpc.call_into(
-                NFS_PROGRAM, NFS_V3, NfsProc.READ, buffers, self.cred, label, dest=dest
+                NFS_PROGRAM, NFS_V3, NfsProc.READ, buffers, self._cred(), label, dest=dest
             )
             return _results(NfsProc.READ, u, _read_into_res(dest, placed), label)
 
