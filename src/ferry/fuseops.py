@@ -608,9 +608,11 @@ class NfsOperations(pyfuse3.Operations):
                     log.warning("cannot remove %s: %s", opened.silly[1], exc)
 
     async def close_all(self) -> None:
-        """At unmount: flush and close whatever the kernel left open."""
+        """At unmount: flush and close whatever the kernel left open (as one who opened it)."""
+        openers = {handle.inode: handle.cred for handle in self._handles.values()}
         self._handles.clear()
         for inode in list(self._open):
+            acting_as.set(openers.get(inode))
             self._open[inode].count = 1
             try:
                 await self._release(inode)
