@@ -215,6 +215,8 @@ def test_serve_prints_mount_lines_and_stops_on_signal(
             f"127.0.0.1:{path} /Volumes/ferry"
         ) in text
         assert f"nfs://127.0.0.1{path}?version=3&nfsport={port}&mountport={port}" in text
+        assert f"ferry ls 'nfs://127.0.0.1:{port}{path}'" in text
+        assert f"ferry mount 'nfs://127.0.0.1:{port}{path}' /mnt/ferry" in text
         # The printed port is the real one.
         c = RawClient(port, timeout=10)
         try:

@@ -229,6 +229,8 @@ def instructions(app: App, bind: str, port: int) -> str:
             f"  macOS:  sudo mount_nfs -o vers=3,tcp,port={port},mountport={port},nolocks,"
             f"resvport {shown}:{p} /Volumes/ferry",
             f"  libnfs: nfs-ls 'nfs://{shown}{p}?version=3&nfsport={port}&mountport={port}'",
+            f"  Ferry:  ferry ls 'nfs://{shown}:{port}{p}'",
+            f"  FUSE:   ferry mount 'nfs://{shown}:{port}{p}' /mnt/ferry  (no root needed)",
         ]
     return "\n".join(lines)
 
