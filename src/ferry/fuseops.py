@@ -452,13 +452,12 @@ class NfsOperations(pyfuse3.Operations):
             raise FUSEError(errno.EINVAL)
         old, new = self.inodes.fh(parent_inode_old), self.inodes.fh(parent_inode_new)
         victim = await self._rename_victim(old, name_old, new, name_new)
-        if victim is None or not await self._hide_if_open(new, name_new, victim):
-            await self.client.rename(old, name_old, new, name_new)
-            return
+        hidden = victim is not None and await self._hide_if_open(new, name_new, victim)
         try:
             await self.client.rename(old, name_old, new, name_new)
         except (NfsError, RpcError):
-            await self._unhide(victim, new, name_new)
+            if hidden and victim is not None:
+                await self._unhide(victim, new, name_new)
             raise
 
     async def _rename_victim(
@@ -466,8 +465,6 @@ class NfsOperations(pyfuse3.Operations):
     ) -> int | None:
         """The fileid of an open file that renaming ``name_old`` would replace, if any (not
         when both names are the same file: then the rename changes nothing)."""
-        if not self._open:
-            return None
         try:
             victim = await self._fileid_of(new, name_new)
         except NfsError as exc:
@@ -587,7 +584,7 @@ class NfsOperations(pyfuse3.Operations):
 
     @_errors
     async def release(self, fh: int) -> None:
-        self._file(fh)
+        self._file(fh)  # a handle we gave out; the last close acts as its opener
         await self._release(self._handles.pop(fh).inode)
 
     async def _release(self, inode: int) -> None:
