@@ -11,7 +11,7 @@ import pytest
 from mounthelp import Mount, Server, mounted, start_mount
 
 from helpers import peers
-from helpers.ferry_fixture import running_ganesha
+from helpers.ferry_fixture import running_ferry, running_ganesha
 from helpers.tools import require_tool
 
 SERVERS = (pytest.param("ferry"), pytest.param("ganesha", marks=pytest.mark.interop))
@@ -41,16 +41,5 @@ def serving(kind: str, base: Path) -> Iterator[peers.FerryServer | peers.Ganesha
         with running_ganesha(base / "export", base / "ganesha") as ganesha:
             yield ganesha
         return
-    server = peers.FerryServer(
-        export=base / "export", state_dir=base / "state", log_dir=base / "logs",
-        extra_args=peers.FERRY_PEER_ARGS,
-    )  # fmt: skip
-    try:
-        server.start()
-    except peers.PeerError as exc:
-        pytest.fail(f"could not start ferry: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-        assert not server.tracebacks(), server.tracebacks()
+    with running_ferry(base, logs="logs") as ferry:
+        yield ferry
