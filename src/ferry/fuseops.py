@@ -501,7 +501,8 @@ class NfsOperations(pyfuse3.Operations):
             opened.count += 1
         else:
             mode = _READONLY if self.options.read_only else _SHARED
-            file = AsyncFile(self.client, fh, "", attr, mode, self.client.file_options)
+            client = self.client
+            file = AsyncFile(client, fh, "", attr, mode, client.file_options, client.buffers)
             self._open[inode] = _Open(file, asyncio.Lock())
         # close-to-open as the kernel NFS client does it: the kernel keeps the pages it
         # cached unless the file changed since its previous open. direct_io: no page cache
@@ -552,10 +553,12 @@ class NfsOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         """A view of the READ reply itself when the request lies within one chunk (no copy);
         else copied into the file's one reply buffer (a fresh 1 MiB buffer per request costs
-        page faults). The buffer is safe because pyfuse3 sends the reply as soon as this
-        returns, before any other request can run, and reads of one file take turns."""
+        page faults). Both are safe to reuse at the next read: pyfuse3 sends the reply as
+        soon as this returns, before any other request can run, and reads of one file take
+        turns; so each read first gives back the chunks earlier ones lent out."""
         opened = self._file(fh)
         async with opened.lock:
+            opened.file.recycle()
             if len(opened.reply) < size:
                 opened.reply = bytearray(size)
             data = await opened.file.pread(off, memoryview(opened.reply)[:size])
@@ -595,6 +598,7 @@ class NfsOperations(pyfuse3.Operations):
         del self._open[inode]
         try:
             async with opened.lock:
+                opened.file.recycle()  # the last read's reply is sent
                 await opened.file.close()
             log.debug("inode %d closed: %s", inode, opened.file.stats)
         finally:

@@ -9,8 +9,10 @@ Rules this module owns:
   Reads that arrive out of order within the window (the kernel's FUSE read-ahead sends
   them so) are served from it and keep it going; a read farther away than the window, a
   write or a truncate cancels and discards what was fetched. Chunks are received straight
-  into per-file buffers, reused once a copy consumed them; ``pread`` hands out a view of
-  the chunk itself when a request lies within one (no copy), and that buffer is not reused.
+  into buffers of a pool (``client.buffers``), given back once a copy consumed them or,
+  for a chunk discarded, once its READ can no longer land there; ``pread`` hands out a
+  view of the chunk itself when a request lies within one (no copy), valid until the
+  caller says with ``recycle`` that it is done with such views.
 * Write-behind: ``write`` returns once its data is queued; UNSTABLE WRITEs go out behind
   the caller, at most ``write_behind`` bytes in flight (``write`` waits beyond that). The
   data stays here until a COMMIT whose verifier matches each WRITE's (RFC 1813 section
@@ -32,6 +34,7 @@ from ferry.backends.base import Attr, SetAttr
 from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3, StableHow
 
+from .buffers import ChunkBuffers
 from .prefault import prefault
 
 if TYPE_CHECKING:
@@ -115,10 +118,9 @@ async def read_chunk_into(nfs: NfsProcedures, fh: bytes, offset: int, dest: memo
     return n
 
 
-async def _chunk_into(nfs: NfsProcedures, fh: bytes, offset: int, buf: bytearray) -> Data:
+async def _chunk_into(nfs: NfsProcedures, fh: bytes, offset: int, buf: memoryview) -> Data:
     """A read-ahead chunk: READs received straight into ``buf``; a view of what came."""
-    view = memoryview(buf)
-    return view[: await read_chunk_into(nfs, fh, offset, view)]
+    return buf[: await read_chunk_into(nfs, fh, offset, buf)]
 
 
 async def write_range(nfs: NfsProcedures, fh: bytes, offset: int, data: Data) -> bytes | None:
@@ -245,16 +247,18 @@ class AsyncFile:
         attr: Attr,
         mode: OpenMode,
         options: FileOptions | None = None,
+        buffers: ChunkBuffers | None = None,
     ) -> None:
         self.nfs, self.fh, self.path, self.mode = nfs, fh, path, mode
         self.options = options or FileOptions()
+        self._pool = buffers or ChunkBuffers(nfs.rsize, self.options.readahead // nfs.rsize + 2)
         self.stats = FileStats()
         self.size = attr.size
         self.pos = attr.size if mode.append else 0
         self.closed = False
         self._chunks: dict[int, asyncio.Task[Data]] = {}  # rsize-aligned offset -> READ
-        self._bufs: dict[int, bytearray] = {}  # the buffers chunks are read into...
-        self._spare: list[bytearray] = []  # ...and those a reader consumed, for reuse
+        self._bufs: dict[int, memoryview] = {}  # chunk offset -> the buffer it is read into
+        self._lent: list[tuple[asyncio.Task[Data], memoryview]] = []  # chunks pread lent out
         self._waiting: dict[int, int] = {}  # chunk offset -> reads awaiting it
         self._seq_end = 0  # where a sequential reader reads next
         self._ahead = 0  # current read-ahead window (bytes)
@@ -305,7 +309,7 @@ class AsyncFile:
     async def pread(self, offset: int, buf: memoryview) -> Data:
         """The bytes ``pread_into(offset, buf)`` would give: a view of the chunk they were
         read into when they lie within one (``buf`` left alone, no copy), else a view of
-        ``buf`` filled with them. The view stays valid (a chunk lent out is never reused)."""
+        ``buf`` filled with them. The view stays valid until ``recycle()``."""
         rs, size = self.nfs.rsize, len(buf)
         base = offset // rs * rs
         if size == 0 or offset + size > base + rs:
@@ -314,11 +318,12 @@ class AsyncFile:
         hit = self._steer(offset)
         piece = memoryview(b"")
         try:
-            self._start_chunk(base)
-            self._bufs.pop(base, None)  # a view of it is lent out: never reused
+            task = self._start_chunk(base)
             data = await self._chunk(base)
             if offset + size >= base + rs or len(data) < rs:
                 self._chunks.pop(base, None)  # consumed (or eof): no longer needed
+            if (lent := self._bufs.pop(base, None)) is not None:
+                self._lent.append((task, lent))  # kept until recycle()
             piece = memoryview(data)[offset - base :][:size]
         except NfsError as exc:
             raise exc.to_oserror(self.path) from exc
@@ -345,8 +350,7 @@ class AsyncFile:
         self._seq_end = max(self._seq_end, end)
         behind = self._seq_end - self._slack() - self.nfs.rsize
         for off in [off for off in self._chunks if off < behind]:
-            self._chunks.pop(off).cancel()
-            self._bufs.pop(off, None)  # its READ may still land there: not reused
+            self._drop(off)
             self.stats.readahead_discarded += 1
         if hit:
             self._prefetch(self._seq_end)
@@ -375,7 +379,7 @@ class AsyncFile:
     def _start_chunk(self, off: int) -> asyncio.Task[Data]:
         task = self._chunks.get(off)
         if task is None:
-            buf = self._bufs[off] = self._spare.pop() if self._spare else bytearray(self.nfs.rsize)
+            buf = self._bufs[off] = self._pool.take()
             coro = _chunk_into(self.nfs, self.fh, off, buf)
             task = self._chunks[off] = asyncio.get_running_loop().create_task(coro)
             task.add_done_callback(_quiet)
@@ -393,14 +397,33 @@ class AsyncFile:
                 self._waiting[off] = left
 
     def _reuse(self, off: int) -> None:
-        """Keep the buffer of the chunk at ``off``, just consumed by a copy, for the next
-        READ (fresh 1 MiB buffers cost page faults and zeroing on every chunk otherwise);
-        not while another read still waits for that chunk: it would copy from it later."""
+        """Give the buffer of the chunk at ``off``, just consumed by a copy, back for the
+        next READ; not while another read still waits for that chunk: it would copy from
+        it later."""
         buf = self._bufs.pop(off, None)
-        if buf is None or self._waiting.get(off):
-            return
-        if len(self._spare) < self.options.readahead // self.nfs.rsize:
-            self._spare.append(buf)
+        if buf is not None and not self._waiting.get(off):
+            self._pool.give(buf)
+
+    def recycle(self) -> None:
+        """The caller is done with every view ``pread`` lent out so far: their buffers go
+        back to the pool, but for chunks still kept for reads to come."""
+        live = {id(task) for task in self._chunks.values()}
+        kept = [(task, buf) for task, buf in self._lent if id(task) in live]
+        for task, buf in self._lent:
+            if id(task) not in live:
+                self._pool.give(buf)
+        self._lent = kept
+
+    def _drop(self, off: int) -> None:
+        """Cancel the chunk at ``off``. Its buffer goes back to the pool once the READ can
+        no longer land there (the task is done: a cancelled call is never written to),
+        unless a read still waits for it (it would copy from it)."""
+        task = self._chunks.pop(off)
+        task.cancel()
+        buf = self._bufs.pop(off, None)
+        if buf is not None and not self._waiting.get(off):
+            give = self._pool.give
+            task.add_done_callback(lambda _: give(buf))
 
     def _prefetch(self, end: int) -> None:
         """Keep the next chunks (the window doubles per sequential read) in flight."""
@@ -413,11 +436,9 @@ class AsyncFile:
                 self.stats.readahead += 1
 
     def _discard_readahead(self) -> None:
-        for task in self._chunks.values():
-            task.cancel()
         self.stats.readahead_discarded += len(self._chunks)
-        self._chunks.clear()
-        self._bufs.clear()  # READs cancelled may still land in them: not reused
+        for off in list(self._chunks):
+            self._drop(off)
         self._ahead = 0
 
     # -- writing ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ operation, so code written against either keeps working.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
@@ -23,6 +24,7 @@ from ferry.errors import NfsError, errno_from_status
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import Access, CreateMode, Ftype3, Nfsstat3
 
+from .buffers import ChunkBuffers
 from .files import AsyncFile, FileOptions, OpenMode, read_all, write_all
 from .nfs import MAX_DIR_PAGES, Name, NfsDirEntry, NfsProcedures, _parts, _str
 
@@ -55,6 +57,12 @@ class AsyncNfsClient(NfsProcedures):
     """A mounted NFSv3 export. Build it with ``await AsyncNfsClient.connect(url)``."""
 
     file_options = FileOptions()
+
+    @functools.cached_property
+    def buffers(self) -> ChunkBuffers:
+        """The pool READ replies of read-ahead land in, shared by this client's open files
+        (made on first use, once rsize is known)."""
+        return ChunkBuffers(self.rsize)
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -392,7 +400,7 @@ class AsyncNfsClient(NfsProcedures):
         if attr.type == Ftype3.DIR:
             raise IsADirectoryError(21, "is a directory", path)
         await self._check_access(fh, path, how)
-        return AsyncFile(self, fh, path, attr, how, self.file_options)
+        return AsyncFile(self, fh, path, attr, how, self.file_options, self.buffers)
 
     async def _existing(self, path: str) -> bytes:
         return (await self._regular(path))[0]
