@@ -13,7 +13,8 @@ This module owns a mount's life; the request handlers are ``fuseops.NfsOperation
   forever, and a lazy unmount (``fusermount3 -u -z``) would not free it. Once the mount
   point has left the mount table, requests older than STOP_GRACE seconds are abandoned.
 * Tuning: the kernel's read-ahead for the mount (``set_read_ahead``), glibc keeping freed
-  buffers (``ferry.server.malloc``), pyfuse3's asyncio shim made race-free
+  buffers (``ferry.server.malloc``; up to what COMMIT frees at once), read-ahead chunks
+  on huge pages (``client.buffers``), pyfuse3's asyncio shim made race-free
   (``enable_asyncio``); on request, no page cache (``direct_io``: one copy fewer per
   read, no shared mmap).
 """
@@ -36,7 +37,7 @@ from ferry.client.nfs import AuthSys
 from ferry.client.paths import AsyncNfsClient
 from ferry.client.url import parse_url
 from ferry.fuseops import NfsOperations
-from ferry.server.malloc import keep_freed_buffers
+from ferry.server.malloc import TRIM, keep_freed_buffers
 
 log = logging.getLogger("ferry.fuse")
 
@@ -97,7 +98,11 @@ async def mount(
     """Mount ``url`` on ``mountpoint`` (an absolute path) and serve it until unmounted or
     signalled (see the module doc); ``ready`` is called once the mount is up."""
     enable_asyncio()
-    keep_freed_buffers()  # each 1 MiB READ reply's buffer: reused, not fresh zeroed pages
+    # Freed memory kept for reuse, not faulted in afresh (zeroed pages cost a quarter of the
+    # mount's CPU in writes): up to write_behind + commit_every bytes written are freed at
+    # once, by each COMMIT.
+    files = AsyncNfsClient.file_options
+    keep_freed_buffers(TRIM + files.write_behind + files.commit_every)
     u = parse_url(url)
     base = AuthSys()
     uid = options.uid if options.uid is not None else u.uid

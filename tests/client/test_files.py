@@ -327,6 +327,33 @@ def test_write_behind_is_pipelined_bounded_and_durable(
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
 
 
+def test_whole_pieces_of_bytes_go_out_uncopied_and_buffers_are_copied(
+    ferry_srv: RunningServer, export_root: Path
+) -> None:
+    """bytes cannot change: their wsize pieces are sent (and kept until COMMIT) as views of
+    them; a bytearray the caller reuses at once, and the tail of bytes, are copied."""
+    ws = 65536
+    first, tail = os.urandom(2 * ws + 100), os.urandom(ws - 100)
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        c.file_options = FileOptions(write_behind=16 * ws, commit_every=16 * ws)
+        f = await c.open("out", "wb")
+        await f.write(first)  # two pieces uncopied, 100 bytes queued
+        reused = bytearray(tail)
+        await f.write(reused)  # completes the third piece: queued, so copied
+        reused[:] = bytes(len(reused))  # the caller reuses its buffer
+        await f.write(first)  # nothing queued: uncopied again
+        await f._settle()
+        kept = [u.data for u in f._unstable]
+        views = [d for d in kept if isinstance(d, memoryview) and d.obj is first]
+        assert len(views) == 4 and all(len(v) == ws for v in views)
+        await f.close()
+        assert f.stats.writes == 6  # five whole pieces and the last 100 bytes
+
+    run(through_proxy(ferry_srv.port, export_root, body, wsize=ws))
+    assert (export_root / "out").read_bytes() == first + tail + first
+
+
 def test_sync_open_write_is_durable_after_close(client: Client, export_root: Path) -> None:
     data = os.urandom(3 << 20)
     with client.open("big", "wb") as f:

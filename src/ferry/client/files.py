@@ -13,12 +13,14 @@ Rules this module owns:
   for a chunk discarded, once its READ can no longer land there; ``pread`` hands out a
   view of the chunk itself when a request lies within one (no copy), valid until the
   caller says with ``recycle`` that it is done with such views.
-* Write-behind: ``write`` returns once its data is queued; UNSTABLE WRITEs go out behind
-  the caller, at most ``write_behind`` bytes in flight (``write`` waits beyond that). The
-  data stays here until a COMMIT whose verifier matches each WRITE's (RFC 1813 section
-  3.3.7); a mismatch means the server restarted and may have lost it, so those ranges are
-  written again and committed again. ``flush``/``close`` COMMIT; so does ``write`` once
-  ``commit_every`` bytes are waiting, which bounds the memory kept for resending.
+* Write-behind: ``write`` returns once its data is queued (copied, but for the whole
+  wsize pieces of ``bytes``, which cannot change: those go out as they are); UNSTABLE
+  WRITEs go out behind the caller, at most ``write_behind`` bytes in flight (``write``
+  waits beyond that). The data stays here until a COMMIT whose verifier matches each
+  WRITE's (RFC 1813 section 3.3.7); a mismatch means the server restarted and may have
+  lost it, so those ranges are written again and committed again. ``flush``/``close``
+  COMMIT; so does ``write`` once ``commit_every`` bytes are waiting, which bounds the
+  memory kept for resending.
 * An error of a WRITE sent behind the caller is raised by the next write, flush or close.
 """
 
@@ -459,12 +461,25 @@ class AsyncFile:
         view = memoryview(data).cast("B")
         if self._dirty and offset != self._dirty_off + len(self._dirty):
             await self._push(everything=True)
+        n = len(view)
+        self.size = max(self.size, offset + n)
         if not self._dirty:
             self._dirty_off = offset
+            if isinstance(data, bytes):  # immutable: its whole wsize pieces go out uncopied
+                view = await self._send_whole(offset, view)
         self._dirty += view
-        self.size = max(self.size, offset + len(view))
         await self._push(everything=False)
-        return len(view)
+        return n
+
+    async def _send_whole(self, offset: int, view: memoryview) -> memoryview:
+        """Send the wsize pieces at the start of ``view`` as they are (kept until COMMIT
+        without a copy: ``view`` must be of immutable bytes); returns the rest."""
+        ws = self.nfs.wsize
+        whole = len(view) // ws * ws
+        self._dirty_off = offset + whole
+        for pos in range(0, whole, ws):
+            await self._send(offset + pos, view[pos : pos + ws])
+        return view[whole:]
 
     async def _push(self, everything: bool) -> None:
         """Send the queued bytes as wsize WRITEs (the partial tail too if ``everything``)."""

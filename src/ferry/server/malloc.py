@@ -25,9 +25,10 @@ MMAP = 8 << 20  # above the largest record (4 MiB + 64 KiB by default)
 TRIM = 16 << 20
 
 
-def keep_freed_buffers() -> bool:
-    """Apply the thresholds above; False where there is no glibc ``mallopt``."""
+def keep_freed_buffers(trim: int = TRIM) -> bool:
+    """Apply the thresholds above (``trim``: the freed heap kept, for a process that frees
+    more than TRIM at once); False where there is no glibc ``mallopt``."""
     with contextlib.suppress(OSError, AttributeError):
         mallopt = ctypes.CDLL(None).mallopt
-        return bool(mallopt(M_MMAP_THRESHOLD, MMAP)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM))
+        return bool(mallopt(M_MMAP_THRESHOLD, MMAP)) and bool(mallopt(M_TRIM_THRESHOLD, trim))
     return False
