@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+import select
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -197,12 +198,24 @@ def enable_asyncio() -> None:
     """pyfuse3's asyncio mode, race-free: its shim sets a reader's future both when the FUSE
     device turns readable and in ``terminate``, without looking whether it is done, so a
     request arriving as a signal stops the mount logged an InvalidStateError traceback.
-    The same two functions here set a future only while it is pending."""
+    The same two functions here set a future only while it is pending. And a request
+    already waiting is taken at once: one poll(2) instead of registering the device with
+    the event loop and taking it off again (the kernel's read-ahead sends requests two at
+    a time)."""
     pyfuse3.asyncio.enable()
     shim: Any = pyfuse3.asyncio
     waiting: dict[int, set[asyncio.Future[None]]] = shim._read_futures
+    pollers: dict[int, select.poll] = {}
+
+    def pending(fd: int) -> bool:
+        if (poller := pollers.get(fd)) is None:
+            poller = pollers[fd] = select.poll()
+            poller.register(fd, select.POLLIN)
+        return any(ev == select.POLLIN for _, ev in poller.poll(0))
 
     async def wait_readable(fd: int) -> None:
+        if pending(fd):
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         waiting.setdefault(fd, set()).add(future)

@@ -1,5 +1,5 @@
 """The mount's pieces that need no mount: the mount table, abandoning stuck handlers, the
-callers' groups."""
+callers' groups, the wait for the FUSE device."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import asyncio
 import os
 from pathlib import Path
 
-from ferry.fusemount import is_mounted, mount_device
+import pyfuse3.asyncio
+
+from ferry.fusemount import enable_asyncio, is_mounted, mount_device
 from ferry.fuseops import Running, groups_of
 
 MOUNTINFO = (
@@ -54,3 +56,31 @@ def test_groups_of_a_process_come_from_proc() -> None:
     assert sorted(groups_of(os.getpid())) == sorted(os.getgroups())
     assert groups_of(0) == ()  # FUSE's pid for a caller outside our pid namespace
     assert groups_of(1 << 30) == ()  # no such process
+
+
+def test_device_wait_takes_a_waiting_request_at_once_else_waits_for_one() -> None:
+    """pyfuse3's wait for the FUSE device (here a pipe): a request already there is taken
+    without registering with the event loop; otherwise the wait ends when one comes."""
+    enable_asyncio()
+    wait_readable = pyfuse3.asyncio.wait_readable  # type: ignore[attr-defined]
+    r, w = os.pipe()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        os.write(w, b"x")
+        registered = loop.add_reader
+        loop.add_reader = None  # type: ignore[assignment,method-assign]  # must not be needed
+        await asyncio.wait_for(wait_readable(r), 1)
+        loop.add_reader = registered  # type: ignore[method-assign]
+        os.read(r, 1)
+        waiter = asyncio.create_task(wait_readable(r))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # nothing to read: it waits
+        os.write(w, b"y")
+        await asyncio.wait_for(waiter, 1)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        os.close(r)
+        os.close(w)
