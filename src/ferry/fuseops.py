@@ -17,7 +17,9 @@
   the kernel for atomic O_TRUNC, which leaves it to us). An open file that is unlinked,
   or renamed over, is first renamed to a hidden name and removed at its last release, as
   NFS clients do ("silly rename").
-* Directories: READDIRPLUS pages; the offset FUSE keeps is the NFS cookie.
+* Directories: ``.`` and ``..`` (from where the mount saw each directory: looked up,
+  listed, made, renamed), then READDIRPLUS pages; FUSE's offsets are positions, each
+  mapped to the NFS cookie to resume from (``_Dir.cookies``).
 * Errors: ``NfsError`` -> errno (``errors.errno_from_status``); an RPC failure (a soft
   mount giving up, a connection that cannot be re-established) -> EIO.
 * Stuck requests: once the daemon has read a request, the kernel waits for its answer and
@@ -27,6 +29,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import dataclasses
 import errno
@@ -58,6 +61,7 @@ log = logging.getLogger("ferry.fuse")
 P = ParamSpec("P")
 T = TypeVar("T")
 ROOT = pyfuse3.ROOT_INODE
+DOTS = 2  # readdir offsets 1 and 2 are "." and ".."; the server's entries come after
 
 _MKNOD: dict[int, Ftype3] = {
     stat.S_IFIFO: Ftype3.FIFO,
@@ -181,14 +185,25 @@ def groups_of(pid: int) -> tuple[int, ...]:
     return ()
 
 
+def _dot(inode: int) -> EntryAttributes:
+    """The entry for ``.`` or ``..``: the kernel takes only its inode and type (it neither
+    caches it nor counts a lookup for it)."""
+    e = EntryAttributes()
+    e.st_ino, e.st_mode = inode, stat.S_IFDIR | 0o755
+    return e
+
+
 class InodeTable:
-    """Inode number <-> NFS handle, with the kernel's lookup count per inode."""
+    """Inode number <-> NFS handle, with the kernel's lookup count per inode, and where
+    each directory the kernel knows sits (for its ``..`` entry)."""
 
     def __init__(self, root_fh: bytes, root_fileid: int) -> None:
         self.root_fileid = root_fileid
         self._fh: dict[int, bytes] = {ROOT: root_fh}
         self._lookups: dict[int, int] = {}
         self._versions: dict[int, tuple[int, int, int]] = {}  # see ``unchanged``
+        self._place: dict[int, tuple[int, bytes]] = {}  # directory -> (parent, name)
+        self._at: dict[tuple[int, bytes], int] = {}  # (parent, name) -> directory
 
     def inode(self, fileid: int) -> int:
         if fileid == self.root_fileid:
@@ -219,6 +234,28 @@ class InodeTable:
             self._lookups.pop(inode, None)
             self._fh.pop(inode, None)
             self._versions.pop(inode, None)
+            if (place := self._place.pop(inode, None)) is not None and self._at.get(place) == inode:
+                del self._at[place]
+
+    def placed(self, inode: int, parent: int, name: bytes) -> None:
+        """Directory ``inode`` is ``name`` in ``parent`` (it was looked up, made or listed)."""
+        if inode != ROOT:
+            self._place[inode] = (parent, name)
+            self._at[parent, name] = inode
+
+    def moved(self, parent: int, name: bytes, new_parent: int, new_name: bytes) -> None:
+        """A rename: a directory known at the old place is now at the new one."""
+        inode = self._at.pop((parent, name), None)
+        self._at.pop((new_parent, new_name), None)  # what it replaced is gone
+        if inode is not None:
+            self.placed(inode, new_parent, new_name)
+
+    def parent(self, inode: int) -> int:
+        """The directory holding directory ``inode``: its ``..`` (the export root's own, as
+        for the root of any file system; and for one not placed, which the kernel never
+        names, itself)."""
+        place = self._place.get(inode)
+        return place[0] if place is not None else inode
 
     def unchanged(self, inode: int, attr: Attr) -> bool:
         """Whether the file's size, mtime and ctime are those of its previous open (then
@@ -252,9 +289,13 @@ class _Handle:
 
 @dataclasses.dataclass(slots=True)
 class _Dir:
+    inode: int
     fh: bytes
     cred: OpaqueAuth | None
     verf: bytes = t.COOKIEVERF_ZERO
+    # The server's cookie after each entry listed, by position: the entry at position k
+    # has directory offset DOTS + k + 1 (cookies are the server's to choose, up to 2**64).
+    cookies: array.array[int] = dataclasses.field(default_factory=lambda: array.array("Q"))
 
 
 class NfsOperations(pyfuse3.Operations):
@@ -309,6 +350,11 @@ class NfsOperations(pyfuse3.Operations):
         fh = res.obj or (await self.client.lookup(dirfh, name)).object
         return await self._found(fh, res.obj_attributes)
 
+    def _placed(self, entry: EntryAttributes, parent: int, name: bytes) -> EntryAttributes:
+        if stat.S_ISDIR(entry.st_mode):
+            self.inodes.placed(entry.st_ino, parent, name)
+        return entry
+
     def _writable(self) -> None:
         if self.options.read_only:
             raise FUSEError(errno.EROFS)
@@ -318,7 +364,7 @@ class NfsOperations(pyfuse3.Operations):
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
         res = await self.client.lookup(self.inodes.fh(parent_inode), name)
-        return await self._found(res.object, res.obj_attributes)
+        return self._placed(await self._found(res.object, res.obj_attributes), parent_inode, name)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, n in inode_list:
@@ -393,7 +439,7 @@ class NfsOperations(pyfuse3.Operations):
         self._writable()
         dirfh = self.inodes.fh(parent_inode)
         res = await self.client.mkdir(dirfh, name, SetAttr(mode=mode & 0o7777))
-        return await self._created(dirfh, name, res)
+        return self._placed(await self._created(dirfh, name, res), parent_inode, name)
 
     @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
@@ -459,6 +505,7 @@ class NfsOperations(pyfuse3.Operations):
             if hidden and victim is not None:
                 await self._unhide(victim, new, name_new)
             raise
+        self.inodes.moved(parent_inode_old, name_old, parent_inode_new, name_new)
 
     async def _rename_victim(
         self, old: bytes, name_old: bytes, new: bytes, name_new: bytes
@@ -625,15 +672,25 @@ class NfsOperations(pyfuse3.Operations):
     @_errors
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
         handle = next(self._ids)
-        self._dirs[handle] = _Dir(self.inodes.fh(inode), acting_as.get())
+        self._dirs[handle] = _Dir(inode, self.inodes.fh(inode), acting_as.get())
         return handle
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        """READDIRPLUS pages from cookie ``start_id`` until the kernel's buffer is full."""
+        """``.`` and ``..`` (offsets 1 and 2: not every server lists them), then READDIRPLUS
+        pages until the kernel's buffer is full, each entry at the next offset (see
+        ``_Dir.cookies``); a listing resumes at the cookie recorded for ``start_id``."""
         d = self._dirs[fh]
         acting_as.set(d.cred)
-        cookie = start_id
+        dots = ((b".", d.inode), (b"..", self.inodes.parent(d.inode)))
+        for offset, (name, inode) in enumerate(dots, 1):
+            if start_id < offset and not pyfuse3.readdir_reply(token, name, _dot(inode), offset):
+                return
+        seen = max(start_id - DOTS, 0)  # server entries the kernel already has
+        if seen > len(d.cookies):
+            raise FUSEError(errno.EINVAL)  # not an offset this directory handle gave out
+        del d.cookies[seen:]
+        cookie = d.cookies[-1] if seen else 0
         if cookie == 0:
             d.verf = t.COOKIEVERF_ZERO
         for _ in range(1 << 30):  # bounded by the directory: every page moves on
@@ -654,10 +711,14 @@ class NfsOperations(pyfuse3.Operations):
                     found = await self.client.lookup(d.fh, e.name)
                     fh_, attr = found.object, found.obj_attributes
                     attr = attr or await self.client.getattr(fh_)
-                entry = self._entry(self.inodes.inode(attr.fileid), attr)
-                if not pyfuse3.readdir_reply(token, e.name, entry, e.cookie):
+                inode = self.inodes.inode(attr.fileid)
+                entry = self._entry(inode, attr)
+                if not pyfuse3.readdir_reply(token, e.name, entry, DOTS + len(d.cookies) + 1):
                     return
+                d.cookies.append(e.cookie)
                 self.inodes.remember(attr.fileid, fh_)
+                if attr.type == Ftype3.DIR:
+                    self.inodes.placed(inode, d.inode, e.name)
                 cookie = e.cookie
             if res.eof or not res.entries:
                 return

@@ -7,6 +7,7 @@ matters, in the server's export directory.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import random
@@ -274,6 +275,74 @@ def errno_of(call: Callable[..., object], *args: object) -> int:
     with pytest.raises(OSError) as err:
         call(*args)
     return err.value.errno or 0
+
+
+def ls_ai(d: Path) -> dict[str, int]:
+    """``ls -ai``: every name readdir gives, with the inode number it gives."""
+    pairs = (line.split(maxsplit=1) for line in run("ls", "-ai1", d).splitlines())
+    return {name: int(ino) for ino, name in pairs}
+
+
+def test_dot_and_dotdot_are_listed_with_their_inodes(nfs_mount: Mount) -> None:
+    """readdir lists ``.`` and ``..`` (the server may not: Ferry's does not, Ganesha's does)
+    with the inode numbers of the directory and of its parent, also after a directory moved
+    elsewhere."""
+    d = workdir(nfs_mount, "dots")
+    (d / "a" / "b").mkdir(parents=True)
+    (d / "c").mkdir()
+    (d / "a" / "f").write_text("x")
+    seen = ls_ai(d / "a")
+    assert seen == {
+        ".": (d / "a").stat().st_ino, "..": d.stat().st_ino,
+        "b": (d / "a" / "b").stat().st_ino, "f": (d / "a" / "f").stat().st_ino,
+    }  # fmt: skip
+    assert ls_ai(d / "a" / "b")[".."] == (d / "a").stat().st_ino
+    (d / "a" / "b").rename(d / "c" / "b2")
+    assert ls_ai(d / "c" / "b2")[".."] == (d / "c").stat().st_ino
+    root = ls_ai(nfs_mount.path)  # (ls shows the mount point's parent for its "..")
+    assert root["."] == nfs_mount.path.stat().st_ino and ".." in root
+    assert os.listdir(d / "a") == ["f"]  # readdir's callers that skip them still do
+
+
+class _Dirent(ctypes.Structure):
+    _fields_ = [  # glibc's struct dirent64 on Linux
+        ("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64), ("d_reclen", ctypes.c_ushort),
+        ("d_type", ctypes.c_ubyte), ("d_name", ctypes.c_char * 256),
+    ]  # fmt: skip
+
+
+def test_seekdir_back_to_a_telldir_position_lists_the_same_rest(nfs_mount: Mount) -> None:
+    """Directory offsets handed out by the mount can be returned to (telldir/seekdir, as
+    ``ls`` never does but ``rm -r`` and Samba do): the rest of the listing comes again."""
+    d = workdir(nfs_mount, "seek")
+    for i in range(600):
+        (d / f"entry-{i:04d}-{'x' * 40}").touch()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.opendir.restype = ctypes.c_void_p
+    libc.readdir64.restype = ctypes.POINTER(_Dirent)
+    libc.readdir64.argtypes = libc.telldir.argtypes = libc.closedir.argtypes = [ctypes.c_void_p]
+    libc.telldir.restype = ctypes.c_long
+    libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+    dirp = libc.opendir(str(d).encode())
+    assert dirp, os.strerror(ctypes.get_errno())
+
+    def rest() -> list[bytes]:
+        names = []
+        while ent := libc.readdir64(dirp):
+            names.append(ent.contents.d_name)
+        return names
+
+    try:
+        first = [libc.readdir64(dirp).contents.d_name for _ in range(250)]
+        mark = libc.telldir(dirp)
+        after = rest()
+        libc.seekdir(dirp, mark)
+        again = rest()
+    finally:
+        libc.closedir(dirp)
+    assert first[:2] == [b".", b".."]
+    assert again == after and len(first) + len(after) == 602
+    assert sorted(first[2:] + after) == sorted(n.encode() for n in os.listdir(d))
 
 
 def test_server_errors_map_to_errno(nfs_mount: Mount) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyfuse3.asyncio
 
 from ferry.fusemount import enable_asyncio, is_mounted, mount_device
-from ferry.fuseops import Running, groups_of
+from ferry.fuseops import InodeTable, Running, groups_of
 
 MOUNTINFO = (
     "22 1 254:0 / / rw - ext4 /dev/vda rw\n"
@@ -84,3 +84,25 @@ def test_device_wait_takes_a_waiting_request_at_once_else_waits_for_one() -> Non
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_inode_table_knows_where_directories_sit_through_renames_and_forgets() -> None:
+    table = InodeTable(b"root-fh", 777)
+    assert table.parent(1) == 1  # the root's ".." is itself
+    table.remember(10, b"a")
+    table.placed(10, 1, b"a")
+    table.remember(11, b"b")
+    table.placed(11, 10, b"b")
+    assert table.parent(11) == 10 and table.parent(10) == 1
+    table.moved(10, b"b", 1, b"b2")  # a/b -> b2
+    assert table.parent(11) == 1
+    table.remember(12, b"c")
+    table.placed(12, 1, b"c")
+    table.moved(1, b"b2", 1, b"c")  # b2 replaces the (empty) directory c
+    assert table.parent(11) == 1
+    table.moved(1, b"c", 10, b"x")  # the one now at c is b's: it moves into a
+    assert table.parent(11) == 10
+    table.forget(11, 1)
+    assert table.parent(11) == 11  # forgotten: the kernel no longer names it
+    table.moved(10, b"x", 1, b"y")  # nothing known there any more: no effect
+    assert table.parent(10) == 1
