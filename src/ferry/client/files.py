@@ -477,8 +477,7 @@ class AsyncFile:
         ws = self.nfs.wsize
         whole = len(view) // ws * ws
         self._dirty_off = offset + whole
-        for pos in range(0, whole, ws):
-            await self._send(offset + pos, view[pos : pos + ws])
+        await self._send_pieces(offset, view[:whole])
         return view[whole:]
 
     async def _push(self, everything: bool) -> None:
@@ -493,9 +492,13 @@ class AsyncFile:
         view = memoryview(self._dirty)
         self._dirty = bytearray(view[full:])
         self._dirty_off += full
-        pieces = [view[i : min(i + ws, full)] for i in range(0, full, ws)]
-        for i, piece in enumerate(pieces):
-            await self._send(base + i * ws, piece)
+        await self._send_pieces(base, view[:full])
+
+    async def _send_pieces(self, offset: int, view: memoryview) -> None:
+        """Send ``view``, written at ``offset``, as WRITEs of at most wsize."""
+        ws = self.nfs.wsize
+        for pos in range(0, len(view), ws):
+            await self._send(offset + pos, view[pos : pos + ws])
 
     async def _send(self, offset: int, data: Data) -> None:
         if self._unstable_bytes >= self.options.commit_every:
