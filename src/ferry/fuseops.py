@@ -711,14 +711,12 @@ class NfsOperations(pyfuse3.Operations):
                     found = await self.client.lookup(d.fh, e.name)
                     fh_, attr = found.object, found.obj_attributes
                     attr = attr or await self.client.getattr(fh_)
-                inode = self.inodes.inode(attr.fileid)
-                entry = self._entry(inode, attr)
+                entry = self._entry(self.inodes.inode(attr.fileid), attr)
                 if not pyfuse3.readdir_reply(token, e.name, entry, DOTS + len(d.cookies) + 1):
                     return
                 d.cookies.append(e.cookie)
                 self.inodes.remember(attr.fileid, fh_)
-                if attr.type == Ftype3.DIR:
-                    self.inodes.placed(inode, d.inode, e.name)
+                self._placed(entry, d.inode, e.name)
                 cookie = e.cookie
             if res.eof or not res.entries:
                 return
