@@ -33,6 +33,7 @@ import os
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -215,6 +216,23 @@ def ratios(results: dict[str, dict[str, Result]], size: int) -> dict[tuple[str, 
     return out
 
 
+def paired(mount: Result, api: Result) -> list[float]:
+    """mount / API within each repeat, where the two ran back to back: a slow spell of the
+    machine (this VM has them, seconds long) then hits both sides of a ratio alike."""
+    if mount.error or api.error or len(mount.seconds) != len(api.seconds):
+        return []
+    return [b / a for a, b in zip(mount.seconds, api.seconds, strict=True)]
+
+
+def ratio_cell(ratio: float | None, pairs: list[float]) -> str:
+    if ratio is None:
+        return "–"
+    if len(pairs) < 2:
+        return f"{ratio:.2f}"
+    mid, lo, hi = statistics.median(pairs), min(pairs), max(pairs)
+    return f"{ratio:.2f} (per repeat {mid:.2f}, {lo:.2f}–{hi:.2f})"
+
+
 def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, export: Path,
            source: Path) -> str:  # fmt: skip
     size = args.size_mib * MiB
@@ -238,8 +256,13 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, expo
     r = ratios(results, size)
     out += ["", "| mount / API open() | read | write |", "| --- | --- | --- |"]
     for m in MOUNTED:
-        cells = [f"{r[(m, op)]:.2f}" if (m, op) in r else "–" for op in OPS]
+        cells = [ratio_cell(r.get((m, op)), paired(results[m][op], results["api"][op]))
+                 for op in OPS]  # fmt: skip
         out.append(f"| {m} | " + " | ".join(cells) + " |")
+    if args.repeat > 1:
+        out += ["", "Ratios: of the median rates; in brackets the median and range of the "
+                "ratios within each repeat, where the mount's run and the API's ran back to "
+                "back."]  # fmt: skip
     out += [
         "",
         machine_line("libfuse3-3", *(["nfs-ganesha"] if args.server == "ganesha" else [])),

@@ -1,4 +1,5 @@
-"""``ferry bench fuse`` runs end to end in its quick mode (tiny size; no timing asserts)."""
+"""``ferry bench fuse`` runs end to end (tiny size, two repeats; no timing asserts), and
+how it pairs the mount's runs with the API's."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_fuse_bench_quick(server: str, tmp_path: Path) -> None:
         require_tool("rpcbind", "rpcbind")
     docs = tmp_path / "benchmarks.md"
     cp = subprocess.run(
-        [sys.executable, "-m", "ferry", "bench", "fuse", "--quick", "--size-mib", "4",
+        [sys.executable, "-m", "ferry", "bench", "fuse", "--repeat", "2", "--size-mib", "4",
          "--server", server, "--workdir", str(tmp_path / "work"),
          "--local-dir", str(tmp_path / "local"), "--write-docs", str(docs)],
         capture_output=True, text=True, timeout=120,
@@ -37,6 +38,21 @@ def test_fuse_bench_quick(server: str, tmp_path: Path) -> None:
     ], out  # fmt: skip
     assert all(ln.count("MB/s") == 2 for ln in rows), out  # read and write measured
     ratios = [ln for ln in cp.stdout.splitlines() if ln.startswith(("| dd |", "| cat |"))]
-    assert len(ratios) == 2 and all("–" not in ln for ln in ratios), out
+    cells = [cell for ln in ratios for cell in ln.strip("| ").split(" | ")[1:]]
+    assert len(cells) == 4 and all(cell.count(" (per repeat ") == 1 for cell in cells), out
     assert docs.read_text().count("## FUSE mount vs client API") == 1
     assert not (tmp_path / "work").exists() and not (tmp_path / "local").exists()
+
+
+def test_ratios_within_a_repeat_pair_the_runs_made_back_to_back() -> None:
+    sys.path.insert(0, str(peers.REPO_ROOT / "benchmarks"))
+    import fuse_bench
+    from timings import Result
+
+    api = Result([1.0, 1.0, 1.0])
+    assert fuse_bench.paired(Result([2.0, 1.0, 4.0]), api) == [0.5, 1.0, 0.25]
+    assert fuse_bench.paired(Result([2.0]), api) == []  # a run missing: nothing to pair
+    assert fuse_bench.paired(Result([2.0, 1.0, 4.0], error="EIO"), api) == []
+    cell = fuse_bench.ratio_cell(0.5, [0.5, 1.0, 0.25])
+    assert cell == "0.50 (per repeat 0.50, 0.25–1.00)"
+    assert fuse_bench.ratio_cell(None, []) == "–"
