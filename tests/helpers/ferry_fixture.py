@@ -4,13 +4,16 @@ test on trouble."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from helpers import peers
 from helpers.tools import require_tool
+
+Server = TypeVar("Server", peers.FerryServer, peers.GaneshaServer)
 
 
 @contextlib.contextmanager
@@ -26,20 +29,15 @@ def running_ferry(base: Path, logs: str = "ferry-logs") -> Iterator[peers.FerryS
         log_dir=base / logs,
         extra_args=peers.FERRY_PEER_ARGS,
     )
-    try:
-        server.start()
-    except peers.PeerError as e:
-        pytest.fail(f"could not start ferry: {e}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-        problems = list(server.problems)
-        tb = server.tracebacks()
-        if tb:
-            problems.append(f"ferry wrote a Python traceback to stderr:\n{tb[-8000:]}")
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
+    with _serving(server, "ferry", _ferry_problems) as running:
+        yield running
+
+
+def _ferry_problems(server: peers.FerryServer) -> list[str]:
+    problems = list(server.problems)
+    if tb := server.tracebacks():
+        problems.append(f"ferry wrote a Python traceback to stderr:\n{tb[-8000:]}")
+    return problems
 
 
 @contextlib.contextmanager
@@ -49,14 +47,25 @@ def running_ganesha(export: Path, workdir: Path) -> Iterator[peers.GaneshaServer
     or a failed start fails the test; stopped afterwards."""
     require_tool("ganesha.nfsd", "nfs-ganesha")
     require_tool("rpcbind", "rpcbind")
-    server = peers.GaneshaServer(export=export, workdir=workdir)
+    with _serving(peers.GaneshaServer(export=export, workdir=workdir), "ganesha") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _serving(
+    server: Server, name: str, problems: Callable[[Server], list[str]] = lambda _: []
+) -> Iterator[Server]:
+    """``server`` started (a failure to start fails the test), stopped afterwards; the test
+    fails too if ``problems(server)`` finds any once it has stopped."""
     try:
         server.start()
     except peers.ToolMissing as e:
         pytest.fail(str(e), pytrace=False)
     except peers.PeerError as e:
-        pytest.fail(f"could not start ganesha: {e}", pytrace=False)
+        pytest.fail(f"could not start {name}: {e}", pytrace=False)
     try:
         yield server
     finally:
         server.stop()
+        if found := problems(server):
+            pytest.fail("\n".join(found), pytrace=False)
