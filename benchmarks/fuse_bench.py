@@ -52,7 +52,7 @@ from mounthelp import Mount, start_mount  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ferry_transfers as transfers  # noqa: E402
 from machine import machine_line  # noqa: E402
-from timings import Result  # noqa: E402
+from timings import Result, write_docs  # noqa: E402
 
 from helpers import peers  # noqa: E402
 
@@ -269,14 +269,6 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, expo
         "",
     ]
     return "\n".join(out)
-
-
-def write_docs(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_text("# Benchmarks\n\nNewest last.\n\n")
-    with open(path, "a") as f:
-        f.write("\n" + text)
 
 
 # --------------------------------------------------------------------------- main

@@ -1,9 +1,10 @@
-"""Repeated timings of one transfer, and how a report prints them."""
+"""Repeated timings of one transfer, how a report prints them, and where it is kept."""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -24,3 +25,12 @@ class Result:
             return "not run"
         lo, mid, hi = min(self.seconds), statistics.median(self.seconds), max(self.seconds)
         return f"{self.rate(size):,.1f} MB/s ({mid:.3f} s, {lo:.3f}–{hi:.3f})"
+
+
+def write_docs(text: str, path: Path) -> None:
+    """Append a report to ``path`` (docs/benchmarks.md: newest last), made if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text("# Benchmarks\n\nNewest last.\n\n")
+    with open(path, "a") as f:
+        f.write("\n" + text)
