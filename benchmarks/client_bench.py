@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ from helpers import peers  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ferry_transfers as transfers  # noqa: E402
 from machine import machine_info  # noqa: E402
-from timings import Result, write_docs  # noqa: E402
+from timings import Result, timed_read, timed_write, write_docs  # noqa: E402
 
 MiB, BLOCK = transfers.MiB, transfers.BLOCK
 CLIENTS = ("ferry", "ferry-open", "nfs-cp", "nfs-rs", "nfs-rs-whole")
@@ -153,25 +154,12 @@ WRITERS: dict[str, Callable[[Env, str], None]] = {
 
 def measure(env: Env, client: str, op: str, i: int, digest: str) -> float:
     """One timed transfer; the outcome is checked outside the timing (sha256 the first
-    time). Raises PeerError or OSError."""
+    time). Raises PeerError, TransferError or OSError."""
     if op == "read":
-        t0 = time.perf_counter()
-        got = READERS[client](env, "read.bin")
-        secs = time.perf_counter() - t0
-        if got != env.size:
-            raise peers.PeerError(f"read {got} bytes, not {env.size}")
-        return secs
+        return timed_read(partial(READERS[client], env, "read.bin"), env.size)
     name = f"write-{client}-{i}.bin"
-    t0 = time.perf_counter()
-    WRITERS[client](env, name)
-    secs = time.perf_counter() - t0
-    target = env.server.export / name
-    if target.stat().st_size != env.size:
-        raise peers.PeerError(f"wrote {target.stat().st_size} bytes, not {env.size}")
-    if i == 0 and peers.sha256_file(target) != digest:
-        raise peers.PeerError("written file differs from the source")
-    target.unlink()
-    return secs
+    write, check = partial(WRITERS[client], env, name), digest if i == 0 else None
+    return timed_write(write, env.server.export / name, env.size, check)
 
 
 def run_all(

@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ from mounthelp import Mount, start_mount  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ferry_transfers as transfers  # noqa: E402
 from machine import machine_line  # noqa: E402
-from timings import Result, write_docs  # noqa: E402
+from timings import Result, timed_read, timed_write, write_docs  # noqa: E402
 
 from helpers import peers  # noqa: E402
 
@@ -144,23 +145,10 @@ def measure(env: Env, method: str, op: str, i: int, digest: str) -> float:
     if op == "read":
         if method in MOUNTED:
             drop_cached(env.mount.path / "read.bin")
-        t0 = time.perf_counter()
-        got = READERS[method](env, "read.bin")
-        secs = time.perf_counter() - t0
-        if got != env.size:
-            raise peers.PeerError(f"read {got} bytes, not {env.size}")
-        return secs
+        return timed_read(partial(READERS[method], env, "read.bin"), env.size)
     name = f"write-{method}-{i}.bin"
-    t0 = time.perf_counter()
-    WRITERS[method](env, name)
-    secs = time.perf_counter() - t0
-    target = env.server.export / name
-    if target.stat().st_size != env.size:
-        raise peers.PeerError(f"wrote {target.stat().st_size} bytes, not {env.size}")
-    if i == 0 and peers.sha256_file(target) != digest:
-        raise peers.PeerError("written file differs from the source")
-    target.unlink()
-    return secs
+    write, check = partial(WRITERS[method], env, name), digest if i == 0 else None
+    return timed_write(write, env.server.export / name, env.size, check)
 
 
 def drop_cached(path: Path) -> None:

@@ -1,8 +1,12 @@
-"""Repeated timings of one transfer, how a report prints them, and where it is kept."""
+"""Timing one transfer (checked outside the clock), repeated timings and how a report
+prints them, and where it is kept."""
 
 from __future__ import annotations
 
+import hashlib
 import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +29,36 @@ class Result:
             return "not run"
         lo, mid, hi = min(self.seconds), statistics.median(self.seconds), max(self.seconds)
         return f"{self.rate(size):,.1f} MB/s ({mid:.3f} s, {lo:.3f}–{hi:.3f})"
+
+
+class TransferError(RuntimeError):
+    """A timed transfer moved other bytes than it should have."""
+
+
+def timed_read(read: Callable[[], int], size: int) -> float:
+    """Seconds ``read()`` took; it must report ``size`` bytes read."""
+    t0 = time.perf_counter()
+    got = read()
+    secs = time.perf_counter() - t0
+    if got != size:
+        raise TransferError(f"read {got} bytes, not {size}")
+    return secs
+
+
+def timed_write(write: Callable[[], None], target: Path, size: int, digest: str | None) -> float:
+    """Seconds ``write()`` took to make ``target``; then, untimed, its size and (unless
+    ``digest`` is None) its sha256 are checked, and it is removed."""
+    t0 = time.perf_counter()
+    write()
+    secs = time.perf_counter() - t0
+    if (got := target.stat().st_size) != size:
+        raise TransferError(f"wrote {got} bytes, not {size}")
+    if digest is not None:
+        with open(target, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != digest:
+                raise TransferError("written file differs from the source")
+    target.unlink()
+    return secs
 
 
 def write_docs(text: str, path: Path) -> None:
