@@ -50,7 +50,7 @@ from helpers import peers  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ferry_transfers as transfers  # noqa: E402
 from machine import machine_info  # noqa: E402
-from timings import Result, timed_read, timed_write, write_docs  # noqa: E402
+from timings import Result, local_dir, timed_read, timed_write, write_docs  # noqa: E402
 
 MiB, BLOCK = transfers.MiB, transfers.BLOCK
 CLIENTS = ("ferry", "ferry-open", "nfs-cp", "nfs-rs", "nfs-rs-whole")
@@ -278,13 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     size = args.size_mib * MiB
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ferry-cbench-", dir="/var/tmp"))
-    if args.local_dir is not None:
-        local = args.local_dir
-    elif Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 3 * size:
-        local = Path(tempfile.mkdtemp(prefix="ferry-cbench-", dir="/dev/shm"))
-    else:
-        local = workdir / "local"
-    local.mkdir(parents=True, exist_ok=True)
+    local = local_dir(args.local_dir, size, workdir, "ferry-cbench-")
     log: list[str] = []
     t0 = time.monotonic()
     server = peers.GaneshaServer(workdir / "export", workdir / "ganesha")

@@ -53,7 +53,7 @@ from mounthelp import Mount, start_mount  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ferry_transfers as transfers  # noqa: E402
 from machine import machine_line  # noqa: E402
-from timings import Result, timed_read, timed_write, write_docs  # noqa: E402
+from timings import Result, local_dir, timed_read, timed_write, write_docs  # noqa: E402
 
 from helpers import peers  # noqa: E402
 
@@ -294,17 +294,6 @@ def _server(args: argparse.Namespace, workdir: Path) -> peers.FerryServer | peer
     )
 
 
-def _local_dir(args: argparse.Namespace, size: int, workdir: Path) -> Path:
-    if args.local_dir is not None:
-        local: Path = args.local_dir
-    elif Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 3 * size:
-        local = Path(tempfile.mkdtemp(prefix="ferry-fbench-", dir="/dev/shm"))
-    else:
-        local = workdir / "local"
-    local.mkdir(parents=True, exist_ok=True)
-    return local
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -316,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except peers.ToolMissing as e:
         print(f"fuse_bench: {e}", file=sys.stderr)
         return 2
-    local = _local_dir(args, size, workdir)
+    local = local_dir(args.local_dir, size, workdir, "ferry-fbench-")
     log: list[str] = []
     t0 = time.monotonic()
     mount: Mount | None = None

@@ -4,7 +4,9 @@ prints them, and where it is kept."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,3 +70,16 @@ def write_docs(text: str, path: Path) -> None:
         path.write_text("# Benchmarks\n\nNewest last.\n\n")
     with open(path, "a") as f:
         f.write("\n" + text)
+
+
+def local_dir(given: Path | None, size: int, workdir: Path, prefix: str) -> Path:
+    """Where the local side of the transfers lives: ``given``, else a new directory on
+    tmpfs (/dev/shm) when it has room for them, else ``workdir/local``; made if need be."""
+    if given is not None:
+        local = given
+    elif Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 3 * size:
+        local = Path(tempfile.mkdtemp(prefix=prefix, dir="/dev/shm"))
+    else:
+        local = workdir / "local"
+    local.mkdir(parents=True, exist_ok=True)
+    return local
