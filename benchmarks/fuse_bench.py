@@ -15,9 +15,10 @@ once, the order alternating, so machine noise hits all alike:
          output (FUSE flush) and the API's close.
 
 The API is timed from connect to close; the mount is already up (as a kernel mount would
-be). Reported: median MB/s (min–max) per method, and the mount's ratios to ``open()``
-against the target (70% or better), as markdown on stdout and, with --write-docs,
-appended to docs/benchmarks.md.
+be). Reported: median MB/s (min–max) per method, the mount's ratios to ``open()``
+against the target (70% or better), and the CPU seconds each transfer cost the server,
+the mount and the caller, as markdown on stdout and, with --write-docs, appended to
+docs/benchmarks.md.
 
     python benchmarks/fuse_bench.py              # 256 MiB, 5 repeats
     ferry bench fuse --quick                     # 256 MiB, 1 repeat
@@ -27,10 +28,12 @@ appended to docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import os
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -38,8 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -53,6 +56,7 @@ from mounthelp import Mount, start_mount  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ferry_transfers as transfers  # noqa: E402
 from machine import machine_line  # noqa: E402
+from procstat import cpu_seconds, session_pids  # noqa: E402
 from timings import Result, local_dir, timed_read, timed_write, write_docs  # noqa: E402
 
 from helpers import peers  # noqa: E402
@@ -78,6 +82,7 @@ class Env:
     data: bytes  # the same bytes in memory: what the API writes
     size: int
     timeout: float
+    server_pids: list[int] = field(default_factory=list)  # for its CPU time
 
     def export_url(self) -> str:
         return self.server.url.replace("/?", "?")
@@ -140,15 +145,43 @@ WRITERS: dict[str, Callable[[Env, str], None]] = {
 # --------------------------------------------------------------------------- measure
 
 
-def measure(env: Env, method: str, op: str, i: int, digest: str) -> float:
-    """One timed transfer, checked outside the timing (sha256 of writes the first time)."""
+def measure(env: Env, method: str, op: str, i: int, digest: str, res: Result) -> float:
+    """One timed transfer, checked outside the timing (sha256 of writes the first time);
+    what it cost each side in CPU goes to ``res.cpu``."""
+    meter = cpu_of_sides(env, res.cpu)
     if op == "read":
         if method in MOUNTED:
             drop_cached(env.mount.path / "read.bin")
-        return timed_read(partial(READERS[method], env, "read.bin"), env.size)
+        return timed_read(partial(READERS[method], env, "read.bin"), env.size, meter)
     name = f"write-{method}-{i}.bin"
     write, check = partial(WRITERS[method], env, name), digest if i == 0 else None
-    return timed_write(write, env.server.export / name, env.size, check)
+    return timed_write(write, env.server.export / name, env.size, check, meter)
+
+
+SIDES = ("server", "mount", "caller")
+
+
+def cpu_now(env: Env) -> dict[str, float]:
+    """CPU seconds used so far by the server, the mount, and the caller: this process
+    (where the API runs) with the children it has waited for (dd, cat)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return {
+        "server": cpu_seconds(env.server_pids),
+        "mount": cpu_seconds([env.mount.proc.pid]),
+        "caller": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+    }
+
+
+@contextlib.contextmanager
+def cpu_of_sides(env: Env, into: dict[str, list[float]]) -> Iterator[None]:
+    """What the transfer inside cost each side, appended to ``into`` if it succeeded."""
+    start = cpu_now(env)
+    yield
+    for side, secs in cpu_now(env).items():
+        into.setdefault(side, []).append(secs - start[side])
 
 
 def drop_cached(path: Path) -> None:
@@ -183,7 +216,7 @@ def run_all(
                     continue
                 digest = read_digest if op == "read" else write_digest
                 try:
-                    res.seconds.append(measure(env, method, op, i, digest))
+                    res.seconds.append(measure(env, method, op, i, digest, res))
                 except Exception as e:  # noqa: BLE001 - reported in the table
                     res.error = str(e).splitlines()[0] if str(e) else type(e).__name__
                     log.append(f"{method} {op}: {e!r}")
@@ -221,6 +254,24 @@ def ratio_cell(ratio: float | None, pairs: list[float]) -> str:
     return f"{ratio:.2f} (per repeat {mid:.2f}, {lo:.2f}–{hi:.2f})"
 
 
+def cpu_table(results: dict[str, dict[str, Result]]) -> list[str]:
+    """Median CPU seconds per transfer of each side, and their sum: on a machine with
+    fewer cores than busy sides, the sum bounds the speed."""
+    out = ["", f"| CPU seconds per transfer (median) | {' | '.join(SIDES)} | sum |",
+           "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for op in OPS:
+        for m in ("api", *MOUNTED):
+            cpu = results[m][op].cpu
+            if results[m][op].error or not all(cpu.get(side) for side in SIDES):
+                continue
+            mids = [statistics.median(cpu[side]) for side in SIDES]
+            cells = " | ".join(f"{v:.3f}" for v in [*mids, sum(mids)])
+            out.append(f"| {m} {op} | {cells} |")
+    out += ["", "CPU: user + system seconds from /proc (server, mount; 10 ms ticks) and "
+            "getrusage (the caller: this process, where the API runs, and dd or cat)."]  # fmt: skip
+    return out
+
+
 def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, export: Path,
            source: Path) -> str:  # fmt: skip
     size = args.size_mib * MiB
@@ -251,6 +302,7 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, expo
         out += ["", "Ratios: of the median rates; in brackets the median and range of the "
                 "ratios within each repeat, where the mount's run and the API's ran back to "
                 "back."]  # fmt: skip
+    out += cpu_table(results)
     out += [
         "",
         machine_line("libfuse3-3", *(["nfs-ganesha"] if args.server == "ganesha" else [])),
@@ -294,6 +346,13 @@ def _server(args: argparse.Namespace, workdir: Path) -> peers.FerryServer | peer
     )
 
 
+def _server_pids(server: peers.FerryServer | peers.GaneshaServer) -> list[int]:
+    """The server's processes: NFS-Ganesha's one, or Ferry's session (its workers)."""
+    if isinstance(server, peers.GaneshaServer):
+        return [server.pid] if server.pid is not None else []
+    return session_pids([server.proc.pid]) if server.proc is not None else []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -318,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         mount = start_mount(server, workdir / "mnt", *shlex.split(args.mount_args))
         source = local / "source.bin"
         env = Env(server, mount, source, source.read_bytes(), size, args.timeout)
+        env.server_pids = _server_pids(server)
         warm_up(env, read_digest)
         results = run_all(env, args.repeat, read_digest, log)
     finally:

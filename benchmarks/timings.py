@@ -9,6 +9,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ class Result:
 
     seconds: list[float] = field(default_factory=list)
     error: str | None = None
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # CPU seconds per side, if metered
 
     def rate(self, size: int) -> float:
         """Megabytes per second of the median repeat (0 if none ran)."""
@@ -37,22 +39,32 @@ class TransferError(RuntimeError):
     """A timed transfer moved other bytes than it should have."""
 
 
-def timed_read(read: Callable[[], int], size: int) -> float:
-    """Seconds ``read()`` took; it must report ``size`` bytes read."""
-    t0 = time.perf_counter()
-    got = read()
-    secs = time.perf_counter() - t0
+Around = AbstractContextManager[object]
+UNMETERED: Around = nullcontext()  # reusable: it keeps no state
+
+
+def timed_read(read: Callable[[], int], size: int, around: Around = UNMETERED) -> float:
+    """Seconds ``read()`` took (inside ``around``: a meter, say); it must report ``size``
+    bytes read."""
+    with around:
+        t0 = time.perf_counter()
+        got = read()
+        secs = time.perf_counter() - t0
     if got != size:
         raise TransferError(f"read {got} bytes, not {size}")
     return secs
 
 
-def timed_write(write: Callable[[], None], target: Path, size: int, digest: str | None) -> float:
-    """Seconds ``write()`` took to make ``target``; then, untimed, its size and (unless
-    ``digest`` is None) its sha256 are checked, and it is removed."""
-    t0 = time.perf_counter()
-    write()
-    secs = time.perf_counter() - t0
+def timed_write(
+    write: Callable[[], None], target: Path, size: int, digest: str | None,
+    around: Around = UNMETERED,
+) -> float:  # fmt: skip
+    """Seconds ``write()`` took to make ``target`` (inside ``around``); then, untimed, its
+    size and (unless ``digest`` is None) its sha256 are checked, and it is removed."""
+    with around:
+        t0 = time.perf_counter()
+        write()
+        secs = time.perf_counter() - t0
     if (got := target.stat().st_size) != size:
         raise TransferError(f"wrote {got} bytes, not {size}")
     if digest is not None:

@@ -40,6 +40,14 @@ def test_fuse_bench_quick(server: str, tmp_path: Path) -> None:
     ratios = [ln for ln in cp.stdout.splitlines() if ln.startswith(("| dd |", "| cat |"))]
     cells = [cell for ln in ratios for cell in ln.strip("| ").split(" | ")[1:]]
     assert len(cells) == 4 and all(cell.count(" (per repeat ") == 1 for cell in cells), out
+    lines = [ln for ln in cp.stdout.splitlines() if not ln.startswith("| ---")]
+    cpu = [ln for ln in lines if ln.endswith(" |") and ln.count(" | ") == 4]
+    assert [ln.split(" | ")[0] for ln in cpu[1:]] == [
+        "| api read", "| dd read", "| cat read", "| api write", "| dd write", "| cat write",
+    ], out  # fmt: skip
+    for ln in cpu[1:]:  # server, mount, caller, sum: seconds, the sum theirs
+        server, mount, caller, total = map(float, ln.strip("| ").split(" | ")[1:])
+        assert min(server, mount, caller) >= 0 and abs(server + mount + caller - total) < 0.002
     assert docs.read_text().count("## FUSE mount vs client API") == 1
     assert not (tmp_path / "work").exists() and not (tmp_path / "local").exists()
 
