@@ -9,12 +9,13 @@ mount is up, or 1 with the child's error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+
+from ferry import loops
 
 _READY = b"ok\n"
 
@@ -129,7 +130,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def _run(start: Callable[[], Coroutine[Any, Any, None]], report: list[int] | None = None) -> int:
     """Run the mount; errors become one line on stderr (or down the pipe) and exit 1."""
     try:
-        asyncio.run(start())
+        loops.run(start())
     except KeyboardInterrupt:
         return 130
     except (OSError, RuntimeError, ValueError) as exc:

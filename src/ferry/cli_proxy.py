@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ferry import proxy
+from ferry import loops, proxy
 from ferry.errors import ConfigError
 
 T = TypeVar("T")
@@ -137,7 +137,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
 
 def serve(spec: proxy.LinkSpec, to: tuple[str, int], listen: tuple[str, int], udp: bool) -> int:
     """Run the proxy in the foreground until SIGINT or SIGTERM (the ``ferry proxy`` CLI)."""
-    loop = proxy.new_event_loop()
+    loop = loops.new_event_loop()
     try:
         return loop.run_until_complete(_serve(spec, to, listen, udp))
     finally:

@@ -41,6 +41,8 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import cast
 
+from ferry.loops import new_event_loop
+
 log = logging.getLogger("ferry.proxy")
 
 CHUNK = 64 * 1024  # the largest chunk forwarded (and drawn for) at once
@@ -581,15 +583,6 @@ class Proxy:
 
 
 # -- running it ------------------------------------------------------------------------------
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop if installed (less overhead per chunk), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import inspect
 import threading
 from pathlib import Path
 
+import uvloop
 from client_proxy import url_for
 from rawclient import RunningServer
 
@@ -41,4 +42,5 @@ def test_connect_and_threads(ferry_srv: RunningServer, export_root: Path) -> Non
         c.write_file("b", b"xyz")
         assert [e.name for e in c.scandir()] in (["a", "b"], ["b", "a"])
         assert c.stats.calls > 8
+        assert isinstance(c._loop, uvloop.Loop)  # the blocking client's calls run on uvloop
     assert (export_root / "b").read_bytes() == b"xyz"

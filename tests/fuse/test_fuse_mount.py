@@ -126,6 +126,12 @@ def test_ls_and_stat_match_the_export(nfs_mount: Mount) -> None:
     assert st.st_ino == os.stat(exported / "f").st_ino  # inode = NFS fileid
 
 
+def test_the_mount_runs_on_uvloop(nfs_mount: Mount) -> None:
+    """Its loop comes from ``ferry.loops``: uvloop's extension is mapped into the process."""
+    maps = Path(f"/proc/{nfs_mount.proc.pid}/maps").read_text()
+    assert re.search(r"/uvloop/loop\.cpython-[^/]*\.so$", maps, re.M), "no uvloop in the mount"
+
+
 def test_cp_a_round_trip_keeps_modes_times_links(nfs_mount: Mount, tmp_path: Path) -> None:
     d = workdir(nfs_mount, "cp")
     src = sample_tree(tmp_path)

@@ -33,6 +33,7 @@ import dataclasses
 import logging
 import socket
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from ferry.errors import RecordError, RpcConnectionError, RpcError, RpcTimeout
 from ferry.rpc.message import NULL_AUTH, OpaqueAuth
@@ -136,8 +137,7 @@ class _Protocol(_Reporting, asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.owner.rpc.get_buffer()

@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
 from typing import IO, Any, TypeVar, overload
 
+from ferry import loops
 from ferry.backends.base import Attr, SetAttr
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import CreateMode, Ftype3, StableHow
@@ -44,7 +45,7 @@ class Client:
         attr_cache: float = 1.0,
         servers: str | Iterable[str] = (),
     ) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = loops.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ferry-client", daemon=True
         )

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import cast
 
+from ferry import loops
 from ferry.errors import RecordError
 from ferry.metrics import NO_METRICS, Metrics
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
@@ -334,10 +335,9 @@ class AsyncModel(ServerModel):
             self._serve(0)
 
     def _serve(self, slot: int) -> None:
-        _install_uvloop()
         udp = self.spec.udp(slot)
         with self.spec.open_app() as app:
-            asyncio.run(self._main(app.dispatcher(self.spec.port), udp, app.metrics))
+            loops.run(self._main(app.dispatcher(self.spec.port), udp, app.metrics))
 
     async def _main(
         self, dispatcher: Dispatcher, udp: Sequence[socket.socket], metrics: Metrics
@@ -358,10 +358,3 @@ class AsyncModel(ServerModel):
             log.info("shutting down")
         finally:
             await server.close()
-
-
-def _install_uvloop() -> None:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
