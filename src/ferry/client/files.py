@@ -402,9 +402,14 @@ class AsyncFile:
         """Give the buffer of the chunk at ``off``, just consumed by a copy, back for the
         next READ; not while another read still waits for that chunk: it would copy from
         it later."""
-        buf = self._bufs.pop(off, None)
-        if buf is not None and not self._waiting.get(off):
+        if (buf := self._unbind(off)) is not None:
             self._pool.give(buf)
+
+    def _unbind(self, off: int) -> memoryview | None:
+        """Take the buffer off the chunk at ``off``: it, if the pool may have it back (no
+        read still waits to copy from it), else None (let go)."""
+        buf = self._bufs.pop(off, None)
+        return None if buf is None or self._waiting.get(off) else buf
 
     def recycle(self) -> None:
         """The caller is done with every view ``pread`` lent out so far: their buffers go
@@ -422,8 +427,7 @@ class AsyncFile:
         unless a read still waits for it (it would copy from it)."""
         task = self._chunks.pop(off)
         task.cancel()
-        buf = self._bufs.pop(off, None)
-        if buf is not None and not self._waiting.get(off):
+        if (buf := self._unbind(off)) is not None:
             give = self._pool.give
             task.add_done_callback(lambda _: give(buf))
 
