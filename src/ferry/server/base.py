@@ -8,7 +8,7 @@ marking is the ``RecordReader``'s and ``frame``'s. The blocking loop here reads 
 framed reply buffers (scatter-gather, no join); a READ's data left in its file (a
 ``FileSegment``) follows its header, sent with ``MSG_MORE``, by ``sendfile``: never copied.
 
-Defences of the blocking loop (the lecture's ``alarm()``, done with socket timeouts):
+Defences of the blocking loop (the lecture's ``alarm()``, done as deadlines on ``poll``):
 
 * ``idle_timeout``: no byte at all for that long (a client that connects and never sends);
 * ``record_timeout``: a record begun must be complete within that long, however the bytes
@@ -17,7 +17,8 @@ Defences of the blocking loop (the lecture's ``alarm()``, done with socket timeo
   pipelines calls and never reads its replies).
 
 A connection that trips one is closed abortively (RST, send queue dropped), so its kernel
-buffers are freed at once. ``0`` disables a timeout.
+buffers are freed at once. ``0`` disables a timeout. The serial model also yields to a
+waiting client (``Limits.waiting_grace``), and every wait wakes for a stop (``Stopper``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class Limits:
     max_connections: int = 1024
     record_timeout: float = 60.0
     send_timeout: float = 60.0
+    waiting_grace: float = 2.0
+    """Serial model: once another client waits, the connection in service is closed when
+    idle and gets at most this long to finish the record or reply in hand."""
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Limits:
@@ -257,17 +261,54 @@ def stop_requested_early() -> bool:
 
 class Stopper:
     """Graceful shutdown for blocking loops: a signal only *requests* a stop, and interrupts
-    the main thread only while it waits (accept, recv, send, waitpid), never mid-call."""
+    the main thread only while it waits (accept, recv, send, waitpid), never mid-call.
+
+    CPython runs the Python handler between bytecodes of the main thread, so a signal noted
+    at C level just before the main thread blocks (or by another thread) would not end the
+    wait. Every wait therefore also watches ``fileno()``, the read end of a socket pair that
+    ``signal.set_wakeup_fd`` makes the C handler write to: the self-pipe trick."""
+
+    _wake: ClassVar[tuple[socket.socket, socket.socket] | None] = None
 
     def __init__(self) -> None:
         self.requested = False
         self._waiting = False
 
     def install(self) -> Stopper:
+        """Handle SIGTERM/SIGINT in this process (main thread only). A forked process
+        installs its own: the wake-up pair is made anew, never shared across a fork."""
+        old, Stopper._wake = Stopper._wake, socket.socketpair()
+        for end in Stopper._wake:
+            end.setblocking(False)
+        signal.set_wakeup_fd(Stopper._wake[1].fileno(), warn_on_full_buffer=False)
+        if old is not None:
+            for end in old:
+                end.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.requested = self.requested or stop_requested_early()
         return self
+
+    def fileno(self) -> int:
+        """Readable once a signal has arrived (see the class docstring)."""
+        assert Stopper._wake is not None, "Stopper.install() first"
+        return Stopper._wake[0].fileno()
+
+    def woken(self) -> bool:
+        """After ``fileno()`` turned readable: empty it; True if that signal asked for a
+        stop (its handler has run by now: this is a Python call)."""
+        assert Stopper._wake is not None
+        with contextlib.suppress(BlockingIOError):
+            while Stopper._wake[0].recv(256):
+                pass
+        return self.requested
+
+    def sleep(self, seconds: float | None) -> None:
+        """Wait up to ``seconds`` (None: for ever) or until a signal arrives."""
+        poller = select.poll()
+        poller.register(self, select.POLLIN)
+        if poller.poll(None if seconds is None else seconds * 1000):
+            self.woken()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
@@ -300,60 +341,118 @@ class Timeout(Exception):
 
 
 class BlockingConnection:
-    """One connection served with blocking socket calls: one call at a time, in order."""
+    """One connection served with blocking waits: one call at a time, in order.
+
+    Every wait is one ``poll`` of the socket, of the Stopper's wake-up descriptor (a stop
+    is never slept through) and, for the serial model, of the listening sockets: a
+    connection pending there is another client waiting, and the one in service yields
+    (closed once idle, its record or reply cut off after ``Limits.waiting_grace``)."""
 
     def __init__(
-        self, sock: socket.socket, dispatcher: Dispatcher, limits: Limits, peer: Address
+        self,
+        sock: socket.socket,
+        dispatcher: Dispatcher,
+        limits: Limits,
+        peer: Address,
+        stop: Stopper | None = None,
+        waiting_room: Sequence[socket.socket] = (),
     ) -> None:
         self.sock = sock
         self.dispatcher = dispatcher
         self.limits = limits
         self.peer = peer
+        self.stop = stop
         self.reader = RecordReader(limits.max_record)
         self.record_started: float | None = None
+        self.waiter_since: float | None = None
+        """When another client was first seen waiting (serial model only)."""
+        sock.setblocking(False)
+        self._fd = sock.fileno()
+        self._events = select.POLLIN
+        self._poll = select.poll()
+        self._poll.register(self._fd, self._events)
+        if stop is not None:
+            self._poll.register(stop, select.POLLIN)
+        self._room = [listener.fileno() for listener in waiting_room]
+        for fd in self._room:
+            self._poll.register(fd, select.POLLIN)
 
-    def run(self, stop: Stopper | None) -> None:
+    def run(self) -> None:
         """Serve calls until EOF; raises Timeout, RecordError, OSError or Shutdown."""
+        stop = self.stop
         while stop is None or not stop.requested:
             with stop.waiting() if stop is not None else _NOT_STOPPING:
                 n = self._receive()
             if n == 0:
                 return
             self.reader.buffer_updated(n)
-            answered = self._answer(stop)
+            answered = self._answer()
             if not self.reader.incomplete:
                 self.record_started = None
             elif self.record_started is None or answered:  # time spent answering is ours
                 self.record_started = time.monotonic()
 
     def _receive(self) -> int:
-        timeout, what = _deadline(self.limits.idle_timeout, "idle")
-        if self.record_started is not None and self.limits.record_timeout > 0:
-            left = self.record_started + self.limits.record_timeout - time.monotonic()
-            if timeout is None or left < timeout:
-                timeout, what = max(left, 0.0), "record"
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv_into(self.reader.get_buffer())
-        except TimeoutError:
-            raise Timeout(what) from None
+        """Bytes received into the reader's buffer; 0 at EOF, and 0 when the connection is
+        idle while another client waits (it is closed as at EOF; its client may come back)."""
+        idle = _after(self.limits.idle_timeout)
+        while True:
+            if self.waiter_since is not None and self.record_started is None:
+                log.info("closing idle connection from %s: another client is waiting", self.peer)
+                return 0
+            deadline, kind = idle, "idle"
+            if self.record_started is not None and self.limits.record_timeout > 0:
+                record = self.record_started + self.limits.record_timeout
+                if deadline is None or record < deadline:
+                    deadline, kind = record, "record"
+            if self._wait(select.POLLIN, deadline, kind):
+                try:
+                    return self.sock.recv_into(self.reader.get_buffer())
+                except BlockingIOError:
+                    continue
 
-    def _answer(self, stop: Stopper | None) -> bool:
+    def _wait(self, events: int, deadline: float | None, kind: str, detail: str = "") -> bool:
+        """Until the socket is ready for ``events`` (True), or another client is first seen
+        waiting (False: the deadlines change). Timeout(kind) past ``deadline`` (or the
+        waiting grace), Shutdown when a stop is requested."""
+        if self.waiter_since is not None and self.limits.waiting_grace > 0:
+            grace = self.waiter_since + self.limits.waiting_grace
+            if deadline is None or grace < deadline:
+                deadline, detail = grace, " (another client is waiting)"
+        if events != self._events:
+            self._poll.modify(self._fd, events)
+            self._events = events
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(kind, detail)
+            ready = dict(self._poll.poll(None if left is None else left * 1000))
+            if self.stop is not None and self.stop.fileno() in ready and self.stop.woken():
+                raise Shutdown
+            if self._fd in ready:
+                return True
+            if any(fd in ready for fd in self._room):
+                self.waiter_since = time.monotonic()
+                for fd in self._room:
+                    self._poll.unregister(fd)
+                self._room = []
+                return False
+
+    def _answer(self) -> bool:
         """Dispatch every complete record received; True if any was."""
         answered = False
         while (record := self.reader.next_record()) is not None:
             answered = True
             reply = self.dispatcher.handle_parts(record, self.peer, TCP_SENDFILE)
             if reply is not None:
-                with stop.waiting() if stop is not None else _NOT_STOPPING:
+                with self.stop.waiting() if self.stop is not None else _NOT_STOPPING:
                     self._send(frame(reply))
         return answered
 
     def _send(self, parts: Sequence[Part]) -> None:
         """Send a framed reply: buffers with sendmsg, file segments with sendfile (the
         buffers before one go with MSG_MORE, so its header and data leave together)."""
-        limit = self.limits.send_timeout
-        deadline = time.monotonic() + limit if limit > 0 else None
+        deadline = _after(self.limits.send_timeout)
         try:
             views: list[memoryview] = []
             for part in parts:
@@ -369,18 +468,17 @@ class BlockingConnection:
 
     def _sendmsg(self, views: list[memoryview], deadline: float | None, flags: int = 0) -> None:
         while views:
-            self._set_send_timeout(deadline)
             try:
                 sent = self.sock.sendmsg(views[:_IOV_MAX], (), flags)
-            except TimeoutError:
-                raise _send_timed_out() from None
+            except BlockingIOError:
+                self._wait_writable(deadline)
+                continue
             views = _advance(views, sent)
 
     def _sendfile(self, segment: FileSegment, deadline: float | None) -> None:
         """All of ``segment``, or SegmentShrank if the file ended first (the record, whose
         mark counted those bytes, can then only be cut off with the connection)."""
-        self._set_send_timeout(deadline)  # with a timeout the socket does not block: poll
-        out, pos, end = self.sock.fileno(), segment.offset, segment.offset + segment.count
+        out, pos, end = self._fd, segment.offset, segment.offset + segment.count
         while pos < end:
             try:
                 sent = os.sendfile(out, segment.fd, pos, end - pos)
@@ -396,23 +494,17 @@ class BlockingConnection:
                 raise SegmentShrank(end - pos)
             pos += sent
 
-    def _set_send_timeout(self, deadline: float | None) -> None:
-        self.sock.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0))
-
     def _wait_writable(self, deadline: float | None) -> None:
-        poller = select.poll()
-        poller.register(self.sock, select.POLLOUT)
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0) * 1000
-        if not poller.poll(left):
-            raise _send_timed_out()
+        while not self._wait(select.POLLOUT, deadline, "send", _NOT_READING):
+            pass
 
 
-def _send_timed_out() -> Timeout:
-    return Timeout("send", " (the client does not read its replies)")
+_NOT_READING = " (the client does not read its replies)"
 
 
-def _deadline(limit: float, what: str) -> tuple[float | None, str]:
-    return (limit if limit > 0 else None), what
+def _after(seconds: float) -> float | None:
+    """The deadline ``seconds`` from now; None for 0 (no limit)."""
+    return time.monotonic() + seconds if seconds > 0 else None
 
 
 def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
@@ -434,19 +526,21 @@ def serve_connection(
     peer: Address = None,
     stop: Stopper | None = None,
     metrics: Metrics = NO_METRICS,
+    waiting_room: Sequence[socket.socket] = (),
 ) -> None:
     """Serve one accepted connection until EOF, a timeout, a bad record or shutdown, then
-    close it. Never raises except for a crash in this adapter itself."""
+    close it. Never raises except for a crash in this adapter itself. ``waiting_room``:
+    the listeners whose pending connections this one yields to (the serial model)."""
     if peer is None:
         with contextlib.suppress(OSError):
             peer = sock.getpeername()
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    conn = BlockingConnection(sock, dispatcher, limits, peer)
+    conn = BlockingConnection(sock, dispatcher, limits, peer, stop, waiting_room)
     clean = False
     metrics.connection_opened()
     try:
-        conn.run(stop)
+        conn.run()
         clean = True
     except Timeout as exc:
         metrics.timeout(exc.kind)
@@ -483,12 +577,16 @@ def accept_loop(
         for listener in listeners:
             listener.setblocking(False)
             sel.register(listener, selectors.EVENT_READ)
+        sel.register(stop, selectors.EVENT_READ)
         with contextlib.suppress(Shutdown):
             while not stop.requested:
                 with stop.waiting():
                     events = sel.select(0.5 if tick is not None else None)
                 for key, _ in events:
-                    _accept_one(key.fileobj, handle)  # type: ignore[arg-type]
+                    if key.fileobj is stop:
+                        stop.woken()
+                    elif not stop.requested:
+                        _accept_one(key.fileobj, handle)  # type: ignore[arg-type]
                 if tick is not None:
                     tick()
 
@@ -554,7 +652,7 @@ def wait_for_stop(stop: Stopper) -> None:
     with contextlib.suppress(Shutdown):
         while not stop.requested:
             with stop.waiting():
-                time.sleep(1.0)
+                stop.sleep(None)
 
 
 def terminate(children: set[int], grace: float = 5.0) -> None:
@@ -584,19 +682,39 @@ def supervise(count: int, worker: Callable[[int], None], stop: Stopper) -> None:
         slots[pid] = (slot, time.monotonic())
         log.debug("worker %d started (slot %d)", pid, slot)
 
+    previous = signal.signal(signal.SIGCHLD, _child_exited)  # wakes stop.sleep below
     try:
         for slot in range(count):
             start(slot)
         with contextlib.suppress(Shutdown):
             while not stop.requested:
                 with stop.waiting():
-                    pid, status = os.waitpid(-1, 0)
+                    stop.sleep(None)
+                for pid, status in _exited():
                     slot, started = slots.pop(pid, (-1, 0.0))
                     if slot < 0:
                         continue
                     log.warning("worker %d exited (status %#x); restarting it", pid, status)
-                    if time.monotonic() - started < 1.0:
-                        time.sleep(1.0)  # a worker that dies at once must not fork-bomb
-                start(slot)
+                    while (left := started + 1.0 - time.monotonic()) > 0:
+                        with stop.waiting():  # a worker that dies at once must not fork-bomb
+                            stop.sleep(left)
+                    start(slot)
     finally:
+        signal.signal(signal.SIGCHLD, previous)
         terminate(set(slots))
+
+
+def _child_exited(signum: int, frame: FrameType | None) -> None:
+    """Nothing: the signal's byte on the Stopper's wake-up descriptor is what counts."""
+
+
+def _exited() -> Iterator[tuple[int, int]]:
+    """(pid, status) of every child that has exited, without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status

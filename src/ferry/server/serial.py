@@ -1,7 +1,9 @@
 """The serial model: one process, one connection at a time (the lecture's first server).
 
-Its only defence is time: a client that stalls holds the whole server until one of the
-``Limits`` timeouts cuts it off; everyone else waits in the listen backlog meanwhile.
+Everyone else waits in the listen backlog behind the connection in service, so that one
+yields as soon as a client is waiting (a connection pending on a listener): closed at once
+when idle, cut off after ``Limits.waiting_grace`` (2 s) when mid-record or mid-reply. With
+nobody waiting, the usual ``Limits`` timeouts apply (docs/server-models.md).
 With ``--udp`` one thread beside it answers datagrams, one at a time too.
 """
 
@@ -23,7 +25,9 @@ class SerialServer(ServerModel):
             dispatcher = app.dispatcher(spec.port)
 
             def handle(sock: socket.socket, peer: Address) -> None:
-                serve_connection(sock, dispatcher, spec.limits, peer, stop, spec.metrics)
+                serve_connection(
+                    sock, dispatcher, spec.limits, peer, stop, spec.metrics, spec.listeners
+                )
 
             with DatagramThreads(spec.udp(0), dispatcher):
                 accept_loop(spec.listeners, stop, handle)
