@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,13 +110,46 @@ def test_taken_portmapper_port(export: Path, tmp_path: Path, taken_port: int) ->
     ("args", "needle"),
     [
         (["--port", "70000"], "port 70000"),
-        (["--port", "0", "--portmapper", "--portmapper-port", "70000"], "portmapper_port"),
+        (["--port", "0", "--portmapper", "--portmapper-port", "70000"], "--portmapper-port 70000"),
         (["--port", "0", "--bind", "999.1.1.1"], "999.1.1.1"),
     ],
 )
 def test_bad_options(export: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     r = ferry("serve", str(export), *args, "--state-dir", str(tmp_path / "s"))
     assert_one_line_error(r, needle)
+
+
+def test_an_out_of_range_port_is_blamed_on_the_command_line(export: Path, tmp_path: Path) -> None:
+    """Not on a "config" the user never wrote."""
+    r = ferry("serve", str(export), "--port", "70000", "--state-dir", str(tmp_path / "s"))
+    line = assert_one_line_error(r, "--port 70000", "0-65535")
+    assert "config" not in line
+
+
+def test_a_command_line_conflict_is_blamed_on_the_command_line(
+    export: Path, tmp_path: Path
+) -> None:
+    r = ferry("serve", str(export), "--model", "serial", "--workers", "2")
+    line = assert_one_line_error(r, "command line", "workers")
+    assert "config" not in line
+
+
+def test_taken_metrics_port(export: Path, tmp_path: Path, taken_port: int) -> None:
+    """The same one line as a taken NFS port."""
+    r = ferry(
+        "serve", str(export), "--port", "0", "--state-dir", str(tmp_path / "s"),
+        "--metrics", f"127.0.0.1:{taken_port}",
+    )  # fmt: skip
+    line = assert_one_line_error(r, f"metrics port {taken_port} on 127.0.0.1 is already in use")
+    assert "Errno" not in line
+
+
+def test_version() -> None:
+    r = ferry("--version")
+    assert r.returncode == 0, r.stderr
+    with open(SRC.parent / "pyproject.toml", "rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    assert r.stdout.strip() == f"ferry {version}"
 
 
 def test_bad_config(export: Path, tmp_path: Path) -> None:

@@ -9,13 +9,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ferry import __version__
 from ferry import config as cfgmod
 from ferry.backends.base import ReadOnlyBackend
 from ferry.errors import ConfigError
 from ferry.metrics import Metrics, exporting
 from ferry.nfs3.mount import MountRegistry
 from ferry.server.app import App, build_app
-from ferry.server.base import Limits, ServerModel, ServerSpec, bind_listener, defer_signals
+from ferry.server.base import Limits, ServerModel, ServerSpec, defer_signals
+from ferry.server.listen import bind_listener
 from ferry.server.models import MODELS
 from ferry.server.shared import FileMountTable
 from ferry.server.udp import bind_udp
@@ -41,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description="A user-space NFSv3 toolkit.")
+    parser.add_argument("--version", action="version", version=f"ferry {__version__}")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -127,12 +130,17 @@ def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
                 root_squash=not args.no_root_squash,
             )
         )
+    for key in ("port", "portmapper_port"):
+        value = getattr(args, key)
+        if value is not None and not 0 <= value <= 65535:
+            raise ConfigError(f"--{key.replace('_', '-')} {value}: out of range (0-65535)")
     for key in _OVERRIDES:
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     config.portmapper = config.portmapper or args.portmapper
     config.udp = config.udp or args.udp
-    cfgmod.validate(config)
+    origin = "command line" if args.config is None else f"{args.config} with the command line"
+    cfgmod.validate(config, origin)
     return config
 
 

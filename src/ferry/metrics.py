@@ -48,6 +48,7 @@ from ferry.nfs3.const import (
 from ferry.rpc.message import AcceptStat, RejectStat
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.segment import FileSegment, Part
+from ferry.server.listen import bind_listener
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -355,11 +356,7 @@ class PrometheusMetrics(Metrics):
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        return socket.create_server(infos[0][4][:2], family=infos[0][0], backlog=16)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen for metrics on {host}:{port}: {exc}") from exc
+    return bind_listener(host, port, "metrics", backlog=16)  # errors worded as for NFS
 
 
 class _HttpServer(http.server.ThreadingHTTPServer):

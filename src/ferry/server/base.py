@@ -38,10 +38,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ferry.config import ServerConfig
-from ferry.errors import ConfigError, RecordError
+from ferry.errors import RecordError
 from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.mount import MountRegistry
 from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
@@ -84,49 +84,6 @@ class Limits:
             record_timeout=config.record_timeout,
             send_timeout=config.send_timeout,
         )
-
-
-# -- listening sockets --------------------------------------------------------------------
-
-
-def passive_socket(host: str, port: int, kind: socket.SocketKind) -> tuple[socket.socket, Any]:
-    """An unbound socket of ``kind`` for listening on ``host``, with SO_REUSEADDR set, and
-    the address to bind; a host that does not resolve is a ConfigError."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
-        family, sock_kind, proto, _, addr = infos[0]
-        sock = socket.socket(family, sock_kind, proto)
-    except OSError as exc:
-        udp = " (UDP)" if kind == socket.SOCK_DGRAM else ""
-        raise ConfigError(f"cannot listen on {host}{udp}: {exc.strerror or exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}: {exc.strerror or exc}") from exc
-    return sock, addr
-
-
-def bind_listener(host: str, port: int, what: str, backlog: int = 256) -> socket.socket:
-    """A listening TCP socket (SO_REUSEADDR); errors become a ConfigError naming ``what``."""
-    sock, addr = passive_socket(host, port, socket.SOCK_STREAM)
-    try:
-        sock.bind(addr)
-        sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise _listen_error(exc, host, port, what) from exc
-    return sock
-
-
-def _listen_error(exc: OSError, host: str, port: int, what: str) -> ConfigError:
-    if exc.errno == errno.EADDRINUSE:
-        return ConfigError(f"{what} port {port} on {host} is already in use")
-    if exc.errno == errno.EACCES:
-        return ConfigError(f"no permission to listen on {what} port {port}")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return ConfigError(f"cannot listen on {host}: {exc.strerror}")
-    return ConfigError(f"cannot listen on {host}:{port}: {exc}")
 
 
 def refuse(sock: socket.socket) -> None:

@@ -31,10 +31,9 @@ import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from ferry.errors import ConfigError
 from ferry.rpc.dispatch import UDP, Address, Buffer, Dispatcher
 from ferry.rpc.message import AcceptStat, pack_accepted
-from ferry.server.base import passive_socket
+from ferry.server.listen import listen_error, passive_socket
 from ferry.xdr import Packer
 
 __all__ = ["MAX_UDP_PAYLOAD", "DatagramThreads", "RpcDatagramProtocol", "bind_udp"]
@@ -61,7 +60,7 @@ def bind_udp(host: str, port: int, what: str, shared: bool = False) -> socket.so
         sock.bind(addr)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot bind {what} UDP port {port} on {host}: {exc}") from exc
+        raise listen_error(exc, host, port, f"{what} UDP") from exc
     sock.setblocking(False)
     return sock
 
