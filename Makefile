@@ -2,8 +2,11 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
-STAMP  := $(VENV)/.installed-stamp
 BIN    := $(VENV)/bin
+# Two stamps: `make serve` needs Ferry alone (wheels only, no compiler); `make test` adds the
+# test extras, which include what serving needs, so neither re-installs after the other.
+SERVE_STAMP := $(VENV)/.serve-stamp
+TEST_STAMP  := $(VENV)/.test-stamp
 
 DIR   ?= ./share
 PORT  ?= 2049
@@ -11,20 +14,40 @@ BIND  ?= 127.0.0.1
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 FUZZ_SECONDS ?= 600
+DEPS  ?= install
+NOBODY := 65534
 
-.PHONY: venv serve test test-unit test-interop test-ceph bench bench-quick lint clean fuzz soak
+.PHONY: venv deps serve test test-unit test-interop test-ceph bench bench-quick lint clean fuzz soak
 
-venv: $(STAMP)
+# The Debian packages the tests need (scripts/debian-packages, shared with .ci/run): installed
+# when missing, with apt-get as root or sudo without a password; else the command is printed
+# and make stops. DEPS=skip leaves them to you.
+deps:
+ifneq ($(DEPS),skip)
+	@scripts/debian-packages install
+endif
 
-# Re-install only when pyproject.toml changes (or the venv is missing).
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,s3]'
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-serve: venv
-	@mkdir -p "$(DIR)"
+$(TEST_STAMP): pyproject.toml | deps $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[test,s3]'
+	@touch $@ $(SERVE_STAMP)
+
+# The whole development environment: Ferry with its test and s3 extras.
+venv: deps $(TEST_STAMP)
+
+# DIR is made if missing; made by root, it belongs to $(NOBODY):$(NOBODY), the user Ferry squashes
+# client root to (root_squash), so root's own `ferry put` can write there (README, Quick start).
+serve: $(SERVE_STAMP)
+	@if [ ! -e "$(DIR)" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then install -d -o $(NOBODY) -g $(NOBODY) "$(DIR)"; \
+	    else mkdir -p "$(DIR)"; fi; \
+	fi
 	$(BIN)/ferry serve "$(DIR)" --port $(PORT) --bind $(BIND)
 
 test: venv

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -12,9 +14,12 @@ from pathlib import Path
 from ferry import __version__
 from ferry import config as cfgmod
 from ferry.backends.base import ReadOnlyBackend
+from ferry.cli_mount import FUSE_INSTALL
 from ferry.errors import ConfigError
 from ferry.metrics import Metrics, exporting
+from ferry.nfs3.exports import Export
 from ferry.nfs3.mount import MountRegistry
+from ferry.rpc.auth import Credentials
 from ferry.server.app import App, build_app
 from ferry.server.base import Limits, ServerModel, ServerSpec, defer_signals
 from ferry.server.listen import bind_listener
@@ -221,26 +226,91 @@ def _listen_udp(config: cfgmod.ServerConfig, port: int, workers: int) -> list[li
 
 
 def instructions(app: App, bind: str, port: int) -> str:
-    """How to reach the server, printed at start-up."""
+    """What the server does and how to reach it, printed at start-up: per export, what backs
+    it, who may mount it, who client users act as, and the commands to mount or list it
+    (only those the printed host may use)."""
     host = "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
     shown = f"[{host}]" if ":" in host else host
     transports = "TCP and UDP" if app.config.udp else "TCP"
     lines = []
-    for export in app.exports:
+    for export, cfg in zip(app.exports, app.config.exports, strict=True):
         p = export.path
         read_only = export.read_only or isinstance(export.backend, ReadOnlyBackend)
         mode = "read-only" if read_only else "read-write"
         lines += [
             f"ferry: serving {p} on {shown}:{port} (NFSv3 + MOUNTv3 over {transports}, {mode})",
-            f"  Linux:  sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},"
+            f"  backing: {_backing(cfg)}",
+            f"  clients: {_clients(export)}",
+            f"  users:   {_squashing(export)}",
+        ]
+        if not read_only and (note := _write_note(export, cfg)):
+            lines.append(f"  note:    {note}")
+        if not export.allows(host):
+            lines.append(f"  ({host} may not mount this export, so no commands are shown for it)")
+            continue
+        lines += [
+            f"  Linux:   sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},"
             f"nolock {shown}:{p} /mnt",
-            f"  macOS:  sudo mount_nfs -o vers=3,tcp,port={port},mountport={port},nolocks,"
+            f"  macOS:   sudo mount_nfs -o vers=3,tcp,port={port},mountport={port},nolocks,"
             f"resvport {shown}:{p} /Volumes/ferry",
-            f"  libnfs: nfs-ls 'nfs://{shown}{p}?version=3&nfsport={port}&mountport={port}'",
-            f"  Ferry:  ferry ls 'nfs://{shown}:{port}{p}'",
-            f"  FUSE:   ferry mount 'nfs://{shown}:{port}{p}' /mnt/ferry  (no root needed)",
+            f"  libnfs:  nfs-ls 'nfs://{shown}{p}?version=3&nfsport={port}&mountport={port}'",
+            f"  Ferry:   ferry ls 'nfs://{shown}:{port}{p}'",
+            (
+                f"  FUSE:    ferry mount 'nfs://{shown}:{port}{p}' /mnt/ferry  (no root needed)"
+                if importlib.util.find_spec("pyfuse3") is not None
+                else f"  FUSE:    `ferry mount` needs {FUSE_INSTALL}"
+            ),
         ]
     return "\n".join(lines)
+
+
+def _backing(cfg: cfgmod.ExportConfig) -> str:
+    if cfg.backend != "local":
+        return f"backend {cfg.backend}" + (f", {cfg.path}" if cfg.backend != "memory" else "")
+    try:
+        st = os.stat(cfg.path)
+    except OSError:
+        return f"directory {cfg.path}"
+    return f"directory {cfg.path} (owner {st.st_uid}:{st.st_gid}, mode {st.st_mode & 0o7777:04o})"
+
+
+def _clients(export: Export) -> str:
+    if not export.clients:
+        return "any address may mount it"
+    return "only " + ", ".join(str(net) for net in export.clients) + " may mount it"
+
+
+def _squashing(export: Export) -> str:
+    anon = f"{export.anonuid}:{export.anongid}"
+    if export.all_squash:
+        return f"every client user acts as {anon} (all_squash)"
+    if export.root_squash:
+        return f"client root acts as {anon} (root_squash), other users as themselves"
+    return "client root acts as root (no root_squash), other users as themselves"
+
+
+def _write_note(export: Export, cfg: cfgmod.ExportConfig) -> str:
+    """Why the user running this server, as a client on this machine, could not write the
+    export's top directory (empty if they could, or if that cannot be told)."""
+    if cfg.backend != "local":
+        return ""
+    uid, gid = os.getuid(), os.getgid()
+    cred = export.squash(Credentials(uid=uid, gid=gid))
+    if cred.uid == 0:
+        return ""
+    try:
+        st = os.stat(cfg.path)
+    except OSError:
+        return ""
+    bits = 0o200 if st.st_uid == cred.uid else 0o020 if st.st_gid == cred.gid else 0o002
+    if st.st_mode & bits:
+        return ""
+    who = "client root" if uid == 0 else f"uid {uid}"
+    fix = f"chown {cred.uid}:{cred.gid} {cfg.path}" if uid == 0 else "serve a directory you own"
+    return (
+        f"{who} acts as {cred.uid}:{cred.gid} here, who may not write to {cfg.path}"
+        f" (owner {st.st_uid}:{st.st_gid}, mode {st.st_mode & 0o7777:04o}): {fix}"
+    )
 
 
 if __name__ == "__main__":

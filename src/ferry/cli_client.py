@@ -46,7 +46,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ferry.errors import FerryError
+from ferry.errors import FerryError, root_squash_hint
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
 
@@ -159,7 +159,7 @@ def _reason(exc: BaseException) -> str:
     """``No such file or directory``: the error without the name it is about (the errno's
     own text when there is one, as coreutils print it)."""
     if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
+        return os.strerror(exc.errno) + root_squash_hint(exc)
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return str(exc) or type(exc).__name__

@@ -18,6 +18,11 @@ from typing import Any
 from ferry import loops
 
 _READY = b"ok\n"
+FUSE_INSTALL = (
+    "pyfuse3: pip install 'ferry-nfs[fuse]' (it builds against libfuse3: Debian packages"
+    " fuse3 libfuse3-dev pkg-config gcc python3-dev)"
+)
+"""What ``ferry mount`` needs, said where it is missing (here and in the serve banner)."""
 
 
 def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,8 +85,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     try:
         from ferry.fusemount import MountOptions, mount
     except ImportError as exc:
-        print(f"ferry: error: mount needs pyfuse3 (pip install 'ferry-nfs[fuse]'): {exc}",
-              file=sys.stderr)  # fmt: skip
+        print(f"ferry: error: mount needs {FUSE_INSTALL}: {exc}", file=sys.stderr)
         return 2
     if not args.mountpoint.is_dir():
         print(f"ferry: error: mount point is not a directory: {args.mountpoint}", file=sys.stderr)

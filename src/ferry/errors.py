@@ -155,3 +155,17 @@ def status_from_oserror(exc: OSError) -> Nfsstat3:
 def errno_from_status(status: Nfsstat3) -> int:
     """The errno a client should raise for an NFS status."""
     return _NFS_TO_ERRNO.get(status, errno.EIO)
+
+
+def root_squash_hint(exc: BaseException) -> str:
+    """A note for a server's permission error met by a client acting as root: NFS servers
+    squash root by default (root_squash), so root is an unprivileged user over there and may
+    be refused what it could do locally. Empty for any other error."""
+    cause = exc.__cause__
+    if (
+        isinstance(cause, NfsError)
+        and cause.status in (Nfsstat3.ACCES, Nfsstat3.PERM)
+        and os.getuid() == 0
+    ):
+        return " (the server may squash root to an unprivileged user: root_squash)"
+    return ""
