@@ -507,7 +507,7 @@ def test_fsx_random_operations_match_a_reference(nfs_mount: Mount) -> None:
 
 def cached_bytes(path: Path) -> int:
     """How much of ``path`` is in the page cache (util-linux fincore; it opens the file)."""
-    require_tool("fincore", "util-linux")
+    require_tool("fincore", "util-linux-extra")
     return int(run("fincore", "--bytes", "--noheadings", "--output", "RES", path))
 
 
