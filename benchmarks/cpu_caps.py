@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -59,15 +61,46 @@ def _release(root: Path, group: Path) -> None:
 
 
 @contextlib.contextmanager
-def server_cpus(servers: Sequence[Sequence[int]], cpus: float) -> Iterator[None]:
-    """Put each server's processes (pid lists) in a group capped to ``cpus`` cores."""
-    root, v2 = _root()
-    groups = [_make(root, v2, f"ferry-bench-{os.getpid()}-{i}", cpus) for i in range(len(servers))]
+def _hierarchy() -> Iterator[tuple[Path, bool]]:
+    """The cgroup directory to make groups in, and whether it is cgroup v2: the one mounted
+    where systemd mounts it, or, where none is (a minimal chroot or container), the CPU
+    hierarchy mounted on a temporary directory for the while (root only)."""
     try:
-        for group, pids in zip(groups, servers, strict=True):
-            for pid in pids:
-                (group / "cgroup.procs").write_text(str(pid))
-        yield
-    finally:
-        for group in groups:
-            _release(root, group)
+        found = _root()
+    except RuntimeError:
+        if os.geteuid() != 0:
+            raise
+    else:
+        yield found
+        return
+    with tempfile.TemporaryDirectory(prefix="ferry-cgroup-") as where:
+        for fstype, options in (("cgroup2", ()), ("cgroup", ("-o", "cpu"))):
+            mount = ["mount", "-t", fstype, *options, fstype, where]
+            if subprocess.run(mount, capture_output=True, check=False).returncode:
+                continue
+            try:
+                v2 = fstype == "cgroup2"
+                if not v2 or "cpu" in (Path(where) / "cgroup.controllers").read_text().split():
+                    yield Path(where), v2
+                    return
+            finally:
+                subprocess.run(["umount", where], capture_output=True, check=False)
+    raise RuntimeError("no CPU cgroup controller mounted or mountable (cgroup v2 or v1 'cpu')")
+
+
+@contextlib.contextmanager
+def server_cpus(servers: Sequence[Sequence[int]], cpus: float) -> Iterator[list[Path]]:
+    """Put each server's processes (pid lists) in a group capped to ``cpus`` cores; yields
+    the groups' directories."""
+    with _hierarchy() as (root, v2):
+        groups = [
+            _make(root, v2, f"ferry-bench-{os.getpid()}-{i}", cpus) for i in range(len(servers))
+        ]
+        try:
+            for group, pids in zip(groups, servers, strict=True):
+                for pid in pids:
+                    (group / "cgroup.procs").write_text(str(pid))
+            yield groups
+        finally:
+            for group in groups:
+                _release(root, group)

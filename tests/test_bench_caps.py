@@ -79,15 +79,15 @@ def test_a_stale_shaper_of_ours_is_replaced_and_removed() -> None:
 def test_server_processes_are_placed_in_a_capped_cpu_group() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        with cpu_caps.server_cpus([[proc.pid]], cpus=0.25):
+        with cpu_caps.server_cpus([[proc.pid]], cpus=0.25) as (group,):
             cgroup = Path(f"/proc/{proc.pid}/cgroup").read_text()
             name = f"ferry-bench-{os.getpid()}-0"
-            assert name in cgroup, cgroup
-            root, v2 = cpu_caps._root()
-            quota = (root / name / ("cpu.max" if v2 else "cpu.cfs_quota_us")).read_text()
+            assert group.name == name and name in cgroup, cgroup
+            v2 = (group / "cpu.max").exists()
+            quota = (group / ("cpu.max" if v2 else "cpu.cfs_quota_us")).read_text()
             assert quota.split()[0] == "25000"
         assert name not in Path(f"/proc/{proc.pid}/cgroup").read_text()
-        assert not (root / name).exists()
+        assert not group.exists()
     finally:
         proc.kill()
         proc.wait()

@@ -67,7 +67,7 @@ def test_missing_packages_without_root_or_sudo_print_the_command(tmp_path: Path)
 def test_missing_packages_with_passwordless_sudo_are_installed_through_it(tmp_path: Path) -> None:
     log = tmp_path / "sudo.log"
     bindir = fake_bin(tmp_path, **{"dpkg-query": "exit 1", "id": "echo 1000",
-                                   "sudo": f'echo "$*" >> {log}'})  # fmt: skip
+                                   "sudo": f'cat >/dev/null; echo "$*" >> {log}'})  # fmt: skip
     r = run_script(bindir, "install")
     calls = log.read_text().splitlines()
     assert "-n apt-get update -qq" in calls

@@ -121,13 +121,24 @@ def _query(query: str) -> dict[str, int]:
 
 def parse_url(url: str) -> NfsUrl:
     """Parse an ``nfs://`` URL; raises ValueError naming what is wrong."""
-    parts = urllib.parse.urlsplit(url)
+    parts = _split(url)
     if parts.scheme != "nfs":
         raise ValueError(f"not an nfs:// url: {url!r}")
     servers = [_server(item, url) for item in parts.netloc.split(",")]
     path = normalise_path(urllib.parse.unquote(parts.path))
     (host, port), more = servers[0], tuple(servers[1:])
     return NfsUrl(host, path, port, more=more, **_query(parts.query))
+
+
+def _split(url: str) -> urllib.parse.SplitResult:
+    """``urlsplit``, but the authority is taken as it is: Python's check of brackets (3.11.4
+    and later, and Debian 12's 3.11.2) refuses ``h1:2049,[::1]:2050`` as one host."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return urllib.parse.urlsplit(url)
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    tail = urllib.parse.urlsplit(f"{scheme}://host{rest[end:]}")
+    return tail._replace(netloc=rest[:end])
 
 
 def _server(netloc: str, url: str) -> tuple[str, int | None]:
