@@ -20,26 +20,27 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, overload
 
 from ferry.backends.base import Attr, SetAttr
-from ferry.errors import NfsError, errno_from_status
+from ferry.errors import NfsError
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import Access, CreateMode, Ftype3, Nfsstat3
 
 from .buffers import ChunkBuffers
 from .files import AsyncFile, FileOptions, OpenMode, read_all, write_all
 from .nfs import MAX_DIR_PAGES, Name, NfsDirEntry, NfsProcedures, _parts, _str
+from .opening import Opening
+from .url import NfsUrl
 
 Walk = tuple[str, list[str], list[str]]
 
 
 @contextlib.contextmanager
 def _as_oserror(path: str, path2: str | None = None) -> Iterator[None]:
-    """Translate an NFS status into the OSError ``os`` raises, naming the path(s)."""
+    """Translate an NFS status into the OSError ``os`` raises, naming the path(s); the
+    NfsError is not chained: it would only repeat the status."""
     try:
         yield
     except NfsError as exc:
-        code = errno_from_status(exc.status)
-        msg = f"{os.strerror(code)} ({exc.status.name})"
-        raise OSError(code, msg, path, None, path2) from exc
+        raise exc.to_oserror(path, path2) from None
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -66,14 +67,14 @@ class AsyncNfsClient(NfsProcedures):
 
     # -- lookups ------------------------------------------------------------------------
 
-    async def stat(self, path: str, follow_symlinks: bool = True) -> Attr:
-        """Attributes of ``path`` (of a symlink's target, as ``os.stat``); ``Attr`` also has
-        ``os.stat_result``'s ``st_*`` names and ``to_stat_result()``."""
-        return (await self.resolve(path, follow_symlinks))[1]
+    async def stat(self, path: str, follow_symlinks: bool = True) -> os.stat_result:
+        """``os.stat`` of ``path``: a symlink is followed unless ``follow_symlinks`` is
+        false. ``st_dev`` is the NFS fsid; ``resolve`` gives the NFS ``Attr`` itself."""
+        return (await self.resolve(path, follow_symlinks))[1].to_stat_result()
 
-    async def lstat(self, path: str) -> Attr:
-        """Attributes of ``path`` itself, a symlink not followed (as ``os.lstat``)."""
-        return (await self.resolve(path, False))[1]
+    async def lstat(self, path: str) -> os.stat_result:
+        """``os.lstat``: the attributes of ``path`` itself, a symlink not followed."""
+        return await self.stat(path, follow_symlinks=False)
 
     async def _dir(self, path: str) -> bytes:
         fh, attr = await self.resolve(path, follow_symlinks=True)
@@ -87,11 +88,11 @@ class AsyncNfsClient(NfsProcedures):
         try:
             return await self._dir(parent), name
         except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, path) from exc
+            raise OSError(exc.errno, exc.strerror, path) from None
 
     async def _type(self, path: str) -> Ftype3 | None:
         try:
-            return (await self.stat(path, follow_symlinks=True)).type
+            return (await self.resolve(path, follow_symlinks=True))[1].type
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -387,12 +388,16 @@ class AsyncNfsClient(NfsProcedures):
 
     # -- open files ---------------------------------------------------------------------
 
-    async def open(self, path: str, mode: str = "rb", perm: int = 0o644) -> AsyncFile:
-        """An ``AsyncFile`` (binary; ``Client.open`` adds the io layers and text modes).
+    def open(self, path: str, mode: str = "rb", perm: int = 0o644) -> Opening[AsyncFile]:
+        """An ``AsyncFile`` (binary; ``Client.open`` adds the io layers and text modes):
+        ``f = await c.open(path)``, or ``async with c.open(path) as f`` to close it.
 
         ``r`` opens an existing file, ``w`` creates or truncates it (CREATE UNCHECKED with
         size 0), ``a`` creates it or writes at its end, ``x`` creates it or fails
         (CREATE GUARDED: FileExistsError). Attributes are fetched afresh (close-to-open)."""
+        return Opening(lambda: self._open(path, mode, perm))
+
+    async def _open(self, path: str, mode: str, perm: int) -> AsyncFile:
         how = OpenMode.parse(mode)
         fh = await (self._create_for_open(path, how, perm) if how.create else self._existing(path))
         with _as_oserror(path):
@@ -413,7 +418,7 @@ class AsyncNfsClient(NfsProcedures):
             res = await self.create(dirfh, name, attrs, create)
         except NfsError as exc:
             if how.exclusive or exc.status not in (Nfsstat3.EXIST, Nfsstat3.ISDIR):
-                raise _as_error(exc, path) from exc
+                raise exc.to_oserror(path) from None
             return await self._reopen(path, how)  # a symlink or a directory in the way
         if res.obj is not None:
             return res.obj
@@ -436,6 +441,8 @@ class AsyncNfsClient(NfsProcedures):
             raise PermissionError(13, "permission denied", path)
 
 
-def _as_error(exc: NfsError, path: str) -> OSError:
-    code = errno_from_status(exc.status)
-    return OSError(code, f"{os.strerror(code)} ({exc.status.name})", path)
+def connect_async(url: str | NfsUrl, **kw: Any) -> Opening[AsyncNfsClient]:
+    """Mount ``url`` with the asyncio client; ``connect``'s keywords. Use it as
+    ``async with connect_async(url) as c:`` (closed on the way out), or
+    ``c = await connect_async(url)`` and ``await c.close()`` when done."""
+    return Opening(lambda: AsyncNfsClient.connect(url, **kw))
