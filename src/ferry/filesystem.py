@@ -161,11 +161,11 @@ async def _read_piece(client: AsyncNfsClient, fh: bytes, offset: int, count: int
 class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     """An NFSv3 server as an fsspec file system (protocol ``nfs``).
 
-    ``NfsFileSystem(host, port)`` or ``fsspec.filesystem("nfs", host=..., port=...)``;
-    ``nfsport``/``mountport``/``uid``/``gid`` as in the URL query, ``export`` to skip the
-    export discovery, ``servers`` (``"host[:port]"`` items, or one comma-separated string)
-    for more servers of the same store to fail over to, as a multi-host URL gives. Instances
-    are cached per arguments, as fsspec does.
+    ``NfsFileSystem(host, port)`` or ``fsspec.filesystem("nfs", host=..., port=...)``
+    (there is no default server); ``nfsport``/``mountport``/``uid``/``gid`` as in the URL
+    query, ``export`` to skip the export discovery, ``servers`` (``"host[:port]"`` items,
+    or one comma-separated string) for more servers of the same store to fail over to, as
+    a multi-host URL gives. Instances are cached per arguments, as fsspec does.
     """
 
     protocol: ClassVar[str] = "nfs"

@@ -67,6 +67,8 @@ def test_stat_is_an_os_stat_result(client: Client, served: tuple[str, Path]) -> 
     assert st[stat.ST_SIZE] == 10000 and stat.S_ISREG(st.st_mode)
     assert stat.filemode(st.st_mode) == stat.filemode(os.stat(root / "d/f").st_mode)
     assert stat.S_ISDIR(client.stat("d").st_mode) and stat.S_ISDIR(client.stat("").st_mode)
+    # paths are relative to the URL's directory; "/" is that directory too
+    assert client.stat("/d/f") == st and client.stat("/") == client.stat("")
     # stat follows a symlink, lstat does not (as os.stat and os.lstat)
     _same(client.stat("ln"), os.stat(root / "ln"))
     _same(client.lstat("ln"), os.lstat(root / "ln"))

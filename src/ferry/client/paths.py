@@ -1,13 +1,16 @@
 """The path-level asyncio client: ``AsyncNfsClient``, the ``os``-like face of the engine.
 
-Paths are ``/``-separated and relative to the mounted directory; the parent of a path is
-always resolved following symlinks, the last component as each ``os`` function does.
+Paths are ``/``-separated and relative to the mounted directory (a leading ``/`` is that
+directory too); the parent of a path is always resolved following symlinks, the last
+component as each ``os`` function does. ``stat``/``lstat`` give ``os.stat_result``.
 Every method raises the ``OSError`` subclass ``os`` would (``FileNotFoundError``,
-``PermissionError``, ...) with the errno and the path (both paths for two-path calls);
-``NfsError`` never escapes here. Seven names are shared with NFS procedures (``mkdir``,
-``symlink``, ``readlink``, ``remove``, ``rmdir``, ``rename``, ``link``): called with a
-file handle (``bytes``) first they are the procedure, with a path (``str``) the path
-operation, so code written against either keeps working.
+``PermissionError``, ...) with the errno, ``os.strerror``'s text and the path (both paths
+for two-path calls), not chained to the ``NfsError`` it comes from, which never escapes
+here. ``connect_async`` and ``open`` return an ``Opening``: await it, or ``async with``.
+Seven names are shared with NFS procedures (``mkdir``, ``symlink``, ``readlink``,
+``remove``, ``rmdir``, ``rename``, ``link``): called with a file handle (``bytes``) first
+they are the procedure, with a path (``str``) the path operation, so code written against
+either keeps working.
 """
 
 from __future__ import annotations
