@@ -58,7 +58,8 @@ def _join(top: str, name: str) -> str:
 
 
 class AsyncNfsClient(NfsProcedures):
-    """A mounted NFSv3 export. Build it with ``await AsyncNfsClient.connect(url)``."""
+    """A mounted NFSv3 export: ``async with connect_async(url) as c`` (or
+    ``await AsyncNfsClient.connect(url)``, closed by the caller)."""
 
     file_options = FileOptions()
 
