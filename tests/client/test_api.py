@@ -207,3 +207,19 @@ def test_open_defaults_to_binary_like_fsspec(client: Client, served: tuple[str, 
     with client.open("u.txt", "w") as f:
         f.write("é\n")
     assert (served[1] / "u.txt").read_bytes() == "é\n".encode()
+
+
+def test_async_open_refuses_text_modes(served: tuple[str, Path]) -> None:
+    """The asyncio client's files are binary: a text mode is refused, not given bytes."""
+    (served[1] / "t.txt").write_bytes(b"text\n")
+
+    async def body() -> None:
+        async with ferry.connect_async(served[0]) as c:
+            for mode in ("r", "rt", "w", "a+"):
+                with pytest.raises(ValueError, match="binary"):
+                    c.open("t.txt", mode)
+            async with c.open("t.txt") as f:
+                assert await f.read() == b"text\n"
+
+    run(body())
+    assert (served[1] / "t.txt").read_bytes() == b"text\n"  # "w" truncated nothing

@@ -398,11 +398,17 @@ class AsyncNfsClient(NfsProcedures):
 
         ``r`` opens an existing file, ``w`` creates or truncates it (CREATE UNCHECKED with
         size 0), ``a`` creates it or writes at its end, ``x`` creates it or fails
-        (CREATE GUARDED: FileExistsError). Attributes are fetched afresh (close-to-open)."""
-        return Opening(lambda: self._open(path, mode, perm))
-
-    async def _open(self, path: str, mode: str, perm: int) -> AsyncFile:
+        (CREATE GUARDED: FileExistsError). Attributes are fetched afresh (close-to-open).
+        A text mode (no ``b``) is a ValueError: an ``AsyncFile`` reads and writes bytes."""
         how = OpenMode.parse(mode)
+        if how.text:
+            raise ValueError(
+                f"invalid mode {mode!r}: the asyncio client's files are binary (add 'b'; "
+                "the blocking Client.open has text modes)"
+            )
+        return Opening(lambda: self._open(path, how, perm))
+
+    async def _open(self, path: str, how: OpenMode, perm: int) -> AsyncFile:
         fh = await (self._create_for_open(path, how, perm) if how.create else self._existing(path))
         with _as_oserror(path):
             attr = await self.getattr(fh)

@@ -325,7 +325,8 @@ class Client:
         ``r``/``w``/``a``/``x`` with ``t`` or without ``b`` are text (UTF-8 unless told
         otherwise), as with ``open``. Standard io objects over the engine's read-ahead
         and write-behind."""
-        file = self._run(_opened(self._client.open(path, mode, perm)))
+        binary = mode if "b" in mode else mode.replace("t", "") + "b"
+        file = self._run(_opened(self._client.open(path, binary, perm)))
         try:
             return fileio.wrap(self._run, file, mode, buffering, encoding, errors, newline)
         except BaseException:
