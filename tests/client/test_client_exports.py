@@ -76,6 +76,9 @@ def test_connect_inside_the_export_works(peer: Peer) -> None:
     assert (peer.export / "sub" / "new").read_bytes() == b"x"
     with ferry.connect(peers.url_at(peer, f"{peer.export}/file")) as c:
         assert c.read_file("file") == b"data"  # a file: its directory is mounted
+    (peer.export / "sub" / "inner").write_bytes(b"inner data")
+    with ferry.connect(peers.url_at(peer, f"{peer.export}/sub/inner")) as c:
+        assert c.read_file("inner") == b"inner data"  # whichever prefix the server mounts
 
 
 # -- fsspec ------------------------------------------------------------------------------------
