@@ -10,6 +10,7 @@ registrations of other instances, so every client URL carries explicit ports.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -427,6 +428,39 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _mount_for_ganesha(export: Path) -> bool:
+    """Ganesha's VFS FSAL finds an export's file system among the mounts (/etc/mtab). In a
+    chroot whose root is no mount point (a minimal root such as tools/fresh-debian-check's)
+    none covers the export, and Ganesha exports nothing: there, bind-mount the export on
+    itself (root only) so that one does. Returns True if it did (undone by ``stop``)."""
+    mounts = [
+        line.split()[1].replace("\\040", " ")
+        for line in Path("/proc/self/mounts").read_text().splitlines()
+    ]
+    path = str(export)
+    if any(m == "/" or path == m or path.startswith(m + "/") for m in mounts):
+        return False
+    if os.geteuid() != 0:
+        raise PeerError(f"no mount covers {export} (a chroot?): Ganesha cannot export it")
+    run(["mount", "--bind", path, path], timeout=30)
+    if not _BOUND:
+        atexit.register(lambda: [_unmount(p) for p in list(_BOUND)])  # a test that died
+    _BOUND.add(export)
+    return True
+
+
+_BOUND: set[Path] = set()
+"""Exports bind-mounted by ``_mount_for_ganesha`` and not yet unmounted."""
+
+
+def _unmount(export: Path) -> None:
+    _BOUND.discard(export)
+    run(["umount", "--lazy", str(export)], timeout=30, check=False)
+
+
+REGISTER_TRIES = 3  # Ganesha starts before giving up on registering with rpcbind
+
+
 class GaneshaServer:
     """NFS-Ganesha (VFS FSAL, NFSv3 only) exporting one directory on loopback."""
 
@@ -456,6 +490,7 @@ class GaneshaServer:
         self.pidfile = self.workdir / "ganesha.pid"
         self.pid: int | None = None
         self.started_rpcbind = False
+        self.bound = False  # the export bind-mounted on itself (see _mount_for_ganesha)
 
     @property
     def url(self) -> str:
@@ -488,8 +523,24 @@ class GaneshaServer:
                 nfs_port=self.nfs_port, mnt_port=self.mnt_port, host=self.host, export=self.export
             )
         )
+        self.bound = self.bound or _mount_for_ganesha(self.export)  # restarts: made already
+        for attempt in range(1, REGISTER_TRIES + 1):
+            try:
+                return self._launch(exe)
+            except PeerError:
+                # Ganesha replaces the rpcbind entries of any other instance, and stops
+                # if it cannot; over TCP (no rpcbind socket, as in a chroot) it may not
+                # replace those another Ganesha made through the socket: wait for that one.
+                if "Cannot register" not in _tail(self.log) or attempt == REGISTER_TRIES:
+                    self.stop()
+                    raise
+                time.sleep(2.0 * attempt)
+        raise AssertionError("unreachable")
+
+    def _launch(self, exe: str) -> GaneshaServer:
         for p in (self.log, self.pidfile):
             p.unlink(missing_ok=True)
+        self.pid = None
         # Ganesha daemonizes: the launcher exits at once, the daemon writes PIDFILE.
         run(
             [exe, "-f", self.conf, "-L", self.log, "-p", self.pidfile, "-N", "NIV_EVENT"],
@@ -501,23 +552,35 @@ class GaneshaServer:
             if self.pid is None and self.pidfile.exists():
                 with contextlib.suppress(ValueError, OSError):
                     self.pid = int(self.pidfile.read_text().strip())
+            if "Could not create export" in text:  # it would serve no export, refuse MNT
+                self._stop_daemon()
+                msg = f"ganesha.nfsd could not export {self.export}; log:\n{text[-4000:]}"
+                raise PeerError(msg)
             if "NFS SERVER INITIALIZED" in text and self.pid is not None:
                 break
             if self.pid is not None and not _pid_alive(self.pid):
                 raise PeerError(f"ganesha.nfsd exited during start-up; log:\n{text[-4000:]}")
             if time.monotonic() >= deadline:
-                self.stop()
+                self._stop_daemon()
                 raise PeerError(
                     f"ganesha.nfsd not initialized within {self.ready_timeout}s "
                     f"(rpcbind running? 'Cannot register' in log?); log:\n{text[-4000:]}"
                 )
             time.sleep(0.05)
         if not wait_until(lambda: port_accepts(self.host, self.nfs_port), 10):
-            self.stop()
+            self._stop_daemon()
             raise PeerError(f"ganesha initialized but port {self.nfs_port} refuses connections")
         return self
 
     def stop(self) -> None:
+        try:
+            self._stop_daemon()
+        finally:
+            if self.bound:
+                self.bound = False
+                _unmount(self.export)
+
+    def _stop_daemon(self) -> None:
         pid, self.pid = self.pid, None
         if pid is None:
             with contextlib.suppress(ValueError, OSError):
