@@ -124,6 +124,7 @@ class _Client:
         self.sent_at = 0.0
         self.pending = False
         self.answered = 0
+        self.closed = False
         self.buf = bytearray()
 
     def send(self) -> None:
@@ -132,6 +133,19 @@ class _Client:
         self.sent_at = time.monotonic()
         self.pending = True
         self.sock.send(self.call)  # a small call always fits the empty send buffer
+
+    def reopen(self, addr: Addr, sel: selectors.BaseSelector) -> None:
+        """A new connection after the server closed this one (the serial model closes the
+        connection it serves once another client waits); the call in hand is sent again,
+        as an NFS client resends what got no reply."""
+        sel.unregister(self.sock)
+        self.sock.close()
+        self.sock = _connect(addr)
+        self.sock.setblocking(False)
+        sel.register(self.sock, selectors.EVENT_READ, self)
+        self.buf.clear()
+        if self.pending:
+            self.sock.send(self.call)
 
     def receive(self) -> bytes | None:
         """The reply once complete (one fragment: replies to small calls are)."""
@@ -157,15 +171,27 @@ def _connect(addr: Addr) -> socket.socket:
     return sock
 
 
-def _settle(sel: selectors.BaseSelector, clients: list[_Client], quiet: float) -> int:
-    """Answer first calls until all are answered or none was for ``quiet`` seconds."""
+def _settle(
+    sel: selectors.BaseSelector, clients: list[_Client], quiet: float, addr: Addr | None = None
+) -> int:
+    """Answer first calls until all are answered or none was for ``quiet`` seconds; a
+    connection the server closes (the serial model yields an idle one to a waiting client)
+    is opened again (``addr`` given) or noted as closed."""
     last = time.monotonic()
     while any(c.pending for c in clients) and time.monotonic() - last < quiet:
         for key, _ in sel.select(0.05):
             client: _Client = key.data
-            if client.receive() is not None:
+            try:
+                answered = client.receive() is not None
+            except ConnectionError:
+                if addr is not None:
+                    client.reopen(addr, sel)
+                    continue
+                client.closed, client.pending, answered = True, False, False
+                sel.unregister(client.sock)
+            if answered:
                 last = time.monotonic()
-    return sum(not c.pending for c in clients)
+    return sum(c.answered > 0 for c in clients)
 
 
 def _calls_process(addr: Addr, record: bytes, n: int, base: int, pipe: Connection) -> None:
@@ -178,7 +204,7 @@ def _calls_process(addr: Addr, record: bytes, n: int, base: int, pipe: Connectio
         sel.register(sock, selectors.EVENT_READ, client)
         clients.append(client)
         client.send()
-    pipe.send(_settle(sel, clients, quiet=2.0))
+    pipe.send(_settle(sel, clients, quiet=2.0, addr=addr))
     start, stop = pipe.recv()
     time.sleep(max(0.0, start - time.monotonic()))
     cpu0 = cpu_seconds()
@@ -189,7 +215,11 @@ def _calls_process(addr: Addr, record: bytes, n: int, base: int, pipe: Connectio
     while (now := time.monotonic()) < stop:
         for key, _ in sel.select(stop - now):
             client = key.data
-            reply = client.receive()
+            try:
+                reply = client.receive()
+            except ConnectionError:  # the serial model takes clients in turns
+                client.reopen(addr, sel)
+                continue
             if reply is None:
                 continue
             done = time.monotonic()
@@ -358,18 +388,32 @@ def _idle_process(addr: Addr, record: bytes, n: int, pipe: Connection) -> None:
         sel.register(sock, selectors.EVENT_READ, client)
         clients.append(client)
         client.send()
-    pipe.send(_settle(sel, clients, quiet=3.0))
+    answered = _settle(sel, clients, quiet=3.0)
+    time.sleep(0.5)  # a close right after the last answers has arrived by now
+    pipe.send((answered, sum(_still_open(c) for c in clients)))
     pipe.recv()  # until released
     for c in clients:
         c.sock.close()
 
 
+def _still_open(client: _Client) -> bool:
+    if client.closed:
+        return False
+    try:
+        return client.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True  # open, nothing to read
+    except OSError:
+        return False  # reset
+
+
 @contextmanager
-def hold_idle(addr: Addr, null_call: bytes, n: int) -> Iterator[int]:
-    """``n`` connections, each answered one NULL (yields how many were), held open."""
+def hold_idle(addr: Addr, null_call: bytes, n: int) -> Iterator[tuple[int, int]]:
+    """``n`` connections, each answered one NULL, held open; yields how many were answered
+    and how many the server keeps open."""
     with _processes(_idle_process, [(addr, null_call, n)]) as (pipe,):
-        answered = int(pipe.recv())
+        answered, still_open = pipe.recv()
         try:
-            yield answered
+            yield int(answered), int(still_open)
         finally:
             pipe.send("release")

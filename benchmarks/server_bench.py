@@ -11,7 +11,8 @@ noise hits all alike:
   p50/p99 latency, server CPU per call;
 * 1 MiB READs and WRITEs (then COMMIT) on one connection with 4 in flight: MB/s;
 * idle connections: N connections each answered one NULL and held open; memory per
-  connection = (RSS after - RSS before) / N over the server's processes, children
+  connection = (RSS after - RSS before) / the connections kept open (the serial model
+  keeps one: it closes an idle connection once another waits) over the server's processes, children
   included (PSS too, which splits pages shared after a fork among the processes).
 
 Load comes from separate client processes (``loadgen``), whose CPU time is reported.
@@ -211,10 +212,11 @@ def measure_idle(servers: list[Server], args: argparse.Namespace) -> None:
     print(f"server_bench: {args.idle} idle connections", file=sys.stderr, flush=True)
     for s in servers:
         before = memory_kib(s.pids())
-        with loadgen.hold_idle(s.addr, s.calls["NULL"], args.idle) as answered:
+        with loadgen.hold_idle(s.addr, s.calls["NULL"], args.idle) as (answered, still_open):
             time.sleep(1.0)  # let forked children settle
             after = memory_kib(s.pids())
-        s.result.idle = report.Idle(args.idle, answered, after[0] - before[0], after[1] - before[1])
+        rss, pss = after[0] - before[0], after[1] - before[1]
+        s.result.idle = report.Idle(still_open, answered, rss, pss, asked=args.idle)
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -252,6 +254,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def tmpfs() -> Path | None:
+    """/dev/shm when a tmpfs is mounted there (in a minimal chroot it can be a plain
+    directory of /dev, where NFS-Ganesha cannot export); else None (the system's temp)."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, where, kind, *_ = line.split()
+        if where == "/dev/shm" and kind == "tmpfs":
+            return Path(where)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -261,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     except peers.ToolMissing as e:
         print(f"server_bench: {e}", file=sys.stderr)
         return 2
-    base = args.workdir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    base = args.workdir or tmpfs()
     work = Path(tempfile.mkdtemp(prefix="ferry-sbench-", dir=base))
     log: list[str] = []
     servers: list[Server] = []

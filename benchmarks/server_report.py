@@ -29,10 +29,11 @@ REFERENCE = "ganesha"
 
 @dataclass
 class Idle:
-    held: int
+    held: int  # connections the server kept open
     answered: int
     rss_kib: int  # growth over all of the server's processes
     pss_kib: int
+    asked: int = 0  # connections opened (the serial model closes idle ones others wait behind)
 
 
 @dataclass
@@ -193,7 +194,7 @@ def _stream_cpu(op: str) -> Cell:
 
 def _idle_cell(attr: str) -> Cell:
     def cell(row: Row, ref: Row | None) -> str:
-        if row.idle is None:
+        if row.idle is None or not row.idle.held:
             return "n/a"
         kib = getattr(row.idle, attr) / row.idle.held
         ref_kib = getattr(ref.idle, attr) / ref.idle.held if ref and ref.idle else None
@@ -201,6 +202,8 @@ def _idle_cell(attr: str) -> Cell:
         text = f"{kib:,.1f}" + (_ratio(kib, ref_kib) if meaningful else "")
         if row.idle.answered < row.idle.held:
             text += f" ({row.idle.answered}/{row.idle.held} accepted)"
+        if row.idle.held < row.idle.asked:
+            text += f" ({row.idle.held}/{row.idle.asked} kept open)"
         return text
 
     return cell
