@@ -242,8 +242,8 @@ def test_a_commit_that_keeps_conflicting_answers_jukebox_and_keeps_its_data(
     put, tries = a._store.put, []
 
     def interfered(path: str, source: str, if_match: str) -> str:
-        tries.append(if_match)
-        b.write(f, 3, memoryview(os.urandom(1)), SYNC)  # another server commits each time
+        tries.append(if_match)  # another server commits a new version each time:
+        b.write(f, 3, memoryview(bytes([len(tries)])), SYNC)
         return put(path, source, if_match)
 
     monkeypatch.setattr(a._store, "put", interfered)

@@ -70,6 +70,7 @@ class Store:
         self.fs = fs
         self._chunk = chunk
         self._if_match = "quoted"  # then "bare" (RGW 16), then "checked" (HEAD, then PUT)
+        self._if_none_match = True
 
     def _run(self, coro: Awaitable[T]) -> T:
         from fsspec.asyn import sync
@@ -138,12 +139,16 @@ class Store:
 
     def create(self, path: str) -> bool:
         """Make ``path`` an empty object unless one exists; whether it made it."""
+        condition = {"IfNoneMatch": "*"} if self._if_none_match else {}
         try:
-            self._call("put_object", path, Body=b"", IfNoneMatch="*")
+            self._call("put_object", path, Body=b"", **condition)
         except Exception as exc:
             if code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
-            raise
+            if code(exc) != "NotImplemented" or not condition:
+                raise
+            self._if_none_match = False  # a store without conditional writes
+            return self.create(path)
         return True
 
     def put(self, path: str, source: str, if_match: str) -> str:
@@ -162,6 +167,10 @@ class Store:
                 if form == "checked" or self.head(path).get("ETag") != if_match:
                     raise  # it did change (FileNotFoundError from head: it is gone)
                 self._next_form(path, form)  # refused although it matches
+            except Exception as exc:
+                if code(exc) != "NotImplemented" or form == "checked":
+                    raise
+                self._next_form(path, "bare")  # a store without conditional writes
         raise Conflict(path)
 
     def _next_form(self, path: str, form: str) -> None:
@@ -169,8 +178,9 @@ class Store:
         if self._if_match == "checked":
             log.warning(
                 "s3 %s: the store refuses If-Match even for the object's current ETag (RGW "
-                "does on a bucket with versioning); commits now check the ETag just before "
-                "an unconditional PUT, so a write another server makes in between is lost",
+                "does on a bucket with versioning) or does not know it; commits now check "
+                "the ETag just before an unconditional PUT, so a write another server makes "
+                "in between is lost",
                 path.partition("/")[0],
             )
 
