@@ -10,6 +10,7 @@ failures at start and mid-flight.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -262,8 +263,16 @@ def test_a_versioned_bucket_merges_too(
     """RGW 16 refuses every If-Match on a versioned bucket: ETag checked by a HEAD."""
     from ceph_support import s3_admin
 
-    s3_admin(rgw).call_s3("put_bucket_versioning", Bucket=bucket,
-                          VersioningConfiguration={"Status": "Enabled"})  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="ferry.backends.s3")
+    admin = s3_admin(rgw)
+    admin.call_s3("put_bucket_versioning", Bucket=bucket,
+                  VersioningConfiguration={"Status": "Enabled"})  # fmt: skip
+    for _ in range(50):  # RGW may take a moment to version new objects (seen under load)
+        if admin.call_s3("put_object", Bucket=bucket, Key="probe", Body=b"").get("VersionId"):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("RGW did not start versioning the bucket within 5 s")
     a, b = make(), make()
     f = mkfile(a, b"f", bytes(100))
     a.write(f, 0, memoryview(b"A" * 50), UNSTABLE)
