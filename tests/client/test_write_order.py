@@ -131,6 +131,37 @@ def test_resend_never_puts_old_bytes_over_a_later_write(
     assert (resent, writes) == (2, 4)  # old, new, then old's two pieces new leaves
 
 
+def test_reads_and_truncates_wait_for_the_writes_before_them(
+    ferry_srv: RunningServer, export_root: Path
+) -> None:
+    """On one open file, with every WRITE held back by the proxy: a read returns the bytes
+    written before it (not the server's older ones), and a truncate right after writes
+    still queued or in flight is not undone by them."""
+    ws = 65536
+    a, b = os.urandom(3 * ws), os.urandom(ws)
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> tuple[bytes, bytes]:
+        proxy.reorder_writes = True
+        async with await c.open("r", "w+b") as f:
+            await f.pwrite(0, a)  # three WRITEs in flight
+            await f.pwrite(2 * ws + ws // 2, b)  # overlaps the third
+            buf = bytearray(4 * ws)
+            got = bytes(buf[: await f.pread_into(0, memoryview(buf))])
+            await f.pwrite(ws, b)  # in flight, then cut short by the truncate
+            await f.truncate(ws + 100)
+            await f.seek(0)
+            after = await f.read()
+        return got, after
+
+    got, after = run(through_proxy(ferry_srv.port, export_root, body, wsize=ws))
+    want = bytearray(a)
+    want[2 * ws + ws // 2 :] = b
+    assert got == want
+    want[ws : 2 * ws] = b
+    assert after == want[: ws + 100]
+    assert (export_root / "r").read_bytes() == want[: ws + 100]
+
+
 def test_resends_are_the_bytes_whose_last_write_was_lost() -> None:
     """``resends`` against a byte-by-byte model, for random histories: after a COMMIT
     answering verifier ``new``, exactly the bytes whose latest WRITE carried another
