@@ -228,9 +228,11 @@ async def _fsx(url: str, name: str, seed: int, seconds: float) -> tuple[fsx.Refe
                 want = ref.read(op.offset, op.length)
                 where = f"seed {seed}, op {done} (read {op.length} at {op.offset})"
                 assert got == want, f"{where}: {fsx.first_difference(got, want)}"
-            else:
+            elif op.kind == "truncate":
                 await f.truncate(op.length)
                 ref.truncate(op.length)
+            else:
+                await f.flush()
             if time.monotonic() > deadline:
                 break
         await f.close()
@@ -252,4 +254,4 @@ def test_random_overlapping_writes_reads_truncates(
     got = (server.export / "fsx.bin").read_bytes()
     assert got == ref.data, f"seed {seed}, {done} ops: {fsx.first_difference(got, ref.data)}"
     print(f"{done} operations, at most {peak} WRITEs in flight")
-    assert done >= 200 and peak >= 8  # enough, and concurrent enough, to mean something
+    assert done >= 100 and peak >= 8  # enough, and concurrent enough, to mean something

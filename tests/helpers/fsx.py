@@ -18,7 +18,8 @@ import random
 from collections.abc import Iterator
 
 MAX_SIZE = 256 << 10  # the file stays this small: writes land on each other often
-MAX_LEN = 48 << 10  # longest write or read (several 16 KiB WRITEs)
+MAX_LEN = 48 << 10  # a usual write or read (several 16 KiB WRITEs)
+MAX_LARGE = 192 << 10  # a rare large one (several FUSE requests, many WRITEs)
 
 
 def seed_from_env() -> int:
@@ -29,7 +30,7 @@ def seed_from_env() -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-    kind: str  # write, read, truncate, mapwrite, mapread
+    kind: str  # write, read, truncate, fsync, mapwrite, mapread
     offset: int = 0
     length: int = 0  # bytes to read or write; the new size for truncate
     data: bytes = b""
@@ -37,21 +38,22 @@ class Op:
 
 # Operation weights: mostly writes, so that many are in flight between the reads (a read
 # waits for the writes before it) and overlap each other.
-PLAIN = {"write": 80, "read": 12, "truncate": 8}
-MAPPED = {"write": 50, "read": 10, "truncate": 8, "mapwrite": 22, "mapread": 10}
+PLAIN = {"write": 78, "read": 12, "truncate": 8, "fsync": 2}
+MAPPED = {"write": 50, "read": 10, "truncate": 7, "fsync": 1, "mapwrite": 22, "mapread": 10}
 
 
 def operations(seed: int, count: int, weights: dict[str, int] = PLAIN) -> Iterator[Op]:
-    """``count`` operations from ``seed``; offsets within MAX_SIZE, lengths up to MAX_LEN
-    (often small, sometimes a few bytes, so that pieces overlap unevenly)."""
+    """``count`` operations from ``seed``; offsets within MAX_SIZE, lengths of a few bytes
+    (pieces overlap unevenly), up to MAX_LEN, or now and then up to MAX_LARGE."""
     rng = random.Random(seed)
     kinds, odds = list(weights), list(weights.values())
     for _ in range(count):
         (kind,) = rng.choices(kinds, odds)
-        if kind == "truncate":
+        if kind in ("truncate", "fsync"):
             yield Op(kind, length=rng.randrange(MAX_SIZE + 1))
             continue
-        length = rng.choice((rng.randrange(1, 64), rng.randrange(1, MAX_LEN + 1)))
+        (longest,) = rng.choices((64, MAX_LEN, MAX_LARGE), (45, 45, 10))
+        length = rng.randrange(1, longest + 1)
         offset = rng.randrange(MAX_SIZE - length + 1)
         data = rng.randbytes(length) if kind in ("write", "mapwrite") else b""
         yield Op(kind, offset, length, data)
