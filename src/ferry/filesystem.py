@@ -411,8 +411,11 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         how = CreateMode.GUARDED if exclusive else CreateMode.UNCHECKED
         attrs = SetAttr(mode=0o644, size=0 if truncate else None)
         res = await client.create(dirfh, name, attrs, how)
-        fh = res.obj or (await client.lookup(dirfh, name)).object
-        attr = await client.getattr(fh)
+        fh, attr = res.obj, res.obj_attributes
+        if fh is None:
+            found = await client.lookup(dirfh, name)
+            fh, attr = found.object, found.obj_attributes
+        attr = attr or await client.getattr(fh)
         return AsyncFile(client, fh, path, attr, _WRITE, client.file_options, client.buffers)
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
