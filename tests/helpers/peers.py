@@ -71,7 +71,7 @@ def find_tool(name: str) -> str | None:
 def tool_missing_message(name: str, package: str) -> str:
     return (
         f"required tool {name!r} not found: install Debian package {package} "
-        f"(.ci/run does: apt-get install -y {package})"
+        f"(make test installs every package scripts/debian-packages lists)"
     )
 
 
