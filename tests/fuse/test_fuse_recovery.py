@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import random
 import selectors
 import signal
@@ -24,6 +23,7 @@ from fusetest import SERVERS, check_stopped, mount_or_fail, serving
 from mounthelp import Mount
 
 from helpers import peers
+from helpers.outage import frozen, kill, restart
 
 Server = peers.FerryServer | peers.GaneshaServer
 LIMIT = 60.0  # seconds any one child may take: far beyond every timeout configured here
@@ -111,46 +111,6 @@ def still_blocked(*procs: subprocess.Popen[str]) -> bool:
 
 
 # -- outages ----------------------------------------------------------------------------------
-
-
-def _pid(server: Server) -> int:
-    if isinstance(server, peers.FerryServer):
-        assert server.proc is not None
-        return server.proc.pid
-    assert server.pid is not None
-    return server.pid
-
-
-@contextlib.contextmanager
-def frozen(server: Server) -> Iterator[None]:
-    """SIGSTOP: the connection stays up and nothing answers (a hung server)."""
-    pid = _pid(server)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
-def kill(server: Server) -> None:
-    """SIGKILL: the connection drops and the port refuses connections."""
-    pid = _pid(server)
-    os.kill(pid, signal.SIGKILL)
-    if isinstance(server, peers.FerryServer):
-        assert server.proc is not None
-        server.proc.wait(10)
-        server.proc = None
-    else:
-        assert peers.wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10)
-        server.pid = None
-
-
-def restart(server: Server) -> None:
-    """Start again on the same port(s), with the same state (file handles stay valid)."""
-    try:
-        server.start()
-    except peers.PeerError as exc:
-        pytest.fail(f"could not restart the server: {exc}", pytrace=False)
 
 
 def unmount(m: Mount) -> None:
