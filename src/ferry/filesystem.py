@@ -36,7 +36,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url
-from ferry.client.nfs import server_ports
+from ferry.client.nfs import server_ports, url_keywords
 from ferry.client.url import normalise_path, server_name
 from ferry.errors import NfsError
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, CreateMode, Ftype3, MountProc, Nfsstat3
@@ -160,8 +160,14 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     ``NfsFileSystem(host, port)`` or ``fsspec.filesystem("nfs", host=..., port=...)``;
     ``nfsport``/``mountport``/``uid``/``gid`` as in the URL query, ``export`` to skip the
     export discovery, ``servers`` (``"host[:port]"`` items, or one comma-separated string)
-    for more servers of the same store to fail over to, as a multi-host URL gives. Instances
-    are cached per arguments, as fsspec does.
+    for more servers of the same store to fail over to, as a multi-host URL gives.
+    ``connect()``'s keywords ``hard``, ``timeout``, ``retrans``, ``retry_for`` (what to do
+    when the server stops answering, ``ferry.client.retry``), ``readahead``, ``rsize``,
+    ``wsize``, ``attr_cache`` and ``read_only`` go to every mount; a URL's libnfs
+    arguments (``?timeo=...&readonly``) arrive as these keywords. ``auto_traverse_mounts``
+    (default True, as libnfs): a path goes to the deepest export holding it, mounted on
+    first use; False: to an export already mounted if one holds it. Instances are cached
+    per arguments, as fsspec does.
     """
 
     protocol: ClassVar[str] = "nfs"
@@ -179,10 +185,27 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         gid: int | None = None,
         export: str | None = None,
         servers: str | Iterable[str] = (),
+        hard: bool | None = None,
+        timeout: float | None = None,
+        retrans: int | None = None,
+        retry_for: float | None = None,
+        readahead: int | None = None,
+        rsize: int | None = None,
+        wsize: int | None = None,
+        attr_cache: float | None = None,
+        read_only: bool | None = None,
+        auto_traverse_mounts: bool = True,
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
         self.url = NfsUrl(host, "/", port, nfsport, mountport, uid, gid).with_servers(servers)
+        given = {
+            "hard": hard, "timeout": timeout, "retrans": retrans, "retry_for": retry_for,
+            "readahead": readahead, "rsize": rsize, "wsize": wsize, "attr_cache": attr_cache,
+            "read_only": read_only,
+        }  # fmt: skip
+        self.client_options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        self.traverse = auto_traverse_mounts
         self.loop = get_loop()
         self._exports: list[str] | None = [normalise_path(export)] if export else None
         self._mounts: dict[str, AsyncNfsClient] = {}
@@ -202,13 +225,16 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     @staticmethod
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
-        """Constructor arguments from a URL; hosts after the first become ``servers``."""
+        """Constructor arguments from a URL; hosts after the first become ``servers``, the
+        libnfs arguments the keywords they stand for."""
         u = parse_url(path)
         keys = ("port", "nfsport", "mountport", "uid", "gid")
         kwargs = {"host": u.host, **{k: getattr(u, k) for k in keys if getattr(u, k) is not None}}
         if u.more:
             kwargs["servers"] = [server_name(host, port) for host, port in u.more]
-        return kwargs
+        if not u.auto_traverse_mounts:
+            kwargs["auto_traverse_mounts"] = False
+        return {**kwargs, **url_keywords(u)}
 
     def unstrip_protocol(self, name: str) -> str:
         return str(NfsUrl(**{**_fields(self.url), "path": self._strip_protocol(name)}))
@@ -235,9 +261,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self._lock = asyncio.Lock()
         async with self._lock:
             export = self._mounted(path)
-            if export is None:
+            if export is None or (self.traverse and self._deeper(path, export)):
                 export = await self._mount(path)
         return self._mounts[export], _rel(path, export)
+
+    def _deeper(self, path: str, export: str) -> bool:
+        """Does a listed export below ``export`` hold ``path`` (a nested export)?"""
+        return any(_under(path, e) and len(e) > len(export) for e in self._exports or [])
 
     def _mounted(self, path: str) -> str | None:
         found = [e for e in self._mounts if _under(path, e)]
@@ -249,12 +279,15 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         found = [e for e in self._exports if _under(path, e)]
         export = max(found, key=len) if found else await self._probe(path)
         url = NfsUrl(**{**_fields(self.url), "path": export})
-        self._mounts[export] = await AsyncNfsClient.connect(url, export=export)
+        self._mounts[export] = await AsyncNfsClient.connect(
+            url, export=export, **self.client_options
+        )
         return export
 
     async def _probe(self, path: str) -> str:
         """No listed export holds ``path``: let MNT decide (longest accepted prefix)."""
-        client = await AsyncNfsClient.connect(NfsUrl(**{**_fields(self.url), "path": path}))
+        url = NfsUrl(**{**_fields(self.url), "path": path})
+        client = await AsyncNfsClient.connect(url, **self.client_options)
         await client.close()
         return client.export
 
@@ -468,14 +501,16 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         await writer.commit()
 
     async def _create(self, path: str, exclusive: bool, truncate: bool = True) -> _Writer:
-        """CREATE ``path`` (GUARDED if ``exclusive``; emptied if ``truncate``), making its
-        missing parents; a writer for its handle."""
+        """CREATE ``path`` (``create_exclusive`` if ``exclusive``; emptied if
+        ``truncate``), making its missing parents; a writer for its handle."""
         parent, _, name = path.rpartition("/")
         dirfh = await self._makedirs(parent or "/")
         client, _ = await self._where(path)
-        how = CreateMode.GUARDED if exclusive else CreateMode.UNCHECKED
-        attrs = SetAttr(mode=0o644, size=0 if truncate else None)
-        res = await client.create(dirfh, name, attrs, how)
+        if exclusive:
+            res = await client.create_exclusive(dirfh, name, SetAttr(mode=0o644))
+        else:
+            attrs = SetAttr(mode=0o644, size=0 if truncate else None)
+            res = await client.create(dirfh, name, attrs, CreateMode.UNCHECKED)
         fh = res.obj or (await client.lookup(dirfh, name)).object
         return _Writer(client, fh)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import re
 import select
 import signal
@@ -33,16 +34,14 @@ from typing import Any
 import pyfuse3
 import pyfuse3.asyncio
 
-from ferry.client.aio import RpcOptions
-from ferry.client.nfs import AuthSys
+from ferry.client.nfs import AuthSys, url_keywords
 from ferry.client.paths import AsyncNfsClient
-from ferry.client.url import parse_url
+from ferry.client.url import NfsUrl, parse_url
 from ferry.fuseops import NfsOperations
 from ferry.server.malloc import TRIM, keep_freed_buffers
 
 log = logging.getLogger("ferry.fuse")
 
-FOREVER = 1 << 30  # "keep retrying" for a hard mount
 STOP_GRACE = 5.0  # seconds a request may keep running once the mount is going away
 WATCH_EVERY = 1.0  # seconds between looks at the mount table
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -57,26 +56,21 @@ class MountOptions:
     gid: int | None = None  # own, as with the kernel NFS client)
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
-    hard: bool = True  # keep retrying a server that went away; soft: EIO after retrans
-    timeout: float = 10.0  # before the first retransmission of a call (doubles)
-    retrans: int = 3
+    hard: bool | None = None  # when the server stops answering (``client.retry``); None:
+    timeout: float | None = None  # what the URL says, else the policy's defaults, but for
+    retrans: int | None = None  # retry_for: a hard mount waits forever by default, as the
+    retry_for: float | None = None  # kernel's do (soft: EIO after retrans resends)
     allow_other: bool = False
     debug: bool = False
     read_ahead_kib: int = 2048  # the kernel's read-ahead for the mount (0: its default)
     direct_io: bool = False  # no page cache: each read/write goes to us (see fuseops.open)
 
-    def rpc_options(self) -> RpcOptions:
-        if self.hard:
-            return RpcOptions(
-                timeout=self.timeout, max_tries=FOREVER, reconnect_tries=FOREVER
-            )  # fmt: skip
-        return RpcOptions(
-            timeout=self.timeout,
-            max_timeout=max(self.timeout, 60.0),
-            max_tries=self.retrans + 1,
-            connect_timeout=self.timeout,
-            reconnect_tries=self.retrans + 1,
-        )
+    def retry(self, u: NfsUrl) -> dict[str, Any]:
+        """``connect()``'s retry keywords for a mount of ``u``."""
+        given = {"hard": self.hard, "timeout": self.timeout, "retrans": self.retrans}
+        asked = {k: v for k, v in given.items() if v is not None}
+        forever = url_keywords(u).get("retry_for", math.inf)
+        return {**asked, "retry_for": self.retry_for or forever}
 
     def fuse_options(self, fsname: str) -> set[str]:
         opts = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
@@ -109,7 +103,7 @@ async def mount(
     uid = options.uid if options.uid is not None else u.uid
     gid = options.gid if options.gid is not None else u.gid
     auth = AuthSys(base.uid if uid is None else uid, base.gid if gid is None else gid)
-    client = await AsyncNfsClient.connect(u, auth=auth, options=options.rpc_options(), attr_cache=0)
+    client = await AsyncNfsClient.connect(u, auth=auth, attr_cache=0, **options.retry(u))
     try:
         root = await client.getattr(client.root)
         per_caller = uid is None and gid is None  # no identity given: each caller's own

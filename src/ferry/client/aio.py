@@ -11,8 +11,15 @@ reply matching stay in the sans-IO ``RpcClient``:
   what else goes with it: ``selective`` (the default) resends only the lost call,
   ``go-back-n`` also every call still outstanding that was sent after it (the two answers
   to "the 3rd of 100 calls is lost"; benchmarks/rpc_bench.py compares them);
-* when the connection breaks, one reconnect task opens a new one (bounded attempts with
-  backoff) and resends just the calls still outstanding; callers keep waiting meanwhile;
+* when the connection breaks, one reconnect task opens a new one (attempts with backoff)
+  and resends just the calls still outstanding; callers keep waiting meanwhile;
+* how long it keeps trying: soft (``retry_for=None``), a call fails after ``max_tries``
+  sends and a reconnect after ``reconnect_tries`` attempts per server; hard
+  (``retry_for=S``), calls are resent and reconnects retried, round after round over the
+  servers, until the server has let them wait ``retry_for`` seconds without a byte (the
+  outage clock starts when a connection is lost or a call times out, stops at the next
+  byte received). ``client.retry`` turns the user's words (hard/soft, timeout, retrans,
+  retry_for) into these options;
 * failover: given ``fallbacks`` (other servers of the same store, which accept the same
   handles), a server that cannot be reached after ``reconnect_tries`` attempts, or that
   let a call time out ``max_tries`` times, is left for the next one in the list and the
@@ -32,6 +39,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -41,6 +49,7 @@ from ferry.rpc.record import Buffer
 from ferry.xdr import Unpacker
 
 from .rpc import Reply, RpcClient
+from .url import server_name
 
 log = logging.getLogger("ferry.client")
 
@@ -60,6 +69,7 @@ class RpcStats:
     resent_on_reconnect: int = 0  # calls sent again on a new connection
     failovers: int = 0  # moves to another server of the list
     jukebox_retries: int = 0  # NFS calls sent again after NFS3ERR_JUKEBOX (by ``client.nfs``)
+    resent_errors: int = 0  # errors to resent calls found to answer the first send's success
     ignored_replies: int = 0  # replies to no outstanding call (late duplicates)
     placed_bytes: int = 0  # READ data received straight into the caller's buffer
     max_in_flight: int = 0
@@ -77,7 +87,8 @@ class RpcOptions:
     max_timeout: float = 120.0
     max_tries: int = 4  # sends of one call, the first included
     connect_timeout: float = 10.0
-    reconnect_tries: int = 5
+    reconnect_tries: int = 5  # attempts per server (hard: per round over the servers)
+    retry_for: float | None = None  # hard: seconds of outage before calls fail (inf: never)
     transport: str = "tcp"  # or "udp"
     retransmit: str = "selective"  # or "go-back-n"
     jukebox_tries: int = 10  # sends of a call the server answers JUKEBOX; 1: no retry
@@ -85,6 +96,8 @@ class RpcOptions:
     jukebox_max_delay: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.retry_for is not None and not self.retry_for > 0:
+            raise ValueError(f"retry_for must be positive (inf: forever), not {self.retry_for}")
         if self.jukebox_tries < 1 or min(self.jukebox_delay, self.jukebox_max_delay) < 0:
             raise ValueError("jukebox_tries must be at least 1 and the delays not negative")
         if self.transport not in TRANSPORTS:
@@ -112,6 +125,7 @@ class _Pending:
     switches: int = 0  # times its tries were restarted on another server
     server: int = 0  # the failover count when it was last (re)started
     placed: int | None = None  # READ data bytes received straight into the destination
+    sends: int = 1  # times it went out: its timer's resends and resends on a new connection
 
 
 class _Reporting:
@@ -209,6 +223,7 @@ class AsyncRpcClient:
         self._protocol: _Protocol | _DatagramProtocol | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
+        self._outage: float | None = None  # when calls began waiting on a silent server
 
     # -- connection ----------------------------------------------------------------------
 
@@ -255,7 +270,8 @@ class AsyncRpcClient:
         self._protocol = protocol
         self._writable.set()
         for call in self.rpc.outstanding:  # after a reconnect: resend what is unanswered
-            if call.xid in self._pending:
+            if (pending := self._pending.get(call.xid)) is not None:
+                pending.sends += 1
                 self.stats.resent_on_reconnect += 1
                 self._resend(call.xid, call.buffers)
 
@@ -282,6 +298,7 @@ class AsyncRpcClient:
         self._writable.set()
         if not self._closed and self._pending:
             log.debug("connection to %s:%d lost (%s); reconnecting", self.host, self.port, exc)
+            self._waiting()
             self._start_reconnect()
 
     def _start_reconnect(self) -> None:
@@ -290,30 +307,72 @@ class AsyncRpcClient:
 
     async def _reconnect(self) -> None:
         """Reconnect to the current server, else to each other one in turn; every server
-        gets ``reconnect_tries`` attempts (one that timed out calls is skipped at once)."""
+        gets ``reconnect_tries`` attempts (one that timed out calls is skipped at once).
+        Soft: one round, then the waiting calls fail. Hard: round after round until the
+        outage has lasted ``retry_for`` seconds."""
         last: BaseException | None = None
         tried: list[str] = []
-        for step in range(len(self.servers)):
-            if step > 0 or self._leave:
+        backoff = 0  # grows across rounds: a server that stays away is asked every 2 s
+        warned = False
+        for step in range(1 << 62):  # bounded by the rounds (soft) or by retry_for (hard)
+            if step >= len(self.servers) and self.options.retry_for is None:
+                break
+            first_round = step < len(self.servers)
+            if (step > 0 or self._leave) and len(self.servers) > 1:
                 self._switch()
             self._leave = False
-            tried.append(f"{self.host}:{self.port}")
-            for attempt in range(self.options.reconnect_tries):
+            if first_round:
+                tried.append(server_name(self.host, self.port))
+            for _ in range(self.options.reconnect_tries):
+                if self._gave_up():
+                    self._fail_all(RpcConnectionError(self._outage_message(last)))
+                    return
                 try:
                     await self._open()
                 except (OSError, TimeoutError) as exc:
                     last = exc
-                    await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                    await asyncio.sleep(min(0.05 * 2**backoff, 2.0))
+                    backoff += 1
                     continue
                 self.stats.reconnects += 1
+                if warned:
+                    log.warning("%s answers again", server_name(self.host, self.port))
                 return
-            if len(self.servers) > 1:
-                log.warning("cannot reach %s (%s)", tried[-1], last)
+            if first_round and len(self.servers) > 1:
+                log.warning("cannot reach %s (%s)", server_name(self.host, self.port), last)
+            if step == len(self.servers) - 1 and self.options.retry_for is not None:
+                log.warning(
+                    "%s not responding (%s), still trying for up to %g s",
+                    ", ".join(tried), last, self.options.retry_for,
+                )  # fmt: skip
+                warned = True
         self._fail_all(
             RpcConnectionError(
                 f"cannot reconnect to {', '.join(tried)} after "
                 f"{self.options.reconnect_tries} attempts each: {last}"
             )
+        )
+
+    def _waiting(self) -> None:
+        """Calls wait on a server that does not answer: start the outage clock."""
+        if self._outage is None:
+            self._outage = time.monotonic()
+
+    def _gave_up(self) -> bool:
+        """Hard: has the outage lasted ``retry_for`` seconds?"""
+        limit = self.options.retry_for
+        return (
+            limit is not None
+            and self._outage is not None
+            and (time.monotonic() - self._outage >= limit)
+        )
+
+    def _outage_message(self, last: BaseException | None) -> str:
+        servers = ", ".join(server_name(h, p) for h, p in self.servers)
+        reason = f" (last error: {last})" if last is not None else ""
+        return (
+            f"{servers} did not answer for {self.options.retry_for:g} s; "
+            f"gave up (retry_for){reason}"
         )
 
     def _switch(self) -> None:
@@ -364,6 +423,35 @@ class AsyncRpcClient:
         into ``dest`` (TCP only); returns the results and how many data bytes were placed
         there (``None``: the results hold the data, as from ``call``). ``dest`` is never
         written once this returns or raises."""
+        u, placed, _ = await self._call(prog, vers, proc, args, cred, label, timeout, dest)
+        return u, placed
+
+    async def call_counted(
+        self,
+        prog: int,
+        vers: int,
+        proc: int,
+        args: list[Buffer],
+        cred: OpaqueAuth = NULL_AUTH,
+        label: str = "",
+    ) -> tuple[Unpacker, int]:
+        """``call``, also returning how many times the call went out: more than once, the
+        reply may answer a resend of a call the server had already carried out (its
+        duplicate request cache lost in a restart), as NOENT to a REMOVE that did remove."""
+        u, _, sends = await self._call(prog, vers, proc, args, cred, label)
+        return u, sends
+
+    async def _call(
+        self,
+        prog: int,
+        vers: int,
+        proc: int,
+        args: list[Buffer],
+        cred: OpaqueAuth,
+        label: str,
+        timeout: float | None = None,
+        dest: memoryview | None = None,
+    ) -> tuple[Unpacker, int | None, int]:
         if dest is not None and (dest.readonly or not dest.c_contiguous or dest.itemsize != 1):
             raise TypeError("dest must be a writable, contiguous memoryview of bytes")
         if self._closed:
@@ -371,6 +459,7 @@ class AsyncRpcClient:
         async with self._window:
             await self._writable.wait()
             if self._protocol is None:
+                self._waiting()
                 self._start_reconnect()
             xid, buffers = self.rpc.start_call(prog, vers, proc, args, cred, label, dest)
             label = label or f"call {prog}/{vers}/{proc}"
@@ -388,7 +477,7 @@ class AsyncRpcClient:
                 self.recorder("call", xid, sum(len(b) for b in buffers))
             self._arm(xid, pending)
             try:
-                return await pending.future, pending.placed
+                return await pending.future, pending.placed, pending.sends
             finally:
                 self._forget(xid)
 
@@ -413,8 +502,13 @@ class AsyncRpcClient:
             self.recorder("resend", xid, size)
 
     def _arm(self, xid: int, pending: _Pending) -> None:
-        loop = asyncio.get_running_loop()
-        pending.timer = loop.call_later(pending.delay, self._on_timeout, xid)
+        """Start the call's timer: its delay, or (hard, during an outage) the time left
+        until ``retry_for`` runs out, whichever is sooner."""
+        delay = pending.delay
+        if self.options.retry_for is not None and self._outage is not None:
+            left = self.options.retry_for - (time.monotonic() - self._outage)
+            delay = max(0.001, min(delay, left))
+        pending.timer = asyncio.get_running_loop().call_later(delay, self._on_timeout, xid)
 
     def _on_timeout(self, xid: int) -> None:
         pending = self._pending.get(xid)
@@ -424,6 +518,11 @@ class AsyncRpcClient:
         if self.recorder is not None:
             self.recorder("timeout", xid, 0)
         opts = self.options
+        self._waiting()
+        if self._gave_up():
+            msg = f"{pending.label} (xid {xid:#010x}): {self._outage_message(None)}"
+            pending.future.set_exception(RpcTimeout(msg))
+            return
         if pending.tries >= opts.max_tries and pending.switches < len(self.servers) - 1:
             # this server does not answer: the call starts again on the next one
             pending.switches += 1
@@ -434,7 +533,7 @@ class AsyncRpcClient:
             pending.server = self.stats.failovers + (not moved)
             self._arm(xid, pending)
             return
-        if pending.tries >= opts.max_tries:
+        if pending.tries >= opts.max_tries and opts.retry_for is None:
             msg = f"{pending.label} (xid {xid:#010x}): no reply after {pending.tries} tries"
             pending.future.set_exception(RpcTimeout(msg))
             return
@@ -449,6 +548,7 @@ class AsyncRpcClient:
             self._retransmit(other_xid, other)
 
     def _retransmit(self, xid: int, pending: _Pending) -> None:
+        pending.sends += 1
         self.stats.retransmissions += 1
         self._resend(xid, self.rpc.retransmit(xid))
         self._arm(xid, pending)
@@ -464,6 +564,7 @@ class AsyncRpcClient:
 
     def _on_data(self, protocol: _Protocol, nbytes: int) -> None:
         self.stats.bytes_received += nbytes
+        self._outage = None
         self.rpc.buffer_updated(nbytes)
         try:
             while (reply := self.rpc.next_reply()) is not None:
@@ -476,6 +577,7 @@ class AsyncRpcClient:
 
     def _on_datagram(self, data: bytes) -> None:
         self.stats.bytes_received += len(data)
+        self._outage = None
         reply = self.rpc.receive_datagram(data)
         if reply is not None:
             self._deliver(reply)

@@ -13,6 +13,7 @@ operation, so code written against either keeps working.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -57,6 +58,9 @@ class AsyncNfsClient(NfsProcedures):
     """A mounted NFSv3 export. Build it with ``await AsyncNfsClient.connect(url)``."""
 
     file_options = FileOptions()
+
+    def _set_readahead(self, size: int) -> None:
+        self.file_options = dataclasses.replace(self.file_options, readahead=size)
 
     @functools.cached_property
     def buffers(self) -> ChunkBuffers:
@@ -392,7 +396,8 @@ class AsyncNfsClient(NfsProcedures):
 
         ``r`` opens an existing file, ``w`` creates or truncates it (CREATE UNCHECKED with
         size 0), ``a`` creates it or writes at its end, ``x`` creates it or fails
-        (CREATE GUARDED: FileExistsError). Attributes are fetched afresh (close-to-open)."""
+        (``create_exclusive``: FileExistsError). Attributes are fetched afresh
+        (close-to-open)."""
         how = OpenMode.parse(mode)
         fh = await (self._create_for_open(path, how, perm) if how.create else self._existing(path))
         with _as_oserror(path):
@@ -407,12 +412,16 @@ class AsyncNfsClient(NfsProcedures):
 
     async def _create_for_open(self, path: str, how: OpenMode, perm: int) -> bytes:
         dirfh, name = await self._parent(path)
-        create = CreateMode.GUARDED if how.exclusive else CreateMode.UNCHECKED
+        if how.exclusive:
+            with _as_oserror(path):
+                res = await self.create_exclusive(dirfh, name, SetAttr(mode=perm))
+            assert res.obj is not None
+            return res.obj
         attrs = SetAttr(mode=perm, size=0 if how.truncate else None)
         try:
-            res = await self.create(dirfh, name, attrs, create)
+            res = await self.create(dirfh, name, attrs, CreateMode.UNCHECKED)
         except NfsError as exc:
-            if how.exclusive or exc.status not in (Nfsstat3.EXIST, Nfsstat3.ISDIR):
+            if exc.status not in (Nfsstat3.EXIST, Nfsstat3.ISDIR):
                 raise _as_error(exc, path) from exc
             return await self._reopen(path, how)  # a symlink or a directory in the way
         if res.obj is not None:
