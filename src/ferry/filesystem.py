@@ -35,7 +35,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
-from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url
+from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url, retry
 from ferry.client.nfs import server_ports, url_keywords
 from ferry.client.url import normalise_path, server_name
 from ferry.errors import NfsError
@@ -244,7 +244,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _run(self, path: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``func(*args)`` on the IO loop; NFS failures become OSError naming ``path``."""
         try:
-            result: T = sync(self.loop, func, *args)
+            result: T = _sync(self.loop, func, *args)
         except NfsError as exc:
             raise exc.to_oserror(path) from exc
         return result
@@ -294,8 +294,10 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     async def _list_exports(self) -> list[str]:
         """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports, from
         the first server of the list that answers."""
-        mnt = [(host, port) for host, _, port in await server_ports(self.url, None)]
-        rpc = AsyncRpcClient(*mnt[0], fallbacks=mnt[1:])
+        policy = {k: self.client_options.get(k) for k in retry.SETTINGS}
+        options = retry.resolve(None, **policy)
+        mnt = [(host, port) for host, _, port in await server_ports(self.url, options)]
+        rpc = AsyncRpcClient(*mnt[0], options, fallbacks=mnt[1:])
         await rpc.connect()
         try:
             reply = await rpc.call(MOUNT_PROGRAM, MOUNT_V3, MountProc.EXPORT, [], label="EXPORT")
@@ -306,7 +308,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _pseudo_dir(self, path: str) -> bool:
         """Is ``path`` a directory above the exports (``/`` or ``/srv`` for ``/srv/x``)?"""
         if self._exports is None:
-            sync(self.loop, self._load_exports)
+            _sync(self.loop, self._load_exports)
         return any(_under(e, path) and e != path for e in self._exports or [])
 
     async def _load_exports(self) -> None:
@@ -611,6 +613,29 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         **kwargs: Any,
     ) -> NfsFile:
         return NfsFile(self, path, mode, block_size, autocommit, cache_options, **kwargs)
+
+
+class _Timeout:
+    """A TimeoutError carried out of fsspec's ``sync``, which would replace it by an empty
+    FSTimeoutError (losing the client's message: which call, which server, how long)."""
+
+    def __init__(self, exc: TimeoutError) -> None:
+        self.exc = exc
+
+
+async def _keeping_timeouts(func: Callable[..., Awaitable[T]], *args: Any) -> T | _Timeout:
+    try:
+        return await func(*args)
+    except TimeoutError as exc:
+        return _Timeout(exc)
+
+
+def _sync(loop: asyncio.AbstractEventLoop, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """fsspec's ``sync``, raising a timeout as it was raised."""
+    result = sync(loop, _keeping_timeouts, func, *args)
+    if isinstance(result, _Timeout):
+        raise result.exc
+    return result  # type: ignore[no-any-return]
 
 
 async def _stream(

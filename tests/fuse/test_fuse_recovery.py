@@ -143,6 +143,27 @@ def test_soft_mount_gives_eio_and_recovers(kind: str, tmp_path: Path) -> None:
             m.stop()
 
 
+@pytest.mark.parametrize("kind", SERVERS)
+def test_hard_mount_gives_up_after_retry_for(kind: str, tmp_path: Path) -> None:
+    """``--retry-for``: a hard mount waits that long for a server that went away, then
+    EIO; the next call tries the server again."""
+    with serving(kind, tmp_path) as server:
+        (server.export / "f").write_text("data")
+        m = mount_or_fail(server, tmp_path / "mnt", "--hard", "--retry-for", "1")
+        try:
+            assert read_through(m.path / "f") == "ok data"
+            kill(server)
+            start = time.monotonic()
+            assert read_through(m.path / "g") == f"errno {errno.EIO}"
+            assert 1.0 <= time.monotonic() - start < LIMIT
+            restart(server)
+            assert read_through(m.path / "f") == "ok data"
+            kill(server)
+            unmount(m)  # with the server gone
+        finally:
+            m.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", SERVERS)
 def test_hard_mount_blocks_until_the_server_is_back(kind: str, tmp_path: Path) -> None:

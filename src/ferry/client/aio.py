@@ -16,10 +16,10 @@ reply matching stay in the sans-IO ``RpcClient``:
 * how long it keeps trying: soft (``retry_for=None``), a call fails after ``max_tries``
   sends and a reconnect after ``reconnect_tries`` attempts per server; hard
   (``retry_for=S``), calls are resent and reconnects retried, round after round over the
-  servers, until the server has let them wait ``retry_for`` seconds without a byte (the
-  outage clock starts when a connection is lost or a call times out, stops at the next
-  byte received). ``client.retry`` turns the user's words (hard/soft, timeout, retrans,
-  retry_for) into these options;
+  servers, until the server has let a call wait ``retry_for`` seconds without sending a
+  byte (counted from the later of its last byte and the call's sending).
+  ``client.retry`` turns the user's words (hard/soft, timeout, retrans, retry_for) into
+  these options;
 * failover: given ``fallbacks`` (other servers of the same store, which accept the same
   handles), a server that cannot be reached after ``reconnect_tries`` attempts, or that
   let a call time out ``max_tries`` times, is left for the next one in the list and the
@@ -109,6 +109,7 @@ class RpcOptions:
 TRANSPORTS = ("tcp", "udp")
 POLICIES = ("selective", "go-back-n")
 MAX_DATAGRAM = 65507  # IPv4 UDP payload
+PAUSE, MAX_PAUSE = 0.05, 2.0  # seconds between reconnect attempts: doubling, capped
 UDP_BUFFER = 4 << 20  # socket buffers: a window of replies must not overflow the kernel
 Recorder = Callable[[str, int, int], None]
 """``(event, xid, bytes)`` with event ``call``, ``resend``, ``timeout`` or ``reply``; the
@@ -126,6 +127,8 @@ class _Pending:
     server: int = 0  # the failover count when it was last (re)started
     placed: int | None = None  # READ data bytes received straight into the destination
     sends: int = 1  # times it went out: its timer's resends and resends on a new connection
+    sent: float = dataclasses.field(default_factory=time.monotonic)  # when first sent
+    due: float = 0.0  # when its timer resends it
 
 
 class _Reporting:
@@ -223,7 +226,8 @@ class AsyncRpcClient:
         self._protocol: _Protocol | _DatagramProtocol | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
-        self._outage: float | None = None  # when calls began waiting on a silent server
+        self._heard = 0.0  # when the server last sent us anything (monotonic clock)
+        self._poke = asyncio.Event()  # a new call waits for the reconnect: try again now
 
     # -- connection ----------------------------------------------------------------------
 
@@ -298,12 +302,22 @@ class AsyncRpcClient:
         self._writable.set()
         if not self._closed and self._pending:
             log.debug("connection to %s:%d lost (%s); reconnecting", self.host, self.port, exc)
-            self._waiting()
             self._start_reconnect()
 
     def _start_reconnect(self) -> None:
+        """Start the reconnect task; if it runs already, cut its pause short: a new call
+        is waiting, and the server may be back."""
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        else:
+            self._poke.set()
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds between connection attempts, or PAUSE once poked."""
+        self._poke.clear()
+        await asyncio.sleep(min(delay, PAUSE))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._poke.wait(), delay - PAUSE)
 
     async def _reconnect(self) -> None:
         """Reconnect to the current server, else to each other one in turn; every server
@@ -312,7 +326,7 @@ class AsyncRpcClient:
         outage has lasted ``retry_for`` seconds."""
         last: BaseException | None = None
         tried: list[str] = []
-        backoff = 0  # grows across rounds: a server that stays away is asked every 2 s
+        backoff = 0  # grows across rounds: a server that stays away is asked every MAX_PAUSE
         warned = False
         for step in range(1 << 62):  # bounded by the rounds (soft) or by retry_for (hard)
             if step >= len(self.servers) and self.options.retry_for is None:
@@ -324,6 +338,8 @@ class AsyncRpcClient:
             if first_round:
                 tried.append(server_name(self.host, self.port))
             for _ in range(self.options.reconnect_tries):
+                if not self._pending:
+                    return  # every call gave up meanwhile: the next call starts again
                 if self._gave_up():
                     self._fail_all(RpcConnectionError(self._outage_message(last)))
                     return
@@ -331,7 +347,7 @@ class AsyncRpcClient:
                     await self._open()
                 except (OSError, TimeoutError) as exc:
                     last = exc
-                    await asyncio.sleep(min(0.05 * 2**backoff, 2.0))
+                    await self._pause(min(PAUSE * 2**backoff, MAX_PAUSE))
                     backoff += 1
                     continue
                 self.stats.reconnects += 1
@@ -353,19 +369,19 @@ class AsyncRpcClient:
             )
         )
 
-    def _waiting(self) -> None:
-        """Calls wait on a server that does not answer: start the outage clock."""
-        if self._outage is None:
-            self._outage = time.monotonic()
-
-    def _gave_up(self) -> bool:
-        """Hard: has the outage lasted ``retry_for`` seconds?"""
-        limit = self.options.retry_for
-        return (
-            limit is not None
-            and self._outage is not None
-            and (time.monotonic() - self._outage >= limit)
+    def _silent_for(self, pending: _Pending | None = None) -> float:
+        """Seconds calls have waited on a server that sent nothing: since the later of its
+        last byte and the sending of ``pending`` (else of the oldest call waiting)."""
+        now = time.monotonic()
+        sent = (
+            pending.sent if pending else min((p.sent for p in self._pending.values()), default=now)
         )
+        return now - max(self._heard, sent)
+
+    def _gave_up(self, pending: _Pending | None = None) -> bool:
+        """Hard: has the server been silent ``retry_for`` seconds?"""
+        limit = self.options.retry_for
+        return limit is not None and self._silent_for(pending) >= limit
 
     def _outage_message(self, last: BaseException | None) -> str:
         servers = ", ".join(server_name(h, p) for h, p in self.servers)
@@ -459,7 +475,6 @@ class AsyncRpcClient:
         async with self._window:
             await self._writable.wait()
             if self._protocol is None:
-                self._waiting()
                 self._start_reconnect()
             xid, buffers = self.rpc.start_call(prog, vers, proc, args, cred, label, dest)
             label = label or f"call {prog}/{vers}/{proc}"
@@ -501,28 +516,33 @@ class AsyncRpcClient:
         if self.recorder is not None:
             self.recorder("resend", xid, size)
 
-    def _arm(self, xid: int, pending: _Pending) -> None:
-        """Start the call's timer: its delay, or (hard, during an outage) the time left
-        until ``retry_for`` runs out, whichever is sooner."""
-        delay = pending.delay
-        if self.options.retry_for is not None and self._outage is not None:
-            left = self.options.retry_for - (time.monotonic() - self._outage)
-            delay = max(0.001, min(delay, left))
-        pending.timer = asyncio.get_running_loop().call_later(delay, self._on_timeout, xid)
+    def _arm(self, xid: int, pending: _Pending, due: float | None = None) -> None:
+        """Start the call's timer for its resend, ``delay`` from now (or at ``due``); hard,
+        sooner if ``retry_for`` runs out before (then it only checks, see _on_timeout)."""
+        now = time.monotonic()
+        pending.due = now + pending.delay if due is None else due
+        delay = pending.due - now
+        if self.options.retry_for is not None:
+            delay = min(delay, self.options.retry_for - self._silent_for(pending))
+        pending.timer = asyncio.get_running_loop().call_later(
+            max(0.001, delay), self._on_timeout, xid
+        )
 
     def _on_timeout(self, xid: int) -> None:
         pending = self._pending.get(xid)
         if pending is None or pending.future.done():
             return
+        if self._gave_up(pending):
+            msg = f"{pending.label} (xid {xid:#010x}): {self._outage_message(None)}"
+            pending.future.set_exception(RpcTimeout(msg))
+            return
+        if time.monotonic() < pending.due - 0.001:  # woken to check retry_for: not due
+            self._arm(xid, pending, pending.due)
+            return
         self.stats.timeouts += 1
         if self.recorder is not None:
             self.recorder("timeout", xid, 0)
         opts = self.options
-        self._waiting()
-        if self._gave_up():
-            msg = f"{pending.label} (xid {xid:#010x}): {self._outage_message(None)}"
-            pending.future.set_exception(RpcTimeout(msg))
-            return
         if pending.tries >= opts.max_tries and pending.switches < len(self.servers) - 1:
             # this server does not answer: the call starts again on the next one
             pending.switches += 1
@@ -564,7 +584,7 @@ class AsyncRpcClient:
 
     def _on_data(self, protocol: _Protocol, nbytes: int) -> None:
         self.stats.bytes_received += nbytes
-        self._outage = None
+        self._heard = time.monotonic()
         self.rpc.buffer_updated(nbytes)
         try:
             while (reply := self.rpc.next_reply()) is not None:
@@ -577,7 +597,7 @@ class AsyncRpcClient:
 
     def _on_datagram(self, data: bytes) -> None:
         self.stats.bytes_received += len(data)
-        self._outage = None
+        self._heard = time.monotonic()
         reply = self.rpc.receive_datagram(data)
         if reply is not None:
             self._deliver(reply)

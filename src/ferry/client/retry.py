@@ -18,8 +18,8 @@ libnfs's URL options ``timeo``, ``retrans`` and ``autoreconnect``.
   minute or more); with hard, ``retrans`` resends are also what it takes to leave a
   server for the next one of a multi-server URL.
 
-Only calls that have begun wait out an outage: connecting (portmap, MNT) fails at once,
-so a typo in a URL is an error, not a five-minute hang.
+A server that refuses the first connection is an error at once (a wrong host or port is
+a mistake, not an outage to wait out); once connected, every call follows the policy.
 """
 
 from __future__ import annotations
