@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import errno
 import os
@@ -275,7 +276,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     async def _mount(self, path: str) -> str:
         if self._exports is None:
-            self._exports = await self._list_exports()
+            self._exports = await self._list_exports(path)
         found = [e for e in self._exports if _under(path, e)]
         export = max(found, key=len) if found else await self._probe(path)
         url = NfsUrl(**{**_fields(self.url), "path": export})
@@ -291,12 +292,14 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         await client.close()
         return client.export
 
-    async def _list_exports(self) -> list[str]:
+    async def _list_exports(self, path: str = "/") -> list[str]:
         """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports, from
-        the first server of the list that answers."""
+        the first server of the list that answers (``path``: the one asked about, for the
+        messages)."""
         policy = {k: self.client_options.get(k) for k in retry.SETTINGS}
         options = retry.resolve(None, **policy)
-        mnt = [(host, port) for host, _, port in await server_ports(self.url, options)]
+        url = dataclasses.replace(self.url, path=path)
+        mnt = [(host, port) for host, _, port in await server_ports(url, options)]
         rpc = AsyncRpcClient(*mnt[0], options, fallbacks=mnt[1:])
         await rpc.connect()
         try:
@@ -308,12 +311,12 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _pseudo_dir(self, path: str) -> bool:
         """Is ``path`` a directory above the exports (``/`` or ``/srv`` for ``/srv/x``)?"""
         if self._exports is None:
-            _sync(self.loop, self._load_exports)
+            _sync(self.loop, self._load_exports, path)
         return any(_under(e, path) and e != path for e in self._exports or [])
 
-    async def _load_exports(self) -> None:
+    async def _load_exports(self, path: str = "/") -> None:
         if self._exports is None:
-            self._exports = await self._list_exports()
+            self._exports = await self._list_exports(path)
 
     # -- metadata --------------------------------------------------------------------------
 

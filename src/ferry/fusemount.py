@@ -92,18 +92,18 @@ async def mount(
 ) -> None:
     """Mount ``url`` on ``mountpoint`` (an absolute path) and serve it until unmounted or
     signalled (see the module doc); ``ready`` is called once the mount is up."""
-    enable_asyncio()
-    # Freed memory kept for reuse, not faulted in afresh (zeroed pages cost a quarter of the
-    # mount's CPU in writes): up to write_behind + commit_every bytes written are freed at
-    # once, by each COMMIT.
-    files = AsyncNfsClient.file_options
-    keep_freed_buffers(TRIM + files.write_behind + files.commit_every)
     u = parse_url(url)
     base = AuthSys()
     uid = options.uid if options.uid is not None else u.uid
     gid = options.gid if options.gid is not None else u.gid
     auth = AuthSys(base.uid if uid is None else uid, base.gid if gid is None else gid)
     client = await AsyncNfsClient.connect(u, auth=auth, attr_cache=0, **options.retry(u))
+    enable_asyncio()
+    # Freed memory kept for reuse, not faulted in afresh (zeroed pages cost a quarter of the
+    # mount's CPU in writes): up to write_behind + commit_every bytes written are freed at
+    # once, by each COMMIT.
+    files = client.file_options
+    keep_freed_buffers(TRIM + files.write_behind + files.commit_every)
     try:
         root = await client.getattr(client.root)
         per_caller = uid is None and gid is None  # no identity given: each caller's own

@@ -218,6 +218,8 @@ def _server(netloc: str, url: str) -> tuple[str, int | None]:
         raise ValueError(f"nfs url has a bad host or port: {url!r} ({exc})") from None
     if not host:
         raise ValueError(f"nfs url has no host: {url!r}")
+    if netloc.endswith(":"):  # libnfs too: "Invalid port number"
+        raise ValueError(f"nfs url has an empty port (leave out the ':' to ask portmap): {url!r}")
     if port == 0:
         raise ValueError(f"nfs url port out of range 1-65535: {url!r}")
     return host, port
