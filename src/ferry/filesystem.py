@@ -312,7 +312,9 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """Is ``path`` a directory above the exports (``/`` or ``/srv`` for ``/srv/x``)?"""
         if self._exports is None:
             _sync(self.loop, self._load_exports, path)
-        return any(_under(e, path) and e != path for e in self._exports or [])
+        exports = self._exports or []
+        above = any(_under(e, path) and e != path for e in exports)
+        return above and not any(_under(path, e) for e in exports)  # not in an outer export
 
     async def _load_exports(self, path: str = "/") -> None:
         if self._exports is None:

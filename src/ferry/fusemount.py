@@ -93,6 +93,8 @@ async def mount(
     """Mount ``url`` on ``mountpoint`` (an absolute path) and serve it until unmounted or
     signalled (see the module doc); ``ready`` is called once the mount is up."""
     u = parse_url(url)
+    if u.readonly:  # the URL's libnfs "readonly": as --read-only
+        options = dataclasses.replace(options, read_only=True)
     base = AuthSys()
     uid = options.uid if options.uid is not None else u.uid
     gid = options.gid if options.gid is not None else u.gid

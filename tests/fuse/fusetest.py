@@ -15,10 +15,10 @@ from helpers.tools import require_tool
 __all__ = ["SERVERS", "check_stopped", "mount_or_fail", "serving"]
 
 
-def mount_or_fail(server: Server, where: Path, *extra: str) -> Mount:
+def mount_or_fail(server: Server, where: Path, *extra: str, url: str | None = None) -> Mount:
     require_tool("fusermount3", "fuse3")
     try:
-        return start_mount(server, where, *extra)
+        return start_mount(server, where, *extra, url=url)
     except peers.PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
 
