@@ -95,13 +95,17 @@ class _Cli:
         return self.proc.communicate()[1].decode(errors="replace").strip()
 
     def finish(self) -> None:
+        """The copy ends well, and told the user of the outage, as NFS clients do."""
         try:
             _, err = self.proc.communicate(timeout=LIMIT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, err = self.proc.communicate()
             pytest.fail(f"the copy did not end within {LIMIT} s after the restart: {err!r}")
-        assert self.proc.returncode == 0, err.decode(errors="replace")
+        said = err.decode(errors="replace")
+        assert self.proc.returncode == 0, said
+        assert "not responding" in said and "still trying for up to 300 s" in said, said
+        assert "answers again" in said and "Traceback" not in said, said
 
 
 @pytest.mark.parametrize("kind", SERVERS)
