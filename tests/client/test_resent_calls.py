@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from ferry.client import AsyncNfsClient, RpcOptions
 from ferry.errors import NfsError
 from ferry.nfs3.const import CreateMode, Ftype3, NfsProc, Nfsstat3
 from helpers.aio import run
-from helpers.outage import SERVERS, serving
+from helpers.outage import SERVERS, kill, restart, serving
 
 FAST = RpcOptions(timeout=0.3, max_tries=4)
 Body = Callable[[AsyncNfsClient, Proxy], Awaitable[None]]
@@ -162,3 +164,28 @@ def test_exclusive_create_retransmitted(kind: str, tmp_path: Path) -> None:
                 c.open("x", "xb")
         st = (server.export / "x").stat()
         assert st.st_mode & 0o777 == 0o600 and abs(st.st_mtime - st.st_ctime) < 60
+
+
+def test_a_call_first_sent_after_a_reconnect_is_not_a_resend(tmp_path: Path) -> None:
+    """REMOVE of a missing file, asked while the server is down: it goes out once, when
+    the server is back, so its NOENT is the answer (not mistaken for a resend's)."""
+    with serving("ferry", tmp_path) as server, ferry.connect(server.file_url("")) as c:
+        c.listdir("")
+        kill(server)
+        outcome: list[BaseException | None] = []
+        worker = threading.Thread(target=lambda: outcome.append(_raised(c.remove, "gone")))
+        worker.start()
+        time.sleep(0.5)
+        assert worker.is_alive(), f"the call did not wait for the server: {outcome}"
+        restart(server)
+        worker.join(60)
+        assert isinstance(outcome[0], FileNotFoundError), outcome
+        assert c.stats.resent_errors == 0
+
+
+def _raised(func: Callable[..., object], *args: object) -> BaseException | None:
+    try:
+        func(*args)
+    except Exception as exc:  # noqa: BLE001  # what the test looks at
+        return exc
+    return None

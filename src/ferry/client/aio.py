@@ -126,7 +126,7 @@ class _Pending:
     switches: int = 0  # times its tries were restarted on another server
     server: int = 0  # the failover count when it was last (re)started
     placed: int | None = None  # READ data bytes received straight into the destination
-    sends: int = 1  # times it went out: its timer's resends and resends on a new connection
+    sends: int = 0  # times it was written to a connection (resends included)
     sent: float = dataclasses.field(default_factory=time.monotonic)  # when first sent
     due: float = 0.0  # when its timer resends it
 
@@ -274,8 +274,7 @@ class AsyncRpcClient:
         self._protocol = protocol
         self._writable.set()
         for call in self.rpc.outstanding:  # after a reconnect: resend what is unanswered
-            if (pending := self._pending.get(call.xid)) is not None:
-                pending.sends += 1
+            if call.xid in self._pending:
                 self.stats.resent_on_reconnect += 1
                 self._resend(call.xid, call.buffers)
 
@@ -487,7 +486,8 @@ class AsyncRpcClient:
             self._pending[xid] = pending
             self.stats.calls += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._pending))
-            self._send(buffers)
+            if self._send(buffers):
+                pending.sends += 1
             if self.recorder is not None:
                 self.recorder("call", xid, sum(len(b) for b in buffers))
             self._arm(xid, pending)
@@ -513,6 +513,8 @@ class AsyncRpcClient:
     def _resend(self, xid: int, buffers: list[Buffer]) -> None:
         size = self._send(buffers)
         self.stats.retransmitted_bytes += size
+        if size and (pending := self._pending.get(xid)) is not None:
+            pending.sends += 1
         if self.recorder is not None:
             self.recorder("resend", xid, size)
 
@@ -568,7 +570,6 @@ class AsyncRpcClient:
             self._retransmit(other_xid, other)
 
     def _retransmit(self, xid: int, pending: _Pending) -> None:
-        pending.sends += 1
         self.stats.retransmissions += 1
         self._resend(xid, self.rpc.retransmit(xid))
         self._arm(xid, pending)

@@ -370,7 +370,7 @@ class NfsProcedures:
             try:
                 return _results(proc, u, resok, label)
             except NfsError as exc:
-                if sends == 1 or exc.status == Nfsstat3.JUKEBOX:
+                if sends <= 1 or exc.status == Nfsstat3.JUKEBOX:
                     raise
                 done = await resent(exc)
                 if done is None:
