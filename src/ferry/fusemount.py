@@ -2,8 +2,9 @@
 
 This module owns a mount's life; the request handlers are ``fuseops.NfsOperations``.
 
-* Start: connect the client (hard: retry forever; soft: give up after ``retrans``), GETATTR
-  the root, mount, serve pyfuse3's main loop on the client's event loop.
+* Start: connect the client (``client.retry``: hard, by default waiting forever for a
+  server that went away, or for ``--retry-for`` seconds; soft: EIO after ``retrans``
+  resends), GETATTR the root, mount, serve pyfuse3's main loop on the client's loop.
 * Stop: an unmount (``fusermount3 -u``) ends the main loop. SIGINT/SIGTERM stop it too
   (``pyfuse3.terminate``), then unmount and flush what the kernel left open; whatever is
   still running STOP_GRACE seconds after the first signal, or at a second one, is

@@ -32,7 +32,7 @@ DOWN = 4.0  # seconds the server stays dead
 LIMIT = 120.0  # seconds any copy may take, outage included
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # about 10 s each
 
 
 @pytest.fixture(scope="module")
