@@ -4,7 +4,9 @@ This module owns a mount's life; the request handlers are ``fuseops.NfsOperation
 
 * Start: connect the client (``client.retry``: hard, by default waiting forever for a
   server that went away, or for ``--retry-for`` seconds; soft: EIO after ``retrans``
-  resends), GETATTR the root, mount, serve pyfuse3's main loop on the client's loop.
+  resends), GETATTR the root, mount, serve pyfuse3's main loop on the client's loop. The
+  URL must name a directory: a missing export or path, or a file, is an error
+  (``client.exports``).
 * Stop: an unmount (``fusermount3 -u``) ends the main loop. SIGINT/SIGTERM stop it too
   (``pyfuse3.terminate``), then unmount and flush what the kernel left open; whatever is
   still running STOP_GRACE seconds after the first signal, or at a second one, is
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import math
+import os
 import re
 import select
 import signal
@@ -101,13 +105,15 @@ async def mount(
     gid = options.gid if options.gid is not None else u.gid
     auth = AuthSys(base.uid if uid is None else uid, base.gid if gid is None else gid)
     client = await AsyncNfsClient.connect(u, auth=auth, attr_cache=0, **options.retry(u))
-    enable_asyncio()
-    # Freed memory kept for reuse, not faulted in afresh (zeroed pages cost a quarter of the
-    # mount's CPU in writes): up to write_behind + commit_every bytes written are freed at
-    # once, by each COMMIT.
-    files = client.file_options
-    keep_freed_buffers(TRIM + files.write_behind + files.commit_every)
     try:
+        if client.subpath:  # the URL names a file: not something to mount
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), u.path)
+        enable_asyncio()
+        # Freed memory kept for reuse, not faulted in afresh (zeroed pages cost a quarter of
+        # the mount's CPU in writes): up to write_behind + commit_every bytes written are
+        # freed at once, by each COMMIT.
+        files = client.file_options
+        keep_freed_buffers(TRIM + files.write_behind + files.commit_every)
         root = await client.getattr(client.root)
         per_caller = uid is None and gid is None  # no identity given: each caller's own
         ops = NfsOperations(client, root, options, per_caller)

@@ -15,8 +15,8 @@ This module owns the URL syntax and the port rules, nothing else:
   one are accepted and ignored (``IGNORED``); TLS and Kerberos, which Ferry cannot give,
   are refused rather than silently dropped; a key libnfs does not know is an error.
 * The path is the export followed by a path inside it. Which prefix is the export is
-  decided by the client at mount time (longest prefix first, see ``export_candidates``)
-  unless ``export`` is given explicitly.
+  decided by the client at mount time (longest prefix first, see ``export_candidates``
+  and ``client.exports``) unless ``export`` is given explicitly.
 """
 
 from __future__ import annotations
