@@ -5,6 +5,7 @@ The default, riding over a restart, is in test_server_restart.py."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import subprocess
@@ -153,3 +154,11 @@ def test_cli_rejects_a_bad_policy(server: peers.FerryServer) -> None:
     assert code == 2 and "--retry-for" in err
     code, err, _ = _cli("ls", "--hard", "--soft", server.url, limit=0)
     assert code == 2 and "not allowed with" in err
+
+
+def test_connect_async_takes_the_same_keywords(server: peers.FerryServer) -> None:
+    async def body() -> tuple[float, float | None]:
+        async with ferry.connect_async(server.url, hard=False, timeout=0.25) as c:
+            return c.rpc.options.timeout, c.rpc.options.retry_for
+
+    assert asyncio.run(body()) == (0.25, None)
