@@ -1,74 +1,103 @@
 """Bounded waits on a remote store: a call that takes too long answers JUKEBOX, not a hang.
 
 libcephfs and object-store clients can block for minutes when a daemon dies (an MDS
-request waits for failover, an OSD write for recovery) and their C code cannot be
-interrupted. ``Deadline.run`` therefore hands each call to a small pool of daemon threads
-and waits at most ``timeout`` seconds; past that the NFS client gets NFS3ERR_JUKEBOX
-("try again later", RFC 1813 section 2.6) and retries, while the stuck call finishes or
-stays stuck on its worker. When every worker is stuck, calls queue and time out too.
-A call that timed out while still queued is never started.
+request waits for failover, an OSD read for recovery) and their C code cannot be
+interrupted. ``Deadline.run`` therefore hands each call to worker threads and waits at
+most ``timeout`` seconds; past that the NFS client gets NFS3ERR_JUKEBOX ("try again
+later", RFC 1813 section 2.6) and retries, while the stuck call finishes or stays stuck
+on its worker.
 
-Daemon threads: a worker stuck in C must not keep the server process from exiting.
+Two rules keep stuck calls from piling up and from holding up the rest:
+
+* The workers are a ``WorkPool``: a store call stuck for longer than a moment no longer
+  counts against the pool, so calls on other files still find a thread.
+* Calls name the object they touch (``key``: a file id, and whether for data or
+  metadata). While a call on an object has outlived ``timeout`` and still runs, further
+  calls on that object answer JUKEBOX at once instead of joining it: a client retrying
+  a READ of a file on a frozen OSD every few seconds adds no stuck thread, and a stuck
+  object costs one thread per call that was waiting when it stuck, not one per retry.
+
+A call that timed out while still queued is never started.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3
+from ferry.workpool import WorkPool
 
 T = TypeVar("T")
-_Job = tuple[Callable[[], object], "concurrent.futures.Future[object]"] | None
 
 
 class Deadline:
-    """Runs calls on ``workers`` daemon threads, each awaited for at most ``timeout`` seconds.
+    """Runs calls on worker threads, each awaited for at most ``timeout`` seconds.
 
     ``timeout <= 0`` runs calls directly in the caller's thread (no bound, no thread hop).
+    ``workers`` threads are kept free for new calls; at most ``limit`` run at once.
     """
 
-    def __init__(self, timeout: float, workers: int = 16, name: str = "store") -> None:
+    def __init__(
+        self, timeout: float, workers: int = 16, name: str = "store", limit: int = 256
+    ) -> None:
         self.timeout = timeout
         self._name = name
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        if timeout > 0:
-            for i in range(workers):
-                t = threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-                t.start()
-                self._threads.append(t)
+        self._pool = WorkPool(workers, limit=limit, name=name) if timeout > 0 else None
+        self._stuck: dict[Hashable, int] = {}  # key -> calls past timeout, still running
+        self._lock = threading.Lock()
 
-    def run(self, fn: Callable[[], T]) -> T:
-        """``fn()``'s result or exception; NfsError(JUKEBOX) if it takes longer than allowed."""
-        if not self._threads:
+    def run(self, fn: Callable[[], T], key: Hashable = None) -> T:
+        """``fn()``'s result or exception; NfsError(JUKEBOX) if it takes longer than allowed,
+        or at once while an earlier call on ``key`` is stuck."""
+        pool = self._pool
+        if pool is None:
             return fn()
-        fut: concurrent.futures.Future[object] = concurrent.futures.Future()
-        self._jobs.put((fn, fut))
-        try:
-            return fut.result(self.timeout)  # type: ignore[return-value]
-        except concurrent.futures.TimeoutError:
-            fut.cancel()  # still queued: never start it
-            raise NfsError(
-                Nfsstat3.JUKEBOX, f"{self._name} did not answer within {self.timeout:g}s"
-            ) from None
+        if key is not None and self._stuck.get(key):
+            raise NfsError(Nfsstat3.JUKEBOX, f"{self._name}: an earlier call on it still waits")
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
 
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, fut = job
+        def job() -> None:
             if not fut.set_running_or_notify_cancel():
-                continue
+                return
             try:
                 fut.set_result(fn())
             except BaseException as exc:  # handed to the waiting caller
                 fut.set_exception(exc)
 
+        pool.submit(job)
+        try:
+            return fut.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            if not fut.cancel() and key is not None:  # it runs: hold calls on key off
+                self._hold(key, fut)
+            raise NfsError(
+                Nfsstat3.JUKEBOX, f"{self._name} did not answer within {self.timeout:g}s"
+            ) from None
+
+    def _hold(self, key: Hashable, fut: concurrent.futures.Future[T]) -> None:
+        with self._lock:
+            self._stuck[key] = self._stuck.get(key, 0) + 1
+
+        def release(_: object) -> None:
+            with self._lock:
+                left = self._stuck.pop(key, 1) - 1
+                if left:
+                    self._stuck[key] = left
+
+        fut.add_done_callback(release)
+
+    @property
+    def stuck(self) -> int:
+        """Calls that outlived the timeout and still run."""
+        with self._lock:
+            return sum(self._stuck.values())
+
     def close(self) -> None:
         """Let idle workers exit; stuck ones stay until their call returns (they are daemons)."""
-        for _ in self._threads:
-            self._jobs.put(None)
-        self._threads = []
+        pool, self._pool = self._pool, None  # later calls run in the caller's thread
+        if pool is not None:
+            pool.shutdown(timeout=0)

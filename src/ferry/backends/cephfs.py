@@ -99,13 +99,20 @@ def _in_new_thread(make: Callable[[], T]) -> T:
     return box[0]
 
 
+_DATA = frozenset({"read", "write", "commit"})
+"""Methods that wait on OSDs; the others wait on the MDS (``Deadline`` keys tell them apart,
+so a READ stuck on a frozen OSD does not hold up a GETATTR of the same file)."""
+
+
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     """Run a backend method under the deadline and translate libcephfs errors."""
+    kind = "data" if method.__name__ in _DATA else "meta"
 
     @functools.wraps(method)
     def wrapper(self: CephFsBackend, *args: Any, **kwargs: Any) -> T:
+        key = (kind, args[0]) if args else None  # the file (or directory) the call is on
         try:
-            return self._deadline.run(functools.partial(method, self, *args, **kwargs))
+            return self._deadline.run(functools.partial(method, self, *args, **kwargs), key)
         except OSError as exc:
             if exc.errno in _RETRY_LATER:
                 raise NfsError(Nfsstat3.JUKEBOX, f"cephfs: {exc.strerror}") from exc
