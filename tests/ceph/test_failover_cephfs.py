@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 import pytest
 from ceph_support import EXPORT_NAME, ConfiguredFerry
@@ -28,12 +29,13 @@ from ferry.client import AsyncNfsClient, RpcOptions
 from helpers.aio import run as run_bounded
 from helpers.aio import sha
 from helpers.ceph import CephCluster
-from helpers.failover import read_killing, url_of
+from helpers.failover import kill, read_killing, url_of
 
 pytestmark = [pytest.mark.ceph, pytest.mark.interop]
 
 SIZE = 64 << 20
 CHUNK = 1 << 20
+WRITE_IDLE = 3.0  # seconds after a COMMIT when a server holds no write capabilities
 FAST = RpcOptions(timeout=5.0, max_tries=2, connect_timeout=2.0, reconnect_tries=3)
 
 
@@ -87,3 +89,32 @@ def test_write_survives_a_stopped_server(pair: list[ConfiguredFerry]) -> None:
             assert sha(await cb.read_file("out")) == sha(data)
 
     run(body())
+
+
+def test_read_through_b_of_a_file_written_through_a_killed_server(
+    pair: list[ConfiguredFerry], ceph_cluster: CephCluster
+) -> None:
+    """A wrote a file (COMMIT done, closed), then dies: B serves it at once. A must not
+    keep the file open for writing after the COMMIT: a dead server's write capabilities
+    hold every other server's use of the file until its MDS session goes stale."""
+    a, b = pair
+    assert a.proc is not None
+    session = session_of(ceph_cluster, a.proc.pid)
+    data = os.urandom(8 << 20)
+
+    async def body() -> None:
+        async with await AsyncNfsClient.connect(url_of(pair, EXPORT_NAME), options=FAST) as c:
+            await c.write_file("w", data)  # through A: UNSTABLE WRITEs, COMMIT
+            assert c.rpc.port == a.port
+            await asyncio.sleep(WRITE_IDLE)
+            kill(a)
+            t0 = time.monotonic()
+            got = await c.read_file("w")
+            took = time.monotonic() - t0
+            assert c.rpc.port == b.port and sha(got) == sha(data)
+            assert took < 10, f"the read through B took {took:.1f} s"
+
+    try:
+        run(body())
+    finally:
+        ceph_cluster.ceph("tell", "mds.a", "client", "evict", f"id={session}")
