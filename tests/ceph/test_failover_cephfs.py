@@ -26,6 +26,7 @@ import pytest
 from ceph_support import EXPORT_NAME, ConfiguredFerry
 
 from ferry.client import AsyncNfsClient, RpcOptions
+from ferry.nfs3.const import StableHow
 from helpers.aio import run as run_bounded
 from helpers.aio import sha
 from helpers.ceph import CephCluster
@@ -118,3 +119,34 @@ def test_read_through_b_of_a_file_written_through_a_killed_server(
         run(body())
     finally:
         ceph_cluster.ceph("tell", "mds.a", "client", "evict", f"id={session}")
+
+
+def test_a_server_evicted_by_the_mds_says_so_and_serves_again(
+    pair: list[ConfiguredFerry], ceph_cluster: CephCluster
+) -> None:
+    """Evicted (blocklisted) by the MDS, server A loses its CephFS session and the writes
+    it held unflushed. It must notice, log it, get a new session, and change its write
+    verifier (so clients send their uncommitted writes again); meanwhile the client with
+    both servers carries on."""
+    a, b = pair
+    assert a.proc is not None
+    session = session_of(ceph_cluster, a.proc.pid)
+    data = os.urandom(1 << 20)
+
+    async def body() -> None:
+        async with await AsyncNfsClient.connect(url_of(pair, EXPORT_NAME), options=FAST) as c:
+            fh = (await c.create(c.root, "w")).obj
+            assert fh is not None
+            before = (await c.write(fh, 0, data, StableHow.UNSTABLE)).verf  # A has it, buffered
+            await asyncio.to_thread(
+                ceph_cluster.ceph, "tell", "mds.a", "client", "evict", f"id={session}"
+            )
+            after = (await c.commit(fh)).verf
+            assert after != before, "the verifier must change: the unflushed write is gone"
+            await c.write(fh, 0, data, StableHow.FILE_SYNC)  # what the client does then
+            assert sha(await c.read_file("w")) == sha(data)
+        async with await AsyncNfsClient.connect(a.nfs_url, options=FAST) as ca:
+            assert sha(await ca.read_file("w")) == sha(data)  # A serves again by itself
+
+    run(body())
+    assert "evicted" in a.stderr_text(), a.stderr_text()[-3000:]
