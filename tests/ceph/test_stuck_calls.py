@@ -46,8 +46,17 @@ def frozen(cluster: CephCluster, daemon: str) -> Iterator[None]:
 
 @pytest.fixture
 def server(ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path) -> Iterator[ConfiguredFerry]:
-    export = (cephfs_dir, "cephfs", {"conf": str(ceph_cluster.conf), "op_timeout": OP_TIMEOUT})
-    with ferry_servers(export, tmp_path, 1) as (a,):
+    with serving(ceph_cluster, cephfs_dir, tmp_path, OP_TIMEOUT) as a:
+        yield a
+
+
+@contextlib.contextmanager
+def serving(
+    cluster: CephCluster, cephfs_dir: str, base: Path, op_timeout: float
+) -> Iterator[ConfiguredFerry]:
+    """One ``ferry serve`` of ``cephfs_dir`` with that ``op_timeout``."""
+    export = (cephfs_dir, "cephfs", {"conf": str(cluster.conf), "op_timeout": op_timeout})
+    with ferry_servers(export, base, 1) as (a,):
         yield a
 
 
@@ -97,3 +106,59 @@ def test_a_read_stuck_on_a_frozen_osd_does_not_stall_other_clients(
             assert sha(got) == sha(data)
 
     run(body(), 4 * OP_TIMEOUT + 60)
+
+
+def test_mount_during_an_mds_outage_waits_instead_of_failing(
+    server: ConfiguredFerry, ceph_cluster: CephCluster, cephfs_dir: str
+) -> None:
+    """MOUNT v3 has no "try again later" status: a MNT the MDS cannot answer now gets no
+    reply (the client sends it again), never MNT3ERR_SERVERFAULT; the export's root is
+    answered from memory, and the client's next calls get JUKEBOX until the MDS is back.
+    Both mounts, of the root and of a directory below it, complete once it is."""
+    with backend_at(ceph_cluster, cephfs_dir) as b:  # a directory server A has not seen
+        b.mkdir(b.root(), b"sub", SetAttr(mode=0o755))
+    retrying = RpcOptions(timeout=3.0, max_tries=30, jukebox_tries=200, jukebox_max_delay=0.5)
+
+    async def body() -> None:
+        with frozen(ceph_cluster, "mds.a"):
+            mounts = [
+                asyncio.create_task(AsyncNfsClient.connect(server.nfs_url, options=retrying)),
+                asyncio.create_task(
+                    AsyncNfsClient.connect(server.nfs_url, export="/ceph/sub", options=retrying)
+                ),
+            ]
+            await asyncio.wait(mounts, timeout=OP_TIMEOUT + 3)
+            failed = [t.exception() for t in mounts if t.done() and t.exception()]
+            assert not failed, f"mounting failed while the MDS was frozen: {failed!r}"
+        root, sub = [await t for t in mounts]  # the MDS runs again
+        async with root, sub:
+            assert set(await root.listdir("")) >= {"sub"}
+            assert sub.export == "/ceph/sub" and await sub.listdir("") == []
+
+    run(body(), 90)
+
+
+def test_a_stopped_osd_answers_jukebox_then_recovers(
+    ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path
+) -> None:
+    """A store that is down (the OSD killed, not frozen) is retryable too: READs answer
+    JUKEBOX after op_timeout, never IO, and succeed once the OSD is back."""
+    data = os.urandom(4 << 20)
+    put(ceph_cluster, cephfs_dir, b"big", data)
+    once = RpcOptions(timeout=30.0, max_tries=1, jukebox_tries=1)
+
+    async def body(a: ConfiguredFerry) -> None:
+        async with await AsyncNfsClient.connect(a.nfs_url, options=once) as c:
+            ceph_cluster.kill("osd.0")
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(BlockingIOError):  # EAGAIN: NFS3ERR_JUKEBOX
+                    await c.read_file("big")
+                assert time.monotonic() - t0 < 3.0 + 5
+            finally:
+                await asyncio.to_thread(ceph_cluster.restart, "osd.0")
+        async with await AsyncNfsClient.connect(a.nfs_url, options=PATIENT) as c:
+            assert sha(await c.read_file("big")) == sha(data)
+
+    with serving(ceph_cluster, cephfs_dir, tmp_path, 3.0) as a:
+        run(body(a), 120)

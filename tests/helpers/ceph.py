@@ -173,6 +173,7 @@ class CephCluster:
         self.fsid = str(uuid.uuid4())
         self.mon_port, self.rgw_port = peers.free_ports(2, host)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.argv: dict[str, list[str]] = {}  # how each daemon was started (for restart)
         self.timings: dict[str, float] = {}
         self.s3_keys: tuple[str, str] = ("", "")
 
@@ -224,6 +225,7 @@ class CephCluster:
     def _daemon(self, name: str, argv: list[str]) -> None:
         """Start a daemon in the foreground, in its own session, output to log/NAME.out."""
         (self.dir / "log").mkdir(exist_ok=True)
+        self.argv[name] = argv
         env = {**os.environ, "TCMALLOC_AGGRESSIVE_DECOMMIT": "true"}  # give freed memory back
         with open(self.dir / "log" / f"{name}.out", "ab") as out:
             self.procs[name] = subprocess.Popen(
@@ -410,6 +412,28 @@ class CephCluster:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start daemon ``name`` again as it was started (SIGKILLing it first if it runs)
+        and wait until it serves: an OSD until the map shows it up again, an MDS until the
+        file system has an active MDS, others until their port accepts."""
+        if name in self.procs:
+            self.kill(name)
+        epoch = self._osd_up_from() if name.startswith("osd") else 0
+        self._daemon(name, self.argv[name])
+        if name.startswith("osd"):
+            self._wait(name, lambda: self._osd_up_from() > epoch, timeout)
+        elif name.startswith("mds"):
+            self._wait(name, self.mds_active, timeout)
+        elif name.startswith("rgw"):
+            self._wait(name, lambda: peers.port_accepts(self.host, self.rgw_port), timeout)
+        else:
+            self._wait(name, lambda: peers.port_accepts(self.host, self.mon_port), timeout)
+
+    def _osd_up_from(self) -> int:
+        """The map epoch osd.0 last came up in (0 while it is down)."""
+        dump = json.loads(self.ceph("osd", "dump", "--format", "json"))
+        return max((o["up_from"] for o in dump["osds"] if o["osd"] == 0 and o["up"]), default=0)
 
     def stop(self) -> None:
         """SIGKILL every daemon (OSD first) and remove the directory; safe to call twice."""

@@ -3,6 +3,11 @@
 MNT also accepts a path below an export (resolved name by name, never through a symlink),
 and ``/`` for the first export when no export is called ``/``. The mount table that DUMP
 reports is advisory, as in every NFS server: it records (client host, path) pairs.
+
+MOUNT has no "try again later" status: a MNT the backend cannot answer now (JUKEBOX: a
+store that is down or stuck) is dropped, so the client sends it again, and an export's
+root handle, once known, is answered from memory (it never changes), so mounting works
+while the store is out and the client's next NFS calls are the ones told to wait.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from ferry.errors import NfsError
+from ferry.errors import DropCall, NfsError
 from ferry.nfs3.const import (
     MNTPATHLEN,
     MOUNT_PROGRAM,
@@ -78,6 +83,27 @@ class MountService:
     def __init__(self, nfs: Nfs3Service, table: MountRegistry | None = None) -> None:
         self.nfs = nfs
         self.table: MountRegistry = table if table is not None else MountTable()
+        self._roots: dict[int, bytes] = {}  # export id -> root handle
+
+    def root_handle(self, export: Export) -> bytes:
+        """The handle of ``export``'s root, asked of the backend once; raises NfsError."""
+        fh = self._roots.get(export.export_id)
+        if fh is None:
+            backend = export.backend
+            attr = call_backend(lambda: backend.getattr(backend.root()))
+            if attr.type != Ftype3.DIR:
+                raise NfsError(Nfsstat3.NOTDIR)
+            fh = self._roots[export.export_id] = self.nfs.handle_for(export, attr)
+        return fh
+
+    def warm(self) -> None:
+        """Learn every export's root handle now, so MNT works later while a store is out
+        (an export whose store does not answer now is asked again at its first MNT)."""
+        for export in self.exports:
+            try:
+                self.root_handle(export)
+            except NfsError:
+                pass
 
     @property
     def exports(self) -> Sequence[Export]:
@@ -107,6 +133,14 @@ class MountService:
         host = ctx.client[0] if ctx.client else ""
         if not export.allows(host or None):
             raise NfsError(Nfsstat3.ACCES, f"{host} may not mount {export.path}")
+        if parts:
+            fh = self._below_root(export, parts)
+        else:
+            fh = self.root_handle(export)
+        self.table.add(host, path)
+        return fh
+
+    def _below_root(self, export: Export, parts: list[bytes]) -> bytes:
         backend = export.backend
         fid = backend.root()
         for part in parts:
@@ -116,7 +150,6 @@ class MountService:
         attr = call_backend(lambda: backend.getattr(fid))
         if attr.type != Ftype3.DIR:
             raise NfsError(Nfsstat3.NOTDIR)
-        self.table.add(host, path)
         return self.nfs.handle_for(export, attr)
 
 
@@ -135,6 +168,8 @@ def mount_program(service: MountService) -> Program:
         try:
             fh = service.mnt(path, ctx)
         except NfsError as exc:
+            if exc.status is Nfsstat3.JUKEBOX:
+                raise DropCall(f"MNT {path!r}: {exc}") from exc
             p.pack_enum(_STATUS_FROM_NFS.get(exc.status, Mountstat3.SERVERFAULT))
             return
         p.pack_enum(Mountstat3.OK)

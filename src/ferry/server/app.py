@@ -112,7 +112,9 @@ def build_app(
     nfs = Nfs3Service(exports, HandleCodec(key), write_verifier)
     if drc is None and config.drc_entries > 0:
         drc = DuplicateRequestCache(NON_IDEMPOTENT, config.drc_entries, config.drc_bytes)
-    return App(config, nfs, MountService(nfs, table), exports, drc, metrics)
+    mount = MountService(nfs, table)
+    mount.warm()
+    return App(config, nfs, mount, exports, drc, metrics)
 
 
 def _export(cfg: ExportConfig, state_dir: Path) -> Export:
