@@ -12,6 +12,7 @@ while the store is out and the client's next NFS calls are the ones told to wait
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Sequence
@@ -100,10 +101,8 @@ class MountService:
         """Learn every export's root handle now, so MNT works later while a store is out
         (an export whose store does not answer now is asked again at its first MNT)."""
         for export in self.exports:
-            try:
+            with contextlib.suppress(NfsError):
                 self.root_handle(export)
-            except NfsError:
-                pass
 
     @property
     def exports(self) -> Sequence[Export]:
@@ -133,10 +132,7 @@ class MountService:
         host = ctx.client[0] if ctx.client else ""
         if not export.allows(host or None):
             raise NfsError(Nfsstat3.ACCES, f"{host} may not mount {export.path}")
-        if parts:
-            fh = self._below_root(export, parts)
-        else:
-            fh = self.root_handle(export)
+        fh = self._below_root(export, parts) if parts else self.root_handle(export)
         self.table.add(host, path)
         return fh
 
