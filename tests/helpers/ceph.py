@@ -39,7 +39,7 @@ from pathlib import Path
 
 from . import peers
 
-PACKAGES = "ceph-mon ceph-osd ceph-mds radosgw ceph-common libcephfs2"
+PACKAGES = "ceph-mon ceph-osd ceph-mds ceph-mgr radosgw ceph-common libcephfs2"
 """Debian packages the cluster needs (.ci/run installs them)."""
 
 _TOOLS = {
@@ -48,6 +48,7 @@ _TOOLS = {
     "ceph-mon": "ceph-mon",
     "ceph-osd": "ceph-osd",
     "ceph-mds": "ceph-mds",
+    "ceph-mgr": "ceph-mgr",
     "radosgw": "radosgw",
     "radosgw-admin": "radosgw",
 }
@@ -69,6 +70,8 @@ err to stderr = false
 mon data = {dir}/mon/$name
 osd data = {dir}/osd/$name
 mds data = {dir}/mds/$name
+mgr data = {dir}/mgr/$name
+mgr initial modules =
 ms bind ipv6 = false
 ms async op threads = 1
 osd pool default size = 1
@@ -122,6 +125,7 @@ DAEMON_CAPS: dict[str, dict[str, str]] = {
     "mds.a": {"mon": "allow profile mds", "osd": "allow rwx", "mds": "allow",
               "mgr": "allow profile mds"},
     "client.rgw.a": {"mon": "allow rw", "osd": "allow rwx", "mgr": "allow rw"},
+    "mgr.a": {"mon": "allow profile mgr", "osd": "allow *", "mds": "allow *"},
 }  # fmt: skip
 """Every entity of the cluster and its cephx capabilities (what a manual deployment gives)."""
 
@@ -278,7 +282,7 @@ class CephCluster:
         return self
 
     def _write_conf(self) -> None:
-        for sub in ("run", "log", "mon", "osd", "mds", "rgw", "keys"):
+        for sub in ("run", "log", "mon", "osd", "mds", "mgr", "rgw", "keys"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
             CONF.format(
@@ -296,7 +300,7 @@ class CephCluster:
         """Where ``entity``'s keyring is: clients under ``keys/``, daemons in their data dir
         (the default for each daemon kind)."""
         kind, _, ident = entity.partition(".")
-        if kind in ("osd", "mds", "mon"):
+        if kind in ("osd", "mds", "mon", "mgr"):
             return self.dir / kind / f"{kind}.{ident}" / "keyring"
         return self.dir / "keys" / f"{entity}.keyring"
 
@@ -379,6 +383,31 @@ class CephCluster:
         with self._step("rgw"):
             self._daemon("rgw.a", [exe, "-c", str(self.conf), "-n", "client.rgw.a", "-f"])
             self._wait("radosgw", lambda: peers.port_accepts(self.host, self.rgw_port), timeout)
+
+    def start_mgr(self, timeout: float = 90.0) -> None:
+        """Start ceph-mgr if it is not running, and wait for its volumes module (``ceph fs
+        subvolume ...``). Not started by default: it takes ~9 s and ~300 MiB."""
+        if "mgr.a" in self.procs:
+            return
+        exe = peers.need_tool("ceph-mgr", _TOOLS["ceph-mgr"])
+        with self._step("mgr"):
+            self._daemon("mgr.a", [exe, "-c", str(self.conf), "-i", "a", "-f"])
+            self._wait("ceph-mgr", self._volumes_ready, timeout)
+
+    def _volumes_ready(self) -> bool:
+        try:
+            self.ceph("fs", "subvolume", "ls", FS_NAME, timeout=10)
+        except CephError:
+            return False
+        return True
+
+    def authorize(self, client: str, path: str, fs: str = FS_NAME) -> Path:
+        """``ceph fs authorize FS client.CLIENT PATH rw``; returns the keyring file written
+        where the cluster's clients look for it (``keys/client.CLIENT.keyring``)."""
+        keyring = self.keyring(f"client.{client}")
+        keyring.write_text(self.ceph("fs", "authorize", fs, f"client.{client}", path, "rw"))
+        keyring.chmod(0o600)
+        return keyring
 
     def create_s3_user(self, uid: str = "ferry") -> tuple[str, str]:
         """An RGW user with fixed keys; returns (access key, secret key)."""

@@ -22,8 +22,11 @@ module decides how they run.
 Export options (``[[export]] backend = "cephfs"``, ``path`` = the directory inside CephFS)::
 
     options = { conf = "/etc/ceph/ceph.conf", client_id = "admin", keyring = "...",
-                fs_name = "cephfs", mount_timeout = 10, op_timeout = 30, open_idle = 1,
+                fs_name = "cephfs", subvolume = "", subvolumegroup = "_nogroup",
+                mount_timeout = 10, op_timeout = 30, open_idle = 1,
                 settings = { client_oc_size = "104857600" } }
+
+With ``subvolume``, ``path`` is a directory inside that subvolume (``/``: all of it).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Concatenate, ParamSpec, TypeVar
 
-from ferry.backends import _libcephfs as lc
+from ferry.backends._cephfsconnect import DEFAULT_GROUP, MountSpec, connect
 from ferry.backends._cephfsmount import MountedFs
 from ferry.backends._deadline import Deadline
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, FsStat, SetAttr
@@ -52,36 +55,8 @@ _CUT_OFF = {errno.ESHUTDOWN, errno.ENOTCONN}
 _DATA = frozenset({"read", "write", "commit"})
 """Operations that wait on OSDs; the others wait on the MDS (``Deadline`` keys tell them
 apart, so a READ stuck on a frozen OSD does not hold up a GETATTR of the same file)."""
-_MOUNT_HINTS = {
-    errno.ETIMEDOUT: " (monitors in the conf unreachable, or no active MDS?)",
-    errno.ENOENT: " (no such conf file, or no such directory in CephFS)",
-    errno.EACCES: " (check client_id and keyring)",
-    errno.EPERM: " (check client_id and keyring)",
-}
 REMOUNT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Seconds between attempts to mount again after an eviction (the last one repeats)."""
-
-
-def _in_new_thread(make: Callable[[], T]) -> T:
-    """``make()`` on a thread of its own. libcephfs draws its network address nonce from
-    a per-thread random engine seeded on first use: mounting on the main thread of a
-    process that a mounted parent forked (prefork workers) would reuse the parent's
-    sequence, so sibling workers got the same address and the MDS mixed them up."""
-    box: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            box.append(make())
-        except BaseException as exc:  # handed to the caller
-            errors.append(exc)
-
-    t = threading.Thread(target=run, name="cephfs-mount")
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
-    return box[0]
 
 
 class CephFsBackend(Backend):
@@ -95,6 +70,8 @@ class CephFsBackend(Backend):
         client_id: str | None = None,
         keyring: str | None = None,
         fs_name: str | None = None,
+        subvolume: str | None = None,
+        subvolumegroup: str = DEFAULT_GROUP,
         mount_timeout: float = 10.0,
         op_timeout: float = 30.0,
         open_files: int = 64,
@@ -110,8 +87,11 @@ class CephFsBackend(Backend):
             conf_settings["keyring"] = keyring
         if fs_name:
             conf_settings["client_fs"] = fs_name
-        self._where = f"cephfs {path!r} (conf {conf or 'default'}, client {client_id or 'admin'})"
-        self._mount_args = (client_id, conf, conf_settings, path or "/")
+        self._spec = MountSpec(
+            path or "/", conf, client_id, keyring, fs_name, subvolume, subvolumegroup,
+            conf_settings,
+        )  # fmt: skip
+        self._where = self._spec.where
         self._open = (open_files, open_idle)
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -121,16 +101,7 @@ class CephFsBackend(Backend):
 
     def _mount(self) -> MountedFs:
         """A new libcephfs client mounted at the export's path; ConfigError if it cannot."""
-        try:
-            m = _in_new_thread(lambda: lc.Mount(*self._mount_args))
-        except OSError as exc:
-            hint = _MOUNT_HINTS.get(exc.errno or 0, " (is libcephfs2 installed?)")
-            raise ConfigError(f"{self._where}: cannot mount: {exc}{hint}") from exc
-        try:
-            return MountedFs(m, *self._open)
-        except BaseException:
-            m.shutdown()
-            raise
+        return connect(self._spec, *self._open)
 
     def close(self) -> None:
         """Unmount (flushes buffered writes, hands capabilities back), bounded in time."""
