@@ -105,3 +105,21 @@ def test_deadline_without_timeout_runs_in_the_caller() -> None:
     assert d.run(threading.get_ident) == threading.get_ident()
     with pytest.raises(ZeroDivisionError):
         d.run(lambda: 1 / 0)
+
+
+def test_inline_calls_run_in_the_caller_until_one_is_slow(caplog: pytest.LogCaptureFixture) -> None:
+    """Inline calls skip the worker hop while the store answers promptly; one that runs
+    past ``trip`` makes the store suspect, and calls go through the bounded workers."""
+    d = Deadline(0.5, workers=2, name="t-inline", trip=0.2, quiet=60)
+    me = threading.get_ident()
+    assert d.run(threading.get_ident, key=("meta", 1), inline=True) == me
+    assert d.run(threading.get_ident, key=("meta", 1)) != me  # not inline: a worker
+    assert d.run(lambda: time.sleep(0.6) or "slow but done", inline=True) == "slow but done"
+    assert time.monotonic() < d.suspect_until  # the watcher saw it run past trip
+    assert d.run(threading.get_ident, inline=True) != me  # bounded now
+    release = threading.Event()
+    with raises_status(Nfsstat3.JUKEBOX):
+        d.run(release.wait, key=("meta", 2), inline=True)
+    release.set()
+    assert "every call is bounded" in caplog.text
+    d.close()

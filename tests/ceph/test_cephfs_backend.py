@@ -174,10 +174,15 @@ def test_missing_sub_path_is_a_clear_error(ceph_cluster: CephCluster) -> None:
 def test_stalled_cluster_answers_jukebox_then_recovers(
     ceph_cluster: CephCluster, cephfs_dir: str
 ) -> None:
-    """A frozen MDS: metadata calls give JUKEBOX after op_timeout, not a hang."""
-    with backend_at(ceph_cluster, cephfs_dir, op_timeout=2) as b:
+    """A frozen MDS: metadata calls give JUKEBOX after op_timeout, not a hang; GETATTR too,
+    which runs inline (no thread hop) only while the cluster answers promptly."""
+    with (
+        backend_at(ceph_cluster, cephfs_dir, op_timeout=2) as b,
+        backend_at(ceph_cluster, cephfs_dir) as other,
+    ):
         root = b.root()
-        mkfile(b, b"before")
+        f = mkfile(b, b"before")
+        other.write(f, 0, memoryview(b"changed"), SYNC)  # b's cached attributes are revoked
         mds = ceph_cluster.procs["mds.a"].pid
         os.kill(mds, signal.SIGSTOP)
         try:
@@ -185,6 +190,10 @@ def test_stalled_cluster_answers_jukebox_then_recovers(
             with raises_status(S.JUKEBOX):
                 b.create(root, b"during", SetAttr(), exclusive=True)
             assert 1.5 < time.monotonic() - t0 < 10
+            t0 = time.monotonic()
+            with raises_status(S.JUKEBOX):  # needs the MDS: bounded, as the store is suspect
+                b.getattr(f)
+            assert time.monotonic() - t0 < 10
         finally:
             os.kill(mds, signal.SIGCONT)
         deadline = time.monotonic() + 30

@@ -23,7 +23,7 @@ Export options (``[[export]] backend = "cephfs"``, ``path`` = the directory insi
 
     options = { conf = "/etc/ceph/ceph.conf", client_id = "admin", keyring = "...",
                 fs_name = "cephfs", subvolume = "", subvolumegroup = "_nogroup",
-                mount_timeout = 10, op_timeout = 30, open_idle = 1,
+                mount_timeout = 10, op_timeout = 30, open_idle = 1, inline_metadata = true,
                 settings = { client_oc_size = "104857600" } }
 
 With ``subvolume``, ``path`` is a directory inside that subvolume (``/``: all of it).
@@ -52,6 +52,9 @@ _RETRY_LATER = {errno.ETIMEDOUT, errno.EAGAIN}
 """libcephfs errors worth a retry: JUKEBOX. Others keep their errno (unknown ones: IO)."""
 _CUT_OFF = {errno.ESHUTDOWN, errno.ENOTCONN}
 """What every call answers once the cluster has evicted (blocklisted) this client."""
+_INLINE = frozenset({"getattr", "lookup"})
+"""Operations run in the caller's thread while the cluster answers promptly: libcephfs
+answers them from its cache (under capabilities) in microseconds (``Deadline``)."""
 _DATA = frozenset({"read", "write", "commit"})
 """Operations that wait on OSDs; the others wait on the MDS (``Deadline`` keys tell them
 apart, so a READ stuck on a frozen OSD does not hold up a GETATTR of the same file)."""
@@ -76,6 +79,7 @@ class CephFsBackend(Backend):
         op_timeout: float = 30.0,
         open_files: int = 64,
         open_idle: float = 1.0,
+        inline_metadata: bool = True,
         settings: dict[str, str] | None = None,
     ) -> None:
         conf_settings = {
@@ -98,6 +102,7 @@ class CephFsBackend(Backend):
         self._fs: MountedFs | None = self._mount()
         self._root_ino = self._fs.root_ino
         self._deadline = Deadline(op_timeout, name=f"cephfs {path}")
+        self._inline = _INLINE if inline_metadata else frozenset()
 
     def _mount(self) -> MountedFs:
         """A new libcephfs client mounted at the export's path; ConfigError if it cannot."""
@@ -134,15 +139,15 @@ class CephFsBackend(Backend):
     ) -> T:
         """``op`` on the current mount, bounded by the deadline, libcephfs errors translated."""
         fs = self._mounted()
-        kind = "data" if op.__name__ in _DATA else "meta"
-        key = (kind, args[0]) if args else None  # the file (or directory) the call is on
+        name = op.__name__
+        key = ("data" if name in _DATA else "meta", args[0]) if args else None  # its file
 
         def job() -> T:
             with fs.call():
                 return op(fs, *args, **kwargs)
 
         try:
-            return self._deadline.run(job, key)
+            return self._deadline.run(job, key, inline=name in self._inline)
         except OSError as exc:
             if exc.errno in _CUT_OFF:
                 self._cut_off(fs, exc)
