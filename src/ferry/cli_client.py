@@ -46,7 +46,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ferry.errors import FerryError
+from ferry.errors import FerryError, NoSuchExport
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
 
@@ -157,7 +157,10 @@ def _fail(message: str, status: int) -> int:
 
 def _reason(exc: BaseException) -> str:
     """``No such file or directory``: the error without the name it is about (the errno's
-    own text when there is one, as coreutils print it)."""
+    own text when there is one, as coreutils print it; a missing export says which there
+    are)."""
+    if isinstance(exc, NoSuchExport):
+        return str(exc.strerror)
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)
     if isinstance(exc, OSError):

@@ -71,11 +71,6 @@ class WorkPool:
         """Threads running now (free, busy or stuck)."""
         return len(self._workers)
 
-    def longest(self) -> float:
-        """Seconds the longest-running job has run so far (0: none runs)."""
-        starts = [w.started for w in list(self._workers) if w.started]
-        return time.monotonic() - min(starts) if starts else 0.0
-
     def submit(self, job: Job) -> None:
         """Run ``job()`` on a worker thread; its exceptions are logged, never raised."""
         self._jobs.put(job)

@@ -22,12 +22,13 @@ A call that timed out while still queued is never started.
 **Inline calls.** The hop to a worker thread and back costs more than a libcephfs call
 answered from its cache (~40-50 µs against ~10 µs of CPU). Calls the caller marks
 ``inline`` (metadata reads: GETATTR, LOOKUP) therefore run in the caller's own thread
-while the store answers promptly. A watcher checks four times a second: once an inline
-call has run ``trip`` seconds, or a worker's call has, the store is *suspect* and every
-call goes through the workers (bounded) until none has been slow for ``quiet`` seconds.
-The inline calls already running when the store stalled are the price: they are not
-bounded by ``timeout`` (their threads are replaced, so the server goes on; their clients
-time out and send them again, and those are bounded).
+while the store answers promptly: not while a call has outlived ``timeout`` and still
+runs, nor while the store is *suspect*. A watcher (started with the first inline call)
+checks four times a second: once an inline call has run ``trip`` seconds, the store is
+suspect, and every call goes through the workers (bounded) until no inline call has
+been slow for ``quiet`` seconds. The inline calls already running when the store stalled
+are the price: they are not bounded by ``timeout`` (their threads are replaced, so the
+server goes on; their clients time out and send them again, and those are bounded).
 """
 
 from __future__ import annotations
@@ -73,8 +74,7 @@ class Deadline:
         self.suspect_until = 0.0
         """Until when (``time.monotonic``) every call goes through the workers."""
         self._closed = threading.Event()
-        if self._pool is not None:
-            threading.Thread(target=self._watch, name=f"{name}-trip", daemon=True).start()
+        self._watching = False
 
     def run(self, fn: Callable[[], T], key: Hashable = None, inline: bool = False) -> T:
         """``fn()``'s result or exception; NfsError(JUKEBOX) if it takes longer than allowed,
@@ -84,6 +84,8 @@ class Deadline:
         if pool is None:
             return fn()
         if inline and not self._stuck and time.monotonic() >= self.suspect_until:
+            if not self._watching:
+                self._start_watching()
             me = threading.get_ident()
             self._inline[me] = time.monotonic()
             try:
@@ -124,13 +126,19 @@ class Deadline:
 
         fut.add_done_callback(release)
 
+    def _start_watching(self) -> None:
+        with self._lock:
+            if self._watching:
+                return
+            self._watching = True
+        threading.Thread(target=self._watch, name=f"{self._name}-trip", daemon=True).start()
+
     def _watch(self) -> None:
-        """Mark the store suspect while any call, inline or on a worker, runs too long."""
-        pool = self._pool
-        while pool is not None and not self._closed.wait(0.25):
+        """Mark the store suspect while an inline call runs too long."""
+        while not self._closed.wait(0.25):
             now = time.monotonic()
-            oldest = min(self._inline.values(), default=now)
-            if now - oldest > self._trip or pool.longest() > self._trip:
+            oldest = min(list(self._inline.values()), default=now)
+            if now - oldest > self._trip:
                 if now >= self.suspect_until:
                     log.warning(
                         "%s: a call has waited over %gs: every call is bounded (%gs) until "
