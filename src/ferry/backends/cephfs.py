@@ -185,13 +185,12 @@ class CephFsBackend(Backend):
                 continue
             with self._lock:
                 closed = self._closed.is_set()
-                if not closed:
+                if not closed:  # logged first: once _fs is set, calls are served again
+                    log.warning("%s: mounted again (client.%d)", self._where, fs.instance_id())
                     self.write_epoch += 1
                     self._fs = fs
             if closed:
                 fs.shutdown()
-            else:
-                log.warning("%s: mounted again (client.%d)", self._where, fs.instance_id())
             return
 
     # -- the backend contract --------------------------------------------------------------
