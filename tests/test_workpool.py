@@ -3,6 +3,7 @@ stuck call per object)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -70,6 +71,7 @@ def test_busy_but_healthy_jobs_are_not_replaced() -> None:
 
 
 def test_a_failing_job_is_logged_and_the_thread_lives_on(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ferry.workpool")
     pool = WorkPool(1, name="t-fail")
     ok = threading.Event()
     pool.submit(lambda: 1 / 0)
@@ -110,6 +112,7 @@ def test_deadline_without_timeout_runs_in_the_caller() -> None:
 def test_inline_calls_run_in_the_caller_until_one_is_slow(caplog: pytest.LogCaptureFixture) -> None:
     """Inline calls skip the worker hop while the store answers promptly; one that runs
     past ``trip`` makes the store suspect, and calls go through the bounded workers."""
+    caplog.set_level(logging.INFO, logger="ferry.backends")
     d = Deadline(0.5, workers=2, name="t-inline", trip=0.2, quiet=60)
     me = threading.get_ident()
     assert d.run(threading.get_ident, key=("meta", 1), inline=True) == me

@@ -10,6 +10,7 @@ mid-flight.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import signal
 import stat
@@ -225,6 +226,7 @@ def test_evicted_client_mounts_again(
     client, then serves as before; ``write_epoch`` counts the unflushed writes lost."""
     from ferry.testing import status_of
 
+    caplog.set_level(logging.INFO, logger="ferry.backends.cephfs")
     with backend_at(ceph_cluster, cephfs_dir, op_timeout=10) as b:
         f = mkfile(b, b"f", b"data")
         old = b.instance_id()
