@@ -46,6 +46,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from ferry.cli_retry import add_retry_options, retry_keywords
+from ferry.client.url import is_query
 from ferry.errors import FerryError, NoSuchExport
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
@@ -54,8 +56,8 @@ Handler = Callable[[argparse.Namespace], int]
 Match = tuple[AbstractFileSystem, str, str]  # file system, path, name to show in messages
 COPY_BLOCK = 4 << 20
 MAGIC = re.compile(r"[*?[]")
-QUERY = re.compile(r"^[A-Za-z_]+=[^&/]*(?:&[A-Za-z_]+=[^&/]*)*$")
 TRANSFER_FLAGS = "[-r] [--progress | --no-progress]"
+COMMANDS = ("ls", "cat", "get", "put", "cp", "stat", "df", "mkdir", "rm", "mv")
 
 
 class UsageError(Exception):
@@ -109,6 +111,8 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("src")
     p.add_argument("dst")
     p.set_defaults(func=cmd_mv)
+    for name in COMMANDS:  # all ride over a server restart alike (client.retry)
+        add_retry_options(sub.choices[name])
 
 
 def _transfer_options(p: argparse.ArgumentParser, func: Handler) -> None:
@@ -128,6 +132,8 @@ def _guarded(func: Handler) -> Handler:
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
+        _RETRY.clear()
+        _RETRY.update(retry_keywords(args))
         try:
             return func(args)
         except UsageError as exc:
@@ -197,6 +203,7 @@ def _silence_stdout() -> None:
 
 
 _OPEN: dict[tuple[Any, ...], NfsFileSystem] = {}
+_RETRY: dict[str, Any] = {}  # this command's --hard/--soft, --timeout, ... (cli_retry)
 
 
 def _is_url(operand: str) -> bool:
@@ -207,7 +214,7 @@ def _escape_globs(url: str) -> str:
     """A ``?`` is a glob character unless it starts a ``key=value&...`` query: escape the
     others so the URL parser keeps them in the path."""
     base, sep, query = url.rpartition("?")
-    if sep and QUERY.match(query):
+    if sep and is_query(query):
         return base.replace("?", "%3F") + "?" + query
     return url.replace("?", "%3F")
 
@@ -219,7 +226,7 @@ def _fs(url: str) -> tuple[AbstractFileSystem, str]:
         return LocalFileSystem(), os.path.abspath(url)
     try:
         url = _escape_globs(url)
-        kwargs = NfsFileSystem._get_kwargs_from_urls(url)
+        kwargs = {**NfsFileSystem._get_kwargs_from_urls(url), **_RETRY}
         path = NfsFileSystem._strip_protocol(url)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

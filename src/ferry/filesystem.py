@@ -15,15 +15,18 @@ This module owns the mapping between fsspec's path-and-dict world and NFSv3 hand
 * All NFS work runs as coroutines on fsspec's IO loop (``fsspec.asyn.get_loop``); the sync
   methods are thin ``_run`` calls, and ``NfsError`` becomes ``OSError`` there, once: its
   ``filename`` is the ``nfs://`` URL of the path asked for (``url_of``), not chained.
-* Writes go out UNSTABLE, many in flight, and are made durable by COMMIT at close; data
-  whose write verifier differs from the COMMIT verifier is sent again (RFC 1813 3.3.7).
-  Like object stores, writing a file creates its missing parent directories.
+* Files are the client's: ``NfsFile`` and every transfer (``pipe``, ``put``, ``cp``) write
+  through an ``AsyncFile`` (``client.files``): UNSTABLE WRITEs in flight behind the
+  caller, in order, made durable by COMMIT at close and sent again after a server restart
+  (RFC 1813 3.3.7); ranges are read with ``read_all`` (pipelined READs straight into the
+  result). Like object stores, writing a file creates its missing parent directories.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import errno
 import os
@@ -39,9 +42,10 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
-from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url
+from ferry.client import AsyncFile, AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url, retry
 from ferry.client.exports import list_exports, mount_export
-from ferry.client.nfs import AuthSys, server_ports
+from ferry.client.files import OpenMode, read_all
+from ferry.client.nfs import AuthSys, server_ports, url_keywords
 from ferry.client.url import normalise_path, server_name
 from ferry.errors import NfsError, NoSuchExport
 from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
@@ -49,8 +53,7 @@ from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
 T = TypeVar("T")
 Info = dict[str, Any]
 CHUNK = 16 << 20  # bytes per streamed step of put/get/cp: bounds memory, keeps calls in flight
-MAX_UNCOMMITTED = 64 << 20  # UNSTABLE bytes kept for a possible resend before a COMMIT
-MAX_COMMIT_ROUNDS = 3
+_READ, _WRITE = OpenMode.parse("rb"), OpenMode.parse("wb")  # how AsyncFiles are opened
 _TYPES = {Ftype3.REG: "file", Ftype3.DIR: "directory", Ftype3.LNK: "link"}
 _IFMT = {
     Ftype3.REG: stat.S_IFREG, Ftype3.DIR: stat.S_IFDIR, Ftype3.BLK: stat.S_IFBLK,
@@ -85,78 +88,6 @@ def _rel(path: str, export: str) -> str:
     return path[len(export) :].lstrip("/") if export != "/" else path.lstrip("/")
 
 
-class _Writer:
-    """UNSTABLE WRITEs of one file, kept until a COMMIT with the same verifier proves them
-    durable; the caller decides when to COMMIT (``pending`` bounds the memory held)."""
-
-    def __init__(self, client: AsyncNfsClient, fh: bytes) -> None:
-        self.client, self.fh = client, fh
-        self.unstable: list[tuple[int, bytes, bytes]] = []  # (offset, data, verifier)
-
-    @property
-    def pending(self) -> int:
-        return sum(len(d) for _, d, _ in self.unstable)
-
-    async def write(self, offset: int, data: bytes) -> None:
-        size = self.client.wsize
-        pieces = [(offset + i, data[i : i + size]) for i in range(0, len(data), size)]
-        verfs = await asyncio.gather(*(self._write_one(o, d) for o, d in pieces))
-        self.unstable += [(o, d, v) for (o, d), v in zip(pieces, verfs, strict=True) if v]
-
-    async def _write_one(self, offset: int, data: bytes) -> bytes | None:
-        """One wsize piece (short writes continued); its verifier if it is UNSTABLE."""
-        done, verf = 0, None
-        while done < len(data):
-            res = await self.client.write(self.fh, offset + done, data[done:])
-            if res.count == 0:
-                raise NfsError(Nfsstat3.IO, f"server wrote 0 bytes at offset {offset + done}")
-            if res.committed == 0:  # UNSTABLE
-                verf = res.verf if verf in (None, res.verf) else b"mixed"  # never matches
-            done += res.count
-        return verf
-
-    async def put(self, offset: int, data: bytes) -> None:
-        """``write``, then COMMIT once MAX_UNCOMMITTED bytes wait (bounds what we keep)."""
-        await self.write(offset, data)
-        if self.pending >= MAX_UNCOMMITTED:
-            await self.commit()
-
-    async def commit(self) -> None:
-        for _ in range(MAX_COMMIT_ROUNDS):
-            if not self.unstable:
-                return
-            verf = (await self.client.commit(self.fh)).verf
-            lost, self.unstable = [(o, d) for o, d, v in self.unstable if v != verf], []
-            for offset, data in lost:  # the server restarted: its cache is gone
-                await self.write(offset, data)
-        if self.unstable:
-            raise NfsError(Nfsstat3.IO, "write verifier kept changing: server restarting?")
-
-
-async def read_range(client: AsyncNfsClient, fh: bytes, start: int, end: int) -> bytes:
-    """Bytes ``[start, end)`` by rsize READs all issued at once; shorter at end of file."""
-    size = client.rsize
-    parts = await asyncio.gather(
-        *(_read_piece(client, fh, o, min(size, end - o)) for o in range(start, end, size))
-    )
-    out = bytearray()
-    for part in parts:
-        out += part
-        if len(part) < size:  # end of file inside this piece: later ones are empty
-            break
-    return bytes(out)
-
-
-async def _read_piece(client: AsyncNfsClient, fh: bytes, offset: int, count: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < count:
-        res = await client.read(fh, offset + len(buf), count - len(buf))
-        buf += res.data
-        if res.eof or res.count == 0:
-            break
-    return bytes(buf)
-
-
 class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     """An NFSv3 server as an fsspec file system (protocol ``nfs``).
 
@@ -164,7 +95,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     (there is no default server); ``nfsport``/``mountport``/``uid``/``gid`` as in the URL
     query, ``export`` to skip the export discovery, ``servers`` (``"host[:port]"`` items,
     or one comma-separated string) for more servers of the same store to fail over to, as
-    a multi-host URL gives. Instances are cached per arguments, as fsspec does.
+    a multi-host URL gives. ``connect()``'s keywords ``hard``, ``timeout``, ``retrans``,
+    ``retry_for`` (what to do when the server stops answering, ``ferry.client.retry``),
+    ``readahead``, ``rsize``, ``wsize``, ``attr_cache`` and ``read_only`` go to every
+    mount; a URL's libnfs arguments (``?timeo=...&readonly``) arrive as these keywords.
+    ``auto_traverse_mounts`` (default True, as libnfs): a path goes to the deepest export
+    holding it, mounted on first use; False: to an export already mounted if one holds it.
+    Instances are cached per arguments, as fsspec does.
     """
 
     protocol: ClassVar[str] = "nfs"
@@ -182,6 +119,16 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         gid: int | None = None,
         export: str | None = None,
         servers: str | Iterable[str] = (),
+        hard: bool | None = None,
+        timeout: float | None = None,
+        retrans: int | None = None,
+        retry_for: float | None = None,
+        readahead: int | None = None,
+        rsize: int | None = None,
+        wsize: int | None = None,
+        attr_cache: float | None = None,
+        read_only: bool | None = None,
+        auto_traverse_mounts: bool = True,
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
@@ -191,6 +138,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 "storage_options with nfs:///path"
             )
         self.url = NfsUrl(host, "/", port, nfsport, mountport, uid, gid).with_servers(servers)
+        given = {
+            "hard": hard, "timeout": timeout, "retrans": retrans, "retry_for": retry_for,
+            "readahead": readahead, "rsize": rsize, "wsize": wsize, "attr_cache": attr_cache,
+            "read_only": read_only,
+        }  # fmt: skip
+        self.client_options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        self.traverse = auto_traverse_mounts
         self.loop = get_loop()
         self._exports: list[str] | None = [normalise_path(export)] if export else None
         self._mounts: dict[str, AsyncNfsClient] = {}
@@ -212,7 +166,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
         """Constructor arguments from a URL (none from a plain path, nor a host from
         ``nfs:///path``: storage_options say it); hosts after the first become
-        ``servers``."""
+        ``servers``, the libnfs arguments the keywords they stand for."""
         if not str(path).startswith("nfs://"):
             return {}
         u = _parse(path)
@@ -222,7 +176,9 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         kwargs |= {k: getattr(u, k) for k in keys if getattr(u, k) is not None}
         if u.more:
             kwargs["servers"] = [server_name(host, port) for host, port in u.more]
-        return kwargs
+        if not u.auto_traverse_mounts:
+            kwargs["auto_traverse_mounts"] = False
+        return {**kwargs, **url_keywords(u)}
 
     def unstrip_protocol(self, name: str) -> str:
         return str(NfsUrl(**{**_fields(self.url), "path": self._strip_protocol(name)}))
@@ -239,7 +195,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """Run ``func(*args)`` on the IO loop; a failure becomes the OSError naming the
         URL of ``path`` (see ``_oserror``)."""
         try:
-            result: T = sync(self.loop, func, *args)
+            result: T = _sync(self.loop, func, *args)
         except (NfsError, OSError) as exc:
             if (error := self._oserror(exc, path)) is exc:
                 raise
@@ -280,9 +236,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self._lock = asyncio.Lock()
         async with self._lock:
             export = self._mounted(path)
-            if export is None:
+            if export is None or (self.traverse and self._deeper(path, export)):
                 export = await self._mount(path)
         return self._mounts[export], _rel(path, export)
+
+    def _deeper(self, path: str, export: str) -> bool:
+        """Does a listed export below ``export`` hold ``path`` (a nested export)?"""
+        return any(_under(path, e) and len(e) > len(export) for e in self._exports or [])
 
     def _mounted(self, path: str) -> str | None:
         found = [e for e in self._mounts if _under(path, e)]
@@ -290,11 +250,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     async def _mount(self, path: str) -> str:
         if self._exports is None:
-            self._exports = await self._list_exports()
+            self._exports = await self._list_exports(path)
         found = [e for e in self._exports if _under(path, e)]
         export = max(found, key=len) if found else await self._probe(path)
         url = NfsUrl(**{**_fields(self.url), "path": export})
-        self._mounts[export] = await AsyncNfsClient.connect(url, export=export)
+        self._mounts[export] = await AsyncNfsClient.connect(
+            url, export=export, **self.client_options
+        )
         return export
 
     async def _probe(self, path: str) -> str:
@@ -303,16 +265,22 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         base, u = AuthSys(), self.url
         auth = AuthSys(base.uid if u.uid is None else u.uid, base.gid if u.gid is None else u.gid)
         cred = auth.credential()
-        return (await self._on_mount_port(lambda rpc: mount_export(rpc, cred, path)))[1]
+        return (await self._on_mount_port(lambda rpc: mount_export(rpc, cred, path), path))[1]
 
-    async def _list_exports(self) -> list[str]:
+    async def _list_exports(self, path: str = "/") -> list[str]:
         """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports."""
-        return await self._on_mount_port(list_exports)
+        return await self._on_mount_port(list_exports, path)
 
-    async def _on_mount_port(self, call: Callable[[AsyncRpcClient], Awaitable[T]]) -> T:
-        """``call`` on a connection to the MOUNT service of the first server that answers."""
-        mnt = [(host, port) for host, _, port in await server_ports(self.url, None)]
-        rpc = AsyncRpcClient(*mnt[0], fallbacks=mnt[1:])
+    async def _on_mount_port(
+        self, call: Callable[[AsyncRpcClient], Awaitable[T]], path: str = "/"
+    ) -> T:
+        """``call`` on a connection to the MOUNT service of the first server that answers,
+        with the retry policy of this file system (``path``: the one asked about, for the
+        messages)."""
+        options = retry.resolve(None, **{k: self.client_options.get(k) for k in retry.SETTINGS})
+        url = dataclasses.replace(self.url, path=path)
+        mnt = [(host, port) for host, _, port in await server_ports(url, options)]
+        rpc = AsyncRpcClient(*mnt[0], options, fallbacks=mnt[1:])
         await rpc.connect()
         try:
             return await call(rpc)
@@ -322,12 +290,14 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _pseudo_dir(self, path: str) -> bool:
         """Is ``path`` a directory above the exports (``/`` or ``/srv`` for ``/srv/x``)?"""
         if self._exports is None:
-            sync(self.loop, self._load_exports)
-        return any(_under(e, path) and e != path for e in self._exports or [])
+            _sync(self.loop, self._load_exports, path)
+        exports = self._exports or []
+        above = any(_under(e, path) and e != path for e in exports)
+        return above and not any(_under(path, e) for e in exports)  # not in an outer export
 
-    async def _load_exports(self) -> None:
+    async def _load_exports(self, path: str = "/") -> None:
         if self._exports is None:
-            self._exports = await self._list_exports()
+            self._exports = await self._list_exports(path)
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -499,47 +469,59 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return self._run(path, self._cat, path, start, end)
 
     async def _cat(self, path: str, start: int | None, end: int | None) -> bytes:
-        client, fh, size = await self._open_read(path)
+        client, fh, attr = await self._open_read(path)
+        size = attr.size
         lo = 0 if start is None else (max(0, size + start) if start < 0 else start)
         hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
-        return await read_range(client, fh, lo, hi) if hi > lo else b""
+        return await read_all(client, fh, hi - lo, lo, to_eof=False) if hi > lo else b""
 
-    async def _open_read(self, path: str) -> tuple[AsyncNfsClient, bytes, int]:
+    async def _open_read(self, path: str) -> tuple[AsyncNfsClient, bytes, Attr]:
         client, rel = await self._where(path)
         fh, attr = await client.resolve(rel, True)
         if attr.type == Ftype3.DIR:
             raise NfsError(Nfsstat3.ISDIR)
-        return client, fh, attr.size
+        return client, fh, attr
+
+    async def _reader(self, path: str) -> AsyncFile:
+        """``path`` opened for reading through the client's file engine (read-ahead)."""
+        client, fh, attr = await self._open_read(path)
+        return AsyncFile(client, fh, path, attr, _READ, client.file_options, client.buffers)
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         path = self._strip_protocol(path)
         self._run(path, self._pipe, path, bytes(value), mode == "create")
 
     async def _pipe(self, path: str, data: bytes, exclusive: bool) -> None:
-        writer = await self._create(path, exclusive)
-        await writer.write(0, data)
-        await writer.commit()
+        async with await self._create(path, exclusive) as file:
+            await file.pwrite(0, data)
 
-    async def _create(self, path: str, exclusive: bool, truncate: bool = True) -> _Writer:
-        """CREATE ``path`` (GUARDED if ``exclusive``; emptied if ``truncate``), making its
-        missing parents; a writer for its handle."""
+    async def _create(self, path: str, exclusive: bool, truncate: bool = True) -> AsyncFile:
+        """CREATE ``path`` (``create_exclusive`` if ``exclusive``: safe when resent; emptied
+        if ``truncate``), making its missing parents; the file open for writing (close it:
+        that COMMITs)."""
         parent, _, name = path.rpartition("/")
         dirfh = await self._makedirs(parent or "/")
         client, _ = await self._where(path)
-        how = CreateMode.GUARDED if exclusive else CreateMode.UNCHECKED
-        attrs = SetAttr(mode=0o644, size=0 if truncate else None)
-        res = await client.create(dirfh, name, attrs, how)
-        fh = res.obj or (await client.lookup(dirfh, name)).object
-        return _Writer(client, fh)
+        if exclusive:
+            res = await client.create_exclusive(dirfh, name, SetAttr(mode=0o644))
+        else:
+            attrs = SetAttr(mode=0o644, size=0 if truncate else None)
+            res = await client.create(dirfh, name, attrs, CreateMode.UNCHECKED)
+        fh, attr = res.obj, res.obj_attributes
+        if fh is None:
+            found = await client.lookup(dirfh, name)
+            fh, attr = found.object, found.obj_attributes
+        attr = attr or await client.getattr(fh)
+        return AsyncFile(client, fh, path, attr, _WRITE, client.file_options, client.buffers)
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         path = self._strip_protocol(path)
         self._run(path, self._touch, path, truncate)
 
     async def _touch(self, path: str, truncate: bool) -> None:
-        writer = await self._create(path, False, truncate)
-        now = SetAttr(atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME)
-        await writer.client.setattr(writer.fh, now)
+        async with await self._create(path, False, truncate) as file:
+            now = SetAttr(atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME)
+            await file.nfs.setattr(file.fh, now)
 
     def cp_file(
         self, path1: str, path2: str, callback: Callback = DEFAULT_CALLBACK, **kwargs: Any
@@ -552,15 +534,15 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self._run(src, self._copy, src, dst, callback)
 
     async def _copy(self, src: str, dst: str, callback: Callback) -> None:
-        client, fh, size = await self._open_read(src)
+        client, fh, attr = await self._open_read(src)
+        size = attr.size
         callback.set_size(size)
-        writer = await self._create(dst, False)
 
         async def read(offset: int) -> bytes:
-            return await read_range(client, fh, offset, min(offset + CHUNK, size))
+            return await read_all(client, fh, min(CHUNK, size - offset), offset, to_eof=False)
 
-        await _stream(read, writer.put, size, callback)
-        await writer.commit()
+        async with await self._create(dst, False) as file:
+            await _stream(read, file.pwrite, size, callback)
 
     def put_file(
         self,
@@ -580,13 +562,12 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         with open(lpath, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             callback.set_size(size)
-            writer = await self._create(rpath, exclusive)
 
             async def read(offset: int) -> bytes:
                 return await asyncio.to_thread(os.pread, f.fileno(), CHUNK, offset)
 
-            await _stream(read, writer.put, size, callback)
-            await writer.commit()
+            async with await self._create(rpath, exclusive) as file:
+                await _stream(read, file.pwrite, size, callback)
 
     def get_file(
         self,
@@ -608,14 +589,15 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self._run(rpath, self._get, rpath, out, callback)
 
     async def _get(self, rpath: str, out: Any, callback: Callback) -> None:
-        client, fh, size = await self._open_read(rpath)
+        client, fh, attr = await self._open_read(rpath)
+        size = attr.size
         callback.set_size(size)
 
         async def read(offset: int) -> bytes:
-            return await read_range(client, fh, offset, min(offset + CHUNK, size))
+            return await read_all(client, fh, min(CHUNK, size - offset), offset, to_eof=False)
 
-        async def write(offset: int, data: bytes) -> None:
-            await asyncio.to_thread(out.write, data)
+        async def write(offset: int, data: bytes) -> int:
+            return await asyncio.to_thread(out.write, data)
 
         await _stream(read, write, size, callback)
 
@@ -631,9 +613,32 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return NfsFile(self, path, mode, block_size, autocommit, cache_options, **kwargs)
 
 
+class _Timeout:
+    """A TimeoutError carried out of fsspec's ``sync``, which would replace it by an empty
+    FSTimeoutError (losing the client's message: which call, which server, how long)."""
+
+    def __init__(self, exc: TimeoutError) -> None:
+        self.exc = exc
+
+
+async def _keeping_timeouts(func: Callable[..., Awaitable[T]], *args: Any) -> T | _Timeout:
+    try:
+        return await func(*args)
+    except TimeoutError as exc:
+        return _Timeout(exc)
+
+
+def _sync(loop: asyncio.AbstractEventLoop, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """fsspec's ``sync``, raising a timeout as it was raised."""
+    result = sync(loop, _keeping_timeouts, func, *args)
+    if isinstance(result, _Timeout):
+        raise result.exc
+    return result  # type: ignore[no-any-return]
+
+
 async def _stream(
     read: Callable[[int], Awaitable[bytes]],
-    write: Callable[[int, bytes], Awaitable[None]],
+    write: Callable[[int, bytes], Awaitable[object]],
     size: int,
     callback: Callback = DEFAULT_CALLBACK,
 ) -> None:
@@ -652,9 +657,10 @@ async def _stream(
 
 
 class NfsFile(AbstractBufferedFile):  # type: ignore[misc]
-    """A file opened through ``NfsFileSystem.open``: reads fetch ranges with pipelined
-    READs; writes are UNSTABLE WRITEs, COMMITted at close. As with ``open()``, the file is
-    created (and for ``wb`` emptied, for ``xb`` refused if it exists) when opened."""
+    """A file opened through ``NfsFileSystem.open``, over the client's file engine (an
+    ``AsyncFile``: read-ahead, and UNSTABLE WRITEs behind the writer, in order, COMMITted
+    at close). As with ``open()``, the file is created (and for ``wb`` emptied, for ``xb``
+    refused if it exists) when opened."""
 
     DEFAULT_BLOCK_SIZE = 4 << 20
     fs: NfsFileSystem
@@ -670,26 +676,24 @@ class NfsFile(AbstractBufferedFile):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         self.target = path
+        start = 0
         if mode == "rb":
-            self._client, self._fh, size = fs._run(path, fs._open_read, path)
-            kwargs["size"] = size
+            self._file = fs._run(path, fs._reader, path)
+            kwargs["size"] = self._file.size
         elif mode in ("wb", "xb", "ab"):
             where = path if autocommit else _temp_name(path)
-            self._writer = fs._run(path, fs._create, where, mode == "xb", mode == "wb")
-            self._start = 0
-            if mode == "ab":
-                self._start = fs._run(path, self._writer.client.getattr, self._writer.fh).size
+            self._file = fs._run(path, fs._create, where, mode == "xb", mode == "wb")
+            start = self._file.size if mode == "ab" else 0
             path = where
         super().__init__(fs, path, mode, block_size or "default", autocommit,
                          cache_options=cache_options, **kwargs)  # fmt: skip
-        if mode == "ab":
-            self.loc = self._start
+        self._start = self.loc = start
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.fs._run(self.path, read_range, self._client, self._fh, start, end)
+        return self.fs._run(self.path, self._file.read_at, start, end - start)
 
     def _initiate_upload(self) -> None:
-        self.offset = self._start if self.mode == "ab" else 0
+        self.offset = self._start
 
     def _upload_chunk(self, final: bool = False) -> bool:
         data = self.buffer.getvalue()
@@ -699,9 +703,19 @@ class NfsFile(AbstractBufferedFile):  # type: ignore[misc]
         return True
 
     async def _write(self, offset: int, data: bytes, final: bool) -> None:
-        await self._writer.put(offset, data)
+        await self._file.pwrite(offset, data)
         if final:
-            await self._writer.commit()
+            await self._file.close()
+
+    def close(self) -> None:
+        """As fsspec's (a file being written is flushed, its engine closed with the last
+        chunk); a file being read lets go of what it read ahead."""
+        file = getattr(self, "_file", None)  # None if opening failed
+        try:
+            super().close()
+        finally:
+            if file is not None and file.mode.readable and not file.closed:
+                self.fs._run(self.path, file.close)
 
     def commit(self) -> None:
         """Autocommit: nothing left to do. In a transaction: move the temp file in place."""
