@@ -1,19 +1,19 @@
 """The client half of the ``ferry`` command line: ls, cat, get, put, cp, stat, df, mkdir,
-rm, mv.
+rm, mv, exports (get, put and cp live in ``cli_transfer``).
 
-Every command takes ``nfs://`` URLs (the syntax of ``ferry.client.url``) and, where it makes
-sense, local paths, and does its work through ``NfsFileSystem`` so the CLI and the fsspec
-layer cannot drift apart. Behaviour follows coreutils:
+Every command takes ``nfs://`` URLs (the syntax of ``ferry.client.url``); ls, stat, cat and
+the copying commands also take local paths. Behaviour follows coreutils:
 
-* Each operand is handled on its own: a failure prints one line naming it (``ferry: cannot
-  access 'X': No such file or directory``), the others still run, and the status is 1 if
-  any failed. A malformed URL or argument is a usage error, status 2. Never a traceback.
-* ``*``, ``?`` and ``[...]`` in the last path components of ``ls``, ``cat``, ``rm``,
-  ``get`` and ``cp``/``put`` sources are expanded on the server (sorted); a pattern that
-  matches nothing is a missing file. In a URL, ``?`` starts the query only when what
-  follows it is ``key=value`` pairs.
-* Progress bars (rich, bytes and throughput) go to stderr, by default only when stderr
-  is a terminal: nothing extra when piped.
+* Each operand is handled on its own: a failure prints one line, ``ferry: VERB 'NAME':
+  reason``, where NAME is what the user typed (a URL keeps its host, port and query; a
+  name found by a glob or inside a tree is spelled the same way), never the server's own
+  path; the others still run, and the status is 1 if any failed. A malformed URL or
+  argument is a usage error, status 2. Never a traceback; Ctrl-C exits 130, SIGTERM 143.
+* ``*``, ``?`` and ``[...]`` in the last path components are expanded on the server
+  (sorted); a pattern that matches nothing is a missing file. In a URL, ``?`` starts the
+  query only when what follows it is ``key=value`` pairs.
+* Symbolic links are shown and removed as links (``ls -l``, ``stat``, ``rm -r``); ``-L``
+  follows them.
 """
 
 from __future__ import annotations
@@ -27,35 +27,31 @@ import os
 import posixpath
 import re
 import shutil
+import signal
 import stat
 import sys
+import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
-from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
+from ferry.cli_paths import Entry, Meta, NfsSide, Side, side_of
+from ferry.client.exports import list_exports
 from ferry.errors import FerryError
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
 
 Handler = Callable[[argparse.Namespace], int]
-Match = tuple[AbstractFileSystem, str, str]  # file system, path, name to show in messages
 COPY_BLOCK = 4 << 20
 MAGIC = re.compile(r"[*?[]")
 QUERY = re.compile(r"^[A-Za-z_]+=[^&/]*(?:&[A-Za-z_]+=[^&/]*)*$")
-TRANSFER_FLAGS = "[-r] [--progress | --no-progress]"
+MAX_DEPTH = 4096  # ls -R: deeper than any path NFS can name
 
 
 class UsageError(Exception):
@@ -66,29 +62,33 @@ class Failure(Exception):
     """A failure whose message is complete as it is (exit status 1)."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: like Ctrl-C, unwinds so temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def add_client_commands(sub: Any) -> None:
     """Register the client commands on ``ferry``'s subparsers (called from ``cli``)."""
     p = sub.add_parser("ls", help="list directories on an NFS server (globs allowed)")
     p.add_argument("url", nargs="+")
     p.add_argument("-l", dest="long", action="store_true", help="long listing")
     p.add_argument("-R", dest="recursive", action="store_true", help="list subdirectories")
+    p.add_argument("-L", "--dereference", dest="deref", action="store_true",
+                   help="show what symbolic links point to, not the links")  # fmt: skip
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("cat", help="print files (nfs:// or local, globs allowed) to stdout")
     p.add_argument("url", nargs="+")
     p.set_defaults(func=cmd_cat)
-    p = sub.add_parser("get", help="download: URL... [LOCAL] (LOCAL defaults to .)",
-                       usage=f"ferry get {TRANSFER_FLAGS} URL... [LOCAL]")  # fmt: skip
-    p.add_argument("operands", nargs="+", metavar="URL")
-    _transfer_options(p, cmd_get)
-    p = sub.add_parser("put", help="upload: LOCAL... URL",
-                       usage=f"ferry put {TRANSFER_FLAGS} LOCAL... URL")  # fmt: skip
-    p.add_argument("operands", nargs="+", metavar="LOCAL")
-    _transfer_options(p, cmd_put)
-    p = sub.add_parser("cp", help="copy between nfs:// URLs and local paths: SRC... DST")
-    p.add_argument("operands", nargs="+", metavar="SRC")
-    _transfer_options(p, cmd_cp)
-    p = sub.add_parser("stat", help="show a file's attributes")
+    from ferry.cli_transfer import add_transfer_commands  # it uses this module's plumbing
+
+    add_transfer_commands(sub)
+    p = sub.add_parser("stat", help="show a file's attributes (a link's own, unless -L)")
     p.add_argument("url", nargs="+")
+    p.add_argument("-L", "--dereference", dest="deref", action="store_true",
+                   help="follow symbolic links")  # fmt: skip
     p.set_defaults(func=cmd_stat)
     p = sub.add_parser("df", add_help=False, help="an export's size, use and free space")
     p.add_argument("--help", action="help", help="show this help message and exit")
@@ -103,21 +103,20 @@ def add_client_commands(sub: Any) -> None:
     p = sub.add_parser("rm", help="remove files (and directories with -r; globs allowed)")
     p.add_argument("-r", "--recursive", action="store_true")
     p.add_argument("-f", "--force", action="store_true", help="ignore missing files")
+    root = p.add_mutually_exclusive_group()
+    root.add_argument("--preserve-root", dest="preserve_root", action="store_true",
+                      default=True, help="refuse an export's root with -r (default)")  # fmt: skip
+    root.add_argument("--no-preserve-root", dest="preserve_root", action="store_false",
+                      help="with -r, empty an export given as its root")  # fmt: skip
     p.add_argument("url", nargs="+")
     p.set_defaults(func=cmd_rm)
     p = sub.add_parser("mv", help="rename or move within one NFS server")
     p.add_argument("src")
     p.add_argument("dst")
     p.set_defaults(func=cmd_mv)
-
-
-def _transfer_options(p: argparse.ArgumentParser, func: Handler) -> None:
-    p.add_argument("-r", "--recursive", action="store_true", help="copy directories")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", action="store_true", default=None,
-                     help="always show a progress bar (default: only on a terminal)")  # fmt: skip
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show")
-    p.set_defaults(func=func)
+    p = sub.add_parser("exports", help="list a server's exports (like showmount -e)")
+    p.add_argument("url", nargs="+", metavar="nfs://HOST[:PORT]")
+    p.set_defaults(func=cmd_exports)
 
 
 # -- plumbing ----------------------------------------------------------------------------
@@ -129,7 +128,8 @@ def _guarded(func: Handler) -> Handler:
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         try:
-            return func(args)
+            with _signals_unwind():
+                return func(args)
         except UsageError as exc:
             return _fail(str(exc), 2)
         except BrokenPipeError:
@@ -142,12 +142,32 @@ def _guarded(func: Handler) -> Handler:
             return _fail(where + _reason(exc), 1)
         except (FerryError, ValueError) as exc:
             return _fail(str(exc), 1)
+        except Terminated as exc:
+            return 128 + exc.signum
         finally:
             for fs in _OPEN.values():
                 fs.close()
             _OPEN.clear()
 
     return run
+
+
+@contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``Terminated`` while inside, so ``finally`` blocks run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    old = {s: signal.signal(s, unwind) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def _fail(message: str, status: int) -> int:
@@ -173,18 +193,15 @@ class _Status:
 
     @contextmanager
     def operand(self, what: str, name: str) -> Iterator[None]:
-        """Report a failure inside as ``ferry: WHAT 'NAME': reason`` (``NAME: reason``
-        without WHAT) and carry on; usage errors and broken pipes still end the command."""
+        """Report a failure inside as ``ferry: WHAT 'NAME': reason`` and carry on; usage
+        errors, broken pipes and signals still end the command."""
         try:
             yield
         except (Failure, OSError, FerryError, ValueError) as exc:
             if isinstance(exc, BrokenPipeError):
                 raise
             self.code = 1
-            if isinstance(exc, Failure):
-                _fail(str(exc), 1)
-            else:
-                _fail(f"{what} '{name}': {_reason(exc)}" if what else f"{name}: {_reason(exc)}", 1)
+            _fail(str(exc) if isinstance(exc, Failure) else f"{what} '{name}': {_reason(exc)}", 1)
 
 
 def _silence_stdout() -> None:
@@ -196,23 +213,86 @@ def _silence_stdout() -> None:
 _OPEN: dict[tuple[Any, ...], NfsFileSystem] = {}
 
 
-def _is_url(operand: str) -> bool:
+def is_url(operand: str) -> bool:
     return operand.startswith("nfs://")
+
+
+def _require_url(command: str, operand: str) -> None:
+    if not is_url(operand):
+        raise UsageError(f"{command}: not an nfs:// URL: '{operand}'")
+
+
+def _url_parts(url: str) -> tuple[str, str, str]:
+    """``nfs://host:port``, the path as typed, and ``?query`` (or ``""``)."""
+    base, sep, query = url.rpartition("?")
+    head, tail = (base, f"?{query}") if sep and QUERY.match(query) else (url, "")
+    cut = head.find("/", len("nfs://"))
+    return (head, "", tail) if cut < 0 else (head[:cut], head[cut:], tail)
+
+
+def ends_with_slash(operand: str) -> bool:
+    """Whether the path part of ``operand`` ends with ``/`` (cp: it must be a directory)."""
+    path = _url_parts(operand)[1] if is_url(operand) else operand
+    return len(path) > 1 and path.endswith("/")
 
 
 def _escape_globs(url: str) -> str:
     """A ``?`` is a glob character unless it starts a ``key=value&...`` query: escape the
     others so the URL parser keeps them in the path."""
-    base, sep, query = url.rpartition("?")
-    if sep and QUERY.match(query):
-        return base.replace("?", "%3F") + "?" + query
-    return url.replace("?", "%3F")
+    head, path, tail = _url_parts(url)
+    return head + path.replace("?", "%3F") + tail
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A file as a command sees it: its file system, that file system's path (a server
+    path for NFS), and its name as the user would type it (for messages)."""
+
+    fs: AbstractFileSystem
+    path: str
+    name: str
+
+    @property
+    def side(self) -> Side:
+        return side_of(self.fs)
+
+    @property
+    def is_nfs(self) -> bool:
+        return isinstance(self.fs, NfsFileSystem)
+
+    def child(self, rel: str) -> Place:
+        """``rel`` below this place, named below this place's name."""
+        return Place(self.fs, posixpath.join(self.path, rel), _name_below(self.name, rel))
+
+    def at(self, path: str) -> Place:
+        """Another path on the same file system, named in the style of this one."""
+        return Place(self.fs, path, _name_of(self.name, path))
+
+
+def _name_below(name: str, rel: str) -> str:
+    if not is_url(name):
+        return os.path.join(name, rel)
+    head, path, tail = _url_parts(name)
+    return f"{head}{path.rstrip('/')}/{_quote(rel)}{tail}"
+
+
+def _name_of(operand: str, path: str) -> str:
+    """How the user would type ``path`` in the style of ``operand`` (a glob's match)."""
+    if not is_url(operand):
+        return path if os.path.isabs(operand) else os.path.relpath(path)
+    head, _, tail = _url_parts(operand)
+    return head + _quote(path) + tail
+
+
+def _quote(path: str) -> str:
+    """Escape what the URL parser would not keep in a path."""
+    return urllib.parse.quote(path, safe="/ !$&'()*+,;=:@~[]")
 
 
 def _fs(url: str) -> tuple[AbstractFileSystem, str]:
     """The file system and path for ``url``: nfs:// URLs go to NfsFileSystem (one per
     server and user for the whole command), anything else is a local path."""
-    if not _is_url(url):
+    if not is_url(url):
         return LocalFileSystem(), os.path.abspath(url)
     try:
         url = _escape_globs(url)
@@ -226,22 +306,30 @@ def _fs(url: str) -> tuple[AbstractFileSystem, str]:
     return _OPEN[key], path
 
 
-def _expand(url: str) -> list[Match]:
-    """What ``url`` names: itself, or the sorted matches of its glob pattern. A pattern
+def place(operand: str) -> Place:
+    fs, path = _fs(operand)
+    return Place(fs, path, operand)
+
+
+def expand(operand: str) -> list[Place]:
+    """What ``operand`` names: itself, or the sorted matches of its glob pattern. A pattern
     matching nothing is a missing file (as a shell passes it through and ls reports it)."""
-    fs, path = _fs(url)
-    if not MAGIC.search(path):
-        return [(fs, path, url)]
-    found = sorted(str(p) for p in fs.glob(path))
+    where = place(operand)
+    if not MAGIC.search(where.path):
+        return [where]
+    found = sorted(str(p) for p in where.fs.glob(where.path))
     if found:
-        return [(fs, p, p) for p in found]
-    if fs.exists(path):  # a name that only looks like a pattern
-        return [(fs, path, url)]
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), url)
+        return [where.at(p) for p in found]
+    if where.fs.exists(where.path):  # a name that only looks like a pattern
+        return [where]
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), operand)
 
 
-def _is_nfs(fs: AbstractFileSystem) -> bool:
-    return isinstance(fs, NfsFileSystem)
+def stat_or_none(where: Place, follow: bool = True) -> Meta | None:
+    try:
+        return where.side.stat(where.path, follow)
+    except FileNotFoundError:
+        return None
 
 
 # -- ls, stat, cat, df ---------------------------------------------------------------------
@@ -249,35 +337,87 @@ def _is_nfs(fs: AbstractFileSystem) -> bool:
 
 @_guarded
 def cmd_ls(args: argparse.Namespace) -> int:
-    st, found = _Status(), []
+    """GNU ls: a link given on the command line is followed unless -l; -L follows all."""
+    st, files, dirs = _Status(), list[tuple[Place, Entry]](), list[tuple[Place, Meta]]()
     for url in args.url:
         with st.operand("cannot access", url):
-            found += [(fs, path, fs.info(path)) for fs, path, _ in _expand(url)]
-    files = [info for _, _, info in found if info["type"] != "directory"]
-    _print_entries(files, args.long, full=True)
-    headers, first = len(found) > 1 or args.recursive, not files
-    for fs, path, _ in (f for f in found if f[2]["type"] == "directory"):
-        with st.operand("cannot open directory", path):
-            tree = fs.walk(path, detail=True) if args.recursive else [(path, None, None)]
-            for root, _, _ in tree:
-                if headers:
-                    print(("" if first else "\n") + f"{root}:")
-                    first = False
-                _print_entries(fs.ls(root, detail=True), args.long)
+            for found in expand(url):
+                entry = _operand_entry(found, args.deref or not args.long, args.long)
+                if entry.meta.is_dir:
+                    dirs.append((found, entry.meta))
+                else:
+                    files.append((found, entry))
+    for found, entry in files:
+        _print_entry(entry, args.long, found.path)
+    headers, first = len(files) + len(dirs) > 1 or args.recursive, not files
+    for top, meta in dirs:
+        todo, seen = [top], {(meta.dev, meta.ino)}
+        for _ in range(MAX_DEPTH * 1024):  # bounded by the tree
+            if not todo:
+                break
+            here = todo.pop()
+            if headers:
+                print(("" if first else "\n") + f"{here.path}:")
+                first = False
+            with st.operand("cannot open directory", here.name):
+                below = _listing(here, args)
+                for e in below:
+                    _print_entry(e, args.long)
+                if args.recursive:
+                    fresh = [e for e in below if e.meta.is_dir and _first_visit(seen, e.meta)]
+                    todo.extend(here.child(e.name) for e in reversed(fresh))
     return st.code
 
 
-def _print_entries(entries: list[dict[str, Any]], long: bool, full: bool = False) -> None:
-    for e in sorted(entries, key=lambda e: str(e["name"])):
-        name = str(e["name"]) if full else posixpath.basename(str(e["name"]))
-        print(_long_line(e, name) if long else name)
+def _first_visit(seen: set[tuple[int, int]], meta: Meta) -> bool:
+    """ls -RL: a directory reached twice through links is listed once (no loop)."""
+    key = (meta.dev, meta.ino)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
-def _long_line(e: dict[str, Any], name: str) -> str:
-    mode = e.get("mode", stat.S_IFDIR if e["type"] == "directory" else stat.S_IFREG)
-    when = datetime.datetime.fromtimestamp(e.get("mtime", 0)).strftime("%Y-%m-%d %H:%M")
-    fields = (stat.filemode(mode), e.get("nlink", 1), e.get("uid", 0), e.get("gid", 0))
-    return "{} {:>3} {:>5} {:>5} {:>12} {} {}".format(*fields, e["size"], when, name)
+def _operand_entry(found: Place, follow: bool, long: bool) -> Entry:
+    """A command-line operand: followed if asked (a dangling link shows as itself)."""
+    side = found.side
+    try:
+        meta = side.stat(found.path, follow)
+    except FileNotFoundError:
+        if not follow:
+            raise
+        meta = side.stat(found.path, False)
+    target = side.readlink(found.path) if long and meta.kind == "link" else None
+    return Entry(posixpath.basename(found.path), meta, target)
+
+
+def _listing(here: Place, args: argparse.Namespace) -> list[Entry]:
+    """A directory's entries, lstat's view; with -L, each link as what it points to."""
+    side = here.side
+    entries = side.scan(here.path, targets=args.long and not args.deref)
+    if not args.deref:
+        return entries
+    out = []
+    for e in entries:
+        if e.meta.kind == "link":
+            try:
+                e = Entry(e.name, side.stat(posixpath.join(here.path, e.name)))
+            except OSError:  # dangling: shown as the link it is
+                e = Entry(e.name, e.meta, side.readlink(posixpath.join(here.path, e.name)))
+        out.append(e)
+    return out
+
+
+def _print_entry(e: Entry, long: bool, shown: str | None = None) -> None:
+    name = e.name if shown is None else shown
+    print(_long_line(e.meta, name, e.target) if long else name)
+
+
+def _long_line(m: Meta, name: str, target: str | None) -> str:
+    when = datetime.datetime.fromtimestamp(m.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+    link = f" -> {target}" if target is not None else ""
+    fields = (stat.filemode(m.mode), m.nlink, m.uid, m.gid, m.size, when, name, link)
+    return "{} {:>3} {:>5} {:>5} {:>12} {} {}{}".format(*fields)
 
 
 @_guarded
@@ -285,34 +425,44 @@ def cmd_stat(args: argparse.Namespace) -> int:
     st = _Status()
     for url in args.url:
         with st.operand("cannot stat", url):
-            fs, path = _fs(url)
-            _print_stat(path, fs.info(path))
+            for found in expand(url):
+                meta = found.side.stat(found.path, args.deref)
+                target = found.side.readlink(found.path) if meta.kind == "link" else None
+                _print_stat(found.name, meta, target)
     return st.code
 
 
-def _print_stat(path: str, e: dict[str, Any]) -> None:
-    mode = int(e.get("mode", 0))
-    print(f"  File: {path}")
-    print(f"  Size: {e['size']:<12} Type: {e['type']}")
-    print(f"  Mode: ({stat.S_IMODE(mode):04o}/{stat.filemode(mode)})  "
-          f"Uid: {e.get('uid', '?')}  Gid: {e.get('gid', '?')}")  # fmt: skip
-    print(f" Inode: {e.get('ino', '?'):<12} Links: {e.get('nlink', '?')}")
-    for label in ("mtime", "ctime", "atime"):
-        if label in e:
-            when = datetime.datetime.fromtimestamp(float(e[label])).astimezone()
-            print(f"{label[0].upper()}time: {when.isoformat(sep=' ')}")
+_TYPE_NAMES = {
+    stat.S_IFREG: "regular file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symbolic link",
+    stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character special file",
+    stat.S_IFBLK: "block special file",
+}  # fmt: skip
+
+
+def _print_stat(name: str, m: Meta, target: str | None) -> None:
+    kind = _TYPE_NAMES.get(stat.S_IFMT(m.mode), "unknown")
+    print(f"  File: {name}" + (f" -> {target}" if target is not None else ""))
+    print(f"  Size: {m.size:<12} Type: {kind}")
+    print(f"  Mode: ({stat.S_IMODE(m.mode):04o}/{stat.filemode(m.mode)})  "
+          f"Uid: {m.uid}  Gid: {m.gid}")  # fmt: skip
+    print(f" Inode: {m.ino:<12} Links: {m.nlink}")
+    for label, ns in (("Mtime", m.mtime_ns), ("Ctime", m.ctime_ns), ("Atime", m.atime_ns)):
+        when = datetime.datetime.fromtimestamp(ns // 10**9).astimezone()
+        print(f"{label}: {when.strftime('%Y-%m-%d %H:%M:%S')}.{ns % 10**9:09d} "
+              f"{when.strftime('%z')}")  # fmt: skip
 
 
 @_guarded
 def cmd_cat(args: argparse.Namespace) -> int:
     st, out = _Status(), sys.stdout.buffer
     for url in args.url:
-        with st.operand("", url):
-            for fs, path, name in _expand(url):
-                with st.operand("", name):
+        with st.operand("cannot read", url):
+            for found in expand(url):
+                with st.operand("cannot read", found.name):
+                    fs, path = found.fs, found.path
                     if fs.isdir(path):
                         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-                    if _is_nfs(fs):
+                    if found.is_nfs:
                         fs.get_file(path, None, outfile=out)
                     else:
                         with fs.open(path, "rb") as f:
@@ -334,11 +484,11 @@ def cmd_df(args: argparse.Namespace) -> int:
     st, rows = _Status(), list[tuple[str, ...]]()
     rows.append(DF_HEADERS[args.human])
     for url in args.url:
-        with st.operand("", url):
+        _require_url("df", url)
+        with st.operand("cannot stat", url):
             fs, path = _fs(url)
-            if not isinstance(fs, NfsFileSystem):
-                raise UsageError(f"df: not an nfs:// URL: '{url}'")
-            export, res = fs._run(path, _fsstat, fs, path)
+            assert isinstance(fs, NfsFileSystem)
+            export, res = NfsSide(fs).run(path, _fsstat, fs, path)
             rows.append(_df_row(f"{fs.url.host}:{export}", res, args.human))
     if len(rows) > 1:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -383,142 +533,21 @@ def _human(n: int) -> str:
     return f"{rounded}{units[i]}"
 
 
-# -- get, put, cp --------------------------------------------------------------------------
-
-
 @_guarded
-def cmd_get(args: argparse.Namespace) -> int:
-    sources = list(args.operands)
-    local = sources.pop() if len(sources) > 1 and not _is_url(sources[-1]) else "."
-    for src in sources:
-        if not _is_url(src):
-            raise UsageError(f"get: not an nfs:// URL: '{src}' (cp copies local files)")
-    return _copy(sources, local, args)
-
-
-@_guarded
-def cmd_put(args: argparse.Namespace) -> int:
-    *sources, dst = args.operands
-    if not sources or not _is_url(dst):
-        raise UsageError("put: give LOCAL... and then an nfs:// URL")
-    for src in sources:
-        if _is_url(src):
-            raise UsageError(f"put: '{src}' is not a local path (cp copies between URLs)")
-    return _copy(sources, dst, args)
-
-
-@_guarded
-def cmd_cp(args: argparse.Namespace) -> int:
-    *sources, dst = args.operands
-    if not sources:
-        raise UsageError(f"cp: missing destination file operand after '{dst}'")
-    return _copy(sources, dst, args)
-
-
-Plan = list[tuple[str, str, int | None]]  # (source, destination, size or None for a dir)
-
-
-def _copy(sources: list[str], dst: str, args: argparse.Namespace) -> int:
-    """cp's rules: several sources need an existing destination directory; each source
-    that fails is reported and skipped; one progress bar covers the whole transfer."""
-    st, matches = _Status(), []
-    dfs, dpath = _fs(dst)
-    for src in sources:
-        with st.operand("cannot stat", src):
-            matches += _expand(src)
-    if len(matches) > 1 and not dfs.isdir(dpath):
-        raise Failure(f"target '{dst}' is not a directory")
-    plans: list[tuple[AbstractFileSystem, Plan]] = []
-    for sfs, spath, name in matches:
-        with st.operand("cannot stat", name):
-            plans.append((sfs, _copy_plan(sfs, spath, name, dfs, dpath, args.recursive)))
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    total = sum(size or 0 for _, plan in plans for _, _, size in plan)
-    with _progress(show, total) as advance:
-        for sfs, plan in plans:
-            for s, d, size in plan:
-                with st.operand(f"cannot copy '{s}' to", d):
-                    if size is None:
-                        dfs.makedirs(d, exist_ok=True)
-                    else:
-                        _copy_one(sfs, s, dfs, d, advance(posixpath.basename(s)))
+def cmd_exports(args: argparse.Namespace) -> int:
+    """``showmount -e``: MOUNT EXPORT, each export with the client groups it names."""
+    st = _Status()
+    for url in args.url:
+        _require_url("exports", url)
+        with st.operand("cannot list exports of", url):
+            fs, path = _fs(url)
+            assert isinstance(fs, NfsFileSystem)
+            found = NfsSide(fs).run(path, list_exports, fs.url)
+            print(f"Export list for {_url_parts(url)[0][len('nfs://') :]}:")
+            width = max((len(e.path) for e in found), default=0)
+            for e in found:
+                print(f"{e.path.ljust(width)} {','.join(e.groups) or '(everyone)'}")
     return st.code
-
-
-def _copy_plan(
-    sfs: AbstractFileSystem, src: str, name: str, dfs: AbstractFileSystem, dst: str,
-    recursive: bool,
-) -> Plan:  # fmt: skip
-    """Parents first. As with cp, an existing destination directory receives the source
-    under its own name."""
-    info = sfs.info(src)
-    if dfs.isdir(dst):
-        dst = posixpath.join(dst, posixpath.basename(src.rstrip("/")))
-    if info["type"] != "directory":
-        return [(src, dst, int(info["size"]))]
-    if not recursive:
-        raise Failure(f"-r not specified; omitting directory '{name}'")
-    plan: Plan = [(src, dst, None)]
-    for path, e in sorted(sfs.find(src, withdirs=True, detail=True).items()):
-        target = posixpath.join(dst, posixpath.relpath(path, src))
-        plan.append((path, target, None if e["type"] == "directory" else int(e["size"])))
-    return plan
-
-
-def _copy_one(
-    sfs: AbstractFileSystem, src: str, dfs: AbstractFileSystem, dst: str, cb: Callback
-) -> None:
-    """The fastest route: pipelined get/put when one side is NFS, streams otherwise."""
-    if _is_nfs(sfs) and not _is_nfs(dfs):
-        sfs.get_file(src, dst, callback=cb)
-    elif _is_nfs(dfs) and not _is_nfs(sfs):
-        dfs.put_file(src, dst, callback=cb)
-    elif sfs is dfs and _is_nfs(sfs):
-        sfs.cp_file(src, dst, callback=cb)
-    else:
-        dfs.makedirs(dfs._parent(dst), exist_ok=True)
-        with sfs.open(src, "rb") as f, dfs.open(dst, "wb") as g:
-            for _ in range(1 << 40):  # bounded: stops at end of file
-                block = f.read(COPY_BLOCK)
-                if not block:
-                    break
-                g.write(block)
-                cb.relative_update(len(block))
-
-
-class _BarCallback(Callback):  # type: ignore[misc]
-    """fsspec progress events (possibly from the IO thread) into one rich task."""
-
-    def __init__(self, progress: Progress, task: Any) -> None:
-        super().__init__()
-        self.progress, self.task = progress, task
-
-    def set_size(self, size: int) -> None:  # the overall total is known up front
-        pass
-
-    def relative_update(self, inc: int = 1) -> None:
-        self.progress.advance(self.task, inc)
-
-
-@contextmanager
-def _progress(show: bool, total: int) -> Iterator[Callable[[str], Callback]]:
-    """A factory of per-file callbacks feeding one bar (bytes, MB/s); silent if not shown."""
-    if not show:
-        yield lambda name: DEFAULT_CALLBACK
-        return
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
-    console = Console(stderr=True, force_terminal=True)
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("", total=total)
-
-        def advance(name: str) -> Callback:
-            progress.update(task, description=name)
-            return _BarCallback(progress, task)
-
-        yield advance
 
 
 # -- mkdir, rm, mv -------------------------------------------------------------------------
@@ -528,6 +557,7 @@ def _progress(show: bool, total: int) -> Iterator[Callable[[str], Callback]]:
 def cmd_mkdir(args: argparse.Namespace) -> int:
     st = _Status()
     for url in args.url:
+        _require_url("mkdir", url)
         with st.operand("cannot create directory", url):
             fs, path = _fs(url)
             if args.parents:
@@ -541,38 +571,49 @@ def cmd_mkdir(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     st = _Status()
     for url in args.url:
+        _require_url("rm", url)
         with st.operand("cannot remove", url):
             try:
-                matches = _expand(url)
+                matches = expand(url)
             except FileNotFoundError:
                 if args.force:
                     continue
                 raise
-            for fs, path, name in matches:
-                with st.operand("cannot remove", name):
-                    _remove(fs, path, args.recursive, args.force)
+            for found in matches:
+                with st.operand("cannot remove", found.name):
+                    _remove(found, args)
     return st.code
 
 
-def _remove(fs: AbstractFileSystem, path: str, recursive: bool, force: bool) -> None:
-    try:
-        is_dir = fs.info(path)["type"] == "directory"
-    except FileNotFoundError:
-        if force:
+def _remove(found: Place, args: argparse.Namespace) -> None:
+    """GNU rm: links are removed, never followed; -r refuses an export's root (and what
+    lies above the exports) before removing anything, unless --no-preserve-root."""
+    side = found.side
+    assert isinstance(side, NfsSide)
+    meta = stat_or_none(found, follow=False)
+    if meta is None:
+        if args.force:
             return
-        raise
-    if not is_dir:
-        fs.rm_file(path)
-    elif not recursive:
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), found.path)
+    if not meta.is_dir:
+        side.remove(found.path)
+    elif not args.recursive:
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), found.path)
+    elif side.fs._pseudo_dir(found.path):
+        raise Failure(f"cannot remove '{found.name}': it lies above the server's exports")
+    elif not side.is_export_root(found.path):
+        side.remove_tree(found.path)
+    elif args.preserve_root:
+        raise Failure(f"it is dangerous to operate recursively on '{found.name}' (the root "
+                      "of an export): use --no-preserve-root to empty it")  # fmt: skip
     else:
-        fs.rm(path, recursive=True)
+        side.remove_tree(found.path, keep_top=True)
 
 
 @_guarded
 def cmd_mv(args: argparse.Namespace) -> int:
     (sfs, src), (dfs, dst) = _fs(args.src), _fs(args.dst)
-    if sfs is not dfs or not _is_nfs(sfs):
+    if sfs is not dfs or not isinstance(sfs, NfsFileSystem):
         raise UsageError("mv works within one NFS server; use cp and rm across servers")
     st = _Status()
     with st.operand("cannot stat", args.src):
