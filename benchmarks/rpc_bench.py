@@ -391,7 +391,7 @@ async def with_direct(bench: Bench, body: Callable[[AsyncNfsClient], Awaitable[A
 def make_file(bench: Bench) -> None:
     async def body(c: AsyncNfsClient) -> None:
         await c.write_file(FILE, bench.data)
-        check((await c.stat(FILE)).size == len(bench.data), "test file has the wrong size")
+        check((await c.stat(FILE)).st_size == len(bench.data), "test file has the wrong size")
 
     asyncio.run(with_direct(bench, body))
 

@@ -1,7 +1,7 @@
 """Ferry: a user-space NFSv3 server and client toolkit speaking the real wire protocol."""
 
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, FsStat, SetAttr
-from ferry.client import AsyncNfsClient, Client, NfsUrl, connect
+from ferry.client import AsyncNfsClient, Client, NfsUrl, connect, connect_async
 from ferry.errors import FerryError, NfsError, RpcError
 from ferry.nfs3.const import Ftype3, Nfsstat3
 from ferry.urlopen import install as _install_urllib_handler
@@ -27,4 +27,5 @@ __all__ = [
     "SetAttr",
     "__version__",
     "connect",
+    "connect_async",
 ]

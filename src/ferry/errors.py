@@ -35,11 +35,19 @@ class NfsError(FerryError):
     def __init__(self, status: Nfsstat3, message: str = "") -> None:
         super().__init__(message or status.name.lower())
         self.status = status
+        self.detail = message
+        """What the raiser had to say beyond the status ("" if nothing)."""
 
-    def to_oserror(self, path: str | None = None) -> OSError:
-        """The matching OSError subclass (FileNotFoundError, ...) with errno and filename."""
+    def to_oserror(self, path: str | None = None, path2: str | None = None) -> OSError:
+        """The OSError ``os`` would raise (FileNotFoundError, ...): its errno, the path(s),
+        and ``os.strerror``'s text, followed in brackets by the NFS status where the errno
+        does not tell it (NFS3ERR_BADHANDLE is ESTALE too) and by ``detail`` if any.
+        Raise it ``from None``: this NfsError adds nothing to a traceback."""
         code = errno_from_status(self.status)
-        return OSError(code, f"{os.strerror(code)} ({self.status.name})", path)
+        notes = [f"NFS3ERR_{self.status.name}"] if _ERRNO_TO_NFS.get(code) != self.status else []
+        notes += [self.detail] if self.detail else []
+        text = os.strerror(code) + (f" ({'; '.join(notes)})" if notes else "")
+        return OSError(code, text, path, None, path2)
 
 
 # -- RPC errors seen by a client (RFC 5531 section 9: accept_stat and reject_stat) ----------

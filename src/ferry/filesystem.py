@@ -9,8 +9,12 @@ This module owns the mapping between fsspec's path-and-dict world and NFSv3 hand
   export it meets once, on first use, and finds which prefix is the export from the
   server's MOUNT EXPORT list (else the engine's longest-prefix rule), so ``/export/a/b``
   and ``/export/c`` share one mount.
+* The server may come from the URL or from ``host``/``port``/... in ``storage_options``
+  with a host-less ``nfs:///export/path`` (as fsspec's other network file systems allow);
+  a URL and options that name no server are an error, not a guess.
 * All NFS work runs as coroutines on fsspec's IO loop (``fsspec.asyn.get_loop``); the sync
-  methods are thin ``_run`` calls, and ``NfsError`` becomes ``OSError`` there, once.
+  methods are thin ``_run`` calls, and ``NfsError`` becomes ``OSError`` there, once: its
+  ``filename`` is the ``nfs://`` URL of the path asked for (``url_of``), not chained.
 * Writes go out UNSTABLE, many in flight, and are made durable by COMMIT at close; data
   whose write verifier differs from the COMMIT verifier is sent again (RFC 1813 3.3.7).
   Like object stores, writing a file creates its missing parent directories.
@@ -157,11 +161,11 @@ async def _read_piece(client: AsyncNfsClient, fh: bytes, offset: int, count: int
 class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     """An NFSv3 server as an fsspec file system (protocol ``nfs``).
 
-    ``NfsFileSystem(host, port)`` or ``fsspec.filesystem("nfs", host=..., port=...)``;
-    ``nfsport``/``mountport``/``uid``/``gid`` as in the URL query, ``export`` to skip the
-    export discovery, ``servers`` (``"host[:port]"`` items, or one comma-separated string)
-    for more servers of the same store to fail over to, as a multi-host URL gives. Instances
-    are cached per arguments, as fsspec does.
+    ``NfsFileSystem(host, port)`` or ``fsspec.filesystem("nfs", host=..., port=...)``
+    (there is no default server); ``nfsport``/``mountport``/``uid``/``gid`` as in the URL
+    query, ``export`` to skip the export discovery, ``servers`` (``"host[:port]"`` items,
+    or one comma-separated string) for more servers of the same store to fail over to, as
+    a multi-host URL gives. Instances are cached per arguments, as fsspec does.
     """
 
     protocol: ClassVar[str] = "nfs"
@@ -170,7 +174,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
+        host: str | None = None,
         port: int | None = None,
         *,
         nfsport: int | None = None,
@@ -182,6 +186,11 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
+        if not host:
+            raise ValueError(
+                "nfs: which server? Give nfs://HOST[:PORT]/path, or host= (and port=) in "
+                "storage_options with nfs:///path"
+            )
         self.url = NfsUrl(host, "/", port, nfsport, mountport, uid, gid).with_servers(servers)
         self.loop = get_loop()
         self._exports: list[str] | None = [normalise_path(export)] if export else None
@@ -197,15 +206,21 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return [cls._strip_protocol(p) for p in path]
         path = str(path)
         if path.startswith("nfs://"):
-            return parse_url(path).path
+            return _parse(path).path
         return normalise_path(path)  # a plain path: "?" is a glob character, not a query
 
     @staticmethod
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
-        """Constructor arguments from a URL; hosts after the first become ``servers``."""
-        u = parse_url(path)
+        """Constructor arguments from a URL (none from a plain path, nor a host from
+        ``nfs:///path``: storage_options say it); hosts after the first become
+        ``servers``."""
+        if not str(path).startswith("nfs://"):
+            return {}
+        u = _parse(path)
         keys = ("port", "nfsport", "mountport", "uid", "gid")
-        kwargs = {"host": u.host, **{k: getattr(u, k) for k in keys if getattr(u, k) is not None}}
+        # host first: fsspec's instance cache key depends on the order of the arguments
+        kwargs: dict[str, Any] = {"host": u.host} if u.host != _NO_HOST else {}
+        kwargs |= {k: getattr(u, k) for k in keys if getattr(u, k) is not None}
         if u.more:
             kwargs["servers"] = [server_name(host, port) for host, port in u.more]
         return kwargs
@@ -213,15 +228,44 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def unstrip_protocol(self, name: str) -> str:
         return str(NfsUrl(**{**_fields(self.url), "path": self._strip_protocol(name)}))
 
+    def url_of(self, path: str) -> str:
+        """The URL of a server path, as errors (and ``UPath``) name it: ``unstrip_protocol``
+        without the default ``version=3``."""
+        url = self.unstrip_protocol(path)
+        return url.replace("?version=3&", "?").removesuffix("?version=3")
+
     # -- running coroutines ----------------------------------------------------------------
 
     def _run(self, path: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``func(*args)`` on the IO loop; NFS failures become OSError naming ``path``."""
+        """Run ``func(*args)`` on the IO loop; a failure becomes the OSError naming the
+        URL of ``path`` (see ``_oserror``)."""
         try:
             result: T = sync(self.loop, func, *args)
-        except NfsError as exc:
-            raise exc.to_oserror(path) from exc
+        except (NfsError, OSError) as exc:
+            if (error := self._oserror(exc, path)) is exc:
+                raise
+            raise error from None
         return result
+
+    async def _named(self, path: str, aw: Awaitable[T]) -> T:
+        """``await aw``, a failure naming the URL of ``path`` (for one of many calls run
+        together, so that the error names the path that failed)."""
+        try:
+            return await aw
+        except (NfsError, OSError) as exc:
+            if (error := self._oserror(exc, path)) is exc:
+                raise
+            raise error from None
+
+    def _oserror(self, exc: NfsError | OSError, path: str) -> OSError:
+        """The OSError to raise for ``exc``: an NFS status as ``os`` would raise it, an
+        OSError with an errno renamed to the URL of ``path``; other OSErrors (timeouts,
+        lost connections: no errno) and those already naming a URL unchanged."""
+        if isinstance(exc, NfsError):
+            return exc.to_oserror(self.url_of(path))
+        if exc.errno is None or str(exc.filename).startswith("nfs://"):
+            return exc
+        return OSError(exc.errno, exc.strerror, self.url_of(path))
 
     def close(self) -> None:
         """Unmount every export and close the connections (the instance stays usable)."""
@@ -341,13 +385,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
         path = self._strip_protocol(path)
         if self.exists(path):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self.url_of(path))
         self._run(path, self._makedirs, path, create_parents)
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
         path = self._strip_protocol(path)
         if not exist_ok and self.exists(path):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self.url_of(path))
         if not self._pseudo_dir(path):
             self._run(path, self._makedirs, path, True)
 
@@ -399,16 +443,20 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         """Remove files (and, with ``recursive``, directories), deepest first, each depth's
         removals in flight together."""
+        if isinstance(path, str) and not self._has_magic(path):
+            self.info(path)  # a missing path: FileNotFoundError naming it, with its errno
         paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
         infos = {p: self.info(p) for p in paths}
-        if not recursive and any(i["type"] == "directory" for i in infos.values()):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory (use recursive=True)", str(path))
+        if dirs := [p for p, i in infos.items() if i["type"] == "directory" and not recursive]:
+            text = "Is a directory (use recursive=True)"
+            raise IsADirectoryError(errno.EISDIR, text, self.url_of(dirs[0]))
         by_depth: dict[int, list[str]] = {}
         for p in paths:
             by_depth.setdefault(p.count("/"), []).append(p)
         for depth in sorted(by_depth, reverse=True):
             group = [(p, infos[p]["type"] == "directory") for p in by_depth[depth]]
-            self._run(str(path), _gather, [self._unlink(p, d) for p, d in group])
+            removals = [self._named(p, self._unlink(p, d)) for p, d in group]
+            self._run(group[0][0], _gather, removals)
 
     def mv(self, path1: Any, path2: Any, recursive: bool = False, **kwargs: Any) -> None:
         """RENAME when one path moves within one export (into ``path2`` if that is a
@@ -667,6 +715,17 @@ class NfsFile(AbstractBufferedFile):  # type: ignore[misc]
 def _temp_name(path: str) -> str:
     parent, _, name = path.rpartition("/")
     return f"{parent}/.{name}.ferry-{secrets.token_hex(4)}"
+
+
+_NO_HOST = "host-from-storage-options"
+
+
+def _parse(url: str) -> NfsUrl:
+    """``parse_url``, also of a host-less ``nfs:///path``, whose host is then ``_NO_HOST``
+    (the server comes from storage_options, as with fsspec's other network file systems)."""
+    if url.startswith("nfs:///"):
+        return parse_url(f"nfs://{_NO_HOST}{url[len('nfs://') :]}")
+    return parse_url(url)
 
 
 def _unpack_exports(u: Unpacker) -> list[str]:

@@ -6,15 +6,25 @@ lists "nfs") to ``urllib.request.urlopen`` rather than to fsspec, so without thi
 ``import ferry``) adds ``NfsHandler`` to urllib's global opener, keeping any handlers a
 program installed itself. Reads go through Ferry's fsspec filesystem (one cached
 connection per server, read-ahead); the response is a read-only file with a
-Content-Length header.
+Content-Length header. A request's headers are fsspec storage options (pandas passes its
+``storage_options`` as headers): ``pd.read_csv("nfs:///export/t.csv",
+storage_options={"host": ..., "port": ...})`` works as with fsspec.
+
+pandas hands URLs to urllib for writing too (``to_csv``; pandas issue 50709): it reads the
+file into memory, writes the frame there and drops it, reporting success. The handler
+cannot see the data, so it refuses such a request, naming the way that writes.
 """
 
 from __future__ import annotations
 
 import email.message
+import sys
+import urllib.error
 import urllib.request
 import urllib.response
 from typing import IO, Any
+
+WRITE_HOW = "write through fsspec: with fsspec.open(url, 'w') as f: df.to_csv(f)"
 
 
 class NfsHandler(urllib.request.BaseHandler):
@@ -26,8 +36,14 @@ class NfsHandler(urllib.request.BaseHandler):
         url = req.full_url
         if req.data is not None:
             raise urllib.error.URLError(f"{url}: nfs URLs are read-only through urllib")
+        if _pandas_writing():
+            raise urllib.error.URLError(
+                f"{url}: pandas writes nfs:// URLs through urllib, which only reads them "
+                f"(pandas issue 50709: the data would be lost); {WRITE_HOW}"
+            )
+        options = {key.lower(): value for key, value in req.header_items()}
         try:
-            fs, path = fsspec.core.url_to_fs(url)
+            fs, path = fsspec.core.url_to_fs(url, **options)
             size = fs.size(path)
             f: IO[bytes] = fs.open(path, "rb")
         except OSError as exc:
@@ -35,6 +51,22 @@ class NfsHandler(urllib.request.BaseHandler):
         headers = email.message.Message()
         headers["Content-Length"] = str(size)
         return urllib.response.addinfourl(f, headers, url)
+
+
+def _pandas_writing(depth: int = 40) -> bool:
+    """Is pandas opening the URL to write? pandas' ``_get_filepath_or_buffer(path, ...,
+    mode, ...)`` is then among our callers (the only place the mode can be seen)."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame.f_code.co_name == "_get_filepath_or_buffer" and str(
+            frame.f_globals.get("__name__")
+        ).startswith("pandas."):
+            mode = frame.f_locals.get("mode")
+            return isinstance(mode, str) and any(c in mode for c in "wax+")
+        if frame.f_back is None:
+            return False
+        frame = frame.f_back
+    return False
 
 
 def install() -> None:

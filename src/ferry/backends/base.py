@@ -69,20 +69,28 @@ class Attr:
 
     @property
     def st_mtime(self) -> float:
-        return self.mtime_ns / 1e9
+        return _seconds(self.mtime_ns)
 
     def to_stat_result(self) -> os.stat_result:
-        """The attributes as ``os.stat`` returns them (st_dev is the NFS fsid)."""
+        """The attributes as ``os.stat`` returns them (st_dev is the NFS fsid, st_blocks
+        the 512-byte units of ``used``); float times computed as ``os.stat`` does, so
+        that they compare equal to a local ``os.stat`` of the same file."""
         fields = (
             self.st_mode, self.fileid, self.fsid, self.nlink, self.uid, self.gid, self.size,
             self.atime_ns // 10**9, self.mtime_ns // 10**9, self.ctime_ns // 10**9,
-            self.atime_ns / 1e9, self.mtime_ns / 1e9, self.ctime_ns / 1e9,
+            _seconds(self.atime_ns), _seconds(self.mtime_ns), _seconds(self.ctime_ns),
             self.atime_ns, self.mtime_ns, self.ctime_ns,
             -(-self.used // 512), 4096, os.makedev(*self.rdev),
         )  # fmt: skip
         names = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns",
                  "st_ctime_ns", "st_blocks", "st_blksize", "st_rdev")  # fmt: skip
         return os.stat_result(fields[:7] + fields[7:10], dict(zip(names, fields[10:], strict=True)))
+
+
+def _seconds(ns: int) -> float:
+    """Nanoseconds as float seconds, rounded as CPython's ``os.stat`` rounds them."""
+    sec, nsec = divmod(ns, 10**9)
+    return sec + nsec * 1e-9
 
 
 S_IFMT_OF = {

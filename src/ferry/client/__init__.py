@@ -6,7 +6,8 @@ blocking shell)."""
 from .aio import AsyncRpcClient, RpcOptions, RpcStats
 from .files import AsyncFile, FileOptions, FileStats
 from .nfs import AuthSys, NfsDirEntry, NfsProcedures, getport
-from .paths import AsyncNfsClient
+from .opening import Opening
+from .paths import AsyncNfsClient, connect_async
 from .rpc import RpcClient
 from .sync import Client, connect
 from .url import NfsUrl, parse_url
@@ -22,10 +23,12 @@ __all__ = [
     "NfsDirEntry",
     "NfsProcedures",
     "NfsUrl",
+    "Opening",
     "RpcClient",
     "RpcOptions",
     "RpcStats",
     "connect",
+    "connect_async",
     "getport",
     "parse_url",
 ]

@@ -15,7 +15,7 @@ import io
 from collections.abc import Callable, Coroutine
 from typing import IO, Any, TypeVar, cast
 
-from .files import AsyncFile
+from .files import AsyncFile, OpenMode
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -105,11 +105,12 @@ def wrap(
     errors: str | None = None,
     newline: str | None = None,
 ) -> IO[Any]:
-    """The io stack ``open(path, mode, buffering, ...)`` returns, over ``file``."""
-    how = file.mode
-    if not how.text and (encoding or errors or newline is not None):
+    """The io stack ``open(path, mode, buffering, ...)`` returns, over ``file`` (opened in
+    the binary form of ``mode``: whether it is text is ``mode``'s to say)."""
+    how, is_text = file.mode, OpenMode.parse(mode).text
+    if not is_text and (encoding or errors or newline is not None):
         raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
-    if buffering == 0 and how.text:
+    if buffering == 0 and is_text:
         raise ValueError("can't have unbuffered text I/O")
     raw = NfsRawFile(run, file, mode.replace("t", "").replace("b", "") + "b")
     if buffering == 0:
@@ -122,7 +123,7 @@ def wrap(
         buffered = _FlushingWriter(raw, size)
     else:
         buffered = io.BufferedReader(raw, size)
-    if not how.text:
+    if not is_text:
         return cast(IO[Any], buffered)
     text = io.TextIOWrapper(
         buffered, encoding or "utf-8", errors, newline, line_buffering=buffering == 1

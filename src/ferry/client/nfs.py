@@ -471,7 +471,7 @@ class NfsProcedures:
         try:
             return await self._walk(path, follow_symlinks)
         except NfsError as exc:
-            raise exc.to_oserror(path) from exc
+            raise exc.to_oserror(path) from None
 
     async def _cached_getattr(self, fh: bytes) -> Attr:
         """Attributes from the cache while fresh, else GETATTR."""

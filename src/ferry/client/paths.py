@@ -1,13 +1,16 @@
 """The path-level asyncio client: ``AsyncNfsClient``, the ``os``-like face of the engine.
 
-Paths are ``/``-separated and relative to the mounted directory; the parent of a path is
-always resolved following symlinks, the last component as each ``os`` function does.
+Paths are ``/``-separated and relative to the mounted directory (a leading ``/`` is that
+directory too); the parent of a path is always resolved following symlinks, the last
+component as each ``os`` function does. ``stat``/``lstat`` give ``os.stat_result``.
 Every method raises the ``OSError`` subclass ``os`` would (``FileNotFoundError``,
-``PermissionError``, ...) with the errno and the path (both paths for two-path calls);
-``NfsError`` never escapes here. Seven names are shared with NFS procedures (``mkdir``,
-``symlink``, ``readlink``, ``remove``, ``rmdir``, ``rename``, ``link``): called with a
-file handle (``bytes``) first they are the procedure, with a path (``str``) the path
-operation, so code written against either keeps working.
+``PermissionError``, ...) with the errno, ``os.strerror``'s text and the path (both paths
+for two-path calls), not chained to the ``NfsError`` it comes from, which never escapes
+here. ``connect_async`` and ``open`` return an ``Opening``: await it, or ``async with``.
+Seven names are shared with NFS procedures (``mkdir``, ``symlink``, ``readlink``,
+``remove``, ``rmdir``, ``rename``, ``link``): called with a file handle (``bytes``) first
+they are the procedure, with a path (``str``) the path operation, so code written against
+either keeps working.
 """
 
 from __future__ import annotations
@@ -20,26 +23,27 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, overload
 
 from ferry.backends.base import Attr, SetAttr
-from ferry.errors import NfsError, errno_from_status
+from ferry.errors import NfsError
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import Access, CreateMode, Ftype3, Nfsstat3
 
 from .buffers import ChunkBuffers
 from .files import AsyncFile, FileOptions, OpenMode, read_all, write_all
 from .nfs import MAX_DIR_PAGES, Name, NfsDirEntry, NfsProcedures, _parts, _str
+from .opening import Opening
+from .url import NfsUrl
 
 Walk = tuple[str, list[str], list[str]]
 
 
 @contextlib.contextmanager
 def _as_oserror(path: str, path2: str | None = None) -> Iterator[None]:
-    """Translate an NFS status into the OSError ``os`` raises, naming the path(s)."""
+    """Translate an NFS status into the OSError ``os`` raises, naming the path(s); the
+    NfsError is not chained: it would only repeat the status."""
     try:
         yield
     except NfsError as exc:
-        code = errno_from_status(exc.status)
-        msg = f"{os.strerror(code)} ({exc.status.name})"
-        raise OSError(code, msg, path, None, path2) from exc
+        raise exc.to_oserror(path, path2) from None
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -54,7 +58,8 @@ def _join(top: str, name: str) -> str:
 
 
 class AsyncNfsClient(NfsProcedures):
-    """A mounted NFSv3 export. Build it with ``await AsyncNfsClient.connect(url)``."""
+    """A mounted NFSv3 export: ``async with connect_async(url) as c`` (or
+    ``await AsyncNfsClient.connect(url)``, closed by the caller)."""
 
     file_options = FileOptions()
 
@@ -66,14 +71,14 @@ class AsyncNfsClient(NfsProcedures):
 
     # -- lookups ------------------------------------------------------------------------
 
-    async def stat(self, path: str, follow_symlinks: bool = True) -> Attr:
-        """Attributes of ``path`` (of a symlink's target, as ``os.stat``); ``Attr`` also has
-        ``os.stat_result``'s ``st_*`` names and ``to_stat_result()``."""
-        return (await self.resolve(path, follow_symlinks))[1]
+    async def stat(self, path: str, follow_symlinks: bool = True) -> os.stat_result:
+        """``os.stat`` of ``path``: a symlink is followed unless ``follow_symlinks`` is
+        false. ``st_dev`` is the NFS fsid; ``resolve`` gives the NFS ``Attr`` itself."""
+        return (await self.resolve(path, follow_symlinks))[1].to_stat_result()
 
-    async def lstat(self, path: str) -> Attr:
-        """Attributes of ``path`` itself, a symlink not followed (as ``os.lstat``)."""
-        return (await self.resolve(path, False))[1]
+    async def lstat(self, path: str) -> os.stat_result:
+        """``os.lstat``: the attributes of ``path`` itself, a symlink not followed."""
+        return await self.stat(path, follow_symlinks=False)
 
     async def _dir(self, path: str) -> bytes:
         fh, attr = await self.resolve(path, follow_symlinks=True)
@@ -87,11 +92,11 @@ class AsyncNfsClient(NfsProcedures):
         try:
             return await self._dir(parent), name
         except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, path) from exc
+            raise OSError(exc.errno, exc.strerror, path) from None
 
     async def _type(self, path: str) -> Ftype3 | None:
         try:
-            return (await self.stat(path, follow_symlinks=True)).type
+            return (await self.resolve(path, follow_symlinks=True))[1].type
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -387,13 +392,23 @@ class AsyncNfsClient(NfsProcedures):
 
     # -- open files ---------------------------------------------------------------------
 
-    async def open(self, path: str, mode: str = "rb", perm: int = 0o644) -> AsyncFile:
-        """An ``AsyncFile`` (binary; ``Client.open`` adds the io layers and text modes).
+    def open(self, path: str, mode: str = "rb", perm: int = 0o644) -> Opening[AsyncFile]:
+        """An ``AsyncFile`` (binary; ``Client.open`` adds the io layers and text modes):
+        ``f = await c.open(path)``, or ``async with c.open(path) as f`` to close it.
 
         ``r`` opens an existing file, ``w`` creates or truncates it (CREATE UNCHECKED with
         size 0), ``a`` creates it or writes at its end, ``x`` creates it or fails
-        (CREATE GUARDED: FileExistsError). Attributes are fetched afresh (close-to-open)."""
+        (CREATE GUARDED: FileExistsError). Attributes are fetched afresh (close-to-open).
+        A text mode (no ``b``) is a ValueError: an ``AsyncFile`` reads and writes bytes."""
         how = OpenMode.parse(mode)
+        if how.text:
+            raise ValueError(
+                f"invalid mode {mode!r}: the asyncio client's files are binary (add 'b'; "
+                "the blocking Client.open has text modes)"
+            )
+        return Opening(lambda: self._open(path, how, perm))
+
+    async def _open(self, path: str, how: OpenMode, perm: int) -> AsyncFile:
         fh = await (self._create_for_open(path, how, perm) if how.create else self._existing(path))
         with _as_oserror(path):
             attr = await self.getattr(fh)
@@ -413,7 +428,7 @@ class AsyncNfsClient(NfsProcedures):
             res = await self.create(dirfh, name, attrs, create)
         except NfsError as exc:
             if how.exclusive or exc.status not in (Nfsstat3.EXIST, Nfsstat3.ISDIR):
-                raise _as_error(exc, path) from exc
+                raise exc.to_oserror(path) from None
             return await self._reopen(path, how)  # a symlink or a directory in the way
         if res.obj is not None:
             return res.obj
@@ -436,6 +451,8 @@ class AsyncNfsClient(NfsProcedures):
             raise PermissionError(13, "permission denied", path)
 
 
-def _as_error(exc: NfsError, path: str) -> OSError:
-    code = errno_from_status(exc.status)
-    return OSError(code, f"{os.strerror(code)} ({exc.status.name})", path)
+def connect_async(url: str | NfsUrl, **kw: Any) -> Opening[AsyncNfsClient]:
+    """Mount ``url`` with the asyncio client; ``connect``'s keywords. Use it as
+    ``async with connect_async(url) as c:`` (closed on the way out), or
+    ``c = await connect_async(url)`` and ``await c.close()`` when done."""
+    return Opening(lambda: AsyncNfsClient.connect(url, **kw))

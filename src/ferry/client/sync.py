@@ -11,6 +11,7 @@ a path operation (``mkdir``, ``remove``, ...) pass their arguments through uncha
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
 from typing import IO, Any, TypeVar, overload
@@ -22,7 +23,9 @@ from ferry.nfs3.const import CreateMode, Ftype3, StableHow
 
 from . import fileio
 from .aio import RpcOptions, RpcStats
+from .files import AsyncFile
 from .nfs import AuthSys, Name, NfsDirEntry
+from .opening import Opening
 from .paths import AsyncNfsClient, Walk
 from .url import NfsUrl
 
@@ -243,10 +246,10 @@ class Client:
     def resolve(self, path: str, follow_symlinks: bool = False) -> tuple[bytes, Attr]:
         return self._run(self._client.resolve(path, follow_symlinks))
 
-    def stat(self, path: str, follow_symlinks: bool = True) -> Attr:
+    def stat(self, path: str, follow_symlinks: bool = True) -> os.stat_result:
         return self._run(self._client.stat(path, follow_symlinks))
 
-    def lstat(self, path: str) -> Attr:
+    def lstat(self, path: str) -> os.stat_result:
         return self._run(self._client.lstat(path))
 
     def listdir(self, path: str = "") -> list[str]:
@@ -318,14 +321,21 @@ class Client:
         newline: str | None = None,
         perm: int = 0o644,
     ) -> IO[Any]:
-        """Like the built-in ``open`` (binary by default; text modes decode UTF-8 unless
-        told otherwise): standard io objects over the engine's read-ahead/write-behind."""
-        file = self._run(self._client.open(path, mode, perm))
+        """Like the built-in ``open``, but binary by default ("rb", as fsspec's ``open``):
+        ``r``/``w``/``a``/``x`` with ``t`` or without ``b`` are text (UTF-8 unless told
+        otherwise), as with ``open``. Standard io objects over the engine's read-ahead
+        and write-behind."""
+        binary = mode if "b" in mode else mode.replace("t", "") + "b"
+        file = self._run(_opened(self._client.open(path, binary, perm)))
         try:
             return fileio.wrap(self._run, file, mode, buffering, encoding, errors, newline)
         except BaseException:
             self._run(file.close())
             raise
+
+
+async def _opened(opening: Opening[AsyncFile]) -> AsyncFile:
+    return await opening
 
 
 def connect(url: str | NfsUrl, **kw: Any) -> Client:

@@ -260,6 +260,7 @@ class NfsFailure(NfsError):
         self, status: Nfsstat3, proc: NfsProc, resfail: tuple[Attr | t.Wcc | None, ...]
     ) -> None:
         super().__init__(status, f"{proc.name}: {status.name.lower()}")
+        self.detail = ""  # the status says it all; the procedure is no news to a path user
         self.proc = proc
         self.resfail = resfail
 
