@@ -298,11 +298,11 @@ def _fs(url: str) -> tuple[AbstractFileSystem, str]:
         url = _escape_globs(url)
         kwargs = NfsFileSystem._get_kwargs_from_urls(url)
         path = NfsFileSystem._strip_protocol(url)
+        key = tuple(sorted(kwargs.items()))
+        if key not in _OPEN:
+            _OPEN[key] = NfsFileSystem(**kwargs, skip_instance_cache=True)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    key = tuple(sorted(kwargs.items()))
-    if key not in _OPEN:
-        _OPEN[key] = NfsFileSystem(**kwargs, skip_instance_cache=True)
     return _OPEN[key], path
 
 

@@ -243,7 +243,8 @@ async def _remove_below(client: AsyncNfsClient, rel: str) -> None:
     fh, _ = await client.resolve(rel, True)
     others = []
     for e in await client.scandir(rel):
-        kind = e.attr.type if e.attr is not None else (await client.lstat(_join(rel, e.name))).type
+        attr = e.attr or (await client.resolve(_join(rel, e.name)))[1]
+        kind = attr.type
         if kind == Ftype3.DIR:
             await _remove_below(client, _join(rel, e.name))
             await client.rmdir(fh, e.name)
