@@ -1,19 +1,10 @@
-"""The client half of the ``ferry`` command line: ls, cat, get, put, cp, stat, df, mkdir,
-rm, mv, exports (get, put and cp live in ``cli_transfer``).
+"""The client half of the ``ferry`` command line: ls, stat, cat, df, exports, mkdir, rm,
+mv (get, put and cp live in ``cli_transfer``, what they all share in ``cli_common``).
 
-Every command takes ``nfs://`` URLs (the syntax of ``ferry.client.url``); ls, stat, cat and
-the copying commands also take local paths. Behaviour follows coreutils:
-
-* Each operand is handled on its own: a failure prints one line, ``ferry: VERB 'NAME':
-  reason``, where NAME is what the user typed (a URL keeps its host, port and query; a
-  name found by a glob or inside a tree is spelled the same way), never the server's own
-  path; the others still run, and the status is 1 if any failed. A malformed URL or
-  argument is a usage error, status 2. Never a traceback; Ctrl-C exits 130, SIGTERM 143.
-* ``*``, ``?`` and ``[...]`` in the last path components are expanded on the server
-  (sorted); a pattern that matches nothing is a missing file. In a URL, ``?`` starts the
-  query only when what follows it is ``key=value`` pairs.
-* Symbolic links are shown and removed as links (``ls -l``, ``stat``, ``rm -r``); ``-L``
-  follows them.
+Every command takes ``nfs://`` URLs (the syntax of ``ferry.client.url``); ls, stat and cat
+also take local paths. Behaviour follows coreutils: symbolic links are shown and removed
+as links (``ls -l``, ``stat``, ``rm -r``) and ``-L`` follows them; ``rm -r`` refuses an
+export's root as GNU rm refuses ``/``.
 """
 
 from __future__ import annotations
@@ -21,53 +12,34 @@ from __future__ import annotations
 import argparse
 import datetime
 import errno
-import functools
 import math
 import os
 import posixpath
-import re
 import shutil
-import signal
 import stat
 import sys
-import threading
-import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
-from fsspec.implementations.local import LocalFileSystem
-from fsspec.spec import AbstractFileSystem
-
-from ferry.cli_paths import Entry, Meta, NfsSide, Side, side_of
+from ferry.cli_common import (
+    COPY_BLOCK,
+    Failure,
+    Place,
+    Status,
+    UsageError,
+    expand,
+    file_system,
+    guarded,
+    require_url,
+    stat_or_none,
+    url_parts,
+)
+from ferry.cli_paths import Entry, Meta, NfsSide
+from ferry.cli_transfer import add_transfer_commands
 from ferry.client.exports import list_exports
-from ferry.errors import FerryError
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
 
-Handler = Callable[[argparse.Namespace], int]
-COPY_BLOCK = 4 << 20
-MAGIC = re.compile(r"[*?[]")
-QUERY = re.compile(r"^[A-Za-z_]+=[^&/]*(?:&[A-Za-z_]+=[^&/]*)*$")
 MAX_DEPTH = 4096  # ls -R: deeper than any path NFS can name
-
-
-class UsageError(Exception):
-    """A malformed argument (exit status 2)."""
-
-
-class Failure(Exception):
-    """A failure whose message is complete as it is (exit status 1)."""
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP: like Ctrl-C, unwinds so temporary files are removed."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 def add_client_commands(sub: Any) -> None:
@@ -82,8 +54,6 @@ def add_client_commands(sub: Any) -> None:
     p = sub.add_parser("cat", help="print files (nfs:// or local, globs allowed) to stdout")
     p.add_argument("url", nargs="+")
     p.set_defaults(func=cmd_cat)
-    from ferry.cli_transfer import add_transfer_commands  # it uses this module's plumbing
-
     add_transfer_commands(sub)
     p = sub.add_parser("stat", help="show a file's attributes (a link's own, unless -L)")
     p.add_argument("url", nargs="+")
@@ -119,226 +89,13 @@ def add_client_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_exports)
 
 
-# -- plumbing ----------------------------------------------------------------------------
-
-
-def _guarded(func: Handler) -> Handler:
-    """One-line errors and an exit status instead of tracebacks; connections closed."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            with _signals_unwind():
-                return func(args)
-        except UsageError as exc:
-            return _fail(str(exc), 2)
-        except BrokenPipeError:
-            _silence_stdout()
-            return 141  # like a coreutils tool killed by SIGPIPE (128 + 13)
-        except Failure as exc:
-            return _fail(str(exc), 1)
-        except OSError as exc:
-            where = f"'{exc.filename}': " if exc.filename else ""
-            return _fail(where + _reason(exc), 1)
-        except (FerryError, ValueError) as exc:
-            return _fail(str(exc), 1)
-        except Terminated as exc:
-            return 128 + exc.signum
-        finally:
-            for fs in _OPEN.values():
-                fs.close()
-            _OPEN.clear()
-
-    return run
-
-
-@contextmanager
-def _signals_unwind() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise ``Terminated`` while inside, so ``finally`` blocks run."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def unwind(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(signum)
-
-    old = {s: signal.signal(s, unwind) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
-def _fail(message: str, status: int) -> int:
-    print(f"ferry: {message}", file=sys.stderr, flush=True)
-    return status
-
-
-def _reason(exc: BaseException) -> str:
-    """``No such file or directory``: the error without the name it is about (the errno's
-    own text when there is one, as coreutils print it)."""
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc) or type(exc).__name__
-    return str(exc) or type(exc).__name__
-
-
-class _Status:
-    """The exit status of a command that goes on after a failed operand, as coreutils do."""
-
-    def __init__(self) -> None:
-        self.code = 0
-
-    @contextmanager
-    def operand(self, what: str, name: str) -> Iterator[None]:
-        """Report a failure inside as ``ferry: WHAT 'NAME': reason`` and carry on; usage
-        errors, broken pipes and signals still end the command."""
-        try:
-            yield
-        except (Failure, OSError, FerryError, ValueError) as exc:
-            if isinstance(exc, BrokenPipeError):
-                raise
-            self.code = 1
-            _fail(str(exc) if isinstance(exc, Failure) else f"{what} '{name}': {_reason(exc)}", 1)
-
-
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
-_OPEN: dict[tuple[Any, ...], NfsFileSystem] = {}
-
-
-def is_url(operand: str) -> bool:
-    return operand.startswith("nfs://")
-
-
-def _require_url(command: str, operand: str) -> None:
-    if not is_url(operand):
-        raise UsageError(f"{command}: not an nfs:// URL: '{operand}'")
-
-
-def _url_parts(url: str) -> tuple[str, str, str]:
-    """``nfs://host:port``, the path as typed, and ``?query`` (or ``""``)."""
-    base, sep, query = url.rpartition("?")
-    head, tail = (base, f"?{query}") if sep and QUERY.match(query) else (url, "")
-    cut = head.find("/", len("nfs://"))
-    return (head, "", tail) if cut < 0 else (head[:cut], head[cut:], tail)
-
-
-def ends_with_slash(operand: str) -> bool:
-    """Whether the path part of ``operand`` ends with ``/`` (cp: it must be a directory)."""
-    path = _url_parts(operand)[1] if is_url(operand) else operand
-    return len(path) > 1 and path.endswith("/")
-
-
-def _escape_globs(url: str) -> str:
-    """A ``?`` is a glob character unless it starts a ``key=value&...`` query: escape the
-    others so the URL parser keeps them in the path."""
-    head, path, tail = _url_parts(url)
-    return head + path.replace("?", "%3F") + tail
-
-
-@dataclass(frozen=True, slots=True)
-class Place:
-    """A file as a command sees it: its file system, that file system's path (a server
-    path for NFS), and its name as the user would type it (for messages)."""
-
-    fs: AbstractFileSystem
-    path: str
-    name: str
-
-    @property
-    def side(self) -> Side:
-        return side_of(self.fs)
-
-    @property
-    def is_nfs(self) -> bool:
-        return isinstance(self.fs, NfsFileSystem)
-
-    def child(self, rel: str) -> Place:
-        """``rel`` below this place, named below this place's name."""
-        return Place(self.fs, posixpath.join(self.path, rel), _name_below(self.name, rel))
-
-    def at(self, path: str) -> Place:
-        """Another path on the same file system, named in the style of this one."""
-        return Place(self.fs, path, _name_of(self.name, path))
-
-
-def _name_below(name: str, rel: str) -> str:
-    if not is_url(name):
-        return os.path.join(name, rel)
-    head, path, tail = _url_parts(name)
-    return f"{head}{path.rstrip('/')}/{_quote(rel)}{tail}"
-
-
-def _name_of(operand: str, path: str) -> str:
-    """How the user would type ``path`` in the style of ``operand`` (a glob's match)."""
-    if not is_url(operand):
-        return path if os.path.isabs(operand) else os.path.relpath(path)
-    head, _, tail = _url_parts(operand)
-    return head + _quote(path) + tail
-
-
-def _quote(path: str) -> str:
-    """Escape what the URL parser would not keep in a path."""
-    return urllib.parse.quote(path, safe="/ !$&'()*+,;=:@~[]")
-
-
-def _fs(url: str) -> tuple[AbstractFileSystem, str]:
-    """The file system and path for ``url``: nfs:// URLs go to NfsFileSystem (one per
-    server and user for the whole command), anything else is a local path."""
-    if not is_url(url):
-        return LocalFileSystem(), os.path.abspath(url)
-    try:
-        url = _escape_globs(url)
-        kwargs = NfsFileSystem._get_kwargs_from_urls(url)
-        path = NfsFileSystem._strip_protocol(url)
-        key = tuple(sorted(kwargs.items()))
-        if key not in _OPEN:
-            _OPEN[key] = NfsFileSystem(**kwargs, skip_instance_cache=True)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return _OPEN[key], path
-
-
-def place(operand: str) -> Place:
-    fs, path = _fs(operand)
-    return Place(fs, path, operand)
-
-
-def expand(operand: str) -> list[Place]:
-    """What ``operand`` names: itself, or the sorted matches of its glob pattern. A pattern
-    matching nothing is a missing file (as a shell passes it through and ls reports it)."""
-    where = place(operand)
-    if not MAGIC.search(where.path):
-        return [where]
-    found = sorted(str(p) for p in where.fs.glob(where.path))
-    if found:
-        return [where.at(p) for p in found]
-    if where.fs.exists(where.path):  # a name that only looks like a pattern
-        return [where]
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), operand)
-
-
-def stat_or_none(where: Place, follow: bool = True) -> Meta | None:
-    try:
-        return where.side.stat(where.path, follow)
-    except FileNotFoundError:
-        return None
-
-
 # -- ls, stat, cat, df ---------------------------------------------------------------------
 
 
-@_guarded
+@guarded
 def cmd_ls(args: argparse.Namespace) -> int:
     """GNU ls: a link given on the command line is followed unless -l; -L follows all."""
-    st, files, dirs = _Status(), list[tuple[Place, Entry]](), list[tuple[Place, Meta]]()
+    st, files, dirs = Status(), list[tuple[Place, Entry]](), list[tuple[Place, Meta]]()
     for url in args.url:
         with st.operand("cannot access", url):
             for found in expand(url):
@@ -420,9 +177,9 @@ def _long_line(m: Meta, name: str, target: str | None) -> str:
     return "{} {:>3} {:>5} {:>5} {:>12} {} {}{}".format(*fields)
 
 
-@_guarded
+@guarded
 def cmd_stat(args: argparse.Namespace) -> int:
-    st = _Status()
+    st = Status()
     for url in args.url:
         with st.operand("cannot stat", url):
             for found in expand(url):
@@ -452,9 +209,9 @@ def _print_stat(name: str, m: Meta, target: str | None) -> None:
               f"{when.strftime('%z')}")  # fmt: skip
 
 
-@_guarded
+@guarded
 def cmd_cat(args: argparse.Namespace) -> int:
-    st, out = _Status(), sys.stdout.buffer
+    st, out = Status(), sys.stdout.buffer
     for url in args.url:
         with st.operand("cannot read", url):
             for found in expand(url):
@@ -477,16 +234,16 @@ DF_HEADERS = {
 }
 
 
-@_guarded
+@guarded
 def cmd_df(args: argparse.Namespace) -> int:
     """FSSTAT (RFC 1813 section 3.3.18) as df shows it: used = total - free; Use% is
     used / (used + available to this user), rounded up; IFree is the caller's free slots."""
-    st, rows = _Status(), list[tuple[str, ...]]()
+    st, rows = Status(), list[tuple[str, ...]]()
     rows.append(DF_HEADERS[args.human])
     for url in args.url:
-        _require_url("df", url)
+        require_url("df", url)
         with st.operand("cannot stat", url):
-            fs, path = _fs(url)
+            fs, path = file_system(url)
             assert isinstance(fs, NfsFileSystem)
             export, res = NfsSide(fs).run(path, _fsstat, fs, path)
             rows.append(_df_row(f"{fs.url.host}:{export}", res, args.human))
@@ -533,17 +290,17 @@ def _human(n: int) -> str:
     return f"{rounded}{units[i]}"
 
 
-@_guarded
+@guarded
 def cmd_exports(args: argparse.Namespace) -> int:
     """``showmount -e``: MOUNT EXPORT, each export with the client groups it names."""
-    st = _Status()
+    st = Status()
     for url in args.url:
-        _require_url("exports", url)
+        require_url("exports", url)
         with st.operand("cannot list exports of", url):
-            fs, path = _fs(url)
+            fs, path = file_system(url)
             assert isinstance(fs, NfsFileSystem)
             found = NfsSide(fs).run(path, list_exports, fs.url)
-            print(f"Export list for {_url_parts(url)[0][len('nfs://') :]}:")
+            print(f"Export list for {url_parts(url)[0][len('nfs://') :]}:")
             width = max((len(e.path) for e in found), default=0)
             for e in found:
                 print(f"{e.path.ljust(width)} {','.join(e.groups) or '(everyone)'}")
@@ -553,13 +310,13 @@ def cmd_exports(args: argparse.Namespace) -> int:
 # -- mkdir, rm, mv -------------------------------------------------------------------------
 
 
-@_guarded
+@guarded
 def cmd_mkdir(args: argparse.Namespace) -> int:
-    st = _Status()
+    st = Status()
     for url in args.url:
-        _require_url("mkdir", url)
+        require_url("mkdir", url)
         with st.operand("cannot create directory", url):
-            fs, path = _fs(url)
+            fs, path = file_system(url)
             if args.parents:
                 fs.makedirs(path, exist_ok=True)
             else:
@@ -567,11 +324,11 @@ def cmd_mkdir(args: argparse.Namespace) -> int:
     return st.code
 
 
-@_guarded
+@guarded
 def cmd_rm(args: argparse.Namespace) -> int:
-    st = _Status()
+    st = Status()
     for url in args.url:
-        _require_url("rm", url)
+        require_url("rm", url)
         with st.operand("cannot remove", url):
             try:
                 matches = expand(url)
@@ -610,12 +367,12 @@ def _remove(found: Place, args: argparse.Namespace) -> None:
         side.remove_tree(found.path, keep_top=True)
 
 
-@_guarded
+@guarded
 def cmd_mv(args: argparse.Namespace) -> int:
-    (sfs, src), (dfs, dst) = _fs(args.src), _fs(args.dst)
+    (sfs, src), (dfs, dst) = file_system(args.src), file_system(args.dst)
     if sfs is not dfs or not isinstance(sfs, NfsFileSystem):
         raise UsageError("mv works within one NFS server; use cp and rm across servers")
-    st = _Status()
+    st = Status()
     with st.operand("cannot stat", args.src):
         sfs.info(src)  # a missing source is an error naming it, not a silent no-op
         with st.operand(f"cannot move '{args.src}' to", args.dst):

@@ -47,19 +47,19 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ferry.cli_client import (
+from ferry.cli_common import (
     COPY_BLOCK,
     Failure,
     Handler,
     Place,
+    Status,
     UsageError,
-    _guarded,
-    _reason,
-    _Status,
     ends_with_slash,
     expand,
+    guarded,
     is_url,
     place,
+    reason,
     stat_or_none,
 )
 from ferry.cli_paths import Meta, NfsSide
@@ -96,7 +96,7 @@ def _transfer_options(p: argparse.ArgumentParser, func: Handler) -> None:
     p.set_defaults(func=func)
 
 
-@_guarded
+@guarded
 def cmd_get(args: argparse.Namespace) -> int:
     sources = list(args.operands)
     local = sources.pop() if len(sources) > 1 and not is_url(sources[-1]) else "."
@@ -106,7 +106,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     return _copy(sources, local, args)
 
 
-@_guarded
+@guarded
 def cmd_put(args: argparse.Namespace) -> int:
     *sources, dst = args.operands
     if not sources or not is_url(dst):
@@ -117,7 +117,7 @@ def cmd_put(args: argparse.Namespace) -> int:
     return _copy(sources, dst, args)
 
 
-@_guarded
+@guarded
 def cmd_cp(args: argparse.Namespace) -> int:
     *sources, dst = args.operands
     if not sources:
@@ -142,7 +142,7 @@ class Step:
 def _copy(sources: list[str], dst_operand: str, args: argparse.Namespace) -> int:
     """Check every destination first, then copy; each source that fails is reported and
     skipped, as cp does."""
-    st, matches = _Status(), list[Place]()
+    st, matches = Status(), list[Place]()
     for operand in sources:
         with st.operand("cannot stat", operand):
             matches += expand(operand)
@@ -150,7 +150,7 @@ def _copy(sources: list[str], dst_operand: str, args: argparse.Namespace) -> int
     try:
         dmeta = _meta_or_none(dst)
     except OSError as exc:
-        raise Failure(f"cannot stat '{dst.name}': {_reason(exc)}") from None
+        raise Failure(f"cannot stat '{dst.name}': {reason(exc)}") from None
     into = dmeta is not None and dmeta.is_dir
     if max(len(sources), len(matches)) > 1 and not into:
         raise Failure(f"target '{dst.name}': " + os.strerror(ENOTDIR if dmeta else ENOENT))
@@ -231,7 +231,7 @@ def _tree(top: Step) -> list[Step]:
 # -- carrying it out -------------------------------------------------------------------------
 
 
-def _run_plan(plan: list[Step], args: argparse.Namespace, st: _Status) -> None:
+def _run_plan(plan: list[Step], args: argparse.Namespace, st: Status) -> None:
     """Every step, parents first; a directory that could not be made takes its contents
     with it; with -p (or a mode that had to wait) directories get theirs last."""
     umask = _umask()
