@@ -35,7 +35,7 @@ from ferry.cli_common import (
 )
 from ferry.cli_paths import Entry, Meta, NfsSide
 from ferry.cli_transfer import add_transfer_commands
-from ferry.client.exports import list_exports
+from ferry.client.exports import export_list
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
 
@@ -299,7 +299,7 @@ def cmd_exports(args: argparse.Namespace) -> int:
         with st.operand("cannot list exports of", url):
             fs, path = file_system(url)
             assert isinstance(fs, NfsFileSystem)
-            found = NfsSide(fs).run(path, list_exports, fs.url)
+            found = NfsSide(fs).run(path, fs._on_mount_port, export_list)
             print(f"Export list for {url_parts(url)[0][len('nfs://') :]}:")
             width = max((len(e.path) for e in found), default=0)
             for e in found:

@@ -37,7 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from ferry.cli_paths import Meta, Side, side_of
-from ferry.errors import FerryError
+from ferry.errors import FerryError, NoSuchExport
 from ferry.filesystem import NfsFileSystem
 
 Handler = Callable[[argparse.Namespace], int]
@@ -117,7 +117,10 @@ def fail(message: str, status: int) -> int:
 
 def reason(exc: BaseException) -> str:
     """``No such file or directory``: the error without the name it is about (the errno's
-    own text when there is one, as coreutils print it)."""
+    own text when there is one, as coreutils print it; a missing export says which there
+    are)."""
+    if isinstance(exc, NoSuchExport):
+        return str(exc.strerror)
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)
     if isinstance(exc, OSError):

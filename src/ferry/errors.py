@@ -50,6 +50,20 @@ class NfsError(FerryError):
         return OSError(code, text, path, None, path2)
 
 
+class NoSuchExport(FileNotFoundError):
+    """A client asked for a path that no export of the server holds (ENOENT); the message
+    lists what the server does export, so a misspelled name is easy to put right."""
+
+    SHOWN = 10  # exports named in the message; more are counted
+
+    def __init__(self, path: str, exports: list[str]) -> None:
+        shown = ", ".join(exports[: self.SHOWN]) or "nothing"
+        if len(exports) > self.SHOWN:
+            shown += f" and {len(exports) - self.SHOWN} more"
+        super().__init__(errno.ENOENT, f"No such export (the server exports: {shown})", path)
+        self.exports = exports
+
+
 # -- RPC errors seen by a client (RFC 5531 section 9: accept_stat and reject_stat) ----------
 
 

@@ -40,18 +40,17 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url
-from ferry.client.nfs import server_ports
+from ferry.client.exports import list_exports, mount_export
+from ferry.client.nfs import AuthSys, server_ports
 from ferry.client.url import normalise_path, server_name
-from ferry.errors import NfsError
-from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, CreateMode, Ftype3, MountProc, Nfsstat3
-from ferry.xdr import Unpacker
+from ferry.errors import NfsError, NoSuchExport
+from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
 
 T = TypeVar("T")
 Info = dict[str, Any]
 CHUNK = 16 << 20  # bytes per streamed step of put/get/cp: bounds memory, keeps calls in flight
 MAX_UNCOMMITTED = 64 << 20  # UNSTABLE bytes kept for a possible resend before a COMMIT
 MAX_COMMIT_ROUNDS = 3
-MAX_EXPORTS = 4096
 _TYPES = {Ftype3.REG: "file", Ftype3.DIR: "directory", Ftype3.LNK: "link"}
 _IFMT = {
     Ftype3.REG: stat.S_IFREG, Ftype3.DIR: stat.S_IFDIR, Ftype3.BLK: stat.S_IFBLK,
@@ -265,6 +264,8 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return exc.to_oserror(self.url_of(path))
         if exc.errno is None or str(exc.filename).startswith("nfs://"):
             return exc
+        if isinstance(exc, NoSuchExport):  # keeps the list of exports its message gives
+            return NoSuchExport(self.url_of(path), exc.exports)
         return OSError(exc.errno, exc.strerror, self.url_of(path))
 
     def close(self) -> None:
@@ -297,22 +298,26 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return export
 
     async def _probe(self, path: str) -> str:
-        """No listed export holds ``path``: let MNT decide (longest accepted prefix)."""
-        client = await AsyncNfsClient.connect(NfsUrl(**{**_fields(self.url), "path": path}))
-        await client.close()
-        return client.export
+        """No listed export holds ``path``: let MNT decide (the longest prefix it accepts;
+        ``NoSuchExport`` if none), leaving the rest unlooked-up (a file to create, say)."""
+        base, u = AuthSys(), self.url
+        auth = AuthSys(base.uid if u.uid is None else u.uid, base.gid if u.gid is None else u.gid)
+        cred = auth.credential()
+        return (await self._on_mount_port(lambda rpc: mount_export(rpc, cred, path)))[1]
 
     async def _list_exports(self) -> list[str]:
-        """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports, from
-        the first server of the list that answers."""
+        """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports."""
+        return await self._on_mount_port(list_exports)
+
+    async def _on_mount_port(self, call: Callable[[AsyncRpcClient], Awaitable[T]]) -> T:
+        """``call`` on a connection to the MOUNT service of the first server that answers."""
         mnt = [(host, port) for host, _, port in await server_ports(self.url, None)]
         rpc = AsyncRpcClient(*mnt[0], fallbacks=mnt[1:])
         await rpc.connect()
         try:
-            reply = await rpc.call(MOUNT_PROGRAM, MOUNT_V3, MountProc.EXPORT, [], label="EXPORT")
+            return await call(rpc)
         finally:
             await rpc.close()
-        return _unpack_exports(reply)
 
     def _pseudo_dir(self, path: str) -> bool:
         """Is ``path`` a directory above the exports (``/`` or ``/srv`` for ``/srv/x``)?"""
@@ -726,18 +731,6 @@ def _parse(url: str) -> NfsUrl:
     if url.startswith("nfs:///"):
         return parse_url(f"nfs://{_NO_HOST}{url[len('nfs://') :]}")
     return parse_url(url)
-
-
-def _unpack_exports(u: Unpacker) -> list[str]:
-    """exports (RFC 1813 section 5.1.7): a list of (directory, list of groups)."""
-    out: list[str] = []
-    while u.unpack_bool() and len(out) < MAX_EXPORTS:
-        out.append(normalise_path(u.unpack_bytes(1024).decode("utf-8", "surrogateescape")))
-        for _ in range(MAX_EXPORTS):
-            if not u.unpack_bool():
-                break
-            u.unpack_bytes(255)
-    return out
 
 
 def _fields(u: NfsUrl) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 This module owns a mount's life; the request handlers are ``fuseops.NfsOperations``.
 
 * Start: connect the client (hard: retry forever; soft: give up after ``retrans``), GETATTR
-  the root, mount, serve pyfuse3's main loop on the client's event loop.
+  the root, mount, serve pyfuse3's main loop on the client's event loop. The URL must name
+  a directory: a missing export or path, or a file, is an error (``client.exports``).
 * Stop: an unmount (``fusermount3 -u``) ends the main loop. SIGINT/SIGTERM stop it too
   (``pyfuse3.terminate``), then unmount and flush what the kernel left open; whatever is
   still running STOP_GRACE seconds after the first signal, or at a second one, is
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
+import os
 import re
 import select
 import signal
@@ -111,6 +114,8 @@ async def mount(
     auth = AuthSys(base.uid if uid is None else uid, base.gid if gid is None else gid)
     client = await AsyncNfsClient.connect(u, auth=auth, options=options.rpc_options(), attr_cache=0)
     try:
+        if client.subpath:  # the URL names a file: not something to mount
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), u.path)
         root = await client.getattr(client.root)
         per_caller = uid is None and gid is None  # no identity given: each caller's own
         ops = NfsOperations(client, root, options, per_caller)

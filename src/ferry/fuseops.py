@@ -69,6 +69,7 @@ _MKNOD: dict[int, Ftype3] = {
     stat.S_IFCHR: Ftype3.CHR,
     stat.S_IFBLK: Ftype3.BLK,
 }
+SETID = stat.S_ISUID | stat.S_ISGID
 _SHARED = OpenMode(True, True, False, False, False, False, False)
 _READONLY = dataclasses.replace(_SHARED, writable=False)
 
@@ -392,6 +393,8 @@ class NfsOperations(pyfuse3.Operations):
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
         )
+        if change.mode is not None and await self._kills_setid(nfh, change.mode, ctx):
+            change = dataclasses.replace(change, mode=None)
         opened = self._open.get(inode)
         if opened is not None:  # queued writes first: they must not undo this change
             async with opened.lock:
@@ -401,6 +404,20 @@ class NfsOperations(pyfuse3.Operations):
         if change != SetAttr():
             await self.client.setattr(nfh, change)
         return self._entry(inode, await self.client.getattr(nfh))
+
+    async def _kills_setid(self, nfh: bytes, mode: int, ctx: RequestContext) -> bool:
+        """Is this mode change the kernel clearing set-ID bits before a write or truncate by a
+        caller who does not own the file (``file_remove_privs``)? The kernel checks
+        permissions (``default_permissions``), so a non-owner's chmod never reaches us:
+        from such a caller, a mode that is the file's own less set-ID bits can only be
+        that. The server would refuse it (only the owner changes a mode) and the write
+        would fail with EPERM; the server clears the bits itself when the data (or the new
+        size) arrives, so the change is left out, as the Linux NFS client does."""
+        if ctx.uid == 0:
+            return False
+        attr = await self.client.getattr(nfh)
+        dropped = attr.mode & ~mode & 0o7777
+        return ctx.uid != attr.uid and not mode & ~attr.mode and not dropped & ~SETID
 
     async def _set_size(self, inode: int, nfh: bytes, size: int) -> None:
         """Truncate or extend; through the open file if there is one (it commits what it

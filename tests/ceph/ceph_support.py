@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,6 +80,42 @@ class ConfiguredFerry(peers.FerryServer):
 def cephfs_export(cluster: CephCluster, cephfs_path: str) -> Export:
     """The export table of ``cephfs_path``: (path, backend, options)."""
     return cephfs_path, "cephfs", {"conf": str(cluster.conf), "op_timeout": 20}
+
+
+def s3_export(rgw: dict[str, str], bucket: str, **options: object) -> Export:
+    """The export table of an RGW bucket (``rgw``: the ``rgw`` fixture's S3 options)."""
+    return bucket, "s3", {**rgw, "op_timeout": 20, **options}
+
+
+def s3_admin(rgw: dict[str, str]) -> Any:
+    """An s3fs file system with the ``rgw`` fixture's keys, for test set-up."""
+    try:
+        import s3fs
+    except ImportError:
+        pytest.fail("s3fs is missing: `make test` installs it (pip install -e '.[test,s3]')")
+    return s3fs.S3FileSystem(
+        key=rgw["key"], secret=rgw["secret"], client_kwargs={"endpoint_url": rgw["endpoint_url"]},
+        skip_instance_cache=True, use_listings_cache=False,
+    )  # fmt: skip
+
+
+def grant_prefix(rgw: dict[str, str], bucket: str, prefix: str, user: str = "scoped") -> None:
+    """A bucket policy giving RGW ``user`` objects under ``prefix/`` and listings of that
+    prefix only (no ListBucket on the bucket's root): a credential scoped to a prefix."""
+    who = {"AWS": [f"arn:aws:iam:::user/{user}"]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": who, "Action": ["s3:ListBucket"],
+             "Resource": [f"arn:aws:s3:::{bucket}"],
+             "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}}},
+            {"Effect": "Allow", "Principal": who,
+             "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                        "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+             "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/*"]},
+        ],
+    }  # fmt: skip
+    s3_admin(rgw).call_s3("put_bucket_policy", Bucket=bucket, Policy=json.dumps(policy))
 
 
 def write_config(path: Path, export: Export, key: bytes, **server: object) -> Path:

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ceph_support import ConfiguredFerry, backend_at, cephfs_export, ferry_servers, join_closing
+from ceph_support import (
+    ConfiguredFerry,
+    backend_at,
+    cephfs_export,
+    ferry_servers,
+    join_closing,
+    s3_admin,
+)
 
 from ferry.backends.base import SetAttr
 from ferry.backends.cephfs import CephFsBackend
@@ -66,21 +73,23 @@ def rgw(ceph_cluster: CephCluster) -> dict[str, str]:
     return {"endpoint_url": ceph_cluster.rgw_url, "key": access, "secret": secret}
 
 
+@pytest.fixture(scope="session")
+def rgw_scoped(ceph_cluster: CephCluster, rgw: dict[str, str]) -> dict[str, str]:
+    """The S3 options of a second RGW user who owns nothing: a bucket policy (see
+    ``ceph_support.grant_prefix``) lets it at one prefix of a bucket."""
+    try:
+        access, secret = ceph_cluster.create_s3_user("scoped")
+    except peers.PeerError as exc:
+        pytest.fail(f"could not make a second RGW user: {exc}", pytrace=False)
+    return {"endpoint_url": rgw["endpoint_url"], "key": access, "secret": secret}
+
+
 @pytest.fixture
 def bucket(rgw: dict[str, str], request: pytest.FixtureRequest) -> str:
     """A new, empty bucket for one test."""
-    try:
-        import s3fs
-    except ImportError:
-        pytest.fail("s3fs is missing: `make test` installs it (pip install -e '.[test,s3]')")
-
-    fs = s3fs.S3FileSystem(
-        key=rgw["key"], secret=rgw["secret"], client_kwargs={"endpoint_url": rgw["endpoint_url"]},
-        skip_instance_cache=True,
-    )  # fmt: skip
     name = f"b{next(_serial)}-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())
     name = name[:63].rstrip("-")
-    fs.mkdir(name)
+    s3_admin(rgw).mkdir(name)
     return name
 
 

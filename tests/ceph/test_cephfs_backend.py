@@ -14,10 +14,18 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from ceph_support import backend_at, close_in_background, join_closing
+from ceph_support import (
+    backend_at,
+    cephfs_export,
+    close_in_background,
+    ferry_servers,
+    join_closing,
+)
 
+import ferry
 import test_backends as contract
 from ferry.backends import load_backend
 from ferry.backends.base import Backend, SetAttr
@@ -225,3 +233,18 @@ def _client_ids(cluster: CephCluster, b: CephFsBackend) -> list[int]:
 
     sessions = json.loads(cluster.ceph("tell", "mds.a", "client", "ls", "--format", "json"))
     return [int(s["id"]) for s in sessions if int(s["id"]) == b.instance_id()]
+
+
+def test_unprivileged_write_clears_setid_bits(
+    ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path
+) -> None:
+    """A WRITE as nobody takes the set-ID bits away, as write(2) does, on CephFS too: the
+    backend writes as root (whose writes keep them), so the service clears them through it."""
+    export = cephfs_export(ceph_cluster, cephfs_dir)
+    with ferry_servers(export, tmp_path, 1) as (srv,), ferry.connect(srv.nfs_url) as root:
+        root.write_file("f", b"x")
+        root.chmod("f", 0o6777)
+        nobody = ferry.connect(srv.nfs_url + "?uid=65534&gid=65534")
+        with nobody, nobody.open("f", "r+b") as f:
+            f.write(b"y")
+        assert root.stat("f").mode == 0o777

@@ -321,7 +321,8 @@ class CephCluster:
             self._wait("radosgw", lambda: peers.port_accepts(self.host, self.rgw_port), timeout)
 
     def create_s3_user(self, uid: str = "ferry") -> tuple[str, str]:
-        """An RGW user with fixed keys; returns (access key, secret key)."""
+        """An RGW user with fixed keys; returns (access key, secret key). ``s3_keys`` keeps
+        the default user's."""
         access, secret = f"{uid.upper()}ACCESSKEY0000", f"{uid}-secret-key-0000000000"
         admin = peers.need_tool("radosgw-admin", _TOOLS["radosgw-admin"])
         peers.run(
@@ -329,8 +330,9 @@ class CephCluster:
              f"--display-name={uid}", f"--access-key={access}", f"--secret-key={secret}"],
             timeout=60,
         )  # fmt: skip
-        self.s3_keys = (access, secret)
-        return self.s3_keys
+        if uid == "ferry":
+            self.s3_keys = (access, secret)
+        return access, secret
 
     def evict_dead_clients(self) -> list[int]:
         """Evict the MDS sessions of CephFS clients on this host whose process is gone (a

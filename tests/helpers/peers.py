@@ -184,6 +184,13 @@ def libnfs_url(host: str, export: str, rel: str, nfsport: int, mountport: int) -
     return f"nfs://{host}{export}/{rel}?version=3&nfsport={nfsport}&mountport={mountport}"
 
 
+def url_at(server: FerryServer | GaneshaServer, path: str) -> str:
+    """A client URL of ``server`` for any absolute ``path`` (an export or not), ports given."""
+    if isinstance(server, GaneshaServer):
+        return libnfs_url(server.host, path, "", server.nfs_port, server.mnt_port)
+    return libnfs_url(server.host, path, "", server.port, server.port)
+
+
 # --------------------------------------------------------------------------- ferry
 
 

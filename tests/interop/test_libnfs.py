@@ -158,12 +158,16 @@ def test_missing_file_is_noent(server: Server, tmp_path: Path) -> None:
     assert b"NFS3ERR_NOENT" in cp.stderr, cp.stderr.decode(errors="replace")
 
 
-def test_ferry_mount_slash(ferry_server: peers.FerryServer, libnfs_tools: dict[str, str]) -> None:
-    """The CLI contract: MOUNT of '/' works as well as the export's absolute path."""
-    (ferry_server.export / "root-visible.txt").write_bytes(b"x")
-    url = peers.libnfs_url("127.0.0.1", "/", "", ferry_server.port, ferry_server.port)
-    names = {e.name for e in _check(peers.nfs_ls, url)}
-    assert "root-visible.txt" in names, names
+@pytest.mark.parametrize("path", ["/", "/wrong"])
+def test_mount_of_a_path_that_names_no_export_is_refused(server: Server, path: str) -> None:
+    """'/' is no export (it once meant Ferry's first one): libnfs gets an error, from
+    Ferry MNT3ERR_NOENT, from NFS-Ganesha MNT3ERR_ACCES."""
+    (server.export / "root-visible.txt").write_bytes(b"x")
+    ls = peers.need_tool("nfs-ls", "libnfs-utils")
+    cp = peers.run([ls, peers.url_at(server, path)], check=False, timeout=60)
+    assert cp.returncode != 0 and b"root-visible.txt" not in cp.stdout
+    expected = b"MNT3ERR_ACCES" if isinstance(server, peers.GaneshaServer) else b"MNT3ERR_NOENT"
+    assert expected in cp.stderr, cp.stderr.decode(errors="replace")
 
 
 def test_ferry_restart_same_port(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -118,10 +119,6 @@ def test_mnt_subdirectory(client: RawClient, tree: Path) -> None:
     assert attr is not None and attr.fileid == os.stat(tree / "sub" / "deeper").st_ino
 
 
-def test_mnt_slash_is_the_first_export(client: RawClient, tree: Path) -> None:
-    assert client.mount("/") == client.mount(str(tree))
-
-
 @pytest.mark.parametrize(
     ("rel", "expected"),
     [
@@ -139,8 +136,57 @@ def test_mnt_errors(client: RawClient, tree: Path, rel: str, expected: Mountstat
 
 
 def test_mnt_of_a_path_that_is_no_export(client: RawClient, tree: Path) -> None:
-    for path in (f"{tree}x", str(tree.parent), "/nonexistent/export"):
+    """Never another export instead, ``/`` included (it once meant the first export)."""
+    for path in (f"{tree}x", str(tree.parent), "/nonexistent/export", "/", "", "//"):
         assert mount_status(client, path) == (Mountstat3.NOENT, None), path
+
+
+@pytest.mark.interop
+def test_ganesha_refuses_a_path_that_is_no_export(ganesha_server: peers.GaneshaServer) -> None:
+    """The reference refuses the same paths, with MNT3ERR_ACCES (as Linux's mountd does for
+    a path it does not export); Ferry's MNT3ERR_NOENT says why."""
+    c = RawClient(ganesha_server.mnt_port)
+    try:
+        tree = ganesha_server.export
+        assert mount_status(c, str(tree))[0] == Mountstat3.OK
+        for path in (f"{tree}x", str(tree.parent), "/nonexistent/export", "/"):
+            assert mount_status(c, path) == (Mountstat3.ACCES, None), path
+    finally:
+        c.close()
+
+
+def test_refused_mnt_is_logged_with_client_and_reason(
+    client: RawClient, tree: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ferry.mount")
+    port = client.sock.getsockname()[1]
+    mount_status(client, "/wrong\nforged line")
+    mount_status(client, str(tmp_path / "other"))
+    mount_status(client, f"{tree}/missing")
+    mount_status(client, str(tree))  # accepted: not logged
+    lines = [r.getMessage() for r in caplog.records if r.name == "ferry.mount"]
+    assert lines == [
+        f"refused MNT '/wrong\\nforged line' from 127.0.0.1:{port}: NOENT, not exported",
+        f"refused MNT '{tmp_path}/other' from 127.0.0.1:{port}: ACCES, client not allowed on "
+        f"export {tmp_path}/other",
+        f"refused MNT '{tree}/missing' from 127.0.0.1:{port}: NOENT, looking up 'missing' "
+        f"in {tree}",
+    ], lines
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "ferry.mount")
+
+
+def test_ferry_serve_logs_a_refused_mnt(ferry_server: peers.FerryServer) -> None:
+    """What an administrator sees: one line on the server's standard error."""
+    c = RawClient(ferry_server.port)
+    try:
+        assert mount_status(c, "/wrong") == (Mountstat3.NOENT, None)
+        port = c.sock.getsockname()[1]
+    finally:
+        c.close()
+    line = f"refused MNT '/wrong' from 127.0.0.1:{port}: NOENT, not exported"
+    assert peers.wait_until(lambda: line in ferry_server.stderr_text(), 10), (
+        ferry_server.stderr_text()
+    )
 
 
 def test_mnt_from_client_not_in_clients_is_acces(client: RawClient, tmp_path: Path) -> None:

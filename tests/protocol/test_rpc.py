@@ -556,7 +556,7 @@ def test_server_stops_reading_from_a_client_that_never_reads_replies(
     hog = server.client()
     other = server.client()
     try:
-        root = hog.mount("/")
+        root = hog.mount(str(server.root))
         fh = _lookup(hog, root, b"big")
         p = Packer()
         p.pack_opaque(fh)

@@ -9,23 +9,34 @@ An object store is not a file system; what it cannot give, and what Ferry does i
   every server, with no state but the store. A rename copies the object and deletes the
   source (not atomic; the file gets a new id, the old handle goes STALE). A directory
   rename is refused with NFS3ERR_XDEV, which ``mv`` answers by copying and removing.
-* WRITEs go to a local spool file (after downloading the object, if it has data); COMMIT,
-  a FILE_SYNC/DATA_SYNC write, a SETATTR of the size or the server's stop upload the whole
-  file, as a multipart upload from ``2 * chunk`` bytes. Uncommitted data dies with the
-  server; NFS clients resend it when the write verifier changes.
+* WRITEs go to a local spool file (after downloading the object, if it has data), under
+  the server's state directory; COMMIT, a FILE_SYNC/DATA_SYNC write, a SETATTR of the
+  size or the server's stop upload the whole file, as a multipart upload from
+  ``2 * chunk`` bytes. Uncommitted data dies with the server (its spool is removed at the
+  next start); NFS clients resend it when the write verifier changes.
+* Several servers writing one object: an upload is conditional on the object still being
+  the version the spool started from (``If-Match`` on its ETag, ``_s3store``). If another
+  server stored it meanwhile, this server downloads the new version, replays only its
+  own writes and size changes over it and tries again (at most ``_MERGES`` times, then
+  JUKEBOX); if the object was removed, the COMMIT answers STALE. So both servers' ranges
+  survive: acknowledged bytes are never replaced by a stale copy of the whole object.
 * READs are ranged GETs with read-ahead: one GET fetches ``readahead`` bytes and the next
   sequential READs are served from it.
-* No POSIX metadata: files are 0644 and directories 0755, owned by ``uid``/``gid``;
-  SETATTR of mode, owner or times is accepted and ignored. mtime is the object's
-  LastModified (whole seconds; to the nanosecond for what this server wrote last).
-  Directories report the current time (to ``attr_ttl``), so clients revalidate their
-  listings. No hard links, symbolic links or special files (NOTSUPP).
+* No POSIX metadata: files are ``file_mode`` (0644) and directories ``dir_mode`` (0755),
+  owned by ``uid``/``gid``; SETATTR of mode, owner or times is accepted and ignored.
+  mtime and ctime are the object's LastModified (whole seconds) plus nanoseconds derived
+  from its ETag, so every change of content changes them, on every server; for what this
+  server wrote last, the nanosecond time of that write. Directories report the current
+  time (to ``attr_ttl``), so clients revalidate their listings. No hard links, symbolic
+  links or special files (NOTSUPP).
 * Between servers, attributes may be ``attr_ttl`` seconds old; data written through one
   server is visible through another once committed (NFS close-to-open).
 
 Every call goes through a ``Deadline``: a store that stops answering gives JUKEBOX after
-``op_timeout`` seconds; other store errors become NFS3ERR_IO. An unreachable store or a
-missing bucket at start is a ``ConfigError``.
+``op_timeout`` seconds, and one that cannot be reached (refused connections: a stopped
+RGW) or is overloaded (HTTP 5xx) gives JUKEBOX at once; other store errors are named by
+their S3 code and become NFS3ERR_ACCES (AccessDenied), NOENT or IO. An unreachable store
+or a missing bucket at start is a ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -33,16 +44,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import os
+import random
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from ferry.backends import _s3store
 from ferry.backends._deadline import Deadline
-from ferry.backends._s3data import Fill, ReadAhead, Spools
+from ferry.backends._s3data import Fill, ReadAhead, Spool, Spools
 from ferry.backends._s3ids import ROOT_ID, IdMap
+from ferry.backends._s3store import Conflict, Store
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, SetAttr
 from ferry.errors import ConfigError, NfsError
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
@@ -51,6 +67,9 @@ T = TypeVar("T")
 _NS = 1_000_000_000
 _BLOCK = 4096
 _EMPTY_ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'  # MD5 of no bytes, as S3 quotes it
+_MERGES = 5
+"""Merges a COMMIT tries before it answers JUKEBOX, if the object keeps changing."""
+_ADDRESSING = ("auto", "path", "virtual")
 
 
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
@@ -60,11 +79,13 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     def wrapper(self: S3Backend, *args: Any, **kwargs: Any) -> T:
         try:
             return self._deadline.run(functools.partial(method, self, *args, **kwargs))
-        except (NfsError, OSError):
+        except NfsError:
             raise
-        except Exception as exc:  # botocore/aiohttp errors: connection, timeouts
-            status = Nfsstat3.JUKEBOX if "Timeout" in type(exc).__name__ else Nfsstat3.IO
-            raise NfsError(status, f"s3: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # botocore/aiohttp errors, or s3fs's OSErrors wrapping them
+            if isinstance(exc, OSError) and not _s3store.from_store(exc):
+                raise  # the local disk (spools): the errno says it
+            status = _s3store.status(exc)
+            raise NfsError(status, f"s3 {self._root}: {_s3store.describe(exc)}") from exc
 
     return wrapper
 
@@ -81,12 +102,18 @@ class _Info:
 
 
 def _mtime(entry: dict[str, Any]) -> int:
+    """LastModified (whole seconds) plus nanoseconds drawn from the ETag: two versions
+    stored within one second differ, and every server computes the same time."""
     stamp = entry.get("LastModified")
-    return int(stamp.timestamp()) * _NS if stamp is not None else 0
+    if stamp is None:
+        return 0
+    digest = hashlib.blake2b(str(entry.get("ETag", "")).encode(), digest_size=8).digest()
+    return int(stamp.timestamp()) * _NS + int.from_bytes(digest, "big") % _NS
 
 
 class S3Backend(Backend):
-    """``path`` is ``bucket`` or ``bucket/prefix``; the other options configure s3fs."""
+    """``path`` is ``bucket`` or ``bucket/prefix`` (the key prefix served); the other
+    options configure the client (docs/scale-out.md lists them)."""
 
     def __init__(
         self,
@@ -95,29 +122,45 @@ class S3Backend(Backend):
         endpoint_url: str | None = None,
         key: str | None = None,
         secret: str | None = None,
+        token: str | None = None,
+        profile: str | None = None,
         region: str | None = None,
         anon: bool = False,
+        verify: bool = True,
+        ca_bundle: str | None = None,
+        addressing_style: str | None = None,
         uid: int = 0,
         gid: int = 0,
+        file_mode: int = 0o644,
+        dir_mode: int = 0o755,
         readahead: int = 4 << 20,
         chunk: int = 8 << 20,
         attr_ttl: float = 1.0,
         op_timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        state_dir: str | None = None,
         spool_dir: str | None = None,
         scan_limit: int = 1_000_000,
     ) -> None:
         self._root = path.strip("/")
         if not self._root:
             raise ConfigError("s3: the export path must name a bucket ('bucket[/prefix]')")
-        self._fs = _filesystem(endpoint_url, key, secret, region, anon, connect_timeout)
+        client = _Client(endpoint_url, key, secret, token, profile, region, anon, verify,
+                         ca_bundle, addressing_style, connect_timeout)  # fmt: skip
+        self._fs = client.filesystem()
+        self._chunk, self._ttl = max(chunk, 5 << 20), attr_ttl
+        self._store = Store(self._fs, self._chunk)
         self._check_bucket(endpoint_url)
         self._uid, self._gid = uid, gid
-        self._chunk, self._ttl = max(chunk, 5 << 20), attr_ttl
+        self._file_mode, self._dir_mode = file_mode & 0o7777, dir_mode & 0o7777
         self._ids = IdMap(self._children, scan_limit=scan_limit)
         self._lock = threading.Lock()
         self._infos: dict[FileId, _Info] = {}
-        self._spools = Spools(spool_dir)
+        spools = _spool_root(spool_dir, state_dir)
+        try:
+            self._spools = Spools(spools)
+        except OSError as exc:
+            raise ConfigError(f"s3: spool directory {spools} is not usable: {exc}") from exc
         self._ahead = ReadAhead(readahead)
         self._changed: dict[FileId, int] = {}
         self._written: OrderedDict[FileId, tuple[str, int]] = OrderedDict()
@@ -125,13 +168,16 @@ class S3Backend(Backend):
         self._closed = False
 
     def _check_bucket(self, endpoint: str | None) -> None:
-        bucket = self._root.split("/", 1)[0]
+        """List the export's prefix (not the bucket's root: credentials may be scoped to
+        the prefix), so a missing bucket or a refusal stops the server at start."""
+        bucket, _, prefix = self._root.partition("/")
+        what = f"prefix {prefix!r} of bucket {bucket!r}" if prefix else f"bucket {bucket!r}"
         try:
-            self._fs.ls(bucket, detail=False)
+            self._store.check(self._root)
         except Exception as exc:
             raise ConfigError(
-                f"s3 {self._root!r} at {endpoint or 'the default endpoint'}: cannot list bucket "
-                f"{bucket!r}: {type(exc).__name__}: {exc}"
+                f"s3 {self._root!r} at {endpoint or 'the default endpoint'}: cannot list "
+                f"{what}: {_s3store.describe(exc)}"
             ) from exc
 
     def close(self) -> None:
@@ -143,7 +189,7 @@ class S3Backend(Backend):
             with contextlib.suppress(Exception):  # best effort: clients resend uncommitted data
                 self._deadline.run(functools.partial(self._upload, fid))
         self._deadline.close()
-        self._spools.clear()
+        self._spools.close()
 
     # -- names and keys ------------------------------------------------------------------
 
@@ -191,7 +237,7 @@ class S3Backend(Backend):
         cached = self._infos.get(fid)
         if cached is not None and cached.expires > now:
             return cached
-        entry = self._fs.info(self._key(rel))
+        entry = self._store.head(self._key(rel))
         return self._remember(fid, entry, now)
 
     def _remember(self, fid: FileId, entry: dict[str, Any], now: float) -> _Info:
@@ -214,13 +260,13 @@ class S3Backend(Backend):
         now = time.time_ns()
         step = max(int(self._ttl * _NS), 1)
         t = max(now - now % step, self._changed.get(fid, 0))
-        return Attr(Ftype3.DIR, 0o755, 2, self._uid, self._gid, _BLOCK, _BLOCK, (0, 0), fid,
-                    t, t, t)  # fmt: skip
+        return Attr(Ftype3.DIR, self._dir_mode, 2, self._uid, self._gid, _BLOCK, _BLOCK,
+                    (0, 0), fid, t, t, t)  # fmt: skip
 
     def _file_attr(self, fid: FileId, size: int, mtime_ns: int) -> Attr:
         used = -(-size // _BLOCK) * _BLOCK
-        return Attr(Ftype3.REG, 0o644, 1, self._uid, self._gid, size, used, (0, 0), fid,
-                    mtime_ns, mtime_ns, mtime_ns)  # fmt: skip
+        return Attr(Ftype3.REG, self._file_mode, 1, self._uid, self._gid, size, used, (0, 0),
+                    fid, mtime_ns, mtime_ns, mtime_ns)  # fmt: skip
 
     def _attr(self, fid: FileId) -> Attr:
         if fid == ROOT_ID:
@@ -237,10 +283,11 @@ class S3Backend(Backend):
         return self._file_attr(fid, info.size, self._mtime_of(fid, info))
 
     def _mtime_of(self, fid: FileId, info: _Info) -> int:
-        """LastModified has whole seconds; for an object this server wrote last, the
-        nanosecond time of that write, so two changes in one second differ."""
+        """For the version of an object this server wrote, the nanosecond time of its last
+        WRITE (what clients saw before the COMMIT, so the COMMIT does not look like another
+        client's change); else the store's time (``_mtime``)."""
         mine = self._written.get(fid)
-        return max(mine[1], info.mtime_ns) if mine and mine[0] == info.etag else info.mtime_ns
+        return mine[1] if mine and mine[0] == info.etag else info.mtime_ns
 
     def _wrote(self, fid: FileId, etag: str, mtime_ns: int) -> None:
         with self._lock:
@@ -326,19 +373,27 @@ class S3Backend(Backend):
         data = self._ahead.read(fid, info.etag if info else "", offset, count, size, fetch)
         return data, offset + len(data) >= size
 
-    def _fill(self, fid: FileId) -> Fill | None:
-        """How to start a spool of ``fid``: with the object's data, if it has any."""
-        attr = self._file(fid)
-        key = self._key(self._path(fid))
-        return (lambda path: self._fs.get_file(key, path)) if attr.size else None
+    def _fill(self, fid: FileId, data: bool = True) -> Fill:
+        """How to start a spool of ``fid``: with the object's data (unless ``data`` is
+        false: the caller is about to truncate it to nothing), and its ETag."""
+        rel = self._path(fid)
+
+        def fill(path: str) -> str:
+            try:
+                info = self._info(fid, rel)
+                if info.is_dir:
+                    raise NfsError(Nfsstat3.ISDIR)
+                if not data or not info.size:
+                    return info.etag  # observed before any newer version: safe as a base
+                return self._store.get(self._key(rel), path)
+            except FileNotFoundError:
+                raise NfsError(Nfsstat3.STALE, f"object {fid} is gone") from None
+
+        return fill
 
     @_guarded
     def write(self, fid: FileId, offset: int, data: memoryview, stable: StableHow) -> StableHow:
-        def edit(fd: int) -> int:
-            os.pwrite(fd, data, offset)
-            return max(os.fstat(fd).st_size, offset + len(data))
-
-        self._spools.change(fid, None if fid in self._spools else self._fill(fid), 0, edit)
+        self._spools.write(fid, self._fill(fid), offset, data)
         if stable is not StableHow.UNSTABLE:
             self._upload(fid)
         return stable
@@ -348,23 +403,50 @@ class S3Backend(Backend):
         self._upload(fid)
 
     def _upload(self, fid: FileId) -> None:
-        """Store the spool as the object (multipart from 2 * chunk bytes); drop it after."""
-        key = self._key(self._path(fid)) if fid in self._spools else ""
+        """Store the spool as the object, merged over another server's newer version if
+        need be; drop it after. A file removed meanwhile loses its spool (STALE)."""
+        if fid not in self._spools:
+            return
+        key = self._key(self._path(fid))
+        try:
+            done = self._spools.flush(fid, functools.partial(self._store_spool, key))
+        except NfsError as exc:
+            if exc.status is Nfsstat3.STALE:
+                self._spools.drop(fid)
+                self._forget(fid)
+            raise
+        if done is not None:
+            mtime_ns, etag = done
+            with contextlib.suppress(FileNotFoundError):
+                self._remember(fid, self._store.head(key), time.monotonic())
+            self._wrote(fid, etag, mtime_ns)
 
-        def upload(path: str) -> None:
-            self._fs.put_file(path, key, chunksize=self._chunk)
-
-        mtime_ns = self._spools.flush(fid, upload)
-        if mtime_ns is not None:
-            info = self._remember(fid, self._fs.info(key), time.monotonic())
-            self._wrote(fid, info.etag, mtime_ns)
+    def _store_spool(self, key: str, spool: Spool) -> str:
+        """Upload ``spool`` if the object is still its base version; else replay its edits
+        over the current version and try that (bounded). Returns the stored ETag."""
+        source, base, merged = spool.path, spool.base, ""
+        try:
+            for attempt in range(_MERGES + 1):
+                try:
+                    return self._store.put(key, source, base)
+                except Conflict:
+                    pass
+                if attempt:  # several servers keep committing this object: let them pass
+                    time.sleep(random.uniform(0, 0.02 * (1 << attempt)))
+                merged = merged or self._spools.scratch()
+                base = self._store.get(key, merged)
+                spool.edits.replay(spool.path, merged)
+                source = merged
+        except FileNotFoundError:
+            raise NfsError(Nfsstat3.STALE, f"{key} was removed by another server") from None
+        finally:
+            if merged:
+                with contextlib.suppress(OSError):
+                    os.unlink(merged)
+        raise NfsError(Nfsstat3.JUKEBOX, f"{key} kept changing under {_MERGES} merges")
 
     def _truncate(self, fid: FileId, size: int) -> None:
-        def edit(fd: int) -> int:
-            os.ftruncate(fd, size)
-            return size
-
-        self._spools.change(fid, None if fid in self._spools else self._fill(fid), 0, edit)
+        self._spools.resize(fid, self._fill(fid, data=size > 0), size)
         self._upload(fid)
 
     # -- namespace -----------------------------------------------------------------------
@@ -388,18 +470,20 @@ class S3Backend(Backend):
         rel = self._join(self._dir(dir_fid), name)
         fid = self._ids.remember(rel)
         found = self._exists(rel)
-        if found is not None:
-            if exclusive or found.is_dir:
-                raise NfsError(Nfsstat3.EXIST, f"file exists: {name!r}")
-            if attrs.size == 0 and (found.size or fid in self._spools):
-                self._truncate(fid, 0)
-            return fid
-        self._fs.pipe_file(self._key(rel), b"")
-        self._forget(fid)
-        self._wrote(fid, _EMPTY_ETAG, time.time_ns())
-        self._touched(dir_fid)
-        if attrs.size:
-            self._truncate(fid, attrs.size)
+        if found is None:
+            if self._store.create(self._key(rel)):  # only if no other server made it meanwhile
+                self._forget(fid)
+                self._wrote(fid, _EMPTY_ETAG, time.time_ns())
+                self._touched(dir_fid)
+                if attrs.size:
+                    self._truncate(fid, attrs.size)
+                return fid
+            self._forget(fid)
+            found = self._exists(rel) or _Info(False, 0, 0, "", 0.0)
+        if exclusive or found.is_dir:
+            raise NfsError(Nfsstat3.EXIST, f"file exists: {name!r}")
+        if attrs.size == 0 and (found.size or fid in self._spools):
+            self._truncate(fid, 0)
         return fid
 
     @_guarded
@@ -491,21 +575,85 @@ class S3Backend(Backend):
                 self._truncate(fid, attrs.size)
 
 
-def _filesystem(
-    endpoint: str | None, key: str | None, secret: str | None, region: str | None,
-    anon: bool, connect_timeout: float,
-) -> Any:  # fmt: skip
-    """An s3fs file system without listing caches (other servers change the store)."""
-    try:
-        import s3fs
-    except ImportError as exc:
-        raise ConfigError("s3: s3fs is not installed (pip install 'ferry-nfs[s3]')") from exc
-    client: dict[str, Any] = {"endpoint_url": endpoint} if endpoint else {}
-    if region:
-        client["region_name"] = region
-    return s3fs.S3FileSystem(
-        key=key, secret=secret, anon=anon, client_kwargs=client, use_listings_cache=False,
-        skip_instance_cache=True,
-        config_kwargs={"connect_timeout": connect_timeout, "read_timeout": 60,
-                       "retries": {"max_attempts": 2, "mode": "standard"}},
-    )  # fmt: skip
+def _spool_root(spool_dir: str | None, state_dir: str | None) -> str:
+    """Where spool files go: ``spool_dir``, else the export's state directory (what
+    ``ferry serve`` passes), else the system's temporary directory."""
+    if spool_dir:
+        return spool_dir
+    if state_dir:
+        return os.path.join(state_dir, "spool")
+    return os.path.join(tempfile.gettempdir(), "ferry-s3-spool")
+
+
+@dataclasses.dataclass
+class _Client:
+    """The client options of an S3 export, checked, and the s3fs file system they make."""
+
+    endpoint: str | None
+    key: str | None
+    secret: str | None
+    token: str | None
+    profile: str | None
+    region: str | None
+    anon: bool
+    verify: bool
+    ca_bundle: str | None
+    addressing_style: str | None
+    connect_timeout: float
+
+    def filesystem(self) -> Any:
+        """An s3fs file system without listing caches (other servers change the store)."""
+        try:
+            import s3fs
+        except ImportError as exc:
+            raise ConfigError("s3: s3fs is not installed (pip install 'ferry-nfs[s3]')") from exc
+        _check_conditional_writes()
+        if self.token and not (self.key and self.secret):
+            raise ConfigError("s3: a session token goes with its key and secret (all three)")
+        client: dict[str, Any] = {"endpoint_url": self.endpoint} if self.endpoint else {}
+        if self.region:
+            client["region_name"] = self.region
+        if self.ca_bundle is not None:
+            if not self.verify:
+                raise ConfigError("s3: ca_bundle and verify = false contradict each other")
+            if not os.access(self.ca_bundle, os.R_OK):
+                raise ConfigError(f"s3: ca_bundle {self.ca_bundle!r} is not a readable file")
+            client["verify"] = self.ca_bundle
+        elif not self.verify:
+            client["verify"] = False
+        config: dict[str, Any] = {
+            "connect_timeout": self.connect_timeout, "read_timeout": 60,
+            "retries": {"max_attempts": 2, "mode": "standard"},
+            # checksums only where S3 requires them: botocore's default (1.36+) sends
+            # aws-chunked bodies over TLS, which RGW 16 refuses (MissingContentLength)
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
+        }  # fmt: skip
+        if self.addressing_style is not None:
+            if self.addressing_style not in _ADDRESSING:
+                raise ConfigError(
+                    f"s3: addressing_style must be one of {', '.join(_ADDRESSING)}, "
+                    f"not {self.addressing_style!r}"
+                )
+            config["s3"] = {"addressing_style": self.addressing_style}
+        session = {"profile": self.profile} if self.profile else {}
+        return s3fs.S3FileSystem(
+            key=self.key, secret=self.secret, token=self.token, anon=self.anon,
+            client_kwargs=client, config_kwargs=config, use_listings_cache=False,
+            skip_instance_cache=True, **session,
+        )  # fmt: skip
+
+
+@functools.cache
+def _check_conditional_writes() -> None:
+    """botocore must know If-Match on PutObject (1.36 and later); checked once (loading
+    the S3 model takes 50-150 ms)."""
+    import botocore
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("s3")
+    if "IfMatch" not in model.operation_model("PutObject").input_shape.members:
+        raise ConfigError(
+            f"s3: botocore {botocore.__version__} cannot send conditional writes (If-Match); "
+            "pip install -U 's3fs>=2025.2'"
+        )

@@ -47,7 +47,8 @@ from ferry.xdr import Packer, Unpacker
 
 from .aio import AsyncRpcClient, RpcOptions
 from .cache import AttrCache
-from .url import NfsUrl, export_candidates, normalise_path, parse_url
+from .exports import mount_export
+from .url import NfsUrl, parse_url
 
 log = logging.getLogger("ferry.client")
 T = TypeVar("T")
@@ -209,10 +210,10 @@ class NfsProcedures:
             if mnt != nfs:
                 mount_rpc = AsyncRpcClient(*mnt[0], options, fallbacks=mnt[1:])
                 await mount_rpc.connect()
-            root, exp, sub = await _mount(mount_rpc, auth.credential(), u.path, export)
+            root, exp, sub = await mount_export(mount_rpc, auth.credential(), u.path, export)
             client = cls(rpc, mount_rpc, root, exp, auth, sub, attr_cache)
             await client._negotiate(rsize, wsize)
-            await client._enter_subdir()
+            await client._enter_subdir(u.path)
         except BaseException:
             await rpc.close()
             await mount_rpc.close()
@@ -225,15 +226,18 @@ class NfsProcedures:
         self.wsize = max(1, min(wsize or MAX_IO, info.wtmax or MAX_IO, MAX_IO))
         self.dtpref = max(4096, min(info.dtpref or 32768, 1 << 20))
 
-    async def _enter_subdir(self) -> None:
-        """When MNT took a prefix of the URL path and the rest names a directory, paths are
-        relative to that directory (as when the server mounts it directly)."""
+    async def _enter_subdir(self, path: str) -> None:
+        """When MNT took a prefix of the URL ``path``, the rest must exist: a directory, to
+        which paths are then relative (as when the server mounts it directly), or a file,
+        kept as ``subpath`` beside the directory mounted. A missing one is an error naming
+        ``path``: paths relative to some other directory would put files where the user
+        never said."""
         if not self.subpath:
             return
         try:
             fh, attr = await self._walk(self.subpath, True)
-        except NfsError:
-            return  # not there (yet): a file to create, say
+        except NfsError as exc:
+            raise exc.to_oserror(path) from exc
         if attr.type == Ftype3.DIR:
             self.root, self.subpath = fh, ""
 
@@ -531,26 +535,3 @@ def _results(proc: NfsProc, u: Unpacker, resok: Callable[[Unpacker], T], label: 
         return r.unpack_result(proc, u, resok)
     except XdrError as exc:
         raise GarbageReply(f"{label}: undecodable results: {exc}") from exc
-
-
-async def _mount(
-    rpc: AsyncRpcClient, cred: OpaqueAuth, path: str, export: str | None
-) -> tuple[bytes, str, str]:
-    """MNT (RFC 1813 section 5.2.1) the longest prefix of ``path`` that the server accepts,
-    or exactly ``export``; returns (root handle, mounted path, rest of the path)."""
-    if export is not None:
-        exp = normalise_path(export)
-        rest = normalise_path(path)[len(exp) :].strip("/") if path.startswith(exp) else ""
-        candidates = [(exp, rest)]
-    else:
-        candidates = export_candidates(path)
-    status = Nfsstat3.NOENT
-    for exp, rest in candidates:
-        p = Packer()
-        p.pack_string(exp.encode("utf-8", "surrogateescape"))
-        u = await rpc.call(MOUNT_PROGRAM, MOUNT_V3, MountProc.MNT, p.buffers(), cred, "MOUNT MNT")
-        code = u.unpack_enum()
-        if code == 0:
-            return u.unpack_bytes(64), exp, rest
-        status = Nfsstat3(code) if code in Nfsstat3._value2member_map_ else Nfsstat3.IO
-    raise NfsError(status, f"cannot mount {path!r}: {status.name.lower()}").to_oserror(path)

@@ -9,8 +9,8 @@ This module owns the URL syntax and the port rules, nothing else:
   (the query keys, when given, win for all). A one-host URL is exactly libnfs's.
   ``NfsUrl.with_servers`` adds servers given apart from the URL (``connect(servers=...)``).
 * The path is the export followed by a path inside it. Which prefix is the export is
-  decided by the client at mount time (longest prefix first, see ``export_candidates``)
-  unless ``export`` is given explicitly.
+  decided by the client at mount time (longest prefix first, see ``export_candidates``
+  and ``client.exports``) unless ``export`` is given explicitly.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from ferry.nfs3.const import Access, Ftype3
 from ferry.rpc.auth import Credentials
 
 R, W, X = 4, 2, 1
+S_ISUID, S_ISGID, S_IXGRP = 0o4000, 0o2000, 0o0010
 
 
 def mode_bits(attr: Attr, cred: Credentials) -> int:
@@ -42,3 +43,17 @@ def access_mask(attr: Attr, cred: Credentials, asked: int, read_only: bool) -> i
         if is_dir:
             granted |= Access.DELETE
     return granted & asked
+
+
+def setid_to_clear(attr: Attr, cred: Credentials) -> int:
+    """The set-ID bits that writing to (or truncating) ``attr`` as ``cred`` takes away, as
+    Linux's write(2) does (``setattr_should_drop_suidgid``): none for root or a file that
+    is not regular; set-user-ID always; set-group-ID if the group may execute the file (a
+    real set-group-ID program) or the writer is not in the file's group (without group
+    execute it is a mandatory-locking mark, which members of the group keep)."""
+    if attr.type != Ftype3.REG or cred.uid == 0:
+        return 0
+    bits = attr.mode & S_ISUID
+    if attr.mode & S_ISGID and (attr.mode & S_IXGRP or not cred.in_group(attr.gid)):
+        bits |= S_ISGID
+    return bits

@@ -1,13 +1,16 @@
 """The MOUNT program, version 3 (RFC 1813 section 5): how clients get an export's root handle.
 
-MNT also accepts a path below an export (resolved name by name, never through a symlink),
-and ``/`` for the first export when no export is called ``/``. The mount table that DUMP
-reports is advisory, as in every NFS server: it records (client host, path) pairs.
+MNT also accepts a path below an export (resolved name by name, never through a symlink).
+A path that no export holds (``/`` among them, unless ``/`` is exported) is MNT3ERR_NOENT,
+never another export: a misspelled export must fail, not serve something else. Every
+refused MNT is logged, one line with the client's address and the reason. The mount table
+that DUMP reports is advisory, as in every NFS server: it records (client host, path) pairs.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Protocol
@@ -27,6 +30,8 @@ from ferry.nfs3.service import Nfs3Service, call_backend
 from ferry.rpc.dispatch import CallContext, Handler, Program
 from ferry.rpc.message import AuthFlavor
 from ferry.xdr import Packer, Unpacker
+
+log = logging.getLogger("ferry.mount")
 
 _STATUS_FROM_NFS = {
     Nfsstat3.NOENT: Mountstat3.NOENT,
@@ -95,10 +100,8 @@ class MountService:
                 ]
                 if best is None or len(rest) < len(best[1]):
                     best = (export, rest)
-        if best is None and clean == "/" and self.exports:
-            best = (self.exports[0], [])
         if best is None:
-            raise NfsError(Nfsstat3.NOENT, f"no export for {path!r}")
+            raise NfsError(Nfsstat3.NOENT, "not exported")
         return best
 
     def mnt(self, path: str, ctx: CallContext) -> bytes:
@@ -106,22 +109,34 @@ class MountService:
         export, parts = self.find(path)
         host = ctx.client[0] if ctx.client else ""
         if not export.allows(host or None):
-            raise NfsError(Nfsstat3.ACCES, f"{host} may not mount {export.path}")
+            raise NfsError(Nfsstat3.ACCES, f"client not allowed on export {export.path}")
         backend = export.backend
         fid = backend.root()
         for part in parts:
+            where = f"looking up {part.decode('utf-8', 'surrogateescape')!r} in {export.path}"
             if part in (b".", b"..") or len(part) > backend.name_max:
-                raise NfsError(Nfsstat3.NOENT)
-            fid = call_backend(functools.partial(backend.lookup, fid, part))
+                raise NfsError(Nfsstat3.NOENT, where)
+            try:
+                fid = call_backend(functools.partial(backend.lookup, fid, part))
+            except NfsError as exc:
+                raise NfsError(exc.status, where) from exc
         attr = call_backend(lambda: backend.getattr(fid))
         if attr.type != Ftype3.DIR:
-            raise NfsError(Nfsstat3.NOTDIR)
+            raise NfsError(Nfsstat3.NOTDIR, f"not a directory (in {export.path})")
         self.table.add(host, path)
         return self.nfs.handle_for(export, attr)
 
 
 def _unpack_path(u: Unpacker) -> str:
     return u.unpack_bytes(MNTPATHLEN).decode("utf-8", "surrogateescape")
+
+
+def _who(ctx: CallContext) -> str:
+    """The caller as ``host:port`` (``[v6]:port``), or "an unknown client"."""
+    if not ctx.client:
+        return "an unknown client"
+    host, port = ctx.client[0], ctx.client[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def mount_program(service: MountService) -> Program:
@@ -135,7 +150,9 @@ def mount_program(service: MountService) -> Program:
         try:
             fh = service.mnt(path, ctx)
         except NfsError as exc:
-            p.pack_enum(_STATUS_FROM_NFS.get(exc.status, Mountstat3.SERVERFAULT))
+            status = _STATUS_FROM_NFS.get(exc.status, Mountstat3.SERVERFAULT)
+            log.warning("refused MNT %r from %s: %s, %s", path, _who(ctx), status.name, exc)
+            p.pack_enum(status)
             return
         p.pack_enum(Mountstat3.OK)
         p.pack_opaque(fh)

@@ -3,8 +3,9 @@
 Each method takes decoded arguments and a ``CallContext`` and returns the ``resok`` value,
 or raises ``NfsError``; ``procedures`` owns the wire status and ``resfail`` arms. Here live
 the rules the RFC puts on a server: handle checks, export policy (client addresses,
-read-only, squashing), permission checks, name checks, weak cache consistency data, the
-write verifier, exclusive-create verifiers, and READDIR cookies.
+read-only, squashing), permission checks, set-ID bits taken away from a file an unprivileged
+caller writes or truncates, name checks, weak cache consistency data, the write verifier,
+exclusive-create verifiers, and READDIR cookies.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TypeVar
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, SetAttr
 from ferry.errors import NfsError, status_from_oserror
 from ferry.nfs3 import types as t
-from ferry.nfs3.access import R, W, X, access_mask, may
+from ferry.nfs3.access import R, W, X, access_mask, may, setid_to_clear
 from ferry.nfs3.const import CreateMode, FsProperties, Ftype3, Nfsstat3
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec
@@ -160,9 +161,13 @@ class Nfs3Service:
         before = self.attrs(target)
         if args.guard_ctime_ns is not None and args.guard_ctime_ns != _nfs_time(before.ctime_ns):
             raise NfsError(Nfsstat3.NOT_SYNC, "ctime guard does not match")
-        self._check_setattr(target, before, args.new_attributes)
-        _check_size(args.new_attributes.size)
-        call_backend(lambda: target.backend.setattr(target.fid, args.new_attributes))
+        new = args.new_attributes
+        self._check_setattr(target, before, new)
+        _check_size(new.size)
+        bits = setid_to_clear(before, target.cred) if new.size is not None else 0
+        if bits and new.mode is None:  # as truncate(2) does; a mode asked for wins
+            new = dataclasses.replace(new, mode=before.mode & ~bits)
+        call_backend(lambda: target.backend.setattr(target.fid, new))
         return t.WccRes(t.Wcc(before, self.try_attrs(target)))
 
     def _check_setattr(self, target: Target, attr: Attr, new: SetAttr) -> None:
@@ -248,11 +253,22 @@ class Nfs3Service:
             raise NfsError(Nfsstat3.INVAL, "count exceeds the data sent")
         data = args.data[: args.count]
         _check_size(args.offset + len(data))
+        self._clear_setid(target, before, len(data))
         committed = call_backend(
             lambda: target.backend.write(target.fid, args.offset, data, args.stable)
         )
         after = self.try_attrs(target)
         return t.WriteRes(t.Wcc(before, after), len(data), committed, self.write_verifier)
+
+    def _clear_setid(self, target: Target, attr: Attr, count: int) -> None:
+        """Before data is written, take away the set-ID bits an unprivileged writer loses
+        (``setid_to_clear``), as write(2) does on a local file system and knfsd and
+        NFS-Ganesha do by writing as the caller. The backend may run as root, whose own
+        writes keep them, so the service does it for every backend. A zero-length write
+        changes nothing, here as in Linux."""
+        if count and (bits := setid_to_clear(attr, target.cred)):
+            mode = SetAttr(mode=attr.mode & ~bits)
+            call_backend(lambda: target.backend.setattr(target.fid, mode))
 
     def create(self, args: t.CreateArgs, ctx: CallContext) -> t.CreateRes:
         target, before = self._dir_for_change(args.where.dir, ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import ipaddress
 from pathlib import Path
 
@@ -138,8 +139,12 @@ def _backend(cfg: ExportConfig, state_dir: Path) -> Backend:
         return MemoryBackend(**cfg.options)
     if cfg.backend != "local":
         cls = load_backend(cfg.backend)
-        try:  # third-party backends get the export path first, then their options
-            return cls(cfg.path, **cfg.options)  # type: ignore[call-arg]
+        options = dict(cfg.options)
+        if "state_dir" in inspect.signature(cls).parameters and "state_dir" not in options:
+            digest = hashlib.sha256(f"{cfg.backend}:{cfg.path}".encode()).hexdigest()[:16]
+            options["state_dir"] = str(state_dir / f"export-{digest}")
+        try:  # other backends get the export path first, then their options
+            return cls(cfg.path, **options)  # type: ignore[call-arg]
         except TypeError as exc:
             raise ConfigError(f"backend {cfg.backend}: bad options: {exc}") from exc
     root = Path(cfg.path)
