@@ -269,7 +269,11 @@ def expand(operand: str) -> list[Place]:
 
 
 def stat_or_none(where: Place, follow: bool = True) -> Meta | None:
+    """``where``'s attributes, ``None`` if it does not exist (a path no export holds is
+    an error: it names the exports there are)."""
     try:
         return where.side.stat(where.path, follow)
+    except NoSuchExport:
+        raise
     except FileNotFoundError:
         return None
