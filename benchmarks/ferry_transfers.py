@@ -1,7 +1,8 @@
 """Ferry's client moving one whole file, the two ways the benchmarks time it.
 
 ``open()`` streams BLOCK-sized pieces (readinto a reused buffer, write of views), as any
-client with Python file objects does (``read_blocks``/``write_blocks`` serve nfs-rs too);
+client with Python file objects does (``read_blocks``/``write_blocks`` serve nfs-rs too),
+or moves the whole file in one ``read()``/``write()`` (the most common Python idiom);
 ``read_file``/``write_file`` move the file in one call.
 """
 
@@ -40,6 +41,16 @@ def open_read(url: str, name: str, size: int) -> int:
 def open_write(url: str, name: str, data: bytes) -> None:
     with ferry.connect(url) as client, client.open(name, "wb") as f:
         write_blocks(f, data)
+
+
+def open_whole_read(url: str, name: str) -> int:
+    with ferry.connect(url) as client, client.open(name, "rb") as f:
+        return len(f.read())
+
+
+def open_whole_write(url: str, name: str, data: bytes) -> None:
+    with ferry.connect(url) as client, client.open(name, "wb") as f:
+        f.write(data)
 
 
 def file_read(url: str, name: str) -> int:

@@ -15,9 +15,11 @@ This module owns the mapping between fsspec's path-and-dict world and NFSv3 hand
 * All NFS work runs as coroutines on fsspec's IO loop (``fsspec.asyn.get_loop``); the sync
   methods are thin ``_run`` calls, and ``NfsError`` becomes ``OSError`` there, once: its
   ``filename`` is the ``nfs://`` URL of the path asked for (``url_of``), not chained.
-* Writes go out UNSTABLE, many in flight, and are made durable by COMMIT at close; data
-  whose write verifier differs from the COMMIT verifier is sent again (RFC 1813 3.3.7).
-  Like object stores, writing a file creates its missing parent directories.
+* Files are the client's: ``NfsFile`` and every transfer (``pipe``, ``put``, ``cp``) write
+  through an ``AsyncFile`` (``client.files``): UNSTABLE WRITEs in flight behind the
+  caller, in order, made durable by COMMIT at close and sent again after a server restart
+  (RFC 1813 3.3.7); ranges are read with ``read_all`` (pipelined READs straight into the
+  result). Like object stores, writing a file creates its missing parent directories.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
-from ferry.client import AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url
+from ferry.client import AsyncFile, AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url
 from ferry.client.exports import list_exports, mount_export
+from ferry.client.files import OpenMode, read_all
 from ferry.client.nfs import AuthSys, server_ports
 from ferry.client.url import normalise_path, server_name
 from ferry.errors import NfsError, NoSuchExport
@@ -49,8 +52,7 @@ from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
 T = TypeVar("T")
 Info = dict[str, Any]
 CHUNK = 16 << 20  # bytes per streamed step of put/get/cp: bounds memory, keeps calls in flight
-MAX_UNCOMMITTED = 64 << 20  # UNSTABLE bytes kept for a possible resend before a COMMIT
-MAX_COMMIT_ROUNDS = 3
+_READ, _WRITE = OpenMode.parse("rb"), OpenMode.parse("wb")  # how AsyncFiles are opened
 _TYPES = {Ftype3.REG: "file", Ftype3.DIR: "directory", Ftype3.LNK: "link"}
 _IFMT = {
     Ftype3.REG: stat.S_IFREG, Ftype3.DIR: stat.S_IFDIR, Ftype3.BLK: stat.S_IFBLK,
@@ -83,78 +85,6 @@ def _under(path: str, prefix: str) -> bool:
 
 def _rel(path: str, export: str) -> str:
     return path[len(export) :].lstrip("/") if export != "/" else path.lstrip("/")
-
-
-class _Writer:
-    """UNSTABLE WRITEs of one file, kept until a COMMIT with the same verifier proves them
-    durable; the caller decides when to COMMIT (``pending`` bounds the memory held)."""
-
-    def __init__(self, client: AsyncNfsClient, fh: bytes) -> None:
-        self.client, self.fh = client, fh
-        self.unstable: list[tuple[int, bytes, bytes]] = []  # (offset, data, verifier)
-
-    @property
-    def pending(self) -> int:
-        return sum(len(d) for _, d, _ in self.unstable)
-
-    async def write(self, offset: int, data: bytes) -> None:
-        size = self.client.wsize
-        pieces = [(offset + i, data[i : i + size]) for i in range(0, len(data), size)]
-        verfs = await asyncio.gather(*(self._write_one(o, d) for o, d in pieces))
-        self.unstable += [(o, d, v) for (o, d), v in zip(pieces, verfs, strict=True) if v]
-
-    async def _write_one(self, offset: int, data: bytes) -> bytes | None:
-        """One wsize piece (short writes continued); its verifier if it is UNSTABLE."""
-        done, verf = 0, None
-        while done < len(data):
-            res = await self.client.write(self.fh, offset + done, data[done:])
-            if res.count == 0:
-                raise NfsError(Nfsstat3.IO, f"server wrote 0 bytes at offset {offset + done}")
-            if res.committed == 0:  # UNSTABLE
-                verf = res.verf if verf in (None, res.verf) else b"mixed"  # never matches
-            done += res.count
-        return verf
-
-    async def put(self, offset: int, data: bytes) -> None:
-        """``write``, then COMMIT once MAX_UNCOMMITTED bytes wait (bounds what we keep)."""
-        await self.write(offset, data)
-        if self.pending >= MAX_UNCOMMITTED:
-            await self.commit()
-
-    async def commit(self) -> None:
-        for _ in range(MAX_COMMIT_ROUNDS):
-            if not self.unstable:
-                return
-            verf = (await self.client.commit(self.fh)).verf
-            lost, self.unstable = [(o, d) for o, d, v in self.unstable if v != verf], []
-            for offset, data in lost:  # the server restarted: its cache is gone
-                await self.write(offset, data)
-        if self.unstable:
-            raise NfsError(Nfsstat3.IO, "write verifier kept changing: server restarting?")
-
-
-async def read_range(client: AsyncNfsClient, fh: bytes, start: int, end: int) -> bytes:
-    """Bytes ``[start, end)`` by rsize READs all issued at once; shorter at end of file."""
-    size = client.rsize
-    parts = await asyncio.gather(
-        *(_read_piece(client, fh, o, min(size, end - o)) for o in range(start, end, size))
-    )
-    out = bytearray()
-    for part in parts:
-        out += part
-        if len(part) < size:  # end of file inside this piece: later ones are empty
-            break
-    return bytes(out)
-
-
-async def _read_piece(client: AsyncNfsClient, fh: bytes, offset: int, count: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < count:
-        res = await client.read(fh, offset + len(buf), count - len(buf))
-        buf += res.data
-        if res.eof or res.count == 0:
-            break
-    return bytes(buf)
 
 
 class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
@@ -499,47 +429,56 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return self._run(path, self._cat, path, start, end)
 
     async def _cat(self, path: str, start: int | None, end: int | None) -> bytes:
-        client, fh, size = await self._open_read(path)
+        client, fh, attr = await self._open_read(path)
+        size = attr.size
         lo = 0 if start is None else (max(0, size + start) if start < 0 else start)
         hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
-        return await read_range(client, fh, lo, hi) if hi > lo else b""
+        return await read_all(client, fh, hi - lo, lo, to_eof=False) if hi > lo else b""
 
-    async def _open_read(self, path: str) -> tuple[AsyncNfsClient, bytes, int]:
+    async def _open_read(self, path: str) -> tuple[AsyncNfsClient, bytes, Attr]:
         client, rel = await self._where(path)
         fh, attr = await client.resolve(rel, True)
         if attr.type == Ftype3.DIR:
             raise NfsError(Nfsstat3.ISDIR)
-        return client, fh, attr.size
+        return client, fh, attr
+
+    async def _reader(self, path: str) -> AsyncFile:
+        """``path`` opened for reading through the client's file engine (read-ahead)."""
+        client, fh, attr = await self._open_read(path)
+        return AsyncFile(client, fh, path, attr, _READ, client.file_options, client.buffers)
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         path = self._strip_protocol(path)
         self._run(path, self._pipe, path, bytes(value), mode == "create")
 
     async def _pipe(self, path: str, data: bytes, exclusive: bool) -> None:
-        writer = await self._create(path, exclusive)
-        await writer.write(0, data)
-        await writer.commit()
+        async with await self._create(path, exclusive) as file:
+            await file.pwrite(0, data)
 
-    async def _create(self, path: str, exclusive: bool, truncate: bool = True) -> _Writer:
+    async def _create(self, path: str, exclusive: bool, truncate: bool = True) -> AsyncFile:
         """CREATE ``path`` (GUARDED if ``exclusive``; emptied if ``truncate``), making its
-        missing parents; a writer for its handle."""
+        missing parents; the file open for writing (close it: that COMMITs)."""
         parent, _, name = path.rpartition("/")
         dirfh = await self._makedirs(parent or "/")
         client, _ = await self._where(path)
         how = CreateMode.GUARDED if exclusive else CreateMode.UNCHECKED
         attrs = SetAttr(mode=0o644, size=0 if truncate else None)
         res = await client.create(dirfh, name, attrs, how)
-        fh = res.obj or (await client.lookup(dirfh, name)).object
-        return _Writer(client, fh)
+        fh, attr = res.obj, res.obj_attributes
+        if fh is None:
+            found = await client.lookup(dirfh, name)
+            fh, attr = found.object, found.obj_attributes
+        attr = attr or await client.getattr(fh)
+        return AsyncFile(client, fh, path, attr, _WRITE, client.file_options, client.buffers)
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         path = self._strip_protocol(path)
         self._run(path, self._touch, path, truncate)
 
     async def _touch(self, path: str, truncate: bool) -> None:
-        writer = await self._create(path, False, truncate)
-        now = SetAttr(atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME)
-        await writer.client.setattr(writer.fh, now)
+        async with await self._create(path, False, truncate) as file:
+            now = SetAttr(atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME)
+            await file.nfs.setattr(file.fh, now)
 
     def cp_file(
         self, path1: str, path2: str, callback: Callback = DEFAULT_CALLBACK, **kwargs: Any
@@ -552,15 +491,15 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self._run(src, self._copy, src, dst, callback)
 
     async def _copy(self, src: str, dst: str, callback: Callback) -> None:
-        client, fh, size = await self._open_read(src)
+        client, fh, attr = await self._open_read(src)
+        size = attr.size
         callback.set_size(size)
-        writer = await self._create(dst, False)
 
         async def read(offset: int) -> bytes:
-            return await read_range(client, fh, offset, min(offset + CHUNK, size))
+            return await read_all(client, fh, min(CHUNK, size - offset), offset, to_eof=False)
 
-        await _stream(read, writer.put, size, callback)
-        await writer.commit()
+        async with await self._create(dst, False) as file:
+            await _stream(read, file.pwrite, size, callback)
 
     def put_file(
         self,
@@ -580,13 +519,12 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         with open(lpath, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             callback.set_size(size)
-            writer = await self._create(rpath, exclusive)
 
             async def read(offset: int) -> bytes:
                 return await asyncio.to_thread(os.pread, f.fileno(), CHUNK, offset)
 
-            await _stream(read, writer.put, size, callback)
-            await writer.commit()
+            async with await self._create(rpath, exclusive) as file:
+                await _stream(read, file.pwrite, size, callback)
 
     def get_file(
         self,
@@ -608,14 +546,15 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self._run(rpath, self._get, rpath, out, callback)
 
     async def _get(self, rpath: str, out: Any, callback: Callback) -> None:
-        client, fh, size = await self._open_read(rpath)
+        client, fh, attr = await self._open_read(rpath)
+        size = attr.size
         callback.set_size(size)
 
         async def read(offset: int) -> bytes:
-            return await read_range(client, fh, offset, min(offset + CHUNK, size))
+            return await read_all(client, fh, min(CHUNK, size - offset), offset, to_eof=False)
 
-        async def write(offset: int, data: bytes) -> None:
-            await asyncio.to_thread(out.write, data)
+        async def write(offset: int, data: bytes) -> int:
+            return await asyncio.to_thread(out.write, data)
 
         await _stream(read, write, size, callback)
 
@@ -633,7 +572,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
 async def _stream(
     read: Callable[[int], Awaitable[bytes]],
-    write: Callable[[int, bytes], Awaitable[None]],
+    write: Callable[[int, bytes], Awaitable[object]],
     size: int,
     callback: Callback = DEFAULT_CALLBACK,
 ) -> None:
@@ -656,9 +595,10 @@ async def _stream(
 
 
 class NfsFile(AbstractBufferedFile):  # type: ignore[misc]
-    """A file opened through ``NfsFileSystem.open``: reads fetch ranges with pipelined
-    READs; writes are UNSTABLE WRITEs, COMMITted at close. As with ``open()``, the file is
-    created (and for ``wb`` emptied, for ``xb`` refused if it exists) when opened."""
+    """A file opened through ``NfsFileSystem.open``, over the client's file engine (an
+    ``AsyncFile``: read-ahead, and UNSTABLE WRITEs behind the writer, in order, COMMITted
+    at close). As with ``open()``, the file is created (and for ``wb`` emptied, for ``xb``
+    refused if it exists) when opened."""
 
     DEFAULT_BLOCK_SIZE = 4 << 20
     fs: NfsFileSystem
@@ -674,26 +614,24 @@ class NfsFile(AbstractBufferedFile):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         self.target = path
+        start = 0
         if mode == "rb":
-            self._client, self._fh, size = fs._run(path, fs._open_read, path)
-            kwargs["size"] = size
+            self._file = fs._run(path, fs._reader, path)
+            kwargs["size"] = self._file.size
         elif mode in ("wb", "xb", "ab"):
             where = path if autocommit else _temp_name(path)
-            self._writer = fs._run(path, fs._create, where, mode == "xb", mode == "wb")
-            self._start = 0
-            if mode == "ab":
-                self._start = fs._run(path, self._writer.client.getattr, self._writer.fh).size
+            self._file = fs._run(path, fs._create, where, mode == "xb", mode == "wb")
+            start = self._file.size if mode == "ab" else 0
             path = where
         super().__init__(fs, path, mode, block_size or "default", autocommit,
                          cache_options=cache_options, **kwargs)  # fmt: skip
-        if mode == "ab":
-            self.loc = self._start
+        self._start = self.loc = start
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.fs._run(self.path, read_range, self._client, self._fh, start, end)
+        return self.fs._run(self.path, self._file.read_at, start, end - start)
 
     def _initiate_upload(self) -> None:
-        self.offset = self._start if self.mode == "ab" else 0
+        self.offset = self._start
 
     def _upload_chunk(self, final: bool = False) -> bool:
         data = self.buffer.getvalue()
@@ -703,9 +641,19 @@ class NfsFile(AbstractBufferedFile):  # type: ignore[misc]
         return True
 
     async def _write(self, offset: int, data: bytes, final: bool) -> None:
-        await self._writer.put(offset, data)
+        await self._file.pwrite(offset, data)
         if final:
-            await self._writer.commit()
+            await self._file.close()
+
+    def close(self) -> None:
+        """As fsspec's (a file being written is flushed, its engine closed with the last
+        chunk); a file being read lets go of what it read ahead."""
+        file = getattr(self, "_file", None)  # None if opening failed
+        try:
+            super().close()
+        finally:
+            if file is not None and file.mode.readable and not file.closed:
+                self.fs._run(self.path, file.close)
 
     def commit(self) -> None:
         """Autocommit: nothing left to do. In a transaction: move the temp file in place."""

@@ -2,10 +2,12 @@
 
 It parses records in both directions, so it knows which xid and procedure each call and
 reply belong to. Knobs (set before or during a test): drop the reply to one chosen call,
-hold replies and send them reversed (out of order), cut the connection after N replies
-(or in the middle of the Nth), flip the verifier of the first COMMIT reply. It records
-every forwarded call's xid (what the server saw) and the most calls the server had
-outstanding at once.
+hold replies and send them reversed (out of order), hold WRITE calls and pass them to the
+server reversed (as a server free to run concurrent calls in any order may), cut the
+connection after N replies (or in the middle of the Nth), flip the verifier of the first
+COMMIT reply, or act as a server that restarted after N WRITEs (every later WRITE and
+COMMIT reply with another verifier). It records every forwarded call's xid (what the
+server saw) and the most calls the server had outstanding at once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from ferry.rpc.record import RecordReader, frame_bytes
 
 _CALL = struct.Struct(">IIIIII")  # xid, msg_type, rpcvers, prog, vers, proc
+WRITE, COMMIT = 7, 21  # NFSv3 procedure numbers
 
 
 class Proxy:
@@ -37,6 +40,10 @@ class Proxy:
         self._halted: set[int] = set()  # writers whose replies are no longer forwarded
         self.cuts = 0
         self.flip_commit_verf = False
+        self.reorder_writes = False  # WRITE calls held (50 ms) and forwarded newest first
+        self.writes_reordered = 0
+        self.restart_after_writes: int | None = None  # verifier changes after N WRITEs
+        self._write_replies = 0
         self.replies = 0
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,7 +101,26 @@ class Proxy:
         self.procs[xid] = proc
         self.outstanding.add(xid)
         self.max_in_flight = max(self.max_in_flight, len(self.outstanding))
+        if self.reorder_writes and proc == WRITE:
+            return self._hold_write(rec, writer)
         return [rec]
+
+    def _hold_write(self, rec: bytes, writer) -> list[bytes]:  # type: ignore[no-untyped-def]
+        """WRITEs wait (50 ms at most) for the next one, then both go newest first."""
+        held: list[bytes] | None = getattr(writer, "_held_writes", None)
+        if held:
+            writer._held_writes = []
+            self.writes_reordered += 1
+            return [rec, *held[::-1]]
+        writer._held_writes = held = [rec]
+        asyncio.get_running_loop().call_later(0.05, self._release_writes, writer, held)
+        return []
+
+    def _release_writes(self, writer, held: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+        if getattr(writer, "_held_writes", None) is held and held and not writer.is_closing():
+            writer._held_writes = []
+            for rec in held:
+                writer.write(frame_bytes(rec))
 
     def _on_reply(self, rec: bytes, writer, pair) -> list[bytes]:  # type: ignore[no-untyped-def]
         (xid,) = struct.unpack_from(">I", rec)
@@ -104,9 +130,14 @@ class Proxy:
             self.drop_reply = None
             self.dropped.append(xid)
             return []
-        if self.flip_commit_verf and proc == 21:
+        if self.flip_commit_verf and proc == COMMIT:
             self.flip_commit_verf = False
-            rec = rec[:-8] + bytes(b ^ 0xFF for b in rec[-8:])
+            rec = _flip_verf(rec)
+        if self.restart_after_writes is not None and proc in (WRITE, COMMIT):
+            if proc == WRITE:
+                self._write_replies += 1
+            if self._write_replies > self.restart_after_writes:
+                rec = _flip_verf(rec)  # as from the restarted server
         if id(writer) in self._halted:
             return []
         self.replies += 1
@@ -145,6 +176,11 @@ class Proxy:
             writer._held = []
             for rec in held[::-1]:
                 writer.write(frame_bytes(rec))
+
+
+def _flip_verf(rec: bytes) -> bytes:
+    """A WRITE or COMMIT reply with another verifier (its last 8 bytes, RFC 1813 3.3.7)."""
+    return rec[:-8] + bytes(b ^ 0xFF for b in rec[-8:])
 
 
 def url_for(port: int, root: object) -> str:

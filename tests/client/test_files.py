@@ -317,7 +317,8 @@ def test_write_behind_is_pipelined_bounded_and_durable(
         f = await c.open("out", "wb")
         for i in range(0, len(data), 10_000):  # small writes, coalesced into wsize WRITEs
             await f.write(data[i : i + 10_000])
-            assert f._inflight_bytes <= 8 * ws and f._unstable_bytes <= (1 << 20) + 8 * ws
+            w = f._writes
+            assert w.in_flight_bytes <= 8 * ws and w.unstable_bytes <= (1 << 20) + 8 * ws
         await f.close()
         assert 2 < proxy.max_in_flight <= 8 + 1
         assert f.stats.writes == len(data) // ws  # coalesced: one WRITE per wsize
@@ -345,7 +346,7 @@ def test_whole_pieces_of_bytes_go_out_uncopied_and_buffers_are_copied(
         reused[:] = bytes(len(reused))  # the caller reuses its buffer
         await f.write(first)  # nothing queued: uncopied again
         await f._settle()
-        kept = [u.data for u in f._unstable]
+        kept = [u.data for u in f._writes.written]
         views = [d for d in kept if isinstance(d, memoryview) and d.obj is first]
         assert len(views) == 4 and all(len(v) == ws for v in views)
         await f.close()

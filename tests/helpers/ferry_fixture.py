@@ -14,11 +14,17 @@ from helpers import peers
 from helpers.tools import require_tool
 
 Server = TypeVar("Server", peers.FerryServer, peers.GaneshaServer)
+MODELS = ("serial", "thread", "process", "prefork", "async")
+EVERY_SERVER = [*MODELS, pytest.param("ganesha", marks=pytest.mark.interop)]
+"""Parameters for a test run against a Ferry server of each model and NFS-Ganesha."""
 
 
 @contextlib.contextmanager
-def running_ferry(base: Path, logs: str = "ferry-logs") -> Iterator[peers.FerryServer]:
-    """Ferry serving ``base/export`` (state in ``base/state``) on a free loopback port.
+def running_ferry(
+    base: Path, logs: str = "ferry-logs", extra: tuple[str, ...] = ()
+) -> Iterator[peers.FerryServer]:
+    """Ferry serving ``base/export`` (state in ``base/state``) on a free loopback port;
+    ``extra``: more ``ferry serve`` arguments (``("--model", "thread")``).
 
     Stops it afterwards (SIGTERM, SIGKILL after 10 s) and fails the test if the server
     wrote a Python traceback to stderr or needed SIGKILL.
@@ -27,10 +33,22 @@ def running_ferry(base: Path, logs: str = "ferry-logs") -> Iterator[peers.FerryS
         export=base / "export",
         state_dir=base / "state",
         log_dir=base / logs,
-        extra_args=peers.FERRY_PEER_ARGS,
+        extra_args=(*peers.FERRY_PEER_ARGS, *extra),
     )
     with _serving(server, "ferry", _ferry_problems) as running:
         yield running
+
+
+@contextlib.contextmanager
+def running_server(kind: str, base: Path) -> Iterator[peers.FerryServer | peers.GaneshaServer]:
+    """``kind`` from EVERY_SERVER: NFS-Ganesha exporting ``base/export``, or Ferry serving
+    it with that model."""
+    if kind == "ganesha":
+        with running_ganesha(base / "export", base / "ganesha") as ganesha:
+            yield ganesha
+        return
+    with running_ferry(base, extra=("--model", kind)) as ferry:
+        yield ferry
 
 
 def _ferry_problems(server: peers.FerryServer) -> list[str]:

@@ -48,6 +48,13 @@ class NfsRawFile(io.RawIOBase):
         n: int = self._run(self._file.readinto(memoryview(b).cast("B")))
         return n
 
+    def readall(self) -> bytes:
+        """To end of file in one engine call (``BufferedReader.read()`` comes here; the
+        default loops over 8 KiB reads, each a round trip to the event loop's thread)."""
+        self._checkClosed()
+        data: bytes = self._run(self._file.read())
+        return data
+
     def write(self, b: Buffer) -> int:
         self._checkClosed()
         # No copy here: ``write`` queues (copies) the bytes before it returns, and the

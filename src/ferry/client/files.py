@@ -14,14 +14,16 @@ Rules this module owns:
   view of the chunk itself when a request lies within one (no copy), valid until the
   caller says with ``recycle`` that it is done with such views.
 * Write-behind: ``write`` returns once its data is queued (copied, but for the whole
-  wsize pieces of ``bytes``, which cannot change: those go out as they are); UNSTABLE
-  WRITEs go out behind the caller, at most ``write_behind`` bytes in flight (``write``
-  waits beyond that). The data stays here until a COMMIT whose verifier matches each
-  WRITE's (RFC 1813 section 3.3.7); a mismatch means the server restarted and may have
-  lost it, so those ranges are written again and committed again. ``flush``/``close``
+  wsize pieces of ``bytes``, which cannot change: those go out as they are); consecutive
+  writes are coalesced into wsize WRITEs, sent behind the caller by ``WriteBehind``
+  (``client.writebehind``: in order, at most ``write_behind`` bytes in flight, kept until
+  a COMMIT proves them durable, written again after a server restart). ``flush``/``close``
   COMMIT; so does ``write`` once ``commit_every`` bytes are waiting, which bounds the
-  memory kept for resending.
-* An error of a WRITE sent behind the caller is raised by the next write, flush or close.
+  memory kept for resending. An error of a WRITE sent behind the caller is raised by the
+  next write, flush or close.
+* Reads see the writes made before them: queued bytes are sent and the WRITEs in flight
+  waited for before a READ goes out. A read to end of file (``read()``) is one pipelined
+  transfer straight into the result (``read_all``), not chunk by chunk.
 """
 
 from __future__ import annotations
@@ -34,21 +36,20 @@ from typing import TYPE_CHECKING
 
 from ferry.backends.base import Attr, SetAttr
 from ferry.errors import NfsError
-from ferry.nfs3.const import Nfsstat3, StableHow
+from ferry.nfs3.const import Nfsstat3
 
 from .buffers import ChunkBuffers
 from .prefault import prefault
+from .writebehind import Data, WriteBehind, WriteStats
 
 if TYPE_CHECKING:
     from .nfs import NfsProcedures
 
-MAX_COMMIT_ROUNDS = 3
 READ_ALL_INFLIGHT = 16  # READs kept in flight by read_all: enough to fill the pipe
 # How far out of order reads may arrive, in read-ahead windows, and still be served from
 # it: the kernel's FUSE read-ahead sends requests up to two of its windows behind the
 # furthest one (measured: up to 15 MiB with an 8 MiB window).
 OUT_OF_ORDER = 2
-Data = bytes | memoryview
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,15 +62,13 @@ class FileOptions:
 
 
 @dataclasses.dataclass(slots=True)
-class FileStats:
-    """What one open file did on the wire (for tests and tuning)."""
+class FileStats(WriteStats):
+    """What one open file did on the wire (for tests and tuning): its WRITEs (see
+    ``WriteStats``) and its READs."""
 
     reads: int = 0  # READ calls
     readahead: int = 0  # chunks fetched before the reader asked for them
     readahead_discarded: int = 0  # of those, dropped by a seek, write or close
-    writes: int = 0  # WRITE calls
-    commits: int = 0
-    resent: int = 0  # ranges written again after a verifier change
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,24 +124,13 @@ async def _chunk_into(nfs: NfsProcedures, fh: bytes, offset: int, buf: memoryvie
     return buf[: await read_chunk_into(nfs, fh, offset, buf)]
 
 
-async def write_range(nfs: NfsProcedures, fh: bytes, offset: int, data: Data) -> bytes | None:
-    """Write ``data`` at ``offset`` (short writes continued); the write verifier if any part
-    is only UNSTABLE, None if all of it is already on stable storage."""
-    view = memoryview(data).cast("B")
-    pos, verf = 0, None
-    while pos < len(view):
-        res = await nfs.write(fh, offset + pos, view[pos:])
-        if res.count == 0:
-            raise NfsError(Nfsstat3.IO, f"server wrote 0 bytes at offset {offset + pos}")
-        if res.committed == StableHow.UNSTABLE:
-            verf = res.verf if verf in (None, res.verf) else b"mixed"  # never matches
-        pos += res.count
-    return verf
-
-
-async def read_all(nfs: NfsProcedures, fh: bytes, size: int) -> bytes:
-    """The whole file: rsize READs, ``READ_ALL_INFLIGHT`` at a time, each reply's data
-    received straight into its place in the result (``NfsProcedures.read_into``).
+async def read_all(
+    nfs: NfsProcedures, fh: bytes, size: int, offset: int = 0, to_eof: bool = True
+) -> bytes:
+    """The file from ``offset`` to its end (``size`` bytes expected; more if it grew), or
+    with ``to_eof`` False at most ``size`` bytes: rsize READs, ``READ_ALL_INFLIGHT`` at a
+    time, each reply's data received straight into its place in the result
+    (``NfsProcedures.read_into``).
 
     The result is a ``bytes(size)`` (calloc'd: zero pages the kernel fills on first touch)
     inside a BytesIO, written through ``getbuffer()`` and handed out by ``getvalue()``,
@@ -154,27 +142,27 @@ async def read_all(nfs: NfsProcedures, fh: bytes, size: int) -> bytes:
     with out.getbuffer() as view:
         populating = prefault(view)  # large results: pages mapped ahead, in a thread
         try:
-            got = await _read_window(nfs, fh, view)
+            got = await _read_window(nfs, fh, view, offset)
         finally:
             if populating is not None:
                 await populating
     out.seek(got)
-    if got < size:  # the file shrank while we read
+    if got < size:  # the file ends sooner (or shrank while we read)
         out.truncate(got)
-    else:
-        out.write(await _read_tail(nfs, fh, size))
+    elif to_eof:
+        out.write(await _read_tail(nfs, fh, offset + size))
     return out.getvalue()
 
 
-async def _read_window(nfs: NfsProcedures, fh: bytes, view: memoryview) -> int:
-    """Fill ``view`` from offset 0; the bytes up to the first short chunk (end of file)."""
+async def _read_window(nfs: NfsProcedures, fh: bytes, view: memoryview, start: int) -> int:
+    """Fill ``view`` from ``start``; the bytes up to the first short chunk (end of file)."""
     rs, size = nfs.rsize, len(view)
     offsets = iter(range(0, size, rs))
     lengths: dict[int, int] = {}
 
     async def worker() -> None:
         for off in offsets:  # shared iterator: each offset read once, in order
-            lengths[off] = await read_chunk_into(nfs, fh, off, view[off : off + rs])
+            lengths[off] = await read_chunk_into(nfs, fh, start + off, view[off : off + rs])
 
     try:
         async with asyncio.TaskGroup() as tg:  # a failure cancels the others: none outlives
@@ -202,31 +190,17 @@ async def _read_tail(nfs: NfsProcedures, fh: bytes, pos: int) -> bytes:
     raise NfsError(Nfsstat3.IO, "file keeps growing while read")
 
 
-async def write_all(nfs: NfsProcedures, fh: bytes, view: memoryview) -> None:
-    """Every wsize WRITE in flight at once, then COMMIT; ranges whose verifier differs from
-    the COMMIT's are written and committed again."""
-    ws = nfs.wsize
-    ranges = [(off, view[off : off + ws]) for off in range(0, len(view), ws)]
-    for _ in range(MAX_COMMIT_ROUNDS):
-        verfs = await asyncio.gather(*(write_range(nfs, fh, off, d) for off, d in ranges))
-        unstable = [(rng, v) for rng, v in zip(ranges, verfs, strict=True) if v is not None]
-        if not unstable:
-            return
-        verf = (await nfs.commit(fh)).verf
-        ranges = [rng for rng, v in unstable if v != verf]
-        if not ranges:
-            return
-    raise NfsError(Nfsstat3.IO, "write verifier kept changing: server restarting?")
+async def write_all(nfs: NfsProcedures, fh: bytes, view: memoryview, path: str = "") -> None:
+    """Every wsize WRITE in flight at once, then COMMIT (``WriteBehind`` with no bound:
+    ranges lost to a server restart are written and committed again)."""
+    ws, size = nfs.wsize, len(view)
+    writes = WriteBehind(nfs, fh, path, limit=size, commit_every=size + 1)
+    for off in range(0, size, ws):
+        await writes.send(off, view[off : off + ws])
+    await writes.commit()
 
 
 # -- an open file ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(slots=True)
-class _Unstable:
-    offset: int
-    data: Data  # kept for resending until a COMMIT covers it
-    verf: bytes
 
 
 def _quiet(task: asyncio.Task[object]) -> None:
@@ -266,11 +240,8 @@ class AsyncFile:
         self._ahead = 0  # current read-ahead window (bytes)
         self._dirty = bytearray()  # written, not yet sent: coalesced into wsize WRITEs
         self._dirty_off = 0
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._inflight_bytes = 0
-        self._unstable: list[_Unstable] = []
-        self._unstable_bytes = 0
-        self._error: BaseException | None = None
+        opts = self.options
+        self._writes = WriteBehind(nfs, fh, path, opts.write_behind, opts.commit_every, self.stats)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -282,13 +253,33 @@ class AsyncFile:
         return n
 
     async def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            await self._settle()
-            size = max(0, (await self.nfs.getattr(self.fh)).size - self.pos)
-        buf = bytearray(size)
-        n = await self.readinto(memoryview(buf))
-        del buf[n:]
-        return bytes(buf)
+        """Up to ``size`` bytes at the position (to end of file if ``size`` is negative)."""
+        data = await self.read_at(self.pos, size)
+        self.pos += len(data)
+        return data
+
+    async def read_at(self, offset: int, size: int = -1) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (to end of file if negative; short only at
+        end of file). A read to end of file, or of a read-ahead window or more, is one
+        pipelined transfer straight into the result (``read_all``; chunk by chunk through
+        the read-ahead, a whole file costs a copy more and a pool buffer per chunk)."""
+        self._check_open(self.mode.readable, "reading")
+        if 0 <= size < self.options.readahead:
+            out = io.BytesIO(bytes(size))  # filled in place, handed out without a copy
+            with out.getbuffer() as view:
+                n = await self.pread_into(offset, view)
+            out.truncate(n)
+            return out.getvalue()
+        await self._settle()  # our own queued writes must be visible to READ
+        self._discard_readahead()
+        try:
+            if to_eof := size < 0:
+                size = max(0, (await self.nfs.getattr(self.fh)).size - offset)
+            data = await read_all(self.nfs, self.fh, size, offset, to_eof)
+        except NfsError as exc:
+            raise exc.to_oserror(self.path) from exc
+        self._seq_end = offset + len(data)
+        return data
 
     async def pread_into(self, offset: int, buf: memoryview) -> int:
         """Fill ``buf`` from ``offset`` (short only at end of file), using and steering the
@@ -459,7 +450,7 @@ class AsyncFile:
         return n
 
     async def pwrite(self, offset: int, data: Data) -> int:
-        self._raise_error()
+        self._writes.raise_error()
         if self._chunks:
             self._discard_readahead()
         view = memoryview(data).cast("B")
@@ -502,73 +493,13 @@ class AsyncFile:
         """Send ``view``, written at ``offset``, as WRITEs of at most wsize."""
         ws = self.nfs.wsize
         for pos in range(0, len(view), ws):
-            await self._send(offset + pos, view[pos : pos + ws])
-
-    async def _send(self, offset: int, data: Data) -> None:
-        if self._unstable_bytes >= self.options.commit_every:
-            await self._commit(push=False)  # bounds what we keep for resending
-        await self._dispatch(offset, data)
-
-    async def _dispatch(self, offset: int, data: Data) -> None:
-        """Start one WRITE behind the caller, first waiting while too much is in flight."""
-        limit = self.options.write_behind
-        while self._inflight and self._inflight_bytes + len(data) > limit:
-            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
-        self._raise_error()
-        task = asyncio.get_running_loop().create_task(self._write_one(offset, data))
-        self._inflight.add(task)
-        self._inflight_bytes += len(data)
-        self.stats.writes += 1
-
-    async def _write_one(self, offset: int, data: Data) -> None:
-        try:
-            verf = await write_range(self.nfs, self.fh, offset, data)
-            if verf is not None:
-                self._unstable.append(_Unstable(offset, data, verf))
-                self._unstable_bytes += len(data)
-        except Exception as exc:  # noqa: BLE001 - raised by the next write/flush/close
-            self._error = self._error or exc
-        finally:
-            self._inflight_bytes -= len(data)
-            task = asyncio.current_task()
-            if task is not None:
-                self._inflight.discard(task)
+            await self._writes.send(offset + pos, view[pos : pos + ws])
 
     async def _settle(self, push: bool = True) -> None:
         """Send everything queued and wait until the server has it (not yet committed)."""
         if self._dirty and push:
             await self._push(everything=True)
-        if self._inflight:
-            await asyncio.wait(set(self._inflight))
-        self._raise_error()
-
-    async def _commit(self, push: bool = True) -> None:
-        """COMMIT until every UNSTABLE write is covered by a matching verifier (the queued
-        bytes not yet sent first, unless ``push`` is False)."""
-        for _ in range(MAX_COMMIT_ROUNDS):
-            await self._settle(push)
-            if not self._unstable:
-                return
-            try:
-                verf = (await self.nfs.commit(self.fh)).verf
-            except NfsError as exc:
-                raise exc.to_oserror(self.path) from exc
-            self.stats.commits += 1
-            stale = [w for w in self._unstable if w.verf != verf]
-            self._unstable, self._unstable_bytes = [], 0
-            for w in stale:  # the server restarted: what it had may be gone
-                self.stats.resent += 1
-                await self._dispatch(w.offset, w.data)
-            if not stale:
-                return
-        raise OSError(5, "write verifier kept changing: server restarting?", self.path)
-
-    def _raise_error(self) -> None:
-        exc, self._error = self._error, None
-        if isinstance(exc, NfsError):
-            raise exc.to_oserror(self.path) from exc
-        if exc is not None:
-            raise exc
+        await self._writes.drain()
 
     # -- position, size, lifetime -------------------------------------------------------
 
@@ -606,7 +537,8 @@ class AsyncFile:
     async def flush(self) -> None:
         """Make everything written durable: send, wait, COMMIT (resending on a restart)."""
         if not self.closed:
-            await self._commit()
+            await self._settle()
+            await self._writes.commit()
 
     async def close(self) -> None:
         if self.closed:

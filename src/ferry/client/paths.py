@@ -387,7 +387,7 @@ class AsyncNfsClient(NfsProcedures):
         with _as_oserror(path):
             res = await self.create(dirfh, name, SetAttr(mode=mode, size=0))
             fh = res.obj or (await self.lookup(dirfh, name)).object
-            await write_all(self, fh, memoryview(data).cast("B"))
+            await write_all(self, fh, memoryview(data).cast("B"), path)
         return len(data)
 
     # -- open files ---------------------------------------------------------------------

@@ -4,7 +4,10 @@ Why: ``read_file`` of a large file spends about half its time on the first touch
 new result (one page fault per 4 KiB: 65,536 for 256 MiB). ``madvise(MADV_POPULATE_WRITE)``
 (Linux 5.14) maps the pages in bulk, about a third faster than faulting them one by one,
 and run in a thread (ctypes releases the GIL) it happens while the event loop receives,
-ahead of it. Elsewhere, or on older kernels, this does nothing.
+ahead of it. The buffer's whole 2 MiB pages are first advised ``MADV_HUGEPAGE`` (where
+transparent huge pages are "madvise", as on Debian): one fault, and one zeroing in the
+kernel, per 2 MiB instead of per 4 KiB (64 MiB faulted in: 8 ms instead of 15 ms).
+Elsewhere, or on older kernels, this does nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import sys
 MIN_PREFAULTED = 32 << 20  # smaller buffers fault in quickly enough
 STEP = 8 << 20  # populated per call, so the receiver rarely waits on the same pages
 PAGE = 4096
+HUGE_PAGE = 2 << 20
+MADV_HUGEPAGE = 14  # linux/mman.h
 MADV_POPULATE_WRITE = 23  # linux/mman.h, 5.14
 
 _madvise = None
@@ -39,6 +44,9 @@ def prefault(view: memoryview) -> asyncio.Future[None] | None:
     del anchor  # drop its export of ``view`` at once
     start = (addr + PAGE - 1) & ~(PAGE - 1)
     end = (addr + view.nbytes) & ~(PAGE - 1)
+    huge = (start + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+    if (stop := end & ~(HUGE_PAGE - 1)) > huge:  # before any page is touched
+        _madvise(huge, stop - huge, MADV_HUGEPAGE)  # no THP here: plain pages, as before
     return asyncio.get_running_loop().run_in_executor(None, _populate, start, end)
 
 
