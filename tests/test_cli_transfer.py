@@ -170,16 +170,22 @@ def _kill(server: Server) -> None:
         assert peers.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10)
 
 
+GIVE_UP = ("--soft", "--timeout", "1", "--retrans", "1")  # seconds, not the default 300
+
+
 def test_server_killed_mid_transfer_leaves_no_short_file(server: Server, tmp_path: Path) -> None:
     """The server is killed mid-get, then mid-put: an error, and no file under the final
     name (a put may leave its hidden temporary on the server it could not reach any more).
-    Larger than what the server, the proxy and the sockets can hold between them."""
+    Larger than what the server, the proxy and the sockets can hold between them. ``--soft``
+    with short timeouts: by default the CLI would wait 300 s for the server to come back."""
     peers.write_random_file(server.export / "big.bin", HUGE)
     local = tmp_path / "local"
     local.mkdir()
     peers.write_random_file(tmp_path / "up.bin", HUGE, seed=1)
     with running(SLOW, (server.host, server.port)) as proxy:
-        proc = start("get", _url_via(server, proxy.port, "big.bin"), str(local / "got.bin"))
+        proc = start(
+            "get", *GIVE_UP, _url_via(server, proxy.port, "big.bin"), str(local / "got.bin")
+        )
         _wait_for_bytes(local, proc, 1 << 20)
     _kill(server)  # after the link: a proxy left up would accept reconnects for a dead server
     _, err = proc.communicate(timeout=120)
@@ -188,7 +194,9 @@ def test_server_killed_mid_transfer_leaves_no_short_file(server: Server, tmp_pat
     assert _left_in(local) == []
     server.start()
     with running(SLOW, (server.host, server.port)) as proxy:
-        proc = start("put", str(tmp_path / "up.bin"), _url_via(server, proxy.port, "dir/up.bin"))
+        proc = start(
+            "put", *GIVE_UP, str(tmp_path / "up.bin"), _url_via(server, proxy.port, "dir/up.bin")
+        )
         _wait_for_bytes(server.export / "dir", proc, 1 << 20)
     _kill(server)
     _, err = proc.communicate(timeout=120)

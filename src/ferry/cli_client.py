@@ -34,12 +34,14 @@ from ferry.cli_common import (
     url_parts,
 )
 from ferry.cli_paths import Entry, Meta, NfsSide
+from ferry.cli_retry import add_retry_options
 from ferry.cli_transfer import add_transfer_commands
 from ferry.client.exports import export_list
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
 
 MAX_DEPTH = 4096  # ls -R: deeper than any path NFS can name
+COMMANDS = ("ls", "cat", "get", "put", "cp", "stat", "df", "exports", "mkdir", "rm", "mv")
 
 
 def add_client_commands(sub: Any) -> None:
@@ -87,6 +89,8 @@ def add_client_commands(sub: Any) -> None:
     p = sub.add_parser("exports", help="list a server's exports (like showmount -e)")
     p.add_argument("url", nargs="+", metavar="nfs://HOST[:PORT]")
     p.set_defaults(func=cmd_exports)
+    for name in COMMANDS:  # all ride over a server restart alike (client.retry)
+        add_retry_options(sub.choices[name])
 
 
 # -- ls, stat, cat, df ---------------------------------------------------------------------

@@ -10,6 +10,9 @@ exit statuses, coreutils' way.
   ``ferry: VERB 'NAME': reason``, the others still run, and the status is 1 if any failed.
   A malformed URL or argument is a usage error, status 2. Never a traceback; Ctrl-C
   exits 130, SIGTERM 143 (both unwind, so ``finally`` blocks run).
+* Every command that talks to a server takes ``--hard``/``--soft``, ``--timeout``,
+  ``--retrans`` and ``--retry-for`` (``cli_retry``): ``guarded`` reads them and
+  ``file_system`` gives them to each ``NfsFileSystem``, over the URL's own arguments.
 * ``*``, ``?`` and ``[...]`` in the last path components are expanded on the server
   (sorted); a pattern that matches nothing is a missing file. In a URL, ``?`` starts the
   query only when what follows it is ``key=value`` pairs.
@@ -37,13 +40,14 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from ferry.cli_paths import Meta, Side, side_of
+from ferry.cli_retry import retry_keywords
+from ferry.client.url import is_query
 from ferry.errors import FerryError, NoSuchExport
 from ferry.filesystem import NfsFileSystem
 
 Handler = Callable[[argparse.Namespace], int]
 COPY_BLOCK = 4 << 20
 MAGIC = re.compile(r"[*?[]")
-QUERY = re.compile(r"^[A-Za-z_]+=[^&/]*(?:&[A-Za-z_]+=[^&/]*)*$")
 
 
 class UsageError(Exception):
@@ -67,6 +71,8 @@ def guarded(func: Handler) -> Handler:
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
+        _RETRY.clear()
+        _RETRY.update(retry_keywords(args))
         try:
             with _signals_unwind():
                 return func(args)
@@ -154,6 +160,7 @@ def _silence_stdout() -> None:
 
 
 _OPEN: dict[tuple[Any, ...], NfsFileSystem] = {}
+_RETRY: dict[str, Any] = {}  # this command's --hard/--soft, --timeout, ... (cli_retry)
 
 
 def is_url(operand: str) -> bool:
@@ -168,7 +175,7 @@ def require_url(command: str, operand: str) -> None:
 def url_parts(url: str) -> tuple[str, str, str]:
     """``nfs://host:port``, the path as typed, and ``?query`` (or ``""``)."""
     base, sep, query = url.rpartition("?")
-    head, tail = (base, f"?{query}") if sep and QUERY.match(query) else (url, "")
+    head, tail = (base, f"?{query}") if sep and is_query(query) else (url, "")
     cut = head.find("/", len("nfs://"))
     return (head, "", tail) if cut < 0 else (head[:cut], head[cut:], tail)
 
@@ -234,12 +241,13 @@ def _quote(path: str) -> str:
 
 def file_system(url: str) -> tuple[AbstractFileSystem, str]:
     """The file system and path for ``url``: nfs:// URLs go to NfsFileSystem (one per
-    server and user for the whole command), anything else is a local path."""
+    server and user for the whole command, with the command's retry options), anything
+    else is a local path."""
     if not is_url(url):
         return LocalFileSystem(), os.path.abspath(url)
     try:
         url = _escape_globs(url)
-        kwargs = NfsFileSystem._get_kwargs_from_urls(url)
+        kwargs = {**NfsFileSystem._get_kwargs_from_urls(url), **_RETRY}
         path = NfsFileSystem._strip_protocol(url)
         key = tuple(sorted(kwargs.items()))
         if key not in _OPEN:

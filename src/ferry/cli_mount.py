@@ -12,6 +12,7 @@ when the kernel lets go of it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry import loops
+from ferry.cli_retry import add_retry_options, at_least, retry_keywords
 
 _READY = b"ok\n"
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -39,24 +41,11 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="AUTH_SYS uid sent for every caller (default: each caller's own uid, gid and groups)",
     )
     p.add_argument("--gid", type=int, help="AUTH_SYS gid sent for every caller")
-    p.add_argument("--attr-timeout", type=_at_least(0.0), default=1.0, help="seconds (default 1)")
-    p.add_argument("--entry-timeout", type=_at_least(0.0), default=1.0, help="seconds (default 1)")
-    hard = p.add_mutually_exclusive_group()
-    hard.add_argument(
-        "--hard", dest="hard", action="store_true", default=True,
-        help="retry a server that went away forever (default)",
-    )  # fmt: skip
-    hard.add_argument(
-        "--soft", dest="hard", action="store_false", help="give up with EIO after --retrans"
-    )
+    p.add_argument("--attr-timeout", type=at_least(0.0), default=1.0, help="seconds (default 1)")
+    p.add_argument("--entry-timeout", type=at_least(0.0), default=1.0, help="seconds (default 1)")
+    add_retry_options(p, retry_for=math.inf)  # --hard/--soft, --timeout, --retrans, ...
     p.add_argument(
-        "--timeout", type=_at_least(0.001), default=10.0, help="seconds before a call is resent"
-    )
-    p.add_argument(
-        "--retrans", type=_at_least(0, int), default=3, help="resends before a soft mount fails"
-    )
-    p.add_argument(
-        "--read-ahead", type=_at_least(0, int), default=2048, metavar="KIB",
+        "--read-ahead", type=at_least(0, int), default=2048, metavar="KIB",
         help="the kernel's read-ahead for the mount, KiB (default 2048; 0: the kernel's)",
     )  # fmt: skip
     p.add_argument(
@@ -71,21 +60,6 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("-z", "--lazy", action="store_true",
                    help="detach now, clean up once no longer busy (fusermount3 -z)")  # fmt: skip
     p.set_defaults(func=cmd_umount)
-
-
-def _at_least(low: float, kind: Callable[[str], float] = float) -> Callable[[str], float]:
-    """An argparse type: a number of ``kind`` no smaller than ``low``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}: {text}")
-        return value
-
-    return parse
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -104,9 +78,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         gid=args.gid,
         attr_timeout=args.attr_timeout,
         entry_timeout=args.entry_timeout,
-        hard=args.hard,
-        timeout=args.timeout,
-        retrans=args.retrans,
+        **retry_keywords(args),
         allow_other=args.allow_other,
         debug=args.fuse_debug,
         read_ahead_kib=args.read_ahead,

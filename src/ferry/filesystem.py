@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import errno
 import os
@@ -41,10 +42,10 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
-from ferry.client import AsyncFile, AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url
+from ferry.client import AsyncFile, AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url, retry
 from ferry.client.exports import list_exports, mount_export
 from ferry.client.files import OpenMode, read_all
-from ferry.client.nfs import AuthSys, server_ports
+from ferry.client.nfs import AuthSys, server_ports, url_keywords
 from ferry.client.url import normalise_path, server_name
 from ferry.errors import NfsError, NoSuchExport
 from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
@@ -94,7 +95,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     (there is no default server); ``nfsport``/``mountport``/``uid``/``gid`` as in the URL
     query, ``export`` to skip the export discovery, ``servers`` (``"host[:port]"`` items,
     or one comma-separated string) for more servers of the same store to fail over to, as
-    a multi-host URL gives. Instances are cached per arguments, as fsspec does.
+    a multi-host URL gives. ``connect()``'s keywords ``hard``, ``timeout``, ``retrans``,
+    ``retry_for`` (what to do when the server stops answering, ``ferry.client.retry``),
+    ``readahead``, ``rsize``, ``wsize``, ``attr_cache`` and ``read_only`` go to every
+    mount; a URL's libnfs arguments (``?timeo=...&readonly``) arrive as these keywords.
+    ``auto_traverse_mounts`` (default True, as libnfs): a path goes to the deepest export
+    holding it, mounted on first use; False: to an export already mounted if one holds it.
+    Instances are cached per arguments, as fsspec does.
     """
 
     protocol: ClassVar[str] = "nfs"
@@ -112,6 +119,16 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         gid: int | None = None,
         export: str | None = None,
         servers: str | Iterable[str] = (),
+        hard: bool | None = None,
+        timeout: float | None = None,
+        retrans: int | None = None,
+        retry_for: float | None = None,
+        readahead: int | None = None,
+        rsize: int | None = None,
+        wsize: int | None = None,
+        attr_cache: float | None = None,
+        read_only: bool | None = None,
+        auto_traverse_mounts: bool = True,
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
@@ -121,6 +138,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 "storage_options with nfs:///path"
             )
         self.url = NfsUrl(host, "/", port, nfsport, mountport, uid, gid).with_servers(servers)
+        given = {
+            "hard": hard, "timeout": timeout, "retrans": retrans, "retry_for": retry_for,
+            "readahead": readahead, "rsize": rsize, "wsize": wsize, "attr_cache": attr_cache,
+            "read_only": read_only,
+        }  # fmt: skip
+        self.client_options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        self.traverse = auto_traverse_mounts
         self.loop = get_loop()
         self._exports: list[str] | None = [normalise_path(export)] if export else None
         self._mounts: dict[str, AsyncNfsClient] = {}
@@ -142,7 +166,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
         """Constructor arguments from a URL (none from a plain path, nor a host from
         ``nfs:///path``: storage_options say it); hosts after the first become
-        ``servers``."""
+        ``servers``, the libnfs arguments the keywords they stand for."""
         if not str(path).startswith("nfs://"):
             return {}
         u = _parse(path)
@@ -152,7 +176,9 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         kwargs |= {k: getattr(u, k) for k in keys if getattr(u, k) is not None}
         if u.more:
             kwargs["servers"] = [server_name(host, port) for host, port in u.more]
-        return kwargs
+        if not u.auto_traverse_mounts:
+            kwargs["auto_traverse_mounts"] = False
+        return {**kwargs, **url_keywords(u)}
 
     def unstrip_protocol(self, name: str) -> str:
         return str(NfsUrl(**{**_fields(self.url), "path": self._strip_protocol(name)}))
@@ -169,7 +195,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """Run ``func(*args)`` on the IO loop; a failure becomes the OSError naming the
         URL of ``path`` (see ``_oserror``)."""
         try:
-            result: T = sync(self.loop, func, *args)
+            result: T = _sync(self.loop, func, *args)
         except (NfsError, OSError) as exc:
             if (error := self._oserror(exc, path)) is exc:
                 raise
@@ -210,9 +236,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self._lock = asyncio.Lock()
         async with self._lock:
             export = self._mounted(path)
-            if export is None:
+            if export is None or (self.traverse and self._deeper(path, export)):
                 export = await self._mount(path)
         return self._mounts[export], _rel(path, export)
+
+    def _deeper(self, path: str, export: str) -> bool:
+        """Does a listed export below ``export`` hold ``path`` (a nested export)?"""
+        return any(_under(path, e) and len(e) > len(export) for e in self._exports or [])
 
     def _mounted(self, path: str) -> str | None:
         found = [e for e in self._mounts if _under(path, e)]
@@ -220,11 +250,13 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     async def _mount(self, path: str) -> str:
         if self._exports is None:
-            self._exports = await self._list_exports()
+            self._exports = await self._list_exports(path)
         found = [e for e in self._exports if _under(path, e)]
         export = max(found, key=len) if found else await self._probe(path)
         url = NfsUrl(**{**_fields(self.url), "path": export})
-        self._mounts[export] = await AsyncNfsClient.connect(url, export=export)
+        self._mounts[export] = await AsyncNfsClient.connect(
+            url, export=export, **self.client_options
+        )
         return export
 
     async def _probe(self, path: str) -> str:
@@ -233,16 +265,22 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         base, u = AuthSys(), self.url
         auth = AuthSys(base.uid if u.uid is None else u.uid, base.gid if u.gid is None else u.gid)
         cred = auth.credential()
-        return (await self._on_mount_port(lambda rpc: mount_export(rpc, cred, path)))[1]
+        return (await self._on_mount_port(lambda rpc: mount_export(rpc, cred, path), path))[1]
 
-    async def _list_exports(self) -> list[str]:
+    async def _list_exports(self, path: str = "/") -> list[str]:
         """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports."""
-        return await self._on_mount_port(list_exports)
+        return await self._on_mount_port(list_exports, path)
 
-    async def _on_mount_port(self, call: Callable[[AsyncRpcClient], Awaitable[T]]) -> T:
-        """``call`` on a connection to the MOUNT service of the first server that answers."""
-        mnt = [(host, port) for host, _, port in await server_ports(self.url, None)]
-        rpc = AsyncRpcClient(*mnt[0], fallbacks=mnt[1:])
+    async def _on_mount_port(
+        self, call: Callable[[AsyncRpcClient], Awaitable[T]], path: str = "/"
+    ) -> T:
+        """``call`` on a connection to the MOUNT service of the first server that answers,
+        with the retry policy of this file system (``path``: the one asked about, for the
+        messages)."""
+        options = retry.resolve(None, **{k: self.client_options.get(k) for k in retry.SETTINGS})
+        url = dataclasses.replace(self.url, path=path)
+        mnt = [(host, port) for host, _, port in await server_ports(url, options)]
+        rpc = AsyncRpcClient(*mnt[0], options, fallbacks=mnt[1:])
         await rpc.connect()
         try:
             return await call(rpc)
@@ -252,12 +290,14 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _pseudo_dir(self, path: str) -> bool:
         """Is ``path`` a directory above the exports (``/`` or ``/srv`` for ``/srv/x``)?"""
         if self._exports is None:
-            sync(self.loop, self._load_exports)
-        return any(_under(e, path) and e != path for e in self._exports or [])
+            _sync(self.loop, self._load_exports, path)
+        exports = self._exports or []
+        above = any(_under(e, path) and e != path for e in exports)
+        return above and not any(_under(path, e) for e in exports)  # not in an outer export
 
-    async def _load_exports(self) -> None:
+    async def _load_exports(self, path: str = "/") -> None:
         if self._exports is None:
-            self._exports = await self._list_exports()
+            self._exports = await self._list_exports(path)
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -456,14 +496,17 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             await file.pwrite(0, data)
 
     async def _create(self, path: str, exclusive: bool, truncate: bool = True) -> AsyncFile:
-        """CREATE ``path`` (GUARDED if ``exclusive``; emptied if ``truncate``), making its
-        missing parents; the file open for writing (close it: that COMMITs)."""
+        """CREATE ``path`` (``create_exclusive`` if ``exclusive``: safe when resent; emptied
+        if ``truncate``), making its missing parents; the file open for writing (close it:
+        that COMMITs)."""
         parent, _, name = path.rpartition("/")
         dirfh = await self._makedirs(parent or "/")
         client, _ = await self._where(path)
-        how = CreateMode.GUARDED if exclusive else CreateMode.UNCHECKED
-        attrs = SetAttr(mode=0o644, size=0 if truncate else None)
-        res = await client.create(dirfh, name, attrs, how)
+        if exclusive:
+            res = await client.create_exclusive(dirfh, name, SetAttr(mode=0o644))
+        else:
+            attrs = SetAttr(mode=0o644, size=0 if truncate else None)
+            res = await client.create(dirfh, name, attrs, CreateMode.UNCHECKED)
         fh, attr = res.obj, res.obj_attributes
         if fh is None:
             found = await client.lookup(dirfh, name)
@@ -568,6 +611,29 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         **kwargs: Any,
     ) -> NfsFile:
         return NfsFile(self, path, mode, block_size, autocommit, cache_options, **kwargs)
+
+
+class _Timeout:
+    """A TimeoutError carried out of fsspec's ``sync``, which would replace it by an empty
+    FSTimeoutError (losing the client's message: which call, which server, how long)."""
+
+    def __init__(self, exc: TimeoutError) -> None:
+        self.exc = exc
+
+
+async def _keeping_timeouts(func: Callable[..., Awaitable[T]], *args: Any) -> T | _Timeout:
+    try:
+        return await func(*args)
+    except TimeoutError as exc:
+        return _Timeout(exc)
+
+
+def _sync(loop: asyncio.AbstractEventLoop, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """fsspec's ``sync``, raising a timeout as it was raised."""
+    result = sync(loop, _keeping_timeouts, func, *args)
+    if isinstance(result, _Timeout):
+        raise result.exc
+    return result  # type: ignore[no-any-return]
 
 
 async def _stream(

@@ -2,9 +2,11 @@
 
 This module owns a mount's life; the request handlers are ``fuseops.NfsOperations``.
 
-* Start: connect the client (hard: retry forever; soft: give up after ``retrans``), GETATTR
-  the root, mount, serve pyfuse3's main loop on the client's event loop. The URL must name
-  a directory: a missing export or path, or a file, is an error (``client.exports``).
+* Start: connect the client (``client.retry``: hard, by default waiting forever for a
+  server that went away, or for ``--retry-for`` seconds; soft: EIO after ``retrans``
+  resends), GETATTR the root, mount, serve pyfuse3's main loop on the client's loop. The
+  URL must name a directory: a missing export or path, or a file, is an error
+  (``client.exports``).
 * Stop: an unmount (``fusermount3 -u``) ends the main loop. SIGINT/SIGTERM stop it too
   (``pyfuse3.terminate``), then unmount and flush what the kernel left open; whatever is
   still running STOP_GRACE seconds after the first signal, or at a second one, is
@@ -26,6 +28,7 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import math
 import os
 import re
 import select
@@ -36,16 +39,14 @@ from typing import Any
 import pyfuse3
 import pyfuse3.asyncio
 
-from ferry.client.aio import RpcOptions
-from ferry.client.nfs import AuthSys
+from ferry.client.nfs import AuthSys, url_keywords
 from ferry.client.paths import AsyncNfsClient
-from ferry.client.url import parse_url
+from ferry.client.url import NfsUrl, parse_url
 from ferry.fuseops import NfsOperations
 from ferry.server.malloc import TRIM, keep_freed_buffers
 
 log = logging.getLogger("ferry.fuse")
 
-FOREVER = 1 << 30  # "keep retrying" for a hard mount
 STOP_GRACE = 5.0  # seconds a request may keep running once the mount is going away
 WATCH_EVERY = 1.0  # seconds between looks at the mount table
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -60,26 +61,21 @@ class MountOptions:
     gid: int | None = None  # own, as with the kernel NFS client)
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
-    hard: bool = True  # keep retrying a server that went away; soft: EIO after retrans
-    timeout: float = 10.0  # before the first retransmission of a call (doubles)
-    retrans: int = 3
+    hard: bool | None = None  # when the server stops answering (``client.retry``); None:
+    timeout: float | None = None  # what the URL says, else the policy's defaults, but for
+    retrans: int | None = None  # retry_for: a hard mount waits forever by default, as the
+    retry_for: float | None = None  # kernel's do (soft: EIO after retrans resends)
     allow_other: bool = False
     debug: bool = False
     read_ahead_kib: int = 2048  # the kernel's read-ahead for the mount (0: its default)
     direct_io: bool = False  # no page cache: each read/write goes to us (see fuseops.open)
 
-    def rpc_options(self) -> RpcOptions:
-        if self.hard:
-            return RpcOptions(
-                timeout=self.timeout, max_tries=FOREVER, reconnect_tries=FOREVER
-            )  # fmt: skip
-        return RpcOptions(
-            timeout=self.timeout,
-            max_timeout=max(self.timeout, 60.0),
-            max_tries=self.retrans + 1,
-            connect_timeout=self.timeout,
-            reconnect_tries=self.retrans + 1,
-        )
+    def retry(self, u: NfsUrl) -> dict[str, Any]:
+        """``connect()``'s retry keywords for a mount of ``u``."""
+        given = {"hard": self.hard, "timeout": self.timeout, "retrans": self.retrans}
+        asked = {k: v for k, v in given.items() if v is not None}
+        forever = url_keywords(u).get("retry_for", math.inf)
+        return {**asked, "retry_for": self.retry_for or forever}
 
     def fuse_options(self, fsname: str) -> set[str]:
         opts = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
@@ -101,21 +97,23 @@ async def mount(
 ) -> None:
     """Mount ``url`` on ``mountpoint`` (an absolute path) and serve it until unmounted or
     signalled (see the module doc); ``ready`` is called once the mount is up."""
-    enable_asyncio()
-    # Freed memory kept for reuse, not faulted in afresh (zeroed pages cost a quarter of the
-    # mount's CPU in writes): up to write_behind + commit_every bytes written are freed at
-    # once, by each COMMIT.
-    files = AsyncNfsClient.file_options
-    keep_freed_buffers(TRIM + files.write_behind + files.commit_every)
     u = parse_url(url)
+    if u.readonly:  # the URL's libnfs "readonly": as --read-only
+        options = dataclasses.replace(options, read_only=True)
     base = AuthSys()
     uid = options.uid if options.uid is not None else u.uid
     gid = options.gid if options.gid is not None else u.gid
     auth = AuthSys(base.uid if uid is None else uid, base.gid if gid is None else gid)
-    client = await AsyncNfsClient.connect(u, auth=auth, options=options.rpc_options(), attr_cache=0)
+    client = await AsyncNfsClient.connect(u, auth=auth, attr_cache=0, **options.retry(u))
     try:
         if client.subpath:  # the URL names a file: not something to mount
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), u.path)
+        enable_asyncio()
+        # Freed memory kept for reuse, not faulted in afresh (zeroed pages cost a quarter of
+        # the mount's CPU in writes): up to write_behind + commit_every bytes written are
+        # freed at once, by each COMMIT.
+        files = client.file_options
+        keep_freed_buffers(TRIM + files.write_behind + files.commit_every)
         root = await client.getattr(client.root)
         per_caller = uid is None and gid is None  # no identity given: each caller's own
         ops = NfsOperations(client, root, options, per_caller)

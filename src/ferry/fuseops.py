@@ -440,7 +440,7 @@ class NfsOperations(pyfuse3.Operations):
         self._writable()
         dirfh, perm = self.inodes.fh(parent_inode), SetAttr(mode=mode & 0o7777)
         if stat.S_ISREG(mode):
-            res = await self.client.create(dirfh, name, perm, CreateMode.GUARDED)
+            res = await self.client.create_exclusive(dirfh, name, perm)
         else:
             kind = _MKNOD.get(stat.S_IFMT(mode))
             if kind is None:
@@ -596,9 +596,12 @@ class NfsOperations(pyfuse3.Operations):
     ) -> tuple[FileInfo, EntryAttributes]:
         self._writable()
         dirfh = self.inodes.fh(parent_inode)
-        how = CreateMode.GUARDED if flags & os.O_EXCL else CreateMode.UNCHECKED
         perm = SetAttr(mode=mode & 0o7777, size=0 if flags & os.O_TRUNC else None)
-        entry = await self._created(dirfh, name, await self.client.create(dirfh, name, perm, how))
+        if flags & os.O_EXCL:  # safe when resent (EXCLUSIVE with a verifier), as Linux does
+            res = await self.client.create_exclusive(dirfh, name, SetAttr(mode=perm.mode))
+        else:
+            res = await self.client.create(dirfh, name, perm, CreateMode.UNCHECKED)
+        entry = await self._created(dirfh, name, res)
         fh = self.inodes.fh(entry.st_ino)
         info = await self._open_inode(entry.st_ino, fh, await self.client.getattr(fh))
         return info, entry

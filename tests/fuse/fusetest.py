@@ -3,25 +3,22 @@ directory's conftest may already hold that module name when several are collecte
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mounthelp import Mount, Server, mounted, start_mount
 
 from helpers import peers
-from helpers.ferry_fixture import running_ferry, running_ganesha
+from helpers.outage import SERVERS, serving
 from helpers.tools import require_tool
 
-SERVERS = (pytest.param("ferry"), pytest.param("ganesha", marks=pytest.mark.interop))
-"""Parameters for tests run against each server; NFS-Ganesha's are marked ``interop``."""
+__all__ = ["SERVERS", "check_stopped", "mount_or_fail", "serving"]
 
 
-def mount_or_fail(server: Server, where: Path, *extra: str) -> Mount:
+def mount_or_fail(server: Server, where: Path, *extra: str, url: str | None = None) -> Mount:
     require_tool("fusermount3", "fuse3")
     try:
-        return start_mount(server, where, *extra)
+        return start_mount(server, where, *extra, url=url)
     except peers.PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -32,14 +29,3 @@ def check_stopped(m: Mount, code: int) -> None:
     assert not mounted(m.path), "still mounted after the mount process ended"
     assert code == 0, text
     assert peers.TRACEBACK_MARKER not in text, text
-
-
-@contextlib.contextmanager
-def serving(kind: str, base: Path) -> Iterator[peers.FerryServer | peers.GaneshaServer]:
-    """A Ferry or NFS-Ganesha server exporting ``base/export``; fails the test on trouble."""
-    if kind != "ferry":
-        with running_ganesha(base / "export", base / "ganesha") as ganesha:
-            yield ganesha
-        return
-    with running_ferry(base, logs="logs") as ferry:
-        yield ferry

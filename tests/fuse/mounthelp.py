@@ -57,13 +57,16 @@ class Mount:
         return self.proc.returncode
 
 
-def start_mount(server: Server, where: Path, *extra: str, timeout: float = 20.0) -> Mount:
-    """``ferry mount URL WHERE --foreground EXTRA...``, returned once it is mounted."""
+def start_mount(
+    server: Server, where: Path, *extra: str, timeout: float = 20.0, url: str | None = None
+) -> Mount:
+    """``ferry mount URL WHERE --foreground EXTRA...`` (URL: the server's unless given),
+    returned once it is mounted."""
     peers.need_tool("fusermount3", "fuse3")
     where.mkdir(parents=True, exist_ok=True)
     log = where.parent / f"{where.name}.log"
     env = dict(os.environ, PYTHONPATH=str(peers.SRC_DIR))
-    argv = [sys.executable, "-m", "ferry", "mount", server.url, str(where), "--foreground"]
+    argv = [sys.executable, "-m", "ferry", "mount", url or server.url, str(where), "--foreground"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [*argv, *extra], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -499,14 +499,21 @@ def test_close_to_open_sees_changes_made_on_the_server(nfs_mount: Mount) -> None
 # -- mount options and unmounting ---------------------------------------------------------------
 
 
-def test_read_only_mount_and_sigint_unmount(nfs_mount: Mount, tmp_path: Path) -> None:
-    (nfs_mount.server.export / "ro").mkdir()
-    (nfs_mount.server.export / "ro" / "f").write_text("data")
-    m = mount_or_fail(nfs_mount.server, tmp_path / "ro-mnt", "--read-only")
+@pytest.mark.parametrize("how", ["--read-only", "url"])
+def test_read_only_mount_and_sigint_unmount(nfs_mount: Mount, tmp_path: Path, how: str) -> None:
+    """``--read-only``, or libnfs's ``readonly`` in the URL."""
+    ro = "ro" if how != "url" else "ro-url"  # one server for the module
+    (nfs_mount.server.export / ro).mkdir()
+    (nfs_mount.server.export / ro / "f").write_text("data")
+    if how == "url":
+        url = nfs_mount.server.url + "&readonly"
+        m = mount_or_fail(nfs_mount.server, tmp_path / f"{ro}-mnt", url=url)
+    else:
+        m = mount_or_fail(nfs_mount.server, tmp_path / f"{ro}-mnt", how)
     try:
-        assert (m.path / "ro" / "f").read_text() == "data"
-        assert errno_of((m.path / "ro" / "g").write_text, "no") == errno.EROFS
-        assert errno_of(os.chmod, m.path / "ro" / "f", 0o600) == errno.EROFS
+        assert (m.path / ro / "f").read_text() == "data"
+        assert errno_of((m.path / ro / "g").write_text, "no") == errno.EROFS
+        assert errno_of(os.chmod, m.path / ro / "f", 0o600) == errno.EROFS
     finally:
         check_stopped(m, m.stop(signal.SIGINT))
 

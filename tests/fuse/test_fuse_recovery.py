@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import random
 import selectors
 import signal
@@ -24,6 +23,7 @@ from fusetest import SERVERS, check_stopped, mount_or_fail, serving
 from mounthelp import Mount
 
 from helpers import peers
+from helpers.outage import frozen, kill, restart
 
 Server = peers.FerryServer | peers.GaneshaServer
 LIMIT = 60.0  # seconds any one child may take: far beyond every timeout configured here
@@ -113,46 +113,6 @@ def still_blocked(*procs: subprocess.Popen[str]) -> bool:
 # -- outages ----------------------------------------------------------------------------------
 
 
-def _pid(server: Server) -> int:
-    if isinstance(server, peers.FerryServer):
-        assert server.proc is not None
-        return server.proc.pid
-    assert server.pid is not None
-    return server.pid
-
-
-@contextlib.contextmanager
-def frozen(server: Server) -> Iterator[None]:
-    """SIGSTOP: the connection stays up and nothing answers (a hung server)."""
-    pid = _pid(server)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
-def kill(server: Server) -> None:
-    """SIGKILL: the connection drops and the port refuses connections."""
-    pid = _pid(server)
-    os.kill(pid, signal.SIGKILL)
-    if isinstance(server, peers.FerryServer):
-        assert server.proc is not None
-        server.proc.wait(10)
-        server.proc = None
-    else:
-        assert peers.wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10)
-        server.pid = None
-
-
-def restart(server: Server) -> None:
-    """Start again on the same port(s), with the same state (file handles stay valid)."""
-    try:
-        server.start()
-    except peers.PeerError as exc:
-        pytest.fail(f"could not restart the server: {exc}", pytrace=False)
-
-
 def unmount(m: Mount) -> None:
     """``fusermount3 -u``, and the mount process ends cleanly."""
     res = subprocess.run(["fusermount3", "-u", str(m.path)], capture_output=True, text=True)
@@ -175,6 +135,27 @@ def test_soft_mount_gives_eio_and_recovers(kind: str, tmp_path: Path) -> None:
                 assert read_through(m.path / "g") == f"errno {errno.EIO}"
             kill(server)  # reconnecting fails at once
             assert read_through(m.path / "h") == f"errno {errno.EIO}"
+            restart(server)
+            assert read_through(m.path / "f") == "ok data"
+            kill(server)
+            unmount(m)  # with the server gone
+        finally:
+            m.stop()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_hard_mount_gives_up_after_retry_for(kind: str, tmp_path: Path) -> None:
+    """``--retry-for``: a hard mount waits that long for a server that went away, then
+    EIO; the next call tries the server again."""
+    with serving(kind, tmp_path) as server:
+        (server.export / "f").write_text("data")
+        m = mount_or_fail(server, tmp_path / "mnt", "--hard", "--retry-for", "1")
+        try:
+            assert read_through(m.path / "f") == "ok data"
+            kill(server)
+            start = time.monotonic()
+            assert read_through(m.path / "g") == f"errno {errno.EIO}"
+            assert 1.0 <= time.monotonic() - start < LIMIT
             restart(server)
             assert read_through(m.path / "f") == "ok data"
             kill(server)

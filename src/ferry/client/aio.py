@@ -11,8 +11,15 @@ reply matching stay in the sans-IO ``RpcClient``:
   what else goes with it: ``selective`` (the default) resends only the lost call,
   ``go-back-n`` also every call still outstanding that was sent after it (the two answers
   to "the 3rd of 100 calls is lost"; benchmarks/rpc_bench.py compares them);
-* when the connection breaks, one reconnect task opens a new one (bounded attempts with
-  backoff) and resends just the calls still outstanding; callers keep waiting meanwhile;
+* when the connection breaks, one reconnect task opens a new one (attempts with backoff)
+  and resends just the calls still outstanding; callers keep waiting meanwhile;
+* how long it keeps trying: soft (``retry_for=None``), a call fails after ``max_tries``
+  sends and a reconnect after ``reconnect_tries`` attempts per server; hard
+  (``retry_for=S``), calls are resent and reconnects retried, round after round over the
+  servers, until the server has let a call wait ``retry_for`` seconds without sending a
+  byte (counted from the later of its last byte and the call's sending).
+  ``client.retry`` turns the user's words (hard/soft, timeout, retrans, retry_for) into
+  these options;
 * failover: given ``fallbacks`` (other servers of the same store, which accept the same
   handles), a server that cannot be reached after ``reconnect_tries`` attempts, or that
   let a call time out ``max_tries`` times, is left for the next one in the list and the
@@ -32,6 +39,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -41,6 +49,7 @@ from ferry.rpc.record import Buffer
 from ferry.xdr import Unpacker
 
 from .rpc import Reply, RpcClient
+from .url import server_name
 
 log = logging.getLogger("ferry.client")
 
@@ -60,6 +69,7 @@ class RpcStats:
     resent_on_reconnect: int = 0  # calls sent again on a new connection
     failovers: int = 0  # moves to another server of the list
     jukebox_retries: int = 0  # NFS calls sent again after NFS3ERR_JUKEBOX (by ``client.nfs``)
+    resent_errors: int = 0  # errors to resent calls found to answer the first send's success
     ignored_replies: int = 0  # replies to no outstanding call (late duplicates)
     placed_bytes: int = 0  # READ data received straight into the caller's buffer
     max_in_flight: int = 0
@@ -77,7 +87,8 @@ class RpcOptions:
     max_timeout: float = 120.0
     max_tries: int = 4  # sends of one call, the first included
     connect_timeout: float = 10.0
-    reconnect_tries: int = 5
+    reconnect_tries: int = 5  # attempts per server (hard: per round over the servers)
+    retry_for: float | None = None  # hard: seconds of outage before calls fail (inf: never)
     transport: str = "tcp"  # or "udp"
     retransmit: str = "selective"  # or "go-back-n"
     jukebox_tries: int = 10  # sends of a call the server answers JUKEBOX; 1: no retry
@@ -85,6 +96,8 @@ class RpcOptions:
     jukebox_max_delay: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.retry_for is not None and not self.retry_for > 0:
+            raise ValueError(f"retry_for must be positive (inf: forever), not {self.retry_for}")
         if self.jukebox_tries < 1 or min(self.jukebox_delay, self.jukebox_max_delay) < 0:
             raise ValueError("jukebox_tries must be at least 1 and the delays not negative")
         if self.transport not in TRANSPORTS:
@@ -96,6 +109,7 @@ class RpcOptions:
 TRANSPORTS = ("tcp", "udp")
 POLICIES = ("selective", "go-back-n")
 MAX_DATAGRAM = 65507  # IPv4 UDP payload
+PAUSE, MAX_PAUSE = 0.05, 2.0  # seconds between reconnect attempts: doubling, capped
 UDP_BUFFER = 4 << 20  # socket buffers: a window of replies must not overflow the kernel
 Recorder = Callable[[str, int, int], None]
 """``(event, xid, bytes)`` with event ``call``, ``resend``, ``timeout`` or ``reply``; the
@@ -112,6 +126,9 @@ class _Pending:
     switches: int = 0  # times its tries were restarted on another server
     server: int = 0  # the failover count when it was last (re)started
     placed: int | None = None  # READ data bytes received straight into the destination
+    sends: int = 0  # times it was written to a connection (resends included)
+    sent: float = dataclasses.field(default_factory=time.monotonic)  # when first sent
+    due: float = 0.0  # when its timer resends it
 
 
 class _Reporting:
@@ -209,6 +226,8 @@ class AsyncRpcClient:
         self._protocol: _Protocol | _DatagramProtocol | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
+        self._heard = 0.0  # when the server last sent us anything (monotonic clock)
+        self._poke = asyncio.Event()  # a new call waits for the reconnect: try again now
 
     # -- connection ----------------------------------------------------------------------
 
@@ -285,35 +304,90 @@ class AsyncRpcClient:
             self._start_reconnect()
 
     def _start_reconnect(self) -> None:
+        """Start the reconnect task; if it runs already, cut its pause short: a new call
+        is waiting, and the server may be back."""
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        else:
+            self._poke.set()
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds between connection attempts, or PAUSE once poked."""
+        self._poke.clear()
+        await asyncio.sleep(min(delay, PAUSE))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._poke.wait(), delay - PAUSE)
 
     async def _reconnect(self) -> None:
         """Reconnect to the current server, else to each other one in turn; every server
-        gets ``reconnect_tries`` attempts (one that timed out calls is skipped at once)."""
+        gets ``reconnect_tries`` attempts (one that timed out calls is skipped at once).
+        Soft: one round, then the waiting calls fail. Hard: round after round until the
+        outage has lasted ``retry_for`` seconds."""
         last: BaseException | None = None
         tried: list[str] = []
-        for step in range(len(self.servers)):
-            if step > 0 or self._leave:
+        backoff = 0  # grows across rounds: a server that stays away is asked every MAX_PAUSE
+        warned = False
+        for step in range(1 << 62):  # bounded by the rounds (soft) or by retry_for (hard)
+            if step >= len(self.servers) and self.options.retry_for is None:
+                break
+            first_round = step < len(self.servers)
+            if (step > 0 or self._leave) and len(self.servers) > 1:
                 self._switch()
             self._leave = False
-            tried.append(f"{self.host}:{self.port}")
-            for attempt in range(self.options.reconnect_tries):
+            if first_round:
+                tried.append(server_name(self.host, self.port))
+            for _ in range(self.options.reconnect_tries):
+                if not self._pending:
+                    return  # every call gave up meanwhile: the next call starts again
+                if self._gave_up():
+                    self._fail_all(RpcConnectionError(self._outage_message(last)))
+                    return
                 try:
                     await self._open()
                 except (OSError, TimeoutError) as exc:
                     last = exc
-                    await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                    await self._pause(min(PAUSE * 2**backoff, MAX_PAUSE))
+                    backoff += 1
                     continue
                 self.stats.reconnects += 1
+                if warned:
+                    log.warning("%s answers again", server_name(self.host, self.port))
                 return
-            if len(self.servers) > 1:
-                log.warning("cannot reach %s (%s)", tried[-1], last)
+            if first_round and len(self.servers) > 1:
+                log.warning("cannot reach %s (%s)", server_name(self.host, self.port), last)
+            if step == len(self.servers) - 1 and self.options.retry_for is not None:
+                log.warning(
+                    "%s not responding (%s), still trying for up to %g s",
+                    ", ".join(tried), last, self.options.retry_for,
+                )  # fmt: skip
+                warned = True
         self._fail_all(
             RpcConnectionError(
                 f"cannot reconnect to {', '.join(tried)} after "
                 f"{self.options.reconnect_tries} attempts each: {last}"
             )
+        )
+
+    def _silent_for(self, pending: _Pending | None = None) -> float:
+        """Seconds calls have waited on a server that sent nothing: since the later of its
+        last byte and the sending of ``pending`` (else of the oldest call waiting)."""
+        now = time.monotonic()
+        sent = (
+            pending.sent if pending else min((p.sent for p in self._pending.values()), default=now)
+        )
+        return now - max(self._heard, sent)
+
+    def _gave_up(self, pending: _Pending | None = None) -> bool:
+        """Hard: has the server been silent ``retry_for`` seconds?"""
+        limit = self.options.retry_for
+        return limit is not None and self._silent_for(pending) >= limit
+
+    def _outage_message(self, last: BaseException | None) -> str:
+        servers = ", ".join(server_name(h, p) for h, p in self.servers)
+        reason = f" (last error: {last})" if last is not None else ""
+        return (
+            f"{servers} did not answer for {self.options.retry_for:g} s; "
+            f"gave up (retry_for){reason}"
         )
 
     def _switch(self) -> None:
@@ -364,6 +438,35 @@ class AsyncRpcClient:
         into ``dest`` (TCP only); returns the results and how many data bytes were placed
         there (``None``: the results hold the data, as from ``call``). ``dest`` is never
         written once this returns or raises."""
+        u, placed, _ = await self._call(prog, vers, proc, args, cred, label, timeout, dest)
+        return u, placed
+
+    async def call_counted(
+        self,
+        prog: int,
+        vers: int,
+        proc: int,
+        args: list[Buffer],
+        cred: OpaqueAuth = NULL_AUTH,
+        label: str = "",
+    ) -> tuple[Unpacker, int]:
+        """``call``, also returning how many times the call went out: more than once, the
+        reply may answer a resend of a call the server had already carried out (its
+        duplicate request cache lost in a restart), as NOENT to a REMOVE that did remove."""
+        u, _, sends = await self._call(prog, vers, proc, args, cred, label)
+        return u, sends
+
+    async def _call(
+        self,
+        prog: int,
+        vers: int,
+        proc: int,
+        args: list[Buffer],
+        cred: OpaqueAuth,
+        label: str,
+        timeout: float | None = None,
+        dest: memoryview | None = None,
+    ) -> tuple[Unpacker, int | None, int]:
         if dest is not None and (dest.readonly or not dest.c_contiguous or dest.itemsize != 1):
             raise TypeError("dest must be a writable, contiguous memoryview of bytes")
         if self._closed:
@@ -383,12 +486,13 @@ class AsyncRpcClient:
             self._pending[xid] = pending
             self.stats.calls += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._pending))
-            self._send(buffers)
+            if self._send(buffers):
+                pending.sends += 1
             if self.recorder is not None:
                 self.recorder("call", xid, sum(len(b) for b in buffers))
             self._arm(xid, pending)
             try:
-                return await pending.future, pending.placed
+                return await pending.future, pending.placed, pending.sends
             finally:
                 self._forget(xid)
 
@@ -409,16 +513,33 @@ class AsyncRpcClient:
     def _resend(self, xid: int, buffers: list[Buffer]) -> None:
         size = self._send(buffers)
         self.stats.retransmitted_bytes += size
+        if size and (pending := self._pending.get(xid)) is not None:
+            pending.sends += 1
         if self.recorder is not None:
             self.recorder("resend", xid, size)
 
-    def _arm(self, xid: int, pending: _Pending) -> None:
-        loop = asyncio.get_running_loop()
-        pending.timer = loop.call_later(pending.delay, self._on_timeout, xid)
+    def _arm(self, xid: int, pending: _Pending, due: float | None = None) -> None:
+        """Start the call's timer for its resend, ``delay`` from now (or at ``due``); hard,
+        sooner if ``retry_for`` runs out before (then it only checks, see _on_timeout)."""
+        now = time.monotonic()
+        pending.due = now + pending.delay if due is None else due
+        delay = pending.due - now
+        if self.options.retry_for is not None:
+            delay = min(delay, self.options.retry_for - self._silent_for(pending))
+        pending.timer = asyncio.get_running_loop().call_later(
+            max(0.001, delay), self._on_timeout, xid
+        )
 
     def _on_timeout(self, xid: int) -> None:
         pending = self._pending.get(xid)
         if pending is None or pending.future.done():
+            return
+        if self._gave_up(pending):
+            msg = f"{pending.label} (xid {xid:#010x}): {self._outage_message(None)}"
+            pending.future.set_exception(RpcTimeout(msg))
+            return
+        if time.monotonic() < pending.due - 0.001:  # woken to check retry_for: not due
+            self._arm(xid, pending, pending.due)
             return
         self.stats.timeouts += 1
         if self.recorder is not None:
@@ -434,7 +555,7 @@ class AsyncRpcClient:
             pending.server = self.stats.failovers + (not moved)
             self._arm(xid, pending)
             return
-        if pending.tries >= opts.max_tries:
+        if pending.tries >= opts.max_tries and opts.retry_for is None:
             msg = f"{pending.label} (xid {xid:#010x}): no reply after {pending.tries} tries"
             pending.future.set_exception(RpcTimeout(msg))
             return
@@ -464,6 +585,7 @@ class AsyncRpcClient:
 
     def _on_data(self, protocol: _Protocol, nbytes: int) -> None:
         self.stats.bytes_received += nbytes
+        self._heard = time.monotonic()
         self.rpc.buffer_updated(nbytes)
         try:
             while (reply := self.rpc.next_reply()) is not None:
@@ -476,6 +598,7 @@ class AsyncRpcClient:
 
     def _on_datagram(self, data: bytes) -> None:
         self.stats.bytes_received += len(data)
+        self._heard = time.monotonic()
         reply = self.rpc.receive_datagram(data)
         if reply is not None:
             self._deliver(reply)

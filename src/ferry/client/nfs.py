@@ -12,6 +12,16 @@ handle through the cache. The path-level API built on this is ``client.paths``.
 Every procedure goes through ``_nfs``, which also retries NFS3ERR_JUKEBOX ("try again
 later", what a server says while its store is slow): the same call as a new request (new
 xid, as the Linux client does), with backoff, within ``RpcOptions.jukebox_*``.
+
+A call the transport had to send more than once (a lost reply, a server restarted in
+between) may be answered for a second execution once the server's duplicate request
+cache is gone: REMOVE of the file the first send removed answers NOENT, MKDIR of the
+directory it made EXIST. As BSD's client does ("Kludge City" in nfs_vnops.c), such an
+error to a resent REMOVE, RMDIR, RENAME, MKDIR, SYMLINK, MKNOD or LINK is taken as the
+first send's success, but only after checking what it would have left (the new name
+there, of the right type and target); a GUARDED CREATE cannot be checked, which is why
+exclusive opens use ``create_exclusive`` (EXCLUSIVE with a verifier, RFC 1813 3.3.8,
+the way the Linux client opens O_EXCL). ``RpcStats.resent_errors`` counts them.
 """
 
 from __future__ import annotations
@@ -22,10 +32,11 @@ import dataclasses
 import logging
 import os
 import socket
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
-from ferry.backends.base import Attr, SetAttr
+from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.errors import GarbageReply, NfsError, XdrError
 from ferry.nfs3 import results as r
 from ferry.nfs3 import types as t
@@ -45,10 +56,11 @@ from ferry.rpc.auth import encode_auth_sys
 from ferry.rpc.message import OpaqueAuth
 from ferry.xdr import Packer, Unpacker
 
+from . import retry
 from .aio import AsyncRpcClient, RpcOptions
 from .cache import AttrCache
 from .exports import mount_export
-from .url import NfsUrl, parse_url
+from .url import NfsUrl, parse_url, server_name
 
 log = logging.getLogger("ferry.client")
 T = TypeVar("T")
@@ -58,6 +70,12 @@ MAX_SYMLINKS = 40  # like Linux's MAXSYMLINKS
 MAX_DIR_PAGES = 1 << 20
 UMNT_TIMEOUT = 1.0  # seconds close() waits for UMNT's reply (it is only a courtesy)
 PMAP_PORT, PMAP_PROGRAM, PMAP_V2, PMAP_GETPORT, IPPROTO_TCP = 111, 100000, 2, 3, 6
+_PROGRAMS = {(NFS_PROGRAM, NFS_V3): "NFS v3", (MOUNT_PROGRAM, MOUNT_V3): "MOUNT v3"}
+CHANGES = frozenset({
+    NfsProc.SETATTR, NfsProc.WRITE, NfsProc.CREATE, NfsProc.MKDIR, NfsProc.SYMLINK,
+    NfsProc.MKNOD, NfsProc.REMOVE, NfsProc.RMDIR, NfsProc.RENAME, NfsProc.LINK,
+})  # fmt: skip
+"""Procedures a ``readonly`` client refuses itself (EROFS), before asking the server."""
 
 
 acting_as: contextvars.ContextVar[OpaqueAuth | None] = contextvars.ContextVar(
@@ -119,7 +137,8 @@ async def getport(host: str, prog: int, vers: int, options: RpcOptions | None = 
     finally:
         await rpc.close()
     if port == 0:
-        raise ConnectionRefusedError(f"program {prog} version {vers} is not registered on {host}")
+        name = _PROGRAMS.get((prog, vers), f"program {prog} version {vers}")
+        raise ConnectionRefusedError(f"has no {name} server registered")
     return port
 
 
@@ -132,7 +151,8 @@ def jukebox_waits(options: RpcOptions) -> list[float]:
 
 async def server_ports(u: NfsUrl, options: RpcOptions | None) -> list[tuple[str, int, int]]:
     """(host, NFS port, MOUNT port) of every server of the URL, asking portmap where the URL
-    does not say; with several servers, one whose portmap cannot be asked is left out."""
+    does not say; with several servers, one whose portmap cannot be asked is left out.
+    When none can be, the ConnectionError says so and shows how to give the ports."""
     out: list[tuple[str, int, int]] = []
     error: OSError | None = None
     for host, port in u.servers:
@@ -142,14 +162,45 @@ async def server_ports(u: NfsUrl, options: RpcOptions | None) -> list[tuple[str,
                 host, MOUNT_PROGRAM, MOUNT_V3, options
             )
         except (OSError, TimeoutError) as exc:
-            if len(u.servers) == 1:
-                raise
-            error = OSError(f"{host}: {exc}")
+            error = exc
             continue
         out.append((host, nfs_port, mnt_port))
     if not out:
-        raise ConnectionError(f"no server of {u} answers portmap: {error}")
+        raise ConnectionError(_no_portmap(u, error)) from None
     return out
+
+
+def _no_portmap(u: NfsUrl, exc: BaseException | None) -> str:
+    """One line: the portmapper could not be asked, and the URL forms that need none."""
+    hosts = [h for h, p in u.servers if u.nfs_port_of(p) is None or u.mount_port_of(p) is None]
+    where = ", ".join(server_name(h, PMAP_PORT) for h in hosts)
+    if isinstance(exc, ConnectionRefusedError) and exc.errno is None:
+        why = str(exc)  # it answered: nothing registered
+    elif isinstance(exc, ConnectionRefusedError):
+        why = "refuses connections (no portmapper runs there)"
+    elif isinstance(exc, TimeoutError):
+        why = "does not answer"
+    else:
+        why = f"cannot be reached ({(exc.strerror if isinstance(exc, OSError) else None) or exc})"
+    host = server_name(u.host, None)
+    path = urllib.parse.quote(u.path) if u.path != "/" else "/..."
+    return (
+        f"no port in the url, and the portmapper on {where} {why}; give the server's port: "
+        f"nfs://{host}:PORT{path} or nfs://{host}{path}?nfsport=PORT&mountport=PORT"
+    )
+
+
+def url_keywords(u: NfsUrl) -> dict[str, Any]:
+    """``connect``'s keywords that a URL's libnfs arguments stand for (docs/urls.md)."""
+    kw = retry.url_policy(u)
+    for key in ("readahead", "rsize", "wsize"):
+        if (value := getattr(u, key)) is not None:
+            kw[key] = value
+    if u.readonly:
+        kw["read_only"] = True
+    if u.dircache is False:
+        kw["attr_cache"] = 0.0
+    return kw
 
 
 class NfsProcedures:
@@ -172,6 +223,7 @@ class NfsProcedures:
         self.rsize = self.wsize = 64 * 1024
         self.dtpref = 32 * 1024
         self.cache = AttrCache(attr_cache)
+        self.read_only = False  # refuse every change here (EROFS): ``readonly`` in the URL
 
     @property
     def stats(self) -> object:
@@ -189,13 +241,34 @@ class NfsProcedures:
         options: RpcOptions | None = None,
         rsize: int | None = None,
         wsize: int | None = None,
-        attr_cache: float = 1.0,
+        attr_cache: float | None = None,
         servers: str | Iterable[str] = (),
+        hard: bool | None = None,
+        timeout: float | None = None,
+        retrans: int | None = None,
+        retry_for: float | None = None,
+        readahead: int | None = None,
+        read_only: bool | None = None,
     ) -> Self:
         """Resolve ports, MNT the export, FSINFO the root; see ``client.url`` for the rules.
         With several servers, in the URL and/or ``servers`` (``"host[:port]"`` items, added
-        after the URL's), the connections fail over between them."""
+        after the URL's), the connections fail over between them.
+
+        What to do when the server stops answering: ``hard`` (default True: wait it out,
+        for at most ``retry_for`` seconds, 300 by default) or soft (fail after ``retrans``
+        resends), ``timeout`` seconds before a call is first resent (``client.retry``);
+        ``options`` (``RpcOptions``) sets the transport in full. ``rsize``/``wsize`` (the
+        largest READ/WRITE), ``readahead`` (bytes an open file reads ahead), ``attr_cache``
+        (seconds attributes and lookups are cached) and ``read_only`` (refuse changes
+        here); each keyword wins over the URL's argument of the same meaning."""
         u = (parse_url(url) if isinstance(url, str) else url).with_servers(servers)
+        given = {
+            "hard": hard, "timeout": timeout, "retrans": retrans, "retry_for": retry_for,
+            "readahead": readahead, "read_only": read_only, "attr_cache": attr_cache,
+            "rsize": rsize, "wsize": wsize,
+        }  # fmt: skip
+        kw = {**url_keywords(u), **{k: v for k, v in given.items() if v is not None}}
+        options = retry.resolve(options, **{k: kw.get(k) for k in retry.SETTINGS})
         base = AuthSys()
         auth = auth or AuthSys(
             base.uid if u.uid is None else u.uid, base.gid if u.gid is None else u.gid
@@ -211,14 +284,20 @@ class NfsProcedures:
                 mount_rpc = AsyncRpcClient(*mnt[0], options, fallbacks=mnt[1:])
                 await mount_rpc.connect()
             root, exp, sub = await mount_export(mount_rpc, auth.credential(), u.path, export)
-            client = cls(rpc, mount_rpc, root, exp, auth, sub, attr_cache)
-            await client._negotiate(rsize, wsize)
+            client = cls(rpc, mount_rpc, root, exp, auth, sub, kw.get("attr_cache", 1.0))
+            client.read_only = bool(kw.get("read_only"))
+            await client._negotiate(kw.get("rsize"), kw.get("wsize"))
+            if "readahead" in kw:
+                client._set_readahead(kw["readahead"])
             await client._enter_subdir(u.path)
         except BaseException:
             await rpc.close()
             await mount_rpc.close()
             raise
         return client
+
+    def _set_readahead(self, size: int) -> None:
+        """How far open files read ahead; the path-level client has open files."""
 
     async def _negotiate(self, rsize: int | None, wsize: int | None) -> None:
         info = await self.fsinfo(self.root)
@@ -269,17 +348,40 @@ class NfsProcedures:
     # -- procedures (RFC 1813 section 3.3) -------------------------------------------------
 
     async def _nfs(
-        self, proc: NfsProc, args: Callable[[Packer], None], resok: Callable[[Unpacker], T]
+        self,
+        proc: NfsProc,
+        args: Callable[[Packer], None],
+        resok: Callable[[Unpacker], T],
+        resent: Callable[[NfsError], Awaitable[T | None]] | None = None,
     ) -> T:
         """One procedure: call, decode, raise NfsError; JUKEBOX answers are retried (new
-        xid: a new request) after each of ``jukebox_waits``, the last one surfaces."""
+        xid: a new request) after each of ``jukebox_waits``, the last one surfaces.
+        ``resent``: for an error answering a call sent more than once, the result the
+        first send must have had, if ``resent`` finds it did succeed (else None)."""
+        if self.read_only and proc in CHANGES:
+            raise NfsError(Nfsstat3.ROFS, f"NFS3 {proc.name}: the url says readonly")
         p = Packer()
         args(p)
         buffers, label = p.buffers(), f"NFS3 {proc.name}"
 
         async def attempt() -> T:
-            u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, buffers, self._cred(), label)
-            return _results(proc, u, resok, label)
+            if resent is None:
+                u = await self.rpc.call(NFS_PROGRAM, NFS_V3, proc, buffers, self._cred(), label)
+                return _results(proc, u, resok, label)
+            u, sends = await self.rpc.call_counted(
+                NFS_PROGRAM, NFS_V3, proc, buffers, self._cred(), label
+            )
+            try:
+                return _results(proc, u, resok, label)
+            except NfsError as exc:
+                if sends <= 1 or exc.status == Nfsstat3.JUKEBOX:
+                    raise
+                done = await resent(exc)
+                if done is None:
+                    raise
+                self.rpc.stats.resent_errors += 1
+                log.info("%s: %s answered a resend; the first send did it", label, exc.status.name)
+                return done
 
         return await self._past_jukebox(label, attempt)
 
@@ -379,10 +481,33 @@ class NfsProcedures:
         self.cache.forget_dir(dir, where.name)
         return await self._nfs(NfsProc.CREATE, args.pack, r.unpack_create_res)
 
+    async def create_exclusive(
+        self, dir: bytes, name: Name, attrs: SetAttr | None = None
+    ) -> t.CreateRes:
+        """Create a file that must not exist yet, safely under retransmission: EXCLUSIVE
+        with a fresh verifier (a resent CREATE finds the verifier and succeeds, RFC 1813
+        section 3.3.8), then SETATTR of ``attrs`` (the server kept the verifier in the
+        times); GUARDED where the server has no EXCLUSIVE (NOTSUPP). The result always
+        has the handle and the attributes."""
+        attrs = attrs or SetAttr(mode=0o644)
+        try:
+            res = await self.create(dir, name, None, CreateMode.EXCLUSIVE, os.urandom(8))
+        except NfsError as exc:
+            if exc.status != Nfsstat3.NOTSUPP:
+                raise
+            res = await self.create(dir, name, attrs, CreateMode.GUARDED)
+            fh = res.obj or (await self.lookup(dir, name)).object
+            return t.CreateRes(fh, res.obj_attributes or await self.getattr(fh), res.dir_wcc)
+        fh = res.obj or (await self.lookup(dir, name)).object
+        now = dataclasses.replace(attrs, atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME)
+        await self.setattr(fh, now)
+        return t.CreateRes(fh, await self.getattr(fh), res.dir_wcc)
+
     async def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:
         args = t.MkdirArgs(t.DirOpArgs(dir, _name(name)), attrs or SetAttr(mode=0o755))
         self.cache.forget_dir(dir, _name(name))
-        return await self._nfs(NfsProc.MKDIR, args.pack, r.unpack_create_res)
+        made = self._made(dir, name, Nfsstat3.EXIST, lambda a: a.type == Ftype3.DIR)
+        return await self._nfs(NfsProc.MKDIR, args.pack, r.unpack_create_res, made)
 
     async def symlink(
         self, dir: bytes, name: Name, target: Name, attrs: SetAttr | None = None
@@ -390,7 +515,14 @@ class NfsProcedures:
         where = t.DirOpArgs(dir, _name(name))
         args = t.SymlinkArgs(where, attrs or SetAttr(), _name(target))
         self.cache.forget_dir(dir, where.name)
-        return await self._nfs(NfsProc.SYMLINK, args.pack, r.unpack_create_res)
+
+        async def made(exc: NfsError) -> t.CreateRes | None:
+            res = await self._made(dir, name, Nfsstat3.EXIST, lambda a: a.type == Ftype3.LNK)(exc)
+            if res is None or res.obj is None or await self.readlink(res.obj) != _name(target):
+                return None
+            return res
+
+        return await self._nfs(NfsProc.SYMLINK, args.pack, r.unpack_create_res, made)
 
     async def mknod(
         self,
@@ -402,17 +534,20 @@ class NfsProcedures:
     ) -> t.CreateRes:
         args = t.MknodArgs(t.DirOpArgs(dir, _name(name)), ftype, attrs or SetAttr(), rdev)
         self.cache.forget_dir(dir, _name(name))
-        return await self._nfs(NfsProc.MKNOD, args.pack, r.unpack_create_res)
+        made = self._made(dir, name, Nfsstat3.EXIST, lambda a: a.type == ftype)
+        return await self._nfs(NfsProc.MKNOD, args.pack, r.unpack_create_res, made)
 
     async def remove(self, dir: bytes, name: Name) -> t.Wcc:
         args = t.RemoveArgs(t.DirOpArgs(dir, _name(name)))
         self.cache.forget_dir(dir, _name(name))
-        return (await self._nfs(NfsProc.REMOVE, args.pack, r.unpack_wcc_res)).wcc
+        gone = self._gone(dir, name, t.WccRes(t.Wcc()))
+        return (await self._nfs(NfsProc.REMOVE, args.pack, r.unpack_wcc_res, gone)).wcc
 
     async def rmdir(self, dir: bytes, name: Name) -> t.Wcc:
         args = t.RemoveArgs(t.DirOpArgs(dir, _name(name)))
         self.cache.forget_dir(dir, _name(name))
-        return (await self._nfs(NfsProc.RMDIR, args.pack, r.unpack_wcc_res)).wcc
+        gone = self._gone(dir, name, t.WccRes(t.Wcc()))
+        return (await self._nfs(NfsProc.RMDIR, args.pack, r.unpack_wcc_res, gone)).wcc
 
     async def rename(
         self, fromdir: bytes, fromname: Name, todir: bytes, toname: Name
@@ -422,13 +557,61 @@ class NfsProcedures:
         )
         self.cache.forget_dir(fromdir, _name(fromname))
         self.cache.forget_dir(todir, _name(toname))
-        return await self._nfs(NfsProc.RENAME, args.pack, r.unpack_rename_res)
+
+        async def moved(exc: NfsError) -> t.RenameRes | None:
+            if exc.status != Nfsstat3.NOENT:
+                return None
+            gone = await self._gone(fromdir, fromname, True)(exc)
+            there = await self._made(todir, toname, Nfsstat3.NOENT, lambda a: True)(exc)
+            return t.RenameRes(t.Wcc(), t.Wcc()) if gone and there else None
+
+        return await self._nfs(NfsProc.RENAME, args.pack, r.unpack_rename_res, moved)
 
     async def link(self, fh: bytes, dir: bytes, name: Name) -> t.LinkRes:
         args = t.LinkArgs(fh, t.DirOpArgs(dir, _name(name)))
         self.cache.forget(fh)
         self.cache.forget_dir(dir, _name(name))
-        return await self._nfs(NfsProc.LINK, args.pack, r.unpack_link_res)
+
+        async def linked(exc: NfsError) -> t.LinkRes | None:
+            fileid = (await self.getattr(fh)).fileid
+            res = await self._made(dir, name, Nfsstat3.EXIST, lambda a: a.fileid == fileid)(exc)
+            return None if res is None else t.LinkRes(res.obj_attributes, t.Wcc())
+
+        return await self._nfs(NfsProc.LINK, args.pack, r.unpack_link_res, linked)
+
+    # -- errors answering a resend (see the module doc) ------------------------------------
+
+    def _gone(self, dir: bytes, name: Name, result: T) -> Callable[[NfsError], Awaitable[T | None]]:
+        """For a resent removal answered NOENT: ``result`` if ``name`` is indeed gone."""
+
+        async def check(exc: NfsError) -> T | None:
+            if exc.status != Nfsstat3.NOENT:
+                return None
+            try:
+                await self.lookup(dir, name)
+            except NfsError as again:
+                return result if again.status == Nfsstat3.NOENT else None
+            return None
+
+        return check
+
+    def _made(
+        self, dir: bytes, name: Name, status: Nfsstat3, fits: Callable[[Attr], bool]
+    ) -> Callable[[NfsError], Awaitable[t.CreateRes | None]]:
+        """For a resent creation answered ``status``: what LOOKUP finds at ``name``, if
+        it ``fits`` what the call would have made."""
+
+        async def check(exc: NfsError) -> t.CreateRes | None:
+            if exc.status != status:
+                return None
+            try:
+                res = await self.lookup(dir, name)
+            except NfsError:
+                return None
+            attr = res.obj_attributes or await self.getattr(res.object)
+            return t.CreateRes(res.object, attr, t.Wcc()) if fits(attr) else None
+
+        return check
 
     async def readdir(
         self, dir: bytes, cookie: int = 0, cookieverf: bytes = t.COOKIEVERF_ZERO, count: int = 0

@@ -16,6 +16,7 @@ either keeps working.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -62,6 +63,9 @@ class AsyncNfsClient(NfsProcedures):
     ``await AsyncNfsClient.connect(url)``, closed by the caller)."""
 
     file_options = FileOptions()
+
+    def _set_readahead(self, size: int) -> None:
+        self.file_options = dataclasses.replace(self.file_options, readahead=size)
 
     @functools.cached_property
     def buffers(self) -> ChunkBuffers:
@@ -398,8 +402,9 @@ class AsyncNfsClient(NfsProcedures):
 
         ``r`` opens an existing file, ``w`` creates or truncates it (CREATE UNCHECKED with
         size 0), ``a`` creates it or writes at its end, ``x`` creates it or fails
-        (CREATE GUARDED: FileExistsError). Attributes are fetched afresh (close-to-open).
-        A text mode (no ``b``) is a ValueError: an ``AsyncFile`` reads and writes bytes."""
+        (``create_exclusive``: FileExistsError). Attributes are fetched afresh
+        (close-to-open). A text mode (no ``b``) is a ValueError: an ``AsyncFile`` reads and
+        writes bytes."""
         how = OpenMode.parse(mode)
         if how.text:
             raise ValueError(
@@ -422,12 +427,16 @@ class AsyncNfsClient(NfsProcedures):
 
     async def _create_for_open(self, path: str, how: OpenMode, perm: int) -> bytes:
         dirfh, name = await self._parent(path)
-        create = CreateMode.GUARDED if how.exclusive else CreateMode.UNCHECKED
+        if how.exclusive:
+            with _as_oserror(path):
+                res = await self.create_exclusive(dirfh, name, SetAttr(mode=perm))
+            assert res.obj is not None
+            return res.obj
         attrs = SetAttr(mode=perm, size=0 if how.truncate else None)
         try:
-            res = await self.create(dirfh, name, attrs, create)
+            res = await self.create(dirfh, name, attrs, CreateMode.UNCHECKED)
         except NfsError as exc:
-            if how.exclusive or exc.status not in (Nfsstat3.EXIST, Nfsstat3.ISDIR):
+            if exc.status not in (Nfsstat3.EXIST, Nfsstat3.ISDIR):
                 raise exc.to_oserror(path) from None
             return await self._reopen(path, how)  # a symlink or a directory in the way
         if res.obj is not None:

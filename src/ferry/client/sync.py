@@ -45,8 +45,14 @@ class Client:
         options: RpcOptions | None = None,
         rsize: int | None = None,
         wsize: int | None = None,
-        attr_cache: float = 1.0,
+        attr_cache: float | None = None,
         servers: str | Iterable[str] = (),
+        hard: bool | None = None,
+        timeout: float | None = None,
+        retrans: int | None = None,
+        retry_for: float | None = None,
+        readahead: int | None = None,
+        read_only: bool | None = None,
     ) -> None:
         self._loop = loops.new_event_loop()
         self._thread = threading.Thread(
@@ -64,6 +70,12 @@ class Client:
                     wsize=wsize,
                     attr_cache=attr_cache,
                     servers=servers,
+                    hard=hard,
+                    timeout=timeout,
+                    retrans=retrans,
+                    retry_for=retry_for,
+                    readahead=readahead,
+                    read_only=read_only,
                 )
             )
         except BaseException:
@@ -159,6 +171,9 @@ class Client:
         verf: bytes = b"\0" * 8,
     ) -> t.CreateRes:
         return self._run(self._client.create(dir, name, attrs, mode, verf))
+
+    def create_exclusive(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:
+        return self._run(self._client.create_exclusive(dir, name, attrs))
 
     @overload
     def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes: ...
@@ -341,11 +356,20 @@ async def _opened(opening: Opening[AsyncFile]) -> AsyncFile:
 def connect(url: str | NfsUrl, **kw: Any) -> Client:
     """Mount ``url`` (``nfs://host[:port]/export/path?...``) and return a blocking Client.
 
-    Keywords are ``Client``'s: ``export``, ``auth``, ``options`` (``RpcOptions``: timeouts,
-    retries, NFS3ERR_JUKEBOX retries), ``rsize``, ``wsize``, ``attr_cache`` and
-    ``servers``, further servers of the same store to fail over to, ``"host[:port]"`` each,
-    tried after the URL's own (``nfs://h1:p1,h2:p2/...`` says the same)::
+    Keywords are ``Client``'s (``AsyncNfsClient.connect``'s): ``export``, ``auth``,
+    ``options`` (``RpcOptions``: the transport in full), ``rsize``, ``wsize``,
+    ``readahead``, ``attr_cache``, ``read_only``; ``servers``, further servers of the
+    same store to fail over to, ``"host[:port]"`` each, tried after the URL's own
+    (``nfs://h1:p1,h2:p2/...`` says the same)::
 
         ferry.connect("nfs://10.0.0.1:2049/export", servers=["10.0.0.2:2049"])
+
+    and what to do when the server stops answering (``ferry.client.retry``): ``hard``
+    (the default: calls wait for a server that restarts, up to ``retry_for`` seconds,
+    300 by default) or ``hard=False`` (soft: fail after ``retrans`` resends, 3), and
+    ``timeout``, seconds before a call is first resent (10)::
+
+        ferry.connect(url, retry_for=3600)              # ride over an hour's outage
+        ferry.connect(url, hard=False, timeout=2)       # fail within seconds
     """
     return Client(url, **kw)
