@@ -11,6 +11,7 @@ import resource
 import signal
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,6 +205,37 @@ def test_server_killed_mid_transfer_leaves_no_short_file(server: Server, tmp_pat
     assert err.startswith(f"ferry: cannot copy '{tmp_path}/up.bin' to 'nfs://".encode()), err
     left = [n for n in _left_in(server.export / "dir") if n not in ("a.txt", "b.txt")]
     assert all((m := TEMP.match(n)) and m["name"] == "up.bin" for n in left), left
+
+
+@pytest.mark.parametrize(
+    ("policy", "limit"),
+    [(("--soft", "--timeout", "10", "--retrans", "1"), 5.0), (("--retry-for", "3"), 3.0 + 6)],
+    ids=["soft", "hard"],
+)
+def test_a_proxy_left_up_in_front_of_a_killed_server_is_not_reconnected_to(
+    server: Server, tmp_path: Path, policy: tuple[str, ...], limit: float
+) -> None:
+    """The server is killed mid-get while ``ferry proxy`` in front of it stays up, so each
+    new connection is accepted, then reset. That is a failed attempt, not a reconnect:
+    ``--soft`` fails after its 2 attempts, long before a call's 10 s timeout; hard waits
+    ``--retry-for`` 3 s, without a storm of connections. No file is left."""
+    peers.write_random_file(server.export / "big.bin", HUGE)
+    local = tmp_path / "local"
+    local.mkdir()
+    with running(SLOW, (server.host, server.port)) as proxy:
+        url = _url_via(server, proxy.port, "big.bin")
+        proc = start("get", "--no-progress", *policy, url, str(local / "got.bin"))
+        _wait_for_bytes(local, proc, 1 << 20)
+        before = proxy.stats.connections
+        _kill(server)
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        took, tries = time.monotonic() - killed, proxy.stats.connections - before
+    assert proc.returncode == 1 and b"Traceback" not in err, err
+    assert err.splitlines()[-1].startswith(b"ferry: cannot copy 'nfs://"), err
+    assert took < limit, f"gave up {took:.1f} s after the kill: {err!r}"
+    assert tries <= 12, f"{tries} connections in {took:.1f} s"
+    assert _left_in(local) == []
 
 
 def test_a_failed_local_write_removes_the_temporary(server: Server, tmp_path: Path) -> None:
