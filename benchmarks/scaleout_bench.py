@@ -10,7 +10,10 @@ at once; per configuration, the median of REPEAT rounds of:
 
   write   every client ``nfs-cp`` (libnfs, C) a SIZE MiB file from tmpfs to the server:
           aggregate MB/s = all bytes / wall time from the first start to the last exit
-  read    every client ``nfs-cp`` its file back to tmpfs (checked by sha256 afterwards)
+  read    every client ``nfs-cp`` its file back to tmpfs (checked by sha256 afterwards),
+          through the server that wrote it, or with ``--cross-read`` through the next
+          one (client i writes through server i mod n, reads through i+1 mod n): then
+          no read is served from the writing server's cache
   getattr every client a Ferry client process making OPS GETATTR calls, 16 in flight,
           started together after a barrier: aggregate calls/s over the common wall time
 
@@ -18,9 +21,14 @@ Besides the rates, the CPU seconds spent in each group (Ceph daemons, NFS server
 clients) during each phase are recorded: on a machine with few cores they show where the
 time went, and why adding servers cannot add throughput when everything shares the cores.
 
+With ``--servers HOST:PORT,HOST:PORT,...`` nothing is started: the phases run against
+servers already running (on real machines, say), with the first 1, 2, ... n of them,
+exporting ``--export``; only the clients' CPU is measured then.
+
     python benchmarks/scaleout_bench.py                 # 64 MiB x 3 clients, 3 repeats
     python benchmarks/scaleout_bench.py --quick         # 16 MiB, 1 repeat, 2,000 calls
     ferry bench scaleout --servers 1,2 --peers ferry --size-mib 4 --ops 200 --repeat 1
+    ferry bench scaleout --servers 10.0.0.1:2049,10.0.0.2:2049 --export /ceph --cross-read
 """
 
 from __future__ import annotations
@@ -147,6 +155,21 @@ def start_ferry(
     )  # fmt: skip
 
 
+def given_servers(addresses: list[tuple[str, int, int]], n: int, export: str, label: str) -> Group:
+    """The first ``n`` of servers already running (``--servers HOST:PORT[:MOUNTPORT],...``):
+    nothing to start or stop, and their CPU is not ours to measure."""
+    chosen = addresses[:n]
+
+    def file_url(host: str, nfs: int, mnt: int) -> Callable[[str], str]:
+        return lambda rel: peers.libnfs_url(host, export, rel, nfs, mnt)
+
+    return Group(
+        label, n, [file_url(*a) for a in chosen],
+        [f"nfs://{h}{export}?nfsport={p}&mountport={m}" for h, p, m in chosen],
+        lambda: [], lambda: None, [[p, m] for _, p, m in chosen], lambda: [[] for _ in chosen],
+    )  # fmt: skip
+
+
 def ganesha_missing() -> str | None:
     """Why Ganesha's FSAL_CEPH cannot run here, or None."""
     if peers.find_tool("ganesha.nfsd") is None:
@@ -244,12 +267,12 @@ class Phase:
 class Meter:
     """CPU seconds of the Ceph daemons, the NFS servers and our child processes."""
 
-    def __init__(self, cluster: CephCluster, group: Group) -> None:
+    def __init__(self, cluster: CephCluster | None, group: Group) -> None:
         self.cluster, self.group = cluster, group
 
     def sample(self) -> dict[str, float]:
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        ceph = cpu_seconds([p.pid for p in self.cluster.procs.values()])
+        ceph = cpu_seconds([p.pid for p in self.cluster.procs.values()]) if self.cluster else 0.0
         return {"ceph": ceph, "servers": cpu_seconds(self.group.pids()),
                 "clients": ru.ru_utime + ru.ru_stime}  # fmt: skip
 
@@ -284,6 +307,8 @@ def transfers(group: Group, meter: Meter, args: argparse.Namespace, srcs: list[P
     file on Ganesha: NFS3ERR_EXIST)."""
     nfs_cp = peers.need_tool("nfs-cp", "libnfs-utils")
     urls = [group.file_url[i % group.n](f"{tag}-c{i}.bin") for i in range(len(srcs))]
+    shift = 1 if args.cross_read else 0  # read through the next server, not the writer
+    back = [group.file_url[(i + shift) % group.n](f"{tag}-c{i}.bin") for i in range(len(srcs))]
     total = sum(p.stat().st_size for p in srcs)
     wcpu: dict[str, float] = {}
     with meter.phase(wcpu):
@@ -293,7 +318,7 @@ def transfers(group: Group, meter: Meter, args: argparse.Namespace, srcs: list[P
         d.unlink(missing_ok=True)
     rcpu: dict[str, float] = {}
     with meter.phase(rcpu):
-        rsec = run_all([[nfs_cp, u, str(d)] for u, d in zip(urls, dsts, strict=True)], args.timeout)
+        rsec = run_all([[nfs_cp, u, str(d)] for u, d in zip(back, dsts, strict=True)], args.timeout)
     for s, d in zip(srcs, dsts, strict=True):
         if peers.sha256_file(s) != peers.sha256_file(d):
             raise peers.PeerError(f"{group.kind}: {d.name} read back differs from {s.name}")
@@ -375,21 +400,30 @@ def machine_info() -> list[tuple[str, str]]:
 def report(results: dict[str, dict[int, dict[str, Phase]]], args: argparse.Namespace,
            notes: list[str]) -> str:  # fmt: skip
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    out = [f"## Scale-out over CephFS: 1-3 servers, {when}", ""]
+    if args.given:
+        where = ", ".join(f"{h}:{p}" for h, p, _ in args.given)
+        title = f"## Scale-out: servers already running ({where}, export {args.export}), {when}"
+    else:
+        title = f"## Scale-out over CephFS: 1-3 servers, {when}"
+    reads = ("the next server's (not the writer's)" if args.cross_read
+             else "the server that wrote it")  # fmt: skip
+    out = [title, ""]
     out.append(
         f"{args.clients} client processes spread over the servers, all at once; "
-        f"{args.size_mib} MiB per client (`nfs-cp`), {args.ops} GETATTRs per client (Ferry's "
-        f"client, 16 in flight); median of {args.repeat} round(s). Ferry: model "
-        f"`{args.model}`, {args.workers} worker(s) per server. Aggregate rates; "
-        "`xN`: against 1 server of the same kind. CPU: seconds used during the phase by "
-        "the Ceph daemons / the NFS servers / the clients."
+        f"{args.size_mib} MiB per client (`nfs-cp`), read back through {reads}; {args.ops} "
+        f"GETATTRs per client (Ferry's client, 16 in flight); median of {args.repeat} "
+        "round(s). Aggregate rates; `xN`: against 1 server of the same kind. CPU: seconds "
+        "used during the phase by the Ceph daemons / the NFS servers / the clients"
+        + (" (only the clients' are measured here)." if args.given else ".")
     )
+    if not args.given:
+        out[-1] += f" Ferry: model `{args.model}`, {args.workers} worker(s) per server."
     if args.link_mbit or args.server_cpus:
         caps = [f"its own {args.link_mbit:g} Mbit/s link each way (tc htb on lo, by port)"
                 if args.link_mbit else "", f"at most {args.server_cpus:g} core(s) (a CPU "
                 "cgroup)" if args.server_cpus else ""]  # fmt: skip
-        out[-1] += (" Every server modelled as a machine of its own: "
-                    + " and ".join(c for c in caps if c) + ".")  # fmt: skip
+        out[-1] += (" Each server has " + " and ".join(c for c in caps if c) + "; the Ceph "
+                    "daemons and the clients are not capped and share the host.")  # fmt: skip
     head = "| servers | write MB/s | read MB/s | GETATTR calls/s | CPU write (ceph/srv/cli) "
     out += ["", head + "| CPU read | CPU getattr |", "|" + " --- |" * 7]
     for kind, by_n in results.items():
@@ -399,7 +433,9 @@ def report(results: dict[str, dict[int, dict[str, Phase]]], args: argparse.Names
             for key, fmt in (("write", "{:.0f}"), ("read", "{:.0f}"), ("getattr", "{:.0f}")):
                 x = f" (x{ph[key].rate / one[key].rate:.2f})" if one and n != min(by_n) else ""
                 cells.append(fmt.format(ph[key].rate) + x)
-            cpus = [" / ".join(f"{ph[k].cpu.get(g, 0):.1f}" for g in ("ceph", "servers", "clients"))
+            groups = ("clients",) if args.given else ("ceph", "servers", "clients")
+            cpus = [" / ".join(("-",) * (3 - len(groups)) + tuple(
+                        f"{ph[k].cpu.get(g, 0):.1f}" for g in groups))
                     for k in ("write", "read", "getattr")]  # fmt: skip
             out.append(f"| {kind} x{n} | " + " | ".join(cells + cpus) + " |")
     if "ferry" in results and "ganesha" in results:
@@ -420,7 +456,19 @@ def report(results: dict[str, dict[int, dict[str, Phase]]], args: argparse.Names
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ferry bench scaleout", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="16 MiB, 1 repeat, 2,000 calls")
-    p.add_argument("--servers", default="1,2,3", help="server counts (default 1,2,3)")
+    p.add_argument(
+        "--servers",
+        default="1,2,3",
+        help="server counts to start (default 1,2,3), or HOST:PORT[:MOUNTPORT],... of servers "
+        "already running (nothing is started; runs with the first 1, 2, ... of them)",
+    )
+    p.add_argument("--export", default="/", help="with running servers: the export to mount")
+    p.add_argument("--label", default="given", help="with running servers: their row's name")
+    p.add_argument(
+        "--cross-read",
+        action="store_true",
+        help="read each file back through another server than the one that wrote it",
+    )
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma list of {PEERS}")
     p.add_argument("--clients", type=int, default=3, help="client processes (default 3)")
     p.add_argument("--size-mib", type=int, default=None, help="MiB per client (default 64)")
@@ -450,23 +498,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.size_mib = args.size_mib or (16 if args.quick else 64)
     args.ops = max(16, args.ops or (2000 if args.quick else 10000))
     args.repeat = args.repeat or (1 if args.quick else 3)
-    args.servers = sorted({int(x) for x in args.servers.split(",")})
+    args.given = []
     args.peers = [x for x in args.peers.split(",") if x]
-    if not set(args.peers) <= set(PEERS) or not all(1 <= n <= 8 for n in args.servers):
-        p.error(f"--peers must come from {PEERS}; --servers from 1-8")
+    items = [x.strip() for x in args.servers.split(",") if x.strip()]
+    if all(x.isdigit() for x in items):
+        args.servers = sorted({int(x) for x in items})
+    else:
+        try:
+            args.given = [_address(x) for x in items]
+        except ValueError as exc:
+            p.error(f"--servers: {exc}")
+        args.servers = list(range(1, len(args.given) + 1))
+        args.peers = [args.label]
+    if not args.given and not set(args.peers) <= set(PEERS):
+        p.error(f"--peers must come from {PEERS}")
+    if not all(1 <= n <= 8 for n in args.servers):
+        p.error("--servers: from 1 to 8 servers")
+    if args.given and (args.link_mbit or args.server_cpus):
+        p.error("--link-mbit and --server-cpus shape servers started here, not given ones")
     return args
+
+
+def _address(item: str) -> tuple[str, int, int]:
+    """``HOST:PORT`` (MOUNT on the NFS port, as Ferry serves it) or ``HOST:PORT:MOUNTPORT``."""
+    parts = item.split(":")
+    if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts[1:]) or not parts[0]:
+        raise ValueError(f"{item!r} is neither a count nor HOST:PORT[:MOUNTPORT]")
+    nfs = int(parts[1])
+    return parts[0], nfs, int(parts[2]) if len(parts) == 3 else nfs
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     peers.need_tool("nfs-cp", "libnfs-utils")
-    cluster = CephCluster(objectstore="bluestore", store_bytes=4 << 30)
-    try:
-        cluster.start()
-        print(f"scaleout_bench: ceph up in {cluster.timings['total']} s", file=sys.stderr)
-        results, text = bench(args, cluster)
-    finally:
-        cluster.stop()
+    if args.given:
+        results, text = bench(args, None)
+    else:
+        cluster = CephCluster(objectstore="bluestore", store_bytes=4 << 30)
+        try:
+            cluster.start()
+            print(f"scaleout_bench: ceph up in {cluster.timings['total']} s", file=sys.stderr)
+            results, text = bench(args, cluster)
+        finally:
+            cluster.stop()
     print(text)
     if args.json:
         raw = {k: {n: {p: dataclasses.asdict(x) for p, x in v.items()} for n, v in by.items()}
@@ -482,10 +556,11 @@ def main(argv: list[str] | None = None) -> int:
 Results = dict[str, dict[int, dict[str, Phase]]]
 
 
-def bench(args: argparse.Namespace, cluster: CephCluster) -> tuple[Results, str]:
-    """Every configuration against a running ``cluster``: (results, markdown report)."""
+def bench(args: argparse.Namespace, cluster: CephCluster | None) -> tuple[Results, str]:
+    """Every configuration against a running ``cluster`` (None: against the servers given
+    with ``--servers HOST:PORT,...``): (results, markdown report)."""
     notes: list[str] = []
-    if "ganesha" in args.peers and (why := ganesha_missing()):
+    if not args.given and "ganesha" in args.peers and (why := ganesha_missing()):
         notes.append(f"NFS-Ganesha left out: {why}")
         args.peers.remove("ganesha")
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
@@ -532,15 +607,18 @@ def make_bench_dir(cluster: CephCluster, where: str) -> None:
         b.close()
 
 
-def run_config(kind: str, n: int, cluster: CephCluster, args: argparse.Namespace,
+def run_config(kind: str, n: int, cluster: CephCluster | None, args: argparse.Namespace,
                srcs: list[Path], tmp: Path) -> dict[str, Phase]:  # fmt: skip
     base = tmp / f"{kind}-{n}"
     where = f"{args.dir}/{kind}-{n}"
-    make_bench_dir(cluster, where)
-    if kind == "ferry":
+    if cluster is None:
+        group = given_servers(args.given, n, args.export, kind)
+    elif kind == "ferry":
+        make_bench_dir(cluster, where)
         server = {"model": args.model, "workers": args.workers}
         group = start_ferry(cluster, n, base, server, where)
     else:
+        make_bench_dir(cluster, where)
         group = start_ganesha(cluster, n, base, where)
     meter = Meter(cluster, group)
     rounds: dict[str, list[Phase]] = {"write": [], "read": [], "getattr": []}
@@ -565,7 +643,7 @@ def run_config(kind: str, n: int, cluster: CephCluster, args: argparse.Namespace
     finally:
         caps.close()
         group.stop()
-        if evicted := cluster.evict_dead_clients():
+        if cluster is not None and (evicted := cluster.evict_dead_clients()):
             print(f"scaleout_bench: evicted dead CephFS sessions {evicted}", file=sys.stderr)
     return {k: median_phase(v) for k, v in rounds.items()}
 

@@ -809,6 +809,22 @@ def test_fd_cache_defers_close_while_leased() -> None:
     cache.clear()
 
 
+def test_fd_cache_closes_idle_descriptors_but_not_leased_ones() -> None:
+    from ferry.backends._fdcache import FdCache
+
+    closed: list[int] = []
+    cache = FdCache(capacity=4, closer=closed.append)
+    cache.release(cache.insert(1, 101, writable=True))
+    held = cache.insert(2, 102, writable=False)
+    assert cache.close_idle(60.0) == 0 and not closed  # used just now
+    time.sleep(0.05)
+    assert cache.close_idle(0.01) == 1 and closed == [101]  # 2 is leased: kept
+    assert cache.acquire(1, writable=False) is None and len(cache) == 1
+    cache.release(held)
+    cache.clear()
+    assert closed == [101, 102]
+
+
 def test_local_bad_root(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         LocalBackend(tmp_path / "missing", tmp_path / "state")

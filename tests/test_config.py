@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ferry import config as cfgmod
-from ferry.errors import ConfigError
+from ferry.errors import ConfigError, NfsError
+from ferry.nfs3.filehandle import HandleCodec, load_key_file
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -97,6 +98,47 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 EXPORT = '[[export]]\npath = "/x"\n'
+
+
+def test_handle_key_file_rotation(tmp_path: Path) -> None:
+    """A key file: the first key signs handles, the next ones are still accepted, so a
+    key can be replaced by a rolling restart without making every handle STALE."""
+    old, new = bytes(range(32)), bytes(range(32, 64))
+    keys = tmp_path / "handle.key"
+    keys.write_text(f"# the key that signs\n{new.hex()}\n\n{old.hex()}  # still accepted\n")
+    cfg = cfgmod.load(write(tmp_path, f'[server]\nhandle_key_file = "{keys}"\n' + EXPORT))
+    assert cfg.handle_key_file == keys
+    loaded = load_key_file(keys)
+    assert loaded == [new, old]
+    codec = HandleCodec(loaded[0], loaded[1:])
+    from_old = HandleCodec(old).encode(1, 42, 7)
+    assert codec.decode(from_old) == (1, 42, 7)  # a handle of the old key still opens
+    assert codec.encode(1, 42, 7) == HandleCodec(new).encode(1, 42, 7)  # signed with new
+    with pytest.raises(NfsError):
+        HandleCodec(new).decode(from_old)  # once the old key is dropped: BADHANDLE
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("", ["no key"]),
+        ("abc\n", ["line 1", "hex key"]),
+        ("# ok\n" + "00" * 32 + "\nzz" + "00" * 31 + "\n", ["line 3"]),
+    ],
+)
+def test_handle_key_file_errors(tmp_path: Path, text: str, names: list[str]) -> None:
+    keys = tmp_path / "handle.key"
+    keys.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_key_file(keys)
+    assert str(keys) in str(err.value)
+    for name in names:
+        assert name in str(err.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_key_file(tmp_path / "missing.key")
+    both = f'[server]\nhandle_key = "{"00" * 16}"\nhandle_key_file = "{keys}"\n' + EXPORT
+    with pytest.raises(ConfigError, match="not both"):
+        cfgmod.load(write(tmp_path, both))
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,8 @@ Example::
     bind = "0.0.0.0"
     port = 2049
     state_dir = "/var/lib/ferry"    # handle key and per-export state
+    handle_key_file = "/etc/ferry/handle.key"  # or: handle_key = "64 hex digits"; default:
+                                    # a key made in state_dir (one per server)
     portmapper = false              # also answer portmap on port 111
     max_record_size = 4259840
     model = "async"                 # serial, prefork, process, thread or async
@@ -104,6 +106,9 @@ class ServerConfig:
     model: str = "async"
     workers: int = 0
     handle_key: bytes | None = None
+    handle_key_file: Path | None = None
+    """Keys in a file (one hex key a line: the first signs handles, the others are still
+    accepted), read at start; see ``ferry.nfs3.filehandle.load_key_file``."""
     udp: bool = False
     drc_entries: int = 4096
     drc_bytes: int = 8 << 20
@@ -134,6 +139,7 @@ _SERVER_KEYS = {
     "model",
     "workers",
     "handle_key",
+    "handle_key_file",
     "udp",
     "drc_entries",
     "drc_bytes",
@@ -167,8 +173,8 @@ def from_dict(data: dict[str, Any], origin: str = "config") -> ServerConfig:
     exports = [_export(e, f"{origin}: [[export]] #{i + 1}") for i, e in enumerate(raw_exports)]
     cfg = ServerConfig(exports=exports)
     for key, value in server.items():
-        if key == "state_dir":
-            value = Path(_typed(value, str, f"{origin}: server.state_dir"))
+        if key in ("state_dir", "handle_key_file"):
+            value = Path(_typed(value, str, f"{origin}: server.{key}"))
         elif key == "handle_key":
             value = _hex_key(value, f"{origin}: server.handle_key")
         else:
@@ -209,6 +215,8 @@ def _export(raw: Any, where: str) -> ExportConfig:
 def validate(cfg: ServerConfig, origin: str = "config") -> None:
     if not cfg.exports:
         raise ConfigError(f"{origin}: no export given (add an [[export]] table or a PATH)")
+    if cfg.handle_key is not None and cfg.handle_key_file is not None:
+        raise ConfigError(f"{origin}: give handle_key or handle_key_file, not both")
     for key in ("port", "portmapper_port"):
         if not 0 <= getattr(cfg, key) <= 65535:
             raise ConfigError(f"{origin}: {key} {getattr(cfg, key)} out of range")

@@ -25,6 +25,12 @@ class RecordError(FerryError):
     """A record-marking violation on a stream (e.g. a record over the size limit)."""
 
 
+class DropCall(FerryError):
+    """A call the server cannot answer now, in a procedure with no "try again later"
+    status (MOUNT's MNT): no reply is sent, so the client sends the call again, as knfsd
+    and NFS-Ganesha drop such requests. Raised by handlers; the dispatcher drops."""
+
+
 class ConfigError(FerryError):
     """A bad configuration value; the message names the key."""
 

@@ -118,13 +118,15 @@ def grant_prefix(rgw: dict[str, str], bucket: str, prefix: str, user: str = "sco
     s3_admin(rgw).call_s3("put_bucket_policy", Bucket=bucket, Policy=json.dumps(policy))
 
 
-def write_config(path: Path, export: Export, key: bytes, **server: object) -> Path:
-    """A config exporting ``export`` as EXPORT_NAME with the shared handle ``key``."""
+def write_config(path: Path, export: Export, key: bytes | None, **server: object) -> Path:
+    """A config exporting ``export`` as EXPORT_NAME with the shared handle ``key`` (None:
+    the ``[server]`` keys from ``server`` say where keys come from, ``handle_key_file``)."""
     where, backend, options = export
     table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
     more = "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
+    key_line = f'handle_key = "{key.hex()}"\n' if key is not None else ""
     path.write_text(
-        f'[server]\nhandle_key = "{key.hex()}"\n{more}\n'
+        f"[server]\n{key_line}{more}\n"
         f'[[export]]\npath = "{where}"\nname = "{EXPORT_NAME}"\nbackend = "{backend}"\n'
         f"root_squash = false\n\n[export.options]\n{table}\n"
     )
@@ -136,11 +138,12 @@ def ferry_servers(
     export: Export, base: Path, count: int, **server: object
 ) -> Iterator[list[ConfiguredFerry]]:
     """``count`` Ferry servers on their own ports, one config (``[server]`` keys from
-    ``server``), one handle key. Fails the test if a server wrote a traceback or needed
-    SIGKILL to stop.
+    ``server``), one handle key (a new one, unless ``server`` names a ``handle_key_file``).
+    Fails the test if a server wrote a traceback or needed SIGKILL to stop.
     """
     base.mkdir(parents=True, exist_ok=True)
-    config = write_config(base / "shared.toml", export, os.urandom(32), **server)
+    key = None if "handle_key_file" in server else os.urandom(32)
+    config = write_config(base / "shared.toml", export, key, **server)
     servers = [ConfiguredFerry(config, base, chr(ord("a") + i)) for i in range(count)]
     try:
         try:

@@ -20,20 +20,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 import pytest
 from ceph_support import EXPORT_NAME, ConfiguredFerry
 
 from ferry.client import AsyncNfsClient, RpcOptions
+from ferry.nfs3.const import StableHow
 from helpers.aio import run as run_bounded
 from helpers.aio import sha
 from helpers.ceph import CephCluster
-from helpers.failover import read_killing, url_of
+from helpers.failover import kill, read_killing, url_of
 
 pytestmark = [pytest.mark.ceph, pytest.mark.interop]
 
 SIZE = 64 << 20
 CHUNK = 1 << 20
+WRITE_IDLE = 3.0  # seconds after a COMMIT when a server holds no write capabilities
 FAST = RpcOptions(timeout=5.0, max_tries=2, connect_timeout=2.0, reconnect_tries=3)
 
 
@@ -87,3 +90,63 @@ def test_write_survives_a_stopped_server(pair: list[ConfiguredFerry]) -> None:
             assert sha(await cb.read_file("out")) == sha(data)
 
     run(body())
+
+
+def test_read_through_b_of_a_file_written_through_a_killed_server(
+    pair: list[ConfiguredFerry], ceph_cluster: CephCluster
+) -> None:
+    """A wrote a file (COMMIT done, closed), then dies: B serves it at once. A must not
+    keep the file open for writing after the COMMIT: a dead server's write capabilities
+    hold every other server's use of the file until its MDS session goes stale."""
+    a, b = pair
+    assert a.proc is not None
+    session = session_of(ceph_cluster, a.proc.pid)
+    data = os.urandom(8 << 20)
+
+    async def body() -> None:
+        async with await AsyncNfsClient.connect(url_of(pair, EXPORT_NAME), options=FAST) as c:
+            await c.write_file("w", data)  # through A: UNSTABLE WRITEs, COMMIT
+            assert c.rpc.port == a.port
+            await asyncio.sleep(WRITE_IDLE)
+            kill(a)
+            t0 = time.monotonic()
+            got = await c.read_file("w")
+            took = time.monotonic() - t0
+            assert c.rpc.port == b.port and sha(got) == sha(data)
+            assert took < 10, f"the read through B took {took:.1f} s"
+
+    try:
+        run(body())
+    finally:
+        ceph_cluster.ceph("tell", "mds.a", "client", "evict", f"id={session}")
+
+
+def test_a_server_evicted_by_the_mds_says_so_and_serves_again(
+    pair: list[ConfiguredFerry], ceph_cluster: CephCluster
+) -> None:
+    """Evicted (blocklisted) by the MDS, server A loses its CephFS session and the writes
+    it held unflushed. It must notice, log it, get a new session, and change its write
+    verifier (so clients send their uncommitted writes again); meanwhile the client with
+    both servers carries on."""
+    a, b = pair
+    assert a.proc is not None
+    session = session_of(ceph_cluster, a.proc.pid)
+    data = os.urandom(1 << 20)
+
+    async def body() -> None:
+        async with await AsyncNfsClient.connect(url_of(pair, EXPORT_NAME), options=FAST) as c:
+            fh = (await c.create(c.root, "w")).obj
+            assert fh is not None
+            before = (await c.write(fh, 0, data, StableHow.UNSTABLE)).verf  # A has it, buffered
+            await asyncio.to_thread(
+                ceph_cluster.ceph, "tell", "mds.a", "client", "evict", f"id={session}"
+            )
+            after = (await c.commit(fh)).verf
+            assert after != before, "the verifier must change: the unflushed write is gone"
+            await c.write(fh, 0, data, StableHow.FILE_SYNC)  # what the client does then
+            assert sha(await c.read_file("w")) == sha(data)
+        async with await AsyncNfsClient.connect(a.nfs_url, options=FAST) as ca:
+            assert sha(await ca.read_file("w")) == sha(data)  # A serves again by itself
+
+    run(body())
+    assert "evicted" in a.stderr_text(), a.stderr_text()[-3000:]

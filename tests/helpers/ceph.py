@@ -1,7 +1,8 @@
 """A throwaway single-node Ceph cluster (mon, one OSD, MDS, optional RGW) in a temp dir.
 
 Plain Python, no pytest: tests/ceph/conftest.py wraps it in a session fixture and a
-benchmark can import it directly. Everything listens on 127.0.0.1, cephx is off, pools
+benchmark can import it directly. Everything listens on 127.0.0.1, cephx is on (as on real
+clusters: every daemon and client has its own key, ``keys/`` holds the clients'), pools
 have size 1, no ceph-mgr and no systemd: every daemon is our child, in the foreground
 (``-f``), in its own session, logging under the cluster directory.
 
@@ -11,7 +12,8 @@ Traps this module encodes (Ceph 16 "Pacific", Debian 12):
   status...) hang: the CLI always runs under a timeout, and the file system is made with
   ``ceph fs new``. Readiness is judged from the MDS map (an MDS reaching ``up:active``
   proves the OSD serves the metadata pool) and, for RGW, from its HTTP port.
-* With cephx disabled, radosgw hangs unless its section says ``ms mon client mode = crc``.
+* The keys are made here (``new_secret``), not with ``ceph-authtool``: one keyring holding
+  every entity goes to ``ceph-mon --mkfs``, which makes the auth database from it.
 * A bluestore block file must not live inside the OSD data directory.
 * The MDS may ignore SIGTERM: the cluster is thrown away with SIGKILL (OSD first, then the
   rest) and its directory removed. Unix socket paths are limited to 107 bytes, so the
@@ -21,11 +23,13 @@ Traps this module encodes (Ceph 16 "Pacific", Debian 12):
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -35,7 +39,7 @@ from pathlib import Path
 
 from . import peers
 
-PACKAGES = "ceph-mon ceph-osd ceph-mds radosgw ceph-common libcephfs2"
+PACKAGES = "ceph-mon ceph-osd ceph-mds ceph-mgr radosgw ceph-common libcephfs2"
 """Debian packages the cluster needs (.ci/run installs them)."""
 
 _TOOLS = {
@@ -44,6 +48,7 @@ _TOOLS = {
     "ceph-mon": "ceph-mon",
     "ceph-osd": "ceph-osd",
     "ceph-mds": "ceph-mds",
+    "ceph-mgr": "ceph-mgr",
     "radosgw": "radosgw",
     "radosgw-admin": "radosgw",
 }
@@ -53,9 +58,9 @@ CONF = """\
 fsid = {fsid}
 mon host = v2:{host}:{mon_port}
 public addr = {host}
-auth cluster required = none
-auth service required = none
-auth client required = none
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
 run dir = {dir}/run
 admin socket = {dir}/run/$name.asok
 log file = {dir}/log/$name.log
@@ -65,6 +70,8 @@ err to stderr = false
 mon data = {dir}/mon/$name
 osd data = {dir}/osd/$name
 mds data = {dir}/mds/$name
+mgr data = {dir}/mgr/$name
+mgr initial modules =
 ms bind ipv6 = false
 ms async op threads = 1
 osd pool default size = 1
@@ -73,10 +80,14 @@ osd pool default pg num = 8
 osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
 mon allow pool size one = true
+auth allow insecure global id reclaim = false
 mon allow pool delete = true
 mon warn on pool no redundancy = false
 mon max pg per osd = 1000
 osd crush chooseleaf type = 0
+
+[client]
+keyring = {dir}/keys/$name.keyring
 
 [osd]
 osd objectstore = {objectstore}
@@ -95,7 +106,6 @@ osd op num threads per shard = 2
 mds cache memory limit = 33554432
 
 [client.rgw.a]
-ms mon client mode = crc
 rgw frontends = beast endpoint={host}:{rgw_port}
 rgw data = {dir}/rgw
 rgw thread pool size = 16
@@ -107,6 +117,32 @@ rgw dns name = {host}
 """
 
 FS_NAME = "cephfs"
+
+DAEMON_CAPS: dict[str, dict[str, str]] = {
+    "mon.": {"mon": "allow *"},
+    "client.admin": {"mon": "allow *", "osd": "allow *", "mds": "allow *", "mgr": "allow *"},
+    "osd.0": {"mon": "allow profile osd", "mgr": "allow profile osd", "osd": "allow *"},
+    "mds.a": {"mon": "allow profile mds", "osd": "allow rwx", "mds": "allow",
+              "mgr": "allow profile mds"},
+    "client.rgw.a": {"mon": "allow rw", "osd": "allow rwx", "mgr": "allow rw"},
+    "mgr.a": {"mon": "allow profile mgr", "osd": "allow *", "mds": "allow *"},
+}  # fmt: skip
+"""Every entity of the cluster and its cephx capabilities (what a manual deployment gives)."""
+
+
+def new_secret() -> str:
+    """A cephx secret as ``ceph-authtool --gen-print-key`` makes it: base64 of the encoded
+    CryptoKey (type 1 = AES, creation time, 16-byte length, 16 random bytes)."""
+    now = time.time()
+    head = struct.pack("<HIIH", 1, int(now), int(now % 1 * 1e9), 16)
+    return base64.b64encode(head + os.urandom(16)).decode()
+
+
+def keyring_text(entity: str, secret: str, caps: dict[str, str]) -> str:
+    """One keyring section (the INI format every Ceph tool reads)."""
+    lines = [f"[{entity}]", f"\tkey = {secret}"]
+    lines += [f'\tcaps {kind} = "{cap}"' for kind, cap in caps.items()]
+    return "\n".join(lines) + "\n"
 
 
 class CephError(peers.PeerError):
@@ -141,6 +177,7 @@ class CephCluster:
         self.fsid = str(uuid.uuid4())
         self.mon_port, self.rgw_port = peers.free_ports(2, host)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.argv: dict[str, list[str]] = {}  # how each daemon was started (for restart)
         self.timings: dict[str, float] = {}
         self.s3_keys: tuple[str, str] = ("", "")
 
@@ -192,6 +229,7 @@ class CephCluster:
     def _daemon(self, name: str, argv: list[str]) -> None:
         """Start a daemon in the foreground, in its own session, output to log/NAME.out."""
         (self.dir / "log").mkdir(exist_ok=True)
+        self.argv[name] = argv
         env = {**os.environ, "TCMALLOC_AGGRESSIVE_DECOMMIT": "true"}  # give freed memory back
         with open(self.dir / "log" / f"{name}.out", "ab") as out:
             self.procs[name] = subprocess.Popen(
@@ -244,7 +282,7 @@ class CephCluster:
         return self
 
     def _write_conf(self) -> None:
-        for sub in ("run", "log", "mon", "osd", "mds", "rgw"):
+        for sub in ("run", "log", "mon", "osd", "mds", "mgr", "rgw", "keys"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
             CONF.format(
@@ -258,8 +296,33 @@ class CephCluster:
             )  # fmt: skip
         )
 
+    def keyring(self, entity: str) -> Path:
+        """Where ``entity``'s keyring is: clients under ``keys/``, daemons in their data dir
+        (the default for each daemon kind)."""
+        kind, _, ident = entity.partition(".")
+        if kind in ("osd", "mds", "mon", "mgr"):
+            return self.dir / kind / f"{kind}.{ident}" / "keyring"
+        return self.dir / "keys" / f"{entity}.keyring"
+
+    def _write_keys(self) -> Path:
+        """A secret for every entity of DAEMON_CAPS, each in its own keyring, and all of
+        them in the keyring ``ceph-mon --mkfs`` imports (which makes the auth database)."""
+        everything = []
+        for entity, caps in DAEMON_CAPS.items():
+            text = keyring_text(entity, new_secret(), caps)
+            everything.append(text)
+            if entity != "mon.":
+                path = self.keyring(entity)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                path.chmod(0o600)
+        initial = self.dir / "keys" / "initial.keyring"
+        initial.write_text("".join(everything))
+        return initial
+
     def _start_mon(self, timeout: float) -> None:
         self._write_conf()
+        keys = self._write_keys()
         monmap = self.dir / "monmap"
         peers.run(
             [peers.need_tool("monmaptool", _TOOLS["monmaptool"]), "--create", "--fsid", self.fsid,
@@ -268,7 +331,8 @@ class CephCluster:
         )  # fmt: skip
         mon = peers.need_tool("ceph-mon", _TOOLS["ceph-mon"])
         conf = str(self.conf)
-        peers.run([mon, "-c", conf, "--mkfs", "-i", "a", "--monmap", str(monmap)], timeout=60)
+        peers.run([mon, "-c", conf, "--mkfs", "-i", "a", "--monmap", str(monmap),
+                   "--keyring", str(keys)], timeout=60)  # fmt: skip
         self._daemon("mon.a", [mon, "-c", conf, "-i", "a", "-f"])
         self._wait("ceph-mon", lambda: peers.port_accepts(self.host, self.mon_port), timeout)
         self.ceph("mon", "stat", timeout=timeout)  # answers once it has formed a quorum
@@ -320,6 +384,31 @@ class CephCluster:
             self._daemon("rgw.a", [exe, "-c", str(self.conf), "-n", "client.rgw.a", "-f"])
             self._wait("radosgw", lambda: peers.port_accepts(self.host, self.rgw_port), timeout)
 
+    def start_mgr(self, timeout: float = 90.0) -> None:
+        """Start ceph-mgr if it is not running, and wait for its volumes module (``ceph fs
+        subvolume ...``). Not started by default: it takes ~9 s and ~300 MiB."""
+        if "mgr.a" in self.procs:
+            return
+        exe = peers.need_tool("ceph-mgr", _TOOLS["ceph-mgr"])
+        with self._step("mgr"):
+            self._daemon("mgr.a", [exe, "-c", str(self.conf), "-i", "a", "-f"])
+            self._wait("ceph-mgr", self._volumes_ready, timeout)
+
+    def _volumes_ready(self) -> bool:
+        try:
+            self.ceph("fs", "subvolume", "ls", FS_NAME, timeout=10)
+        except CephError:
+            return False
+        return True
+
+    def authorize(self, client: str, path: str, fs: str = FS_NAME) -> Path:
+        """``ceph fs authorize FS client.CLIENT PATH rw``; returns the keyring file written
+        where the cluster's clients look for it (``keys/client.CLIENT.keyring``)."""
+        keyring = self.keyring(f"client.{client}")
+        keyring.write_text(self.ceph("fs", "authorize", fs, f"client.{client}", path, "rw"))
+        keyring.chmod(0o600)
+        return keyring
+
     def create_s3_user(self, uid: str = "ferry") -> tuple[str, str]:
         """An RGW user with fixed keys; returns (access key, secret key). ``s3_keys`` keeps
         the default user's."""
@@ -354,6 +443,28 @@ class CephCluster:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start daemon ``name`` again as it was started (SIGKILLing it first if it runs)
+        and wait until it serves: an OSD until the map shows it up again, an MDS until the
+        file system has an active MDS, others until their port accepts."""
+        if name in self.procs:
+            self.kill(name)
+        epoch = self._osd_up_from() if name.startswith("osd") else 0
+        self._daemon(name, self.argv[name])
+        if name.startswith("osd"):
+            self._wait(name, lambda: self._osd_up_from() > epoch, timeout)
+        elif name.startswith("mds"):
+            self._wait(name, self.mds_active, timeout)
+        elif name.startswith("rgw"):
+            self._wait(name, lambda: peers.port_accepts(self.host, self.rgw_port), timeout)
+        else:
+            self._wait(name, lambda: peers.port_accepts(self.host, self.mon_port), timeout)
+
+    def _osd_up_from(self) -> int:
+        """The map epoch osd.0 last came up in (0 while it is down)."""
+        dump = json.loads(self.ceph("osd", "dump", "--format", "json"))
+        return max((o["up_from"] for o in dump["osds"] if o["osd"] == 0 and o["up"]), default=0)
 
     def stop(self) -> None:
         """SIGKILL every daemon (OSD first) and remove the directory; safe to call twice."""

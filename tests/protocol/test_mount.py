@@ -16,10 +16,12 @@ from rawclient import (
     mount_status,
     nfs_getattr,
     nfs_lookup,
+    parse_reply,
     serve_in_thread,
 )
 
 from ferry.config import ExportConfig, ServerConfig
+from ferry.errors import NfsError
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, Mountstat3, Nfsstat3
 from ferry.nfs3.exports import export_id_for
 from ferry.nfs3.filehandle import HandleCodec
@@ -197,6 +199,40 @@ def test_mnt_from_client_not_in_clients_is_acces(client: RawClient, tmp_path: Pa
     # A handle for that export (forged with the configured key) is refused as well.
     fh = HandleCodec(KEY).encode(export_id_for(str(other)), os.stat(other).st_ino)
     assert nfs_getattr(client, fh)[0] == Nfsstat3.ACCES
+
+
+def test_mnt_while_the_store_says_try_later(
+    client: RawClient, server: RunningServer, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend answering JUKEBOX (its store is out): the export's root is still mounted
+    (its handle was learnt at start), and a MNT below it gets no reply, so the client
+    sends it again, rather than MNT3ERR_SERVERFAULT; once the store answers, it works."""
+    backend = server.app.exports[0].backend
+    want_root = client.mount(str(tree))
+
+    def later(*args: object) -> object:
+        raise NfsError(Nfsstat3.JUKEBOX, "store out")
+
+    monkeypatch.setattr(backend, "getattr", later)
+    monkeypatch.setattr(backend, "lookup", later)
+    assert client.mount(str(tree)) == want_root
+    client.sock.settimeout(1.0)
+    client.send_record(mount_bytes(client, f"{tree}/sub"))
+    with pytest.raises(TimeoutError):
+        client.recv_record()  # dropped: no reply at all
+    monkeypatch.undo()
+    client.sock.settimeout(10.0)
+    client.send_record(mount_bytes(client, f"{tree}/sub", again=True))  # the same xid
+    assert parse_reply(client.recv_record()).ok().unpack_uint() == Mountstat3.OK
+
+
+def mount_bytes(c: RawClient, path: str, again: bool = False) -> bytes:
+    """A MNT call record; ``again``: a retransmission (the last call's xid)."""
+    p = Packer()
+    p.pack_string(path)
+    if again:
+        c.xid -= 1
+    return c.call_bytes(MOUNT_PROGRAM, 3, MNT, p.get_buffer())
 
 
 # -- DUMP, UMNT, UMNTALL, EXPORT ------------------------------------------------------------

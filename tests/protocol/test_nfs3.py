@@ -428,6 +428,21 @@ def test_write_stability_and_verifier(nfs: Nfs3, stable: StableHow) -> None:
     assert nfs.must(nfs.read(fh, 0, 100)).data == b"hello world"
 
 
+def test_verifier_changes_when_the_backend_lost_unstable_writes(
+    nfs: Nfs3, server: RunningServer
+) -> None:
+    """A backend that lost uncommitted writes (a store session cut off and made anew)
+    raises its ``write_epoch``: COMMIT then answers another verifier, so the client sends
+    its UNSTABLE writes again; WRITEs from then on carry the new one."""
+    fh = nfs.new_file(nfs.root, b"f")
+    old = nfs.must(nfs.write(fh, 0, b"lost?", StableHow.UNSTABLE)).verf
+    backend = server.app.exports[0].backend
+    backend.write_epoch += 1
+    new = nfs.must(nfs.commit(fh, 0, 0)).verf
+    assert new != old
+    assert nfs.must(nfs.write(fh, 0, b"again", StableHow.UNSTABLE)).verf == new
+
+
 def test_write_wcc_and_mtime(nfs: Nfs3) -> None:
     fh = nfs.new_file(nfs.root, b"f", b"abc")
     prior = old_times(nfs, fh)

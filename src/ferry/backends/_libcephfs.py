@@ -109,6 +109,7 @@ class _Vino(ctypes.Structure):
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "ceph_conf_read_file": (_I, [_STR]),
     "ceph_conf_set": (_I, [_STR, _STR]),
+    "ceph_conf_get": (_I, [_STR, ctypes.c_char_p, ctypes.c_size_t]),
     "ceph_mount": (_I, [_STR]),
     "ceph_unmount": (_I, []),
     "ceph_release": (_I, []),
@@ -170,28 +171,44 @@ def _out() -> ctypes.c_void_p:
 
 
 class Mount:
-    """One libcephfs client mounted at ``root`` of the file system; acts as root (uid 0).
-
+    """One libcephfs client of the cluster that ``conf_file`` and ``settings`` describe,
+    mounted at ``root`` of the file system (unless ``root`` is None: then ``mount`` does
+    it, and ``conf_get`` can tell first what the client will use). Acts as root (uid 0):
     Ferry's NFS service checks permissions itself, as knfsd does for a local file system.
     """
 
     def __init__(
-        self, client_id: str | None, conf_file: str | None, settings: dict[str, str], root: str
+        self,
+        client_id: str | None,
+        conf_file: str | None,
+        settings: dict[str, str],
+        root: str | None = None,
     ) -> None:
         self._lib = lib = library()
         cm = _out()
         _check(lib.ceph_create(byref(cm), client_id.encode() if client_id else None), "create")
         self._cm = cm.value
+        self._perms = lib.ceph_userperm_new(0, 0, 0, None)
         try:
             conf = conf_file.encode() if conf_file else None
             _check(lib.ceph_conf_read_file(self._cm, conf), f"reading {conf_file or 'ceph.conf'}")
             for key, value in settings.items():
                 _check(lib.ceph_conf_set(self._cm, key.encode(), value.encode()), f"option {key}")
-            _check(lib.ceph_mount(self._cm, root.encode()), f"mounting {root}")
+            if root is not None:
+                self.mount(root)
         except BaseException:
-            lib.ceph_shutdown(self._cm)
+            self.shutdown()
             raise
-        self._perms = lib.ceph_userperm_new(0, 0, 0, None)
+
+    def mount(self, root: str) -> None:
+        """Connect and mount ``root`` (a directory of the file system)."""
+        _check(self._lib.ceph_mount(self._cm, root.encode()), f"mounting {root}")
+
+    def conf_get(self, option: str) -> str:
+        """The value of a Ceph option as this client sees it (metavariables expanded)."""
+        buf = ctypes.create_string_buffer(PATH_MAX)
+        _check(self._lib.ceph_conf_get(self._cm, option.encode(), buf, PATH_MAX), option)
+        return buf.value.decode(errors="replace")
 
     def shutdown(self) -> None:
         """Unmount (flushing buffered writes, releasing capabilities) and free the client."""

@@ -152,6 +152,12 @@ class Backend(abc.ABC):
     name_max: int = 255
     """Longest name accepted, in bytes (PATHCONF name_max)."""
 
+    write_epoch: int = 0
+    """Raised by one each time the backend lost writes it had acknowledged as UNSTABLE and
+    not yet committed (say, its session with a remote store was cut off and made anew).
+    The server's write verifier changes with it, so clients send those writes again
+    (RFC 1813 section 3.3.7); a backend that never loses them leaves it at 0."""
+
     # -- resolving ----------------------------------------------------------------------
 
     @abc.abstractmethod

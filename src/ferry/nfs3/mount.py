@@ -5,17 +5,23 @@ A path that no export holds (``/`` among them, unless ``/`` is exported) is MNT3
 never another export: a misspelled export must fail, not serve something else. Every
 refused MNT is logged, one line with the client's address and the reason. The mount table
 that DUMP reports is advisory, as in every NFS server: it records (client host, path) pairs.
+
+MOUNT has no "try again later" status: a MNT the backend cannot answer now (JUKEBOX: a
+store that is down or stuck) is dropped, so the client sends it again, and an export's
+root handle, once known, is answered from memory (it never changes), so mounting works
+while the store is out and the client's next NFS calls are the ones told to wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from ferry.errors import NfsError
+from ferry.errors import DropCall, NfsError
 from ferry.nfs3.const import (
     MNTPATHLEN,
     MOUNT_PROGRAM,
@@ -83,6 +89,25 @@ class MountService:
     def __init__(self, nfs: Nfs3Service, table: MountRegistry | None = None) -> None:
         self.nfs = nfs
         self.table: MountRegistry = table if table is not None else MountTable()
+        self._roots: dict[int, bytes] = {}  # export id -> root handle
+
+    def root_handle(self, export: Export) -> bytes:
+        """The handle of ``export``'s root, asked of the backend once; raises NfsError."""
+        fh = self._roots.get(export.export_id)
+        if fh is None:
+            backend = export.backend
+            attr = call_backend(lambda: backend.getattr(backend.root()))
+            if attr.type != Ftype3.DIR:
+                raise NfsError(Nfsstat3.NOTDIR, f"not a directory ({export.path})")
+            fh = self._roots[export.export_id] = self.nfs.handle_for(export, attr)
+        return fh
+
+    def warm(self) -> None:
+        """Learn every export's root handle now, so MNT works later while a store is out
+        (an export whose store does not answer now is asked again at its first MNT)."""
+        for export in self.exports:
+            with contextlib.suppress(NfsError):
+                self.root_handle(export)
 
     @property
     def exports(self) -> Sequence[Export]:
@@ -110,6 +135,11 @@ class MountService:
         host = ctx.client[0] if ctx.client else ""
         if not export.allows(host or None):
             raise NfsError(Nfsstat3.ACCES, f"client not allowed on export {export.path}")
+        fh = self._below_root(export, parts) if parts else self.root_handle(export)
+        self.table.add(host, path)
+        return fh
+
+    def _below_root(self, export: Export, parts: list[bytes]) -> bytes:
         backend = export.backend
         fid = backend.root()
         for part in parts:
@@ -123,7 +153,6 @@ class MountService:
         attr = call_backend(lambda: backend.getattr(fid))
         if attr.type != Ftype3.DIR:
             raise NfsError(Nfsstat3.NOTDIR, f"not a directory (in {export.path})")
-        self.table.add(host, path)
         return self.nfs.handle_for(export, attr)
 
 
@@ -150,6 +179,8 @@ def mount_program(service: MountService) -> Program:
         try:
             fh = service.mnt(path, ctx)
         except NfsError as exc:
+            if exc.status is Nfsstat3.JUKEBOX:
+                raise DropCall(f"MNT {path!r} from {_who(ctx)}: {exc}") from exc
             status = _STATUS_FROM_NFS.get(exc.status, Mountstat3.SERVERFAULT)
             log.warning("refused MNT %r from %s: %s, %s", path, _who(ctx), status.name, exc)
             p.pack_enum(status)

@@ -80,6 +80,15 @@ class Nfs3Service:
             raise NfsError(Nfsstat3.ACCES, "client not allowed on this export")
         return Target(export, fid, export.squash(ctx.cred), generation)
 
+    def verifier(self, target: Target) -> bytes:
+        """The write verifier (RFC 1813 section 3.3.7) for ``target``'s export: the
+        server's, changed each time its backend lost uncommitted writes (``write_epoch``),
+        so that clients send them again."""
+        epoch = target.backend.write_epoch
+        if not epoch:
+            return self.write_verifier
+        return ((int.from_bytes(self.write_verifier, "big") + epoch) % (1 << 64)).to_bytes(8, "big")
+
     def handle_for(self, export: Export, attr: Attr) -> bytes:
         return self.handles.encode(export.export_id, attr.fileid, attr.generation)
 
@@ -254,11 +263,12 @@ class Nfs3Service:
         data = args.data[: args.count]
         _check_size(args.offset + len(data))
         self._clear_setid(target, before, len(data))
+        verf = self.verifier(target)  # before the write: it may be lost with this epoch
         committed = call_backend(
             lambda: target.backend.write(target.fid, args.offset, data, args.stable)
         )
         after = self.try_attrs(target)
-        return t.WriteRes(t.Wcc(before, after), len(data), committed, self.write_verifier)
+        return t.WriteRes(t.Wcc(before, after), len(data), committed, verf)
 
     def _clear_setid(self, target: Target, attr: Attr, count: int) -> None:
         """Before data is written, take away the set-ID bits an unprivileged writer loses
@@ -492,8 +502,9 @@ class Nfs3Service:
         before = self.attrs(target)
         if before.type != Ftype3.REG:
             raise _not_regular(before)
+        verf = self.verifier(target)  # before: the data committed is what it covers
         call_backend(lambda: target.backend.commit(target.fid, args.offset, args.count))
-        return t.CommitRes(t.Wcc(before, self.try_attrs(target)), self.write_verifier)
+        return t.CommitRes(t.Wcc(before, self.try_attrs(target)), verf)
 
 
 def _max_io(ctx: CallContext) -> int:

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from ferry.errors import XdrError
+from ferry.errors import DropCall, XdrError
 from ferry.rpc import drc as drcmod
 from ferry.rpc.auth import BadCredentials, Credentials, UnsupportedFlavor, decode_credentials
 from ferry.rpc.message import (
@@ -229,8 +229,8 @@ class Dispatcher:
         except BaseException:  # _run does not raise, but an entry must not stay in progress
             drc.abandon(key)
             raise
-        if not ok:
-            drc.abandon(key)  # a server fault: let the retransmission try again
+        if reply is None or not ok:
+            drc.abandon(key)  # dropped, or a server fault: let the retransmission try again
             return reply
         kept = b"".join(materialize(reply))  # the cache keeps bytes, never a file segment
         drc.finish(key, kept)
@@ -238,12 +238,16 @@ class Dispatcher:
 
     def _run(
         self, handler: Handler, u: Unpacker, ctx: CallContext, p: Packer
-    ) -> tuple[Sequence[Part], bool]:
-        """The reply to a call and whether it may be replayed (False for SYSTEM_ERR)."""
+    ) -> tuple[Sequence[Part] | None, bool]:
+        """The reply to a call (None: dropped) and whether it may be replayed (False for
+        SYSTEM_ERR)."""
         header, xid = ctx.header, ctx.xid
         results = Packer()
         try:
             tail = handler(u, ctx, results)
+        except DropCall as exc:
+            log.info("dropping xid=%#x from %s: %s", xid, ctx.client, exc)
+            return None, True
         except XdrError as exc:
             log.info(
                 "garbage arguments prog=%d proc=%d from %s: %s",

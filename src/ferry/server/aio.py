@@ -20,10 +20,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
 import signal
 import socket
-import threading
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -41,6 +39,7 @@ from ferry.server.base import (
     supervise,
 )
 from ferry.server.udp import RpcDatagramProtocol
+from ferry.workpool import WorkPool
 
 __all__ = ["AsyncModel", "AsyncServer", "Limits", "RpcStreamProtocol"]
 
@@ -220,25 +219,17 @@ class CallWorkers:
     Leaner than ``run_in_executor``: one queue put per call and one ``call_soon_threadsafe``
     per reply, with no future objects chained between the thread and the loop; this is
     per-call latency that clients doing one call at a time (``ls`` of a big directory) feel.
+    The threads are a ``WorkPool``: calls stuck on a store (each waits up to the backend's
+    ``op_timeout``) do not keep other calls (NULL, MOUNT, other files) from a thread.
     """
 
-    def __init__(self, count: int) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Reply], Callable[[Reply], object]] | None]
-        self._queue = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"ferry-call-{i}", daemon=True)
-            for i in range(count)
-        ]
-        for t in self._threads:
-            t.start()
+    def __init__(self, count: int, limit: int = 256) -> None:
+        self.pool = WorkPool(count, limit=limit, name="ferry-call")
 
     def submit(self, work: Callable[[], Reply], done: Callable[[Reply], object]) -> None:
         """Run ``work()`` in a worker, then ``done(result)`` (``done`` must be thread-safe)."""
-        self._queue.put((work, done))
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            work, done = item
+        def job() -> None:
             result: Reply
             try:
                 result = work()
@@ -247,11 +238,10 @@ class CallWorkers:
                 result = None
             done(result)
 
+        self.pool.submit(job)
+
     def shutdown(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        for t in self._threads:
-            t.join()
+        self.pool.shutdown(timeout=5.0)
 
 
 class AsyncServer:

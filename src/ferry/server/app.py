@@ -19,7 +19,7 @@ from ferry.errors import ConfigError
 from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, MountProc, NfsProc
 from ferry.nfs3.exports import Export
-from ferry.nfs3.filehandle import HandleCodec, load_or_create_key
+from ferry.nfs3.filehandle import HandleCodec, load_key_file, load_or_create_key
 from ferry.nfs3.mount import MountRegistry, MountService, mount_program
 from ferry.nfs3.procedures import nfs_program
 from ferry.nfs3.service import Nfs3Service
@@ -106,14 +106,23 @@ def build_app(
     state_dir = config.resolved_state_dir()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        key = config.handle_key or load_or_create_key(state_dir)
+        keys = _handle_keys(config, state_dir)
     except OSError as exc:
         raise ConfigError(f"state directory {state_dir} is not usable: {exc}") from exc
     exports = [_export(e, state_dir) for e in config.exports]
-    nfs = Nfs3Service(exports, HandleCodec(key), write_verifier)
+    nfs = Nfs3Service(exports, HandleCodec(keys[0], keys[1:]), write_verifier)
     if drc is None and config.drc_entries > 0:
         drc = DuplicateRequestCache(NON_IDEMPOTENT, config.drc_entries, config.drc_bytes)
-    return App(config, nfs, MountService(nfs, table), exports, drc, metrics)
+    mount = MountService(nfs, table)
+    mount.warm()
+    return App(config, nfs, mount, exports, drc, metrics)
+
+
+def _handle_keys(config: ServerConfig, state_dir: Path) -> list[bytes]:
+    """The handle keys: the configured one, those of the key file, or this server's own."""
+    if config.handle_key_file is not None:
+        return load_key_file(config.handle_key_file)
+    return [config.handle_key or load_or_create_key(state_dir)]
 
 
 def _export(cfg: ExportConfig, state_dir: Path) -> Export:
