@@ -1,5 +1,6 @@
-"""The client commands of ``ferry`` (ls, cat, get, put, cp, stat, df, mkdir, rm, mv), run as
-real subprocesses against a Ferry server, and ls/cat/cp/get/put/df against NFS-Ganesha."""
+"""The client commands of ``ferry`` (ls, cat, get, put, cp, stat, df, mkdir, rm, mv,
+exports), run as real subprocesses against a Ferry server, and against NFS-Ganesha where
+the server matters (get/put/cp in detail: test_cli_transfer.py)."""
 
 from __future__ import annotations
 
@@ -8,40 +9,13 @@ import pty
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers import peers
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def ferry(
-    *args: str, stdin: bytes = b"", cwd: Path | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "PYTHONPATH": SRC}
-    return subprocess.run(
-        [sys.executable, "-m", "ferry", *args], input=stdin, capture_output=True,
-        env=env, timeout=120, check=False, cwd=cwd,
-    )  # fmt: skip
-
-
-def ok(*args: str, cwd: Path | None = None) -> str:
-    res = ferry(*args, cwd=cwd)
-    assert res.returncode == 0, res.stderr.decode()
-    assert res.stderr == b""
-    return res.stdout.decode()
-
-
-def error(status: int, *args: str, lines: int = 1) -> str:
-    """Run a failing command: its status, and ``lines`` one-line coreutils-style messages."""
-    res = ferry(*args)
-    assert res.returncode == status, (res.stdout, res.stderr)
-    got = res.stderr.decode().splitlines()
-    assert len(got) == lines and all(ln.startswith("ferry: ") for ln in got), got
-    assert b"Traceback" not in res.stderr
-    return "\n".join(got)
+from helpers.cli import ENV, SERVERS, Server, error, ferry, ok, serving
 
 
 @pytest.fixture
@@ -69,7 +43,7 @@ def test_cat_and_stat(ferry_server: peers.FerryServer, tree: Path) -> None:
     res = ferry("cat", ferry_server.file_url("a.txt"), ferry_server.file_url("d/b.bin"))
     assert res.returncode == 0 and res.stdout == b"alpha\n" + (tree / "d/b.bin").read_bytes()
     out = ok("stat", ferry_server.file_url("d/b.bin"))
-    assert "Size: 3000" in out and "Type: file" in out
+    assert "Size: 3000" in out and "Type: regular file" in out
     assert f"Inode: {os.stat(tree / 'd/b.bin').st_ino}" in out
 
 
@@ -98,7 +72,7 @@ def test_cp_progress_shows_bytes_and_rate(
     res = ferry("cp", "--progress", ferry_server.file_url("big.bin"), str(tmp_path / "x"))
     assert res.returncode == 0
     err = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", res.stderr.decode())
-    assert "big.bin" in err and "50.3/50.3 MB" in err and re.search(r"[\d.]+ [kMG]?B/s", err)
+    assert "big.bin" in err and "48.0/48.0 MiB" in err and re.search(r"[\d.]+ [KMG]?i?B/s", err)
 
 
 def test_mkdir_rm_mv(ferry_server: peers.FerryServer, tree: Path) -> None:
@@ -118,7 +92,7 @@ def test_mkdir_rm_mv(ferry_server: peers.FerryServer, tree: Path) -> None:
 
 def test_errors_are_one_line(ferry_server: peers.FerryServer, tree: Path) -> None:
     missing = ferry_server.file_url("missing")
-    assert error(1, "cat", missing) == f"ferry: {missing}: No such file or directory"
+    assert error(1, "cat", missing) == f"ferry: cannot read '{missing}': No such file or directory"
     assert error(1, "ls", missing) == f"ferry: cannot access '{missing}': No such file or directory"
     assert error(1, "stat", missing).startswith(f"ferry: cannot stat '{missing}': No such file")
     assert error(1, "rm", missing).startswith(f"ferry: cannot remove '{missing}': No such file")
@@ -178,8 +152,8 @@ def test_errors_do_not_stop_the_other_operands(ferry_server: peers.FerryServer, 
     res = ferry("cat", url("nope"), url("a.txt"), url("d"))  # like coreutils: go on, exit 1
     assert res.returncode == 1 and res.stdout == b"alpha\n"
     assert res.stderr.decode().splitlines() == [
-        f"ferry: {url('nope')}: No such file or directory",
-        f"ferry: {url('d')}: Is a directory",
+        f"ferry: cannot read '{url('nope')}': No such file or directory",
+        f"ferry: cannot read '{url('d')}': Is a directory",
     ]
     res = ferry("ls", url("nope"), url("a.txt"))
     assert res.returncode == 1 and res.stdout.decode() == f"{tree}/a.txt\n"
@@ -206,7 +180,9 @@ def test_globs(ferry_server: peers.FerryServer, tree: Path, tmp_path: Path) -> N
     (tmp_path / "cp").mkdir()
     ok("cp", url("d/*"), url("a.txt"), str(tmp_path / "cp"), "-r")
     assert sorted(p.name for p in (tmp_path / "cp").iterdir()) == ["a.txt", "b.bin", "e", "x.log"]
-    assert error(1, "cp", url("*.txt"), str(tmp_path / "nodir")).endswith("is not a directory")
+    assert error(1, "cp", url("*.txt"), str(tmp_path / "nodir")) == (
+        f"ferry: target '{tmp_path}/nodir': No such file or directory"
+    )
     ok("rm", url("a*.txt"), url("d/*.log"))
     assert sorted(p.name for p in tree.iterdir()) == ["d"]
     assert sorted(p.name for p in (tree / "d").iterdir()) == ["b.bin", "e"]
@@ -267,7 +243,7 @@ def test_progress_only_on_a_terminal(
             [sys.executable, "-m", "ferry", "get", ferry_server.file_url("big.bin"),
              str(tmp_path / "tty.bin")],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower,
-            env={**os.environ, "PYTHONPATH": SRC}, timeout=120, check=False,
+            env=ENV, timeout=120, check=False,
         )  # fmt: skip
         os.close(follower)
         follower = -1
@@ -286,4 +262,145 @@ def test_progress_only_on_a_terminal(
             os.close(follower)
     assert proc.returncode == 0 and proc.stdout == b""
     text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown.decode(errors="replace"))
-    assert "big.bin" in text and "25.2/25.2 MB" in text, text[-500:]
+    assert "big.bin" in text and "24.0/24.0 MiB" in text, text[-500:]
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A Ferry server, then NFS-Ganesha, exporting a small tree with symbolic links."""
+    with serving(request.param, tmp_path / "srv") as s:
+        (s.export / "d").mkdir()
+        (s.export / "a.txt").write_bytes(b"alpha\n")
+        (s.export / "lnk").symlink_to("a.txt")
+        (s.export / "dlink").symlink_to("d")
+        (s.export / "d/in.txt").write_bytes(b"in\n")
+        yield s
+
+
+def _fields(line: str) -> tuple[str, str]:
+    """(mode, name) of an ``ls -l`` line."""
+    cols = line.split(maxsplit=7)
+    return cols[0], cols[7]
+
+
+def test_ls_l_and_stat_show_a_link_itself(server: Server) -> None:
+    """As ls -l and stat: the link and its target (``lnk -> a.txt``); -L follows."""
+    url = server.file_url
+    lines = ok("ls", "-l", url("")).splitlines()
+    assert [_fields(ln) for ln in lines] == [
+        ("-rw-r--r--", "a.txt"), ("drwxr-xr-x", "d"),
+        ("lrwxrwxrwx", "dlink -> d"), ("lrwxrwxrwx", "lnk -> a.txt"),
+    ]  # fmt: skip
+    assert [_fields(ln)[0][0] for ln in ok("ls", "-lL", url("")).splitlines()] == list("-dd-")
+    assert _fields(ok("ls", "-l", url("lnk")).strip())[1] == f"{server.export}/lnk -> a.txt"
+    assert _fields(ok("ls", "-lL", url("lnk")).strip())[0] == "-rw-r--r--"
+    assert ok("ls", url("dlink")).split() == ["in.txt"]  # without -l an operand is followed
+    assert _fields(ok("ls", "-l", url("dlink")).strip())[1] == f"{server.export}/dlink -> d"
+    out = ok("stat", url("lnk"))
+    assert f"File: {url('lnk')} -> a.txt" in out and "Type: symbolic link" in out
+    assert "Size: 5 " in out and "lrwxrwxrwx" in out
+    out = ok("stat", "-L", url("lnk"))
+    assert "Type: regular file" in out and "Size: 6 " in out
+    assert f"Inode: {os.stat(server.export / 'a.txt').st_ino}" in out
+
+
+def test_ls_r_does_not_enter_links_unless_l_and_never_loops(server: Server) -> None:
+    (server.export / "d/up").symlink_to("..")
+    listed = ok("ls", "-R", url := server.file_url("")).splitlines()
+    assert [ln for ln in listed if ln.endswith(":")] == [f"{server.export}:", f"{server.export}/d:"]
+    headers = [ln for ln in ok("ls", "-RL", url).splitlines() if ln.endswith(":")]
+    assert headers == [f"{server.export}:", f"{server.export}/d:"]  # d/up and dlink: seen
+
+
+def test_rm_r_refuses_an_export_root_before_removing_anything(server: Server) -> None:
+    """GNU rm's --preserve-root for an export's root (however spelled); --no-preserve-root
+    empties it (the export itself stays)."""
+    before = sorted(p.name for p in server.export.iterdir())
+    for spelling in ("", ".", "./"):
+        root = server.file_url(spelling)
+        assert error(1, "rm", "-r", root) == (
+            f"ferry: it is dangerous to operate recursively on '{root}' (the root of an "
+            "export): use --no-preserve-root to empty it"
+        )
+    assert sorted(p.name for p in server.export.iterdir()) == before
+    base = server.url.split("?")[0].rsplit(str(server.export), 1)[0]
+    query = "?" + server.url.split("?")[1]
+    top = f"{base}/{query}"
+    assert error(1, "rm", "-rf", top) == (
+        f"ferry: cannot remove '{top}': it lies above the server's exports"
+    )
+    ok("rm", "-r", "--no-preserve-root", server.url)
+    assert list(server.export.iterdir()) == [] and server.export.is_dir()
+
+
+def test_rm_r_removes_links_not_what_they_point_to(server: Server) -> None:
+    (server.export / "tree/sub").mkdir(parents=True)
+    (server.export / "tree/sub/f").write_bytes(b"f")
+    (server.export / "tree/to-d").symlink_to("../d")
+    (server.export / "tree/to-a").symlink_to("../a.txt")
+    ok("rm", "-r", server.file_url("tree"), server.file_url("dlink"))
+    assert sorted(p.name for p in server.export.iterdir()) == ["a.txt", "d", "lnk"]
+    assert (server.export / "d/in.txt").read_bytes() == b"in\n"
+
+
+def test_rm_and_mkdir_take_urls_only(tmp_path: Path) -> None:
+    (tmp_path / "keep").mkdir()
+    for cmd in ("rm", "mkdir"):
+        assert error(2, cmd, "-r" if cmd == "rm" else "-p", str(tmp_path / "keep")) == (
+            f"ferry: {cmd}: not an nfs:// URL: '{tmp_path / 'keep'}'"
+        )
+    assert (tmp_path / "keep").is_dir()
+
+
+def test_exports_lists_like_showmount_e(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    config = tmp_path / "ferry.toml"
+    config.write_text(
+        f'[[export]]\npath = "{data}"\nname = "/data"\nclients = ["127.0.0.1", "10.0.0.0/8"]\n'
+    )
+    server = peers.FerryServer(
+        tmp_path / "export", tmp_path / "state", tmp_path / "logs",
+        extra_args=[*peers.FERRY_PEER_ARGS, "--config", str(config)],
+    )  # fmt: skip
+    with server:
+        lines = ok("exports", f"nfs://127.0.0.1:{server.port}").splitlines()
+    assert lines[0] == f"Export list for 127.0.0.1:{server.port}:"
+    assert sorted(" ".join(ln.split()) for ln in lines[1:]) == sorted(
+        ["/data 127.0.0.1/32,10.0.0.0/8", f"{server.export} (everyone)"]
+    )
+
+
+@pytest.mark.interop
+def test_exports_of_ganesha(ganesha_server: peers.GaneshaServer) -> None:
+    g = ganesha_server
+    lines = ok("exports", g.url).splitlines()
+    assert lines[0] == "Export list for 127.0.0.1:" and lines[1].split()[0] == str(g.export)
+
+
+def test_a_wrong_path_is_one_line_naming_it_for_every_command(
+    server: Server, tmp_path: Path
+) -> None:
+    """A missing file, a missing directory on the way, an export that does not exist: one
+    line naming the URL as typed (no traceback), for each command."""
+    host = server.url.split("?")[0].rsplit(str(server.export), 1)[0]
+    query = "?" + server.url.split("?")[1]
+    for bad in (server.file_url("missing"), server.file_url("no/such"), f"{host}/wrong{query}"):
+        for args, verb in (
+            (["ls"], "cannot access"), (["ls", "-l"], "cannot access"),
+            (["stat"], "cannot stat"), (["cat"], "cannot read"), (["rm"], "cannot remove"),
+            (["get"], "cannot stat"), (["cp"], "cannot stat"), (["df"], "cannot stat"),
+        ):  # fmt: skip
+            extra = [str(tmp_path)] if args[0] in ("get", "cp") else []
+            line = error(1, *args, bad, *extra)
+            assert line.startswith(f"ferry: {verb} '{bad}': "), line
+        assert error(1, "mv", bad, server.file_url("x")).startswith(f"ferry: cannot stat '{bad}'")
+    (tmp_path / "f").write_bytes(b"f")
+    bad = server.file_url("no/such")
+    assert error(1, "put", str(tmp_path / "f"), bad) == (
+        f"ferry: cannot create regular file '{bad}': No such file or directory"
+    )
+    bad = f"{host}/wrong/f{query}"
+    assert error(1, "put", str(tmp_path / "f"), bad) == (
+        f"ferry: cannot stat '{bad}': No such export (the server exports: {server.export})"
+    )

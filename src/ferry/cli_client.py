@@ -1,19 +1,10 @@
-"""The client half of the ``ferry`` command line: ls, cat, get, put, cp, stat, df, mkdir,
-rm, mv.
+"""The client half of the ``ferry`` command line: ls, stat, cat, df, exports, mkdir, rm,
+mv (get, put and cp live in ``cli_transfer``, what they all share in ``cli_common``).
 
-Every command takes ``nfs://`` URLs (the syntax of ``ferry.client.url``) and, where it makes
-sense, local paths, and does its work through ``NfsFileSystem`` so the CLI and the fsspec
-layer cannot drift apart. Behaviour follows coreutils:
-
-* Each operand is handled on its own: a failure prints one line naming it (``ferry: cannot
-  access 'X': No such file or directory``), the others still run, and the status is 1 if
-  any failed. A malformed URL or argument is a usage error, status 2. Never a traceback.
-* ``*``, ``?`` and ``[...]`` in the last path components of ``ls``, ``cat``, ``rm``,
-  ``get`` and ``cp``/``put`` sources are expanded on the server (sorted); a pattern that
-  matches nothing is a missing file. In a URL, ``?`` starts the query only when what
-  follows it is ``key=value`` pairs.
-* Progress bars (rich, bytes and throughput) go to stderr, by default only when stderr
-  is a terminal: nothing extra when piped.
+Every command takes ``nfs://`` URLs (the syntax of ``ferry.client.url``); ls, stat and cat
+also take local paths. Behaviour follows coreutils: symbolic links are shown and removed
+as links (``ls -l``, ``stat``, ``rm -r``) and ``-L`` follows them; ``rm -r`` refuses an
+export's root as GNU rm refuses ``/``.
 """
 
 from __future__ import annotations
@@ -21,51 +12,36 @@ from __future__ import annotations
 import argparse
 import datetime
 import errno
-import functools
 import math
 import os
 import posixpath
-import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from fsspec.callbacks import DEFAULT_CALLBACK, Callback
-from fsspec.implementations.local import LocalFileSystem
-from fsspec.spec import AbstractFileSystem
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
+from ferry.cli_common import (
+    COPY_BLOCK,
+    Failure,
+    Place,
+    Status,
+    UsageError,
+    expand,
+    file_system,
+    guarded,
+    require_url,
+    stat_or_none,
+    url_parts,
 )
-
-from ferry.cli_retry import add_retry_options, retry_keywords
-from ferry.client.url import is_query
-from ferry.errors import FerryError, NoSuchExport
+from ferry.cli_paths import Entry, Meta, NfsSide
+from ferry.cli_retry import add_retry_options
+from ferry.cli_transfer import add_transfer_commands
+from ferry.client.exports import export_list
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
 
-Handler = Callable[[argparse.Namespace], int]
-Match = tuple[AbstractFileSystem, str, str]  # file system, path, name to show in messages
-COPY_BLOCK = 4 << 20
-MAGIC = re.compile(r"[*?[]")
-TRANSFER_FLAGS = "[-r] [--progress | --no-progress]"
-COMMANDS = ("ls", "cat", "get", "put", "cp", "stat", "df", "mkdir", "rm", "mv")
-
-
-class UsageError(Exception):
-    """A malformed argument (exit status 2)."""
-
-
-class Failure(Exception):
-    """A failure whose message is complete as it is (exit status 1)."""
+MAX_DEPTH = 4096  # ls -R: deeper than any path NFS can name
+COMMANDS = ("ls", "cat", "get", "put", "cp", "stat", "df", "exports", "mkdir", "rm", "mv")
 
 
 def add_client_commands(sub: Any) -> None:
@@ -74,23 +50,17 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("url", nargs="+")
     p.add_argument("-l", dest="long", action="store_true", help="long listing")
     p.add_argument("-R", dest="recursive", action="store_true", help="list subdirectories")
+    p.add_argument("-L", "--dereference", dest="deref", action="store_true",
+                   help="show what symbolic links point to, not the links")  # fmt: skip
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("cat", help="print files (nfs:// or local, globs allowed) to stdout")
     p.add_argument("url", nargs="+")
     p.set_defaults(func=cmd_cat)
-    p = sub.add_parser("get", help="download: URL... [LOCAL] (LOCAL defaults to .)",
-                       usage=f"ferry get {TRANSFER_FLAGS} URL... [LOCAL]")  # fmt: skip
-    p.add_argument("operands", nargs="+", metavar="URL")
-    _transfer_options(p, cmd_get)
-    p = sub.add_parser("put", help="upload: LOCAL... URL",
-                       usage=f"ferry put {TRANSFER_FLAGS} LOCAL... URL")  # fmt: skip
-    p.add_argument("operands", nargs="+", metavar="LOCAL")
-    _transfer_options(p, cmd_put)
-    p = sub.add_parser("cp", help="copy between nfs:// URLs and local paths: SRC... DST")
-    p.add_argument("operands", nargs="+", metavar="SRC")
-    _transfer_options(p, cmd_cp)
-    p = sub.add_parser("stat", help="show a file's attributes")
+    add_transfer_commands(sub)
+    p = sub.add_parser("stat", help="show a file's attributes (a link's own, unless -L)")
     p.add_argument("url", nargs="+")
+    p.add_argument("-L", "--dereference", dest="deref", action="store_true",
+                   help="follow symbolic links")  # fmt: skip
     p.set_defaults(func=cmd_stat)
     p = sub.add_parser("df", add_help=False, help="an export's size, use and free space")
     p.add_argument("--help", action="help", help="show this help message and exit")
@@ -105,224 +75,155 @@ def add_client_commands(sub: Any) -> None:
     p = sub.add_parser("rm", help="remove files (and directories with -r; globs allowed)")
     p.add_argument("-r", "--recursive", action="store_true")
     p.add_argument("-f", "--force", action="store_true", help="ignore missing files")
+    root = p.add_mutually_exclusive_group()
+    root.add_argument("--preserve-root", dest="preserve_root", action="store_true",
+                      default=True, help="refuse an export's root with -r (default)")  # fmt: skip
+    root.add_argument("--no-preserve-root", dest="preserve_root", action="store_false",
+                      help="with -r, empty an export given as its root")  # fmt: skip
     p.add_argument("url", nargs="+")
     p.set_defaults(func=cmd_rm)
     p = sub.add_parser("mv", help="rename or move within one NFS server")
     p.add_argument("src")
     p.add_argument("dst")
     p.set_defaults(func=cmd_mv)
+    p = sub.add_parser("exports", help="list a server's exports (like showmount -e)")
+    p.add_argument("url", nargs="+", metavar="nfs://HOST[:PORT]")
+    p.set_defaults(func=cmd_exports)
     for name in COMMANDS:  # all ride over a server restart alike (client.retry)
         add_retry_options(sub.choices[name])
-
-
-def _transfer_options(p: argparse.ArgumentParser, func: Handler) -> None:
-    p.add_argument("-r", "--recursive", action="store_true", help="copy directories")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", action="store_true", default=None,
-                     help="always show a progress bar (default: only on a terminal)")  # fmt: skip
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show")
-    p.set_defaults(func=func)
-
-
-# -- plumbing ----------------------------------------------------------------------------
-
-
-def _guarded(func: Handler) -> Handler:
-    """One-line errors and an exit status instead of tracebacks; connections closed."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        _RETRY.clear()
-        _RETRY.update(retry_keywords(args))
-        try:
-            return func(args)
-        except UsageError as exc:
-            return _fail(str(exc), 2)
-        except BrokenPipeError:
-            _silence_stdout()
-            return 141  # like a coreutils tool killed by SIGPIPE (128 + 13)
-        except Failure as exc:
-            return _fail(str(exc), 1)
-        except OSError as exc:
-            where = f"'{exc.filename}': " if exc.filename else ""
-            return _fail(where + _reason(exc), 1)
-        except (FerryError, ValueError) as exc:
-            return _fail(str(exc), 1)
-        finally:
-            for fs in _OPEN.values():
-                fs.close()
-            _OPEN.clear()
-
-    return run
-
-
-def _fail(message: str, status: int) -> int:
-    print(f"ferry: {message}", file=sys.stderr, flush=True)
-    return status
-
-
-def _reason(exc: BaseException) -> str:
-    """``No such file or directory``: the error without the name it is about (the errno's
-    own text when there is one, as coreutils print it; a missing export says which there
-    are)."""
-    if isinstance(exc, NoSuchExport):
-        return str(exc.strerror)
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc) or type(exc).__name__
-    return str(exc) or type(exc).__name__
-
-
-class _Status:
-    """The exit status of a command that goes on after a failed operand, as coreutils do."""
-
-    def __init__(self) -> None:
-        self.code = 0
-
-    @contextmanager
-    def operand(self, what: str, name: str) -> Iterator[None]:
-        """Report a failure inside as ``ferry: WHAT 'NAME': reason`` (``NAME: reason``
-        without WHAT) and carry on; usage errors and broken pipes still end the command."""
-        try:
-            yield
-        except (Failure, OSError, FerryError, ValueError) as exc:
-            if isinstance(exc, BrokenPipeError):
-                raise
-            self.code = 1
-            if isinstance(exc, Failure):
-                _fail(str(exc), 1)
-            else:
-                _fail(f"{what} '{name}': {_reason(exc)}" if what else f"{name}: {_reason(exc)}", 1)
-
-
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
-_OPEN: dict[tuple[Any, ...], NfsFileSystem] = {}
-_RETRY: dict[str, Any] = {}  # this command's --hard/--soft, --timeout, ... (cli_retry)
-
-
-def _is_url(operand: str) -> bool:
-    return operand.startswith("nfs://")
-
-
-def _escape_globs(url: str) -> str:
-    """A ``?`` is a glob character unless it starts a ``key=value&...`` query: escape the
-    others so the URL parser keeps them in the path."""
-    base, sep, query = url.rpartition("?")
-    if sep and is_query(query):
-        return base.replace("?", "%3F") + "?" + query
-    return url.replace("?", "%3F")
-
-
-def _fs(url: str) -> tuple[AbstractFileSystem, str]:
-    """The file system and path for ``url``: nfs:// URLs go to NfsFileSystem (one per
-    server and user for the whole command), anything else is a local path."""
-    if not _is_url(url):
-        return LocalFileSystem(), os.path.abspath(url)
-    try:
-        url = _escape_globs(url)
-        kwargs = {**NfsFileSystem._get_kwargs_from_urls(url), **_RETRY}
-        path = NfsFileSystem._strip_protocol(url)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    key = tuple(sorted(kwargs.items()))
-    if key not in _OPEN:
-        _OPEN[key] = NfsFileSystem(**kwargs, skip_instance_cache=True)
-    return _OPEN[key], path
-
-
-def _expand(url: str) -> list[Match]:
-    """What ``url`` names: itself, or the sorted matches of its glob pattern. A pattern
-    matching nothing is a missing file (as a shell passes it through and ls reports it)."""
-    fs, path = _fs(url)
-    if not MAGIC.search(path):
-        return [(fs, path, url)]
-    found = sorted(str(p) for p in fs.glob(path))
-    if found:
-        return [(fs, p, p) for p in found]
-    if fs.exists(path):  # a name that only looks like a pattern
-        return [(fs, path, url)]
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), url)
-
-
-def _is_nfs(fs: AbstractFileSystem) -> bool:
-    return isinstance(fs, NfsFileSystem)
 
 
 # -- ls, stat, cat, df ---------------------------------------------------------------------
 
 
-@_guarded
+@guarded
 def cmd_ls(args: argparse.Namespace) -> int:
-    st, found = _Status(), []
+    """GNU ls: a link given on the command line is followed unless -l; -L follows all."""
+    st, files, dirs = Status(), list[tuple[Place, Entry]](), list[tuple[Place, Meta]]()
     for url in args.url:
         with st.operand("cannot access", url):
-            found += [(fs, path, fs.info(path)) for fs, path, _ in _expand(url)]
-    files = [info for _, _, info in found if info["type"] != "directory"]
-    _print_entries(files, args.long, full=True)
-    headers, first = len(found) > 1 or args.recursive, not files
-    for fs, path, _ in (f for f in found if f[2]["type"] == "directory"):
-        with st.operand("cannot open directory", path):
-            tree = fs.walk(path, detail=True) if args.recursive else [(path, None, None)]
-            for root, _, _ in tree:
-                if headers:
-                    print(("" if first else "\n") + f"{root}:")
-                    first = False
-                _print_entries(fs.ls(root, detail=True), args.long)
+            for found in expand(url):
+                entry = _operand_entry(found, args.deref or not args.long, args.long)
+                if entry.meta.is_dir:
+                    dirs.append((found, entry.meta))
+                else:
+                    files.append((found, entry))
+    for found, entry in files:
+        _print_entry(entry, args.long, found.path)
+    headers, first = len(files) + len(dirs) > 1 or args.recursive, not files
+    for top, meta in dirs:
+        todo, seen = [top], {(meta.dev, meta.ino)}
+        for _ in range(MAX_DEPTH * 1024):  # bounded by the tree
+            if not todo:
+                break
+            here = todo.pop()
+            if headers:
+                print(("" if first else "\n") + f"{here.path}:")
+                first = False
+            with st.operand("cannot open directory", here.name):
+                below = _listing(here, args)
+                for e in below:
+                    _print_entry(e, args.long)
+                if args.recursive:
+                    fresh = [e for e in below if e.meta.is_dir and _first_visit(seen, e.meta)]
+                    todo.extend(here.child(e.name) for e in reversed(fresh))
     return st.code
 
 
-def _print_entries(entries: list[dict[str, Any]], long: bool, full: bool = False) -> None:
-    for e in sorted(entries, key=lambda e: str(e["name"])):
-        name = str(e["name"]) if full else posixpath.basename(str(e["name"]))
-        print(_long_line(e, name) if long else name)
+def _first_visit(seen: set[tuple[int, int]], meta: Meta) -> bool:
+    """ls -RL: a directory reached twice through links is listed once (no loop)."""
+    key = (meta.dev, meta.ino)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
-def _long_line(e: dict[str, Any], name: str) -> str:
-    mode = e.get("mode", stat.S_IFDIR if e["type"] == "directory" else stat.S_IFREG)
-    when = datetime.datetime.fromtimestamp(e.get("mtime", 0)).strftime("%Y-%m-%d %H:%M")
-    fields = (stat.filemode(mode), e.get("nlink", 1), e.get("uid", 0), e.get("gid", 0))
-    return "{} {:>3} {:>5} {:>5} {:>12} {} {}".format(*fields, e["size"], when, name)
+def _operand_entry(found: Place, follow: bool, long: bool) -> Entry:
+    """A command-line operand: followed if asked (a dangling link shows as itself)."""
+    side = found.side
+    try:
+        meta = side.stat(found.path, follow)
+    except FileNotFoundError:
+        if not follow:
+            raise
+        meta = side.stat(found.path, False)
+    target = side.readlink(found.path) if long and meta.kind == "link" else None
+    return Entry(posixpath.basename(found.path), meta, target)
 
 
-@_guarded
+def _listing(here: Place, args: argparse.Namespace) -> list[Entry]:
+    """A directory's entries, lstat's view; with -L, each link as what it points to."""
+    side = here.side
+    entries = side.scan(here.path, targets=args.long and not args.deref)
+    if not args.deref:
+        return entries
+    out = []
+    for e in entries:
+        if e.meta.kind == "link":
+            try:
+                e = Entry(e.name, side.stat(posixpath.join(here.path, e.name)))
+            except OSError:  # dangling: shown as the link it is
+                e = Entry(e.name, e.meta, side.readlink(posixpath.join(here.path, e.name)))
+        out.append(e)
+    return out
+
+
+def _print_entry(e: Entry, long: bool, shown: str | None = None) -> None:
+    name = e.name if shown is None else shown
+    print(_long_line(e.meta, name, e.target) if long else name)
+
+
+def _long_line(m: Meta, name: str, target: str | None) -> str:
+    when = datetime.datetime.fromtimestamp(m.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+    link = f" -> {target}" if target is not None else ""
+    fields = (stat.filemode(m.mode), m.nlink, m.uid, m.gid, m.size, when, name, link)
+    return "{} {:>3} {:>5} {:>5} {:>12} {} {}{}".format(*fields)
+
+
+@guarded
 def cmd_stat(args: argparse.Namespace) -> int:
-    st = _Status()
+    st = Status()
     for url in args.url:
         with st.operand("cannot stat", url):
-            fs, path = _fs(url)
-            _print_stat(path, fs.info(path))
+            for found in expand(url):
+                meta = found.side.stat(found.path, args.deref)
+                target = found.side.readlink(found.path) if meta.kind == "link" else None
+                _print_stat(found.name, meta, target)
     return st.code
 
 
-def _print_stat(path: str, e: dict[str, Any]) -> None:
-    mode = int(e.get("mode", 0))
-    print(f"  File: {path}")
-    print(f"  Size: {e['size']:<12} Type: {e['type']}")
-    print(f"  Mode: ({stat.S_IMODE(mode):04o}/{stat.filemode(mode)})  "
-          f"Uid: {e.get('uid', '?')}  Gid: {e.get('gid', '?')}")  # fmt: skip
-    print(f" Inode: {e.get('ino', '?'):<12} Links: {e.get('nlink', '?')}")
-    for label in ("mtime", "ctime", "atime"):
-        if label in e:
-            when = datetime.datetime.fromtimestamp(float(e[label])).astimezone()
-            print(f"{label[0].upper()}time: {when.isoformat(sep=' ')}")
+_TYPE_NAMES = {
+    stat.S_IFREG: "regular file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symbolic link",
+    stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character special file",
+    stat.S_IFBLK: "block special file",
+}  # fmt: skip
 
 
-@_guarded
+def _print_stat(name: str, m: Meta, target: str | None) -> None:
+    kind = _TYPE_NAMES.get(stat.S_IFMT(m.mode), "unknown")
+    print(f"  File: {name}" + (f" -> {target}" if target is not None else ""))
+    print(f"  Size: {m.size:<12} Type: {kind}")
+    print(f"  Mode: ({stat.S_IMODE(m.mode):04o}/{stat.filemode(m.mode)})  "
+          f"Uid: {m.uid}  Gid: {m.gid}")  # fmt: skip
+    print(f" Inode: {m.ino:<12} Links: {m.nlink}")
+    for label, ns in (("Mtime", m.mtime_ns), ("Ctime", m.ctime_ns), ("Atime", m.atime_ns)):
+        when = datetime.datetime.fromtimestamp(ns // 10**9).astimezone()
+        print(f"{label}: {when.strftime('%Y-%m-%d %H:%M:%S')}.{ns % 10**9:09d} "
+              f"{when.strftime('%z')}")  # fmt: skip
+
+
+@guarded
 def cmd_cat(args: argparse.Namespace) -> int:
-    st, out = _Status(), sys.stdout.buffer
+    st, out = Status(), sys.stdout.buffer
     for url in args.url:
-        with st.operand("", url):
-            for fs, path, name in _expand(url):
-                with st.operand("", name):
+        with st.operand("cannot read", url):
+            for found in expand(url):
+                with st.operand("cannot read", found.name):
+                    fs, path = found.fs, found.path
                     if fs.isdir(path):
                         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-                    if _is_nfs(fs):
+                    if found.is_nfs:
                         fs.get_file(path, None, outfile=out)
                     else:
                         with fs.open(path, "rb") as f:
@@ -337,18 +238,18 @@ DF_HEADERS = {
 }
 
 
-@_guarded
+@guarded
 def cmd_df(args: argparse.Namespace) -> int:
     """FSSTAT (RFC 1813 section 3.3.18) as df shows it: used = total - free; Use% is
     used / (used + available to this user), rounded up; IFree is the caller's free slots."""
-    st, rows = _Status(), list[tuple[str, ...]]()
+    st, rows = Status(), list[tuple[str, ...]]()
     rows.append(DF_HEADERS[args.human])
     for url in args.url:
-        with st.operand("", url):
-            fs, path = _fs(url)
-            if not isinstance(fs, NfsFileSystem):
-                raise UsageError(f"df: not an nfs:// URL: '{url}'")
-            export, res = fs._run(path, _fsstat, fs, path)
+        require_url("df", url)
+        with st.operand("cannot stat", url):
+            fs, path = file_system(url)
+            assert isinstance(fs, NfsFileSystem)
+            export, res = NfsSide(fs).run(path, _fsstat, fs, path)
             rows.append(_df_row(f"{fs.url.host}:{export}", res, args.human))
     if len(rows) > 1:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -393,153 +294,33 @@ def _human(n: int) -> str:
     return f"{rounded}{units[i]}"
 
 
-# -- get, put, cp --------------------------------------------------------------------------
-
-
-@_guarded
-def cmd_get(args: argparse.Namespace) -> int:
-    sources = list(args.operands)
-    local = sources.pop() if len(sources) > 1 and not _is_url(sources[-1]) else "."
-    for src in sources:
-        if not _is_url(src):
-            raise UsageError(f"get: not an nfs:// URL: '{src}' (cp copies local files)")
-    return _copy(sources, local, args)
-
-
-@_guarded
-def cmd_put(args: argparse.Namespace) -> int:
-    *sources, dst = args.operands
-    if not sources or not _is_url(dst):
-        raise UsageError("put: give LOCAL... and then an nfs:// URL")
-    for src in sources:
-        if _is_url(src):
-            raise UsageError(f"put: '{src}' is not a local path (cp copies between URLs)")
-    return _copy(sources, dst, args)
-
-
-@_guarded
-def cmd_cp(args: argparse.Namespace) -> int:
-    *sources, dst = args.operands
-    if not sources:
-        raise UsageError(f"cp: missing destination file operand after '{dst}'")
-    return _copy(sources, dst, args)
-
-
-Plan = list[tuple[str, str, int | None]]  # (source, destination, size or None for a dir)
-
-
-def _copy(sources: list[str], dst: str, args: argparse.Namespace) -> int:
-    """cp's rules: several sources need an existing destination directory; each source
-    that fails is reported and skipped; one progress bar covers the whole transfer."""
-    st, matches = _Status(), []
-    dfs, dpath = _fs(dst)
-    for src in sources:
-        with st.operand("cannot stat", src):
-            matches += _expand(src)
-    if len(matches) > 1 and not dfs.isdir(dpath):
-        raise Failure(f"target '{dst}' is not a directory")
-    plans: list[tuple[AbstractFileSystem, Plan]] = []
-    for sfs, spath, name in matches:
-        with st.operand("cannot stat", name):
-            plans.append((sfs, _copy_plan(sfs, spath, name, dfs, dpath, args.recursive)))
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    total = sum(size or 0 for _, plan in plans for _, _, size in plan)
-    with _progress(show, total) as advance:
-        for sfs, plan in plans:
-            for s, d, size in plan:
-                with st.operand(f"cannot copy '{s}' to", d):
-                    if size is None:
-                        dfs.makedirs(d, exist_ok=True)
-                    else:
-                        _copy_one(sfs, s, dfs, d, advance(posixpath.basename(s)))
+@guarded
+def cmd_exports(args: argparse.Namespace) -> int:
+    """``showmount -e``: MOUNT EXPORT, each export with the client groups it names."""
+    st = Status()
+    for url in args.url:
+        require_url("exports", url)
+        with st.operand("cannot list exports of", url):
+            fs, path = file_system(url)
+            assert isinstance(fs, NfsFileSystem)
+            found = NfsSide(fs).run(path, fs._on_mount_port, export_list)
+            print(f"Export list for {url_parts(url)[0][len('nfs://') :]}:")
+            width = max((len(e.path) for e in found), default=0)
+            for e in found:
+                print(f"{e.path.ljust(width)} {','.join(e.groups) or '(everyone)'}")
     return st.code
-
-
-def _copy_plan(
-    sfs: AbstractFileSystem, src: str, name: str, dfs: AbstractFileSystem, dst: str,
-    recursive: bool,
-) -> Plan:  # fmt: skip
-    """Parents first. As with cp, an existing destination directory receives the source
-    under its own name."""
-    info = sfs.info(src)
-    if dfs.isdir(dst):
-        dst = posixpath.join(dst, posixpath.basename(src.rstrip("/")))
-    if info["type"] != "directory":
-        return [(src, dst, int(info["size"]))]
-    if not recursive:
-        raise Failure(f"-r not specified; omitting directory '{name}'")
-    plan: Plan = [(src, dst, None)]
-    for path, e in sorted(sfs.find(src, withdirs=True, detail=True).items()):
-        target = posixpath.join(dst, posixpath.relpath(path, src))
-        plan.append((path, target, None if e["type"] == "directory" else int(e["size"])))
-    return plan
-
-
-def _copy_one(
-    sfs: AbstractFileSystem, src: str, dfs: AbstractFileSystem, dst: str, cb: Callback
-) -> None:
-    """The fastest route: pipelined get/put when one side is NFS, streams otherwise."""
-    if _is_nfs(sfs) and not _is_nfs(dfs):
-        sfs.get_file(src, dst, callback=cb)
-    elif _is_nfs(dfs) and not _is_nfs(sfs):
-        dfs.put_file(src, dst, callback=cb)
-    elif sfs is dfs and _is_nfs(sfs):
-        sfs.cp_file(src, dst, callback=cb)
-    else:
-        dfs.makedirs(dfs._parent(dst), exist_ok=True)
-        with sfs.open(src, "rb") as f, dfs.open(dst, "wb") as g:
-            for _ in range(1 << 40):  # bounded: stops at end of file
-                block = f.read(COPY_BLOCK)
-                if not block:
-                    break
-                g.write(block)
-                cb.relative_update(len(block))
-
-
-class _BarCallback(Callback):  # type: ignore[misc]
-    """fsspec progress events (possibly from the IO thread) into one rich task."""
-
-    def __init__(self, progress: Progress, task: Any) -> None:
-        super().__init__()
-        self.progress, self.task = progress, task
-
-    def set_size(self, size: int) -> None:  # the overall total is known up front
-        pass
-
-    def relative_update(self, inc: int = 1) -> None:
-        self.progress.advance(self.task, inc)
-
-
-@contextmanager
-def _progress(show: bool, total: int) -> Iterator[Callable[[str], Callback]]:
-    """A factory of per-file callbacks feeding one bar (bytes, MB/s); silent if not shown."""
-    if not show:
-        yield lambda name: DEFAULT_CALLBACK
-        return
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
-    console = Console(stderr=True, force_terminal=True)
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("", total=total)
-
-        def advance(name: str) -> Callback:
-            progress.update(task, description=name)
-            return _BarCallback(progress, task)
-
-        yield advance
 
 
 # -- mkdir, rm, mv -------------------------------------------------------------------------
 
 
-@_guarded
+@guarded
 def cmd_mkdir(args: argparse.Namespace) -> int:
-    st = _Status()
+    st = Status()
     for url in args.url:
+        require_url("mkdir", url)
         with st.operand("cannot create directory", url):
-            fs, path = _fs(url)
+            fs, path = file_system(url)
             if args.parents:
                 fs.makedirs(path, exist_ok=True)
             else:
@@ -547,44 +328,55 @@ def cmd_mkdir(args: argparse.Namespace) -> int:
     return st.code
 
 
-@_guarded
+@guarded
 def cmd_rm(args: argparse.Namespace) -> int:
-    st = _Status()
+    st = Status()
     for url in args.url:
+        require_url("rm", url)
         with st.operand("cannot remove", url):
             try:
-                matches = _expand(url)
+                matches = expand(url)
             except FileNotFoundError:
                 if args.force:
                     continue
                 raise
-            for fs, path, name in matches:
-                with st.operand("cannot remove", name):
-                    _remove(fs, path, args.recursive, args.force)
+            for found in matches:
+                with st.operand("cannot remove", found.name):
+                    _remove(found, args)
     return st.code
 
 
-def _remove(fs: AbstractFileSystem, path: str, recursive: bool, force: bool) -> None:
-    try:
-        is_dir = fs.info(path)["type"] == "directory"
-    except FileNotFoundError:
-        if force:
+def _remove(found: Place, args: argparse.Namespace) -> None:
+    """GNU rm: links are removed, never followed; -r refuses an export's root (and what
+    lies above the exports) before removing anything, unless --no-preserve-root."""
+    side = found.side
+    assert isinstance(side, NfsSide)
+    meta = stat_or_none(found, follow=False)
+    if meta is None:
+        if args.force:
             return
-        raise
-    if not is_dir:
-        fs.rm_file(path)
-    elif not recursive:
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), found.path)
+    if not meta.is_dir:
+        side.remove(found.path)
+    elif not args.recursive:
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), found.path)
+    elif side.fs._pseudo_dir(found.path):
+        raise Failure(f"cannot remove '{found.name}': it lies above the server's exports")
+    elif not side.is_export_root(found.path):
+        side.remove_tree(found.path)
+    elif args.preserve_root:
+        raise Failure(f"it is dangerous to operate recursively on '{found.name}' (the root "
+                      "of an export): use --no-preserve-root to empty it")  # fmt: skip
     else:
-        fs.rm(path, recursive=True)
+        side.remove_tree(found.path, keep_top=True)
 
 
-@_guarded
+@guarded
 def cmd_mv(args: argparse.Namespace) -> int:
-    (sfs, src), (dfs, dst) = _fs(args.src), _fs(args.dst)
-    if sfs is not dfs or not _is_nfs(sfs):
+    (sfs, src), (dfs, dst) = file_system(args.src), file_system(args.dst)
+    if sfs is not dfs or not isinstance(sfs, NfsFileSystem):
         raise UsageError("mv works within one NFS server; use cp and rm across servers")
-    st = _Status()
+    st = Status()
     with st.operand("cannot stat", args.src):
         sfs.info(src)  # a missing source is an error naming it, not a silent no-op
         with st.operand(f"cannot move '{args.src}' to", args.dst):

@@ -1,9 +1,12 @@
-"""``ferry mount URL MOUNTPOINT``: the command line of the FUSE mount (``ferry.fusemount``).
+"""``ferry mount URL MOUNTPOINT`` and ``ferry umount MOUNTPOINT``: the command line of the
+FUSE mount (``ferry.fusemount``).
 
 Foreground mode serves until unmounted or signalled. Background mode (the default) forks
 before anything else starts; the child mounts, tells the parent through a pipe, detaches
 (new session, standard streams to /dev/null) and serves; the parent exits 0 once the
-mount is up, or 1 with the child's error.
+mount is up, or 1 with the child's error. ``umount`` is ``fusermount3 -u`` for a mount
+that /proc/self/mountinfo says is Ferry's (type ``fuse.ferry``); the mount process ends
+when the kernel lets go of it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,6 +25,8 @@ from ferry import loops
 from ferry.cli_retry import add_retry_options, at_least, retry_keywords
 
 _READY = b"ok\n"
+MOUNTINFO = Path("/proc/self/mountinfo")
+FUSE_TYPE = "fuse.ferry"
 
 
 def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,6 +55,11 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--allow-other", action="store_true", help="let other users in (root only)")
     p.add_argument("--fuse-debug", action="store_true", help="libfuse debug output")
     p.set_defaults(func=cmd_mount)
+    p = sub.add_parser("umount", help="unmount a `ferry mount` (fusermount3 -u)")
+    p.add_argument("mountpoint", nargs="+", type=Path)
+    p.add_argument("-z", "--lazy", action="store_true",
+                   help="detach now, clean up once no longer busy (fusermount3 -z)")  # fmt: skip
+    p.set_defaults(func=cmd_umount)
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -123,3 +135,55 @@ def _wait_ready(fd: int, url: str, where: str) -> int:
         return 0
     sys.stderr.write(said.decode(errors="replace") or "ferry: error: mount failed\n")
     return 1
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    """Each mount point in turn; status 1 if any failed, one line each, as umount does."""
+    tool = shutil.which("fusermount3")
+    if tool is None:
+        print("ferry: umount needs fusermount3 (Debian/Ubuntu: apt install fuse3)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    code = 0
+    for where in args.mountpoint:
+        problem = _umount(tool, where, args.lazy)
+        if problem:
+            print(f"ferry: umount: '{where}': {problem}", file=sys.stderr)
+            code = 1
+    return code
+
+
+def _umount(tool: str, where: Path, lazy: bool) -> str | None:
+    """``None`` once unmounted, else why not."""
+    full = os.path.abspath(where)  # the mount point itself is not touched: it may hang
+    target = os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
+    kind = mount_type(target)
+    if kind is None:
+        return "not mounted"
+    if kind != FUSE_TYPE:
+        return f"not a ferry mount (type {kind}); use umount"
+    argv = [tool, "-u", *(["-z"] if lazy else []), target]
+    res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         timeout=60, check=False)  # fmt: skip
+    if res.returncode:
+        said = res.stderr.strip().splitlines()
+        return said[-1].split(": ")[-1] if said else f"fusermount3 failed ({res.returncode})"
+    return None
+
+
+def mount_type(path: str) -> str | None:
+    """The file system type mounted at ``path`` (the last mount there), from mountinfo."""
+    found = None
+    for line in MOUNTINFO.read_text().splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        if _unescape(fields[4]) == path:
+            found = fields[dash + 1]
+    return found
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
+    for code in ("040", "011", "012", "134"):
+        field = field.replace("\\" + code, chr(int(code, 8)))
+    return field

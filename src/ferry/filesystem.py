@@ -646,14 +646,18 @@ async def _stream(
     written, so neither side waits for the other; stops early at end of file."""
     offset = 0
     nxt = asyncio.ensure_future(read(0)) if size else None
-    while nxt is not None:
-        data = await nxt
-        nxt = None
-        if data and offset + len(data) < size:
-            nxt = asyncio.ensure_future(read(offset + len(data)))
-        await write(offset, data)
-        offset += len(data)
-        callback.relative_update(len(data))
+    try:
+        while nxt is not None:
+            data = await nxt
+            nxt = None
+            if data and offset + len(data) < size:
+                nxt = asyncio.ensure_future(read(offset + len(data)))
+            await write(offset, data)
+            offset += len(data)
+            callback.relative_update(len(data))
+    finally:
+        if nxt is not None:  # a failed write or a cancel: the read ahead goes too
+            nxt.cancel()
 
 
 class NfsFile(AbstractBufferedFile):  # type: ignore[misc]

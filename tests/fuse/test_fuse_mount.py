@@ -575,6 +575,33 @@ def test_fusermount_u_ends_the_mount_process(nfs_mount: Mount, tmp_path: Path) -
     assert (nfs_mount.server.export / "written-before-unmount").read_text() == "x"
 
 
+def test_ferry_umount_ends_the_mount_or_says_why_not(nfs_mount: Mount, tmp_path: Path) -> None:
+    """``ferry umount``: fusermount3 -u for a Ferry mount; one line and status 1 for a
+    directory that is not mounted or holds another kind of mount."""
+    m = mount_or_fail(nfs_mount.server, tmp_path / "um-mnt")
+    try:
+        (m.path / "written-before-umount").write_text("x")
+        res = _ferry_cli("umount", m.path)
+        assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+        assert m.proc.wait(15) == 0, m.text()
+    finally:
+        check_stopped(m, m.stop())
+    assert (nfs_mount.server.export / "written-before-umount").read_text() == "x"
+    res = _ferry_cli("umount", m.path, "/proc")
+    assert res.returncode == 1 and res.stderr.splitlines() == [
+        f"ferry: umount: '{m.path}': not mounted",
+        "ferry: umount: '/proc': not a ferry mount (type proc); use umount",
+    ]
+
+
+def _ferry_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferry", *map(str, args)], capture_output=True,
+        text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(peers.SRC_DIR)),
+    )  # fmt: skip
+
+
 def _mount_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ferry", "mount", *map(str, args)], capture_output=True,

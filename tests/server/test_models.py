@@ -283,14 +283,17 @@ def test_connection_cap_refuses_at_once(server: ModelServer, variant: str) -> No
     procs = 2 if variant == "async-2" else 1
     held = [RawClient(server.port) for _ in range(CAP * procs + 4)]
     try:
-        start = time.monotonic()
-        refused = 0
+        refused, slowest = 0, 0.0
         for c in held:
+            start = time.monotonic()
             try:
                 c.call(NFS_PROGRAM, 3, 0)
             except OSError:
                 refused += 1
-        assert time.monotonic() - start < IDLE / 2, "refusals were not immediate"
+                slowest = max(slowest, time.monotonic() - start)
+        # each refusal on its own (the calls answered before it, a fork each in the process
+        # model, are no part of it: under load they took 0.58 s together)
+        assert slowest < IDLE / 2, f"a refusal took {slowest:.2f} s: not immediate"
         assert 4 <= refused <= 4 + CAP * (procs - 1)
     finally:
         for c in held:

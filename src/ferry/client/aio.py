@@ -12,7 +12,10 @@ reply matching stay in the sans-IO ``RpcClient``:
   ``go-back-n`` also every call still outstanding that was sent after it (the two answers
   to "the 3rd of 100 calls is lost"; benchmarks/rpc_bench.py compares them);
 * when the connection breaks, one reconnect task opens a new one (attempts with backoff)
-  and resends just the calls still outstanding; callers keep waiting meanwhile;
+  and resends just the calls still outstanding; callers keep waiting meanwhile. An
+  attempt succeeds once the server answers on the new connection: one accepted and then
+  closed or reset before (a proxy in front of a dead server) is a failed attempt, like a
+  refused one, whether it dies while being opened or just after;
 * how long it keeps trying: soft (``retry_for=None``), a call fails after ``max_tries``
   sends and a reconnect after ``reconnect_tries`` attempts per server; hard
   (``retry_for=S``), calls are resent and reconnects retried, round after round over the
@@ -37,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import socket
 import time
@@ -135,8 +139,10 @@ class _Reporting:
     """What both transports tell their client: a lost connection, and flow control."""
 
     owner: AsyncRpcClient
+    lost = False  # the connection is gone (perhaps before _open had taken it)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self.owner._on_lost(self, exc)  # type: ignore[arg-type]
 
     def pause_writing(self) -> None:
@@ -152,9 +158,16 @@ class _Protocol(_Reporting, asyncio.BufferedProtocol):
     def __init__(self, owner: AsyncRpcClient) -> None:
         self.owner = owner
         self.transport: asyncio.Transport | None = None
+        # True once the server has sent a byte, False if the connection was lost first
+        self.answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answered.done():
+            self.answered.set_result(False)
+        super().connection_lost(exc)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.owner.rpc.get_buffer()
@@ -255,7 +268,10 @@ class AsyncRpcClient:
                 )
                 self._current = (self._current + 1) % len(self.servers)
 
-    async def _open(self) -> None:
+    async def _open(self) -> _Protocol | _DatagramProtocol:
+        """Open a connection to the current server and resend the calls still waiting.
+        One already lost by the time it is taken (the server, or a proxy in front of a
+        dead one, accepted and reset it) is an error, as a refused one is."""
         loop = asyncio.get_running_loop()
         self.rpc.reset_stream()
         protocol: _Protocol | _DatagramProtocol
@@ -271,12 +287,31 @@ class AsyncRpcClient:
                 loop.create_connection(lambda: _Protocol(self), self.host, self.port),
                 self.options.connect_timeout,
             )
+        if protocol.lost:  # _on_lost ignored it: it was not ours yet
+            raise ConnectionResetError(errno.ECONNRESET, "connection closed as it was opened")
         self._protocol = protocol
         self._writable.set()
         for call in self.rpc.outstanding:  # after a reconnect: resend what is unanswered
             if call.xid in self._pending:
                 self.stats.resent_on_reconnect += 1
                 self._resend(call.xid, call.buffers)
+        return protocol
+
+    async def _answered(self, protocol: _Protocol | _DatagramProtocol) -> None:
+        """Wait until the server sends a byte on a reopened TCP connection (the answer to
+        a call resent on it): a connection lost before is a failed attempt, not a
+        reconnect (a listener that accepts and resets, such as a proxy in front of a dead
+        server, would otherwise be reconnected to in a storm). After ``timeout`` seconds
+        of silence the calls' own timers take over."""
+        if not isinstance(protocol, _Protocol):
+            return  # UDP: no connection to lose
+        done, _ = await asyncio.wait({protocol.answered}, timeout=self.options.timeout)
+        if done and not protocol.answered.result():
+            raise ConnectionResetError(
+                errno.ECONNRESET, "connection closed before the server answered"
+            )
+        if protocol.lost:  # answered, then lost before this task went on (_on_lost only poked)
+            raise ConnectionResetError(errno.ECONNRESET, "connection lost again at once")
 
     @property
     def connected(self) -> bool:
@@ -343,7 +378,7 @@ class AsyncRpcClient:
                     self._fail_all(RpcConnectionError(self._outage_message(last)))
                     return
                 try:
-                    await self._open()
+                    await self._answered(await self._open())
                 except (OSError, TimeoutError) as exc:
                     last = exc
                     await self._pause(min(PAUSE * 2**backoff, MAX_PAUSE))
@@ -586,6 +621,8 @@ class AsyncRpcClient:
     def _on_data(self, protocol: _Protocol, nbytes: int) -> None:
         self.stats.bytes_received += nbytes
         self._heard = time.monotonic()
+        if not protocol.answered.done():
+            protocol.answered.set_result(True)
         self.rpc.buffer_updated(nbytes)
         try:
             while (reply := self.rpc.next_reply()) is not None:

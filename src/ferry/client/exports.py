@@ -6,10 +6,13 @@ prefix of the path that the server lets us MNT is the export, the rest a path in
 why: no export holds the path (``NoSuchExport``, a FileNotFoundError naming the exports
 there are; NFS-Ganesha and Linux's mountd answer MNT3ERR_ACCES here, Ferry
 MNT3ERR_NOENT), or one does and refused us (its status: PermissionError for ACCES). A
-client never falls back to some other export.
+client never falls back to some other export. ``export_list`` gives the EXPORT list with
+each export's client groups, as ``showmount -e`` shows it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ferry.errors import NfsError, NoSuchExport, RpcError, XdrError
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, MountProc, Nfsstat3
@@ -28,21 +31,44 @@ def holds(export: str, path: str) -> bool:
     return export == "/" or path == export or path.startswith(export + "/")
 
 
+@dataclass(frozen=True, slots=True)
+class Export:
+    """One exported directory and the client groups it names (none: every client)."""
+
+    path: str
+    groups: tuple[str, ...] = ()
+
+
 async def list_exports(rpc: AsyncRpcClient) -> list[str]:
     """MOUNT EXPORT (RFC 1813 section 5.2.5): the directories the server exports."""
+    return [e.path for e in await export_list(rpc)]
+
+
+async def export_list(rpc: AsyncRpcClient) -> list[Export]:
+    """MOUNT EXPORT: each exported directory with its client groups."""
     u = await rpc.call(MOUNT_PROGRAM, MOUNT_V3, MountProc.EXPORT, [], label="MOUNT EXPORT")
-    return unpack_exports(u)
+    return unpack_export_list(u)
 
 
 def unpack_exports(u: Unpacker) -> list[str]:
-    """exports (RFC 1813 section 5.1.7): a list of (directory, list of groups)."""
-    out: list[str] = []
-    while u.unpack_bool() and len(out) < MAX_EXPORTS:
-        out.append(normalise_path(u.unpack_bytes(1024).decode("utf-8", "surrogateescape")))
-        for _ in range(MAX_GROUPS):
-            if not u.unpack_bool():
-                break
-            u.unpack_bytes(255)
+    """exports (RFC 1813 section 5.1.7), the directories only."""
+    return [e.path for e in unpack_export_list(u)]
+
+
+def unpack_export_list(u: Unpacker) -> list[Export]:
+    """exports (RFC 1813 section 5.1.7): a list of (directory, list of groups); longer
+    lists than MAX_EXPORTS, MAX_GROUPS are refused, not cut (the rest would be misread)."""
+    out: list[Export] = []
+    while u.unpack_bool():
+        if len(out) == MAX_EXPORTS:
+            raise XdrError(f"export list longer than {MAX_EXPORTS}")
+        path = normalise_path(u.unpack_bytes(1024).decode("utf-8", "surrogateescape"))
+        groups: list[str] = []
+        while u.unpack_bool():
+            if len(groups) == MAX_GROUPS:
+                raise XdrError(f"more than {MAX_GROUPS} groups for export {path}")
+            groups.append(u.unpack_bytes(255).decode("utf-8", "replace"))
+        out.append(Export(path, tuple(groups)))
     return out
 
 
