@@ -475,6 +475,17 @@ class Outcome:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
     seconds: float
+    ferry_shape: str = "?"  # processes and threads the default server ran as
+
+
+def shape(pids: list[int]) -> str:
+    """``N process(es), M threads`` of a running server, from /proc."""
+    threads = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            threads += int(status.split("Threads:", 1)[1].split()[0])
+    return f"{len(pids)} process{'es' * (len(pids) != 1)}, {threads} threads"
 
 
 def fs_type(path: Path) -> str:
@@ -492,9 +503,11 @@ def run(args: argparse.Namespace, log: list[str]) -> Outcome:
     fs = fs_type(work)
     rows: list[Row] = []
     targets: list[Target] = []
+    ferry_shape = "?"
     try:
         targets = start_targets(work, s, log)
         rows += bulk(targets, s, local, log)
+        ferry_shape = shape(targets[0].pids())  # threads started by now
         rows += small_calls(targets, s, log)
         rows += echo_ceiling(targets[0].calls["GETATTR"], s, log)
         rows += big_directory(targets, s, work, log)
@@ -507,4 +520,4 @@ def run(args: argparse.Namespace, log: list[str]) -> Outcome:
                 log.append(f"{t.name} stop: {e}")
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(local, ignore_errors=True)
-    return Outcome(rows, fs, base, load0, os.getloadavg(), time.monotonic() - t0)
+    return Outcome(rows, fs, base, load0, os.getloadavg(), time.monotonic() - t0, ferry_shape)

@@ -140,8 +140,9 @@ def render(outcome: Outcome, s: Settings) -> str:
 def method(outcome: Outcome, s: Settings) -> str:
     return (
         f"`ferry bench server` (`benchmarks/userpath.py`): the default `ferry serve DIR` "
-        f"(async model, one process; `--no-root-squash` only, as the Ganesha export has "
-        f"`Squash = No_Root_Squash` and the clients run as root) and NFS-Ganesha (VFS FSAL), "
+        f"(no model, worker or tuning flags; it ran as {outcome.ferry_shape}; "
+        f"`--no-root-squash` only, as the Ganesha export has `Squash = No_Root_Squash` and "
+        f"the clients run as root) and NFS-Ganesha (VFS FSAL), "
         f"side by side on loopback, each exporting its own directory under `{outcome.where}` "
         f"(file system: {outcome.fs}); {s.repeat} run(s) per workload, the "
         f"order alternating, median shown (range for times). Bulk: `nfs-cp` (libnfs-utils) "
