@@ -1,10 +1,20 @@
 #!/usr/bin/env python3
-"""Ferry's server models and NFS-Ganesha under the same load, side by side in one run.
+"""Ferry's server against NFS-Ganesha, side by side in one run: the user path first, then
+Ferry's server models.
 
-``ferry bench server`` runs this script. Every server is started at the beginning (each
-serving its own copy of the export on tmpfs, so disks do not decide anything), and every
-measurement runs against each in turn, the order alternating between repeats so machine
-noise hits all alike:
+``ferry bench server`` runs this script. Two sections:
+
+1. The user path (``userpath.py``, the headline): the default ``ferry serve`` and
+   NFS-Ganesha, both exporting directories on the root disk, under third-party clients
+   and real workloads: ``nfs-cp`` and libnfs 4 KiB-request reads and writes; GETATTR,
+   LOOKUP and ACCESS at 1 and 32 in flight on 1 and 8 connections; READDIRPLUS of a
+   50,000-entry directory and ``ls -l`` of it through ``ferry mount``; ``tar -x``, ``find``,
+   ``du``, ``rm -r`` of a 5,000-file tree through ``ferry mount`` and the client API; and
+   the echo ceiling. Ratios to Ganesha and server CPU beside every figure.
+2. Server models (not the user path: tmpfs exports and Ferry's own load generator): every
+   model and NFS-Ganesha, each serving its own copy of the export on tmpfs, so disks do not
+   decide anything; every measurement runs against each in turn, the order alternating
+   between repeats so machine noise hits all alike:
 
 * small calls: GETATTR (of the root) and LOOKUP (of a file) with 1, 8 and 64 concurrent
   clients, each a connection with one call outstanding (``loadgen.small_calls``): ops/s,
@@ -16,14 +26,15 @@ noise hits all alike:
   included (PSS too, which splits pages shared after a fork among the processes).
 
 Load comes from separate client processes (``loadgen``), whose CPU time is reported.
-A markdown report (``server_report``) with ratios to Ganesha goes to stdout and, with
-``--write-docs``, is appended to docs/benchmarks.md. Needs NFS-Ganesha (Debian
-nfs-ganesha, nfs-ganesha-vfs) and rpcbind, as root. Loopback only.
+A markdown report (``userpath_report``, ``server_report``) with ratios to Ganesha goes to
+stdout and, with ``--write-docs``, is appended to docs/benchmarks.md. Needs NFS-Ganesha
+(Debian nfs-ganesha, nfs-ganesha-vfs), rpcbind, libnfs-utils, fuse3, as root. Loopback only.
 
-    python benchmarks/server_bench.py                 # about 7 minutes on 2 cores
+    python benchmarks/server_bench.py                 # about 20 minutes on 2 cores
     python benchmarks/server_bench.py --quick         # one repeat, 1 s per point
-    python benchmarks/server_bench.py --smoke         # every workload, tiny (< 60 s)
-    python benchmarks/server_bench.py --targets async,ganesha --seconds 1
+    python benchmarks/server_bench.py --smoke         # every workload, tiny
+    python benchmarks/server_bench.py --sections userpath
+    python benchmarks/server_bench.py --sections models --targets async,ganesha --seconds 1
 """
 
 from __future__ import annotations
@@ -40,11 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-for _sub in ("src", "tests", "tests/server", "tests/protocol"):
+for _sub in ("src", "tests", "tests/server", "tests/protocol", "tests/fuse"):
     sys.path.insert(0, str(REPO / _sub))
 
 import loadgen  # noqa: E402
 import server_report as report  # noqa: E402
+import userpath  # noqa: E402
+import userpath_report  # noqa: E402
 from modelserver import start as start_ferry  # noqa: E402
 from procstat import cpu_seconds  # noqa: E402
 from rawclient import RawClient, nfs_lookup  # noqa: E402
@@ -66,6 +79,7 @@ FERRY = {  # target -> ``ferry serve`` arguments
     f"async-{NCPU}": ("--model", "async", "--workers", str(NCPU)),
 }
 TARGETS = (*FERRY, "ganesha")
+SECTIONS = ("userpath", "models")
 OPS = ("GETATTR", "LOOKUP")
 
 
@@ -224,7 +238,16 @@ def measure_idle(servers: list[Server], args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--targets", default=",".join(TARGETS), help=f"comma list of {TARGETS}")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
+    u = p.add_argument_group("user path (the default ferry serve vs Ganesha, on disk)")
+    u.add_argument("--disk-dir", type=Path, help="where the exports go (default /var/tmp)")
+    u.add_argument("--user-size-mib", type=int, default=256, help="nfs-cp file size")
+    u.add_argument("--user-small-mib", type=int, default=64, help="4 KiB-request file size")
+    u.add_argument("--user-seconds", type=float, default=2.0, help="window per call point")
+    u.add_argument("--user-repeat", type=int, default=3, help="runs of every workload")
+    u.add_argument("--dir-entries", type=int, default=50_000, help="big directory's size")
+    u.add_argument("--tree-files", type=int, default=5_000, help="files in the tar tree")
+    p.add_argument("--targets", default=",".join(TARGETS), help=f"models section: {TARGETS}")
     p.add_argument("--seconds", type=float, default=2.0, help="window per small-call point")
     p.add_argument("--clients", default="1,8,64", help="concurrent clients per point")
     p.add_argument("--repeat", type=int, default=3, help="repeats of every measurement")
@@ -243,9 +266,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.repeat = 1.0, 1
+        args.user_seconds, args.user_repeat = 1.0, 1
     if args.smoke:
         args.seconds, args.clients, args.repeat = 0.25, "1,8", 1
         args.size_mib, args.passes, args.idle = 8, 1, 16
+        args.user_seconds, args.user_repeat, args.user_size_mib = 0.2, 1, 4
+        args.user_small_mib, args.dir_entries, args.tree_files = 1, 300, 40
+    args.sections = [x for x in args.sections.split(",") if x]
+    if not args.sections or set(args.sections) - set(SECTIONS):
+        p.error(f"--sections: choose from {', '.join(SECTIONS)}")
     args.clients = [int(c) for c in args.clients.split(",")]
     args.targets = [t for t in args.targets.split(",") if t]
     unknown = set(args.targets) - set(TARGETS)
@@ -267,15 +296,45 @@ def tmpfs() -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if "ganesha" in args.targets:
-            peers.need_tool("ganesha.nfsd", "nfs-ganesha")
-            peers.need_tool("rpcbind", "rpcbind")
+        need_tools(args)
     except peers.ToolMissing as e:
         print(f"server_bench: {e}", file=sys.stderr)
         return 2
+    log: list[str] = []
+    texts, errors = [], 0
+    if "userpath" in args.sections:
+        outcome = userpath.run(args, log)
+        texts.append(userpath_report.render(outcome, userpath.settings(args)))
+        print(texts[-1], flush=True)
+    if "models" in args.sections:
+        text, errors = models_section(args, log)
+        texts.append(text)
+        print(text, flush=True)
+    if log or errors:
+        print(f"server_bench: {errors} failed calls; problems:\n" + "\n".join(log), file=sys.stderr)
+    if args.write_docs is not None:
+        with open(args.write_docs, "a") as f:
+            f.write("".join("\n" + text + "\n" for text in texts))
+        print(f"server_bench: appended to {args.write_docs}", file=sys.stderr)
+    return 1 if log or errors else 0
+
+
+def need_tools(args: argparse.Namespace) -> None:
+    """Raises ToolMissing for a tool a chosen section needs."""
+    if "userpath" in args.sections or "ganesha" in args.targets:
+        peers.need_tool("ganesha.nfsd", "nfs-ganesha")
+        peers.need_tool("rpcbind", "rpcbind")
+    if "userpath" in args.sections:
+        for tool, package in (("nfs-cp", "libnfs-utils"), ("fusermount3", "fuse3"),
+                              ("findmnt", "util-linux")):  # fmt: skip
+            peers.need_tool(tool, package)
+
+
+def models_section(args: argparse.Namespace, log: list[str]) -> tuple[str, int]:
+    """Every chosen model and Ganesha on tmpfs, Ferry's own load generator: the report and
+    the number of failed calls."""
     base = args.workdir or tmpfs()
     work = Path(tempfile.mkdtemp(prefix="ferry-sbench-", dir=base))
-    log: list[str] = []
     servers: list[Server] = []
     t0, load0 = time.monotonic(), os.getloadavg()
     try:
@@ -295,15 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     context = report.Context(args, FERRY, load0, os.getloadavg(), time.monotonic() - t0, drc)
     text = report.render({s.name: s.result for s in servers}, context)
-    print(text, flush=True)
-    errors = sum(s.result.errors() for s in servers)
-    if log or errors:
-        print(f"server_bench: {errors} failed calls; problems:\n" + "\n".join(log), file=sys.stderr)
-    if args.write_docs is not None:
-        with open(args.write_docs, "a") as f:
-            f.write("\n" + text + "\n")
-        print(f"server_bench: appended to {args.write_docs}", file=sys.stderr)
-    return 1 if log or errors else 0
+    return text, sum(s.result.errors() for s in servers)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,9 @@ def _method(ctx: Context) -> str:
     a = ctx.args
     models = ", ".join(f"`{n}` = `{' '.join(v)}`" for n, v in ctx.ferry.items())
     return (
+        f"**Not the user path**: tmpfs exports, Ferry's own load generator (prebuilt calls, "
+        f"one outstanding per connection), every server model; the user-path table (default "
+        f"`ferry serve`, third-party clients, exports on disk) is the headline. "
         f"`ferry bench server` (`benchmarks/server_bench.py`): every server running side by "
         f"side on loopback, each exporting its own directory on tmpfs; each measurement "
         f"taken on one server at a time, {a.repeat} repeat(s) in alternating order (median "

@@ -16,7 +16,10 @@ from typing import Any
 
 SCRIPTS = {  # command -> script in benchmarks/, and what it measures
     "client": ("client_bench.py", "Ferry's client vs nfs-cp and nfs-rs against NFS-Ganesha"),
-    "server": ("server_bench.py", "Ferry's server models vs NFS-Ganesha"),
+    "server": (
+        "server_bench.py",
+        "the default server (user path: third-party clients, disk) and every model vs Ganesha",
+    ),
     "rpc": ("rpc_bench.py", "sync vs pipelined vs batched vs prefetched RPC over an emulated link"),
     "fuse": ("fuse_bench.py", "a FUSE mount vs Ferry's client API"),
     "scaleout": ("scaleout_bench.py", "1-3 Ferry servers vs Ganesha (FSAL_CEPH) over one CephFS"),
