@@ -276,7 +276,7 @@ class Bench:
                 if time.monotonic() > deadline:
                     return
                 want = min(s.size, total - off)
-                res = await c.read(fh, off, want)
+                res = await c.nfs.read(fh, off, want)
                 check(res.count == want, f"short READ at {off}: {res.count} bytes")
                 got[off : off + want] = res.data
                 done += want
@@ -305,13 +305,13 @@ class Bench:
                 if time.monotonic() > deadline:
                     return
                 piece = view[off : off + s.size]
-                res = await c.write(fh, off, piece, StableHow.UNSTABLE)
+                res = await c.nfs.write(fh, off, piece, StableHow.UNSTABLE)
                 check(res.count == len(piece), f"short WRITE at {off}: {res.count} bytes")
                 verfs.add(res.verf)
                 done += len(piece)
 
         await asyncio.gather(*(worker() for _ in range(s.window)))
-        commit = (await c.commit(fh)).verf  # inside the timing: the data is durable
+        commit = (await c.nfs.commit(fh)).verf  # inside the timing: the data is durable
         check(verfs <= {commit}, f"{s.name}: write verifier changed (server restarted?)")
         return done
 
@@ -347,7 +347,7 @@ async def measure_rtt(bench: Bench, port: int) -> float:
         times = []
         for _ in range(20):
             t = time.perf_counter()
-            await c.null()
+            await c.nfs.null()
             times.append(time.perf_counter() - t)
     finally:
         await c.close()

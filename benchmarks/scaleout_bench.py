@@ -97,7 +97,7 @@ GETATTR_CLIENT = textwrap.dedent(
             sys.stdin.readline()
             t0 = time.time()
             for _ in range(ops // 16):
-                await asyncio.gather(*(c.getattr(fh) for _ in range(16)))
+                await asyncio.gather(*(c.nfs.getattr(fh) for _ in range(16)))
             print(t0, time.time(), flush=True)
         finally:
             await c.close()

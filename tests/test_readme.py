@@ -34,7 +34,7 @@ def test_readme_python_examples_run(ferry_server: peers.FerryServer) -> None:
     blocks = _python_blocks()
     run = [b for b in blocks if EXAMPLE in b]
     assert [b for b in blocks if b not in run] == [b for b in blocks if NOT_RUN in b]
-    assert len(run) == 3 and any("connect_async" in b for b in run)
+    assert len(run) == 4 and any("connect_async" in b for b in run)
     try:
         for n, block in enumerate(run):
             code = (
@@ -52,4 +52,5 @@ def test_readme_python_examples_run(ferry_server: peers.FerryServer) -> None:
         NfsFileSystem.clear_instance_cache()
     assert (ferry_server.export / "hello.txt").read_bytes() == b"hi\n"
     assert (ferry_server.export / "async.txt").read_bytes() == b"hi from asyncio\n"
+    assert (ferry_server.export / "procs" / "raw.bin").read_bytes() == b"raw\n"
     assert (ferry_server.export / "table.csv").read_bytes() == b"a,b\n1,2\n3,4\n"

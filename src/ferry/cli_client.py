@@ -264,7 +264,7 @@ def cmd_df(args: argparse.Namespace) -> int:
 async def _fsstat(fs: NfsFileSystem, path: str) -> tuple[str, FsstatRes]:
     client, rel = await fs._where(path)
     fh, _ = await client.resolve(rel, True)
-    return client.export, await client.fsstat(fh)
+    return client.export, await client.nfs.fsstat(fh)
 
 
 def _df_row(name: str, r: FsstatRes, human: bool) -> tuple[str, ...]:

@@ -166,7 +166,7 @@ class NfsSide:
                 fh, attr = await client.resolve(_join(rel, name))
             target = None
             if targets and attr.type == Ftype3.LNK:
-                target = (await client.readlink(fh)).decode("utf-8", "surrogateescape")
+                target = (await client.nfs.readlink(fh)).decode("utf-8", "surrogateescape")
             return Entry(name, Meta.of_attr(attr), target)
 
         found = await client.scandir(rel)
@@ -208,7 +208,7 @@ class NfsSide:
     async def _setattr(self, path: str, attrs: SetAttr) -> None:
         client, rel = await self._at(path)
         fh, _ = await client.resolve(rel)
-        await client.setattr(fh, attrs)
+        await client.nfs.setattr(fh, attrs)
 
     def discard(self, path: str) -> None:
         """Remove ``path`` if the server lets us within DISCARD_WAIT; never raises."""
@@ -247,11 +247,11 @@ async def _remove_below(client: AsyncNfsClient, rel: str) -> None:
         kind = attr.type
         if kind == Ftype3.DIR:
             await _remove_below(client, _join(rel, e.name))
-            await client.rmdir(fh, e.name)
+            await client.nfs.rmdir(fh, e.name)
         else:
             others.append(e.name)
     for i in range(0, len(others), REMOVE_BATCH):
-        await asyncio.gather(*(client.remove(fh, n) for n in others[i : i + REMOVE_BATCH]))
+        await asyncio.gather(*(client.nfs.remove(fh, n) for n in others[i : i + REMOVE_BATCH]))
 
 
 async def _call(func: Callable[..., Awaitable[T]], *args: Any) -> T:

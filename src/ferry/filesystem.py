@@ -376,8 +376,8 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         fh, parts = client.root, [p for p in rel.split("/") if p]
         for i, name in enumerate(parts):
             try:
-                res = await client.lookup(fh, name)
-                sub, attr = res.object, res.obj_attributes or await client.getattr(res.object)
+                res = await client.nfs.lookup(fh, name)
+                sub, attr = res.object, res.obj_attributes or await client.nfs.getattr(res.object)
             except NfsError as exc:
                 if exc.status != Nfsstat3.NOENT or (i < len(parts) - 1 and not parents):
                     raise
@@ -389,15 +389,15 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     async def _mkdir_one(self, client: AsyncNfsClient, fh: bytes, name: str) -> tuple[bytes, Attr]:
         try:
-            res = await client.mkdir(fh, name)
+            res = await client.nfs.mkdir(fh, name)
         except NfsError as exc:  # made by someone else meanwhile
             if exc.status != Nfsstat3.EXIST:
                 raise
         else:
             if res.obj is not None:
-                return res.obj, res.obj_attributes or await client.getattr(res.obj)
-        found = await client.lookup(fh, name)
-        return found.object, found.obj_attributes or await client.getattr(found.object)
+                return res.obj, res.obj_attributes or await client.nfs.getattr(res.obj)
+        found = await client.nfs.lookup(fh, name)
+        return found.object, found.obj_attributes or await client.nfs.getattr(found.object)
 
     def rmdir(self, path: str) -> None:
         path = self._strip_protocol(path)
@@ -413,7 +413,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         if not name:
             raise NfsError(Nfsstat3.ACCES, "cannot remove the export itself")
         dirfh = (await client.resolve(parent, True))[0]
-        await (client.rmdir if is_dir else client.remove)(dirfh, name)
+        await (client.nfs.rmdir if is_dir else client.nfs.remove)(dirfh, name)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         """Remove files (and, with ``recursive``, directories), deepest first, each depth's
@@ -458,7 +458,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         (p1, _, n1), (p2, _, n2) = rel1.rpartition("/"), rel2.rpartition("/")
         d1 = (await client.resolve(p1, True))[0]
         d2 = (await client.resolve(p2, True))[0]
-        await client.rename(d1, n1, d2, n2)
+        await client.nfs.rename(d1, n1, d2, n2)
 
     # -- file contents ---------------------------------------------------------------------
 
@@ -473,7 +473,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         size = attr.size
         lo = 0 if start is None else (max(0, size + start) if start < 0 else start)
         hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
-        return await read_all(client, fh, hi - lo, lo, to_eof=False) if hi > lo else b""
+        return await read_all(client.nfs, fh, hi - lo, lo, to_eof=False) if hi > lo else b""
 
     async def _open_read(self, path: str) -> tuple[AsyncNfsClient, bytes, Attr]:
         client, rel = await self._where(path)
@@ -485,7 +485,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     async def _reader(self, path: str) -> AsyncFile:
         """``path`` opened for reading through the client's file engine (read-ahead)."""
         client, fh, attr = await self._open_read(path)
-        return AsyncFile(client, fh, path, attr, _READ, client.file_options, client.buffers)
+        return AsyncFile(client.nfs, fh, path, attr, _READ, client.file_options, client.buffers)
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         path = self._strip_protocol(path)
@@ -503,16 +503,16 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         dirfh = await self._makedirs(parent or "/")
         client, _ = await self._where(path)
         if exclusive:
-            res = await client.create_exclusive(dirfh, name, SetAttr(mode=0o644))
+            res = await client.nfs.create_exclusive(dirfh, name, SetAttr(mode=0o644))
         else:
             attrs = SetAttr(mode=0o644, size=0 if truncate else None)
-            res = await client.create(dirfh, name, attrs, CreateMode.UNCHECKED)
+            res = await client.nfs.create(dirfh, name, attrs, CreateMode.UNCHECKED)
         fh, attr = res.obj, res.obj_attributes
         if fh is None:
-            found = await client.lookup(dirfh, name)
+            found = await client.nfs.lookup(dirfh, name)
             fh, attr = found.object, found.obj_attributes
-        attr = attr or await client.getattr(fh)
-        return AsyncFile(client, fh, path, attr, _WRITE, client.file_options, client.buffers)
+        attr = attr or await client.nfs.getattr(fh)
+        return AsyncFile(client.nfs, fh, path, attr, _WRITE, client.file_options, client.buffers)
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         path = self._strip_protocol(path)
@@ -539,7 +539,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         callback.set_size(size)
 
         async def read(offset: int) -> bytes:
-            return await read_all(client, fh, min(CHUNK, size - offset), offset, to_eof=False)
+            return await read_all(client.nfs, fh, min(CHUNK, size - offset), offset, to_eof=False)
 
         async with await self._create(dst, False) as file:
             await _stream(read, file.pwrite, size, callback)
@@ -594,7 +594,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         callback.set_size(size)
 
         async def read(offset: int) -> bytes:
-            return await read_all(client, fh, min(CHUNK, size - offset), offset, to_eof=False)
+            return await read_all(client.nfs, fh, min(CHUNK, size - offset), offset, to_eof=False)
 
         async def write(offset: int, data: bytes) -> int:
             return await asyncio.to_thread(out.write, data)

@@ -114,7 +114,7 @@ async def mount(
         # freed at once, by each COMMIT.
         files = client.file_options
         keep_freed_buffers(TRIM + files.write_behind + files.commit_every)
-        root = await client.getattr(client.root)
+        root = await client.nfs.getattr(client.root)
         per_caller = uid is None and gid is None  # no identity given: each caller's own
         ops = NfsOperations(client, root, options, per_caller)
         if options.read_ahead_kib:

@@ -344,11 +344,11 @@ class NfsOperations(pyfuse3.Operations):
 
     async def _found(self, fh: bytes, attr: Attr | None) -> EntryAttributes:
         """The entry for an object handed to the kernel (counts a lookup)."""
-        attr = attr or await self.client.getattr(fh)
+        attr = attr or await self.client.nfs.getattr(fh)
         return self._entry(self.inodes.remember(attr.fileid, fh), attr)
 
     async def _created(self, dirfh: bytes, name: bytes, res: t.CreateRes) -> EntryAttributes:
-        fh = res.obj or (await self.client.lookup(dirfh, name)).object
+        fh = res.obj or (await self.client.nfs.lookup(dirfh, name)).object
         return await self._found(fh, res.obj_attributes)
 
     def _placed(self, entry: EntryAttributes, parent: int, name: bytes) -> EntryAttributes:
@@ -364,7 +364,7 @@ class NfsOperations(pyfuse3.Operations):
 
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
-        res = await self.client.lookup(self.inodes.fh(parent_inode), name)
+        res = await self.client.nfs.lookup(self.inodes.fh(parent_inode), name)
         return self._placed(await self._found(res.object, res.obj_attributes), parent_inode, name)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -373,7 +373,7 @@ class NfsOperations(pyfuse3.Operations):
 
     @_errors
     async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
-        return self._entry(inode, await self.client.getattr(self.inodes.fh(inode)))
+        return self._entry(inode, await self.client.nfs.getattr(self.inodes.fh(inode)))
 
     @_errors
     async def setattr(
@@ -402,8 +402,8 @@ class NfsOperations(pyfuse3.Operations):
         if fields.update_size:
             await self._set_size(inode, nfh, attr.st_size)
         if change != SetAttr():
-            await self.client.setattr(nfh, change)
-        return self._entry(inode, await self.client.getattr(nfh))
+            await self.client.nfs.setattr(nfh, change)
+        return self._entry(inode, await self.client.nfs.getattr(nfh))
 
     async def _kills_setid(self, nfh: bytes, mode: int, ctx: RequestContext) -> bool:
         """Is this mode change the kernel clearing set-ID bits before a write or truncate by a
@@ -415,7 +415,7 @@ class NfsOperations(pyfuse3.Operations):
         size) arrives, so the change is left out, as the Linux NFS client does."""
         if ctx.uid == 0:
             return False
-        attr = await self.client.getattr(nfh)
+        attr = await self.client.nfs.getattr(nfh)
         dropped = attr.mode & ~mode & 0o7777
         return ctx.uid != attr.uid and not mode & ~attr.mode and not dropped & ~SETID
 
@@ -424,14 +424,14 @@ class NfsOperations(pyfuse3.Operations):
         queued first, so a resend can never undo the new size)."""
         opened = self._open.get(inode)
         if opened is None:
-            await self.client.setattr(nfh, SetAttr(size=size))
+            await self.client.nfs.setattr(nfh, SetAttr(size=size))
             return
         async with opened.lock:
             await opened.file.truncate(size)
 
     @_errors
     async def readlink(self, inode: int, ctx: RequestContext) -> bytes:
-        return await self.client.readlink(self.inodes.fh(inode))
+        return await self.client.nfs.readlink(self.inodes.fh(inode))
 
     @_errors
     async def mknod(
@@ -440,13 +440,13 @@ class NfsOperations(pyfuse3.Operations):
         self._writable()
         dirfh, perm = self.inodes.fh(parent_inode), SetAttr(mode=mode & 0o7777)
         if stat.S_ISREG(mode):
-            res = await self.client.create_exclusive(dirfh, name, perm)
+            res = await self.client.nfs.create_exclusive(dirfh, name, perm)
         else:
             kind = _MKNOD.get(stat.S_IFMT(mode))
             if kind is None:
                 raise FUSEError(errno.EINVAL)
             dev = (os.major(rdev), os.minor(rdev))
-            res = await self.client.mknod(dirfh, name, kind, perm, dev)
+            res = await self.client.nfs.mknod(dirfh, name, kind, perm, dev)
         return await self._created(dirfh, name, res)
 
     @_errors
@@ -455,7 +455,7 @@ class NfsOperations(pyfuse3.Operations):
     ) -> EntryAttributes:
         self._writable()
         dirfh = self.inodes.fh(parent_inode)
-        res = await self.client.mkdir(dirfh, name, SetAttr(mode=mode & 0o7777))
+        res = await self.client.nfs.mkdir(dirfh, name, SetAttr(mode=mode & 0o7777))
         return self._placed(await self._created(dirfh, name, res), parent_inode, name)
 
     @_errors
@@ -463,15 +463,15 @@ class NfsOperations(pyfuse3.Operations):
         self._writable()
         dirfh = self.inodes.fh(parent_inode)
         if not await self._hide_if_open(dirfh, name, await self._fileid_of(dirfh, name)):
-            await self.client.remove(dirfh, name)
+            await self.client.nfs.remove(dirfh, name)
 
     async def _fileid_of(self, dirfh: bytes, name: bytes) -> int | None:
         """The fileid of ``name`` if a file is open here (only then does it matter), else
         None; NFS errors (no such name) are raised."""
         if not self._open:
             return None
-        found = await self.client.lookup(dirfh, name)
-        attr = found.obj_attributes or await self.client.getattr(found.object)
+        found = await self.client.nfs.lookup(dirfh, name)
+        attr = found.obj_attributes or await self.client.nfs.getattr(found.object)
         return attr.fileid if attr.type == Ftype3.REG else None
 
     async def _hide_if_open(self, dirfh: bytes, name: bytes, fileid: int | None) -> bool:
@@ -482,14 +482,14 @@ class NfsOperations(pyfuse3.Operations):
         if opened is None or opened.silly is not None:
             return False
         hidden = f".ferry{fileid:x}.{next(self._ids)}"
-        await self.client.rename(dirfh, name, dirfh, hidden)
+        await self.client.nfs.rename(dirfh, name, dirfh, hidden)
         opened.silly = (dirfh, hidden)
         return True
 
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
         self._writable()
-        await self.client.rmdir(self.inodes.fh(parent_inode), name)
+        await self.client.nfs.rmdir(self.inodes.fh(parent_inode), name)
 
     @_errors
     async def symlink(
@@ -497,7 +497,7 @@ class NfsOperations(pyfuse3.Operations):
     ) -> EntryAttributes:
         self._writable()
         dirfh = self.inodes.fh(parent_inode)
-        res = await self.client.symlink(dirfh, name, target, SetAttr(mode=0o777))
+        res = await self.client.nfs.symlink(dirfh, name, target, SetAttr(mode=0o777))
         return await self._created(dirfh, name, res)
 
     @_errors
@@ -517,7 +517,7 @@ class NfsOperations(pyfuse3.Operations):
         victim = await self._rename_victim(old, name_old, new, name_new)
         hidden = victim is not None and await self._hide_if_open(new, name_new, victim)
         try:
-            await self.client.rename(old, name_old, new, name_new)
+            await self.client.nfs.rename(old, name_old, new, name_new)
         except (NfsError, RpcError):
             if hidden and victim is not None:
                 await self._unhide(victim, new, name_new)
@@ -545,7 +545,7 @@ class NfsOperations(pyfuse3.Operations):
         if opened is None or opened.silly is None:
             return
         hidden_dir, hidden = opened.silly
-        await self.client.rename(hidden_dir, hidden, dirfh, name)
+        await self.client.nfs.rename(hidden_dir, hidden, dirfh, name)
         opened.silly = None
 
     @_errors
@@ -554,7 +554,7 @@ class NfsOperations(pyfuse3.Operations):
     ) -> EntryAttributes:
         self._writable()
         fh = self.inodes.fh(inode)
-        res = await self.client.link(fh, self.inodes.fh(new_parent_inode), new_name)
+        res = await self.client.nfs.link(fh, self.inodes.fh(new_parent_inode), new_name)
         return await self._found(fh, res.file_attributes)
 
     # -- files ----------------------------------------------------------------------------
@@ -566,7 +566,7 @@ class NfsOperations(pyfuse3.Operations):
         else:
             mode = _READONLY if self.options.read_only else _SHARED
             client = self.client
-            file = AsyncFile(client, fh, "", attr, mode, client.file_options, client.buffers)
+            file = AsyncFile(client.nfs, fh, "", attr, mode, client.file_options, client.buffers)
             self._open[inode] = _Open(file, asyncio.Lock())
         # close-to-open as the kernel NFS client does it: the kernel keeps the pages it
         # cached unless the file changed since its previous open. direct_io: no page cache
@@ -582,7 +582,7 @@ class NfsOperations(pyfuse3.Operations):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             self._writable()
         fh = self.inodes.fh(inode)
-        attr = await self.client.getattr(fh)  # close-to-open: fresh attributes at open
+        attr = await self.client.nfs.getattr(fh)  # close-to-open: fresh attributes at open
         if attr.type == Ftype3.DIR:
             raise FUSEError(errno.EISDIR)
         if flags & os.O_TRUNC:  # libfuse asks for atomic O_TRUNC: the kernel leaves it to us
@@ -598,12 +598,12 @@ class NfsOperations(pyfuse3.Operations):
         dirfh = self.inodes.fh(parent_inode)
         perm = SetAttr(mode=mode & 0o7777, size=0 if flags & os.O_TRUNC else None)
         if flags & os.O_EXCL:  # safe when resent (EXCLUSIVE with a verifier), as Linux does
-            res = await self.client.create_exclusive(dirfh, name, SetAttr(mode=perm.mode))
+            res = await self.client.nfs.create_exclusive(dirfh, name, SetAttr(mode=perm.mode))
         else:
-            res = await self.client.create(dirfh, name, perm, CreateMode.UNCHECKED)
+            res = await self.client.nfs.create(dirfh, name, perm, CreateMode.UNCHECKED)
         entry = await self._created(dirfh, name, res)
         fh = self.inodes.fh(entry.st_ino)
-        info = await self._open_inode(entry.st_ino, fh, await self.client.getattr(fh))
+        info = await self._open_inode(entry.st_ino, fh, await self.client.nfs.getattr(fh))
         return info, entry
 
     def _file(self, fh: int) -> _Open:
@@ -671,7 +671,7 @@ class NfsOperations(pyfuse3.Operations):
         finally:
             if opened.silly is not None:
                 try:
-                    await self.client.remove(*opened.silly)
+                    await self.client.nfs.remove(*opened.silly)
                 except (NfsError, RpcError) as exc:
                     log.warning("cannot remove %s: %s", opened.silly[1], exc)
 
@@ -715,7 +715,7 @@ class NfsOperations(pyfuse3.Operations):
             d.verf = t.COOKIEVERF_ZERO
         for _ in range(1 << 30):  # bounded by the directory: every page moves on
             try:
-                res = await self.client.readdirplus(d.fh, cookie, d.verf)
+                res = await self.client.nfs.readdirplus(d.fh, cookie, d.verf)
             except NfsError as exc:
                 if exc.status != Nfsstat3.BAD_COOKIE or d.verf == t.COOKIEVERF_ZERO:
                     raise
@@ -728,9 +728,9 @@ class NfsOperations(pyfuse3.Operations):
                     continue
                 fh_, attr = e.handle, e.attr
                 if fh_ is None or attr is None:  # the server left them out: ask
-                    found = await self.client.lookup(d.fh, e.name)
+                    found = await self.client.nfs.lookup(d.fh, e.name)
                     fh_, attr = found.object, found.obj_attributes
-                    attr = attr or await self.client.getattr(fh_)
+                    attr = attr or await self.client.nfs.getattr(fh_)
                 entry = self._entry(self.inodes.inode(attr.fileid), attr)
                 if not pyfuse3.readdir_reply(token, e.name, entry, DOTS + len(d.cookies) + 1):
                     return
@@ -746,7 +746,7 @@ class NfsOperations(pyfuse3.Operations):
 
     @_errors
     async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
-        res = await self.client.fsstat(self.client.root)
+        res = await self.client.nfs.fsstat(self.client.root)
         s, bsize = pyfuse3.StatvfsData(), 4096
         s.f_bsize = s.f_frsize = bsize
         s.f_blocks, s.f_bfree, s.f_bavail = (

@@ -135,15 +135,15 @@ def test_a_server_evicted_by_the_mds_says_so_and_serves_again(
 
     async def body() -> None:
         async with await AsyncNfsClient.connect(url_of(pair, EXPORT_NAME), options=FAST) as c:
-            fh = (await c.create(c.root, "w")).obj
+            fh = (await c.nfs.create(c.root, "w")).obj
             assert fh is not None
-            before = (await c.write(fh, 0, data, StableHow.UNSTABLE)).verf  # A has it, buffered
+            before = (await c.nfs.write(fh, 0, data, StableHow.UNSTABLE)).verf  # A has it, buffered
             await asyncio.to_thread(
                 ceph_cluster.ceph, "tell", "mds.a", "client", "evict", f"id={session}"
             )
-            after = (await c.commit(fh)).verf
+            after = (await c.nfs.commit(fh)).verf
             assert after != before, "the verifier must change: the unflushed write is gone"
-            await c.write(fh, 0, data, StableHow.FILE_SYNC)  # what the client does then
+            await c.nfs.write(fh, 0, data, StableHow.FILE_SYNC)  # what the client does then
             assert sha(await c.read_file("w")) == sha(data)
         async with await AsyncNfsClient.connect(a.nfs_url, options=FAST) as ca:
             assert sha(await ca.read_file("w")) == sha(data)  # A serves again by itself

@@ -50,8 +50,8 @@ def test_two_servers_serve_a_subvolume_with_a_key_authorized_for_it(
     ):
         ca.write_file("through-a", b"written through A")
         fh, _ = ca.resolve("through-a")
-        assert bytes(cb.read(fh, 0, 100).data) == b"written through A"  # A's handle on B
-        assert cb.lookup(cb.root, "..").object == cb.root  # the subvolume is the root
+        assert bytes(cb.nfs.read(fh, 0, 100).data) == b"written through A"  # A's handle on B
+        assert cb.nfs.lookup(cb.root, "..").object == cb.root  # the subvolume is the root
     with backend_at(ceph_cluster, where) as sv:  # the file is in the subvolume's directory
         assert sv.read(sv.lookup(sv.root(), b"through-a"), 0, 100) == (b"written through A", True)
 

@@ -40,16 +40,16 @@ def test_two_writers_through_two_servers_keep_both_ranges(
     a, b = s3_pair
     mine, theirs = os.urandom(MIB), os.urandom(MIB)
     with ferry.connect(a.nfs_url, attr_cache=0) as ca, ferry.connect(b.nfs_url, attr_cache=0) as cb:
-        fh = ca.create(ca.root, "f").obj
+        fh = ca.nfs.create(ca.root, "f").obj
         assert fh is not None
         for off in (0, MIB):
-            ca.write(fh, off, bytes(MIB), StableHow.FILE_SYNC)
-        assert ca.write(fh, 0, mine, StableHow.UNSTABLE).count == MIB
-        assert cb.write(fh, MIB, theirs, StableHow.UNSTABLE).count == MIB
-        ca.commit(fh)
-        cb.commit(fh)  # both answered OK: both ranges must be in the store
+            ca.nfs.write(fh, off, bytes(MIB), StableHow.FILE_SYNC)
+        assert ca.nfs.write(fh, 0, mine, StableHow.UNSTABLE).count == MIB
+        assert cb.nfs.write(fh, MIB, theirs, StableHow.UNSTABLE).count == MIB
+        ca.nfs.commit(fh)
+        cb.nfs.commit(fh)  # both answered OK: both ranges must be in the store
         for c in (ca, cb):
-            got = b"".join(bytes(c.read(fh, off, MIB).data) for off in (0, MIB))
+            got = b"".join(bytes(c.nfs.read(fh, off, MIB).data) for off in (0, MIB))
             assert got[:MIB] == mine, "A's committed range was overwritten"
             assert got[MIB:] == theirs
 
@@ -60,10 +60,10 @@ def test_a_killed_servers_spool_is_in_its_state_dir_and_gone_after_restart(
     data = os.urandom(3 * MIB)
     with ferry_servers(s3_export(rgw, bucket), tmp_path, 1) as (a,):
         with ferry.connect(a.nfs_url) as c:
-            fh = c.create(c.root, "f").obj
+            fh = c.nfs.create(c.root, "f").obj
             assert fh is not None
             for off in range(0, len(data), MIB):
-                c.write(fh, off, data[off : off + MIB], StableHow.UNSTABLE)
+                c.nfs.write(fh, off, data[off : off + MIB], StableHow.UNSTABLE)
         spooled = [
             p for p in a.state_dir.rglob("*") if p.is_file() and p.stat().st_size == len(data)
         ]

@@ -53,13 +53,13 @@ def test_a_handle_from_one_server_works_on_the_other(any_pair: list[ConfiguredFe
         fh, attr = ca.resolve("d/f")
         dir_fh, _ = ca.resolve("d")
         # B never looked these up: it serves them from the handles alone.
-        assert cb.getattr(fh).fileid == attr.fileid
-        assert bytes(cb.read(fh, 0, 100).data) == b"written through A"
-        made = cb.create(dir_fh, "g")
+        assert cb.nfs.getattr(fh).fileid == attr.fileid
+        assert bytes(cb.nfs.read(fh, 0, 100).data) == b"written through A"
+        made = cb.nfs.create(dir_fh, "g")
         assert made.obj is not None
-        assert ca.lookup(dir_fh, "g").object == made.obj  # and B's handles work on A
-        cb.remove(dir_fh, "f")
-        assert _status_within(lambda: ca.getattr(fh), 3.0) is Nfsstat3.STALE  # S3: attr_ttl
+        assert ca.nfs.lookup(dir_fh, "g").object == made.obj  # and B's handles work on A
+        cb.nfs.remove(dir_fh, "f")
+        assert _status_within(lambda: ca.nfs.getattr(fh), 3.0) is Nfsstat3.STALE  # S3: attr_ttl
 
 
 def _status_within(call: Callable[[], object], seconds: float) -> Nfsstat3 | None:
@@ -86,7 +86,7 @@ def test_a_server_with_another_key_refuses_the_handles(
         ferry.connect(stranger.nfs_url) as cs,
     ):
         with pytest.raises(NfsError) as err:
-            cs.getattr(fh)
+            cs.nfs.getattr(fh)
         assert err.value.status is Nfsstat3.BADHANDLE
 
 

@@ -74,7 +74,7 @@ async def other_client_calls(server: ConfiguredFerry) -> str | None:
     stuck), READDIR: None if all were answered."""
     try:
         async with await AsyncNfsClient.connect(server.nfs_url, attr_cache=0) as c2:
-            await c2.null()
+            await c2.nfs.null()
             assert (await c2.stat("small")).st_size == 10
             assert (await c2.stat("big")).st_size == BIG  # the stuck file's attributes too
             assert set(await c2.listdir("")) >= {"big", "small"}

@@ -39,14 +39,14 @@ def test_procedures_and_paths(ferry_srv: RunningServer, export_root: Path) -> No
             assert info.value.filename == "d/missing"
             fh, _ = await c.resolve("d")
             with pytest.raises(NfsError) as err:
-                await c.lookup(fh, "nope")
+                await c.nfs.lookup(fh, "nope")
             assert err.value.status == Nfsstat3.NOENT
-            made = await c.mkdir(fh, "sub")
+            made = await c.nfs.mkdir(fh, "sub")
             assert made.obj is not None
-            await c.rename(fh, "sub", fh, "sub2")
-            await c.rmdir(fh, "sub2")
-            assert (await c.fsstat(c.root)).tbytes > 0
-            assert (await c.pathconf(c.root)).name_max >= 255
+            await c.nfs.rename(fh, "sub", fh, "sub2")
+            await c.nfs.rmdir(fh, "sub2")
+            assert (await c.nfs.fsstat(c.root)).tbytes > 0
+            assert (await c.nfs.pathconf(c.root)).name_max >= 255
 
     run(body())
 

@@ -88,12 +88,12 @@ def test_path_operations(served: tuple[Client, Path]) -> None:
 
 def test_procedure_forms_still_work(client: Client) -> None:
     """Handles first: the NFS procedures the fsspec layer builds on."""
-    made = client.mkdir(client.root, "p")
+    made = client.nfs.mkdir(client.root, "p")
     assert made.obj is not None
-    client.rename(client.root, "p", client.root, "q")
-    assert client.readlink(client.symlink(client.root, "l", "q").obj or b"") == b"q"
-    client.remove(client.root, "l")
-    client.rmdir(client.root, "q")
+    client.nfs.rename(client.root, "p", client.root, "q")
+    assert client.nfs.readlink(client.nfs.symlink(client.root, "l", "q").obj or b"") == b"q"
+    client.nfs.remove(client.root, "l")
+    client.nfs.rmdir(client.root, "q")
     assert client.listdir() == []
 
 
@@ -406,9 +406,9 @@ def test_cache_sees_own_changes_at_once(ferry_srv: RunningServer, export_root: P
         assert c.stat("f").st_size == 1
         c.rename("f", "g")
         assert not c.exists("f") and c.stat("g").st_size == 1
-        before = c.engine.cache.hits
+        before = c.nfs.engine.cache.hits
         c.stat("g")
-        assert c.engine.cache.hits > before  # and unchanged things come from the cache
+        assert c.nfs.engine.cache.hits > before  # and unchanged things come from the cache
 
 
 def test_cache_sees_other_changes_after_lifetime(

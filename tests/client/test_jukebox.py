@@ -109,7 +109,7 @@ def test_sync_client_retries_too(
     (export_root / "f").write_bytes(b"sync")
     with ferry.connect(url_for(ferry_srv.port, export_root), options=QUICK) as c:
         busy = make_busy({"getattr"}, 2)
-        assert c.getattr(c.root).type == ferry.Ftype3.DIR
+        assert c.nfs.getattr(c.root).type == ferry.Ftype3.DIR
         assert busy.refused == 2 and c.stats.jukebox_retries == 2
 
 
@@ -132,7 +132,7 @@ def test_a_store_that_never_recovers_gives_eagain_after_the_bound(
             assert 0.5 <= elapsed < 5  # waited 0.1 + 0.2 + 0.2, then gave up
             fh, _ = await c.resolve("f")
             with pytest.raises(NfsError) as err:  # the procedure level: the status itself
-                await c.read(fh, 0, 10)
+                await c.nfs.read(fh, 0, 10)
             assert err.value.status == Nfsstat3.JUKEBOX
 
     run(body())

@@ -37,20 +37,20 @@ def test_read_into_edges(ferry_srv: RunningServer, export_root: Path) -> None:
 
     async def body() -> None:
         async with await AsyncNfsClient.connect(url_for(ferry_srv.port, export_root)) as c:
-            fh = (await c.lookup(c.root, "f")).object
+            fh = (await c.nfs.lookup(c.root, "f")).object
             buf = bytearray(b"\xee" * 70_000)
             view = memoryview(buf)[10:60_010]
-            res = await c.read_into(fh, 50_000, view)  # runs into end of file
+            res = await c.nfs.read_into(fh, 50_000, view)  # runs into end of file
             assert (res.count, res.eof) == (50_000, True)
             assert bytes(res.data) == data[50_000:] == bytes(view[:50_000])
             assert buf[:10] == b"\xee" * 10 and buf[50_010:] == b"\xee" * 19_990
-            res = await c.read_into(fh, 1000, memoryview(buf)[:5000])  # shorter than rsize
+            res = await c.nfs.read_into(fh, 1000, memoryview(buf)[:5000])  # shorter than rsize
             assert (res.count, res.eof) == (5000, False)
             assert buf[:5000] == data[1000:6000]
-            res = await c.read_into(fh, 200_000, memoryview(buf))  # beyond end of file
+            res = await c.nfs.read_into(fh, 200_000, memoryview(buf))  # beyond end of file
             assert (res.count, res.eof) == (0, True)
             with pytest.raises(TypeError):  # never handed to the socket
-                await c.read_into(fh, 0, memoryview(data))
+                await c.nfs.read_into(fh, 0, memoryview(data))
 
     run(body())
 
@@ -91,10 +91,10 @@ def test_cancelled_read_leaves_buffer_alone(ferry_srv: RunningServer, export_roo
     (export_root / "f").write_bytes(data)
 
     async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
-        fh = (await c.lookup(c.root, "f")).object
+        fh = (await c.nfs.lookup(c.root, "f")).object
         proxy.reorder = True  # a lone reply is held back 50 ms
         buf = bytearray(60_000)
-        task = asyncio.ensure_future(c.read_into(fh, 0, memoryview(buf)))
+        task = asyncio.ensure_future(c.nfs.read_into(fh, 0, memoryview(buf)))
         await asyncio.sleep(0.01)
         task.cancel()
         for _ in range(500):  # the held reply arrives (within 5 s), to no call

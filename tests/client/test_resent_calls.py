@@ -95,7 +95,7 @@ def test_resent_creations_answered_exist(forgetful: RunningServer) -> None:
         for proc, make in [
             (NfsProc.SYMLINK, lambda: c.symlink("f", "s")),
             (NfsProc.LINK, lambda: c.link("f", "h")),
-            (NfsProc.MKNOD, lambda: c.mknod(c.root, "p", Ftype3.FIFO, SetAttr(mode=0o644))),
+            (NfsProc.MKNOD, lambda: c.nfs.mknod(c.root, "p", Ftype3.FIFO, SetAttr(mode=0o644))),
         ]:
             _lose_first_reply(proxy, proc)
             await make()
@@ -151,13 +151,13 @@ def test_exclusive_create_retransmitted(kind: str, tmp_path: Path) -> None:
     with serving(kind, tmp_path) as server:
         with ferry.connect(server.file_url("")) as c:
             verf = os.urandom(8)
-            first = c.create(c.root, "e", None, CreateMode.EXCLUSIVE, verf)
-            again = c.create(c.root, "e", None, CreateMode.EXCLUSIVE, verf)
+            first = c.nfs.create(c.root, "e", None, CreateMode.EXCLUSIVE, verf)
+            again = c.nfs.create(c.root, "e", None, CreateMode.EXCLUSIVE, verf)
             assert first.obj == again.obj
             with pytest.raises(NfsError) as info:
-                c.create(c.root, "e", None, CreateMode.EXCLUSIVE, os.urandom(8))
+                c.nfs.create(c.root, "e", None, CreateMode.EXCLUSIVE, os.urandom(8))
             assert info.value.status == Nfsstat3.EXIST
-            res = c.create_exclusive(c.root, "x", SetAttr(mode=0o600))
+            res = c.nfs.create_exclusive(c.root, "x", SetAttr(mode=0o600))
             assert res.obj is not None and res.obj_attributes is not None
             assert res.obj_attributes.mode & 0o777 == 0o600
             with pytest.raises(FileExistsError):

@@ -114,11 +114,11 @@ def test_readahead_and_dircache(ferry_srv: RunningServer, export_root: Path) -> 
     for query, ahead in (("", True), ("readahead=0", False)):
         with ferry.connect(_url(ferry_srv, query)) as c:
             f = c.engine
-            assert f.cache.lifetime == 1.0
+            assert f.nfs.cache.lifetime == 1.0
             chunks = _read_counting_readahead(c, "big")
             assert (chunks > 0) == ahead, (query, chunks)
     with ferry.connect(_url(ferry_srv, "dircache=0&readahead=65536")) as c:
-        assert c.engine.cache.lifetime == 0
+        assert c.engine.nfs.cache.lifetime == 0
         assert c.engine.file_options.readahead == 65536
 
 
@@ -130,7 +130,7 @@ def _read_counting_readahead(c: ferry.Client, path: str) -> int:
         await f.close()
         return f.stats.readahead
 
-    return c._run(read())
+    return c._loop.run(read())
 
 
 def test_readonly_in_every_face(ferry_srv: RunningServer, export_root: Path) -> None:

@@ -255,32 +255,32 @@ class FerryOps(Ops):
     def __init__(self, name: str, seed: int, url: str) -> None:
         super().__init__(name, seed)
         self.client = ferry.connect(url)
-        self.dir = self.client.mkdir(self.client.root, name).obj
+        self.dir = self.client.nfs.mkdir(self.client.root, name).obj
         assert self.dir is not None
 
     def t_create(self, name: str) -> bytes:
-        fh = self.client.create(self.dir, name).obj
+        fh = self.client.nfs.create(self.dir, name).obj
         assert fh is not None
         return fh
 
     def t_write(self, fh: bytes, offset: int, data: bytes, stable: int) -> None:
-        res = self.client.write(fh, offset, data, StableHow(stable))
+        res = self.client.nfs.write(fh, offset, data, StableHow(stable))
         assert res.count == len(data)
 
     def t_read(self, fh: bytes, size: int) -> bytes:
-        return bytes(self.client.read(fh, 0, size + 10).data)
+        return bytes(self.client.nfs.read(fh, 0, size + 10).data)
 
     def t_commit(self, fh: bytes) -> None:
-        self.client.commit(fh)
+        self.client.nfs.commit(fh)
 
     def t_rename(self, old: str, new: str) -> None:
-        self.client.rename(self.dir, old, self.dir, new)
+        self.client.nfs.rename(self.dir, old, self.dir, new)
 
     def t_remove(self, name: str) -> None:
-        self.client.remove(self.dir, name)
+        self.client.nfs.remove(self.dir, name)
 
     def t_truncate(self, fh: bytes, size: int) -> None:
-        self.client.setattr(fh, SetAttr(size=size))
+        self.client.nfs.setattr(fh, SetAttr(size=size))
 
     def t_readdir(self) -> set[str]:
         return set(self.client.listdir(self.name))

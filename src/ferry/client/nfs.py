@@ -7,7 +7,8 @@ RFC order) take handles and values, return the decoded ``resok`` arm and raise
 ``NfsError`` (the status) on failure; they always go to the wire, feed the cache with what
 the server returned and drop what their own change made stale, so every way of changing
 the server through this client keeps the cache honest. ``resolve`` turns a path into a
-handle through the cache. The path-level API built on this is ``client.paths``.
+handle through the cache. The path-level API built on this is ``client.paths``
+(``AsyncNfsClient``, which holds one of these as ``client.nfs``).
 
 Every procedure goes through ``_nfs``, which also retries NFS3ERR_JUKEBOX ("try again
 later", what a server says while its store is slow): the same call as a new request (new
@@ -224,6 +225,7 @@ class NfsProcedures:
         self.dtpref = 32 * 1024
         self.cache = AttrCache(attr_cache)
         self.read_only = False  # refuse every change here (EROFS): ``readonly`` in the URL
+        self.readahead: int | None = None  # bytes open files read ahead, if the user said
 
     @property
     def stats(self) -> object:
@@ -287,17 +289,13 @@ class NfsProcedures:
             client = cls(rpc, mount_rpc, root, exp, auth, sub, kw.get("attr_cache", 1.0))
             client.read_only = bool(kw.get("read_only"))
             await client._negotiate(kw.get("rsize"), kw.get("wsize"))
-            if "readahead" in kw:
-                client._set_readahead(kw["readahead"])
+            client.readahead = kw.get("readahead")
             await client._enter_subdir(u.path)
         except BaseException:
             await rpc.close()
             await mount_rpc.close()
             raise
         return client
-
-    def _set_readahead(self, size: int) -> None:
-        """How far open files read ahead; the path-level client has open files."""
 
     async def _negotiate(self, rsize: int | None, wsize: int | None) -> None:
         info = await self.fsinfo(self.root)

@@ -7,44 +7,34 @@ Every method raises the ``OSError`` subclass ``os`` would (``FileNotFoundError``
 ``PermissionError``, ...) with the errno, ``os.strerror``'s text and the path (both paths
 for two-path calls), not chained to the ``NfsError`` it comes from, which never escapes
 here. ``connect_async`` and ``open`` return an ``Opening``: await it, or ``async with``.
-Seven names are shared with NFS procedures (``mkdir``, ``symlink``, ``readlink``,
-``remove``, ``rmdir``, ``rename``, ``link``): called with a file handle (``bytes``) first
-they are the procedure, with a path (``str``) the path operation, so code written against
-either keeps working.
+
+The client holds the procedure layer, ``client.nfs`` (``NfsProcedures``: one method per
+NFS procedure, on file handles, raising ``NfsError``), and is not one: ``client.mkdir(path,
+mode)`` is the ``os`` call, ``client.nfs.mkdir(dirfh, name, attrs)`` the MKDIR procedure,
+so each name means one thing with one signature.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from typing import Any, overload
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from typing import Any, Self
 
 from ferry.backends.base import Attr, SetAttr
 from ferry.errors import NfsError
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import Access, CreateMode, Ftype3, Nfsstat3
 
+from .aio import AsyncRpcClient, RpcOptions, RpcStats
 from .buffers import ChunkBuffers
 from .files import AsyncFile, FileOptions, OpenMode, read_all, write_all
-from .nfs import MAX_DIR_PAGES, Name, NfsDirEntry, NfsProcedures, _parts, _str
+from .nfs import MAX_DIR_PAGES, AuthSys, NfsDirEntry, NfsProcedures, _parts, _str
 from .opening import Opening
 from .url import NfsUrl
 
 Walk = tuple[str, list[str], list[str]]
-
-
-@contextlib.contextmanager
-def _as_oserror(path: str, path2: str | None = None) -> Iterator[None]:
-    """Translate an NFS status into the OSError ``os`` raises, naming the path(s); the
-    NfsError is not chained: it would only repeat the status."""
-    try:
-        yield
-    except NfsError as exc:
-        raise exc.to_oserror(path, path2) from None
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -58,20 +48,108 @@ def _join(top: str, name: str) -> str:
     return f"{top.rstrip('/')}/{name}" if top else name
 
 
-class AsyncNfsClient(NfsProcedures):
-    """A mounted NFSv3 export: ``async with connect_async(url) as c`` (or
-    ``await AsyncNfsClient.connect(url)``, closed by the caller)."""
+class AsyncNfsClient:
+    """A mounted NFSv3 export, by path: ``async with connect_async(url) as c`` (or
+    ``await AsyncNfsClient.connect(url)``, closed by the caller). The procedure calls, on
+    file handles, are ``c.nfs`` (an ``NfsProcedures``)."""
 
-    file_options = FileOptions()
+    def __init__(self, nfs: NfsProcedures, file_options: FileOptions | None = None) -> None:
+        self.nfs = nfs
+        if file_options is None and nfs.readahead is not None:
+            file_options = FileOptions(readahead=nfs.readahead)
+        self.file_options = file_options or FileOptions()
 
-    def _set_readahead(self, size: int) -> None:
-        self.file_options = dataclasses.replace(self.file_options, readahead=size)
+    @classmethod
+    async def connect(
+        cls,
+        url: str | NfsUrl,
+        *,
+        export: str | None = None,
+        auth: AuthSys | None = None,
+        options: RpcOptions | None = None,
+        rsize: int | None = None,
+        wsize: int | None = None,
+        attr_cache: float | None = None,
+        servers: str | Iterable[str] = (),
+        hard: bool | None = None,
+        timeout: float | None = None,
+        retrans: int | None = None,
+        retry_for: float | None = None,
+        readahead: int | None = None,
+        read_only: bool | None = None,
+    ) -> Self:
+        """Mount ``url``: ``NfsProcedures.connect`` (its keywords), wrapped for paths."""
+        nfs = await NfsProcedures.connect(
+            url,
+            export=export,
+            auth=auth,
+            options=options,
+            rsize=rsize,
+            wsize=wsize,
+            attr_cache=attr_cache,
+            servers=servers,
+            hard=hard,
+            timeout=timeout,
+            retrans=retrans,
+            retry_for=retry_for,
+            readahead=readahead,
+            read_only=read_only,
+        )
+        return cls(nfs)
+
+    async def close(self) -> None:
+        """Unmount and close the connections (``NfsProcedures.close``)."""
+        await self.nfs.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- what the mount is (from ``nfs``) ---------------------------------------------
+
+    @property
+    def root(self) -> bytes:
+        """The handle of the mounted directory."""
+        return self.nfs.root
+
+    @property
+    def export(self) -> str:
+        return self.nfs.export
+
+    @property
+    def subpath(self) -> str:
+        """The file the URL named beyond the export ("" when it named a directory)."""
+        return self.nfs.subpath
+
+    @property
+    def rsize(self) -> int:
+        return self.nfs.rsize
+
+    @property
+    def wsize(self) -> int:
+        return self.nfs.wsize
+
+    @property
+    def rpc(self) -> AsyncRpcClient:
+        """The NFS connection (``rpc.stats``: what went over the wire)."""
+        return self.nfs.rpc
+
+    @property
+    def stats(self) -> RpcStats:
+        return self.nfs.rpc.stats
 
     @functools.cached_property
     def buffers(self) -> ChunkBuffers:
         """The pool READ replies of read-ahead land in, shared by this client's open files
         (made on first use, once rsize is known)."""
-        return ChunkBuffers(self.rsize)
+        return ChunkBuffers(self.nfs.rsize)
+
+    async def resolve(self, path: str, follow_symlinks: bool = False) -> tuple[bytes, Attr]:
+        """Handle and attributes of ``path`` (``NfsProcedures.resolve``): the way from
+        paths to the procedure calls of ``nfs``."""
+        return await self.nfs.resolve(path, follow_symlinks)
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -122,8 +200,10 @@ class AsyncNfsClient(NfsProcedures):
         names: list[str] = []
         cookie, verf = 0, t.COOKIEVERF_ZERO
         for _ in range(MAX_DIR_PAGES):
-            with _as_oserror(path):
-                res = await self.readdir(fh, cookie, verf)
+            try:
+                res = await self.nfs.readdir(fh, cookie, verf)
+            except NfsError as exc:
+                raise exc.to_oserror(path) from None
             names += [_str(e.name) for e in res.entries if e.name not in (b".", b"..")]
             if res.eof or not res.entries:
                 return names
@@ -135,8 +215,10 @@ class AsyncNfsClient(NfsProcedures):
         fh = await self._dir(path)
         cookie, verf = 0, t.COOKIEVERF_ZERO
         for _ in range(MAX_DIR_PAGES):
-            with _as_oserror(path):
-                res = await self.readdirplus(fh, cookie, verf)
+            try:
+                res = await self.nfs.readdirplus(fh, cookie, verf)
+            except NfsError as exc:
+                raise exc.to_oserror(path) from None
             for e in res.entries:
                 if e.name not in (b".", b".."):
                     yield NfsDirEntry(_str(e.name), e.fileid, e.handle, e.attr)
@@ -202,18 +284,13 @@ class AsyncNfsClient(NfsProcedures):
             (dirs if kind == Ftype3.DIR else files).append(e.name)
         return (path, dirs, files), enter
 
-    @overload
-    async def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes: ...
-    @overload
-    async def mkdir(self, dir: str, name: int = 0o777) -> None: ...
-    async def mkdir(self, dir: bytes | str, name: Any = 0o777, attrs: Any = None) -> Any:
-        """``mkdir(path, mode=0o777)``; with a handle first, the MKDIR procedure."""
-        if isinstance(dir, bytes):
-            return await super().mkdir(dir, name, attrs)
-        dirfh, leaf = await self._parent(dir)
-        with _as_oserror(dir):
-            await super().mkdir(dirfh, leaf, SetAttr(mode=name & 0o7777))
-        return None
+    async def mkdir(self, path: str, mode: int = 0o777) -> None:
+        """Like ``os.mkdir``; ``nfs.mkdir`` is the MKDIR procedure."""
+        dirfh, leaf = await self._parent(path)
+        try:
+            await self.nfs.mkdir(dirfh, leaf, SetAttr(mode=mode & 0o7777))
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
 
     async def makedirs(self, path: str, mode: int = 0o777, exist_ok: bool = False) -> None:
         """Like ``os.makedirs``: create the missing directories on the way, then ``path``."""
@@ -228,115 +305,76 @@ class AsyncNfsClient(NfsProcedures):
                 if i < len(parts) and not await self.isdir(sub):
                     raise NotADirectoryError(20, "not a directory", sub) from None
 
-    @overload
-    async def remove(self, dir: bytes, name: Name) -> t.Wcc: ...
-    @overload
-    async def remove(self, dir: str) -> None: ...
-    async def remove(self, dir: bytes | str, name: Name | None = None) -> t.Wcc | None:
-        """``remove(path)`` (like ``os.remove``); with a handle first, REMOVE."""
-        if isinstance(dir, bytes):
-            assert name is not None
-            return await super().remove(dir, name)
-        dirfh, leaf = await self._parent(dir)
-        with _as_oserror(dir):
-            await super().remove(dirfh, leaf)
-        return None
+    async def remove(self, path: str) -> None:
+        """Like ``os.remove``; ``nfs.remove`` is the REMOVE procedure."""
+        dirfh, leaf = await self._parent(path)
+        try:
+            await self.nfs.remove(dirfh, leaf)
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
 
     async def unlink(self, path: str) -> None:
         await self.remove(path)
 
-    @overload
-    async def rmdir(self, dir: bytes, name: Name) -> t.Wcc: ...
-    @overload
-    async def rmdir(self, dir: str) -> None: ...
-    async def rmdir(self, dir: bytes | str, name: Name | None = None) -> t.Wcc | None:
-        """``rmdir(path)``; with a handle first, RMDIR. A non-empty directory raises
-        OSError(ENOTEMPTY)."""
-        if isinstance(dir, bytes):
-            assert name is not None
-            return await super().rmdir(dir, name)
-        dirfh, leaf = await self._parent(dir)
-        with _as_oserror(dir):
-            await super().rmdir(dirfh, leaf)
-        return None
+    async def rmdir(self, path: str) -> None:
+        """Like ``os.rmdir``: a non-empty directory raises OSError(ENOTEMPTY); ``nfs.rmdir``
+        is the RMDIR procedure."""
+        dirfh, leaf = await self._parent(path)
+        try:
+            await self.nfs.rmdir(dirfh, leaf)
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
 
-    @overload
-    async def rename(
-        self, fromdir: bytes, fromname: Name, todir: bytes, toname: Name
-    ) -> t.RenameRes: ...
-    @overload
-    async def rename(self, fromdir: str, fromname: str) -> None: ...
-    async def rename(
-        self, fromdir: bytes | str, fromname: Any, todir: Any = None, toname: Any = None
-    ) -> t.RenameRes | None:
-        """``rename(src, dst)``, replacing ``dst`` if it exists (RENAME is atomic, RFC 1813
-        section 3.3.14); with handles, the RENAME procedure."""
-        if isinstance(fromdir, bytes):
-            return await super().rename(fromdir, fromname, todir, toname)
-        src, dst = fromdir, str(fromname)
+    async def rename(self, src: str, dst: str) -> None:
+        """Like ``os.rename``, replacing ``dst`` if it exists (RENAME is atomic, RFC 1813
+        section 3.3.14); ``nfs.rename`` is the RENAME procedure."""
         (sdir, sname), (ddir, dname) = await self._parent(src), await self._parent(dst)
-        with _as_oserror(src, dst):
-            await super().rename(sdir, sname, ddir, dname)
-        return None
+        try:
+            await self.nfs.rename(sdir, sname, ddir, dname)
+        except NfsError as exc:
+            raise exc.to_oserror(src, dst) from None
 
     async def replace(self, src: str, dst: str) -> None:
         await self.rename(src, dst)
 
     # -- links --------------------------------------------------------------------------
 
-    @overload
-    async def symlink(
-        self, dir: bytes, name: Name, target: Name, attrs: SetAttr | None = None
-    ) -> t.CreateRes: ...
-    @overload
-    async def symlink(self, dir: str, name: str) -> None: ...
-    async def symlink(
-        self, dir: bytes | str, name: Any, target: Any = None, attrs: Any = None
-    ) -> t.CreateRes | None:
-        """``symlink(target, path)`` (``os.symlink`` order); with a handle first, SYMLINK."""
-        if isinstance(dir, bytes):
-            return await super().symlink(dir, name, target, attrs)
-        target, path = dir, str(name)
+    async def symlink(self, target: str, path: str) -> None:
+        """Like ``os.symlink`` (target first): ``path`` becomes a link to ``target``;
+        ``nfs.symlink`` is the SYMLINK procedure."""
         dirfh, leaf = await self._parent(path)
-        with _as_oserror(path):
-            await super().symlink(dirfh, leaf, target, SetAttr(mode=0o777))
-        return None
+        try:
+            await self.nfs.symlink(dirfh, leaf, target, SetAttr(mode=0o777))
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
 
-    @overload
-    async def readlink(self, fh: bytes) -> bytes: ...
-    @overload
-    async def readlink(self, fh: str) -> str: ...
-    async def readlink(self, fh: bytes | str) -> bytes | str:
-        """``readlink(path) -> str``; with a handle, READLINK (bytes)."""
-        if isinstance(fh, bytes):
-            return await super().readlink(fh)
-        handle, attr = await self.resolve(fh)
+    async def readlink(self, path: str) -> str:
+        """Like ``os.readlink``; ``nfs.readlink`` is the READLINK procedure (bytes)."""
+        handle, attr = await self.resolve(path)
         if attr.type != Ftype3.LNK:
-            raise OSError(22, "not a symbolic link", fh)  # EINVAL, as os.readlink
-        with _as_oserror(fh):
-            return _str(await super().readlink(handle))
+            raise OSError(22, "not a symbolic link", path)  # EINVAL, as os.readlink
+        try:
+            return _str(await self.nfs.readlink(handle))
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
 
-    @overload
-    async def link(self, fh: bytes, dir: bytes, name: Name) -> t.LinkRes: ...
-    @overload
-    async def link(self, fh: str, dir: str) -> None: ...
-    async def link(self, fh: bytes | str, dir: Any, name: Any = None) -> t.LinkRes | None:
-        """``link(src, dst)`` (a hard link); with handles, the LINK procedure."""
-        if isinstance(fh, bytes):
-            return await super().link(fh, dir, name)
-        src, dst = fh, str(dir)
+    async def link(self, src: str, dst: str) -> None:
+        """Like ``os.link`` (a hard link); ``nfs.link`` is the LINK procedure."""
         srcfh, _ = await self.resolve(src)
         dirfh, leaf = await self._parent(dst)
-        with _as_oserror(src, dst):
-            await super().link(srcfh, dirfh, leaf)
-        return None
+        try:
+            await self.nfs.link(srcfh, dirfh, leaf)
+        except NfsError as exc:
+            raise exc.to_oserror(src, dst) from None
 
     # -- attributes ---------------------------------------------------------------------
 
     async def _setattr(self, path: str, attrs: SetAttr, follow: bool = True) -> None:
         fh, _ = await self.resolve(path, follow_symlinks=follow)
-        with _as_oserror(path):
-            await self.setattr(fh, attrs)
+        try:
+            await self.nfs.setattr(fh, attrs)
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
 
     async def chmod(self, path: str, mode: int) -> None:
         await self._setattr(path, SetAttr(mode=mode & 0o7777))
@@ -378,8 +416,10 @@ class AsyncNfsClient(NfsProcedures):
     async def read_file(self, path: str) -> bytes:
         """The whole file, read with rsize READs all in flight at once (symlinks followed)."""
         fh, attr = await self._regular(path)
-        with _as_oserror(path):
-            return await read_all(self, fh, attr.size)
+        try:
+            return await read_all(self.nfs, fh, attr.size)
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
 
     async def write_file(
         self, path: str, data: bytes | bytearray | memoryview, mode: int = 0o644
@@ -388,10 +428,12 @@ class AsyncNfsClient(NfsProcedures):
         flight, then COMMIT; data whose write verifier differs from the COMMIT verifier (a
         server restart, RFC 1813 section 3.3.7) is written and committed again."""
         dirfh, name = await self._parent(path)
-        with _as_oserror(path):
-            res = await self.create(dirfh, name, SetAttr(mode=mode, size=0))
-            fh = res.obj or (await self.lookup(dirfh, name)).object
-            await write_all(self, fh, memoryview(data).cast("B"), path)
+        try:
+            res = await self.nfs.create(dirfh, name, SetAttr(mode=mode, size=0))
+            fh = res.obj or (await self.nfs.lookup(dirfh, name)).object
+            await write_all(self.nfs, fh, memoryview(data).cast("B"), path)
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
         return len(data)
 
     # -- open files ---------------------------------------------------------------------
@@ -415,47 +457,49 @@ class AsyncNfsClient(NfsProcedures):
 
     async def _open(self, path: str, how: OpenMode, perm: int) -> AsyncFile:
         fh = await (self._create_for_open(path, how, perm) if how.create else self._existing(path))
-        with _as_oserror(path):
-            attr = await self.getattr(fh)
+        try:
+            attr = await self.nfs.getattr(fh)
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
         if attr.type == Ftype3.DIR:
             raise IsADirectoryError(21, "is a directory", path)
         await self._check_access(fh, path, how)
-        return AsyncFile(self, fh, path, attr, how, self.file_options, self.buffers)
+        return AsyncFile(self.nfs, fh, path, attr, how, self.file_options, self.buffers)
 
     async def _existing(self, path: str) -> bytes:
         return (await self._regular(path))[0]
 
     async def _create_for_open(self, path: str, how: OpenMode, perm: int) -> bytes:
         dirfh, name = await self._parent(path)
-        if how.exclusive:
-            with _as_oserror(path):
-                res = await self.create_exclusive(dirfh, name, SetAttr(mode=perm))
-            assert res.obj is not None
-            return res.obj
-        attrs = SetAttr(mode=perm, size=0 if how.truncate else None)
         try:
-            res = await self.create(dirfh, name, attrs, CreateMode.UNCHECKED)
+            if how.exclusive:
+                res = await self.nfs.create_exclusive(dirfh, name, SetAttr(mode=perm))
+                assert res.obj is not None
+                return res.obj
+            attrs = SetAttr(mode=perm, size=0 if how.truncate else None)
+            try:
+                res = await self.nfs.create(dirfh, name, attrs, CreateMode.UNCHECKED)
+            except NfsError as exc:
+                if exc.status not in (Nfsstat3.EXIST, Nfsstat3.ISDIR):
+                    raise
+                return await self._reopen(path, how)  # a symlink or a directory in the way
+            return res.obj or (await self.nfs.lookup(dirfh, name)).object
         except NfsError as exc:
-            if exc.status not in (Nfsstat3.EXIST, Nfsstat3.ISDIR):
-                raise exc.to_oserror(path) from None
-            return await self._reopen(path, how)  # a symlink or a directory in the way
-        if res.obj is not None:
-            return res.obj
-        with _as_oserror(path):
-            return (await self.lookup(dirfh, name)).object
+            raise exc.to_oserror(path) from None
 
     async def _reopen(self, path: str, how: OpenMode) -> bytes:
         fh = await self._existing(path)
         if how.truncate:
-            with _as_oserror(path):
-                await self.setattr(fh, SetAttr(size=0))
+            await self.nfs.setattr(fh, SetAttr(size=0))  # its NfsError: _create_for_open's
         return fh
 
     async def _check_access(self, fh: bytes, path: str, how: OpenMode) -> None:
         """ACCESS at open, as kernel clients do, so a denied open fails at once."""
         want = (Access.READ if how.readable else 0) | (Access.MODIFY if how.writable else 0)
-        with _as_oserror(path):
-            granted = (await self.access(fh, want)).access
+        try:
+            granted = (await self.nfs.access(fh, want)).access
+        except NfsError as exc:
+            raise exc.to_oserror(path) from None
         if want & ~granted:
             raise PermissionError(13, "permission denied", path)
 

@@ -1,40 +1,59 @@
 """The blocking client: a thin, thread-safe shell around ``AsyncNfsClient``.
 
-It owns one private event loop running in a daemon thread; every method submits the
-coroutine of the same name to that loop and waits for it. No protocol logic lives here
-(``tests/client/test_client_sync.py`` checks that the method names match the engine's):
-``open`` hands the engine's ``AsyncFile`` to ``fileio.wrap`` for the standard io layers,
-and ``walk`` steps the engine's async generator. The seven names shared by a procedure and
-a path operation (``mkdir``, ``remove``, ...) pass their arguments through unchanged.
+It owns one private event loop running in a daemon thread (``LoopThread``); every method
+runs the engine's coroutine of the same name on that loop and waits for it. Those methods
+are generated from the engine's source (``client.sync_calls``, by scripts/gen_sync.py;
+the test suite fails while it is stale), with the engine's signatures, which
+``tests/client/test_client_sync.py`` compares. Written here are what owns the loop
+(connecting, closing), ``open`` (the engine's ``AsyncFile`` handed to ``fileio.wrap`` for
+the standard io layers) and ``nfs``, the blocking procedure calls (``SyncProcedures``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
-from typing import IO, Any, TypeVar, overload
-
-from ferry import loops
-from ferry.backends.base import Attr, SetAttr
-from ferry.nfs3 import types as t
-from ferry.nfs3.const import CreateMode, Ftype3, StableHow
+from collections.abc import Iterable
+from typing import IO, Any
 
 from . import fileio
 from .aio import RpcOptions, RpcStats
 from .files import AsyncFile
-from .nfs import AuthSys, Name, NfsDirEntry
+from .loopthread import LoopThread
+from .nfs import AuthSys, NfsProcedures
 from .opening import Opening
-from .paths import AsyncNfsClient, Walk
+from .paths import AsyncNfsClient
+from .sync_calls import ClientCalls, ProcedureCalls
 from .url import NfsUrl
 
-T = TypeVar("T")
+
+class SyncProcedures(ProcedureCalls):
+    """``NfsProcedures`` with blocking methods (``Client.nfs``): one per NFS procedure, on
+    file handles, raising ``NfsError``. Runs on its ``Client``'s loop; closed with it."""
+
+    def __init__(self, engine: NfsProcedures, loop: LoopThread) -> None:
+        self._engine, self._loop = engine, loop
+
+    @property
+    def engine(self) -> NfsProcedures:
+        return self._engine
+
+    @property
+    def root(self) -> bytes:
+        return self._engine.root
+
+    @property
+    def rsize(self) -> int:
+        return self._engine.rsize
+
+    @property
+    def wsize(self) -> int:
+        return self._engine.wsize
 
 
-class Client:
+class Client(ClientCalls):
     """A mounted export, with blocking methods; safe to share between threads. The
-    arguments are ``connect``'s."""
+    arguments are ``connect``'s. Path calls are methods (``c.mkdir(path, mode)``, as
+    ``os``); the procedure calls on file handles are ``c.nfs`` (``c.nfs.mkdir(dirfh,
+    name, attrs)``)."""
 
     def __init__(
         self,
@@ -54,13 +73,9 @@ class Client:
         readahead: int | None = None,
         read_only: bool | None = None,
     ) -> None:
-        self._loop = loops.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="ferry-client", daemon=True
-        )
-        self._thread.start()
+        self._loop = LoopThread()
         try:
-            self._client: AsyncNfsClient = self._run(
+            self._engine: AsyncNfsClient = self._loop.run(
                 AsyncNfsClient.connect(
                     url,
                     export=export,
@@ -79,31 +94,17 @@ class Client:
                 )
             )
         except BaseException:
-            self._stop()
+            self._loop.stop()
             raise
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def _iterate(self, agen: AsyncGenerator[T, None]) -> Iterator[T]:
-        for _ in range(1 << 40):  # bounded by the iterator
-            try:
-                yield self._run(agen.__anext__())
-            except StopAsyncIteration:
-                return
-
-    def _stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        self.nfs = SyncProcedures(self._engine.nfs, self._loop)
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        if self._loop.closed:
             return
         try:
-            self._run(self._client.close())
+            self._loop.run(self._engine.close())
         finally:
-            self._stop()
+            self._loop.stop()
 
     def __enter__(self) -> Client:
         return self
@@ -113,218 +114,23 @@ class Client:
 
     @property
     def engine(self) -> AsyncNfsClient:
-        return self._client
+        return self._engine
 
     @property
     def root(self) -> bytes:
-        return self._client.root
+        return self._engine.root
+
+    @property
+    def rsize(self) -> int:
+        return self._engine.rsize
+
+    @property
+    def wsize(self) -> int:
+        return self._engine.wsize
 
     @property
     def stats(self) -> RpcStats:
-        return self._client.rpc.stats
-
-    # -- procedures ------------------------------------------------------------------------
-
-    def null(self) -> None:
-        self._run(self._client.null())
-
-    def getattr(self, fh: bytes) -> Attr:
-        return self._run(self._client.getattr(fh))
-
-    def setattr(self, fh: bytes, attrs: SetAttr, guard_ctime_ns: int | None = None) -> t.Wcc:
-        return self._run(self._client.setattr(fh, attrs, guard_ctime_ns))
-
-    def lookup(self, dir: bytes, name: Name) -> t.LookupRes:
-        return self._run(self._client.lookup(dir, name))
-
-    def access(self, fh: bytes, access: int) -> t.AccessRes:
-        return self._run(self._client.access(fh, access))
-
-    @overload
-    def readlink(self, fh: bytes) -> bytes: ...
-    @overload
-    def readlink(self, fh: str) -> str: ...
-    def readlink(self, *args: Any, **kw: Any) -> Any:
-        return self._run(self._client.readlink(*args, **kw))
-
-    def read(self, fh: bytes, offset: int, count: int) -> t.ReadRes:
-        return self._run(self._client.read(fh, offset, count))
-
-    def read_into(self, fh: bytes, offset: int, dest: memoryview) -> t.ReadRes:
-        return self._run(self._client.read_into(fh, offset, dest))
-
-    def write(
-        self,
-        fh: bytes,
-        offset: int,
-        data: bytes | bytearray | memoryview,
-        stable: StableHow = StableHow.UNSTABLE,
-    ) -> t.WriteRes:
-        return self._run(self._client.write(fh, offset, data, stable))
-
-    def create(
-        self,
-        dir: bytes,
-        name: Name,
-        attrs: SetAttr | None = None,
-        mode: CreateMode = CreateMode.UNCHECKED,
-        verf: bytes = b"\0" * 8,
-    ) -> t.CreateRes:
-        return self._run(self._client.create(dir, name, attrs, mode, verf))
-
-    def create_exclusive(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:
-        return self._run(self._client.create_exclusive(dir, name, attrs))
-
-    @overload
-    def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes: ...
-    @overload
-    def mkdir(self, dir: str, name: int = 0o777) -> None: ...
-    def mkdir(self, *args: Any, **kw: Any) -> Any:
-        return self._run(self._client.mkdir(*args, **kw))
-
-    @overload
-    def symlink(
-        self, dir: bytes, name: Name, target: Name, attrs: SetAttr | None = None
-    ) -> t.CreateRes: ...
-    @overload
-    def symlink(self, dir: str, name: str) -> None: ...
-    def symlink(self, *args: Any, **kw: Any) -> Any:
-        return self._run(self._client.symlink(*args, **kw))
-
-    def mknod(
-        self,
-        dir: bytes,
-        name: Name,
-        ftype: Ftype3,
-        attrs: SetAttr | None = None,
-        rdev: tuple[int, int] = (0, 0),
-    ) -> t.CreateRes:
-        return self._run(self._client.mknod(dir, name, ftype, attrs, rdev))
-
-    @overload
-    def remove(self, dir: bytes, name: Name) -> t.Wcc: ...
-    @overload
-    def remove(self, dir: str) -> None: ...
-    def remove(self, *args: Any, **kw: Any) -> Any:
-        return self._run(self._client.remove(*args, **kw))
-
-    @overload
-    def rmdir(self, dir: bytes, name: Name) -> t.Wcc: ...
-    @overload
-    def rmdir(self, dir: str) -> None: ...
-    def rmdir(self, *args: Any, **kw: Any) -> Any:
-        return self._run(self._client.rmdir(*args, **kw))
-
-    @overload
-    def rename(self, fromdir: bytes, fromname: Name, todir: bytes, toname: Name) -> t.RenameRes: ...
-    @overload
-    def rename(self, fromdir: str, fromname: str) -> None: ...
-    def rename(self, *args: Any, **kw: Any) -> Any:
-        return self._run(self._client.rename(*args, **kw))
-
-    @overload
-    def link(self, fh: bytes, dir: bytes, name: Name) -> t.LinkRes: ...
-    @overload
-    def link(self, fh: str, dir: str) -> None: ...
-    def link(self, *args: Any, **kw: Any) -> Any:
-        return self._run(self._client.link(*args, **kw))
-
-    def readdir(
-        self, dir: bytes, cookie: int = 0, cookieverf: bytes = t.COOKIEVERF_ZERO, count: int = 0
-    ) -> t.ReaddirRes:
-        return self._run(self._client.readdir(dir, cookie, cookieverf, count))
-
-    def readdirplus(
-        self,
-        dir: bytes,
-        cookie: int = 0,
-        cookieverf: bytes = t.COOKIEVERF_ZERO,
-        dircount: int = 0,
-        maxcount: int = 0,
-    ) -> t.ReaddirRes:
-        return self._run(self._client.readdirplus(dir, cookie, cookieverf, dircount, maxcount))
-
-    def fsstat(self, fh: bytes) -> t.FsstatRes:
-        return self._run(self._client.fsstat(fh))
-
-    def fsinfo(self, fh: bytes) -> t.FsinfoRes:
-        return self._run(self._client.fsinfo(fh))
-
-    def pathconf(self, fh: bytes) -> t.PathconfRes:
-        return self._run(self._client.pathconf(fh))
-
-    def commit(self, fh: bytes, offset: int = 0, count: int = 0) -> t.CommitRes:
-        return self._run(self._client.commit(fh, offset, count))
-
-    # -- paths -----------------------------------------------------------------------------
-
-    def resolve(self, path: str, follow_symlinks: bool = False) -> tuple[bytes, Attr]:
-        return self._run(self._client.resolve(path, follow_symlinks))
-
-    def stat(self, path: str, follow_symlinks: bool = True) -> os.stat_result:
-        return self._run(self._client.stat(path, follow_symlinks))
-
-    def lstat(self, path: str) -> os.stat_result:
-        return self._run(self._client.lstat(path))
-
-    def listdir(self, path: str = "") -> list[str]:
-        return self._run(self._client.listdir(path))
-
-    def scandir(self, path: str = "") -> list[NfsDirEntry]:
-        return self._run(self._client.scandir(path))
-
-    def read_file(self, path: str) -> bytes:
-        return self._run(self._client.read_file(path))
-
-    def write_file(self, path: str, data: bytes | bytearray | memoryview, mode: int = 0o644) -> int:
-        return self._run(self._client.write_file(path, data, mode))
-
-    # -- path operations (like os) -----------------------------------------------------------
-
-    def exists(self, path: str) -> bool:
-        return self._run(self._client.exists(path))
-
-    def isdir(self, path: str) -> bool:
-        return self._run(self._client.isdir(path))
-
-    def isfile(self, path: str) -> bool:
-        return self._run(self._client.isfile(path))
-
-    def makedirs(self, path: str, mode: int = 0o777, exist_ok: bool = False) -> None:
-        self._run(self._client.makedirs(path, mode, exist_ok))
-
-    def unlink(self, path: str) -> None:
-        self._run(self._client.unlink(path))
-
-    def replace(self, src: str, dst: str) -> None:
-        self._run(self._client.replace(src, dst))
-
-    def chmod(self, path: str, mode: int) -> None:
-        self._run(self._client.chmod(path, mode))
-
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        self._run(self._client.chown(path, uid, gid))
-
-    def utime(
-        self,
-        path: str,
-        times: tuple[float, float] | None = None,
-        *,
-        ns: tuple[int, int] | None = None,
-    ) -> None:
-        self._run(self._client.utime(path, times, ns=ns))
-
-    def truncate(self, path: str, size: int) -> None:
-        self._run(self._client.truncate(path, size))
-
-    def walk(
-        self,
-        top: str = "",
-        topdown: bool = True,
-        onerror: Callable[[OSError], object] | None = None,
-        followlinks: bool = False,
-    ) -> Iterator[Walk]:
-        return self._iterate(self._client.walk(top, topdown, onerror, followlinks))
+        return self._engine.stats
 
     def open(
         self,
@@ -341,11 +147,11 @@ class Client:
         otherwise), as with ``open``. Standard io objects over the engine's read-ahead
         and write-behind."""
         binary = mode if "b" in mode else mode.replace("t", "") + "b"
-        file = self._run(_opened(self._client.open(path, binary, perm)))
+        file = self._loop.run(_opened(self._engine.open(path, binary, perm)))
         try:
-            return fileio.wrap(self._run, file, mode, buffering, encoding, errors, newline)
+            return fileio.wrap(self._loop.run, file, mode, buffering, encoding, errors, newline)
         except BaseException:
-            self._run(file.close())
+            self._loop.run(file.close())
             raise
 
 
