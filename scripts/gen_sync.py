@@ -109,11 +109,15 @@ class Source:
 
 
 def _is_generator(fn: ast.AsyncFunctionDef) -> bool:
-    return any(
-        isinstance(n, ast.Yield | ast.YieldFrom)
-        for n in ast.walk(fn)
-        if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) or n is fn
-    )
+    """Whether ``fn`` itself yields (nested functions and lambdas not counted)."""
+    todo: list[ast.AST] = list(fn.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Yield | ast.YieldFrom):
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
 
 
 class Writer:
