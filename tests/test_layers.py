@@ -1,0 +1,145 @@
+"""The layer contract (issue 19): who may import whom in ``src/ferry``, checked on the source.
+
+The layers, bottom up (README "Layout"):
+
+* Vocabulary: ``ferry.vocab`` (attributes, file types, NFS status, errno maps) imports
+  nothing of Ferry; ``ferry.errors`` (the one error tree) imports only the vocabulary.
+* Wire: ``ferry.xdr``, ``ferry.rpc`` (and ``ferry.segment``, the zero-copy data parts they
+  carry) import nothing above them.
+* Protocol: ``ferry.nfs3`` (NFS and MOUNT) imports the wire, the vocabulary and the backend
+  contract (``ferry.backends.base``), nothing else of Ferry.
+* Sans-IO: nothing in the wire or protocol layers imports sockets, threads, event loops
+  or ``os``: the server layer supplies locks, key files and randomness.
+* Backends import the vocabulary and their helpers, never the protocol (no import cycle
+  with ``nfs3``), the server or the client.
+* The client never imports the backends or the server.
+
+Every ``import`` in a module counts, also those inside functions or under
+``TYPE_CHECKING``: a dependency is a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+VOCAB = ("ferry.vocab",)
+WIRE = (*VOCAB, "ferry.errors", "ferry.xdr", "ferry.segment", "ferry.rpc")
+PROTOCOL = (*WIRE, "ferry.nfs3", "ferry.backends.base")
+NO_IO = ("socket", "selectors", "asyncio", "threading", "os", "multiprocessing", "subprocess")
+
+ALLOWED: dict[str, tuple[str, ...]] = {
+    # module prefix -> the Ferry modules (prefixes) it may import
+    "ferry.vocab": (),
+    "ferry.errors": VOCAB,
+    "ferry.segment": (),
+    "ferry.xdr": WIRE,
+    "ferry.rpc": WIRE,
+    "ferry.nfs3": PROTOCOL,
+    "ferry.backends": (*VOCAB, "ferry.errors", "ferry.segment", "ferry.workpool", "ferry.backends"),
+}
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # module prefix -> the Ferry modules (prefixes) it must not import
+    "ferry.client": ("ferry.backends", "ferry.server"),
+}
+SANS_IO = ("ferry.xdr", "ferry.rpc", "ferry.nfs3")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in the file, relative ones resolved."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            if node.module is None or node.level:  # `from . import x` may name modules
+                out += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+            out.append((node.lineno, base))
+    return out
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _rule(module: str, table: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    best = max((p for p in table if _within(module, (p,))), key=len, default=None)
+    return None if best is None else table[best]
+
+
+def _violations() -> list[str]:
+    found = []
+    for path in sorted((SRC / "ferry").rglob("*.py")):
+        module = _module_name(path)
+        allowed, forbidden = _rule(module, ALLOWED), _rule(module, FORBIDDEN)
+        for line, imported in _imports(path):
+            where = f"{path.relative_to(SRC)}:{line}: {module} imports {imported}"
+            if imported.startswith("ferry"):
+                if imported == "ferry" or imported.startswith("ferry.") is False:
+                    continue  # `from ferry import x` names a submodule, listed separately
+                if allowed is not None and not _within(imported, allowed):
+                    found.append(where)
+                if forbidden is not None and _within(imported, forbidden):
+                    found.append(where)
+            elif _within(module, SANS_IO) and _within(imported, NO_IO):
+                found.append(where + " (sans-IO layer)")
+    return found
+
+
+def test_layers_import_only_downward() -> None:
+    violations = _violations()
+    assert not violations, "layer contract broken:\n" + "\n".join(violations)
+
+
+def _dicts_pairing_file_types_and_mode_bits(tree: ast.AST) -> list[int]:
+    """Lines of dict literals pairing ``Ftype3.X`` with ``stat.S_IF*`` (either way round)."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            items = [ast.unparse(n) for n in (*node.keys, *node.values) if n is not None]
+            if any(i.startswith("Ftype3.") for i in items) and any(
+                i.startswith("stat.S_IF") for i in items
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_one_table_of_file_types_and_mode_bits() -> None:
+    """``ferry.vocab.S_IFMT_OF`` (and its inverse) is the one table; there were seven."""
+    found = {
+        f"{path.relative_to(SRC)}:{line}"
+        for path in (SRC / "ferry").rglob("*.py")
+        for line in _dicts_pairing_file_types_and_mode_bits(ast.parse(path.read_text()))
+    }
+    assert {f.partition(":")[0] for f in found} == {"ferry/vocab.py"}, sorted(found)
+
+
+def test_max_io_is_defined_once() -> None:
+    """``MAX_IO`` (1 MiB, the transfer size the server offers and the client sends) has one
+    definition, in ``ferry.nfs3.const``; the 4 MiB decode bound has a name of its own."""
+    defined = [
+        f"{path.relative_to(SRC)}"
+        for path in (SRC / "ferry").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        and "MAX_IO" in [t.id for t in ast.walk(node) if isinstance(t, ast.Name)][:1]
+    ]
+    assert defined == ["ferry/nfs3/const.py"]
+    from ferry.nfs3 import const, types
+
+    assert const.MAX_IO == 1 << 20 and types.MAX_WIRE_DATA == 4 << 20
