@@ -21,7 +21,11 @@ Every ``import`` in a module counts, also those inside functions or under
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -104,6 +108,48 @@ def _violations() -> list[str]:
 def test_layers_import_only_downward() -> None:
     violations = _violations()
     assert not violations, "layer contract broken:\n" + "\n".join(violations)
+
+
+def _loaded_by(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_the_wire_layer_loads_alone() -> None:
+    """``import ferry.xdr`` loads the vocabulary and the codec, no client, server or event
+    loop (it loaded 41 Ferry modules, asyncio and threading before issue 19)."""
+    loaded = _loaded_by("import ferry.xdr")
+    assert {m for m in loaded if m.startswith("ferry")} <= {
+        "ferry",
+        "ferry.errors",
+        "ferry.vocab",
+        "ferry.xdr",
+    }
+    assert not loaded & {"asyncio", "threading", "socket"}
+
+
+@pytest.mark.parametrize(
+    ("statement", "absent"),
+    [
+        ("import ferry", "ferry.client"),
+        ("import ferry.client", "ferry.backends"),
+        ("import ferry.backends", "ferry.backends.local"),
+        ("import ferry.nfs3.service", "ferry.backends.local"),
+    ],
+)
+def test_packages_load_lazily(statement: str, absent: str) -> None:
+    assert absent not in _loaded_by(statement)
+
+
+def test_import_ferry_leaves_urllib_alone() -> None:
+    """Importing Ferry changes no global state: the nfs:// handler for urllib is installed by
+    ``ferry.install_urlopen()``, which a program calls."""
+    code = (
+        "import urllib.request, ferry; ferry.Client; import ferry.filesystem; "
+        "assert urllib.request._opener is None, urllib.request._opener"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _dicts_pairing_file_types_and_mode_bits(tree: ast.AST) -> list[int]:
