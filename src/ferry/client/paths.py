@@ -22,10 +22,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any, Self
 
-from ferry.backends.base import Attr, SetAttr
 from ferry.errors import NfsError
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import Access, CreateMode, Ftype3, Nfsstat3
+from ferry.vocab import Attr, SetAttr
 
 from .aio import AsyncRpcClient, RpcOptions, RpcStats
 from .buffers import ChunkBuffers

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 
-from ferry.backends.base import Attr, SetAttr
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import CreateMode, Ftype3, StableHow
+from ferry.vocab import Attr, SetAttr
 
 from .loopthread import LoopThread
 from .nfs import Name, NfsDirEntry, NfsProcedures
