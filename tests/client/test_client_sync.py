@@ -69,9 +69,11 @@ def test_same_signatures_as_the_engine(engine: type, shell: type) -> None:
 
 
 def test_client_takes_connects_keywords() -> None:
-    want = list(inspect.signature(AsyncNfsClient.connect).parameters.values())
-    got = list(inspect.signature(Client.__init__).parameters.values())[1:]  # self
-    assert got == want
+    """The three ways to mount take the same arguments: NfsProcedures.connect,
+    AsyncNfsClient.connect (which passes them on) and Client()."""
+    want = list(inspect.signature(NfsProcedures.connect).parameters.values())
+    assert list(inspect.signature(AsyncNfsClient.connect).parameters.values()) == want
+    assert list(inspect.signature(Client.__init__).parameters.values())[1:] == want  # self
 
 
 def test_signature_check_sees_a_difference(monkeypatch: pytest.MonkeyPatch) -> None:
