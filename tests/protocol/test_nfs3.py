@@ -1020,6 +1020,31 @@ def test_read_only_export(servers: Servers) -> None:
     assert nfs.attr(fh).mode == 0o644
 
 
+@pytest.mark.parametrize("backend", ["local"])  # the backend that reads a page in one batch
+def test_readdirplus_on_a_read_only_export_reads_attributes_in_one_batch(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ReadOnly wrapper passes ``attrs_in`` through: a READDIRPLUS page costs the local
+    backend one directory descriptor, not one getattr (a path walk) per entry."""
+    srv = servers.start(read_only=True)
+    inner = srv.app.exports[0].backend.inner
+    root = inner.root()
+    made = {inner.create(root, b"f%d" % i, SetAttr(mode=0o644), False) for i in range(20)}
+    nfs = servers.connect(srv)
+    asked: list[int] = []
+    getattr_ = type(inner).getattr
+
+    def counting(self: object, fid: int) -> object:
+        asked.append(fid)
+        return getattr_(self, fid)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(inner), "getattr", counting)
+    res = nfs.must(nfs.readdirplus(nfs.root))
+    listed = {e.fileid: e for e in res.entries if e.name not in (b".", b"..")}
+    assert set(listed) == made and all(e.attr is not None for e in listed.values())
+    assert made.isdisjoint(asked), f"{len(made & set(asked))} entries read one by one"
+
+
 # -- edges found while writing these tests ---------------------------------------------------
 
 
