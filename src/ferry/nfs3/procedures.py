@@ -21,11 +21,11 @@ import operator
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ferry.backends.base import Attr
 from ferry.errors import NfsError, XdrError
 from ferry.nfs3 import results as r
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import NfsProc, Nfsstat3
+from ferry.vocab import Attr
 from ferry.xdr import Unpacker
 
 T = TypeVar("T")

@@ -9,11 +9,11 @@ and ``resfail`` arms (``unpack_result``). Every short or malformed reply raises
 
 from __future__ import annotations
 
-from ferry.backends.base import Attr
 from ferry.errors import XdrError
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
 from ferry.nfs3.types import FATTR3, unpack_fh
+from ferry.vocab import Attr
 from ferry.xdr import Unpacker
 
 _NS = 1_000_000_000
