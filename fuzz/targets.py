@@ -223,14 +223,14 @@ def nfs3_args(data: bytes) -> None:
     body = data[1:]
     u = Unpacker(body)
     try:
-        args = proc.unpack(u)
+        args = proc.args(u)
     except XdrError:
         return
     used = u.position
     if used == 0:
         raise Finding(f"{proc.number.name} arguments decoded from no bytes")
     try:
-        proc.unpack(Unpacker(body[: used - 1]))
+        proc.args(Unpacker(body[: used - 1]))
     except XdrError:
         pass
     else:

@@ -21,6 +21,7 @@ from ferry.backends import (
     SetAttr,
     load_backend,
 )
+from ferry.backends.base import ReadOnlyBackend
 from ferry.errors import ConfigError
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
 from ferry.testing import check_backend, names, open_fds, raises_status
@@ -1079,3 +1080,16 @@ def test_local_namespace_changes_are_fsynced_before_returning(
             synced.clear()
             step()
             assert bool(synced) == sync
+
+
+def test_readonly_forwards_every_read() -> None:
+    """Each read ``Backend`` implements or gives a default for reaches the inner backend:
+    a default left to run on the wrapper would bypass the inner backend's faster override
+    (``attrs_in``: one getattr per READDIRPLUS entry instead of one batch)."""
+    writes = set(vars(ReadOnlyBackend)) - {"__module__", "__doc__", "__abstractmethods__"}
+    reads = {
+        name
+        for name, member in vars(Backend).items()
+        if callable(member) and not name.startswith("_") and name not in writes
+    } - {"close"}
+    assert reads <= set(vars(ReadOnly)), sorted(reads - set(vars(ReadOnly)))

@@ -11,9 +11,20 @@ from hypothesis import strategies as st
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.errors import NfsError
+from ferry.nfs3 import procedures
 from ferry.nfs3 import results as r
 from ferry.nfs3 import types as t
-from ferry.nfs3.const import CreateMode, Ftype3, NfsProc, Nfsstat3, StableHow
+from ferry.nfs3.const import (
+    MOUNT_PROGRAM,
+    CreateMode,
+    Ftype3,
+    MountProc,
+    NfsProc,
+    Nfsstat3,
+    StableHow,
+)
+from ferry.nfs3.service import Nfs3Service
+from ferry.server.app import NON_IDEMPOTENT
 from ferry.xdr import Packer, Unpacker
 
 u32 = st.integers(0, 2**32 - 1)
@@ -224,19 +235,49 @@ def test_results(case: tuple[str, Any]) -> None:
 
 
 @given(
-    st.sampled_from(list(r.FAIL_ARMS)), st.sampled_from([s for s in Nfsstat3 if s]), opt_attrs, wcc
+    st.sampled_from(list(procedures.BY_NUMBER)),
+    st.sampled_from([s for s in Nfsstat3 if s]),
+    opt_attrs,
+    wcc,
 )
 def test_resfail_arms(proc: NfsProc, status: Nfsstat3, a: Attr | None, w: t.Wcc) -> None:
+    kinds = procedures.BY_NUMBER[proc].fail_kinds
     p = Packer()
     p.pack_enum(status)
-    for kind in r.FAIL_ARMS[proc]:
-        w.pack(p) if kind == r.WCC else t.pack_post_op_attr(p, a)
+    for kind in kinds:
+        w.pack(p) if kind == procedures.WCC else t.pack_post_op_attr(p, a)
     u = Unpacker(p.get_buffer())
     try:
-        r.unpack_result(proc, u, r.unpack_attr_res)
+        procedures.unpack_result(proc, u, r.unpack_attr_res)
     except NfsError as exc:
-        assert isinstance(exc, r.NfsFailure) and exc.status == status
-        assert exc.resfail == tuple(w if k == r.WCC else a for k in r.FAIL_ARMS[proc])
+        assert isinstance(exc, procedures.NfsFailure) and exc.status == status
+        assert exc.resfail == tuple(w if k == procedures.WCC else a for k in kinds)
     else:
         raise AssertionError("no NfsError")
     assert u.remaining() == 0
+
+
+# -- the procedure table -------------------------------------------------------------------
+
+
+def test_the_table_has_every_procedure_once_in_order() -> None:
+    assert [p.number for p in procedures.PROCEDURES] == [p for p in NfsProc if p != NfsProc.NULL]
+    for proc in procedures.PROCEDURES:
+        assert callable(getattr(Nfs3Service, proc.method)), proc.method
+
+
+def test_non_idempotent_procedures_are_those_of_rfc_1813() -> None:
+    """The DRC keeps exactly these (the table's idempotency column, sections 3.3.N)."""
+    once = {"SETATTR", "WRITE", "CREATE", "MKDIR", "SYMLINK", "MKNOD", "REMOVE", "RMDIR"}
+    once |= {"RENAME", "LINK", "COMMIT"}
+    assert {p.name for p in procedures.NON_IDEMPOTENT} == once
+    mounts = {(prog, proc) for prog, _, proc in NON_IDEMPOTENT if prog == MOUNT_PROGRAM}
+    assert mounts == {
+        (MOUNT_PROGRAM, p) for p in (MountProc.MNT, MountProc.UMNT, MountProc.UMNTALL)
+    }
+
+
+def test_every_result_column_is_round_tripped() -> None:
+    """Each row's ``resok`` decoder is one ``test_results`` checks against its ``pack``."""
+    checked = {decode for _, decode in RESULTS.values()}
+    assert {p.result for p in procedures.PROCEDURES} <= checked

@@ -1,10 +1,11 @@
 """Server metrics: what the server counts, behind one small interface the core calls.
 
 The ``Dispatcher`` and the IO adapters call a ``Metrics`` at a few points: a call starts
-and ends (given the call record and the reply, the wire in and out), a duplicate-cache
-lookup, a connection opens, closes or is refused, a timeout cuts one off. Everything else
-(program and procedure names, the status, READ/WRITE byte counts) is read here from those
-bytes, so the protocol core learns nothing about metrics and imports no metrics library.
+and ends (given the call as the dispatcher decoded and answered it, an ``Outcome``:
+program, procedure, RPC and program status, READ/WRITE byte count; and the sizes of the
+record and the reply), a duplicate-cache lookup, a connection opens, closes or is
+refused, a timeout cuts one off. Nothing is parsed here again, and the protocol core
+learns nothing about metrics and imports no metrics library.
 
 ``Metrics`` itself does nothing, and the dispatcher skips even the clock when it gets no
 enabled one, so a server without ``--metrics`` pays nothing. ``PrometheusMetrics`` counts
@@ -28,7 +29,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -45,17 +45,16 @@ from ferry.nfs3.const import (
     NfsProc,
     Nfsstat3,
 )
+from ferry.rpc.dispatch import DENIED, Outcome
 from ferry.rpc.message import AcceptStat, RejectStat
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
-from ferry.segment import FileSegment, Part
+from ferry.segment import Part
 from ferry.server.listen import bind_listener
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("ferry.metrics")
-
-Buffer = bytes | bytearray | memoryview
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -86,8 +85,11 @@ class Metrics:
         """A call is about to run; returns a token for ``call_done`` (its start time)."""
         return 0.0
 
-    def call_done(self, token: float, record: Buffer, reply: Sequence[Part] | None) -> None:
-        """A call ended with ``reply`` (None: no reply owed, e.g. a dropped retransmission)."""
+    def call_done(
+        self, token: float, call: Outcome, received: int, reply: Sequence[Part] | None
+    ) -> None:
+        """A call (``received`` bytes) ended with ``reply`` (None: no reply owed, e.g. a
+        dropped retransmission); ``call`` is what the dispatcher decoded and answered."""
 
     def drc_lookup(self, outcome: str) -> None:
         """The duplicate request cache was asked about a call (a ``drc.Lookup`` value)."""
@@ -108,77 +110,7 @@ class Metrics:
 NO_METRICS = Metrics()
 
 
-# -- reading the wire ---------------------------------------------------------------------
-
-_CALL_IDS = struct.Struct(">I4xI")  # prog, (vers), proc at offset 12 of a call (RFC 5531)
-_U32 = struct.Struct(">I")
-_FATTR3 = 84  # bytes of fattr3 (RFC 1813 section 2.6)
-_WCC_ATTR = 24  # bytes of wcc_attr
-
-
-def call_ids(record: Buffer) -> tuple[int, int]:
-    """(program, procedure) of a call record, or (-1, -1) when it is too short."""
-    if len(record) < 24:
-        return -1, -1
-    prog, proc = _CALL_IDS.unpack_from(record, 12)
-    return prog, proc
-
-
-def word(buffers: Sequence[Part], offset: int) -> int | None:
-    """The XDR unsigned int at ``offset`` of buffers taken as one byte string (None at or
-    past a READ's data left in its file: it comes last and holds no header words)."""
-    for i, b in enumerate(buffers):
-        if isinstance(b, FileSegment):
-            return None
-        n = len(b)
-        if offset + 4 <= n:
-            return int(_U32.unpack_from(b, offset)[0])
-        if offset < n:  # straddles two buffers: rare, so join from this one on
-            joined = b"".join(_head(buffers[i:]))
-            return None if len(joined) < offset + 4 else int(_U32.unpack_from(joined, offset)[0])
-        offset -= n
-    return None
-
-
-def _head(buffers: Sequence[Part]) -> list[Buffer]:
-    """The buffers before a READ's data left in its file (never read here)."""
-    head: list[Buffer] = []
-    for b in buffers:
-        if isinstance(b, FileSegment):
-            break
-        head.append(b)
-    return head
-
-
-DROPPED, DENIED, MALFORMED = -2, 10, -3
-"""Reply codes besides accept_stat (0-5): no reply, DENIED + reject_stat, unparsable."""
-_REPLY_HEAD = struct.Struct(">I4xII")  # reply_stat, (verf flavor), verf length, accept_stat
-_HAS_STATUS = {(NFS_PROGRAM, p.value) for p in NfsProc if p != NfsProc.NULL}
-_HAS_STATUS.add((MOUNT_PROGRAM, MountProc.MNT))
-"""Procedures whose results begin with a status of their own (nfsstat3, mountstat3)."""
-
-
-def reply_code(reply: Sequence[Part] | None) -> tuple[int, int]:
-    """(code, offset of the results or -1) of a reply (RFC 5531 section 9): code is the
-    accept_stat, ``DENIED`` + reject_stat, ``DROPPED`` or ``MALFORMED``. Fast for Ferry's
-    own replies (empty verifier, header in the first buffer)."""
-    if reply is None:
-        return DROPPED, -1
-    first = reply[0]
-    if not isinstance(first, FileSegment) and len(first) >= 24:
-        reply_stat, verf_len, accept = _REPLY_HEAD.unpack_from(first, 8)
-        if reply_stat == 0 and verf_len == 0:
-            return accept, (24 if accept == AcceptStat.SUCCESS else -1)
-    reply_stat = word(reply, 8)
-    if reply_stat != 0:
-        reject = word(reply, 12)
-        return (MALFORMED if reject is None else DENIED + reject), -1
-    verf_len = word(reply, 16) or 0
-    at = 20 + verf_len + (-verf_len % 4)
-    accept = word(reply, at)
-    if accept is None:
-        return MALFORMED, -1
-    return accept, (at + 4 if accept == AcceptStat.SUCCESS else -1)
+# -- labels ---------------------------------------------------------------------------------
 
 
 def status_label(prog: int, proc: int, code: int, status: int) -> str:
@@ -191,7 +123,7 @@ def status_label(prog: int, proc: int, code: int, status: int) -> str:
         return AcceptStat(code).name
     if code - DENIED in RejectStat._value2member_map_:
         return RejectStat(code - DENIED).name
-    return "DROPPED" if code == DROPPED else "MALFORMED"
+    return "DROPPED"
 
 
 def _status_name(kind: type[Nfsstat3] | type[Mountstat3], code: int, prefix: str) -> str:
@@ -201,18 +133,6 @@ def _status_name(kind: type[Nfsstat3] | type[Mountstat3], code: int, prefix: str
     if code in kind._value2member_map_:
         return f"{prefix}ERR_{kind(code).name}"
     return f"{prefix}ERR_{code}"
-
-
-def data_bytes(proc: int, reply: Sequence[Part], at: int) -> int:
-    """File bytes a successful READ returned or WRITE wrote (the reply's ``count``).
-
-    READ3resok: post_op_attr, count...; WRITE3resok: wcc_data (pre_op_attr, post_op_attr),
-    count... (RFC 1813 sections 3.3.6 and 3.3.7)."""
-    at += 4  # past nfsstat3 (NFS3_OK)
-    if proc == NfsProc.WRITE:
-        at += 4 + (_WCC_ATTR if word(reply, at) else 0)
-    at += 4 + (_FATTR3 if word(reply, at) else 0)
-    return word(reply, at) or 0
 
 
 # -- Prometheus -----------------------------------------------------------------------------
@@ -301,28 +221,26 @@ class PrometheusMetrics(Metrics):
         self.in_flight.inc()
         return time.perf_counter()
 
-    def call_done(self, token: float, record: Buffer, reply: Sequence[Part] | None) -> None:
+    def call_done(
+        self, token: float, call: Outcome, received: int, reply: Sequence[Part] | None
+    ) -> None:
         seconds = time.perf_counter() - token
         self.in_flight.dec()
-        prog, proc = call_ids(record)
+        prog, proc = call.prog, call.proc
         procs = _PROCEDURES.get(prog)
         if procs is None:  # unknown numbers share one key: a client cannot grow the table
             prog = proc = -1
         elif proc not in procs:
             proc = -1
-        code, at = reply_code(reply)
-        status = -1
-        if at >= 0 and reply is not None and (prog, proc) in _HAS_STATUS:
-            status = word(reply, at) or 0  # too short for one: the label says OK, harmless
-        key = (prog, proc, code, status)
+        key = (prog, proc, call.code, call.status)
         series = self._series.get(key) or self._new_series(key)
         series.calls.inc()
         series.latency.observe(seconds)
-        series.received.inc(len(record))
+        series.received.inc(received)
         if reply is not None:
             series.sent.inc(sum(map(len, reply)))
             if series.data is not None:
-                series.data.inc(data_bytes(proc, reply, at))
+                series.data.inc(call.data)
 
     def _new_series(self, key: tuple[int, int, int, int]) -> _Series:
         """Make (once) the children for a label set never seen before."""

@@ -12,7 +12,6 @@ import io
 import os
 import random
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -415,16 +414,21 @@ def test_cache_sees_other_changes_after_lifetime(
     ferry_srv: RunningServer, export_root: Path
 ) -> None:
     (export_root / "f").write_bytes(b"abc")
+    now = [0.0]
     with ferry.connect(url_for(ferry_srv.port, export_root), attr_cache=0.5) as c:
+        c.engine.cache.clock = lambda: now[0]  # time moves when the test says so
         assert c.stat("f").st_size == 3
         (export_root / "f").write_bytes(b"abcdef")  # another client's change
+        now[0] += 0.4
         assert c.stat("f").st_size == 3  # still cached
+        now[0] += 0.2  # past the lifetime
+        assert c.stat("f").st_size == 6
+        (export_root / "f").write_bytes(b"abcdefgh")
+        assert c.stat("f").st_size == 6  # cached again
         with c.open("f") as f:  # close-to-open: open revalidates
-            assert f.read() == b"abcdef"
-        time.sleep(0.6)
-        assert c.stat("f").st_size == 6
+            assert f.read() == b"abcdefgh"
     with ferry.connect(url_for(ferry_srv.port, export_root), attr_cache=0) as c:
-        assert c.stat("f").st_size == 6
+        assert c.stat("f").st_size == 8
         (export_root / "f").write_bytes(b"a")
         assert c.stat("f").st_size == 1  # no cache at all
 

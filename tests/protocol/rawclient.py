@@ -10,7 +10,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,36 +126,32 @@ class RunningServer:
 
 
 @contextmanager
-def serve_in_thread(config: ServerConfig, limits: Limits | None = None) -> Iterator[RunningServer]:
-    """Run an AsyncServer for ``config`` on a loopback port in a background thread."""
-    app = build_app(config)
-    loop = asyncio.new_event_loop()
-    server = AsyncServer(app.dispatcher(0), limits)
-    ready = threading.Event()
-    port_box: list[int] = []
+def serve_in_thread(
+    config: ServerConfig, limits: Limits | None = None, port: int = 0
+) -> Iterator[RunningServer]:
+    """Run an AsyncServer for ``config`` on a loopback port (0: a free one) in a background
+    thread. Whatever was made is undone in reverse order however far start-up got (a
+    port in use, a bad config): no thread, loop or descriptor outlives the block."""
+    with ExitStack() as stack:
+        app = build_app(config)
+        stack.callback(app.close)
+        loop = asyncio.new_event_loop()
+        stack.callback(loop.close)
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        stack.callback(thread.join, 10)
+        stack.callback(loop.call_soon_threadsafe, loop.stop)
+        server = AsyncServer(app.dispatcher(0), limits)
+        stack.callback(lambda: asyncio.run_coroutine_threadsafe(server.close(), loop).result(10))
 
-    async def start() -> None:
-        port_box.append(await server.listen("127.0.0.1", 0))
-        server.dispatcher = app.dispatcher(port_box[0])
-        ready.set()
+        async def start() -> int:
+            bound = await server.listen("127.0.0.1", port)
+            server.dispatcher = app.dispatcher(bound)
+            return bound
 
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    ready.wait(10)
-
-    def stop() -> None:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-        app.close()
-
-    root = Path(config.exports[0].path) if config.exports[0].backend == "local" else None
-    try:
-        yield RunningServer(app, port_box[0], root, stop)
-    finally:
-        stop()
+        bound = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        root = Path(config.exports[0].path) if config.exports[0].backend == "local" else None
+        yield RunningServer(app, bound, root, stack.close)
 
 
 def local_config(root: Path, state: Path, **export_kw: object) -> ServerConfig:

@@ -22,6 +22,7 @@ from servers import Servers
 from ferry.backends.base import SERVER_TIME, SetAttr
 from ferry.nfs3.const import Access, CreateMode, FsProperties, Ftype3, Nfsstat3, StableHow
 
+EVERY_MODEL = True  # tests asking for ``nfs`` alone run over every model x backend (conftest)
 S = Nfsstat3
 MiB = 1 << 20
 SEC = 1_000_000_000
@@ -251,6 +252,10 @@ def test_lookup(nfs: Nfs3) -> None:
     assert res.dir_attr.same_file_state(nfs.attr(d))
     assert nfs.fh_of(d, b".") == d
     assert nfs.fh_of(d, b"..") == nfs.root
+
+
+@pytest.mark.in_process  # over the other models, ``nfs.root`` is a directory of the export
+def test_lookup_dotdot_of_the_export_root_is_the_root(nfs: Nfs3) -> None:
     assert nfs.fh_of(nfs.root, b"..") == nfs.root  # no escape above the export
 
 
@@ -841,6 +846,9 @@ def check_pages(entries: list[DirEntry], replies: list[Res], names: set[bytes]) 
     assert [r.eof for r in replies].count(True) == 1 and replies[-1].eof
 
 
+# Paging is the service's (sans-IO); 5,000 CREATEs take ~10 s a model, so the two listings
+# of 5,000 run on the in-thread server, and the 600-entry one below over every model.
+@pytest.mark.in_process
 def test_readdir_5000_entries(nfs: Nfs3) -> None:
     d, names = make_big_dir(nfs)
     entries, replies = listing(nfs, d, plus=False, count=1024)
@@ -857,6 +865,7 @@ def test_readdir_5000_entries(nfs: Nfs3) -> None:
     assert last.entries == [] and last.eof
 
 
+@pytest.mark.in_process
 def test_readdirplus_5000_entries(nfs: Nfs3) -> None:
     d, names = make_big_dir(nfs)
     entries, replies = listing(nfs, d, plus=True, count=1024)
@@ -1018,6 +1027,31 @@ def test_read_only_export(servers: Servers) -> None:
     assert {k: r.status for k, r in refused.items()} == dict.fromkeys(refused, S.ROFS)
     assert nfs.must(nfs.read(fh, 0, 100)).data == b"content"
     assert nfs.attr(fh).mode == 0o644
+
+
+@pytest.mark.parametrize("backend", ["local"])  # the backend that reads a page in one batch
+def test_readdirplus_on_a_read_only_export_reads_attributes_in_one_batch(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ReadOnly wrapper passes ``attrs_in`` through: a READDIRPLUS page costs the local
+    backend one directory descriptor, not one getattr (a path walk) per entry."""
+    srv = servers.start(read_only=True)
+    inner = srv.app.exports[0].backend.inner
+    root = inner.root()
+    made = {inner.create(root, b"f%d" % i, SetAttr(mode=0o644), False) for i in range(20)}
+    nfs = servers.connect(srv)
+    asked: list[int] = []
+    getattr_ = type(inner).getattr
+
+    def counting(self: object, fid: int) -> object:
+        asked.append(fid)
+        return getattr_(self, fid)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(inner), "getattr", counting)
+    res = nfs.must(nfs.readdirplus(nfs.root))
+    listed = {e.fileid: e for e in res.entries if e.name not in (b".", b"..")}
+    assert set(listed) == made and all(e.attr is not None for e in listed.values())
+    assert made.isdisjoint(asked), f"{len(made & set(asked))} entries read one by one"
 
 
 # -- edges found while writing these tests ---------------------------------------------------

@@ -3,10 +3,12 @@ stream handling around it (fragments, pipelining, limits, hostile or vanishing c
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import socket
 import struct
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -426,9 +428,10 @@ def test_no_descriptor_leak_over_200_connections(server: RunningServer) -> None:
 
     warm = server.client()  # let lazily created descriptors (thread pool, caches) exist
     assert_null_works(warm)
+    with_warm = open_fd_count()  # its two ends: ours and the server's, in this process
     warm.close()
-    time.sleep(0.1)
-    baseline = settle(open_fd_count())
+    baseline = settle(with_warm - 2)  # until the server has closed its end too
+    assert baseline <= with_warm - 2, "the server kept the closed connection's end"
     for i in range(200):
         c = RawClient(server.port, timeout=5)
         try:
@@ -570,13 +573,29 @@ def test_server_stops_reading_from_a_client_that_never_reads_replies(
                 hog.sock.send(call)
             except BlockingIOError:
                 break
-        time.sleep(1.5)
+        _wait_until_not_read(hog.sock)  # backpressure: all the server holds, it holds now
         assert other.call(NFS_PROGRAM, 3, 0).stat == 0
         grown = _rss_bytes() - before
         assert grown < 400 << 20, f"server buffered {grown >> 20} MiB for a non-reading client"
     finally:
         hog.close()
         other.close()
+
+
+def _wait_until_not_read(sock: socket.socket, looks: int = 5, timeout: float = 10.0) -> None:
+    """Until the (in-process) server no longer reads from ``sock`` nor grows: bytes are
+    queued to send, their number (``SIOCOUTQ``) has not moved and this process's RSS not
+    by a MiB, over ``looks`` looks 50 ms apart."""
+    deadline = time.monotonic() + timeout
+    last, same = (-1, -1), 0
+    while same < looks:
+        assert time.monotonic() < deadline, f"the server kept reading or growing: {last}"
+        queued = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]
+        now = (queued, _rss_bytes())
+        still = now[0] == last[0] > 0 and abs(now[1] - last[1]) < 1 << 20
+        same = same + 1 if still else 0
+        last = now
+        time.sleep(0.05)
 
 
 def _lookup(c: RawClient, dir_fh: bytes, name: bytes) -> bytes:

@@ -12,6 +12,7 @@ import re
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -43,6 +44,8 @@ class ModelServer:
     export: Path
     stderr_path: Path
     stopped: bool = field(default=False)
+    forks: int = 0
+    """Worker processes the server forks at start-up (prefork, async with --workers N)."""
 
     @property
     def pid(self) -> int:
@@ -71,12 +74,30 @@ class ModelServer:
         return sum(_rss_kib(p) for p in self.pids())
 
     def wait_settled(self, timeout: float = 10.0) -> None:
-        """Until the process tree's descriptor count holds still (workers started up)."""
+        """Until the server serves from every process it forks at start-up: each worker
+        has answered a NULL call. The connections are held open (a prefork worker serves
+        one at a time, so the next goes to another worker), then closed, and this waits
+        until the server has let go of them too."""
         deadline = time.monotonic() + timeout
-        samples = [-1, -2, -3]
-        while len(set(samples[-3:])) > 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            samples.append(self.fd_count())
+        held: list[socket.socket] = []
+        served: set[int] = set()
+        try:
+            while True:
+                conn = socket.create_connection(("127.0.0.1", self.port), timeout)
+                held.append(conn)
+                if _null_call(conn) and (pid := serving_pid(self, conn)) is not None:
+                    served.add(pid)
+                if len(served - {self.pid}) >= self.forks or not self.forks and served:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{len(served)} of {self.forks} workers served")
+        finally:
+            ports = [conn.getsockname()[1] for conn in held]
+            for conn in held:
+                conn.close()
+        for port in ports:  # the server's ends are gone before a test counts descriptors
+            while _holder(self, port) is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -122,11 +143,44 @@ def start(
                 buf += os.read(proc.stdout.fileno(), 65536)
             for line in buf.splitlines():
                 if m := _READY.match(line):
-                    return ModelServer(proc, int(m.group(1)), export, log)
+                    return ModelServer(proc, int(m.group(1)), export, log, forks=forks(args))
     proc.kill()
     proc.wait(5)
     proc.stdout.close()
     raise RuntimeError(f"ferry did not start: {buf!r}\n{log.read_text(errors='replace')}")
+
+
+def forks(args: Sequence[str]) -> int:
+    """Worker processes ``ferry serve args`` forks at start-up."""
+
+    def option(name: str, default: str) -> str:
+        return args[args.index(name) + 1] if name in args else default
+
+    model, workers = option("--model", "async"), int(option("--workers", "0"))
+    if model == "prefork":
+        from ferry.server.prefork import default_workers
+
+        return workers or default_workers()
+    return workers if model == "async" and workers > 1 else 0
+
+
+_NULL_CALL = struct.pack(">11I", 0x80000028, 0x5E771ED, 0, 2, 100003, 3, 0, 0, 0, 0, 0)
+"""A record: NFSv3 NULL with AUTH_NONE (RFC 5531), xid 0x5E771ED."""
+
+
+def _null_call(conn: socket.socket) -> bool:
+    """Whether the server answered a NULL call on ``conn`` (False: it closed it)."""
+    try:
+        conn.sendall(_NULL_CALL)
+        reply = b""
+        while len(reply) < 28:  # record mark + xid, REPLY, MSG_ACCEPTED, verifier, SUCCESS
+            chunk = conn.recv(28 - len(reply))
+            if not chunk:
+                return False
+            reply += chunk
+    except OSError:
+        return False
+    return reply[4:8] == _NULL_CALL[4:8]
 
 
 # -- /proc ---------------------------------------------------------------------------------
@@ -182,7 +236,11 @@ def _kill(pid: int) -> None:
 
 def serving_pid(server: ModelServer, client: socket.socket) -> int | None:
     """Which process of ``server`` holds the server end of ``client``'s connection."""
-    lport = client.getsockname()[1]
+    return _holder(server, client.getsockname()[1])
+
+
+def _holder(server: ModelServer, lport: int) -> int | None:
+    """Which process of ``server`` holds the server end of the connection from ``lport``."""
     want = f"0100007F:{server.port:04X} 0100007F:{lport:04X}"
     inode = None
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:

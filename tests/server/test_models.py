@@ -46,6 +46,8 @@ class GoodClient:
         self.server = server
         self.persistent = variant != "serial"
         self.conn: RawClient | None = None
+        self.attacker_in_place = threading.Event()
+        """Set by an attack once its connections are made and its first bytes sent."""
         c = self._client()
         self.root = c.mount(str(server.export))
         self._done(c)
@@ -137,7 +139,7 @@ def under_attack(
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        time.sleep(0.3)  # the attacker is in place
+        assert good.attacker_in_place.wait(10), result.get("error", "the attack never started")
         if variant == "serial":
             assert good.call() < limit + MARGIN, "serial: not served again after the cut-off"
         else:
@@ -198,6 +200,7 @@ def test_stalled_clients(server: ModelServer, variant: str) -> None:
 
     def attack(good: GoodClient) -> float:
         socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(count)]
+        good.attacker_in_place.set()
         try:
             return max(wait_closed(s, IDLE + 2 * MARGIN) for s in socks)
         finally:
@@ -213,6 +216,7 @@ def test_slowloris_client(server: ModelServer, variant: str) -> None:
         s = socket.create_connection(("127.0.0.1", server.port))
         try:
             s.sendall(struct.pack(">I", 0x80000000 | 400) + b"\0" * 100)
+            good.attacker_in_place.set()
             start = time.monotonic()
             while time.monotonic() - start < RECORD + 2 * MARGIN:
                 readable, _, _ = select.select([s], [], [], 0.25)  # a byte every 0.25 s
@@ -239,6 +243,7 @@ def test_non_reading_client(server: ModelServer, variant: str) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         try:
             s.sendall(b"".join(frame_bytes(_read_call(raw, fh, count)) for _ in range(calls)))
+            good.attacker_in_place.set()
             start = time.monotonic()
             while _server_end_open(server, s) and time.monotonic() - start < SEND + 2 * MARGIN:
                 time.sleep(0.05)
@@ -264,7 +269,8 @@ def test_connection_flood(server: ModelServer, variant: str) -> None:
                 s.setblocking(False)
                 s.connect_ex(("127.0.0.1", server.port))
                 socks.append(s)
-            time.sleep(hold)
+            good.attacker_in_place.set()
+            time.sleep(hold)  # the flood lasts that long
         finally:
             for s in socks:
                 s.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, FsStat, ReadOnlyBackend
 from ferry.segment import FileSegment
@@ -12,7 +12,9 @@ class ReadOnly(ReadOnlyBackend):
     """Serve ``inner`` read-only: reads pass through, every change fails with ROFS.
 
     Refusing here rather than in each backend keeps one place (``ReadOnlyBackend``) that
-    decides what counts as a modification. Closing the wrapper closes ``inner``.
+    decides what counts as a modification. Every read, the ones ``Backend`` gives defaults
+    for included (``readdir_plus``, ``attrs_in``, ``read_segment``), goes to ``inner``, so
+    its faster overrides still serve. Closing the wrapper closes ``inner``.
     """
 
     def __init__(self, inner: Backend) -> None:
@@ -33,6 +35,9 @@ class ReadOnly(ReadOnlyBackend):
 
     def readdir_plus(self, dir_fid: FileId) -> Iterator[DirEntry]:
         return self.inner.readdir_plus(dir_fid)
+
+    def attrs_in(self, dir_fid: FileId, entries: Sequence[DirEntry]) -> list[Attr | None]:
+        return self.inner.attrs_in(dir_fid, entries)  # the inner batch, not a getattr each
 
     def readlink(self, fid: FileId) -> bytes:
         return self.inner.readlink(fid)

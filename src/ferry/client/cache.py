@@ -24,7 +24,8 @@ class AttrCache:
 
     def __init__(self, lifetime: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.lifetime = max(0.0, lifetime)
-        self._clock = clock
+        self.clock = clock
+        """Seconds, monotonic; a test may set its own to move time on."""
         self._attrs: dict[bytes, tuple[Attr, float]] = {}
         self._names: dict[bytes, dict[bytes, tuple[bytes, float]]] = {}
         self.hits = self.misses = 0
@@ -36,7 +37,7 @@ class AttrCache:
     def attr(self, fh: bytes) -> Attr | None:
         """Fresh cached attributes of ``fh``, or None."""
         hit = self._attrs.get(fh)
-        if hit is None or hit[1] <= self._clock():
+        if hit is None or hit[1] <= self.clock():
             self.misses += 1
             return None
         self.hits += 1
@@ -48,12 +49,12 @@ class AttrCache:
         if len(self._attrs) >= MAX_ENTRIES:
             self._attrs.pop(next(iter(self._attrs)))
         self._attrs.pop(fh, None)  # re-insert: dict order is then age order
-        self._attrs[fh] = (attr, self._clock() + self.lifetime)
+        self._attrs[fh] = (attr, self.clock() + self.lifetime)
 
     def name(self, dirfh: bytes, name: bytes) -> bytes | None:
         """The cached handle ``name`` in ``dirfh`` stands for, or None."""
         hit = self._names.get(dirfh, {}).get(name)
-        if hit is None or hit[1] <= self._clock():
+        if hit is None or hit[1] <= self.clock():
             return None
         return hit[0]
 
@@ -65,7 +66,7 @@ class AttrCache:
         names = self._names.setdefault(dirfh, {})
         if len(names) >= MAX_ENTRIES:
             names.pop(next(iter(names)))
-        names[name] = (fh, self._clock() + self.lifetime)
+        names[name] = (fh, self.clock() + self.lifetime)
 
     def forget(self, *fhs: bytes | None) -> None:
         """Drop the attributes of objects we changed (size, times, link count)."""

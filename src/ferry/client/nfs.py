@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Self, TypeVar
 
 from ferry.errors import GarbageReply, NfsError, XdrError
+from ferry.nfs3 import procedures
 from ferry.nfs3 import results as r
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import (
@@ -713,6 +714,6 @@ def _read_into_res(dest: memoryview, placed: int | None) -> Callable[[Unpacker],
 def _results(proc: NfsProc, u: Unpacker, resok: Callable[[Unpacker], T], label: str) -> T:
     """The ``resok`` arm, or NfsError; a reply that does not decode is GarbageReply."""
     try:
-        return r.unpack_result(proc, u, resok)
+        return procedures.unpack_result(proc, u, resok)
     except XdrError as exc:
         raise GarbageReply(f"{label}: undecodable results: {exc}") from exc

@@ -38,6 +38,9 @@ from ferry.xdr import Packer, Unpacker
 
 log = logging.getLogger("ferry.mount")
 
+NON_IDEMPOTENT = frozenset({MountProc.MNT, MountProc.UMNT, MountProc.UMNTALL})
+"""Change the mount table, so are not run twice (RFC 1813 sections 5.2.1, 5.2.3, 5.2.4)."""
+
 _STATUS_FROM_NFS = {
     Nfsstat3.NOENT: Mountstat3.NOENT,
     Nfsstat3.ACCES: Mountstat3.ACCES,
@@ -183,8 +186,10 @@ def mount_program(service: MountService) -> Program:
                 raise DropCall(f"MNT {path!r} from {_who(ctx)}: {exc}") from exc
             status = _STATUS_FROM_NFS.get(exc.status, Mountstat3.SERVERFAULT)
             log.warning("refused MNT %r from %s: %s, %s", path, _who(ctx), status.name, exc)
+            ctx.status = status
             p.pack_enum(status)
             return
+        ctx.status = Mountstat3.OK
         p.pack_enum(Mountstat3.OK)
         p.pack_opaque(fh)
         p.pack_array([AuthFlavor.AUTH_SYS, AuthFlavor.AUTH_NONE], p.pack_enum)

@@ -1,37 +1,26 @@
 """NFSv3 results, client direction (RFC 1813 sections 2.6 and 3.3): decoding only.
 
-The mirror of the ``pack`` methods in ``nfs3.types``: one ``unpack_*`` per result type,
-the basic types they are made of (fattr3, post_op_attr, wcc_data, entry lists), and
-``unpack_result``, which reads the status word and either decodes the ``resok`` arm or
-decodes the ``resfail`` arm and raises ``NfsError``. Every short or malformed reply raises
+The mirror of the ``pack`` methods in ``nfs3.types``: one ``unpack_*`` per result type
+and the basic types they are made of (fattr3, post_op_attr, wcc_data, entry lists). The
+procedure table (``nfs3.procedures``) names each procedure's decoder and reads the status
+and ``resfail`` arms (``unpack_result``). Every short or malformed reply raises
 ``XdrError`` from the Unpacker cursor; nothing here does IO.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable
-from typing import TypeVar
-
-from ferry.errors import NfsError, XdrError
+from ferry.errors import XdrError
 from ferry.nfs3 import types as t
-from ferry.nfs3.const import NFS3_FHSIZE, Ftype3, NfsProc, Nfsstat3, StableHow
+from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+from ferry.nfs3.types import FATTR3, unpack_fh
 from ferry.vocab import Attr
 from ferry.xdr import Unpacker
 
-T = TypeVar("T")
-
-_FATTR3 = struct.Struct(">5I2Q2I2Q6I")  # RFC 1813 section 2.6, fattr3
 _NS = 1_000_000_000
 MAX_ENTRIES = 1 << 20  # bound on entries in one READDIR reply (a 4 MiB reply has fewer)
 MAX_DATA = 1 << 26  # bound on READ data and READLINK paths
 
 # -- basic types ----------------------------------------------------------------------------
-
-
-def unpack_fh(u: Unpacker) -> bytes:
-    """nfs_fh3 (RFC 1813 section 2.5): opaque data<NFS3_FHSIZE>."""
-    return u.unpack_bytes(NFS3_FHSIZE)
 
 
 def _ftype(v: int) -> Ftype3:
@@ -43,7 +32,7 @@ def _ftype(v: int) -> Ftype3:
 
 def unpack_fattr3(u: Unpacker) -> Attr:
     """fattr3 (RFC 1813 section 2.6); times become nanoseconds, generation is unknown (0)."""
-    v = _FATTR3.unpack(u.unpack_fopaque(_FATTR3.size))
+    v = FATTR3.unpack(u.unpack_fopaque(FATTR3.size))
     return Attr(
         type=_ftype(v[0]),
         mode=v[1],
@@ -208,33 +197,7 @@ def unpack_commit_res(u: Unpacker) -> t.CommitRes:
     return t.CommitRes(unpack_wcc(u), bytes(u.unpack_fopaque(8)))
 
 
-# -- status and resfail arms ----------------------------------------------------------------
-
-POST, WCC = "post", "wcc"
-
-FAIL_ARMS: dict[NfsProc, tuple[str, ...]] = {
-    NfsProc.GETATTR: (),  # 3.3.1: no resfail data
-    NfsProc.SETATTR: (WCC,),  # 3.3.2
-    NfsProc.LOOKUP: (POST,),  # 3.3.3: dir_attributes
-    NfsProc.ACCESS: (POST,),  # 3.3.4
-    NfsProc.READLINK: (POST,),  # 3.3.5
-    NfsProc.READ: (POST,),  # 3.3.6
-    NfsProc.WRITE: (WCC,),  # 3.3.7
-    NfsProc.CREATE: (WCC,),  # 3.3.8
-    NfsProc.MKDIR: (WCC,),  # 3.3.9
-    NfsProc.SYMLINK: (WCC,),  # 3.3.10
-    NfsProc.MKNOD: (WCC,),  # 3.3.11
-    NfsProc.REMOVE: (WCC,),  # 3.3.12
-    NfsProc.RMDIR: (WCC,),  # 3.3.13
-    NfsProc.RENAME: (WCC, WCC),  # 3.3.14
-    NfsProc.LINK: (POST, WCC),  # 3.3.15
-    NfsProc.READDIR: (POST,),  # 3.3.16
-    NfsProc.READDIRPLUS: (POST,),  # 3.3.17
-    NfsProc.FSSTAT: (POST,),  # 3.3.18
-    NfsProc.FSINFO: (POST,),  # 3.3.19
-    NfsProc.PATHCONF: (POST,),  # 3.3.20
-    NfsProc.COMMIT: (WCC,),  # 3.3.21
-}
+# -- status ----------------------------------------------------------------------------------
 
 
 def unpack_status(u: Unpacker) -> Nfsstat3:
@@ -244,34 +207,3 @@ def unpack_status(u: Unpacker) -> Nfsstat3:
         return Nfsstat3(v)
     except ValueError:
         return Nfsstat3.SERVERFAULT
-
-
-def unpack_resfail(proc: NfsProc, u: Unpacker) -> tuple[Attr | t.Wcc | None, ...]:
-    """The ``resfail`` arm of ``proc``: its post_op_attr and wcc_data, in wire order."""
-    return tuple(
-        unpack_wcc(u) if kind == WCC else unpack_post_op_attr(u) for kind in FAIL_ARMS[proc]
-    )
-
-
-class NfsFailure(NfsError):
-    """``NfsError`` raised by a client, carrying the decoded ``resfail`` arm."""
-
-    def __init__(
-        self, status: Nfsstat3, proc: NfsProc, resfail: tuple[Attr | t.Wcc | None, ...]
-    ) -> None:
-        super().__init__(status, f"{proc.name}: {status.name.lower()}")
-        self.detail = ""  # the status says it all; the procedure is no news to a path user
-        self.proc = proc
-        self.resfail = resfail
-
-
-def unpack_result(proc: NfsProc, u: Unpacker, resok: Callable[[Unpacker], T]) -> T:
-    """Status, then ``resok`` decoded by ``resok``, or raise ``NfsFailure`` (an NfsError)."""
-    status = unpack_status(u)
-    if status == Nfsstat3.OK:
-        return resok(u)
-    try:
-        resfail = unpack_resfail(proc, u)
-    except XdrError:  # a server may omit the failure arm; the status is what matters
-        resfail = ()
-    raise NfsFailure(status, proc, resfail)

@@ -31,7 +31,7 @@ COOKIEVERF_ZERO = b"\0" * 8
 
 
 def unpack_fh(u: Unpacker) -> bytes:
-    """nfs_fh3: opaque data<NFS3_FHSIZE>."""
+    """nfs_fh3 (RFC 1813 section 2.5): opaque data<NFS3_FHSIZE>."""
     return u.unpack_bytes(NFS3_FHSIZE)
 
 
@@ -56,7 +56,9 @@ def pack_time_ns(p: Packer, ns: int) -> None:
     p.pack_uint(nseconds)
 
 
-_FATTR3 = struct.Struct(">5I2Q2I2Q6I")
+FATTR3 = struct.Struct(">5I2Q2I2Q6I")
+"""fattr3 (RFC 1813 section 2.6): type, mode, nlink, uid, gid, size, used, rdev, fsid,
+fileid, atime, mtime, ctime; both directions use it."""
 _POST_OP_FATTR3 = struct.Struct(">6I2Q2I2Q6I")  # attributes_follow = TRUE, then fattr3
 _NS = 1_000_000_000
 _ENTRY_HEAD = struct.Struct(">IQI")  # value_follows, fileid, name length
@@ -93,7 +95,7 @@ def fattr3_values(a: Attr) -> tuple[int, ...]:
 
 def pack_fattr3(p: Packer, a: Attr) -> None:
     """fattr3, packed in one struct call: it is in every reply."""
-    p.pack_struct(_FATTR3, *fattr3_values(a))
+    p.pack_struct(FATTR3, *fattr3_values(a))
 
 
 def pack_post_op_attr(p: Packer, a: Attr | None) -> None:
@@ -545,6 +547,10 @@ class ReadSegmentRes:
     file_attributes: Attr | None
     eof: bool
     data: FileSegment
+
+    @property
+    def count(self) -> int:
+        return self.data.count
 
     def pack(self, p: Packer) -> FileSegment:
         """Everything up to the data's length; the data follows the packed results."""

@@ -10,15 +10,18 @@ The duplicate request cache (``ferry.rpc.drc``) sits here too, in the one place 
 transport goes through: a retransmitted non-idempotent call is answered with the reply of
 the original, or dropped while the original still runs, and never run twice.
 
-Metrics are an optional ``CallObserver`` told when each call starts and ends (with the
-record and the reply: it reads names and statuses from the bytes) and of each DRC
-lookup; without one, ``handle`` does no extra work at all.
+Metrics are an optional ``CallObserver`` told when each call starts and ends, with the
+call as decoded here (an ``Outcome``: program, procedure, accept or reject status, the
+program's own status as its handler set it on the ``CallContext``), and of each DRC
+lookup; without one, ``handle`` does no extra work at all. The DRC keeps a reply's
+``Outcome`` beside it, so a replayed reply is counted as its original was.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -32,6 +35,7 @@ from ferry.rpc.message import (
     AuthStat,
     CallHeader,
     NotACall,
+    RejectStat,
     pack_accepted,
     pack_auth_error,
     pack_prog_mismatch,
@@ -70,12 +74,17 @@ datagram (at most 65,507 bytes of IPv4 UDP payload), unfragmented would be bette
 
 @dataclasses.dataclass(slots=True)
 class CallContext:
-    """What a procedure handler knows about its call besides the arguments."""
+    """What a procedure handler knows about its call besides the arguments, and what it
+    tells the dispatcher besides the results (``status``, ``data``: for the observer)."""
 
     header: CallHeader
     cred: Credentials
     client: Address = None
     transport: Transport = TCP
+    status: int = -1
+    """The program's own status of the results (nfsstat3, mountstat3); -1: none."""
+    data: int = 0
+    """File bytes the call moved (a READ's data returned, a WRITE's written)."""
 
     @property
     def xid(self) -> int:
@@ -96,6 +105,28 @@ Handler = Callable[[Unpacker, CallContext, Packer], FileSegment | None]
 the data that follows the results when it was left in its file (a READ's), else None."""
 
 
+DROPPED, DENIED = -2, 10
+"""``Outcome.code`` besides accept_stat (0-5): no reply sent; DENIED + reject_stat."""
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """A call as the dispatcher answered it, decoded: what a ``CallObserver`` is told."""
+
+    prog: int = -1
+    """-1: no call header decoded."""
+    proc: int = -1
+    code: int = DROPPED
+    """The accept_stat, ``DENIED`` + reject_stat, or ``DROPPED`` (no reply)."""
+    status: int = -1
+    """The program's own status (``CallContext.status``); -1 when its results have none."""
+    data: int = 0
+    """``CallContext.data``: file bytes a READ returned or a WRITE wrote."""
+
+
+_KEPT = struct.Struct(">iiI")  # code, status, data: ahead of a reply in the DRC
+
+
 class CallObserver(Protocol):
     """Told about every call (``ferry.metrics.Metrics`` is one); must be thread-safe."""
 
@@ -103,8 +134,11 @@ class CallObserver(Protocol):
         """Returns a token (a start time) handed back to ``call_done``."""
         ...
 
-    def call_done(self, token: float, record: Buffer, reply: Sequence[Part] | None) -> None:
-        """The call ``record`` was answered with ``reply`` (None: no reply owed)."""
+    def call_done(
+        self, token: float, call: Outcome, received: int, reply: Sequence[Part] | None
+    ) -> None:
+        """A call record of ``received`` bytes was answered with ``reply`` (None: no reply
+        owed); ``call`` says what it was and how it ended."""
         ...
 
     def drc_lookup(self, outcome: str) -> None:
@@ -149,17 +183,20 @@ class Dispatcher:
         in a file; the caller sends it (or ``materialize``s it) and closes it."""
         observer = self.observer
         if observer is None:
-            return self._handle(record, client, transport)
+            return self._handle(record, client, transport, None)
         token = observer.call_started()
+        call = Outcome()
         reply = None
         try:
-            reply = self._handle(record, client, transport)
+            reply = self._handle(record, client, transport, call)
         finally:
-            observer.call_done(token, record, reply)
+            if reply is None:
+                call.code = DROPPED
+            observer.call_done(token, call, len(record), reply)
         return reply
 
     def _handle(
-        self, record: Buffer, client: Address, transport: Transport
+        self, record: Buffer, client: Address, transport: Transport, call: Outcome | None
     ) -> Sequence[Part] | None:
         u = Unpacker(record)
         try:
@@ -175,33 +212,37 @@ class Dispatcher:
         except XdrError as exc:
             log.info("garbage call header from %s xid=%#x: %s", client, xid, exc)
             pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
+            if call is not None:
+                call.code = AcceptStat.GARBAGE_ARGS
             return p.buffers()
-        return self._dispatch(header, u, p, CallSource(record, client, transport))
+        if call is not None:
+            call.prog, call.proc = header.prog, header.proc
+        return self._dispatch(header, u, p, CallSource(record, client, transport), call)
 
     def _dispatch(
-        self, header: CallHeader, u: Unpacker, p: Packer, src: CallSource
+        self, header: CallHeader, u: Unpacker, p: Packer, src: CallSource, call: Outcome | None
     ) -> Sequence[Part] | None:
         xid = header.xid
+        code: int
         if header.rpcvers != RPC_VERSION:
             pack_rpc_mismatch(p, xid)
-            return p.buffers()
-        try:
-            if len(header.verf.body) > MAX_AUTH_BYTES:
-                raise BadCredentials("verifier too long")
-            cred = decode_credentials(header.cred)
-        except BadCredentials:
-            pack_auth_error(p, xid, AuthStat.BADCRED)
-            return p.buffers()
-        except UnsupportedFlavor:
-            pack_auth_error(p, xid, AuthStat.TOOWEAK)
-            return p.buffers()
-        handler = self._find(header, p)
-        if handler is None:
-            return p.buffers()
-        ctx = CallContext(header, cred, src.client, src.transport)
-        if self.drc is None or not self.drc.wants(header):
-            return self._run(handler, u, ctx, p)[0]
-        return self._run_once(self.drc, handler, u, ctx, p, src.record)
+            code = DENIED + RejectStat.RPC_MISMATCH
+        elif isinstance(cred := _credentials(header), AuthStat):
+            pack_auth_error(p, xid, cred)
+            code = DENIED + RejectStat.AUTH_ERROR
+        else:
+            handler, code = self._find(header, p)
+            if handler is not None:
+                ctx = CallContext(header, cred, src.client, src.transport)
+                if self.drc is None or not self.drc.wants(header):
+                    reply, code = self._run(handler, u, ctx, p)
+                    if call is not None:
+                        call.code, call.status, call.data = code, ctx.status, ctx.data
+                    return reply
+                return self._run_once(self.drc, handler, u, ctx, p, src.record, call)
+        if call is not None:
+            call.code = code
+        return p.buffers()
 
     def _run_once(
         self,
@@ -211,8 +252,10 @@ class Dispatcher:
         ctx: CallContext,
         p: Packer,
         record: Buffer,
+        call: Outcome | None,
     ) -> Sequence[Part] | None:
-        """Run a non-idempotent call unless the DRC has seen it: replay or drop then."""
+        """Run a non-idempotent call unless the DRC has seen it: replay or drop then. The
+        cache keeps the reply's outcome ahead of it, so a replay is observed as the first."""
         who = drcmod.client_key(ctx.client, ctx.transport.by_port)
         key = drcmod.call_key(ctx.transport.name, who, ctx.header, record)
         state, cached = drc.begin(key)
@@ -220,34 +263,39 @@ class Dispatcher:
             self.observer.drc_lookup(state.value)
         if state is drcmod.Lookup.HIT:
             log.debug("drc: replaying xid=%#x to %s", ctx.xid, ctx.client)
-            return [cached] if cached is not None else None
+            if cached is None or len(cached) < _KEPT.size:
+                return None
+            if call is not None:
+                call.code, call.status, call.data = _KEPT.unpack_from(cached)
+            return [memoryview(cached)[_KEPT.size :]]
         if state is drcmod.Lookup.IN_PROGRESS:
             log.debug("drc: dropping xid=%#x from %s: still running", ctx.xid, ctx.client)
             return None
         try:
-            reply, ok = self._run(handler, u, ctx, p)
+            reply, code = self._run(handler, u, ctx, p)
         except BaseException:  # _run does not raise, but an entry must not stay in progress
             drc.abandon(key)
             raise
-        if reply is None or not ok:
+        if call is not None:
+            call.code, call.status, call.data = code, ctx.status, ctx.data
+        if reply is None or code == AcceptStat.SYSTEM_ERR:
             drc.abandon(key)  # dropped, or a server fault: let the retransmission try again
             return reply
-        kept = b"".join(materialize(reply))  # the cache keeps bytes, never a file segment
-        drc.finish(key, kept)
-        return [kept]
+        kept = b"".join([_KEPT.pack(code, ctx.status, ctx.data), *materialize(reply)])
+        drc.finish(key, kept)  # the cache keeps bytes, never a file segment
+        return [memoryview(kept)[_KEPT.size :]]
 
     def _run(
         self, handler: Handler, u: Unpacker, ctx: CallContext, p: Packer
-    ) -> tuple[Sequence[Part] | None, bool]:
-        """The reply to a call (None: dropped) and whether it may be replayed (False for
-        SYSTEM_ERR)."""
+    ) -> tuple[Sequence[Part] | None, int]:
+        """The reply to a call (None: dropped) and its accept_stat (``DROPPED``: none)."""
         header, xid = ctx.header, ctx.xid
         results = Packer()
         try:
             tail = handler(u, ctx, results)
         except DropCall as exc:
             log.info("dropping xid=%#x from %s: %s", xid, ctx.client, exc)
-            return None, True
+            return None, DROPPED
         except XdrError as exc:
             log.info(
                 "garbage arguments prog=%d proc=%d from %s: %s",
@@ -257,28 +305,42 @@ class Dispatcher:
                 exc,
             )
             pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
-            return p.buffers(), True
+            return p.buffers(), AcceptStat.GARBAGE_ARGS
         except Exception:
             log.exception("procedure prog=%d proc=%d failed", header.prog, header.proc)
             pack_accepted(p, xid, AcceptStat.SYSTEM_ERR)
-            return p.buffers(), False
+            return p.buffers(), AcceptStat.SYSTEM_ERR
         pack_accepted(p, xid, AcceptStat.SUCCESS)
         reply: list[Part] = [*p.buffers(), *results.buffers()]
         if tail is not None:
             reply += opaque_tail(tail)
-        return reply, True
+        return reply, AcceptStat.SUCCESS
 
-    def _find(self, header: CallHeader, p: Packer) -> Handler | None:
+    def _find(self, header: CallHeader, p: Packer) -> tuple[Handler | None, AcceptStat]:
+        """The handler of a call, or None with the reply that says why packed."""
         program = self.programs.get(header.prog)
         if program is None:
             pack_accepted(p, header.xid, AcceptStat.PROG_UNAVAIL)
-            return None
+            return None, AcceptStat.PROG_UNAVAIL
         procs = program.versions.get(header.vers)
         if procs is None:
             versions = sorted(program.versions)
             pack_prog_mismatch(p, header.xid, versions[0], versions[-1])
-            return None
+            return None, AcceptStat.PROG_MISMATCH
         handler = procs.get(header.proc)
         if handler is None:
             pack_accepted(p, header.xid, AcceptStat.PROC_UNAVAIL)
-        return handler
+            return None, AcceptStat.PROC_UNAVAIL
+        return handler, AcceptStat.SUCCESS
+
+
+def _credentials(header: CallHeader) -> Credentials | AuthStat:
+    """The call's credentials, or why they are refused (RFC 5531 section 9)."""
+    try:
+        if len(header.verf.body) > MAX_AUTH_BYTES:
+            raise BadCredentials("verifier too long")
+        return decode_credentials(header.cred)
+    except BadCredentials:
+        return AuthStat.BADCRED
+    except UnsupportedFlavor:
+        return AuthStat.TOOWEAK

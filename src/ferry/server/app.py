@@ -19,11 +19,13 @@ from ferry.backends.base import Backend
 from ferry.config import ExportConfig, ServerConfig
 from ferry.errors import ConfigError
 from ferry.metrics import NO_METRICS, Metrics
-from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, MountProc, NfsProc
+from ferry.nfs3 import mount
+from ferry.nfs3 import procedures as nfs_procedures
+from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.mount import MountRegistry, MountService, MountTable, mount_program
-from ferry.nfs3.procedures import nfs_program
+from ferry.nfs3.program import nfs_program
 from ferry.nfs3.service import Nfs3Service
 from ferry.rpc.dispatch import Dispatcher
 from ferry.rpc.drc import DuplicateRequestCache, ReplyCache
@@ -38,26 +40,11 @@ from ferry.rpc.portmap import (
 from ferry.server.keys import load_key_file, load_or_create_key
 
 NON_IDEMPOTENT: frozenset[tuple[int, int, int]] = frozenset(
-    [(NFS_PROGRAM, NFS_V3, proc) for proc in (
-        NfsProc.SETATTR,  # 3.3.2: a guarded or size-changing SETATTR must not run twice
-        NfsProc.WRITE,  # 3.3.7: replayed for the same verifier and count
-        NfsProc.CREATE,  # 3.3.8: a second UNCHECKED/GUARDED CREATE would truncate or EXIST
-        NfsProc.MKDIR,  # 3.3.9: EXIST on retry
-        NfsProc.SYMLINK,  # 3.3.10
-        NfsProc.MKNOD,  # 3.3.11
-        NfsProc.REMOVE,  # 3.3.12: NOENT on retry
-        NfsProc.RMDIR,  # 3.3.13
-        NfsProc.RENAME,  # 3.3.14: NOENT on retry
-        NfsProc.LINK,  # 3.3.15: EXIST on retry
-        NfsProc.COMMIT,  # 3.3.21
-    )]
-    + [(MOUNT_PROGRAM, MOUNT_V3, proc) for proc in (
-        MountProc.MNT,  # RFC 1813 5.2.1: changes the mount table
-        MountProc.UMNT,  # 5.2.3
-        MountProc.UMNTALL,  # 5.2.4
-    )]
-)  # fmt: skip
-"""Procedures whose replies the duplicate request cache keeps (RFC 1813 section numbers)."""
+    [(NFS_PROGRAM, NFS_V3, proc) for proc in nfs_procedures.NON_IDEMPOTENT]
+    + [(MOUNT_PROGRAM, MOUNT_V3, proc) for proc in mount.NON_IDEMPOTENT]
+)
+"""(program, version, procedure) whose replies the duplicate request cache keeps: the
+procedure tables' idempotency columns (``nfs3.procedures``, ``nfs3.mount``)."""
 
 
 @dataclasses.dataclass(slots=True)
