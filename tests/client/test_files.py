@@ -416,7 +416,7 @@ def test_cache_sees_other_changes_after_lifetime(
     (export_root / "f").write_bytes(b"abc")
     now = [0.0]
     with ferry.connect(url_for(ferry_srv.port, export_root), attr_cache=0.5) as c:
-        c.engine.cache.clock = lambda: now[0]  # time moves when the test says so
+        c.nfs.engine.cache.clock = lambda: now[0]  # time moves when the test says so
         assert c.stat("f").st_size == 3
         (export_root / "f").write_bytes(b"abcdef")  # another client's change
         now[0] += 0.4
