@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import ferry
-from ferry.cli_proxy import parse_duration, parse_fraction, parse_hostport, parse_rate
+from ferry.cli.proxy import parse_duration, parse_fraction, parse_hostport, parse_rate
 from ferry.client.aio import RpcOptions
 from ferry.proxy import LinkSpec, Proxy, running
 

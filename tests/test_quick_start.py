@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.cli import instructions
+from ferry.cli.main import instructions
 from ferry.config import ExportConfig, ServerConfig
 from ferry.server.app import App, build_app
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry import loops
-from ferry.cli_retry import add_retry_options, at_least, retry_keywords
+from ferry.cli.retry import add_retry_options, at_least, retry_keywords
 
 _READY = b"ok\n"
 FUSE_INSTALL = (

@@ -14,7 +14,7 @@ from pathlib import Path
 from ferry import __version__
 from ferry import config as cfgmod
 from ferry.backends.base import ReadOnlyBackend
-from ferry.cli_mount import FUSE_INSTALL
+from ferry.cli.mount import FUSE_INSTALL
 from ferry.errors import ConfigError
 from ferry.metrics import Metrics, exporting
 from ferry.nfs3.exports import Export
@@ -81,16 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--udp", action="store_true", help="also serve over UDP")
     serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics there")
     serve.set_defaults(func=cmd_serve)
-    from ferry.cli_client import add_client_commands  # here: `serve` needs no fsspec/rich
+    from ferry.cli.client import add_client_commands  # here: `serve` needs no fsspec/rich
 
     add_client_commands(sub)
-    from ferry.cli_proxy import add_proxy_command
+    from ferry.cli.proxy import add_proxy_command
 
     add_proxy_command(sub)
-    from ferry.cli_mount import add_mount_command
+    from ferry.cli.mount import add_mount_command
 
     add_mount_command(sub)
-    from ferry.cli_bench import add_bench_command
+    from ferry.cli.bench import add_bench_command
 
     add_bench_command(sub)
     return parser
