@@ -42,7 +42,7 @@ import pyfuse3.asyncio
 from ferry.client.nfs import AuthSys, url_keywords
 from ferry.client.paths import AsyncNfsClient
 from ferry.client.url import NfsUrl, parse_url
-from ferry.fuseops import NfsOperations
+from ferry.fuse.ops import NfsOperations
 from ferry.server.malloc import TRIM, keep_freed_buffers
 
 log = logging.getLogger("ferry.fuse")
