@@ -69,7 +69,8 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def cmd_mount(args: argparse.Namespace) -> int:
     try:
-        from ferry.fuse.mount import MountOptions, mount
+        from ferry.fuse.mount import mount
+        from ferry.fuse.options import MountOptions
     except ImportError as exc:
         print(f"ferry: error: mount needs {FUSE_INSTALL}: {exc}", file=sys.stderr)
         return 2
