@@ -145,7 +145,7 @@ def test_import_ferry_leaves_urllib_alone() -> None:
     """Importing Ferry changes no global state: the nfs:// handler for urllib is installed by
     ``ferry.install_urlopen()``, which a program calls."""
     code = (
-        "import urllib.request, ferry; ferry.Client; import ferry.filesystem; "
+        "import urllib.request, ferry; ferry.Client; import ferry.nfsfs.filesystem; "
         "assert urllib.request._opener is None, urllib.request._opener"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

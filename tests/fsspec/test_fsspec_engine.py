@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ferry.client import AsyncFile
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 from helpers import fsx, peers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))

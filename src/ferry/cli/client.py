@@ -37,8 +37,8 @@ from ferry.cli.paths import Entry, Meta, NfsSide
 from ferry.cli.retry import add_retry_options
 from ferry.cli.transfer import add_transfer_commands
 from ferry.client.exports import export_list
-from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
+from ferry.nfsfs.filesystem import NfsFileSystem
 
 MAX_DEPTH = 4096  # ls -R: deeper than any path NFS can name
 COMMANDS = ("ls", "cat", "get", "put", "cp", "stat", "df", "exports", "mkdir", "rm", "mv")

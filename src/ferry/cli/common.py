@@ -43,7 +43,7 @@ from ferry.cli.paths import Meta, Side, side_of
 from ferry.cli.retry import retry_keywords
 from ferry.client.url import is_query
 from ferry.errors import FerryError, NoSuchExport, root_squash_hint
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 
 Handler = Callable[[argparse.Namespace], int]
 COPY_BLOCK = 4 << 20

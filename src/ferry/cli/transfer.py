@@ -63,7 +63,7 @@ from ferry.cli.common import (
     stat_or_none,
 )
 from ferry.cli.paths import Meta, NfsSide
-from ferry.filesystem import NfsFileSystem, _temp_name
+from ferry.nfsfs.filesystem import NfsFileSystem, _temp_name
 
 TRANSFER_FLAGS = "[-r] [-p] [--progress | --no-progress]"
 SET_ID = stat.S_ISUID | stat.S_ISGID
