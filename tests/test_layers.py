@@ -195,8 +195,8 @@ def test_the_server_gives_the_core_its_locks(tmp_path: Path) -> None:
     layer hands the state it shares between calls a thread lock, as the core held before."""
     import threading
 
-    from ferry.config import ExportConfig, ServerConfig
     from ferry.server.app import build_app
+    from ferry.server.config import ExportConfig, ServerConfig
 
     (tmp_path / "export").mkdir()
     export = ExportConfig(path=str(tmp_path / "export"))

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from ferry.cli.main import instructions
-from ferry.config import ExportConfig, ServerConfig
 from ferry.server.app import App, build_app
+from ferry.server.config import ExportConfig, ServerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

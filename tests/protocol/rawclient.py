@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.config import ExportConfig, ServerConfig
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, Nfsstat3
 from ferry.rpc.auth import encode_auth_sys
 from ferry.rpc.message import NULL_AUTH, CallHeader, OpaqueAuth
 from ferry.rpc.record import frame_bytes
 from ferry.server.aio import AsyncServer, Limits
 from ferry.server.app import App, build_app
+from ferry.server.config import ExportConfig, ServerConfig
 from ferry.xdr import Packer, Unpacker
 
 

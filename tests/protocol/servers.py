@@ -9,7 +9,7 @@ from pathlib import Path
 from nfs3wire import Nfs3
 from rawclient import RunningServer, serve_in_thread
 
-from ferry.config import ExportConfig, ServerConfig
+from ferry.server.config import ExportConfig, ServerConfig
 
 BACKENDS = ("local", "memory")
 

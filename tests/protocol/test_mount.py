@@ -20,12 +20,12 @@ from rawclient import (
     serve_in_thread,
 )
 
-from ferry.config import ExportConfig, ServerConfig
 from ferry.errors import NfsError
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, Mountstat3, Nfsstat3
 from ferry.nfs3.exports import export_id_for
 from ferry.nfs3.filehandle import HandleCodec
 from ferry.rpc.portmap import IPPROTO_TCP, IPPROTO_UDP, PMAP_PROGRAM
+from ferry.server.config import ExportConfig, ServerConfig
 from ferry.xdr import Packer, Unpacker
 
 _TESTS_DIR = str(Path(__file__).resolve().parents[1])

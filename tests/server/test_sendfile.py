@@ -22,7 +22,6 @@ from harness import start_model, stop_checked
 from rawclient import RawClient, local_config, nfs_lookup, parse_reply
 
 from ferry.backends.local import SENDFILE_MIN, LocalBackend
-from ferry.metrics import data_bytes, reply_code, word
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
 from ferry.nfs3.results import unpack_read_res
 from ferry.nfs3.types import ReadRes
@@ -42,6 +41,7 @@ from ferry.rpc.record import frame
 from ferry.segment import FileSegment, Part, SegmentShrank, materialize
 from ferry.server.app import build_app
 from ferry.server.base import Limits, serve_connection
+from ferry.server.metrics import data_bytes, reply_code, word
 from ferry.xdr import Packer, Unpacker
 
 MiB = 1 << 20

@@ -97,7 +97,7 @@ the data that follows the results when it was left in its file (a READ's), else 
 
 
 class CallObserver(Protocol):
-    """Told about every call (``ferry.metrics.Metrics`` is one); must be thread-safe."""
+    """Told about every call (``ferry.server.metrics.Metrics`` is one); must be thread-safe."""
 
     def call_started(self) -> float:
         """Returns a token (a start time) handed back to ``call_done``."""
