@@ -15,11 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rawclient import RawClient, mount_status
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-sys.path.insert(0, str(Path(__file__).resolve().parent / "protocol"))
-
-from rawclient import RawClient, mount_status  # noqa: E402
 
 
 def env() -> dict[str, str]:

@@ -18,15 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from rawclient import local_config, serve_in_thread
 
 import ferry
 from ferry.cli.proxy import parse_duration, parse_fraction, parse_hostport, parse_rate
 from ferry.client.aio import RpcOptions
 from ferry.testing.proxy import LinkSpec, Proxy, running
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "protocol"))
-
-from rawclient import local_config, serve_in_thread  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIMEOUT = 5.0  # for any single socket wait

@@ -8,19 +8,13 @@ more clients; everything is closed at teardown so no socket leaks a ResourceWarn
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from nfs3wire import Nfs3  # noqa: E402
-from rawclient import RawClient, RunningServer  # noqa: E402
-from servers import BACKENDS, Servers  # noqa: E402
+from nfs3wire import Nfs3
+from rawclient import RawClient, RunningServer
+from servers import BACKENDS, Servers
 
 
 @pytest.fixture(params=BACKENDS)
