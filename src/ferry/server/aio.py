@@ -27,7 +27,6 @@ from typing import cast
 
 from ferry import loops
 from ferry.errors import RecordError
-from ferry.metrics import NO_METRICS, Metrics
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
 from ferry.rpc.record import RecordReader, frame
 from ferry.server.base import (
@@ -38,6 +37,7 @@ from ferry.server.base import (
     stop_requested_early,
     supervise,
 )
+from ferry.server.metrics import NO_METRICS, Metrics
 from ferry.server.udp import RpcDatagramProtocol
 from ferry.workpool import WorkPool
 

@@ -40,16 +40,16 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import ClassVar
 
-from ferry.config import ServerConfig
 from ferry.errors import RecordError
-from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.mount import MountRegistry
 from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
 from ferry.rpc.drc import ReplyCache
 from ferry.rpc.record import DEFAULT_MAX_RECORD, RecordReader, frame
 from ferry.segment import FileSegment, Part, SegmentShrank, close_segments
 from ferry.server.app import NON_IDEMPOTENT, App, build_app
+from ferry.server.config import ServerConfig
 from ferry.server.malloc import keep_freed_buffers
+from ferry.server.metrics import NO_METRICS, Metrics
 from ferry.server.shared_drc import SharedReplyCache
 
 log = logging.getLogger("ferry.server")

@@ -12,17 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ferry import __version__
-from ferry import config as cfgmod
 from ferry.backends.base import ReadOnlyBackend
-from ferry.cli_mount import FUSE_INSTALL
+from ferry.cli.mount import FUSE_INSTALL
 from ferry.errors import ConfigError
-from ferry.metrics import Metrics, exporting
 from ferry.nfs3.exports import Export
 from ferry.nfs3.mount import MountRegistry
 from ferry.rpc.auth import Credentials
+from ferry.server import config as cfgmod
 from ferry.server.app import App, build_app
 from ferry.server.base import Limits, ServerModel, ServerSpec, defer_signals
 from ferry.server.listen import bind_listener
+from ferry.server.metrics import Metrics, exporting
 from ferry.server.models import MODELS
 from ferry.server.shared import FileMountTable
 from ferry.server.udp import bind_udp
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help=f"TCP port (default {cfgmod.DEFAULT_PORT})")
     serve.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--read-only", action="store_true", help="refuse every change")
-    serve.add_argument("--config", type=Path, help="TOML config file (see ferry.config)")
+    serve.add_argument("--config", type=Path, help="TOML config file (see ferry.server.config)")
     serve.add_argument("--state-dir", type=Path, help="where handle keys and state are kept")
     serve.add_argument("--backend", help="'local' (default), 'memory' or 'module:Class'")
     serve.add_argument(
@@ -81,16 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--udp", action="store_true", help="also serve over UDP")
     serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics there")
     serve.set_defaults(func=cmd_serve)
-    from ferry.cli_client import add_client_commands  # here: `serve` needs no fsspec/rich
+    from ferry.cli.client import add_client_commands  # here: `serve` needs no fsspec/rich
 
     add_client_commands(sub)
-    from ferry.cli_proxy import add_proxy_command
+    from ferry.cli.proxy import add_proxy_command
 
     add_proxy_command(sub)
-    from ferry.cli_mount import add_mount_command
+    from ferry.cli.mount import add_mount_command
 
     add_mount_command(sub)
-    from ferry.cli_bench import add_bench_command
+    from ferry.cli.bench import add_bench_command
 
     add_bench_command(sub)
     return parser
