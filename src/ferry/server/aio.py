@@ -50,6 +50,8 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
     next deadline; a deadline that moves later leaves it armed and it re-arms on firing
     (no cancel and re-create per received buffer)."""
 
+    __slots__ = ("server", "loop", "conn", "transport", "peer", "paused", "timer", "timer_at")
+
     def __init__(self, server: AsyncServer) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()

@@ -67,7 +67,8 @@ def serve_connection(
             peer = sock.getpeername()
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    conn = BlockingConnection(sock, dispatcher, limits, peer, stop, waiting_room)
+    state = ServerConnection(limits, time.monotonic(), max_in_flight=1)  # not nested below:
+    conn = BlockingConnection(sock, dispatcher, state, peer, stop, waiting_room)  # thin stacks
     clean = False
     metrics.connection_opened()
     try:
@@ -97,7 +98,7 @@ class BlockingConnection:
         self,
         sock: socket.socket,
         dispatcher: Dispatcher,
-        limits: Limits,
+        conn: ServerConnection,
         peer: Address,
         stop: Stopper | None = None,
         waiting_room: Sequence[socket.socket] = (),
@@ -106,7 +107,7 @@ class BlockingConnection:
         self.dispatcher = dispatcher
         self.peer = peer
         self.stop = stop
-        self.conn = ServerConnection(limits, time.monotonic(), max_in_flight=1)
+        self.conn = conn
         sock.setblocking(False)
         self._fd = sock.fileno()
         self._events = select.POLLIN
