@@ -2,7 +2,8 @@
 
 The package is laid out by concern: ``connection`` (one connection's state and defences,
 sans-IO), ``blocking`` and ``aio`` (the IO adapters around it), ``skeleton`` (accepting,
-the connection cap, the spawn hook every model fills in), one module per model (``serial``,
+the connection cap, the spawn hook every model fills in), ``accounting``
+(refusals and cut-offs, logged and counted), one module per model (``serial``,
 ``thread``, ``process``, ``prefork``, ``aio``), ``workers`` (forking and supervising),
 ``stopping`` (signals), ``launch`` (from a config to a running model), ``app`` (the
 programs), ``udp``, ``shared`` and ``shared_drc`` (state shared by worker processes).

@@ -28,9 +28,10 @@ from ferry import loops
 from ferry.errors import RecordError
 from ferry.metrics import NO_METRICS, Metrics
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
+from ferry.server.accounting import cut_off, over_cap
 from ferry.server.blocking import LINGER_ABORT
 from ferry.server.connection import Limits, ServerConnection
-from ferry.server.skeleton import ServerModel, over_cap
+from ferry.server.skeleton import ServerModel
 from ferry.server.stopping import Stopper, stop_requested_early
 from ferry.server.udp import RpcDatagramProtocol
 from ferry.server.workers import supervise
@@ -128,7 +129,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             while (record := conn.next_call()) is not None:
                 self.server.submit(record, self)
         except RecordError as exc:
-            self._abort(str(exc))
+            self._abort(exc)
             return
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -161,16 +162,13 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             return
         expired = self.conn.expired(self.loop.time())
         if expired is not None:
-            self._abort(str(expired), expired.kind)
+            self._abort(expired)
         else:
             self._arm()
 
-    def _abort(self, why: str, timeout: str = "") -> None:
-        """Close at once with a reset, dropping whatever the kernel still holds for it;
-        ``timeout`` names the timeout (idle, record, send) that cut it off, if one did."""
-        log.info("closing connection from %s: %s", self.peer, why)
-        if timeout:
-            self.server.metrics.timeout(timeout)
+    def _abort(self, why: Exception) -> None:
+        """Close at once with a reset, dropping whatever the kernel still holds for it."""
+        cut_off(self.peer, why, self.server.metrics)
         transport = self.transport
         if transport is None:
             return

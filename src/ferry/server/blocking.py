@@ -28,6 +28,7 @@ from ferry.errors import RecordError
 from ferry.metrics import NO_METRICS, Metrics
 from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
 from ferry.segment import FileSegment, Part, SegmentShrank, close_segments
+from ferry.server.accounting import cut_off
 from ferry.server.connection import Limits, ServerConnection, Timeout
 from ferry.server.stopping import Shutdown, Stopper
 
@@ -74,11 +75,8 @@ def serve_connection(
     try:
         conn.run()
         clean = True
-    except Timeout as exc:
-        metrics.timeout(exc.kind)
-        log.info("closing connection from %s: %s", peer, exc)
-    except (RecordError, SegmentShrank) as exc:
-        log.info("closing connection from %s: %s", peer, exc)
+    except (Timeout, RecordError, SegmentShrank) as exc:
+        cut_off(peer, exc, metrics)
     except Shutdown:
         log.debug("closing connection from %s: shutting down", peer)
     except OSError as exc:

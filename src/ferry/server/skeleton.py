@@ -1,5 +1,6 @@
 """The one skeleton every server model fills in: what a model is given (``ServerSpec``), the
-accept loop, the connection cap with its refusal, metrics and log line, and the spawn hook.
+accept loop, the connection cap (``accounting.over_cap``: refusal, log line, metric) and
+the spawn hook.
 
 A model only decides *how an admitted connection is run* (``ServerModel.spawn``): inline
 (serial), in a thread, in a forked child; prefork and the async model with workers run the
@@ -25,6 +26,7 @@ from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.mount import MountRegistry
 from ferry.rpc.dispatch import Address, Dispatcher
 from ferry.rpc.drc import ReplyCache
+from ferry.server.accounting import over_cap
 from ferry.server.app import NON_IDEMPOTENT, App, build_app
 from ferry.server.blocking import serve_connection
 from ferry.server.connection import Limits
@@ -33,7 +35,7 @@ from ferry.server.shared_drc import SharedReplyCache
 from ferry.server.stopping import Shutdown, Stopper
 from ferry.server.udp import DatagramThreads
 
-__all__ = ["ServerModel", "ServerSpec", "accept_loop", "over_cap", "peer_gone", "refuse"]
+__all__ = ["ServerModel", "ServerSpec", "accept_loop", "peer_gone", "refuse"]
 
 log = logging.getLogger("ferry.server")
 
@@ -182,16 +184,6 @@ class ServerModel:
 
     def finish(self) -> None:
         """On shutdown, before this process's ``App`` closes: end the connections."""
-
-
-def over_cap(open_now: int, limits: Limits, metrics: Metrics, peer: Address) -> bool:
-    """Whether a new connection must be refused (``max_connections`` open already); if
-    so it is logged and counted. Every model's cap, the async one's included."""
-    if open_now < limits.max_connections:
-        return False
-    log.warning("refusing %s: %d connections open", peer, open_now)
-    metrics.connection_rejected()
-    return True
 
 
 def refuse(sock: socket.socket) -> None:
