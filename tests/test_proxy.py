@@ -273,7 +273,10 @@ def test_tcp_loss_as_stalls() -> None:
     with tcp_server(_Echo) as echo, running(spec, echo.server_address) as p:
         times = round_trips(p.port, 40)
     assert p.stats.cuts == 0 and p.stats.stalls > 0
-    assert sum(round(t / 0.05) for t in times) == p.stats.stalls  # up and down may both stall
+    # Every stall held its chunk 0.05 s (up and down may both stall); a loaded machine only
+    # adds time, so the bound below is exact from beneath and loose from above.
+    assert 0.05 * p.stats.stalls <= sum(times) + 0.001 * len(times)
+    assert sum(times) < 0.05 * p.stats.stalls + 2.0
 
 
 # -- end to end ------------------------------------------------------------------------------
