@@ -8,6 +8,7 @@ import argparse
 import datetime as dt
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -245,7 +246,9 @@ def drc_cost(lock: Path, calls: int = 20_000) -> dict[str, float]:
     shared = SharedReplyCache(NON_IDEMPOTENT, lock, max_entries=calls, max_bytes=calls * 1024)
     costs: dict[str, float] = {}
     caches: dict[str, ReplyCache] = {
-        "local": DuplicateRequestCache(NON_IDEMPOTENT, max_entries=calls, max_bytes=1 << 30),
+        "local": DuplicateRequestCache(  # with the lock the server gives it
+            NON_IDEMPOTENT, max_entries=calls, max_bytes=1 << 30, lock=threading.Lock()
+        ),
         "shared": shared,
     }
     for name, cache in caches.items():

@@ -12,9 +12,8 @@ import threading
 import time
 import zipfile
 
-from ferry.backends.base import Attr, DirEntry, FileId, ReadOnlyBackend, not_found
+from ferry.backends.base import Attr, DirEntry, FileId, Ftype3, Nfsstat3, ReadOnlyBackend, not_found
 from ferry.errors import NfsError
-from ferry.nfs3.const import Ftype3, Nfsstat3
 
 
 class ZipBackend(ReadOnlyBackend):

@@ -9,7 +9,8 @@ import pytest
 
 from ferry import config as cfgmod
 from ferry.errors import ConfigError, NfsError
-from ferry.nfs3.filehandle import HandleCodec, load_key_file
+from ferry.nfs3.filehandle import HandleCodec
+from ferry.server.keys import load_key_file
 
 
 def write(tmp_path: Path, text: str) -> Path:

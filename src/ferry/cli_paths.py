@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ferry.backends.base import Attr, SetAttr
 from ferry.client import AsyncNfsClient
 from ferry.errors import NfsError
 from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.const import Ftype3
+from ferry.vocab import Attr, SetAttr
 
 T = TypeVar("T")
 CANCEL_WAIT = 10.0  # seconds an interrupted NFS call may take to wind down

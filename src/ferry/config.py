@@ -108,7 +108,7 @@ class ServerConfig:
     handle_key: bytes | None = None
     handle_key_file: Path | None = None
     """Keys in a file (one hex key a line: the first signs handles, the others are still
-    accepted), read at start; see ``ferry.nfs3.filehandle.load_key_file``."""
+    accepted), read at start; see ``ferry.server.keys.load_key_file``."""
     udp: bool = False
     drc_entries: int = 4096
     drc_bytes: int = 8 << 20

@@ -2,7 +2,8 @@
 
 Every error knows the wire code it becomes: XDR and RPC errors map to RPC
 accept/reject statuses in ``rpc.dispatch``; ``NfsError`` carries an ``Nfsstat3``.
-OSError -> Nfsstat3 translation lives here, in one table.
+The OSError <-> Nfsstat3 table lives with the status in ``ferry.vocab`` (re-exported
+here); this module imports nothing else of Ferry.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import errno
 import os
 
-from ferry.nfs3.const import Nfsstat3
+from ferry.vocab import ERRNO_TO_NFS, Nfsstat3
+from ferry.vocab import errno_from_status as errno_from_status
+from ferry.vocab import status_from_oserror as status_from_oserror
 
 
 class FerryError(Exception):
@@ -50,7 +53,7 @@ class NfsError(FerryError):
         does not tell it (NFS3ERR_BADHANDLE is ESTALE too) and by ``detail`` if any.
         Raise it ``from None``: this NfsError adds nothing to a traceback."""
         code = errno_from_status(self.status)
-        notes = [f"NFS3ERR_{self.status.name}"] if _ERRNO_TO_NFS.get(code) != self.status else []
+        notes = [f"NFS3ERR_{self.status.name}"] if ERRNO_TO_NFS.get(code) != self.status else []
         notes += [self.detail] if self.detail else []
         text = os.strerror(code) + (f" ({'; '.join(notes)})" if notes else "")
         return OSError(code, text, path, None, path2)
@@ -133,56 +136,6 @@ class RpcTimeout(RpcError, TimeoutError):
 
 class RpcConnectionError(RpcError, ConnectionError):
     """The connection broke and could not be re-established."""
-
-
-# OSError.errno -> Nfsstat3 (RFC 1813 section 2.6 lists which errno each status mirrors).
-_ERRNO_TO_NFS: dict[int, Nfsstat3] = {
-    errno.EPERM: Nfsstat3.PERM,
-    errno.ENOENT: Nfsstat3.NOENT,
-    errno.EIO: Nfsstat3.IO,
-    errno.ENXIO: Nfsstat3.NXIO,
-    errno.EACCES: Nfsstat3.ACCES,
-    errno.EEXIST: Nfsstat3.EXIST,
-    errno.EXDEV: Nfsstat3.XDEV,
-    errno.ENODEV: Nfsstat3.NODEV,
-    errno.ENOTDIR: Nfsstat3.NOTDIR,
-    errno.EISDIR: Nfsstat3.ISDIR,
-    errno.EINVAL: Nfsstat3.INVAL,
-    errno.EFBIG: Nfsstat3.FBIG,
-    errno.ENOSPC: Nfsstat3.NOSPC,
-    errno.EROFS: Nfsstat3.ROFS,
-    errno.EMLINK: Nfsstat3.MLINK,
-    errno.ENAMETOOLONG: Nfsstat3.NAMETOOLONG,
-    errno.ENOTEMPTY: Nfsstat3.NOTEMPTY,
-    errno.EDQUOT: Nfsstat3.DQUOT,
-    errno.ESTALE: Nfsstat3.STALE,
-    errno.ELOOP: Nfsstat3.INVAL,
-    errno.EOPNOTSUPP: Nfsstat3.NOTSUPP,
-    errno.EBADF: Nfsstat3.STALE,
-    errno.EAGAIN: Nfsstat3.JUKEBOX,
-}
-
-_NFS_TO_ERRNO: dict[Nfsstat3, int] = {v: k for k, v in reversed(list(_ERRNO_TO_NFS.items()))}
-_NFS_TO_ERRNO.update(
-    {
-        Nfsstat3.STALE: errno.ESTALE,
-        Nfsstat3.INVAL: errno.EINVAL,
-        Nfsstat3.BADHANDLE: errno.ESTALE,
-        Nfsstat3.NOTSUPP: errno.EOPNOTSUPP,
-        Nfsstat3.SERVERFAULT: errno.EIO,
-        Nfsstat3.JUKEBOX: errno.EAGAIN,
-    }
-)
-
-
-def status_from_oserror(exc: OSError) -> Nfsstat3:
-    """The NFS status for an OSError; unknown errnos become NFS3ERR_IO."""
-    return _ERRNO_TO_NFS.get(exc.errno or 0, Nfsstat3.IO)
-
-
-def errno_from_status(status: Nfsstat3) -> int:
-    """The errno a client should raise for an NFS status."""
-    return _NFS_TO_ERRNO.get(status, errno.EIO)
 
 
 def root_squash_hint(exc: BaseException) -> str:

@@ -32,7 +32,6 @@ import errno
 import os
 import posixpath
 import secrets
-import stat
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ClassVar, TypeVar
@@ -41,7 +40,6 @@ from fsspec.asyn import get_loop, sync
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.client import AsyncFile, AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url, retry
 from ferry.client.exports import list_exports, mount_export
 from ferry.client.files import OpenMode, read_all
@@ -49,17 +47,13 @@ from ferry.client.nfs import AuthSys, server_ports, url_keywords
 from ferry.client.url import normalise_path, server_name
 from ferry.errors import NfsError, NoSuchExport
 from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
+from ferry.vocab import S_IFMT_OF, SERVER_TIME, Attr, SetAttr
 
 T = TypeVar("T")
 Info = dict[str, Any]
 CHUNK = 16 << 20  # bytes per streamed step of put/get/cp: bounds memory, keeps calls in flight
 _READ, _WRITE = OpenMode.parse("rb"), OpenMode.parse("wb")  # how AsyncFiles are opened
 _TYPES = {Ftype3.REG: "file", Ftype3.DIR: "directory", Ftype3.LNK: "link"}
-_IFMT = {
-    Ftype3.REG: stat.S_IFREG, Ftype3.DIR: stat.S_IFDIR, Ftype3.BLK: stat.S_IFBLK,
-    Ftype3.CHR: stat.S_IFCHR, Ftype3.LNK: stat.S_IFLNK, Ftype3.SOCK: stat.S_IFSOCK,
-    Ftype3.FIFO: stat.S_IFIFO,
-}  # fmt: skip
 
 
 def attr_info(name: str, attr: Attr) -> Info:
@@ -68,7 +62,7 @@ def attr_info(name: str, attr: Attr) -> Info:
         "name": name,
         "size": attr.size,
         "type": _TYPES.get(attr.type, "other"),
-        "mode": _IFMT.get(attr.type, 0) | attr.mode,
+        "mode": S_IFMT_OF.get(attr.type, 0) | attr.mode,
         "uid": attr.uid,
         "gid": attr.gid,
         "nlink": attr.nlink,

@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import pyfuse3
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext, SetattrFields
 
-from ferry.backends.base import S_IFMT_OF, Attr, SetAttr
 from ferry.client.files import AsyncFile, OpenMode
 from ferry.client.nfs import AuthSys, acting_as
 from ferry.client.paths import AsyncNfsClient
@@ -52,6 +51,7 @@ from ferry.errors import NfsError, RpcError, errno_from_status
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
 from ferry.rpc.message import OpaqueAuth
+from ferry.vocab import FTYPE_OF, MKNOD_TYPES, S_IFMT_OF, Attr, SetAttr
 
 if TYPE_CHECKING:
     from ferry.fusemount import MountOptions
@@ -63,12 +63,6 @@ T = TypeVar("T")
 ROOT = pyfuse3.ROOT_INODE
 DOTS = 2  # readdir offsets 1 and 2 are "." and ".."; the server's entries come after
 
-_MKNOD: dict[int, Ftype3] = {
-    stat.S_IFIFO: Ftype3.FIFO,
-    stat.S_IFSOCK: Ftype3.SOCK,
-    stat.S_IFCHR: Ftype3.CHR,
-    stat.S_IFBLK: Ftype3.BLK,
-}
 SETID = stat.S_ISUID | stat.S_ISGID
 _SHARED = OpenMode(True, True, False, False, False, False, False)
 _READONLY = dataclasses.replace(_SHARED, writable=False)
@@ -442,8 +436,8 @@ class NfsOperations(pyfuse3.Operations):
         if stat.S_ISREG(mode):
             res = await self.client.create_exclusive(dirfh, name, perm)
         else:
-            kind = _MKNOD.get(stat.S_IFMT(mode))
-            if kind is None:
+            kind = FTYPE_OF.get(stat.S_IFMT(mode))
+            if kind is None or kind not in MKNOD_TYPES:
                 raise FUSEError(errno.EINVAL)
             dev = (os.major(rdev), os.minor(rdev))
             res = await self.client.mknod(dirfh, name, kind, perm, dev)

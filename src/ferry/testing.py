@@ -11,9 +11,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from ferry.backends.base import Backend, FileId, SetAttr
+from ferry.backends.base import Backend
 from ferry.errors import NfsError, status_from_oserror
-from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+from ferry.vocab import FileId, Ftype3, Nfsstat3, SetAttr, StableHow
 
 
 def status_of(exc: BaseException) -> Nfsstat3:

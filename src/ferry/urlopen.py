@@ -2,8 +2,9 @@
 
 pandas hands every URL scheme that urllib knows (``urllib.parse.uses_netloc``, which
 lists "nfs") to ``urllib.request.urlopen`` rather than to fsspec, so without this
-``pd.read_csv("nfs://...")`` fails with "unknown url type: nfs". ``install()`` (run by
-``import ferry``) adds ``NfsHandler`` to urllib's global opener, keeping any handlers a
+``pd.read_csv("nfs://...")`` fails with "unknown url type: nfs". ``install()``
+(``ferry.install_urlopen()``, called by a program that wants it: importing Ferry changes no
+global state) adds ``NfsHandler`` to urllib's global opener, keeping any handlers a
 program installed itself. Reads go through Ferry's fsspec filesystem (one cached
 connection per server, read-ahead); the response is a read-only file with a
 Content-Length header. A request's headers are fsspec storage options (pandas passes its

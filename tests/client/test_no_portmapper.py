@@ -52,6 +52,7 @@ def test_fsspec_and_urllib(no_portmapper: int) -> None:
     with pytest.raises(ConnectionError) as info:
         fs.ls("/srv/data")
     assert "portmapper on 127.0.0.1:" in str(info.value) and "\n" not in str(info.value)
+    ferry.install_urlopen()
     with pytest.raises(urllib.error.URLError) as opened:
         urllib.request.urlopen(f"{URL}/f.csv")
     assert "?nfsport=PORT&mountport=PORT" in str(opened.value)

@@ -13,12 +13,19 @@ from pathlib import Path
 
 import pytest
 
+import ferry
 import fsspec
 from ferry.filesystem import NfsFileSystem
 from helpers import peers
 from helpers.ferry_fixture import running_ferry
 
 _counter = itertools.count()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _urllib_reads_nfs() -> None:
+    """pandas hands nfs:// URLs to urllib; a program teaches urllib them as a user does."""
+    ferry.install_urlopen()
 
 
 def _register() -> None:

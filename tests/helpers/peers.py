@@ -458,7 +458,7 @@ def _unmount(export: Path) -> None:
     run(["umount", "--lazy", str(export)], timeout=30, check=False)
 
 
-REGISTER_TRIES = 3  # Ganesha starts before giving up on registering with rpcbind
+REGISTER_TRIES = 6  # Ganesha starts before giving up on registering with rpcbind (30 s of waits)
 
 
 class GaneshaServer:

@@ -21,15 +21,8 @@ from ferry.backends._fdcache import FdCache, Lease
 from ferry.backends._statx import mix
 from ferry.backends.base import SERVER_TIME, Attr, DirEntry, FileId, FsStat, SetAttr
 from ferry.errors import NfsError
-from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+from ferry.vocab import FTYPE_OF, MKNOD_TYPES, S_IFMT_OF, Ftype3, Nfsstat3, StableHow
 
-_TYPES = {
-    stat.S_IFREG: Ftype3.REG, stat.S_IFDIR: Ftype3.DIR, stat.S_IFLNK: Ftype3.LNK,
-    stat.S_IFCHR: Ftype3.CHR, stat.S_IFBLK: Ftype3.BLK, stat.S_IFSOCK: Ftype3.SOCK,
-    stat.S_IFIFO: Ftype3.FIFO,
-}  # fmt: skip
-_MKNOD = {Ftype3.FIFO: stat.S_IFIFO, Ftype3.SOCK: stat.S_IFSOCK,
-          Ftype3.CHR: stat.S_IFCHR, Ftype3.BLK: stat.S_IFBLK}  # fmt: skip
 _NS = 1_000_000_000
 
 
@@ -43,7 +36,7 @@ def _timespec(ns: int) -> lc.Timespec:
 
 def to_attr(stx: lc.Statx) -> Attr:
     """NFS attributes from a ``ceph_statx`` (generation: the birth time, when known)."""
-    ftype = _TYPES.get(stat.S_IFMT(stx.mode), Ftype3.REG)
+    ftype = FTYPE_OF.get(stat.S_IFMT(stx.mode), Ftype3.REG)
     rdev = (os.major(stx.rdev), os.minor(stx.rdev)) if ftype in (Ftype3.CHR, Ftype3.BLK) else (0, 0)
     gen = mix(stx.btime.tv_sec, stx.btime.tv_nsec) if stx.mask & lc.STATX_BTIME else 0
     return Attr(
@@ -152,7 +145,7 @@ class MountedFs:
         if lease is not None:
             return lease
         with self._inode(fid) as inode:
-            ftype = _TYPES.get(stat.S_IFMT(self._stat(inode, fid).mode))
+            ftype = FTYPE_OF.get(stat.S_IFMT(self._stat(inode, fid).mode))
             if ftype is Ftype3.DIR:
                 raise NfsError(Nfsstat3.ISDIR)
             if ftype is not Ftype3.REG:
@@ -319,14 +312,15 @@ class MountedFs:
     def mknod(
         self, dir_fid: FileId, name: bytes, ftype: Ftype3, attrs: SetAttr, rdev: tuple[int, int]
     ) -> FileId:
-        kind = _MKNOD.get(ftype)
-        if kind is None:
+        if ftype not in MKNOD_TYPES:
             raise NfsError(Nfsstat3.BADTYPE, f"mknod cannot make {ftype.name}")
         mode = 0o644 if attrs.mode is None else attrs.mode & 0o7777
         dev = os.makedev(*rdev) if ftype in (Ftype3.CHR, Ftype3.BLK) else 0
         with self._inode(dir_fid) as d:
             stx = lc.Statx()
-            return self._made(self.m.mknod(d, name, kind | mode, dev, stx), stx, attrs, mode)
+            return self._made(
+                self.m.mknod(d, name, S_IFMT_OF[ftype] | mode, dev, stx), stx, attrs, mode
+            )
 
     def remove(self, dir_fid: FileId, name: bytes) -> None:
         with self._inode(dir_fid) as d:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from ferry.errors import NfsError
-from ferry.nfs3.const import Nfsstat3
+from ferry.vocab import Nfsstat3
 from ferry.workpool import WorkPool
 
 T = TypeVar("T")

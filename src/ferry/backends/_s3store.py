@@ -39,7 +39,7 @@ import os
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from ferry.nfs3.const import Nfsstat3
+from ferry.vocab import Nfsstat3
 
 T = TypeVar("T")
 log = logging.getLogger("ferry.backends.s3")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ferry.backends.base import Attr
-from ferry.nfs3.const import Ftype3
+from ferry.vocab import FTYPE_OF, Ftype3
 
 Generations = Callable[[int], int]
 """The fallback: a file id's generation when the file system gives no birth time."""
@@ -44,15 +44,7 @@ _LAYOUT = struct.Struct("<I12xIIIH2xQQQ8xqI4xqI4xqI4xqI4xIIII")
 _BUF_SIZE = 0x100  # the whole struct statx: the kernel may write all of it
 _WANT = STATX_BASIC_STATS | STATX_BTIME
 
-_TYPES = {
-    stat.S_IFREG: Ftype3.REG,
-    stat.S_IFDIR: Ftype3.DIR,
-    stat.S_IFBLK: Ftype3.BLK,
-    stat.S_IFCHR: Ftype3.CHR,
-    stat.S_IFLNK: Ftype3.LNK,
-    stat.S_IFSOCK: Ftype3.SOCK,
-    stat.S_IFIFO: Ftype3.FIFO,
-}
+_TYPES = FTYPE_OF  # hoisted: a module global, looked up once per call
 _NS = 1_000_000_000
 _REG = Ftype3.REG  # hoisted: enum member access costs a dict lookup per call
 _makedev = os.makedev

@@ -26,7 +26,7 @@ from ferry.backends._fileids import FileIdMap
 from ferry.backends._statx import attr_reader
 from ferry.backends.base import Attr, FileId
 from ferry.errors import ConfigError, NfsError
-from ferry.nfs3.const import Nfsstat3
+from ferry.vocab import Nfsstat3
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV})

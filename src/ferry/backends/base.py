@@ -17,128 +17,47 @@ Rules every method follows:
   ``NfsError(Nfsstat3.STALE)``.
 * Methods may be called from several threads at once (thread server model); the ones that
   must be fast are marked *hot*.
+
+The types a backend speaks (``Attr``, ``SetAttr``, ``FsStat``, ``DirEntry``, ``FileId``,
+``Ftype3``, ``Nfsstat3``, ``StableHow``) are defined in ``ferry.vocab`` and re-exported
+here, so an implementation needs only this module and ``ferry.errors.NfsError``.
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
-import os
-import stat
 from collections.abc import Iterable, Iterator, Sequence
 
 from ferry.errors import NfsError
-from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
 from ferry.segment import FileSegment
+from ferry.vocab import (
+    S_IFMT_OF,
+    SERVER_TIME,
+    Attr,
+    DirEntry,
+    FileId,
+    FsStat,
+    Ftype3,
+    Nfsstat3,
+    SetAttr,
+    StableHow,
+)
 
-FileId = int
-
-SERVER_TIME = -1
-"""A ``SetAttr`` time meaning "set to the server's current time" (RFC 1813 SET_TO_SERVER_TIME)."""
-
-
-@dataclasses.dataclass(slots=True)
-class Attr:
-    """File attributes, mirroring RFC 1813 ``fattr3``; times are nanoseconds since the epoch."""
-
-    type: Ftype3
-    mode: int  # permission bits only (0o7777)
-    nlink: int
-    uid: int
-    gid: int
-    size: int
-    used: int
-    rdev: tuple[int, int]  # (major, minor) for devices, (0, 0) otherwise
-    fileid: FileId
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    fsid: int = 0  # the service overrides this per export
-    generation: int = 0
-    """Distinguishes successive files that reuse one file id (inode numbers are reused at
-    once on most file systems); 32 bits, carried in file handles, 0 if unknown."""
-
-    # ``os.stat_result``'s names, so code written for ``os.stat`` works on a remote file.
-    @property
-    def st_mode(self) -> int:
-        return S_IFMT_OF[self.type] | self.mode
-
-    @property
-    def st_size(self) -> int:
-        return self.size
-
-    @property
-    def st_mtime(self) -> float:
-        return _seconds(self.mtime_ns)
-
-    def to_stat_result(self) -> os.stat_result:
-        """The attributes as ``os.stat`` returns them (st_dev is the NFS fsid, st_blocks
-        the 512-byte units of ``used``); float times computed as ``os.stat`` does, so
-        that they compare equal to a local ``os.stat`` of the same file."""
-        fields = (
-            self.st_mode, self.fileid, self.fsid, self.nlink, self.uid, self.gid, self.size,
-            self.atime_ns // 10**9, self.mtime_ns // 10**9, self.ctime_ns // 10**9,
-            _seconds(self.atime_ns), _seconds(self.mtime_ns), _seconds(self.ctime_ns),
-            self.atime_ns, self.mtime_ns, self.ctime_ns,
-            -(-self.used // 512), 4096, os.makedev(*self.rdev),
-        )  # fmt: skip
-        names = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns",
-                 "st_ctime_ns", "st_blocks", "st_blksize", "st_rdev")  # fmt: skip
-        return os.stat_result(fields[:7] + fields[7:10], dict(zip(names, fields[10:], strict=True)))
-
-
-def _seconds(ns: int) -> float:
-    """Nanoseconds as float seconds, rounded as CPython's ``os.stat`` rounds them."""
-    sec, nsec = divmod(ns, 10**9)
-    return sec + nsec * 1e-9
-
-
-S_IFMT_OF = {
-    Ftype3.REG: stat.S_IFREG,
-    Ftype3.DIR: stat.S_IFDIR,
-    Ftype3.BLK: stat.S_IFBLK,
-    Ftype3.CHR: stat.S_IFCHR,
-    Ftype3.LNK: stat.S_IFLNK,
-    Ftype3.SOCK: stat.S_IFSOCK,
-    Ftype3.FIFO: stat.S_IFIFO,
-}
-"""The ``st_mode`` file-type bits of each NFS file type."""
-
-
-@dataclasses.dataclass(slots=True)
-class SetAttr:
-    """Attributes to change (RFC 1813 ``sattr3``); ``None`` leaves a field as it is.
-
-    Times are nanoseconds since the epoch, or ``SERVER_TIME``.
-    """
-
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    size: int | None = None
-    atime_ns: int | None = None
-    mtime_ns: int | None = None
-
-
-@dataclasses.dataclass(slots=True)
-class FsStat:
-    """Space and file counts of the file system holding a file (RFC 1813 FSSTAT)."""
-
-    total_bytes: int
-    free_bytes: int
-    avail_bytes: int
-    total_files: int
-    free_files: int
-    avail_files: int
-
-
-@dataclasses.dataclass(slots=True)
-class DirEntry:
-    """One directory entry; ``attr`` may be filled when it came for free (READDIRPLUS)."""
-
-    name: bytes
-    fileid: FileId
-    attr: Attr | None = None
+__all__ = [
+    "SERVER_TIME",
+    "S_IFMT_OF",
+    "Attr",
+    "Backend",
+    "DirEntry",
+    "FileId",
+    "FsStat",
+    "Ftype3",
+    "Nfsstat3",
+    "ReadOnlyBackend",
+    "SetAttr",
+    "StableHow",
+    "not_found",
+]
 
 
 class Backend(abc.ABC):

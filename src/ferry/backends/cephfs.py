@@ -43,7 +43,7 @@ from ferry.backends._cephfsmount import MountedFs
 from ferry.backends._deadline import Deadline
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, FsStat, SetAttr
 from ferry.errors import ConfigError, NfsError
-from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+from ferry.vocab import Ftype3, Nfsstat3, StableHow
 
 log = logging.getLogger("ferry.backends.cephfs")
 T = TypeVar("T")

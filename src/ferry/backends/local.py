@@ -32,11 +32,9 @@ from ferry.backends._fdcache import FdCache, Lease
 from ferry.backends._tree import DIR_FLAGS, GONE, ExportTree, stale
 from ferry.backends.base import SERVER_TIME, Attr, Backend, DirEntry, FileId, FsStat, SetAttr
 from ferry.errors import NfsError
-from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
 from ferry.segment import FileSegment
+from ferry.vocab import MKNOD_TYPES, S_IFMT_OF, Ftype3, Nfsstat3, StableHow
 
-_MKNOD = {Ftype3.FIFO: stat.S_IFIFO, Ftype3.SOCK: stat.S_IFSOCK,
-          Ftype3.CHR: stat.S_IFCHR, Ftype3.BLK: stat.S_IFBLK}  # fmt: skip
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DOTS = (b".", b"..")
 SENDFILE_MIN = 32 * 1024
@@ -400,14 +398,13 @@ class LocalBackend(Backend):
     def mknod(
         self, dir_fid: FileId, name: bytes, ftype: Ftype3, attrs: SetAttr, rdev: tuple[int, int]
     ) -> FileId:
-        ifmt = _MKNOD.get(ftype)
-        if ifmt is None:
+        if ftype not in MKNOD_TYPES:
             raise NfsError(Nfsstat3.BADTYPE, f"mknod cannot make {ftype.name}")
         _check_name(name, Nfsstat3.EXIST)
         mode = 0o644 if attrs.mode is None else attrs.mode & 0o7777
         device = os.makedev(*rdev) if ftype in (Ftype3.CHR, Ftype3.BLK) else 0
         with self._opendir(dir_fid) as dfd:
-            os.mknod(name, mode | ifmt, device, dir_fd=dfd)
+            os.mknod(name, mode | S_IFMT_OF[ftype], device, dir_fd=dfd)
             self._chown_new(name, attrs, dir_fd=dfd, follow_symlinks=False)
             ino = self._chmod_at(dfd, name, mode)
             self._commit(dfd)

@@ -23,7 +23,7 @@ from ferry.backends.base import (
     not_found,
 )
 from ferry.errors import NfsError
-from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+from ferry.vocab import Ftype3, Nfsstat3, StableHow
 
 BLOCK = 4096
 _SPECIAL = (Ftype3.FIFO, Ftype3.SOCK, Ftype3.CHR, Ftype3.BLK)

@@ -61,7 +61,7 @@ from ferry.backends._s3ids import ROOT_ID, IdMap
 from ferry.backends._s3store import Conflict, Store
 from ferry.backends.base import Attr, Backend, DirEntry, FileId, SetAttr
 from ferry.errors import ConfigError, NfsError
-from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
+from ferry.vocab import Ftype3, Nfsstat3, StableHow
 
 T = TypeVar("T")
 _NS = 1_000_000_000

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ferry.backends.base import Attr
+from ferry.vocab import Attr
 
 MAX_ENTRIES = 16384  # per table; the oldest entries go first when it fills up
 

@@ -34,9 +34,9 @@ import io
 import os
 from typing import TYPE_CHECKING
 
-from ferry.backends.base import Attr, SetAttr
 from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3
+from ferry.vocab import Attr, SetAttr
 
 from .buffers import ChunkBuffers
 from .prefault import prefault

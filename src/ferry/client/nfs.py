@@ -36,11 +36,11 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Self, TypeVar
 
-from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.errors import GarbageReply, NfsError, XdrError
 from ferry.nfs3 import results as r
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import (
+    MAX_IO,
     MOUNT_PROGRAM,
     MOUNT_V3,
     NFS_PROGRAM,
@@ -54,6 +54,7 @@ from ferry.nfs3.const import (
 )
 from ferry.rpc.auth import encode_auth_sys
 from ferry.rpc.message import OpaqueAuth
+from ferry.vocab import SERVER_TIME, Attr, SetAttr
 from ferry.xdr import Packer, Unpacker
 
 from . import retry
@@ -65,7 +66,6 @@ from .url import NfsUrl, parse_url, server_name
 log = logging.getLogger("ferry.client")
 T = TypeVar("T")
 Name = str | bytes
-MAX_IO = 1 << 20  # we never ask for more than 1 MiB per READ/WRITE
 MAX_SYMLINKS = 40  # like Linux's MAXSYMLINKS
 MAX_DIR_PAGES = 1 << 20
 UMNT_TIMEOUT = 1.0  # seconds close() waits for UMNT's reply (it is only a courtesy)

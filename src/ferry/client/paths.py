@@ -23,10 +23,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, overload
 
-from ferry.backends.base import Attr, SetAttr
 from ferry.errors import NfsError
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import Access, CreateMode, Ftype3, Nfsstat3
+from ferry.vocab import Attr, SetAttr
 
 from .buffers import ChunkBuffers
 from .files import AsyncFile, FileOptions, OpenMode, read_all, write_all

@@ -17,9 +17,9 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Itera
 from typing import IO, Any, TypeVar, overload
 
 from ferry import loops
-from ferry.backends.base import Attr, SetAttr
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import CreateMode, Ftype3, StableHow
+from ferry.vocab import Attr, SetAttr
 
 from . import fileio
 from .aio import RpcOptions, RpcStats

@@ -5,9 +5,9 @@ The backend may run as root, so the service alone decides who may do what.
 
 from __future__ import annotations
 
-from ferry.backends.base import Attr
 from ferry.nfs3.const import Access, Ftype3
 from ferry.rpc.auth import Credentials
+from ferry.vocab import Attr
 
 R, W, X = 4, 2, 1
 S_ISUID, S_ISGID, S_IXGRP = 0o4000, 0o2000, 0o0010

@@ -1,8 +1,15 @@
-"""NFSv3 and MOUNTv3 protocol constants (RFC 1813), as IntEnums in RFC order."""
+"""NFSv3 and MOUNTv3 protocol constants (RFC 1813), as IntEnums in RFC order.
+
+``Nfsstat3``, ``Ftype3`` and ``StableHow`` are shared with the backends and the client,
+so they are defined in ``ferry.vocab`` and re-exported here."""
 
 from __future__ import annotations
 
 import enum
+
+from ferry.vocab import Ftype3 as Ftype3
+from ferry.vocab import Nfsstat3 as Nfsstat3
+from ferry.vocab import StableHow as StableHow
 
 NFS_PROGRAM = 100003
 NFS_V3 = 3
@@ -16,59 +23,10 @@ NFS3_WRITEVERFSIZE = 8
 MNTPATHLEN = 1024
 MNTNAMLEN = 255
 
-
-class Nfsstat3(enum.IntEnum):
-    """nfsstat3 (RFC 1813 section 2.6)."""
-
-    OK = 0
-    PERM = 1
-    NOENT = 2
-    IO = 5
-    NXIO = 6
-    ACCES = 13
-    EXIST = 17
-    XDEV = 18
-    NODEV = 19
-    NOTDIR = 20
-    ISDIR = 21
-    INVAL = 22
-    FBIG = 27
-    NOSPC = 28
-    ROFS = 30
-    MLINK = 31
-    NAMETOOLONG = 63
-    NOTEMPTY = 66
-    DQUOT = 69
-    STALE = 70
-    REMOTE = 71
-    BADHANDLE = 10001
-    NOT_SYNC = 10002
-    BAD_COOKIE = 10003
-    NOTSUPP = 10004
-    TOOSMALL = 10005
-    SERVERFAULT = 10006
-    BADTYPE = 10007
-    JUKEBOX = 10008
-
-
-class Ftype3(enum.IntEnum):
-    """ftype3 (RFC 1813 section 2.6)."""
-
-    REG = 1
-    DIR = 2
-    BLK = 3
-    CHR = 4
-    LNK = 5
-    SOCK = 6
-    FIFO = 7
-
-
-class StableHow(enum.IntEnum):
-    """stable_how (RFC 1813 section 3.3.7)."""
-
-    UNSTABLE = 0
-    DATA_SYNC = 1
-    FILE_SYNC = 2
+MAX_IO = 1 << 20
+"""The one transfer size of Ferry: the largest READ or WRITE count its server offers
+(FSINFO rtmax/wtmax, also the preferred size) and its client sends (1 MiB, as Linux's
+server and client). Not a decode bound: see ``ferry.nfs3.types.MAX_WIRE_DATA``."""
 
 
 class CreateMode(enum.IntEnum):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -59,11 +58,12 @@ class MountRegistry(Protocol):
 
 
 class MountTable:
-    """Who has mounted what, for DUMP, in one process; thread-safe."""
+    """Who has mounted what, for DUMP, in one process; holds the ``lock`` it is given (the
+    server passes a ``threading.Lock``), without one it is for one thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: contextlib.AbstractContextManager[object] | None = None) -> None:
         self._entries: dict[tuple[str, str], None] = {}
-        self._lock = threading.Lock()
+        self._lock = lock if lock is not None else contextlib.nullcontext()
 
     def add(self, host: str, path: str) -> None:
         with self._lock:

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import hashlib
 import itertools
 import struct
-import threading
 from collections.abc import Callable, Iterable
 
-from ferry.backends.base import Attr, DirEntry
 from ferry.nfs3.filehandle import HANDLE_SIZE
 from ferry.nfs3.types import Entry
+from ferry.vocab import Attr, DirEntry
 
 _CACHE_DIRS = 32
 # Bytes per entry on the wire: entry3 = follows(4) fileid(8) name(4+n+pad) cookie(8);
@@ -76,12 +76,15 @@ class Listing:
 
 class DirListingCache:
     """A small LRU of listings keyed by (export, directory), valid while the directory's
-    mtime and ctime are unchanged."""
+    mtime and ctime are unchanged. Holds the ``lock`` it is given while it changes (the
+    server passes a ``threading.Lock``); without one it is for one thread."""
 
-    def __init__(self, size: int = _CACHE_DIRS) -> None:
+    def __init__(
+        self, size: int = _CACHE_DIRS, lock: contextlib.AbstractContextManager[object] | None = None
+    ) -> None:
         self._size = size
         self._items: collections.OrderedDict[tuple[int, int], Listing] = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = lock if lock is not None else contextlib.nullcontext()
 
     def get(
         self, export_id: int, dir_fid: int, dir_attr: Attr, list_dir: Callable[[], list[DirEntry]]

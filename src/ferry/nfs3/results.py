@@ -13,10 +13,10 @@ import struct
 from collections.abc import Callable
 from typing import TypeVar
 
-from ferry.backends.base import Attr
 from ferry.errors import NfsError, XdrError
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import NFS3_FHSIZE, Ftype3, NfsProc, Nfsstat3, StableHow
+from ferry.vocab import Attr
 from ferry.xdr import Unpacker
 
 T = TypeVar("T")

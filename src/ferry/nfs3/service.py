@@ -10,27 +10,27 @@ exclusive-create verifiers, and READDIR cookies.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ferry.backends.base import Attr, Backend, DirEntry, FileId, SetAttr
+from ferry.backends.base import Backend
 from ferry.errors import NfsError, status_from_oserror
 from ferry.nfs3 import types as t
 from ferry.nfs3.access import R, W, X, access_mask, may, setid_to_clear
-from ferry.nfs3.const import CreateMode, FsProperties, Ftype3, Nfsstat3
+from ferry.nfs3.const import MAX_IO, CreateMode, FsProperties, Ftype3, Nfsstat3
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.readdir import MIN_RESOK, DirListingCache
 from ferry.rpc.auth import Credentials
 from ferry.rpc.dispatch import CallContext
 from ferry.segment import FileSegment
+from ferry.vocab import Attr, DirEntry, FileId, SetAttr
 
 T = TypeVar("T")
 
-MAX_IO = 1 << 20  # rtmax / wtmax: 1 MiB reads and writes
-PREF_IO = 1 << 20
+PREF_IO = MAX_IO
 MAX_FILE_SIZE = (1 << 63) - 1
 
 
@@ -57,17 +57,25 @@ def call_backend(fn: Callable[[], T]) -> T:
 
 
 class Nfs3Service:
-    """NFSv3 over a set of exports."""
+    """NFSv3 over a set of exports.
+
+    Sans-IO: the server gives it the ``write_verifier`` (8 random bytes per run, RFC 1813
+    section 3.3.7) and, when calls run on several threads, ``new_lock`` (``threading.Lock``)
+    for the state the service keeps between calls."""
 
     def __init__(
-        self, exports: Sequence[Export], handles: HandleCodec, write_verifier: bytes | None = None
+        self,
+        exports: Sequence[Export],
+        handles: HandleCodec,
+        write_verifier: bytes,
+        new_lock: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
     ) -> None:
         self.exports = {e.export_id: e for e in exports}
         if len(self.exports) != len(exports):
             raise ValueError("two exports share an export id; set distinct ids")
         self.handles = handles
-        self.write_verifier = write_verifier or os.urandom(8)
-        self.listings = DirListingCache()
+        self.write_verifier = write_verifier
+        self.listings = DirListingCache(lock=new_lock() if new_lock else None)
 
     # -- handles, policy and attributes --------------------------------------------------
 

@@ -14,15 +14,17 @@ import struct
 from collections.abc import Sequence
 from typing import Self
 
-from ferry.backends.base import SERVER_TIME, Attr, SetAttr
 from ferry.errors import XdrError
 from ferry.nfs3.const import NFS3_FHSIZE, CreateMode, Ftype3, StableHow, TimeHow
 from ferry.segment import FileSegment
+from ferry.vocab import SERVER_TIME, Attr, SetAttr
 from ferry.xdr import Packer, Unpacker
 
 MAX_NAME = 8192  # decode bound; the service enforces the real name_max
 MAX_PATH = 8192
-MAX_IO = 1 << 22  # largest READ/WRITE count accepted on the wire (4 MiB)
+MAX_WIRE_DATA = 1 << 22
+"""The largest READ/WRITE data decoded from the wire (4 MiB, what a record holds): a peer
+may send more than the ``const.MAX_IO`` we offer, and is served rather than refused."""
 COOKIEVERF_ZERO = b"\0" * 8
 
 # -- basic types ----------------------------------------------------------------------------
@@ -289,7 +291,7 @@ class WriteArgs:
         )
         if stable not in (0, 1, 2):
             raise XdrError(f"bad stable_how {stable}")
-        return cls(fh, offset, count, StableHow(stable), u.unpack_opaque(MAX_IO))
+        return cls(fh, offset, count, StableHow(stable), u.unpack_opaque(MAX_WIRE_DATA))
 
     def pack(self, p: Packer) -> None:
         """The data goes out as its own buffer (``Packer.pack_opaque_ref``), not copied."""

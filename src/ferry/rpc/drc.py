@@ -13,8 +13,9 @@ usually from a new port (libnfs and Ferry's client do; Linux tries to keep the p
 cannot always). Host + XID + the checksum of the whole call (credential included) is
 only ever matched by the same call.
 
-Sans-IO: the cache stores bytes under keys and reads a clock it is given. It is thread-
-safe (one lock, held for dictionary work only), as calls run on several threads.
+Sans-IO: the cache stores bytes under keys, reads a clock it is given, and holds the lock
+it is given (for dictionary work only): the server passes a ``threading.Lock``, as calls run
+on several threads; without one the cache is for one thread.
 
 Life of an entry: ``begin`` -> NEW (run the call), IN_PROGRESS (the original is still
 running: drop the retransmission, the original's reply answers it) or a cached reply
@@ -23,7 +24,7 @@ must not be replayed. Bounded by entries and bytes, least recently used evicted 
 entries older than ``max_age`` are never answered from.
 
 ``ReplyCache`` is the contract the ``Dispatcher`` uses. ``DuplicateRequestCache`` here is
-the in-process one (an ordered dict under a thread lock); worker processes of one server
+the in-process one (an ordered dict under the lock it is given); worker processes of one server
 share ``ferry.server.shared_drc.SharedReplyCache`` instead, which keeps the same rules.
 """
 
@@ -31,9 +32,9 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import dataclasses
 import enum
-import threading
 import time
 import zlib
 from collections.abc import Callable, Collection
@@ -112,6 +113,7 @@ class DuplicateRequestCache(ReplyCache):
         max_bytes: int = DEFAULT_BYTES,
         max_age: float = DEFAULT_AGE,
         clock: Callable[[], float] = time.monotonic,
+        lock: contextlib.AbstractContextManager[object] | None = None,
     ) -> None:
         super().__init__(procedures)
         self.max_entries = max_entries
@@ -121,7 +123,7 @@ class DuplicateRequestCache(ReplyCache):
         self._stats = Stats()
         self.bytes = 0
         self._entries: collections.OrderedDict[Key, _Entry] = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = lock if lock is not None else contextlib.nullcontext()
 
     def __len__(self) -> int:
         return len(self._entries)

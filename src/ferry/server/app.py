@@ -10,6 +10,8 @@ import dataclasses
 import hashlib
 import inspect
 import ipaddress
+import os
+import threading
 from pathlib import Path
 
 from ferry.backends import LocalBackend, MemoryBackend, ReadOnly, load_backend
@@ -19,8 +21,8 @@ from ferry.errors import ConfigError
 from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, MountProc, NfsProc
 from ferry.nfs3.exports import Export
-from ferry.nfs3.filehandle import HandleCodec, load_key_file, load_or_create_key
-from ferry.nfs3.mount import MountRegistry, MountService, mount_program
+from ferry.nfs3.filehandle import HandleCodec
+from ferry.nfs3.mount import MountRegistry, MountService, MountTable, mount_program
 from ferry.nfs3.procedures import nfs_program
 from ferry.nfs3.service import Nfs3Service
 from ferry.rpc.dispatch import Dispatcher
@@ -33,6 +35,7 @@ from ferry.rpc.portmap import (
     Mapping,
     portmap_program,
 )
+from ferry.server.keys import load_key_file, load_or_create_key
 
 NON_IDEMPOTENT: frozenset[tuple[int, int, int]] = frozenset(
     [(NFS_PROGRAM, NFS_V3, proc) for proc in (
@@ -110,10 +113,13 @@ def build_app(
     except OSError as exc:
         raise ConfigError(f"state directory {state_dir} is not usable: {exc}") from exc
     exports = [_export(e, state_dir) for e in config.exports]
-    nfs = Nfs3Service(exports, HandleCodec(keys[0], keys[1:]), write_verifier)
+    codec, verifier = HandleCodec(keys[0], keys[1:]), write_verifier or os.urandom(8)
+    nfs = Nfs3Service(exports, codec, verifier, new_lock=threading.Lock)  # calls run on threads
     if drc is None and config.drc_entries > 0:
-        drc = DuplicateRequestCache(NON_IDEMPOTENT, config.drc_entries, config.drc_bytes)
-    mount = MountService(nfs, table)
+        drc = DuplicateRequestCache(
+            NON_IDEMPOTENT, config.drc_entries, config.drc_bytes, lock=threading.Lock()
+        )
+    mount = MountService(nfs, table if table is not None else MountTable(threading.Lock()))
     mount.warm()
     return App(config, nfs, mount, exports, drc, metrics)
 
