@@ -169,9 +169,11 @@ class BlockingConnection:
             left = None
             if deadline is not None:
                 now = time.monotonic()
-                if (expired := conn.expired(now)) is not None:
-                    raise expired
-                left = max(deadline - now, 0.0)
+                left = deadline - now
+                if left <= 0:
+                    if (expired := conn.expired(now)) is not None:
+                        raise expired
+                    left = 0.0
             ready = dict(self._poll.poll(None if left is None else left * 1000))
             if self.stop is not None and self.stop.fileno() in ready and self.stop.woken():
                 raise Shutdown
