@@ -6,7 +6,6 @@ import argparse
 import importlib.util
 import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,16 +15,10 @@ from ferry.backends.base import ReadOnlyBackend
 from ferry.cli.mount import FUSE_INSTALL
 from ferry.errors import ConfigError
 from ferry.nfs3.exports import Export
-from ferry.nfs3.mount import MountRegistry
 from ferry.rpc.auth import Credentials
 from ferry.server import config as cfgmod
-from ferry.server.app import App, build_app
-from ferry.server.base import Limits, ServerModel, ServerSpec, defer_signals
-from ferry.server.listen import bind_listener
-from ferry.server.metrics import Metrics, exporting
-from ferry.server.models import MODELS
-from ferry.server.shared import FileMountTable
-from ferry.server.udp import bind_udp
+from ferry.server import serve
+from ferry.server.app import App
 
 log = logging.getLogger("ferry")
 
@@ -151,78 +144,8 @@ def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = server_config(args)
-    model = MODELS[config.model]
-    workers = config.workers or model.default_workers
-    shared = model.shares_state(workers)
-    # first, so that a forked metrics exporter (several processes) holds no App or socket
-    with exporting(config.metrics, config.resolved_state_dir(), shared) as metrics:
-        return _serve(config, model, workers, metrics)
-
-
-def _serve(
-    config: cfgmod.ServerConfig, model: type[ServerModel], workers: int, metrics: Metrics
-) -> int:
-    shared = model.shares_state(workers)
-    defer_signals()  # a SIGTERM between the banner and the model's handlers stops cleanly
-    app = build_app(config, metrics=metrics)  # checks exports, makes the key, before forks
-    listeners: list[socket.socket] = []
-    datagrams: list[list[socket.socket]] = []
-    try:
-        listeners, port = _listen(config)
-        table: MountRegistry = app.mount.table
-        if shared:
-            app.close()  # each worker opens its own backends after the fork
-            table = FileMountTable(config.resolved_state_dir() / "mounts.json", reset=True)
-        spec = ServerSpec(
-            config, listeners, port, Limits.from_config(config), workers,
-            app.nfs.write_verifier, table, None if shared else app,
-        )  # fmt: skip
-        spec.datagrams = datagrams = _listen_udp(config, port, workers)
-        spec.metrics = metrics
-        print(instructions(app, config.bind, port), flush=True)
-        log.info("model %s, %d worker process(es)", model.name, workers)
-        model(spec).run()
-        log.info("stopped")
-        return 0
-    finally:
-        for sock in [*listeners, *(s for group in datagrams for s in group)]:
-            sock.close()
-        if not shared:
-            app.close()
-
-
-def _listen(config: cfgmod.ServerConfig) -> tuple[list[socket.socket], int]:
-    """The NFS/MOUNT listener (and the portmapper's); returns them and the bound NFS port."""
-    nfs = bind_listener(config.bind, config.port, "NFS")
-    listeners = [nfs]
-    try:
-        if config.portmapper:
-            listeners.append(bind_listener(config.bind, config.portmapper_port, "portmapper"))
-    except ConfigError:
-        nfs.close()
-        raise
-    return listeners, int(nfs.getsockname()[1])
-
-
-def _listen_udp(config: cfgmod.ServerConfig, port: int, workers: int) -> list[list[socket.socket]]:
-    """With ``udp``, per worker its own UDP sockets on the NFS (and portmapper) port: one
-    SO_REUSEPORT group per port, so the kernel keeps each client on one worker."""
-    if not config.udp:
-        return []
-    ports = [(port, "NFS")] + (
-        [(config.portmapper_port, "portmapper")] if config.portmapper else []
-    )
-    groups: list[list[socket.socket]] = []
-    try:
-        for _ in range(workers):
-            groups.append([])
-            for number, what in ports:
-                groups[-1].append(bind_udp(config.bind, number, what, shared=workers > 1))
-    except ConfigError:
-        for sock in (s for group in groups for s in group):
-            sock.close()
-        raise
-    return groups
+    serve(config, ready=lambda app, port: print(instructions(app, config.bind, port), flush=True))
+    return 0
 
 
 def instructions(app: App, bind: str, port: int) -> str:
