@@ -26,12 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 for _sub in ("src", "tests", "tests/protocol"):
     sys.path.insert(0, str(REPO / _sub))
 
-from ferry.config import ExportConfig, ServerConfig  # noqa: E402
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, MountProc, NfsProc  # noqa: E402
 from ferry.rpc.auth import encode_auth_sys  # noqa: E402
 from ferry.rpc.dispatch import Dispatcher  # noqa: E402
 from ferry.rpc.message import NULL_AUTH, CallHeader  # noqa: E402
 from ferry.server.app import build_app  # noqa: E402
+from ferry.server.config import ExportConfig, ServerConfig  # noqa: E402
 from ferry.xdr import Packer, Unpacker  # noqa: E402
 
 PEER = ("127.0.0.1", 800)

@@ -54,13 +54,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rpc_report import mbit, render, size_str  # noqa: E402
 
-from ferry import proxy  # noqa: E402
-from ferry.cli_proxy import parse_duration, parse_fraction, parse_rate  # noqa: E402
+from ferry.cli.proxy import parse_duration, parse_fraction, parse_rate  # noqa: E402
 from ferry.client import AsyncNfsClient  # noqa: E402
 from ferry.client.aio import RpcOptions, RpcStats  # noqa: E402
 from ferry.client.files import AsyncFile, FileOptions  # noqa: E402
 from ferry.client.url import parse_url  # noqa: E402
 from ferry.nfs3.const import StableHow  # noqa: E402
+from ferry.testing import proxy  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 FILE = "rpc-bench.bin"

@@ -53,14 +53,27 @@ class ZipBackend(ReadOnlyBackend):
             raise NfsError(Nfsstat3.STALE)
         info = self.infos[fid - 1]
         if fid in self.children:
-            return Attr(Ftype3.DIR, 0o555, 2, 0, 0, 4096, 4096, (0, 0), fid,
-                        self.mtime, self.mtime, self.mtime)
+            return Attr(
+                Ftype3.DIR,
+                0o555,
+                2,
+                0,
+                0,
+                4096,
+                4096,
+                (0, 0),
+                fid,
+                self.mtime,
+                self.mtime,
+                self.mtime,
+            )
         assert info is not None
         mode = 0o444 | (info.external_attr >> 16) & 0o111  # readable by all, as archived
         kind = Ftype3.LNK if stat.S_ISLNK(info.external_attr >> 16) else Ftype3.REG
         when = int(time.mktime((*info.date_time, 0, 0, -1))) * 10**9
-        return Attr(kind, mode, 1, 0, 0, info.file_size, info.compress_size, (0, 0),
-                    fid, when, when, when)
+        return Attr(
+            kind, mode, 1, 0, 0, info.file_size, info.compress_size, (0, 0), fid, when, when, when
+        )
 
     def lookup(self, dir_fid: FileId, name: bytes) -> FileId:
         entries = self.children.get(dir_fid)

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ferry.config import ExportConfig, ServerConfig
 from ferry.rpc.dispatch import Dispatcher
 from ferry.server.app import App, build_app
+from ferry.server.config import ExportConfig, ServerConfig
 from fuzz import replies
 
 # -- findings and logging --------------------------------------------------------------------

@@ -5,21 +5,14 @@ Everything here talks to loopback only, and every wait is bounded.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-# tests/helpers is a plain package next to this file; make it importable whatever
-# pytest's import mode or rootdir handling is.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from helpers import peers  # noqa: E402
-from helpers.ferry_fixture import running_ferry, running_ganesha  # noqa: E402
-from helpers.tools import require_tool  # noqa: E402
+from helpers import peers
+from helpers.ferry_fixture import running_ferry, running_ganesha
+from helpers.tools import require_tool
 
 __all__ = ["require_tool"]
 

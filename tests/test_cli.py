@@ -15,11 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rawclient import RawClient, mount_status
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-sys.path.insert(0, str(Path(__file__).resolve().parent / "protocol"))
-
-from rawclient import RawClient, mount_status  # noqa: E402
 
 
 def env() -> dict[str, str]:
@@ -272,3 +270,11 @@ def test_serve_read_only_is_announced(export: Path, tmp_path: Path) -> None:
         served.wait_for_output(r"^ferry: serving .* read-only\)$")
     finally:
         assert served.stop() == 0
+
+
+def test_bench_finds_the_scripts_of_the_checkout() -> None:
+    """``ferry bench`` runs benchmarks/ beside src/: the path survives the CLI's own folder."""
+    from ferry.cli.bench import BENCH_DIR, SCRIPTS
+
+    assert SRC.parent / "benchmarks" == BENCH_DIR
+    assert all((BENCH_DIR / script).is_file() for script, _ in SCRIPTS.values())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.proxy import LinkSpec, running
+from ferry.testing.proxy import LinkSpec, running
 from helpers import peers
 from helpers.cli import SERVERS, Server, error, ferry, ok, serving, start
 

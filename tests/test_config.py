@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ferry import config as cfgmod
 from ferry.errors import ConfigError, NfsError
 from ferry.nfs3.filehandle import HandleCodec
+from ferry.server import config as cfgmod
 from ferry.server.keys import load_key_file
 
 

@@ -1,6 +1,6 @@
 """``ferry serve --metrics``: what /metrics reports after known traffic.
 
-In-process tests run the async server with ``ferry.metrics.exporting`` (the code path of
+In-process tests run the async server with ``ferry.server.metrics.exporting`` (the code path of
 ``ferry serve``, one process) and scrape it over HTTP on loopback; each asserts how much
 counters moved, so they do not depend on each other. Subprocess tests run ``python -m
 ferry serve --metrics`` for every server model, the multi-process ones included
@@ -41,12 +41,12 @@ from rawclient import (  # noqa: E402
     parse_reply,
 )
 
-from ferry import metrics as metricsmod  # noqa: E402
-from ferry.config import ServerConfig, from_dict, parse_address  # noqa: E402
 from ferry.errors import ConfigError  # noqa: E402
 from ferry.nfs3.const import NFS_PROGRAM, Nfsstat3  # noqa: E402
+from ferry.server import metrics as metricsmod  # noqa: E402
 from ferry.server.aio import AsyncServer, Limits  # noqa: E402
 from ferry.server.app import build_app  # noqa: E402
+from ferry.server.config import ServerConfig, from_dict, parse_address  # noqa: E402
 from ferry.xdr import Packer  # noqa: E402
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

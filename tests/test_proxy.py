@@ -1,4 +1,4 @@
-"""The link emulator (``ferry.proxy``): its delay, rate, loss and reordering are measured
+"""The link emulator (``ferry.testing.proxy``): its delay, rate, loss and reordering are measured
 against what was configured, its decisions repeat under a seed, and Ferry's client reads a
 file intact through a lossy link. Loopback only; every loop is bounded in count and time.
 """
@@ -18,15 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from rawclient import local_config, serve_in_thread
 
 import ferry
-from ferry.cli_proxy import parse_duration, parse_fraction, parse_hostport, parse_rate
+from ferry.cli.proxy import parse_duration, parse_fraction, parse_hostport, parse_rate
 from ferry.client.aio import RpcOptions
-from ferry.proxy import LinkSpec, Proxy, running
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "protocol"))
-
-from rawclient import local_config, serve_in_thread  # noqa: E402
+from ferry.testing.proxy import LinkSpec, Proxy, running
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIMEOUT = 5.0  # for any single socket wait

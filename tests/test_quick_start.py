@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ferry.cli import instructions
-from ferry.config import ExportConfig, ServerConfig
+from ferry.cli.main import instructions
 from ferry.server.app import App, build_app
+from ferry.server.config import ExportConfig, ServerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -11,7 +11,7 @@ import io
 import re
 from pathlib import Path
 
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 from helpers import peers
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -1,4 +1,4 @@
-"""``ferry.urlopen.install``: adds the nfs handler once, and keeps a program's own opener."""
+"""``ferry.nfsfs.urlopen.install``: adds the nfs handler once, and keeps a program's own opener."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ferry.urlopen import NfsHandler, install
+from ferry.nfsfs.urlopen import NfsHandler, install
 
 
 @pytest.fixture

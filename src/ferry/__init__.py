@@ -30,7 +30,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "SetAttr": ("ferry.vocab", "SetAttr"),
     "connect": ("ferry.client", "connect"),
     "connect_async": ("ferry.client", "connect_async"),
-    "install_urlopen": ("ferry.urlopen", "install"),
+    "install_urlopen": ("ferry.nfsfs.urlopen", "install"),
 }
 """Public name -> (module, attribute) it is loaded from on first use."""
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ferry.backends.base import Backend
     from ferry.client import AsyncNfsClient, Client, NfsUrl, connect, connect_async
     from ferry.errors import FerryError, NfsError, RpcError
-    from ferry.urlopen import install as install_urlopen
+    from ferry.nfsfs.urlopen import install as install_urlopen
     from ferry.vocab import Attr, DirEntry, FileId, FsStat, Ftype3, Nfsstat3, SetAttr
 
 __all__ = [

@@ -2,6 +2,6 @@
 
 import sys
 
-from ferry.cli import main
+from ferry.cli.main import main
 
 sys.exit(main())

@@ -2,7 +2,10 @@
 but Windows), as it does less interpreter work per callback, timer and socket event than
 asyncio's own (the mount spent 5-9% less CPU per cold read with it); else asyncio's.
 Every loop Ferry makes comes from here: the server's, the blocking client's private one,
-the mount's and the proxy's."""
+the mount's and the proxy's.
+
+Layer: runtime, shared by the server, the client and its faces (hence at the top of the
+package); imports nothing of Ferry."""
 
 from __future__ import annotations
 

@@ -5,6 +5,9 @@ Why: copying a 1 MiB READ into a Python buffer and then into the socket costs mo
 the rest of the call; ``sendfile`` hands the page cache's pages to the socket instead. The
 sans-IO core stays free of sockets: a backend makes the segment, the reply carries it as one
 of its parts, and only whoever turns the reply into bytes touches the file.
+
+Layer: wire (beside ``xdr`` and ``rpc``), shared by the protocol, the backends that make
+segments and the server that sends them; imports nothing of Ferry.
 """
 
 from __future__ import annotations

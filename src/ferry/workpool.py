@@ -13,6 +13,9 @@ NFS-Ganesha) survive a hung export only if they were started with many threads.
 The fast path is one ``SimpleQueue`` put and get per job. A watcher thread runs only
 while jobs wait for a thread: it looks every ``stall / 4`` seconds for stuck jobs.
 Threads are daemons: a thread stuck in C must not keep the process from exiting.
+
+Layer: runtime, shared by the server (``server.aio``) and the backends
+(``backends._deadline``), hence at the top of the package; imports nothing of Ferry.
 """
 
 from __future__ import annotations

@@ -7,18 +7,11 @@ URL with the port in the authority (MOUNT shares it). Tests drive the asyncio cl
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-_HERE = Path(__file__).resolve().parent
-for p in (str(_HERE), str(_HERE.parent / "protocol")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from rawclient import RunningServer, local_config, serve_in_thread  # noqa: E402
+from rawclient import RunningServer, local_config, serve_in_thread
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import ferry
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 from helpers import peers
 from helpers.ferry_fixture import running_ferry, running_ganesha
 

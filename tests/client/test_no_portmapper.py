@@ -18,7 +18,7 @@ from rawclient import RunningServer, local_config, serve_in_thread
 
 import ferry
 import fsspec
-from ferry import cli
+from ferry.cli import main as cli
 from ferry.client import nfs
 from helpers import peers
 

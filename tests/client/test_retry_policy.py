@@ -21,7 +21,7 @@ import fsspec
 from ferry.client import RpcOptions
 from ferry.client.retry import DEFAULT_RETRY_FOR, RetryPolicy, resolve, url_policy
 from ferry.client.url import parse_url
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 from helpers import peers
 from helpers.ferry_fixture import running_ferry
 from helpers.outage import frozen, kill

@@ -19,8 +19,8 @@ from rawclient import RunningServer, serve_in_thread
 import ferry
 import fsspec
 from ferry.client.url import IGNORED, LIBNFS_OPTIONS, is_query, parse_url
-from ferry.config import ExportConfig, ServerConfig
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
+from ferry.server.config import ExportConfig, ServerConfig
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 EXAMPLES = {  # a value libnfs takes for each of its arguments ("" for the bare flag)

@@ -15,7 +15,7 @@ import pytest
 
 import ferry
 import fsspec
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 from helpers import peers
 from helpers.ferry_fixture import running_ferry
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import fsspec
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 from helpers import peers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_entry_point_is_declared() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     spec = project["entry-points"]["fsspec.specs"]["nfs"]
-    assert spec == "ferry.filesystem:NfsFileSystem"
+    assert spec == "ferry.nfsfs.filesystem:NfsFileSystem"
     assert "fsspec" in " ".join(project["dependencies"])
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import fsspec.tests.abstract as abstract
 import pytest
 
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 
 
 class NfsFixtures(abstract.AbstractFixtures):  # type: ignore[misc]

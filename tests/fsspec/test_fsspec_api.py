@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import fsspec
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 from helpers import peers
 
 _dirs = itertools.count()

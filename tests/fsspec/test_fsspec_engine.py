@@ -9,17 +9,15 @@ import asyncio
 import contextlib
 import os
 import random
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ferry.client import AsyncFile
-from ferry.filesystem import NfsFileSystem
-from helpers import fsx, peers
+from client_proxy import Proxy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
-from client_proxy import Proxy  # noqa: E402
+from ferry.client import AsyncFile
+from ferry.nfsfs.filesystem import NfsFileSystem
+from helpers import fsx, peers
 
 
 @contextlib.contextmanager

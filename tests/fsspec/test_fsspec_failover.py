@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import fsspec
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 from helpers import peers
 from helpers.failover import kill, server_pair, url_of
 

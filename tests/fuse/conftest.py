@@ -7,15 +7,11 @@ mounted, if the mount process failed, or if Ferry wrote a traceback.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fusetest import SERVERS, check_stopped, mount_or_fail, serving  # noqa: E402
-from mounthelp import Mount  # noqa: E402
+from fusetest import SERVERS, check_stopped, mount_or_fail, serving
+from mounthelp import Mount
 
 
 @pytest.fixture(scope="module", params=SERVERS)

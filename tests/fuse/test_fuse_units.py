@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pyfuse3.asyncio
 
-from ferry.fusemount import enable_asyncio, is_mounted, mount_device
-from ferry.fuseops import InodeTable, Running, groups_of
+from ferry.fuse.mount import enable_asyncio, is_mounted, mount_device
+from ferry.fuse.ops import InodeTable, Running, groups_of
 
 MOUNTINFO = (
     "22 1 254:0 / / rw - ext4 /dev/vda rw\n"

@@ -17,20 +17,14 @@ on the in-thread server only.
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from nfs3wire import Nfs3  # noqa: E402
-from rawclient import RawClient, RunningServer  # noqa: E402
-from servers import BACKENDS, IN_THREAD, SERVED, ModelServers, Servers  # noqa: E402
+from nfs3wire import Nfs3
+from rawclient import RawClient, RunningServer
+from servers import BACKENDS, IN_THREAD, SERVED, ModelServers, Servers
 
 _IN_PROCESS_FIXTURES = {"server", "servers", "connect"}
 

@@ -1,117 +1,26 @@
-"""A deliberately small RPC-over-TCP client for protocol tests: no retries, no pipelining.
+"""Protocol tests' helpers: a Ferry server in a thread, NFS and MOUNT calls decoded by hand.
 
-It builds calls byte by byte from Ferry's XDR layer so tests can send malformed input too.
+The raw RPC client itself (``RawClient``: no retries, no pipelining, malformed input on
+request) is a reusable tool, ``ferry.testing.rawrpc``; it is re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.config import ExportConfig, ServerConfig
-from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, Nfsstat3
-from ferry.rpc.auth import encode_auth_sys
-from ferry.rpc.message import NULL_AUTH, CallHeader, OpaqueAuth
-from ferry.rpc.record import frame_bytes
+from ferry.nfs3.const import MOUNT_PROGRAM, Nfsstat3
 from ferry.server.aio import AsyncServer, Limits
 from ferry.server.app import App, build_app
+from ferry.server.config import ExportConfig, ServerConfig
+from ferry.testing.rawrpc import RawClient as RawClient
+from ferry.testing.rawrpc import Reply as Reply
+from ferry.testing.rawrpc import parse_reply as parse_reply
 from ferry.xdr import Packer, Unpacker
-
-
-@dataclass
-class Reply:
-    xid: int
-    reply_stat: int  # 0 accepted, 1 denied
-    stat: int  # accept_stat or reject_stat
-    body: Unpacker
-
-    def ok(self) -> Unpacker:
-        assert (self.reply_stat, self.stat) == (0, 0), f"rpc failed: {self.reply_stat}/{self.stat}"
-        return self.body
-
-
-class RawClient:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.xid = 0x1000
-        self.cred: OpaqueAuth = encode_auth_sys(0, 0)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def as_user(self, uid: int, gid: int, gids: tuple[int, ...] = ()) -> None:
-        self.cred = encode_auth_sys(uid, gid, gids)
-
-    def send_record(self, data: bytes) -> None:
-        self.sock.sendall(frame_bytes(data))
-
-    def recv_record(self) -> bytes:
-        chunks = []
-        while True:
-            (header,) = struct.unpack(">I", self._recv_exact(4))
-            chunks.append(self._recv_exact(header & 0x7FFFFFFF))
-            if header & 0x80000000:
-                return b"".join(chunks)
-
-    def _recv_exact(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            buf += chunk
-        return bytes(buf)
-
-    def call_bytes(
-        self,
-        prog: int,
-        vers: int,
-        proc: int,
-        args: bytes = b"",
-        cred: OpaqueAuth | None = None,
-        rpcvers: int = 2,
-    ) -> bytes:
-        self.xid += 1
-        p = Packer()
-        CallHeader(self.xid, rpcvers, prog, vers, proc, cred or self.cred, NULL_AUTH).pack(p)
-        return p.get_buffer() + args
-
-    def call(self, prog: int, vers: int, proc: int, args: bytes = b"", **kw: object) -> Reply:
-        self.send_record(self.call_bytes(prog, vers, proc, args, **kw))  # type: ignore[arg-type]
-        return parse_reply(self.recv_record())
-
-    def nfs(
-        self, proc: int, build: Callable[[Packer], None] | None = None
-    ) -> tuple[Nfsstat3, Unpacker]:
-        p = Packer()
-        if build:
-            build(p)
-        u = self.call(NFS_PROGRAM, 3, proc, p.get_buffer()).ok()
-        return Nfsstat3(u.unpack_uint()), u
-
-    def mount(self, path: str) -> bytes:
-        p = Packer()
-        p.pack_string(path)
-        u = self.call(MOUNT_PROGRAM, 3, 1, p.get_buffer()).ok()
-        status = u.unpack_uint()
-        assert status == 0, f"MNT {path} -> {status}"
-        return bytes(u.unpack_opaque(64))
-
-
-def parse_reply(data: bytes) -> Reply:
-    u = Unpacker(data)
-    xid, mtype, reply_stat = u.unpack_uint(), u.unpack_uint(), u.unpack_uint()
-    assert mtype == 1
-    if reply_stat == 0:
-        u.unpack_uint()
-        u.unpack_opaque(400)  # verifier
-    return Reply(xid, reply_stat, u.unpack_uint(), u)
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pathlib import Path
 from nfs3wire import Nfs3
 from rawclient import RawClient, RunningServer, serve_in_thread
 
-from ferry.config import ExportConfig, ServerConfig, validate
 from ferry.errors import ConfigError
+from ferry.server.config import ExportConfig, ServerConfig, validate
 from ferry.server.models import MODELS
 from helpers import peers
 from helpers.ferry_fixture import running_ferry

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,19 +19,14 @@ from rawclient import (
     serve_in_thread,
 )
 
-from ferry.config import ExportConfig, ServerConfig
 from ferry.errors import NfsError
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, Mountstat3, Nfsstat3
 from ferry.nfs3.exports import export_id_for
 from ferry.nfs3.filehandle import HandleCodec
 from ferry.rpc.portmap import IPPROTO_TCP, IPPROTO_UDP, PMAP_PROGRAM
+from ferry.server.config import ExportConfig, ServerConfig
 from ferry.xdr import Packer, Unpacker
-
-_TESTS_DIR = str(Path(__file__).resolve().parents[1])
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from helpers import peers  # noqa: E402
+from helpers import peers
 
 MNT, DUMP, UMNT, UMNTALL, EXPORT = 1, 2, 3, 4, 5
 KEY = bytes(range(32))

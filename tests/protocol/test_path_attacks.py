@@ -27,9 +27,9 @@ from nfs3wire import Nfs3
 from rawclient import RawClient, mount_status, serve_in_thread
 
 from ferry.backends.base import SetAttr
-from ferry.config import ExportConfig, ServerConfig
 from ferry.nfs3.const import CreateMode, Mountstat3, Nfsstat3
 from ferry.nfs3.filehandle import HandleCodec
+from ferry.server.config import ExportConfig, ServerConfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sets ownership; needs root")
 

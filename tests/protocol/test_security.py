@@ -30,9 +30,9 @@ from rawclient import (
     serve_in_thread,
 )
 
-from ferry.config import ExportConfig, ServerConfig
 from ferry.nfs3.const import NFS_PROGRAM, Mountstat3, Nfsstat3
 from ferry.nfs3.filehandle import HANDLE_SIZE, HandleCodec
+from ferry.server.config import ExportConfig, ServerConfig
 from ferry.xdr import Packer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="checks ownership; needs root")

@@ -11,7 +11,6 @@ root keeps both; a zero-length write changes nothing.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,7 @@ from servers import export_config
 
 from ferry.nfs3.const import Nfsstat3
 from ferry.xdr import Packer
-
-_TESTS_DIR = str(Path(__file__).resolve().parents[1])
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from helpers.ferry_fixture import running_ganesha  # noqa: E402
+from helpers.ferry_fixture import running_ganesha
 
 NOBODY = 65534
 TARGETS = ["ferry-local", "ferry-memory", pytest.param("ganesha", marks=pytest.mark.interop)]

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ferry import config as cfgmod
 from ferry.errors import ConfigError
 from ferry.rpc.dispatch import Dispatcher
 from ferry.rpc.record import frame_bytes
-from ferry.server.base import Limits, _advance, serve_connection
+from ferry.server import config as cfgmod
+from ferry.server.blocking import _advance, serve_connection
+from ferry.server.connection import Limits
 from ferry.server.models import MODELS
 from ferry.server.shared import FileMountTable
 

@@ -6,7 +6,7 @@ import socket
 import struct
 import time
 
-from ferry.server.base import peer_gone
+from ferry.server.skeleton import peer_gone
 
 
 def accepted(action: str) -> tuple[socket.socket, socket.socket]:

@@ -41,7 +41,8 @@ from ferry.rpc.message import NULL_AUTH, AcceptStat, CallHeader
 from ferry.rpc.record import frame
 from ferry.segment import FileSegment, Part, SegmentShrank, materialize
 from ferry.server.app import build_app
-from ferry.server.base import Limits, serve_connection
+from ferry.server.blocking import serve_connection
+from ferry.server.connection import Limits
 from ferry.xdr import Packer, Unpacker
 
 MiB = 1 << 20

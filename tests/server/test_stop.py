@@ -27,7 +27,10 @@ from modelserver import VARIANTS, start
 from rawclient import local_config
 
 from ferry.server.app import build_app
-from ferry.server.base import Limits, Stopper, accept_loop, serve_connection
+from ferry.server.blocking import serve_connection
+from ferry.server.connection import Limits
+from ferry.server.skeleton import accept_loop
+from ferry.server.stopping import Stopper
 
 PROMPT = 3.0  # seconds within which a stop must be acted on
 _NULL = struct.pack(">10I", 1, 0, 2, 100003, 3, 0, 0, 0, 0, 0)

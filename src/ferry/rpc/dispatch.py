@@ -128,7 +128,7 @@ _KEPT = struct.Struct(">iiI")  # code, status, data: ahead of a reply in the DRC
 
 
 class CallObserver(Protocol):
-    """Told about every call (``ferry.metrics.Metrics`` is one); must be thread-safe."""
+    """Told about every call (``ferry.server.metrics.Metrics`` is one); must be thread-safe."""
 
     def call_started(self) -> float:
         """Returns a token (a start time) handed back to ``call_done``."""

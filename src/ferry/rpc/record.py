@@ -124,6 +124,11 @@ class RecordReader:
         return self._end > self._start or self._body is not None or bool(self._fragments)
 
     @property
+    def ready(self) -> bool:
+        """True when a complete record waits to be taken with ``next_record()``."""
+        return bool(self._records)
+
+    @property
     def buffered(self) -> int:
         """Bytes held for unfinished and undelivered records, for memory accounting."""
         pending = sum(len(r) for r in self._records)

@@ -1,13 +1,12 @@
 """The event-driven server model: one asyncio loop, many connections, calls run in threads.
 
-The loop only moves bytes: a ``RecordReader`` cuts the stream into call records, the
-``Dispatcher`` (run in a thread pool so slow disks never block the loop) turns each into a
-reply, and replies go back framed, in whatever order they finish (XIDs match them up).
-Per connection, at most ``max_in_flight`` calls run at once; past that, or while the
+The loop only moves bytes: a ``ServerConnection`` (the same sans-IO object the blocking
+models run) cuts the stream into calls and keeps the connection's limits, the
+``Dispatcher`` (run in a thread pool so slow disks never block the loop) turns each call
+into a reply, and replies go back framed, in whatever order they finish (XIDs match them
+up). At most ``max_in_flight`` calls run at once per connection; past that, or while the
 peer does not read its replies, reading pauses (backpressure instead of unbounded
-buffering). Idle connections are closed after ``idle_timeout`` seconds, a record still
-incomplete ``record_timeout`` seconds after it began (slowloris) or replies the peer has
-not taken for ``send_timeout`` seconds close it abortively; oversized records too.
+buffering). Idle, record and send deadlines and oversized records close it abortively.
 
 ``AsyncModel`` is the ``async`` server model: one such loop, or with ``--workers N`` N
 forked processes each running one on the shared listening sockets. With ``--udp`` each
@@ -27,18 +26,15 @@ from typing import cast
 
 from ferry import loops
 from ferry.errors import RecordError
-from ferry.metrics import NO_METRICS, Metrics
 from ferry.rpc.dispatch import Address, Buffer, Dispatcher
-from ferry.rpc.record import RecordReader, frame
-from ferry.server.base import (
-    LINGER_ABORT,
-    Limits,
-    ServerModel,
-    Stopper,
-    stop_requested_early,
-    supervise,
-)
+from ferry.server.accounting import cut_off, over_cap
+from ferry.server.blocking import LINGER_ABORT
+from ferry.server.connection import Limits, ServerConnection
+from ferry.server.metrics import NO_METRICS, Metrics
+from ferry.server.skeleton import ServerModel
+from ferry.server.stopping import Stopper, stop_requested_early
 from ferry.server.udp import RpcDatagramProtocol
+from ferry.server.workers import supervise
 from ferry.workpool import WorkPool
 
 __all__ = ["AsyncModel", "AsyncServer", "Limits", "RpcStreamProtocol"]
@@ -47,68 +43,132 @@ log = logging.getLogger("ferry.server")
 
 
 class RpcStreamProtocol(asyncio.BufferedProtocol):
-    """One TCP connection: record marking in, dispatch in threads, framed replies out.
+    """One TCP connection: the asyncio adapter around ``ServerConnection`` (record marking
+    in, dispatch in threads, framed replies out, in whatever order calls finish).
 
-    A buffered protocol: the loop reads straight into the record reader's buffers
-    (one copy from the kernel, none after)."""
+    A buffered protocol: the loop reads straight into the connection's record buffer (one
+    copy from the kernel, none after). One timer per connection, armed at the connection's
+    next deadline; a deadline that moves later leaves it armed and it re-arms on firing
+    (no cancel and re-create per received buffer)."""
+
+    __slots__ = ("server", "loop", "conn", "transport", "peer", "paused", "timer", "timer_at")
 
     def __init__(self, server: AsyncServer) -> None:
         self.server = server
-        self.reader = RecordReader(server.limits.max_record)
+        self.loop = asyncio.get_running_loop()
+        self.conn = ServerConnection(server.limits, self.loop.time())
         self.transport: asyncio.Transport | None = None
         self.peer: Address = None
-        self.in_flight = 0
         self.paused = False
-        self.write_blocked = False
-        self.eof = False
-        self.idle: asyncio.TimerHandle | None = None
-        self.record_timer: asyncio.TimerHandle | None = None
-        self.send_timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self.peer = transport.get_extra_info("peername")
-        if len(self.server.connections) >= self.server.limits.max_connections:
-            log.info("refusing %s: %d connections open", self.peer, len(self.server.connections))
-            self.server.metrics.connection_rejected()
+        server = self.server
+        if over_cap(len(server.connections), server.limits, server.metrics, self.peer):
             self.transport.abort()
             return
-        self.server.connections.add(self)
-        self.server.metrics.connection_opened()
+        server.connections.add(self)
+        server.metrics.connection_opened()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._touch()
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self in self.server.connections:  # not for a refused one
             self.server.connections.discard(self)
             self.server.metrics.connection_closed()
-        for timer in (self.idle, self.record_timer, self.send_timer):
-            if timer is not None:
-                timer.cancel()
-        if self.reader.incomplete:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.conn.reader.incomplete:
             log.info("%s disconnected mid-record", self.peer)
 
-    def _touch(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        timeout = self.server.limits.idle_timeout
-        if timeout > 0:
-            self.idle = asyncio.get_running_loop().call_later(timeout, self._on_idle)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.conn.get_buffer()
 
-    def _on_idle(self) -> None:
-        if self.in_flight == 0 and self.transport is not None:
-            self._abort("idle timeout", "idle")
+    def buffer_updated(self, nbytes: int) -> None:
+        self.conn.buffer_updated(nbytes, self.loop.time())
+        self._drain()
+
+    def eof_received(self) -> bool:
+        """The peer half-closed: answer what it sent, then close (True keeps us open)."""
+        self.conn.eof_received()
+        self._drain()
+        return True
+
+    def pause_writing(self) -> None:
+        """The peer is not reading its replies: stop taking calls until it does (and give
+        up on it after ``send_timeout``)."""
+        self.conn.pause_writing(self.loop.time())
+        self._drain()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing(self.loop.time())
+        self._drain()
+
+    def reply(self, buffers: Sequence[Buffer] | None) -> None:
+        """Called on the loop when a call finishes."""
+        conn = self.conn
+        conn.call_done(self.loop.time())
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if buffers is not None:
+            transport.writelines(conn.send(buffers))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Dispatch every call the connection lets us take; then close, or pause or resume
+        reading, and arm the timer for the next deadline."""
+        conn = self.conn
+        try:
+            while (record := conn.next_call()) is not None:
+                self.server.submit(record, self)
+        except RecordError as exc:
+            self._abort(exc)
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if conn.finished() is not None:
+            transport.close()
+            return
+        if not conn.eof:
+            if conn.reading:
+                if self.paused:
+                    self.paused = False
+                    transport.resume_reading()
+            elif not self.paused:
+                self.paused = True
+                transport.pause_reading()
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.conn.deadline()
+        if deadline is None or (self.timer is not None and self.timer_at <= deadline):
+            return  # an armed timer that fires earlier re-arms itself then
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(deadline, self._on_deadline)
+        self.timer_at = deadline
+
+    def _on_deadline(self) -> None:
+        self.timer = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        expired = self.conn.expired(self.loop.time())
+        if expired is not None:
+            self._abort(expired)
         else:
-            self._touch()
+            self._arm()
 
-    def _abort(self, why: str, timeout: str = "") -> None:
-        """Close at once with a reset, dropping whatever the kernel still holds for it;
-        ``timeout`` names the timeout (idle, record, send) that cut it off, if one did."""
-        log.info("closing connection from %s: %s", self.peer, why)
-        if timeout:
-            self.server.metrics.timeout(timeout)
+    def _abort(self, why: Exception) -> None:
+        """Close at once with a reset, dropping whatever the kernel still holds for it."""
+        cut_off(self.peer, why, self.server.metrics)
         transport = self.transport
         if transport is None:
             return
@@ -117,97 +177,6 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
         transport.abort()
-
-    def _watch_record(self) -> None:
-        """Arm the record deadline while a record is half received, disarm it otherwise."""
-        if not self.reader.incomplete:
-            if self.record_timer is not None:
-                self.record_timer.cancel()
-                self.record_timer = None
-        elif self.record_timer is None and self.server.limits.record_timeout > 0:
-            loop = asyncio.get_running_loop()
-            self.record_timer = loop.call_later(
-                self.server.limits.record_timeout, self._on_record_timeout
-            )
-
-    def _on_record_timeout(self) -> None:
-        self.record_timer = None
-        if self.paused:  # we stopped reading, so the slowness is ours: wait again
-            self._watch_record()
-        else:
-            self._abort("record timeout", "record")
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.reader.get_buffer()
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._touch()
-        self.reader.buffer_updated(nbytes)
-        self._drain_records()
-        self._watch_record()
-
-    def eof_received(self) -> bool:
-        """The peer half-closed: answer what it sent, then close (True keeps us open)."""
-        self.eof = True
-        self.reader.eof_received()
-        self._drain_records()
-        return True
-
-    def pause_writing(self) -> None:
-        """The peer is not reading its replies: stop taking calls until it does, and give
-        up on it after ``send_timeout``."""
-        self.write_blocked = True
-        timeout = self.server.limits.send_timeout
-        if timeout > 0 and self.send_timer is None:
-            loop = asyncio.get_running_loop()
-            self.send_timer = loop.call_later(
-                timeout, self._abort, "send timeout (the client does not read its replies)", "send"
-            )
-
-    def resume_writing(self) -> None:
-        self.write_blocked = False
-        if self.send_timer is not None:
-            self.send_timer.cancel()
-            self.send_timer = None
-        self._drain_records()
-
-    def _drain_records(self) -> None:
-        while self.in_flight < self.server.limits.max_in_flight and not self.write_blocked:
-            try:
-                record = self.reader.next_record()
-            except RecordError as exc:
-                self._abort(str(exc))
-                return
-            if record is None:
-                if self.eof and self.in_flight == 0 and self.transport is not None:
-                    self.transport.close()
-                break  # and fall through: reading may have to resume
-            self.in_flight += 1
-            self.server.submit(record, self)
-        self._update_reading()
-
-    def _update_reading(self) -> None:
-        """Read only while we can take more calls and the peer takes our replies."""
-        transport = self.transport
-        if transport is None or transport.is_closing() or self.eof:
-            return
-        want = self.in_flight < self.server.limits.max_in_flight and not self.write_blocked
-        if want and self.paused:
-            self.paused = False
-            transport.resume_reading()
-        elif not want and not self.paused:
-            self.paused = True
-            transport.pause_reading()
-
-    def reply(self, buffers: Sequence[Buffer] | None) -> None:
-        """Called on the loop when a call finishes."""
-        self.in_flight -= 1
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if buffers is not None:
-            transport.writelines(frame(buffers))
-        self._drain_records()
 
 
 Reply = list[Buffer] | None
@@ -320,11 +289,12 @@ class AsyncModel(ServerModel):
 
     def run(self) -> None:
         if self.spec.workers > 1:
-            supervise(self.spec.workers, self._serve, Stopper().install())
+            supervise(self.spec.workers, self.serve, Stopper().install())
         else:
-            self._serve(0)
+            self.serve(0)
 
-    def _serve(self, slot: int) -> None:
+    def serve(self, slot: int) -> None:
+        """The loop accepts (``RpcStreamProtocol`` is its spawn hook, ``over_cap`` its cap)."""
         udp = self.spec.udp(slot)
         with self.spec.open_app() as app:
             loops.run(self._main(app.dispatcher(self.spec.port), udp, app.metrics))

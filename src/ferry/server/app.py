@@ -16,9 +16,7 @@ from pathlib import Path
 
 from ferry.backends import LocalBackend, MemoryBackend, ReadOnly, load_backend
 from ferry.backends.base import Backend
-from ferry.config import ExportConfig, ServerConfig
 from ferry.errors import ConfigError
-from ferry.metrics import NO_METRICS, Metrics
 from ferry.nfs3 import mount
 from ferry.nfs3 import procedures as nfs_procedures
 from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3
@@ -37,7 +35,9 @@ from ferry.rpc.portmap import (
     Mapping,
     portmap_program,
 )
+from ferry.server.config import ExportConfig, ServerConfig
 from ferry.server.keys import load_key_file, load_or_create_key
+from ferry.server.metrics import NO_METRICS, Metrics
 
 NON_IDEMPOTENT: frozenset[tuple[int, int, int]] = frozenset(
     [(NFS_PROGRAM, NFS_V3, proc) for proc in nfs_procedures.NON_IDEMPOTENT]
@@ -57,7 +57,7 @@ class App:
     exports: list[Export]
     drc: ReplyCache | None = None
     metrics: Metrics = NO_METRICS
-    """What the dispatcher and the IO adapters report to (``ferry.metrics``)."""
+    """What the dispatcher and the IO adapters report to (``ferry.server.metrics``)."""
 
     def dispatcher(self, port: int) -> Dispatcher:
         """A dispatcher whose portmapper advertises NFS and MOUNT on ``port`` (over TCP, and

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ferry.server.aio import AsyncModel
-from ferry.server.base import ServerModel
 from ferry.server.prefork import PreforkServer
 from ferry.server.process import ProcessServer
 from ferry.server.serial import SerialServer
+from ferry.server.skeleton import ServerModel
 from ferry.server.thread import ThreadServer
 
 MODELS: dict[str, type[ServerModel]] = {

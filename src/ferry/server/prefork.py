@@ -14,8 +14,9 @@ import os
 import socket
 
 from ferry.rpc.dispatch import Address
-from ferry.server.base import ServerModel, Stopper, accept_loop, serve_connection, supervise
-from ferry.server.udp import DatagramThreads
+from ferry.server.skeleton import ServerModel
+from ferry.server.stopping import Stopper
+from ferry.server.workers import supervise
 
 
 def default_workers() -> int:
@@ -31,15 +32,7 @@ class PreforkServer(ServerModel):
         return True
 
     def run(self) -> None:
-        supervise(self.spec.workers, self._worker, Stopper().install())
+        supervise(self.spec.workers, self.serve, Stopper().install())
 
-    def _worker(self, slot: int) -> None:
-        spec, stop = self.spec, Stopper().install()
-        with spec.open_app() as app:
-            dispatcher = app.dispatcher(spec.port)
-
-            def handle(sock: socket.socket, peer: Address) -> None:
-                serve_connection(sock, dispatcher, spec.limits, peer, stop, spec.metrics)
-
-            with DatagramThreads(spec.udp(slot), dispatcher):
-                accept_loop(spec.listeners, stop, handle)
+    def spawn(self, sock: socket.socket, peer: Address) -> None:
+        self.serve_one(sock, peer, self.stop)  # inline: the other workers accept meanwhile

@@ -12,22 +12,11 @@ from __future__ import annotations
 import socket
 
 from ferry.rpc.dispatch import Address
-from ferry.server.base import ServerModel, Stopper, accept_loop, serve_connection
-from ferry.server.udp import DatagramThreads
+from ferry.server.skeleton import ServerModel
 
 
 class SerialServer(ServerModel):
     name = "serial"
 
-    def run(self) -> None:
-        spec, stop = self.spec, Stopper().install()
-        with spec.open_app() as app:
-            dispatcher = app.dispatcher(spec.port)
-
-            def handle(sock: socket.socket, peer: Address) -> None:
-                serve_connection(
-                    sock, dispatcher, spec.limits, peer, stop, spec.metrics, spec.listeners
-                )
-
-            with DatagramThreads(spec.udp(0), dispatcher):
-                accept_loop(spec.listeners, stop, handle)
+    def spawn(self, sock: socket.socket, peer: Address) -> None:
+        self.serve_one(sock, peer, self.stop, waiting_room=self.spec.listeners)

@@ -10,16 +10,12 @@ With ``--udp``, ``UDP_THREADS`` threads answer datagrams.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import threading
 import time
 
-from ferry.rpc.dispatch import Address, Dispatcher
-from ferry.server.base import ServerModel, Stopper, accept_loop, refuse, serve_connection
-from ferry.server.udp import DatagramThreads
-
-log = logging.getLogger("ferry.server")
+from ferry.rpc.dispatch import Address
+from ferry.server.skeleton import ServerModel, ServerSpec
 
 STACK_SIZE = 512 * 1024  # the dispatcher's call depth is small: keep per-thread memory small
 _JOIN_SECONDS = 5.0
@@ -28,43 +24,31 @@ UDP_THREADS = 4  # datagrams answered at once; more wait in the socket buffer
 
 class ThreadServer(ServerModel):
     name = "thread"
+    udp_threads = UDP_THREADS
 
-    def run(self) -> None:
+    def __init__(self, spec: ServerSpec) -> None:
+        super().__init__(spec)
         self.active: dict[socket.socket, threading.Thread] = {}
         self.lock = threading.Lock()
-        stop = Stopper().install()
         threading.stack_size(STACK_SIZE)
-        with self.spec.open_app() as app:
-            dispatcher = app.dispatcher(self.spec.port)
-            with DatagramThreads(self.spec.udp(0), dispatcher, UDP_THREADS):
-                try:
-                    accept_loop(
-                        self.spec.listeners, stop, lambda s, a: self._spawn(s, a, dispatcher)
-                    )
-                finally:
-                    self._stop_all()
 
-    def _spawn(self, sock: socket.socket, peer: Address, dispatcher: Dispatcher) -> None:
+    def open_connections(self) -> int:
+        return len(self.active)  # only this (the accepting) thread adds
+
+    def spawn(self, sock: socket.socket, peer: Address) -> None:
+        thread = threading.Thread(target=self._serve, args=(sock, peer), name=f"ferry-conn-{peer}")
         with self.lock:
-            if len(self.active) >= self.spec.limits.max_connections:
-                log.warning("refusing %s: %d connections open", peer, len(self.active))
-                refuse(sock)
-                self.spec.metrics.connection_rejected()
-                return
-            thread = threading.Thread(
-                target=self._serve, args=(sock, peer, dispatcher), name=f"ferry-conn-{peer}"
-            )
             self.active[sock] = thread
         thread.start()
 
-    def _serve(self, sock: socket.socket, peer: Address, dispatcher: Dispatcher) -> None:
+    def _serve(self, sock: socket.socket, peer: Address) -> None:
         try:
-            serve_connection(sock, dispatcher, self.spec.limits, peer, metrics=self.spec.metrics)
+            self.serve_one(sock, peer, None)  # signals reach the main thread: finish() ends us
         finally:
             with self.lock:
                 self.active.pop(sock, None)
 
-    def _stop_all(self) -> None:
+    def finish(self) -> None:
         with self.lock:
             active = list(self.active.items())
         for sock, _ in active:

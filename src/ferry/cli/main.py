@@ -6,26 +6,19 @@ import argparse
 import importlib.util
 import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ferry import __version__
-from ferry import config as cfgmod
 from ferry.backends.base import ReadOnlyBackend
-from ferry.cli_mount import FUSE_INSTALL
+from ferry.cli.mount import FUSE_INSTALL
 from ferry.errors import ConfigError
-from ferry.metrics import Metrics, exporting
 from ferry.nfs3.exports import Export
-from ferry.nfs3.mount import MountRegistry
 from ferry.rpc.auth import Credentials
-from ferry.server.app import App, build_app
-from ferry.server.base import Limits, ServerModel, ServerSpec, defer_signals
-from ferry.server.listen import bind_listener
-from ferry.server.models import MODELS
-from ferry.server.shared import FileMountTable
-from ferry.server.udp import bind_udp
+from ferry.server import config as cfgmod
+from ferry.server import serve
+from ferry.server.app import App
 
 log = logging.getLogger("ferry")
 
@@ -58,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help=f"TCP port (default {cfgmod.DEFAULT_PORT})")
     serve.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--read-only", action="store_true", help="refuse every change")
-    serve.add_argument("--config", type=Path, help="TOML config file (see ferry.config)")
+    serve.add_argument("--config", type=Path, help="TOML config file (see ferry.server.config)")
     serve.add_argument("--state-dir", type=Path, help="where handle keys and state are kept")
     serve.add_argument("--backend", help="'local' (default), 'memory' or 'module:Class'")
     serve.add_argument(
@@ -81,16 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--udp", action="store_true", help="also serve over UDP")
     serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics there")
     serve.set_defaults(func=cmd_serve)
-    from ferry.cli_client import add_client_commands  # here: `serve` needs no fsspec/rich
+    from ferry.cli.client import add_client_commands  # here: `serve` needs no fsspec/rich
 
     add_client_commands(sub)
-    from ferry.cli_proxy import add_proxy_command
+    from ferry.cli.proxy import add_proxy_command
 
     add_proxy_command(sub)
-    from ferry.cli_mount import add_mount_command
+    from ferry.cli.mount import add_mount_command
 
     add_mount_command(sub)
-    from ferry.cli_bench import add_bench_command
+    from ferry.cli.bench import add_bench_command
 
     add_bench_command(sub)
     return parser
@@ -151,78 +144,8 @@ def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = server_config(args)
-    model = MODELS[config.model]
-    workers = config.workers or model.default_workers
-    shared = model.shares_state(workers)
-    # first, so that a forked metrics exporter (several processes) holds no App or socket
-    with exporting(config.metrics, config.resolved_state_dir(), shared) as metrics:
-        return _serve(config, model, workers, metrics)
-
-
-def _serve(
-    config: cfgmod.ServerConfig, model: type[ServerModel], workers: int, metrics: Metrics
-) -> int:
-    shared = model.shares_state(workers)
-    defer_signals()  # a SIGTERM between the banner and the model's handlers stops cleanly
-    app = build_app(config, metrics=metrics)  # checks exports, makes the key, before forks
-    listeners: list[socket.socket] = []
-    datagrams: list[list[socket.socket]] = []
-    try:
-        listeners, port = _listen(config)
-        table: MountRegistry = app.mount.table
-        if shared:
-            app.close()  # each worker opens its own backends after the fork
-            table = FileMountTable(config.resolved_state_dir() / "mounts.json", reset=True)
-        spec = ServerSpec(
-            config, listeners, port, Limits.from_config(config), workers,
-            app.nfs.write_verifier, table, None if shared else app,
-        )  # fmt: skip
-        spec.datagrams = datagrams = _listen_udp(config, port, workers)
-        spec.metrics = metrics
-        print(instructions(app, config.bind, port), flush=True)
-        log.info("model %s, %d worker process(es)", model.name, workers)
-        model(spec).run()
-        log.info("stopped")
-        return 0
-    finally:
-        for sock in [*listeners, *(s for group in datagrams for s in group)]:
-            sock.close()
-        if not shared:
-            app.close()
-
-
-def _listen(config: cfgmod.ServerConfig) -> tuple[list[socket.socket], int]:
-    """The NFS/MOUNT listener (and the portmapper's); returns them and the bound NFS port."""
-    nfs = bind_listener(config.bind, config.port, "NFS")
-    listeners = [nfs]
-    try:
-        if config.portmapper:
-            listeners.append(bind_listener(config.bind, config.portmapper_port, "portmapper"))
-    except ConfigError:
-        nfs.close()
-        raise
-    return listeners, int(nfs.getsockname()[1])
-
-
-def _listen_udp(config: cfgmod.ServerConfig, port: int, workers: int) -> list[list[socket.socket]]:
-    """With ``udp``, per worker its own UDP sockets on the NFS (and portmapper) port: one
-    SO_REUSEPORT group per port, so the kernel keeps each client on one worker."""
-    if not config.udp:
-        return []
-    ports = [(port, "NFS")] + (
-        [(config.portmapper_port, "portmapper")] if config.portmapper else []
-    )
-    groups: list[list[socket.socket]] = []
-    try:
-        for _ in range(workers):
-            groups.append([])
-            for number, what in ports:
-                groups[-1].append(bind_udp(config.bind, number, what, shared=workers > 1))
-    except ConfigError:
-        for sock in (s for group in groups for s in group):
-            sock.close()
-        raise
-    return groups
+    serve(config, ready=lambda app, port: print(instructions(app, config.bind, port), flush=True))
+    return 0
 
 
 def instructions(app: App, bind: str, port: int) -> str:

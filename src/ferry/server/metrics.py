@@ -35,7 +35,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ferry.config import parse_address
 from ferry.errors import ConfigError
 from ferry.nfs3.const import (
     MOUNT_PROGRAM,
@@ -49,6 +48,7 @@ from ferry.rpc.dispatch import DENIED, Outcome
 from ferry.rpc.message import AcceptStat, RejectStat
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.segment import Part
+from ferry.server.config import parse_address
 from ferry.server.listen import bind_listener
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ SCRIPTS = {  # command -> script in benchmarks/, and what it measures
     "fuse": ("fuse_bench.py", "a FUSE mount vs Ferry's client API"),
     "scaleout": ("scaleout_bench.py", "1-3 Ferry servers vs Ganesha (FSAL_CEPH) over one CephFS"),
 }
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCH_DIR = Path(__file__).resolve().parents[3] / "benchmarks"  # src/ferry/cli/bench.py
 
 
 def add_bench_command(sub: Any) -> None:

@@ -39,11 +39,11 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
-from ferry.cli_paths import Meta, Side, side_of
-from ferry.cli_retry import retry_keywords
+from ferry.cli.paths import Meta, Side, side_of
+from ferry.cli.retry import retry_keywords
 from ferry.client.url import is_query
 from ferry.errors import FerryError, NoSuchExport, root_squash_hint
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 
 Handler = Callable[[argparse.Namespace], int]
 COPY_BLOCK = 4 << 20

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from ferry.client import AsyncNfsClient
 from ferry.errors import NfsError
-from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.const import Ftype3
+from ferry.nfsfs.filesystem import NfsFileSystem
 from ferry.vocab import Attr, SetAttr
 
 T = TypeVar("T")

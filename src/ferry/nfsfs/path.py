@@ -14,7 +14,7 @@ from __future__ import annotations
 from upath import UPath
 
 import fsspec
-from ferry.filesystem import NfsFileSystem
+from ferry.nfsfs.filesystem import NfsFileSystem
 
 try:  # universal_pathlib takes its path rules from the registered fsspec class
     fsspec.get_filesystem_class("nfs")

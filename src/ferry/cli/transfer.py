@@ -47,7 +47,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ferry.cli_common import (
+from ferry.cli.common import (
     COPY_BLOCK,
     Failure,
     Handler,
@@ -62,8 +62,8 @@ from ferry.cli_common import (
     reason,
     stat_or_none,
 )
-from ferry.cli_paths import Meta, NfsSide
-from ferry.filesystem import NfsFileSystem, _temp_name
+from ferry.cli.paths import Meta, NfsSide
+from ferry.nfsfs.filesystem import NfsFileSystem, _temp_name
 
 TRANSFER_FLAGS = "[-r] [-p] [--progress | --no-progress]"
 SET_ID = stat.S_ISUID | stat.S_ISGID

@@ -20,7 +20,7 @@ import stat
 import sys
 from typing import Any
 
-from ferry.cli_common import (
+from ferry.cli.common import (
     COPY_BLOCK,
     Failure,
     Place,
@@ -33,12 +33,12 @@ from ferry.cli_common import (
     stat_or_none,
     url_parts,
 )
-from ferry.cli_paths import Entry, Meta, NfsSide
-from ferry.cli_retry import add_retry_options
-from ferry.cli_transfer import add_transfer_commands
+from ferry.cli.paths import Entry, Meta, NfsSide
+from ferry.cli.retry import add_retry_options
+from ferry.cli.transfer import add_transfer_commands
 from ferry.client.exports import export_list
-from ferry.filesystem import NfsFileSystem
 from ferry.nfs3.types import FsstatRes
+from ferry.nfsfs.filesystem import NfsFileSystem
 
 MAX_DEPTH = 4096  # ls -R: deeper than any path NFS can name
 COMMANDS = ("ls", "cat", "get", "put", "cp", "stat", "df", "exports", "mkdir", "rm", "mv")

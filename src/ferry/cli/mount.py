@@ -1,5 +1,5 @@
 """``ferry mount URL MOUNTPOINT`` and ``ferry umount MOUNTPOINT``: the command line of the
-FUSE mount (``ferry.fusemount``).
+FUSE mount (``ferry.fuse.mount``).
 
 Foreground mode serves until unmounted or signalled. Background mode (the default) forks
 before anything else starts; the child mounts, tells the parent through a pipe, detaches
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry import loops
-from ferry.cli_retry import add_retry_options, at_least, retry_keywords
+from ferry.cli.retry import add_retry_options, at_least, retry_keywords
 
 _READY = b"ok\n"
 FUSE_INSTALL = (
@@ -69,7 +69,8 @@ def add_mount_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def cmd_mount(args: argparse.Namespace) -> int:
     try:
-        from ferry.fusemount import MountOptions, mount
+        from ferry.fuse.mount import mount
+        from ferry.fuse.options import MountOptions
     except ImportError as exc:
         print(f"ferry: error: mount needs {FUSE_INSTALL}: {exc}", file=sys.stderr)
         return 2

@@ -54,7 +54,7 @@ from ferry.rpc.message import OpaqueAuth
 from ferry.vocab import FTYPE_OF, MKNOD_TYPES, S_IFMT_OF, Attr, SetAttr
 
 if TYPE_CHECKING:
-    from ferry.fusemount import MountOptions
+    from ferry.fuse.options import MountOptions
 
 log = logging.getLogger("ferry.fuse")
 

@@ -1,4 +1,4 @@
-"""The ``ferry proxy`` command: the link emulator of ``ferry.proxy`` on the command line.
+"""The ``ferry proxy`` command: the link emulator of ``ferry.testing.proxy`` on the command line.
 
 This module owns what only a command line needs: parsing units (``20ms``, ``100mbit``,
 ``1%``, ``ADDR:PORT``; the benchmark reuses these parsers) and running one proxy in the
@@ -14,8 +14,9 @@ import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ferry import loops, proxy
+from ferry import loops
 from ferry.errors import ConfigError
+from ferry.testing import proxy
 
 T = TypeVar("T")
 _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
