@@ -43,6 +43,7 @@ import pipeline
 from mounthelp import Mount, start_mount
 from procstat import cpu_seconds, session_pids
 from rawclient import RawClient, nfs_lookup
+from timings import local_dir
 
 from ferry.nfs3.const import NFS_PROGRAM, NfsProc
 from ferry.rpc.auth import encode_auth_sys
@@ -498,7 +499,7 @@ def run(args: argparse.Namespace, log: list[str]) -> Outcome:
     s = settings(args)
     base = args.disk_dir or Path("/var/tmp")
     work = Path(tempfile.mkdtemp(prefix="ferry-upath-", dir=base))
-    local = Path(tempfile.mkdtemp(prefix="ferry-upath-", dir="/dev/shm"))
+    local = local_dir(None, s.size_mib * MiB, work, "ferry-upath-")
     t0, load0 = time.monotonic(), os.getloadavg()
     fs = fs_type(work)
     rows: list[Row] = []
