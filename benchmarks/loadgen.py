@@ -242,23 +242,8 @@ def small_calls(
 ) -> tuple[Calls, list[object]]:  # fmt: skip
     """``clients`` closed-loop clients over ``procs`` processes, for ``seconds``; also
     what ``probe()`` returned at the start and at the end of the window."""
-    procs = max(1, min(procs, clients))
-    shares = [clients // procs + (i < clients % procs) for i in range(procs)]
-    with _processes(
-        _calls_process, [(addr, record, n, i << 28) for i, n in enumerate(shares)]
-    ) as pipes:
-        for p in pipes:
-            p.recv()  # connected, first calls answered (or given up on)
-        start = time.monotonic() + 0.05
-        for p in pipes:
-            p.send((start, start + seconds))
-        probes = []
-        for at in (start, start + seconds):
-            time.sleep(max(0.0, at - time.monotonic()))
-            probes.append(probe())
-        results = [p.recv() for p in pipes]
-        for p in pipes:
-            p.send("close")
+    args = [(addr, record, n, i << 28) for i, n in enumerate(shares(clients, procs))]
+    results, probes = in_window(_calls_process, args, seconds, probe)
     latencies = [x for r in results for x in array.array("d", r[0])]
     calls = Calls(
         clients,
@@ -269,6 +254,36 @@ def small_calls(
         client_cpu=sum(r[3] for r in results),
     )
     return calls, probes
+
+
+def shares(count: int, procs: int) -> list[int]:
+    """``count`` clients (or connections) spread as evenly as can be over up to ``procs``
+    processes, none of them empty."""
+    procs = max(1, min(procs, count))
+    return [count // procs + (i < count % procs) for i in range(procs)]
+
+
+def in_window(
+    target: Any, args: list[tuple[Any, ...]], seconds: float, probe: Callable[[], object]
+) -> tuple[list[Any], list[object]]:
+    """One process per argument tuple; once each has said it is ready (connected, first
+    calls answered or given up on), all measure together for ``seconds`` from one start.
+    Returns what each process sent back and what ``probe()`` returned at the window's
+    start and end."""
+    with _processes(target, args) as pipes:
+        for p in pipes:
+            p.recv()
+        start = time.monotonic() + 0.05
+        for p in pipes:
+            p.send((start, start + seconds))
+        probes = []
+        for at in (start, start + seconds):
+            time.sleep(max(0.0, at - time.monotonic()))
+            probes.append(probe())
+        results = [p.recv() for p in pipes]
+        for p in pipes:
+            p.send("close")
+    return results, probes
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from loadgen import LAST, Addr, _processes, cpu_seconds, nfs_status
+from loadgen import LAST, Addr, cpu_seconds, in_window, nfs_status, shares
 
 _XID = struct.Struct(">I")
 
@@ -156,23 +156,8 @@ def run(
     """``conns`` connections with ``depth`` calls in flight each, for ``seconds``, over up
     to ``procs`` processes; also what ``probe()`` returned at the window's start and end
     (the server's CPU time, say)."""
-    procs = max(1, min(procs, conns))
-    shares = [conns // procs + (i < conns % procs) for i in range(procs)]
-    with _processes(
-        _process, [(addr, record, n, depth, i << 28) for i, n in enumerate(shares)]
-    ) as pipes:
-        for p in pipes:
-            p.recv()
-        start = time.monotonic() + 0.05
-        for p in pipes:
-            p.send((start, start + seconds))
-        probes = []
-        for at in (start, start + seconds):
-            time.sleep(max(0.0, at - time.monotonic()))
-            probes.append(probe())
-        results = [p.recv() for p in pipes]
-        for p in pipes:
-            p.send("close")
+    args = [(addr, record, n, depth, i << 28) for i, n in enumerate(shares(conns, procs))]
+    results, probes = in_window(_process, args, seconds, probe)
     latencies = [x for r in results for x in array.array("d", r[2])]
     result = Pipelined(
         conns, depth, seconds,
