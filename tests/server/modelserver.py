@@ -29,7 +29,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "thread": ("--model", "thread"),
     "process": ("--model", "process"),
     "prefork": ("--model", "prefork", "--workers", "3"),
-    "async": ("--model", "async"),
+    "async": ("--model", "async", "--workers", "1"),
     "async-2": ("--model", "async", "--workers", "2"),
 }
 MULTI_PROCESS = ("process", "prefork", "async-2")
@@ -45,7 +45,9 @@ class ModelServer:
     stderr_path: Path
     stopped: bool = field(default=False)
     forks: int = 0
-    """Worker processes the server forks at start-up (prefork, async with --workers N)."""
+    """Worker processes the server forks at start-up (prefork, async with several)."""
+    banner: str = ""
+    """What it printed up to and with its ready line (the start-up banner)."""
 
     @property
     def pid(self) -> int:
@@ -126,10 +128,12 @@ def start(
     args: Sequence[str],
     log: Path,
     timeout: float = 20.0,
+    serve_path: bool = True,
 ) -> ModelServer:
-    """Start a server on a free loopback port and wait for its ready line."""
+    """Start a server on a free loopback port and wait for its ready line. Without
+    ``serve_path`` the exports come from a ``--config`` in ``args`` alone."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    argv = [sys.executable, "-m", "ferry", "serve", str(export), "--port", "0"]
+    argv = [sys.executable, "-m", "ferry", "serve", *([str(export)] * serve_path), "--port", "0"]
     argv += ["--state-dir", str(state), "--no-root-squash", *args]
     with open(log, "wb") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
@@ -143,7 +147,9 @@ def start(
                 buf += os.read(proc.stdout.fileno(), 65536)
             for line in buf.splitlines():
                 if m := _READY.match(line):
-                    return ModelServer(proc, int(m.group(1)), export, log, forks=forks(args))
+                    banner = buf.decode(errors="replace")
+                    port = int(m.group(1))
+                    return ModelServer(proc, port, export, log, forks=forks(args), banner=banner)
     proc.kill()
     proc.wait(5)
     proc.stdout.close()
@@ -151,17 +157,22 @@ def start(
 
 
 def forks(args: Sequence[str]) -> int:
-    """Worker processes ``ferry serve args`` forks at start-up."""
+    """Worker processes ``ferry serve args`` forks at start-up: what the server works out
+    (``ferry.server.models.worker_processes``) from the same model, workers and backend."""
+    from ferry.server.config import ExportConfig, ServerConfig, load
+    from ferry.server.models import worker_processes
 
     def option(name: str, default: str) -> str:
         return args[args.index(name) + 1] if name in args else default
 
-    model, workers = option("--model", "async"), int(option("--workers", "0"))
-    if model == "prefork":
-        from ferry.server.prefork import default_workers
-
-        return workers or default_workers()
-    return workers if model == "async" and workers > 1 else 0
+    if "--config" in args:
+        config = load(Path(option("--config", "")))
+    else:
+        config = ServerConfig([ExportConfig("/", backend=option("--backend", "local"))])
+    config.model = option("--model", config.model)
+    config.workers = int(option("--workers", str(config.workers)))
+    n = worker_processes(config)
+    return n if config.model == "prefork" or (config.model == "async" and n > 1) else 0
 
 
 _NULL_CALL = struct.pack(">11I", 0x80000028, 0x5E771ED, 0, 2, 100003, 3, 0, 0, 0, 0, 0)

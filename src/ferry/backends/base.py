@@ -77,6 +77,15 @@ class Backend(abc.ABC):
     The server's write verifier changes with it, so clients send those writes again
     (RFC 1813 section 3.3.7); a backend that never loses them leaves it at 0."""
 
+    multiprocess_safe: bool = False
+    """Whether several server processes may serve this backend at once, each with its own
+    instance, and a client not tell them apart: everything acknowledged, UNSTABLE writes
+    included, lives in the store, where an instance in another process sees it, and a
+    ``commit`` there makes it stable (no per-process write buffer, spool or cache a COMMIT
+    elsewhere would miss), and ``write_epoch`` never moves. ``ferry serve`` then uses
+    several processes by default; while any export's backend leaves this False (the
+    default: nothing is known about it), the default is one process."""
+
     # -- resolving ----------------------------------------------------------------------
 
     @abc.abstractmethod

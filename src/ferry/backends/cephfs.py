@@ -65,6 +65,8 @@ REMOUNT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 class CephFsBackend(Backend):
     """The CephFS directory ``path`` (``/`` is the file system's root)."""
 
+    multiprocess_safe = False  # write_epoch (writes lost with a session) is per process
+
     def __init__(
         self,
         path: str = "/",

@@ -62,7 +62,13 @@ class LocalBackend(Backend):
     alone (for file systems whose birth times cannot be trusted, and for tests).
     ``sync_metadata=False`` skips the fsync of directories after namespace changes (like
     knfsd's ``async`` export option): faster, but a crash may undo acknowledged changes.
+
+    Several server processes may serve one directory (``multiprocess_safe``): data goes
+    straight to the kernel's page cache, where a ``commit`` (fsync) in any process makes
+    it stable; the file id map is SQLite in WAL mode, opened by each process.
     """
+
+    multiprocess_safe = True
 
     def __init__(
         self,

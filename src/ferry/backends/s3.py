@@ -115,6 +115,8 @@ class S3Backend(Backend):
     """``path`` is ``bucket`` or ``bucket/prefix`` (the key prefix served); the other
     options configure the client (docs/scale-out.md lists them)."""
 
+    multiprocess_safe = False  # UNSTABLE writes wait in this process's spool until COMMIT
+
     def __init__(
         self,
         path: str,

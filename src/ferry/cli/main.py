@@ -19,6 +19,7 @@ from ferry.rpc.auth import Credentials
 from ferry.server import config as cfgmod
 from ferry.server import serve
 from ferry.server.app import App
+from ferry.server.models import describe
 
 log = logging.getLogger("ferry")
 
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s",  # workers apart
     )
     try:
         return int(args.func(args))
@@ -65,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         "--model", choices=cfgmod.MODELS, help="how connections are served (default async)"
     )
     serve.add_argument(
-        "--workers", type=int, help="processes for prefork/async (default: per model)"
+        "--workers",
+        type=int,
+        help="processes for prefork/async (async: one per CPU, at most 4, if the backend "
+        "allows; 1: one process)",
     )
     serve.add_argument("--max-connections", type=int, help="connections per process (1024)")
     serve.add_argument("--idle-timeout", type=float, help="seconds a silent client may stay")
@@ -184,6 +188,7 @@ def instructions(app: App, bind: str, port: int) -> str:
                 else f"  FUSE:    `ferry mount` needs {FUSE_INSTALL}"
             ),
         ]
+    lines.append(f"ferry: {describe(app.config)}")
     return "\n".join(lines)
 
 

@@ -58,6 +58,9 @@ class App:
     drc: ReplyCache | None = None
     metrics: Metrics = NO_METRICS
     """What the dispatcher and the IO adapters report to (``ferry.server.metrics``)."""
+    keys: tuple[bytes, ...] = ()
+    """The handle keys it was built with (the first signs), read once at start: worker
+    processes, restarted ones included, get these rather than reading the file again."""
 
     def dispatcher(self, port: int) -> Dispatcher:
         """A dispatcher whose portmapper advertises NFS and MOUNT on ``port`` (over TCP, and
@@ -87,16 +90,18 @@ def build_app(
     table: MountRegistry | None = None,
     metrics: Metrics = NO_METRICS,
     drc: ReplyCache | None = None,
+    keys: tuple[bytes, ...] = (),
 ) -> App:
     """Open every export's backend and build the services; raises ConfigError.
 
     Worker processes of one server pass the same ``write_verifier`` (made once per run),
-    a shared MOUNT ``table`` and a shared ``drc``; by default each call gets its own (the
-    DRC in this process's memory, unless ``drc_entries`` is 0)."""
+    handle ``keys``, a shared MOUNT ``table`` and a shared ``drc``; by default each call
+    gets its own (keys from the config, the DRC in this process's memory unless
+    ``drc_entries`` is 0)."""
     state_dir = config.resolved_state_dir()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        keys = _handle_keys(config, state_dir)
+        keys = keys or tuple(_handle_keys(config, state_dir))
     except OSError as exc:
         raise ConfigError(f"state directory {state_dir} is not usable: {exc}") from exc
     exports = [_export(e, state_dir) for e in config.exports]
@@ -108,7 +113,7 @@ def build_app(
         )
     mount = MountService(nfs, table if table is not None else MountTable(threading.Lock()))
     mount.warm()
-    return App(config, nfs, mount, exports, drc, metrics)
+    return App(config, nfs, mount, exports, drc, metrics, keys)
 
 
 def _handle_keys(config: ServerConfig, state_dir: Path) -> list[bytes]:
@@ -134,6 +139,15 @@ def _export(cfg: ExportConfig, state_dir: Path) -> Export:
         cfg.anongid,
         cfg.id,
     )
+
+
+def backend_class(cfg: ExportConfig) -> type[Backend]:
+    """The class that serves export ``cfg`` (imported, not instantiated); ConfigError."""
+    if cfg.backend == "memory":
+        return MemoryBackend
+    if cfg.backend == "local":
+        return LocalBackend
+    return load_backend(cfg.backend)
 
 
 def _backend(cfg: ExportConfig, state_dir: Path) -> Backend:

@@ -12,6 +12,8 @@ Example::
     max_record_size = 4259840
     model = "async"                 # serial, prefork, process, thread or async
     workers = 0                     # processes for prefork/async; 0: the model's default
+                                    # (async: one per CPU, at most 4, if every backend is
+                                    # multiprocess_safe, else 1)
     max_connections = 1024          # per process; also caps threads and child processes
     max_in_flight = 64              # calls per connection at once (async model)
     idle_timeout = 300              # seconds without a byte before a connection is closed

@@ -1,5 +1,7 @@
 """From a ``ServerConfig`` to a running server: ``serve(config)`` (what ``ferry serve``
-runs). It builds the ``App`` (checking exports, making the handle key) before any fork,
+runs). It settles how many processes serve calls (``models.worker_processes``: by default
+one per CPU for the async model where the backends allow it), builds the ``App``
+(checking exports, reading or making the handle keys) before any fork,
 binds the listeners (TCP, portmapper, per-worker UDP), starts the metrics exporter, hands
 everything to the configured model and returns once it stopped (SIGTERM or SIGINT).
 """
@@ -17,7 +19,7 @@ from ferry.server.config import ServerConfig, validate
 from ferry.server.connection import Limits
 from ferry.server.listen import bind_listener
 from ferry.server.metrics import Metrics, exporting
-from ferry.server.models import MODELS
+from ferry.server.models import MODELS, describe, single_process_backends, worker_processes
 from ferry.server.shared import FileMountTable
 from ferry.server.skeleton import ServerSpec
 from ferry.server.stopping import defer_signals
@@ -37,9 +39,14 @@ def serve(config: ServerConfig, ready: Callable[[App, int], object] | None = Non
     ``ferry serve`` banner is printed there. A bad config or a port in use raises
     ``ConfigError``."""
     validate(config)
-    model = MODELS[config.model]
-    workers = config.workers or model.default_workers
-    shared = model.shares_state(workers)
+    workers = worker_processes(config)  # the banner and the log say it: describe(config)
+    shared = MODELS[config.model].shares_state(workers)
+    if shared and (held := single_process_backends(config)):
+        log.warning(
+            "backend %s keeps state in its process (not multiprocess_safe): with %d "
+            "processes, a call may miss what another process holds (--workers 1 avoids it)",
+            ", ".join(held), workers,
+        )  # fmt: skip
     # first, so that a forked metrics exporter (several processes) holds no App or socket
     with exporting(config.metrics, config.resolved_state_dir(), shared) as metrics:
         _serve(config, workers, metrics, ready)
@@ -65,13 +72,13 @@ def _serve(
             table = FileMountTable(config.resolved_state_dir() / "mounts.json", reset=True)
         spec = ServerSpec(
             config, listeners, port, Limits.from_config(config), workers,
-            app.nfs.write_verifier, table, None if shared else app,
+            app.nfs.write_verifier, table, None if shared else app, keys=app.keys,
         )  # fmt: skip
         spec.datagrams = datagrams = _listen_udp(config, port, workers)
         spec.metrics = metrics
         if ready is not None:
             ready(app, port)
-        log.info("model %s, %d worker process(es)", model.name, workers)
+        log.info("%s", describe(config))
         model(spec).run()
         log.info("stopped")
     finally:

@@ -50,6 +50,7 @@ from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.segment import Part
 from ferry.server.config import parse_address
 from ferry.server.listen import bind_listener
+from ferry.server.workers import die_with_parent
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -106,6 +107,9 @@ class Metrics:
     def timeout(self, kind: str) -> None:
         """A connection was cut off by the ``idle``, ``record`` or ``send`` timeout."""
 
+    def exited(self, pid: int) -> None:
+        """Worker process ``pid`` is gone (called in the process that supervised it)."""
+
 
 NO_METRICS = Metrics()
 
@@ -161,9 +165,11 @@ class PrometheusMetrics(Metrics):
 
     enabled: ClassVar[bool] = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, multiprocess_dir: Path | None = None) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
+        self.multiprocess_dir = multiprocess_dir
+        """prometheus-client's files, when several processes count (else None)."""
         self.calls = Counter(
             "ferry_rpc_calls", "RPC calls answered, by program, procedure and status "
             "(the NFS/MOUNT status, else the RPC accept or reject status)",
@@ -269,6 +275,14 @@ class PrometheusMetrics(Metrics):
     def timeout(self, kind: str) -> None:
         self.timeouts.labels(kind).inc()
 
+    def exited(self, pid: int) -> None:
+        """Drop a dead worker's live gauges (open connections, calls in flight): the sum
+        is of live processes; its counters stay in the totals."""
+        if self.multiprocess_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+
 
 # -- the /metrics endpoint ------------------------------------------------------------------
 
@@ -350,7 +364,7 @@ def _multiprocess(sock: socket.socket, path: Path) -> Iterator[Metrics]:
 
     if values.ValueClass is values.MutexValue:  # imported before the variable was set
         values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
-    metrics = PrometheusMetrics(CollectorRegistry())  # exposed by the exporter only
+    metrics = PrometheusMetrics(CollectorRegistry(), path)  # exposed by the exporter only
     pid = _fork_exporter(sock, path)
     try:
         yield metrics
@@ -359,12 +373,15 @@ def _multiprocess(sock: socket.socket, path: Path) -> Iterator[Metrics]:
 
 
 def _fork_exporter(sock: socket.socket, path: Path) -> int:
-    """Fork the process that answers scrapes; it runs until SIGTERM or SIGINT."""
+    """Fork the process that answers scrapes; it runs until SIGTERM or SIGINT, or until
+    the server process dies."""
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 0
     try:
+        die_with_parent(parent)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector

@@ -14,6 +14,7 @@ import os
 import socket
 
 from ferry.rpc.dispatch import Address
+from ferry.server.config import ServerConfig
 from ferry.server.skeleton import ServerModel
 from ferry.server.stopping import Stopper
 from ferry.server.workers import supervise
@@ -25,14 +26,17 @@ def default_workers() -> int:
 
 class PreforkServer(ServerModel):
     name = "prefork"
-    default_workers = default_workers()
+
+    @classmethod
+    def default_workers(cls, config: ServerConfig) -> int:
+        return default_workers()
 
     @classmethod
     def shares_state(cls, workers: int) -> bool:
         return True
 
     def run(self) -> None:
-        supervise(self.spec.workers, self.serve, Stopper().install())
+        supervise(self.spec.workers, self.serve, Stopper().install(), self.spec.metrics.exited)
 
     def spawn(self, sock: socket.socket, peer: Address) -> None:
         self.serve_one(sock, peer, self.stop)  # inline: the other workers accept meanwhile

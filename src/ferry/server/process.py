@@ -59,7 +59,10 @@ class ProcessServer(ServerModel):
         return len(self.children)
 
     def tick(self) -> None:
-        if self.udp_pid in reap(self.children):
+        gone = reap(self.children)
+        for pid in gone:
+            self.spec.metrics.exited(pid)  # a killed child's open connection: not for ever
+        if self.udp_pid in gone:
             log.warning("udp process %d exited; restarting it", self.udp_pid)
             self.udp_pid = 0
         self._keep_udp()

@@ -46,10 +46,11 @@ class ServerSpec:
 
     ``app`` is the protocol side already built in this process (single-process models), or
     ``None`` when each worker process builds its own from ``config`` (a SQLite connection or
-    thread must never cross a fork). ``write_verifier``, ``mount_table`` and ``drc`` are what
-    workers of one server run share: the same verifier everywhere, one MOUNT table for DUMP,
-    one duplicate request cache (made here, before any fork, when workers build their own
-    ``App``; it lives in shared memory, see ``ferry.server.shared_drc``).
+    thread must never cross a fork). ``write_verifier``, ``keys``, ``mount_table`` and ``drc``
+    are what workers of one server run share: the same verifier and handle keys everywhere
+    (a worker restarted later included), one MOUNT table for DUMP, one duplicate request
+    cache (made here, before any fork, when workers build their own ``App``; it lives in
+    shared memory, see ``ferry.server.shared_drc``).
     """
 
     config: ServerConfig
@@ -65,6 +66,8 @@ class ServerSpec:
     metrics: Metrics = NO_METRICS
     """Made before any fork; in several processes it writes prometheus multiprocess files."""
     drc: ReplyCache | None = None
+    keys: tuple[bytes, ...] = ()
+    """The handle keys read at start (``App.keys``); empty: each ``App`` reads its own."""
 
     def __post_init__(self) -> None:
         if self.app is None and self.drc is None and self.config.drc_entries > 0:
@@ -89,6 +92,7 @@ class ServerSpec:
             table=self.mount_table,
             metrics=self.metrics,
             drc=self.drc,
+            keys=self.keys,
         )
         try:
             yield app
@@ -105,7 +109,6 @@ class ServerModel:
     ``spawn`` and, if connections outlive it, ``open_connections``."""
 
     name: ClassVar[str]
-    default_workers: ClassVar[int] = 1
     udp_threads: ClassVar[int] = 1
     """Threads per UDP socket in a process of this model (``--udp``)."""
 
@@ -114,6 +117,11 @@ class ServerModel:
         self.stop = Stopper()
         self._dispatcher: Dispatcher | None = None
         keep_freed_buffers()  # before any fork: workers inherit it
+
+    @classmethod
+    def default_workers(cls, config: ServerConfig) -> int:
+        """Worker processes when ``workers`` is not set (0), for ``config``'s exports."""
+        return 1
 
     @classmethod
     def shares_state(cls, workers: int) -> bool:
