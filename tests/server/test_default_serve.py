@@ -107,6 +107,8 @@ def test_the_default_follows_every_backend_of_the_config() -> None:
     here = __name__
     assert worker_processes(_config("local")) == DEFAULT
     assert worker_processes(_config("memory")) == 1
+    assert worker_processes(_config("s3")) == 1  # UNSTABLE writes spooled in the process
+    assert worker_processes(_config("cephfs")) == 1  # write_epoch counted per process
     assert worker_processes(_config(f"{here}:_Unknown")) == 1  # unknown: one process
     assert worker_processes(_config(f"{here}:_Shareable")) == DEFAULT
     assert worker_processes(_config("local", f"{here}:_Unknown")) == 1
