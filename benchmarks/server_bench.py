@@ -75,7 +75,7 @@ FERRY = {  # target -> ``ferry serve`` arguments
     "thread": ("--model", "thread"),
     "process": ("--model", "process"),
     "prefork": ("--model", "prefork"),  # its default: max(4, 2 x CPUs) workers
-    "async": ("--model", "async"),
+    "async": ("--model", "async", "--workers", "1"),  # one loop (the default runs one per CPU)
     f"async-{NCPU}": ("--model", "async", "--workers", str(NCPU)),
 }
 TARGETS = (*FERRY, "ganesha")
