@@ -38,14 +38,25 @@ def pid(server: Server) -> int:
     return server.pid
 
 
+def _signal(server: Server, sig: int) -> None:
+    """``sig`` to every process of the server: a Ferry server is a process group (it runs
+    in a session of its own), its workers included; NFS-Ganesha is one process."""
+    if isinstance(server, peers.FerryServer):
+        os.killpg(pid(server), sig)
+    else:
+        os.kill(pid(server), sig)
+
+
 def kill(server: Server) -> None:
-    """SIGKILL: the connection drops and the port refuses connections."""
+    """SIGKILL: the connection drops and the port refuses connections (every process of
+    the server is gone: a worker dying a moment after its parent would still accept)."""
     victim = pid(server)
-    os.kill(victim, signal.SIGKILL)
+    _signal(server, signal.SIGKILL)
     if isinstance(server, peers.FerryServer):
         assert server.proc is not None
         server.proc.wait(10)
         server.proc = None
+        assert peers.wait_until(lambda: not _group_alive(victim), 10), "workers outlived it"
     else:
         assert peers.wait_until(lambda: not Path(f"/proc/{victim}").exists(), 10)
         server.pid = None
@@ -61,10 +72,18 @@ def restart(server: Server) -> None:
 
 @contextlib.contextmanager
 def frozen(server: Server) -> Iterator[None]:
-    """SIGSTOP: the connection stays up and nothing answers (a hung server)."""
-    victim = pid(server)
-    os.kill(victim, signal.SIGSTOP)
+    """SIGSTOP: the connection stays up and nothing answers (a hung server: all of its
+    processes)."""
+    _signal(server, signal.SIGSTOP)
     try:
         yield
     finally:
-        os.kill(victim, signal.SIGCONT)
+        _signal(server, signal.SIGCONT)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
