@@ -50,21 +50,29 @@ class Worker:
         self.pid = serving_pid(server, self.client.sock)
 
 
-def distinct_workers(server: ModelServer, want: int = 2, tries: int = 24) -> list[Worker]:
-    """Connections held open until ``want`` different processes serve them."""
+def distinct_workers(server: ModelServer, want: int = 2, tries: int = 64) -> list[Worker]:
+    """Connections held open until ``want`` different processes serve them.
+
+    Async workers share the listening socket and the first awake takes each connection,
+    so while the machine is busy one worker may take many in a row: a pause after each
+    lets the others run (bounded: ``tries`` connections, 10 s)."""
     opened: list[Worker] = []
     chosen: dict[int, Worker] = {}
-    for _ in range(tries):
-        w = Worker(server)
-        opened.append(w)
-        if w.pid is not None and w.pid != server.pid:
-            chosen.setdefault(w.pid, w)
-        if len(chosen) >= want:
-            break
-    for w in opened:
-        if w not in chosen.values():
-            w.client.close()
-    assert len(chosen) >= want, f"only workers {list(chosen)} answered {tries} connections"
+    deadline = time.monotonic() + 10
+    try:
+        for _ in range(tries):
+            w = Worker(server)
+            opened.append(w)
+            if w.pid is not None and w.pid != server.pid:
+                chosen.setdefault(w.pid, w)
+            if len(chosen) >= want or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+    finally:
+        for w in opened:
+            if w not in chosen.values() or len(chosen) < want:
+                w.client.close()
+    assert len(chosen) >= want, f"only workers {list(chosen)} answered {len(opened)} connections"
     return list(chosen.values())
 
 
