@@ -1,12 +1,17 @@
 """The event-driven server model: one asyncio loop, many connections, calls run in threads.
 
-The loop only moves bytes: a ``ServerConnection`` (the same sans-IO object the blocking
+The loop moves bytes: a ``ServerConnection`` (the same sans-IO object the blocking
 models run) cuts the stream into calls and keeps the connection's limits, the
-``Dispatcher`` (run in a thread pool so slow disks never block the loop) turns each call
-into a reply, and replies go back framed, in whatever order they finish (XIDs match them
-up). At most ``max_in_flight`` calls run at once per connection; past that, or while the
-peer does not read its replies, reading pauses (backpressure instead of unbounded
-buffering). Idle, record and send deadlines and oversized records close it abortively.
+``Dispatcher`` turns each call into a reply, and replies go back framed, in whatever
+order they finish (XIDs match them up). Calls that may wait on a disk run in a thread
+pool, so slow disks never block the loop; calls that wait on nothing slow (NULL, and
+metadata reads of prompt backends) run on the loop itself, without the two thread hops,
+under a tripwire that sends them to the threads while one is slow (``ferry.server.inline``).
+Replies answered together go out in one write per connection. At most ``max_in_flight``
+calls are in progress at once per connection (a reply not yet handed to the transport
+counts); past that, or while the peer does not read its replies, reading pauses
+(backpressure instead of unbounded buffering). Idle, record and send deadlines and
+oversized records close it abortively.
 
 ``AsyncModel`` is the ``async`` server model: one such loop, or with ``--workers N`` N
 forked processes each running one on the shared listening sockets. With ``--udp`` each
@@ -30,6 +35,7 @@ from ferry.rpc.dispatch import Address, Buffer, Dispatcher
 from ferry.server.accounting import cut_off, over_cap
 from ferry.server.blocking import LINGER_ABORT
 from ferry.server.connection import Limits, ServerConnection
+from ferry.server.inline import INLINE, WATCHED, InlinePolicy
 from ferry.server.metrics import NO_METRICS, Metrics
 from ferry.server.skeleton import ServerModel
 from ferry.server.stopping import Stopper, stop_requested_early
@@ -49,9 +55,22 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
     A buffered protocol: the loop reads straight into the connection's record buffer (one
     copy from the kernel, none after). One timer per connection, armed at the connection's
     next deadline; a deadline that moves later leaves it armed and it re-arms on firing
-    (no cancel and re-create per received buffer)."""
+    (no cancel and re-create per received buffer). Replies collect in ``out`` and go to
+    the transport in one ``writelines`` (one ``writev``) per flush."""
 
-    __slots__ = ("server", "loop", "conn", "transport", "peer", "paused", "timer", "timer_at")
+    __slots__ = (
+        "server",
+        "loop",
+        "conn",
+        "transport",
+        "peer",
+        "paused",
+        "timer",
+        "timer_at",
+        "out",
+        "answered",
+        "flush_pending",
+    )
 
     def __init__(self, server: AsyncServer) -> None:
         self.server = server
@@ -62,6 +81,9 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
+        self.out: list[Buffer] = []  # framed replies not yet handed to the transport
+        self.answered = 0  # calls answered since the last flush (still in flight)
+        self.flush_pending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -111,26 +133,65 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self._drain()
 
     def reply(self, buffers: Sequence[Buffer] | None) -> None:
-        """Called on the loop when a call finishes."""
-        conn = self.conn
-        conn.call_done(self.loop.time())
+        """Called on the loop when a call run by a thread finishes."""
+        self._answered(buffers)
         transport = self.transport
         if transport is None or transport.is_closing():
+            self._flush()
             return
-        if buffers is not None:
-            transport.writelines(conn.send(buffers))
         self._drain()
 
+    def _answered(self, buffers: Sequence[Buffer] | None) -> None:
+        """A call's reply (None: none owed), to go out with the next flush."""
+        self.answered += 1
+        if buffers is not None:
+            self.out += self.conn.send(buffers)
+
+    def _flush(self) -> None:
+        """The replies answered since the last flush go to the transport in one write, and
+        their calls are done."""
+        answered, out = self.answered, self.out
+        if not answered:
+            return
+        self.answered, self.out = 0, []
+        conn, now = self.conn, self.loop.time()
+        for _ in range(answered):
+            conn.call_done(now)
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.writelines(out)
+
+    def _flush_later(self) -> None:
+        self.flush_pending = False
+        self._flush()
+        if self.transport is not None and not self.transport.is_closing():
+            self._drain()
+
     def _drain(self) -> None:
-        """Dispatch every call the connection lets us take; then close, or pause or resume
-        reading, and arm the timer for the next deadline."""
-        conn = self.conn
+        """Take every call the connection lets us take: answer those the inline policy
+        allows at once, hand the others to the call threads; flush the replies; then close,
+        or pause or resume reading, and arm the timer for the next deadline."""
+        conn, server = self.conn, self.server
+        route = server.inline.route
+        inline = 0
         try:
             while (record := conn.next_call()) is not None:
-                self.server.submit(record, self)
+                how = route(record)
+                if how == INLINE:
+                    self._answered(server.answer(record, self.peer))
+                    inline += 1
+                else:
+                    server.submit(record, self, how == WATCHED)
         except RecordError as exc:
             self._abort(exc)
             return
+        if self.answered:
+            if inline and conn.in_flight >= conn.max_in_flight:
+                if not self.flush_pending:  # let other connections in before more of ours
+                    self.flush_pending = True
+                    self.loop.call_soon(self._flush_later)
+            else:
+                self._flush()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -222,24 +283,49 @@ class AsyncServer:
         limits: Limits | None = None,
         threads: int | None = None,
         metrics: Metrics = NO_METRICS,
+        inline: InlinePolicy | None = None,
     ) -> None:
+        """``inline``: which calls the loop answers itself (``App.inline_policy()``); by
+        default only those that touch no backend."""
         self.dispatcher = dispatcher
         self.limits = limits or Limits()
         self.metrics = metrics
+        self.inline = inline or InlinePolicy.for_backends(True, [])
         self.connections: set[RpcStreamProtocol] = set()
         self.workers = CallWorkers(threads or min(32, (os.cpu_count() or 1) * 4))
         self.servers: list[asyncio.Server] = []
         self.datagrams: list[asyncio.BaseTransport] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def submit(self, record: bytes | bytearray, conn: RpcStreamProtocol) -> None:
+    def answer(self, record: bytes | bytearray, peer: Address) -> Reply:
+        """Run a call on the loop, under the inline policy's tripwire."""
+        wire = self.inline.wire
+        token = wire.begin()
+        try:
+            return self.dispatcher.handle(record, peer)
+        except Exception:  # the dispatcher never raises; this guards the loop
+            log.exception("call crashed the dispatcher")
+            return None
+        finally:
+            wire.end(token)
+
+    def submit(self, record: bytes | bytearray, conn: RpcStreamProtocol, watched: bool) -> None:
+        """Run a call on a call thread (``watched``: under the tripwire, as a metadata call
+        sent there while it is tripped)."""
         loop = self.loop
         assert loop is not None
-        dispatcher = self.dispatcher
-        self.workers.submit(
-            lambda: dispatcher.handle(record, conn.peer),
-            lambda result: loop.call_soon_threadsafe(conn.reply, result),
-        )
+        dispatcher, wire = self.dispatcher, self.inline.wire
+
+        def work() -> Reply:
+            if not watched:
+                return dispatcher.handle(record, conn.peer)
+            token = wire.begin()
+            try:
+                return dispatcher.handle(record, conn.peer)
+            finally:
+                wire.end(token)
+
+        self.workers.submit(work, lambda result: loop.call_soon_threadsafe(conn.reply, result))
 
     async def listen(self, host: str, port: int) -> int:
         """Start a TCP listener; returns the bound port (useful with port 0)."""
@@ -276,6 +362,7 @@ class AsyncServer:
         for server in self.servers:
             await server.wait_closed()
         self.workers.shutdown()
+        self.inline.close()
 
 
 class AsyncModel(ServerModel):
@@ -297,12 +384,17 @@ class AsyncModel(ServerModel):
         """The loop accepts (``RpcStreamProtocol`` is its spawn hook, ``over_cap`` its cap)."""
         udp = self.spec.udp(slot)
         with self.spec.open_app() as app:
-            loops.run(self._main(app.dispatcher(self.spec.port), udp, app.metrics))
+            dispatcher, inline = app.dispatcher(self.spec.port), app.inline_policy()
+            loops.run(self._main(dispatcher, udp, app.metrics, inline))
 
     async def _main(
-        self, dispatcher: Dispatcher, udp: Sequence[socket.socket], metrics: Metrics
+        self,
+        dispatcher: Dispatcher,
+        udp: Sequence[socket.socket],
+        metrics: Metrics,
+        inline: InlinePolicy,
     ) -> None:
-        server = AsyncServer(dispatcher, self.spec.limits, metrics=metrics)
+        server = AsyncServer(dispatcher, self.spec.limits, metrics=metrics, inline=inline)
         try:
             for sock in self.spec.listeners:
                 await server.listen_socket(sock)

@@ -1,0 +1,105 @@
+"""When a thread that must stay responsive may run a call itself: a tripwire on slow calls.
+
+A hop to a worker thread and back costs tens of microseconds, more than a call answered
+from a cache. So a call that is usually quick may run in the thread that received it: the
+server's event loop (``ferry.server.inline``) or a call thread waiting on a remote store
+(``ferry.backends._deadline``). The risk is a call that is slow for once (a cold inode, a
+stuck disk, a store failing over): while it runs, the thread that ran it serves no one.
+
+The tripwire bounds that risk to one call at a time. Each call run this way is bracketed
+by ``begin``/``end``; once one has run longer than ``trip`` seconds (seen when it ends, or
+by a watcher thread four times a second while it still runs), the tripwire is *tripped*:
+``clear()`` answers False and callers send their calls to worker threads until no watched
+call has been slow for ``quiet`` seconds. Calls sent to the workers meanwhile may be
+watched too, so a call still stuck there keeps the wire tripped.
+
+Layer: runtime, like ``ferry.workpool``; imports nothing of Ferry.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+
+log = logging.getLogger("ferry.tripwire")
+
+WATCH_EVERY = 0.25
+"""Seconds between the watcher's looks at the calls still running."""
+
+
+class Tripwire:
+    """Trips when a watched call runs longer than ``trip`` seconds; clear again once none
+    has for ``quiet`` seconds. The line logged on tripping names ``name`` and says what
+    happens ``then``, at ``level`` on ``logger``."""
+
+    def __init__(
+        self,
+        trip: float,
+        quiet: float,
+        name: str,
+        *,
+        then: str = "calls go to worker threads",
+        logger: logging.Logger = log,
+        level: int = logging.WARNING,
+    ) -> None:
+        self.trip, self.quiet = trip, quiet
+        self.name, self.then, self.logger, self.level = name, then, logger, level
+        self.until = 0.0
+        """Until when (``time.monotonic``) the wire stays tripped."""
+        self.trips = 0
+        """How many times a slow call tripped the wire (a metric)."""
+        self._running: dict[int, float] = {}  # token -> when its call began
+        self._serial = itertools.count()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._watching = False
+
+    def clear(self) -> bool:
+        """Whether calls may run in the caller's thread now (hot: one clock read)."""
+        return time.monotonic() >= self.until
+
+    def begin(self) -> int:
+        """A watched call begins; pass the token to ``end`` when it returns or raises."""
+        if not self._watching:
+            self._start_watching()
+        token = next(self._serial)
+        self._running[token] = time.monotonic()
+        return token
+
+    def end(self, token: int) -> None:
+        """The call of ``token`` returned: trip the wire if it was slow."""
+        began = self._running.pop(token)
+        now = time.monotonic()
+        if now - began > self.trip:
+            self._tripped(now, now - began)
+
+    def close(self) -> None:
+        """Stop the watcher."""
+        self._closed.set()
+
+    def _tripped(self, now: float, took: float) -> None:
+        if now >= self.until:
+            self.trips += 1
+            self.logger.log(
+                self.level,
+                "%s: a call has waited over %gs (%.3gs): %s until none has been slow for %gs",
+                self.name, self.trip, took, self.then, self.quiet,
+            )  # fmt: skip
+        self.until = now + self.quiet
+
+    def _start_watching(self) -> None:
+        with self._lock:
+            if self._watching:
+                return
+            self._watching = True
+        threading.Thread(target=self._watch, name=f"{self.name}-trip", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Trip the wire while a watched call runs too long (it may never return)."""
+        while not self._closed.wait(WATCH_EVERY):
+            now = time.monotonic()
+            oldest = min(list(self._running.values()), default=now)
+            if now - oldest > self.trip:
+                self._tripped(now, now - oldest)
