@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rawclient import RawClient, nfs_getattr, nfs_lookup, serve_in_thread
+from rawclient import RawClient, nfs_getattr, nfs_lookup, parse_reply, serve_in_thread
 from servers import export_config
 
 from ferry.backends import MemoryBackend
@@ -25,6 +25,8 @@ from ferry.backends.wrappers import ReadOnly
 from ferry.cli.main import _parser, server_config
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
+from ferry.rpc.record import frame_bytes
+from ferry.server.aio import Limits
 from ferry.server.app import App, build_app
 from ferry.server.config import from_dict
 from ferry.server.inline import (
@@ -203,3 +205,25 @@ def test_a_blocking_getattr_stalls_the_loop_once_then_goes_to_the_threads(
         assert watched.threads(watched.slow_fid, resumed) == {"ferry-loop"}
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("inline", ["off", "on"])
+@pytest.mark.parametrize("max_in_flight", [1, 4])
+def test_calls_past_max_in_flight_sent_at_once_are_all_answered(
+    tmp_path: Path, inline: str, max_in_flight: int
+) -> None:
+    """A client that pipelines more calls than ``max_in_flight`` gets every reply: the
+    calls left in the buffer are taken as replies free room, whether the room is freed by
+    call threads (inline off) or by the loop's own deferred write (inline on)."""
+    policy = (lambda app: InlinePolicy()) if inline == "off" else App.inline_policy
+    limits = Limits(max_in_flight=max_in_flight)
+    with serve_in_thread(export_config("memory", tmp_path), limits, inline=policy) as srv:
+        c = srv.client()
+        root = c.mount("/mem")
+        args = struct.pack(">I", len(root)) + root + bytes(-len(root) % 4)
+        calls = [c.call_bytes(NFS_PROGRAM, 3, p, args) for p in [NfsProc.GETATTR] * 60]
+        calls += [c.call_bytes(NFS_PROGRAM, 3, NfsProc.NULL) for _ in range(40)]
+        c.sock.sendall(b"".join(frame_bytes(call) for call in calls))
+        xids = {parse_reply(c.recv_record()).xid for _ in calls}
+        assert xids == {struct.unpack_from(">I", call)[0] for call in calls}
+        c.close()

@@ -21,7 +21,9 @@ loop also serves its own UDP sockets (``ferry.server.udp``) with the same call t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -132,20 +134,20 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.conn.resume_writing(self.loop.time())
         self._drain()
 
-    def reply(self, buffers: Sequence[Buffer] | None) -> None:
-        """Called on the loop when a call run by a thread finishes."""
-        self._answered(buffers)
+    def take_reply(self, buffers: Sequence[Buffer] | None) -> None:
+        """A call's reply (None: none owed), to go out with the next flush."""
+        self.answered += 1
+        if buffers is not None:
+            self.out += self.conn.send(buffers)
+
+    def replies_in(self) -> None:
+        """Called on the loop once the replies from the call threads are taken:
+        write them, and take the calls that waited for room."""
         transport = self.transport
         if transport is None or transport.is_closing():
             self._flush()
             return
         self._drain()
-
-    def _answered(self, buffers: Sequence[Buffer] | None) -> None:
-        """A call's reply (None: none owed), to go out with the next flush."""
-        self.answered += 1
-        if buffers is not None:
-            self.out += self.conn.send(buffers)
 
     def _flush(self) -> None:
         """The replies answered since the last flush go to the transport in one write, and
@@ -163,22 +165,25 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
 
     def _flush_later(self) -> None:
         self.flush_pending = False
-        self._flush()
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
+            self._flush()
+        else:
             self._drain()
 
     def _drain(self) -> None:
-        """Take every call the connection lets us take: answer those the inline policy
-        allows at once, hand the others to the call threads; flush the replies; then close,
-        or pause or resume reading, and arm the timer for the next deadline."""
+        """Write the replies answered so far (their calls' room is free again); take every
+        call the connection lets us take: answer those the inline policy allows at once,
+        hand the others to the call threads; write those replies; then close, or pause or
+        resume reading, and arm the timer for the next deadline."""
         conn, server = self.conn, self.server
+        self._flush()
         route = server.inline.route
         inline = 0
         try:
             while (record := conn.next_call()) is not None:
                 how = route(record)
                 if how == INLINE:
-                    self._answered(server.answer(record, self.peer))
+                    self.take_reply(server.answer(record, self.peer))
                     inline += 1
                 else:
                     server.submit(record, self, how == WATCHED)
@@ -186,7 +191,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             self._abort(exc)
             return
         if self.answered:
-            if inline and conn.in_flight >= conn.max_in_flight:
+            if inline and conn.in_flight >= conn.max_in_flight:  # more calls may wait:
                 if not self.flush_pending:  # let other connections in before more of ours
                     self.flush_pending = True
                     self.loop.call_soon(self._flush_later)
@@ -246,9 +251,10 @@ Reply = list[Buffer] | None
 class CallWorkers:
     """Threads that run dispatcher calls and hand replies back to the loop.
 
-    Leaner than ``run_in_executor``: one queue put per call and one ``call_soon_threadsafe``
-    per reply, with no future objects chained between the thread and the loop; this is
-    per-call latency that clients doing one call at a time (``ls`` of a big directory) feel.
+    Leaner than ``run_in_executor``: one queue put per call, with no future objects chained
+    between the thread and the loop; this is per-call latency that clients doing one call
+    at a time (``ls`` of a big directory) feel. TCP calls come back through the server's
+    reply queue (``AsyncServer._run``: one loop wake-up per batch); ``submit`` is for UDP.
     The threads are a ``WorkPool``: calls stuck on a store (each waits up to the backend's
     ``op_timeout``) do not keep other calls (NULL, MOUNT, other files) from a thread.
     """
@@ -293,6 +299,8 @@ class AsyncServer:
         self.inline = inline or InlinePolicy.for_backends(True, [])
         self.connections: set[RpcStreamProtocol] = set()
         self.workers = CallWorkers(threads or min(32, (os.cpu_count() or 1) * 4))
+        self._replies: collections.deque[tuple[RpcStreamProtocol, Reply]] = collections.deque()
+        self._wake_pending = False
         self.servers: list[asyncio.Server] = []
         self.datagrams: list[asyncio.BaseTransport] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -312,20 +320,40 @@ class AsyncServer:
     def submit(self, record: bytes | bytearray, conn: RpcStreamProtocol, watched: bool) -> None:
         """Run a call on a call thread (``watched``: under the tripwire, as a metadata call
         sent there while it is tripped)."""
-        loop = self.loop
-        assert loop is not None
-        dispatcher, wire = self.dispatcher, self.inline.wire
+        self.workers.pool.submit(functools.partial(self._run, record, conn, watched))
 
-        def work() -> Reply:
-            if not watched:
-                return dispatcher.handle(record, conn.peer)
-            token = wire.begin()
-            try:
-                return dispatcher.handle(record, conn.peer)
-            finally:
-                wire.end(token)
+    def _run(self, record: bytes | bytearray, conn: RpcStreamProtocol, watched: bool) -> None:
+        """On a call thread: the reply joins the loop's queue; the loop is woken only if it
+        was not already (one ``call_soon_threadsafe`` per batch of replies, not per reply)."""
+        reply: Reply = None
+        token = self.inline.wire.begin() if watched else 0
+        try:
+            reply = self.dispatcher.handle(record, conn.peer)
+        except BaseException:  # the dispatcher never raises; this guards the adapter
+            log.exception("call crashed the dispatcher")
+        finally:
+            if watched:
+                self.inline.wire.end(token)
+        self._replies.append((conn, reply))
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop = self.loop
+            assert loop is not None
+            loop.call_soon_threadsafe(self._deliver)
 
-        self.workers.submit(work, lambda result: loop.call_soon_threadsafe(conn.reply, result))
+    def _deliver(self) -> None:
+        """On the loop: hand every reply queued by the call threads to its connection, then
+        let each connection write its batch (the flag is cleared before the queue is
+        emptied, so a reply queued meanwhile either is taken here or wakes the loop)."""
+        self._wake_pending = False
+        replies = self._replies
+        touched: dict[RpcStreamProtocol, None] = {}  # in order, once each
+        while replies:
+            conn, reply = replies.popleft()
+            conn.take_reply(reply)
+            touched[conn] = None
+        for conn in touched:
+            conn.replies_in()
 
     async def listen(self, host: str, port: int) -> int:
         """Start a TCP listener; returns the bound port (useful with port 0)."""
