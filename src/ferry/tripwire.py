@@ -11,7 +11,8 @@ by ``begin``/``end``; once one has run longer than ``trip`` seconds (seen when i
 by a watcher thread four times a second while it still runs), the tripwire is *tripped*:
 ``clear()`` answers False and callers send their calls to worker threads until no watched
 call has been slow for ``quiet`` seconds. Calls sent to the workers meanwhile may be
-watched too, so a call still stuck there keeps the wire tripped.
+watched too, with a longer limit of their own (a worker also waits for the GIL and its
+turn, which is no sign of a slow store), so a call stuck there keeps the wire tripped.
 
 Layer: runtime, like ``ferry.workpool``; imports nothing of Ferry.
 """
@@ -50,7 +51,7 @@ class Tripwire:
         """Until when (``time.monotonic``) the wire stays tripped."""
         self.trips = 0
         """How many times a slow call tripped the wire (a metric)."""
-        self._running: dict[int, float] = {}  # token -> when its call began
+        self._running: dict[int, tuple[float, float]] = {}  # token -> (began, limit)
         self._serial = itertools.count()
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -60,19 +61,20 @@ class Tripwire:
         """Whether calls may run in the caller's thread now (hot: one clock read)."""
         return time.monotonic() >= self.until
 
-    def begin(self) -> int:
-        """A watched call begins; pass the token to ``end`` when it returns or raises."""
+    def begin(self, limit: float = 0.0) -> int:
+        """A watched call begins, to trip the wire if it runs longer than ``limit`` seconds
+        (0: ``trip``); pass the token to ``end`` when it returns or raises."""
         if not self._watching:
             self._start_watching()
         token = next(self._serial)
-        self._running[token] = time.monotonic()
+        self._running[token] = (time.monotonic(), limit or self.trip)
         return token
 
     def end(self, token: int) -> None:
         """The call of ``token`` returned: trip the wire if it was slow."""
-        began = self._running.pop(token)
+        began, limit = self._running.pop(token)
         now = time.monotonic()
-        if now - began > self.trip:
+        if now - began > limit:
             self._tripped(now, now - began)
 
     def close(self) -> None:
@@ -100,6 +102,7 @@ class Tripwire:
         """Trip the wire while a watched call runs too long (it may never return)."""
         while not self._closed.wait(WATCH_EVERY):
             now = time.monotonic()
-            oldest = min(list(self._running.values()), default=now)
-            if now - oldest > self.trip:
-                self._tripped(now, now - oldest)
+            late = [now - began for began, limit in list(self._running.values())
+                    if now - began > limit]  # fmt: skip
+            if late:
+                self._tripped(now, max(late))

@@ -102,6 +102,21 @@ def test_the_tripwire_trips_on_a_call_that_has_not_returned() -> None:
     wire.close()
 
 
+def test_a_call_watched_with_a_longer_limit_trips_only_past_it() -> None:
+    """Calls sent to threads while tripped are watched with a limit of their own: a wait
+    for the GIL or a thread is no sign of a stuck disk."""
+    wire = Tripwire(0.01, 60.0, "t-limit")
+    token = wire.begin(limit=5.0)
+    time.sleep(0.05)
+    wire.end(token)
+    assert wire.trips == 0 and wire.clear()
+    token = wire.begin(limit=0.02)
+    time.sleep(0.05)
+    wire.end(token)
+    assert wire.trips == 1 and not wire.clear()
+    wire.close()
+
+
 def test_config_and_command_line_turn_it_off(tmp_path: Path) -> None:
     cfg = from_dict({"server": {"inline_calls": False}, "export": [{"path": str(tmp_path)}]})
     assert not cfg.inline_calls
@@ -150,7 +165,7 @@ def test_a_blocking_getattr_stalls_the_loop_once_then_goes_to_the_threads(
     policies: list[InlinePolicy] = []
 
     def policy(app: App) -> InlinePolicy:
-        policies.append(InlinePolicy(NO_BACKEND, METADATA, trip=0.05, quiet=quiet))
+        policies.append(InlinePolicy(NO_BACKEND, METADATA, trip=0.05, quiet=quiet, stuck=0.2))
         return policies[0]
 
     with serve_in_thread(export_config("memory", tmp_path), inline=policy) as srv:

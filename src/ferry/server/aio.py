@@ -326,7 +326,7 @@ class AsyncServer:
         """On a call thread: the reply joins the loop's queue; the loop is woken only if it
         was not already (one ``call_soon_threadsafe`` per batch of replies, not per reply)."""
         reply: Reply = None
-        token = self.inline.wire.begin() if watched else 0
+        token = self.inline.wire.begin(self.inline.stuck) if watched else 0
         try:
             reply = self.dispatcher.handle(record, conn.peer)
         except BaseException:  # the dispatcher never raises; this guards the adapter

@@ -19,7 +19,8 @@ goes to the threads: it may wait on a disk, or run long enough to hold up other 
 The guard: the loop serves every connection, so an inline call that blocks (a cold inode
 on a slow disk, a stuck device) stalls them all. Inline calls run under a ``Tripwire``:
 once one has taken longer than ``TRIP`` seconds, metadata calls go to the threads (still
-watched there) until none has been slow for ``QUIET`` seconds. One slow call at a time is
+watched there, with the longer limit ``STUCK``) until none has been slow for ``QUIET``
+seconds. One slow call at a time is
 the price; a disk that stays stuck keeps metadata on the threads. ``TRIP`` is above
 Python's GIL switch interval (5 ms), so a call that only waited for the GIL does not trip
 it.
@@ -75,6 +76,10 @@ TRIP = 0.010
 """Seconds an inline call may take before metadata calls go to the threads."""
 QUIET = 2.0
 """Seconds without a slow metadata call before they run inline again."""
+STUCK = 0.5
+"""Seconds a metadata call sent to a call thread while tripped may take before it keeps
+the wire tripped (on a thread, a call also waits for the GIL and its turn: tens of ms
+under load are no sign of a slow disk)."""
 
 THREAD, INLINE, WATCHED = 0, 1, 2
 """Routes: a call thread; the loop (under the tripwire); a call thread, under the tripwire
@@ -93,9 +98,11 @@ class InlinePolicy:
         prompt: frozenset[Key] = frozenset(),
         trip: float = TRIP,
         quiet: float = QUIET,
+        stuck: float = STUCK,
     ) -> None:
         self.always = always
         self.prompt = prompt
+        self.stuck = stuck
         self.wire = Tripwire(
             trip, quiet, "event loop", then="metadata calls go to the call threads",
             logger=log, level=logging.INFO,
