@@ -7,7 +7,9 @@ server's event loop (``ferry.server.inline``) or a call thread waiting on a remo
 stuck disk, a store failing over): while it runs, the thread that ran it serves no one.
 
 The tripwire bounds that risk to one call at a time. Each call run this way is bracketed
-by ``begin``/``end``; once one has run longer than ``trip`` seconds (seen when it ends, or
+by ``begin``/``end`` (or, for the one thread that runs calls one after another, the event
+loop, timed in its *lane*: ``enter``, ``lap`` after each call, ``leave``: one clock read
+per call); once one has run longer than ``trip`` seconds (seen when it ends, or
 by a watcher thread four times a second while it still runs), the tripwire is *tripped*:
 ``clear()`` answers False and callers send their calls to worker threads until no watched
 call has been slow for ``quiet`` seconds. Calls sent to the workers meanwhile may be
@@ -52,6 +54,8 @@ class Tripwire:
         self.trips = 0
         """How many times a slow call tripped the wire (a metric)."""
         self._running: dict[int, tuple[float, float]] = {}  # token -> (began, limit)
+        self.busy_since = 0.0
+        """When the lane's current call began (0: the lane is idle)."""
         self._serial = itertools.count()
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -76,6 +80,26 @@ class Tripwire:
         now = time.monotonic()
         if now - began > limit:
             self._tripped(now, now - began)
+
+    def enter(self) -> float:
+        """The lane's thread starts running calls: returns now, when its first began."""
+        if not self._watching:
+            self._start_watching()
+        self.busy_since = now = time.monotonic()
+        return now
+
+    def lap(self, began: float) -> float:
+        """The lane's call begun at ``began`` returned: trip the wire if it was slow;
+        returns now, when the next one begins."""
+        now = time.monotonic()
+        if now - began > self.trip:
+            self._tripped(now, now - began)
+        self.busy_since = now
+        return now
+
+    def leave(self) -> None:
+        """The lane's thread runs no more calls for now."""
+        self.busy_since = 0.0
 
     def close(self) -> None:
         """Stop the watcher."""
@@ -104,5 +128,8 @@ class Tripwire:
             now = time.monotonic()
             late = [now - began for began, limit in list(self._running.values())
                     if now - began > limit]  # fmt: skip
+            since = self.busy_since
+            if since and now - since > self.trip:
+                late.append(now - since)
             if late:
                 self._tripped(now, max(late))

@@ -89,16 +89,33 @@ def test_a_tripped_policy_watches_metadata_on_threads_until_quiet() -> None:
     policy.close()
 
 
-def test_the_tripwire_trips_on_a_call_that_has_not_returned() -> None:
+@pytest.mark.parametrize("how", ["begin/end", "lane"])
+def test_the_tripwire_trips_on_a_call_that_has_not_returned(how: str) -> None:
     wire = Tripwire(0.05, 60.0, "t-wire")
     assert wire.clear()
-    token = wire.begin()
+    token = wire.begin() if how == "begin/end" else 0
+    began = wire.enter() if how == "lane" else 0.0
     deadline = time.monotonic() + 5.0
     while wire.clear() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not wire.clear()  # the watcher saw it running past trip
-    wire.end(token)
+    if how == "lane":
+        wire.lap(began)
+        wire.leave()
+    else:
+        wire.end(token)
     assert wire.trips == 1
+    wire.close()
+
+
+def test_the_lane_trips_on_a_slow_call_between_quick_ones() -> None:
+    wire = Tripwire(0.02, 60.0, "t-lane")
+    began = wire.lap(wire.enter())  # a quick call
+    assert wire.clear()
+    time.sleep(0.05)  # a slow one
+    wire.lap(began)
+    wire.leave()
+    assert wire.trips == 1 and not wire.clear() and wire.busy_since == 0.0
     wire.close()
 
 

@@ -176,22 +176,27 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         hand the others to the call threads; write those replies; then close, or pause or
         resume reading, and arm the timer for the next deadline."""
         conn, server = self.conn, self.server
-        self._flush()
-        route = server.inline.route
-        inline = 0
+        if self.answered:
+            self._flush()
+        route, wire = server.inline.route, server.inline.wire
+        began = 0.0  # when the inline call now running began (0: none yet)
         try:
             while (record := conn.next_call()) is not None:
                 how = route(record)
                 if how == INLINE:
+                    began = began or wire.enter()
                     self.take_reply(server.answer(record, self.peer))
-                    inline += 1
+                    began = wire.lap(began)
                 else:
                     server.submit(record, self, how == WATCHED)
         except RecordError as exc:
             self._abort(exc)
             return
+        finally:
+            if began:
+                wire.leave()
         if self.answered:
-            if inline and conn.in_flight >= conn.max_in_flight:  # more calls may wait:
+            if began and conn.in_flight >= conn.max_in_flight:  # more calls may wait:
                 if not self.flush_pending:  # let other connections in before more of ours
                     self.flush_pending = True
                     self.loop.call_soon(self._flush_later)
@@ -306,16 +311,12 @@ class AsyncServer:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def answer(self, record: bytes | bytearray, peer: Address) -> Reply:
-        """Run a call on the loop, under the inline policy's tripwire."""
-        wire = self.inline.wire
-        token = wire.begin()
+        """Run a call on the loop (the protocol times it in the tripwire's lane)."""
         try:
             return self.dispatcher.handle(record, peer)
         except Exception:  # the dispatcher never raises; this guards the loop
             log.exception("call crashed the dispatcher")
             return None
-        finally:
-            wire.end(token)
 
     def submit(self, record: bytes | bytearray, conn: RpcStreamProtocol, watched: bool) -> None:
         """Run a call on a call thread (``watched``: under the tripwire, as a metadata call
