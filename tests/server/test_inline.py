@@ -24,9 +24,10 @@ from ferry.backends.base import Attr, FileId, SetAttr
 from ferry.backends.wrappers import ReadOnly
 from ferry.cli.main import _parser, server_config
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
+from ferry.rpc.dispatch import Dispatcher
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.rpc.record import frame_bytes
-from ferry.server.aio import Limits
+from ferry.server.aio import AsyncServer, Limits
 from ferry.server.app import App, build_app
 from ferry.server.config import from_dict
 from ferry.server.inline import (
@@ -66,6 +67,14 @@ def test_prompt_backends_get_metadata_inline_and_data_on_threads() -> None:
     assert policy.route(record(NFS_PROGRAM, 2, NfsProc.GETATTR)) == THREAD  # not v3: refused
     assert policy.route(b"\0\0\0\7") == INLINE  # too short: dropped at once, no backend
     policy.close()
+
+
+def test_an_async_server_without_a_policy_inlines_only_calls_without_a_backend() -> None:
+    server = AsyncServer(Dispatcher([]))
+    assert server.inline.route(NFS[NfsProc.NULL]) == INLINE
+    assert server.inline.route(NFS[NfsProc.GETATTR]) == THREAD
+    server.inline.close()
+    server.workers.shutdown()
 
 
 def test_one_remote_backend_keeps_metadata_on_threads_and_off_means_off() -> None:

@@ -37,7 +37,7 @@ from ferry.rpc.dispatch import Address, Buffer, Dispatcher
 from ferry.server.accounting import cut_off, over_cap
 from ferry.server.blocking import LINGER_ABORT
 from ferry.server.connection import Limits, ServerConnection
-from ferry.server.inline import INLINE, WATCHED, InlinePolicy
+from ferry.server.inline import INLINE, NO_BACKEND, WATCHED, InlinePolicy
 from ferry.server.metrics import NO_METRICS, Metrics
 from ferry.server.skeleton import ServerModel
 from ferry.server.stopping import Stopper, stop_requested_early
@@ -301,7 +301,7 @@ class AsyncServer:
         self.dispatcher = dispatcher
         self.limits = limits or Limits()
         self.metrics = metrics
-        self.inline = inline or InlinePolicy.for_backends(True, [])
+        self.inline = inline or InlinePolicy(NO_BACKEND)
         self.connections: set[RpcStreamProtocol] = set()
         self.workers = CallWorkers(threads or min(32, (os.cpu_count() or 1) * 4))
         self._replies: collections.deque[tuple[RpcStreamProtocol, Reply]] = collections.deque()
