@@ -71,6 +71,14 @@ class Backend(abc.ABC):
     name_max: int = 255
     """Longest name accepted, in bytes (PATHCONF name_max)."""
 
+    prompt_metadata: bool = False
+    """Whether ``getattr``, ``lookup``, ``readlink`` and ``fsstat`` answer at once (from
+    memory or the local kernel's caches, microseconds) rather than waiting on a network.
+    Then the async server runs GETATTR, LOOKUP, ACCESS and the like on its event loop,
+    without the two thread hops a call thread costs (``ferry.server.inline``; a call that
+    is slow for once sends them back to the threads for a while). Leave it False when
+    they may wait on a remote store."""
+
     write_epoch: int = 0
     """Raised by one each time the backend lost writes it had acknowledged as UNSTABLE and
     not yet committed (say, its session with a remote store was cut off and made anew).

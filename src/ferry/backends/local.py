@@ -64,6 +64,8 @@ class LocalBackend(Backend):
     knfsd's ``async`` export option): faster, but a crash may undo acknowledged changes.
     """
 
+    prompt_metadata = True  # statx and openat, from the kernel's caches once warm
+
     def __init__(
         self,
         root_path: str | os.PathLike[str] | bytes,

@@ -20,6 +20,7 @@ class ReadOnly(ReadOnlyBackend):
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.name_max = inner.name_max
+        self.prompt_metadata = inner.prompt_metadata
 
     def root(self) -> FileId:
         return self.inner.root()
