@@ -42,8 +42,8 @@ UNSTABLE = 0
 
 
 def file_handle(d: Dispatcher, root: bytes, name: bytes) -> bytes:
-    reply = b"".join(bytes(b) for b in d.handle(call(NFS_PROGRAM, 3, NfsProc.LOOKUP,
-                                                      opaque(root), opaque(name)), PEER) or [])  # fmt: skip
+    lookup = call(NFS_PROGRAM, 3, NfsProc.LOOKUP, opaque(root), opaque(name))
+    reply = b"".join(bytes(b) for b in d.handle(lookup, PEER) or [])
     u = Unpacker(reply)
     for _ in range(6):
         u.unpack_uint()
