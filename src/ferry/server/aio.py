@@ -22,12 +22,14 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 from ferry import loops
 from ferry.errors import RecordError
-from ferry.rpc.dispatch import Address, Buffer, Dispatcher
+from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
+from ferry.segment import Part, SegmentShrank, close_segments
 from ferry.server.accounting import cut_off, over_cap
+from ferry.server.aiosend import write_reply
 from ferry.server.blocking import LINGER_ABORT
 from ferry.server.connection import Limits, ServerConnection
 from ferry.server.metrics import NO_METRICS, Metrics
@@ -110,15 +112,22 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.conn.resume_writing(self.loop.time())
         self._drain()
 
-    def reply(self, buffers: Sequence[Buffer] | None) -> None:
-        """Called on the loop when a call finishes."""
+    def reply(self, parts: Sequence[Part] | None) -> None:
+        """Called on the loop when a call finishes (a READ's data may be left in its file:
+        ``write_reply`` sends it from there)."""
         conn = self.conn
         conn.call_done(self.loop.time())
         transport = self.transport
         if transport is None or transport.is_closing():
+            if parts is not None:
+                close_segments(parts)
             return
-        if buffers is not None:
-            transport.writelines(conn.send(buffers))
+        if parts is not None:
+            try:
+                write_reply(transport, conn.send(parts))
+            except (SegmentShrank, OSError) as exc:
+                self._abort(exc)
+                return
         self._drain()
 
     def _drain(self) -> None:
@@ -179,7 +188,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         transport.abort()
 
 
-Reply = list[Buffer] | None
+R = TypeVar("R")
 
 
 class CallWorkers:
@@ -195,11 +204,11 @@ class CallWorkers:
     def __init__(self, count: int, limit: int = 256) -> None:
         self.pool = WorkPool(count, limit=limit, name="ferry-call")
 
-    def submit(self, work: Callable[[], Reply], done: Callable[[Reply], object]) -> None:
+    def submit(self, work: Callable[[], R | None], done: Callable[[R | None], object]) -> None:
         """Run ``work()`` in a worker, then ``done(result)`` (``done`` must be thread-safe)."""
 
         def job() -> None:
-            result: Reply
+            result: R | None
             try:
                 result = work()
             except BaseException:  # the dispatcher never raises; this guards the adapter
@@ -237,7 +246,7 @@ class AsyncServer:
         assert loop is not None
         dispatcher = self.dispatcher
         self.workers.submit(
-            lambda: dispatcher.handle(record, conn.peer),
+            lambda: dispatcher.handle_parts(record, conn.peer, TCP_SENDFILE),
             lambda result: loop.call_soon_threadsafe(conn.reply, result),
         )
 
