@@ -46,8 +46,9 @@ from ferry.rpc.drc import DuplicateRequestCache
 from ferry.rpc.message import NULL_AUTH, AcceptStat, CallHeader
 from ferry.rpc.record import frame, frame_bytes
 from ferry.segment import FileSegment, Part, SegmentShrank, materialize
+from ferry.server import aiosend
 from ferry.server.aio import AsyncServer
-from ferry.server.aiosend import write_reply
+from ferry.server.aiosend import settle, write_reply
 from ferry.server.app import build_app
 from ferry.server.blocking import serve_connection
 from ferry.server.connection import Limits
@@ -531,3 +532,37 @@ def test_a_segment_outlives_its_cached_descriptor(tmp_path: Path) -> None:
         with pytest.raises(SegmentShrank):
             shrinking.read()
         assert shrinking.fd == -1
+
+
+def test_settle_keeps_cached_segments_and_reads_the_others(tmp_path: Path) -> None:
+    """The loop must never wait for the disk: a segment goes to it only if the page cache
+    holds all its pages (Linux cachestat); the call thread reads the others into memory."""
+    data = content(MiB)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.pread(fd, MiB, 0)  # all cached now
+        warm = FileSegment(os.dup(fd), 1, MiB - 1)
+        (kept,) = settle([warm]) or []
+        assert kept is warm, "cachestat (Linux 6.5+) is needed to send cached READs from the loop"
+        warm.close()
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages: dropped
+        cold = FileSegment(os.dup(fd), 1, MiB - 1)
+        head, read = settle([b"head", cold]) or []
+        assert head == b"head" and bytes(read) == data[1:] and cold.fd == -1  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    assert settle(None) is None
+    assert settle([b"x"]) == [b"x"]
+
+
+def test_settle_copies_where_the_cache_cannot_be_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aiosend._page_cache, "_syscall", None)
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    seg = FileSegment(os.open(path, os.O_RDONLY), 2, 5)
+    assert settle([seg]) == [bytearray(b"23456")] and seg.fd == -1

@@ -29,7 +29,7 @@ from ferry.errors import RecordError
 from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
 from ferry.segment import Part, SegmentShrank, close_segments
 from ferry.server.accounting import cut_off, over_cap
-from ferry.server.aiosend import write_reply
+from ferry.server.aiosend import settle, write_reply
 from ferry.server.blocking import LINGER_ABORT
 from ferry.server.connection import Limits, ServerConnection
 from ferry.server.metrics import NO_METRICS, Metrics
@@ -246,7 +246,7 @@ class AsyncServer:
         assert loop is not None
         dispatcher = self.dispatcher
         self.workers.submit(
-            lambda: dispatcher.handle_parts(record, conn.peer, TCP_SENDFILE),
+            lambda: settle(dispatcher.handle_parts(record, conn.peer, TCP_SENDFILE)),
             lambda result: loop.call_soon_threadsafe(conn.reply, result),
         )
 
