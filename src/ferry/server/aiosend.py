@@ -80,7 +80,7 @@ _page_cache = _PageCache()
 def settle(parts: Sequence[Part] | None) -> Sequence[Part] | None:
     """A reply fit for the loop (call it on the call thread): segments whose data is not
     all in the page cache, or whose cache cannot be asked about, are read into memory."""
-    if parts is None or not any(isinstance(p, FileSegment) for p in parts):
+    if parts is None or FileSegment not in map(type, parts):
         return parts
     return [_settled(p) if isinstance(p, FileSegment) else p for p in parts]
 
@@ -94,7 +94,7 @@ def _settled(segment: FileSegment) -> Part:
 def write_reply(transport: asyncio.Transport, parts: Sequence[Part]) -> None:
     """Write a framed reply's ``parts`` in order; SegmentShrank if a file ended early
     (the record's mark promised those bytes: the connection must then be cut off)."""
-    if not any(isinstance(p, FileSegment) for p in parts):
+    if FileSegment not in map(type, parts):
         transport.writelines(parts)  # type: ignore[arg-type]
         return
     try:
