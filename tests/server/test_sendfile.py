@@ -566,3 +566,23 @@ def test_settle_copies_where_the_cache_cannot_be_asked(
     path.write_bytes(b"0123456789")
     seg = FileSegment(os.open(path, os.O_RDONLY), 2, 5)
     assert settle([seg]) == [bytearray(b"23456")] and seg.fd == -1
+
+
+def test_write_reply_queues_everything_when_the_socket_is_full(tmp_path: Path) -> None:
+    data = content(100_000)
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        filled = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filled += a.send(bytes(65536))
+        transport, seg = FakeTransport(a), segment_of(tmp_path, data)
+        write_reply(transport, [b"head", seg, b"\0\0"])  # type: ignore[arg-type]
+        assert bytes(transport.written) == b"head" + data[1:] + b"\0\0" and seg.fd == -1
+        b.setblocking(False)
+        got = 0
+        with contextlib.suppress(BlockingIOError):
+            while chunk := b.recv(1 << 20):
+                got += len(chunk)
+        assert got == filled  # nothing of the reply went around the transport
