@@ -208,8 +208,10 @@ def call_key(transport: str, client: ClientKey, header: CallHeader, record: Buff
     its head and tail (CRC-32 of at most 1.25 KiB, whatever the call's size; see the
     module on why not the whole call)."""
     size = len(record)
-    view = memoryview(record)
-    crc = zlib.crc32(view[:CHECKSUM_HEAD])
-    if size > CHECKSUM_HEAD:
+    if size <= CHECKSUM_HEAD:  # a small call: all of it
+        crc = zlib.crc32(record)
+    else:
+        view = memoryview(record)
+        crc = zlib.crc32(view[:CHECKSUM_HEAD])
         crc = zlib.crc32(view[max(CHECKSUM_HEAD, size - CHECKSUM_TAIL) :], crc)
     return (transport, client, header.xid, header.prog, header.vers, header.proc, size, crc)
