@@ -29,12 +29,14 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 from ferry import loops
 from ferry.errors import RecordError
-from ferry.rpc.dispatch import Address, Buffer, Dispatcher
+from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
+from ferry.segment import Part, SegmentShrank, close_segments
 from ferry.server.accounting import cut_off, over_cap
+from ferry.server.aiosend import settle, write_reply
 from ferry.server.blocking import LINGER_ABORT
 from ferry.server.connection import Limits, ServerConnection
 from ferry.server.inline import INLINE, NO_BACKEND, WATCHED, InlinePolicy
@@ -83,7 +85,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
-        self.out: list[Buffer] = []  # framed replies not yet handed to the transport
+        self.out: list[Part] = []  # framed replies not yet handed to the transport
         self.answered = 0  # calls answered since the last flush (still in flight)
         self.flush_pending = False
 
@@ -134,11 +136,12 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.conn.resume_writing(self.loop.time())
         self._drain()
 
-    def take_reply(self, buffers: Sequence[Buffer] | None) -> None:
-        """A call's reply (None: none owed), to go out with the next flush."""
+    def take_reply(self, parts: Sequence[Part] | None) -> None:
+        """A call's reply (None: none owed), to go out with the next flush (a READ's data
+        may be left in its file: ``write_reply`` sends it from there)."""
         self.answered += 1
-        if buffers is not None:
-            self.out += self.conn.send(buffers)
+        if parts is not None:
+            self.out += self.conn.send(parts)
 
     def replies_in(self) -> None:
         """Called on the loop once the replies from the call threads are taken:
@@ -160,8 +163,15 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         for _ in range(answered):
             conn.call_done(now)
         transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            transport.writelines(out)
+        if not out:
+            return
+        if transport is None or transport.is_closing():
+            close_segments(out)
+            return
+        try:
+            write_reply(transport, out)
+        except (SegmentShrank, OSError) as exc:
+            self._abort(exc)
 
     def _flush_later(self) -> None:
         self.flush_pending = False
@@ -250,7 +260,9 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         transport.abort()
 
 
-Reply = list[Buffer] | None
+R = TypeVar("R")
+Reply = Sequence[Part] | None
+"""A call's framed reply parts (a READ's data may be a file segment), or None: no reply."""
 
 
 class CallWorkers:
@@ -267,11 +279,11 @@ class CallWorkers:
     def __init__(self, count: int, limit: int = 256) -> None:
         self.pool = WorkPool(count, limit=limit, name="ferry-call")
 
-    def submit(self, work: Callable[[], Reply], done: Callable[[Reply], object]) -> None:
+    def submit(self, work: Callable[[], R | None], done: Callable[[R | None], object]) -> None:
         """Run ``work()`` in a worker, then ``done(result)`` (``done`` must be thread-safe)."""
 
         def job() -> None:
-            result: Reply
+            result: R | None
             try:
                 result = work()
             except BaseException:  # the dispatcher never raises; this guards the adapter
@@ -329,7 +341,7 @@ class AsyncServer:
         reply: Reply = None
         token = self.inline.wire.begin(self.inline.stuck) if watched else 0
         try:
-            reply = self.dispatcher.handle(record, conn.peer)
+            reply = settle(self.dispatcher.handle_parts(record, conn.peer, TCP_SENDFILE))
         except BaseException:  # the dispatcher never raises; this guards the adapter
             log.exception("call crashed the dispatcher")
         finally:
