@@ -40,6 +40,7 @@ from ferry.rpc.message import (
     pack_auth_error,
     pack_prog_mismatch,
     pack_rpc_mismatch,
+    parse_call,
     unpack_call,
 )
 from ferry.segment import FileSegment, Part, materialize, opaque_tail
@@ -198,23 +199,29 @@ class Dispatcher:
     def _handle(
         self, record: Buffer, client: Address, transport: Transport, call: Outcome | None
     ) -> Sequence[Part] | None:
-        u = Unpacker(record)
-        try:
-            xid = u.unpack_uint()
-        except XdrError:
-            log.info("dropping %d-byte record from %s: no xid", len(record), client)
-            return None
+        parsed = parse_call(record)
+        if parsed is not None:
+            header, pos = parsed
+            u = Unpacker(record, pos)
+        else:  # anything unusual: decoded field by field, refused with the right reply
+            u = Unpacker(record)
+            try:
+                xid = u.unpack_uint()
+            except XdrError:
+                log.info("dropping %d-byte record from %s: no xid", len(record), client)
+                return None
+            try:
+                header = unpack_call(u, xid)
+            except NotACall:
+                return None
+            except XdrError as exc:
+                log.info("garbage call header from %s xid=%#x: %s", client, xid, exc)
+                p = Packer()
+                pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
+                if call is not None:
+                    call.code = AcceptStat.GARBAGE_ARGS
+                return p.buffers()
         p = Packer()
-        try:
-            header = unpack_call(u, xid)
-        except NotACall:
-            return None
-        except XdrError as exc:
-            log.info("garbage call header from %s xid=%#x: %s", client, xid, exc)
-            pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
-            if call is not None:
-                call.code = AcceptStat.GARBAGE_ARGS
-            return p.buffers()
         if call is not None:
             call.prog, call.proc = header.prog, header.proc
         return self._dispatch(header, u, p, CallSource(record, client, transport), call)

@@ -1,0 +1,84 @@
+"""The hot paths of the RPC layer (issue 20) decide exactly what the general ones do.
+
+``parse_call`` reads a well-formed call header in one go and must give the header and the
+argument offset ``read_xid`` + ``unpack_call`` give, or None (then the general path decodes
+or refuses the call as before). The caches behind it are bounded.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from ferry.rpc import message
+from ferry.rpc.auth import encode_auth_sys
+from ferry.rpc.message import NULL_AUTH, CallHeader, OpaqueAuth, parse_call, read_xid, unpack_call
+from ferry.xdr import Packer, Unpacker
+
+
+def _record(
+    cred: OpaqueAuth = NULL_AUTH, verf: OpaqueAuth = NULL_AUTH, args: bytes = b"\0\0\0\7"
+) -> bytes:
+    p = Packer()
+    CallHeader(0x1234, 2, 100003, 3, 1, cred, verf).pack(p)
+    return p.get_buffer() + args
+
+
+def _general(record: bytes) -> tuple[CallHeader, int]:
+    u = Unpacker(record)
+    return unpack_call(u, read_xid(u)), u.position
+
+
+CREDS = [
+    NULL_AUTH,
+    encode_auth_sys(0, 0),
+    encode_auth_sys(1000, 100, (4, 24, 27), machine="a-host-name"),
+    encode_auth_sys(1, 1, tuple(range(16)), machine="x" * 255),
+    OpaqueAuth(6, b"gss"),  # decoded here; refused later (AUTH_TOOWEAK) as before
+    OpaqueAuth(1, b"\0\0"),  # malformed AUTH_SYS: refused later (AUTH_BADCRED) as before
+]
+VERFS = [NULL_AUTH, OpaqueAuth(0, b"12345678"), OpaqueAuth(3, b"x" * 400)]
+
+
+@pytest.mark.parametrize("cred", CREDS)
+@pytest.mark.parametrize("verf", VERFS)
+@pytest.mark.parametrize("args", [b"", b"\0\0\0\7", bytes(100)])
+def test_parse_call_matches_the_general_decoder(
+    cred: OpaqueAuth, verf: OpaqueAuth, args: bytes
+) -> None:
+    record = _record(cred, verf, args)
+    for form in (record, bytearray(record), memoryview(record)):
+        assert parse_call(form) == _general(record)
+
+
+def test_parse_call_leaves_unusual_calls_to_the_general_path() -> None:
+    good = _record(encode_auth_sys(0, 0))
+    assert parse_call(good) is not None
+    reply = good[:4] + struct.pack(">I", 1) + good[8:]
+    rpc3 = good[:8] + struct.pack(">I", 3) + good[12:]
+    cases = {
+        "empty": b"",
+        "xid only": good[:4],
+        "truncated credential": good[:40],
+        "no verifier": _record(args=b"")[:-8],
+        "verifier body cut": _record(verf=OpaqueAuth(0, b"12345678"), args=b"")[:-4],
+        "a reply": reply,
+        "rpc version 3": rpc3,
+        "credential over 400 bytes": _record(OpaqueAuth(1, bytes(404))),
+        "verifier over 400 bytes": _record(verf=OpaqueAuth(0, bytes(404))),
+    }
+    for name, record in cases.items():
+        assert parse_call(record) is None, name
+
+
+def test_credentials_seen_are_shared_and_bounded() -> None:
+    message._seen_auth.clear()
+    cred = encode_auth_sys(1000, 1000)
+    first, _ = parse_call(_record(cred)) or pytest.fail("not parsed")
+    second, _ = parse_call(_record(cred)) or pytest.fail("not parsed")
+    assert first.cred is second.cred  # one object for the same bytes
+    assert first.cred == cred
+    for uid in range(3 * message._SEEN_AUTH_MAX):
+        parse_call(_record(encode_auth_sys(uid, 0)))
+        assert len(message._seen_auth) <= message._SEEN_AUTH_MAX
