@@ -82,3 +82,16 @@ def test_credentials_seen_are_shared_and_bounded() -> None:
     for uid in range(3 * message._SEEN_AUTH_MAX):
         parse_call(_record(encode_auth_sys(uid, 0)))
         assert len(message._seen_auth) <= message._SEEN_AUTH_MAX
+
+
+@pytest.mark.parametrize("stat", list(message.AcceptStat))
+def test_accepted_head_is_the_field_by_field_encoding(stat: message.AcceptStat) -> None:
+    p = Packer()
+    for word in (0xDEADBEEF, message.MsgType.REPLY, message.ReplyStat.MSG_ACCEPTED):
+        p.pack_uint(word)
+    NULL_AUTH.pack(p)
+    p.pack_enum(stat)
+    assert message.accepted_head(0xDEADBEEF, stat) == p.get_buffer()
+    q = Packer()
+    message.pack_accepted(q, 0xDEADBEEF, stat)
+    assert q.get_buffer() == p.get_buffer()

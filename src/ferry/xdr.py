@@ -29,12 +29,13 @@ def _pad_len(n: int) -> int:
 
 
 class Packer:
-    """Accumulates XDR items; ``buffers()`` returns the encoding as a list of buffers."""
+    """Accumulates XDR items; ``buffers()`` returns the encoding as a list of buffers.
+    ``head``: bytes already encoded to start with (a reply header packed in one call)."""
 
     __slots__ = ("_buf", "_chunks")
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
+    def __init__(self, head: bytes = b"") -> None:
+        self._buf = bytearray(head)
         self._chunks: list[bytes | bytearray | memoryview] = []
 
     def pack_uint(self, v: int) -> None:

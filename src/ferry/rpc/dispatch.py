@@ -36,6 +36,7 @@ from ferry.rpc.message import (
     CallHeader,
     NotACall,
     RejectStat,
+    accepted_head,
     pack_accepted,
     pack_auth_error,
     pack_prog_mismatch,
@@ -216,40 +217,33 @@ class Dispatcher:
                 return None
             except XdrError as exc:
                 log.info("garbage call header from %s xid=%#x: %s", client, xid, exc)
-                p = Packer()
-                pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
-                if call is not None:
-                    call.code = AcceptStat.GARBAGE_ARGS
-                return p.buffers()
-        p = Packer()
+                return _refused(_accepted(xid, AcceptStat.GARBAGE_ARGS), call)
         if call is not None:
             call.prog, call.proc = header.prog, header.proc
-        return self._dispatch(header, u, p, CallSource(record, client, transport), call)
+        return self._dispatch(header, u, CallSource(record, client, transport), call)
 
     def _dispatch(
-        self, header: CallHeader, u: Unpacker, p: Packer, src: CallSource, call: Outcome | None
+        self, header: CallHeader, u: Unpacker, src: CallSource, call: Outcome | None
     ) -> Sequence[Part] | None:
         xid = header.xid
-        code: int
         if header.rpcvers != RPC_VERSION:
+            p = Packer()
             pack_rpc_mismatch(p, xid)
-            code = DENIED + RejectStat.RPC_MISMATCH
-        elif isinstance(cred := _credentials(header), AuthStat):
+            return _refused((p, DENIED + RejectStat.RPC_MISMATCH), call)
+        if isinstance(cred := _credentials(header), AuthStat):
+            p = Packer()
             pack_auth_error(p, xid, cred)
-            code = DENIED + RejectStat.AUTH_ERROR
-        else:
-            handler, code = self._find(header, p)
-            if handler is not None:
-                ctx = CallContext(header, cred, src.client, src.transport)
-                if self.drc is None or not self.drc.wants(header):
-                    reply, code = self._run(handler, u, ctx, p)
-                    if call is not None:
-                        call.code, call.status, call.data = code, ctx.status, ctx.data
-                    return reply
-                return self._run_once(self.drc, handler, u, ctx, p, src.record, call)
-        if call is not None:
-            call.code = code
-        return p.buffers()
+            return _refused((p, DENIED + RejectStat.AUTH_ERROR), call)
+        handler = self._find(header)
+        if isinstance(handler, tuple):
+            return _refused(handler, call)
+        ctx = CallContext(header, cred, src.client, src.transport)
+        if self.drc is None or not self.drc.wants(header):
+            reply, code = self._run(handler, u, ctx)
+            if call is not None:
+                call.code, call.status, call.data = code, ctx.status, ctx.data
+            return reply
+        return self._run_once(self.drc, handler, u, ctx, src.record, call)
 
     def _run_once(
         self,
@@ -257,7 +251,6 @@ class Dispatcher:
         handler: Handler,
         u: Unpacker,
         ctx: CallContext,
-        p: Packer,
         record: Buffer,
         call: Outcome | None,
     ) -> Sequence[Part] | None:
@@ -279,7 +272,7 @@ class Dispatcher:
             log.debug("drc: dropping xid=%#x from %s: still running", ctx.xid, ctx.client)
             return None
         try:
-            reply, code = self._run(handler, u, ctx, p)
+            reply, code = self._run(handler, u, ctx)
         except BaseException:  # _run does not raise, but an entry must not stay in progress
             drc.abandon(key)
             raise
@@ -293,11 +286,13 @@ class Dispatcher:
         return [memoryview(kept)[_KEPT.size :]]
 
     def _run(
-        self, handler: Handler, u: Unpacker, ctx: CallContext, p: Packer
+        self, handler: Handler, u: Unpacker, ctx: CallContext
     ) -> tuple[Sequence[Part] | None, int]:
-        """The reply to a call (None: dropped) and its accept_stat (``DROPPED``: none)."""
+        """The reply to a call (None: dropped) and its accept_stat (``DROPPED``: none).
+        The results are packed behind the SUCCESS reply header, one buffer in all unless
+        the results hold large opaques (or a file segment follows)."""
         header, xid = ctx.header, ctx.xid
-        results = Packer()
+        results = Packer(accepted_head(xid))
         try:
             tail = handler(u, ctx, results)
         except DropCall as exc:
@@ -311,34 +306,44 @@ class Dispatcher:
                 ctx.client,
                 exc,
             )
-            pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
-            return p.buffers(), AcceptStat.GARBAGE_ARGS
+            return _accepted(xid, AcceptStat.GARBAGE_ARGS)[0].buffers(), AcceptStat.GARBAGE_ARGS
         except Exception:
             log.exception("procedure prog=%d proc=%d failed", header.prog, header.proc)
-            pack_accepted(p, xid, AcceptStat.SYSTEM_ERR)
-            return p.buffers(), AcceptStat.SYSTEM_ERR
-        pack_accepted(p, xid, AcceptStat.SUCCESS)
-        reply: list[Part] = [*p.buffers(), *results.buffers()]
-        if tail is not None:
-            reply += opaque_tail(tail)
-        return reply, AcceptStat.SUCCESS
+            return _accepted(xid, AcceptStat.SYSTEM_ERR)[0].buffers(), AcceptStat.SYSTEM_ERR
+        if tail is None:
+            return results.buffers(), AcceptStat.SUCCESS
+        return [*results.buffers(), *opaque_tail(tail)], AcceptStat.SUCCESS
 
-    def _find(self, header: CallHeader, p: Packer) -> tuple[Handler | None, AcceptStat]:
-        """The handler of a call, or None with the reply that says why packed."""
+    def _find(self, header: CallHeader) -> Handler | tuple[Packer, int]:
+        """The handler of a call, or the reply that says why there is none and its code."""
         program = self.programs.get(header.prog)
         if program is None:
-            pack_accepted(p, header.xid, AcceptStat.PROG_UNAVAIL)
-            return None, AcceptStat.PROG_UNAVAIL
+            return _accepted(header.xid, AcceptStat.PROG_UNAVAIL)
         procs = program.versions.get(header.vers)
         if procs is None:
             versions = sorted(program.versions)
+            p = Packer()
             pack_prog_mismatch(p, header.xid, versions[0], versions[-1])
-            return None, AcceptStat.PROG_MISMATCH
+            return p, AcceptStat.PROG_MISMATCH
         handler = procs.get(header.proc)
         if handler is None:
-            pack_accepted(p, header.xid, AcceptStat.PROC_UNAVAIL)
-            return None, AcceptStat.PROC_UNAVAIL
-        return handler, AcceptStat.SUCCESS
+            return _accepted(header.xid, AcceptStat.PROC_UNAVAIL)
+        return handler
+
+
+def _accepted(xid: int, stat: AcceptStat) -> tuple[Packer, int]:
+    """An accepted reply without results (an error), and its code for the observer."""
+    p = Packer()
+    pack_accepted(p, xid, stat)
+    return p, stat
+
+
+def _refused(reply: tuple[Packer, int], call: Outcome | None) -> list[Buffer]:
+    """A reply that runs no procedure, told to the observer."""
+    p, code = reply
+    if call is not None:
+        call.code = code
+    return p.buffers()
 
 
 def _credentials(header: CallHeader) -> Credentials | AuthStat:

@@ -165,8 +165,21 @@ def parse_call(record: bytes | bytearray | memoryview) -> tuple[CallHeader, int]
     return CallHeader(xid, rpcvers, prog, vers, proc, cred, verf), end
 
 
+_ACCEPTED = struct.Struct(">IiiiIi")
+"""An accepted reply's header with an AUTH_NONE verifier (every reply Ferry sends): xid,
+REPLY, MSG_ACCEPTED, AUTH_NONE, an empty body, accept_stat (RFC 5531 section 9)."""
+
+
+def accepted_head(xid: int, stat: AcceptStat = AcceptStat.SUCCESS) -> bytes:
+    """The header of an accepted reply with an AUTH_NONE verifier, packed in one call."""
+    return _ACCEPTED.pack(xid, 1, 0, 0, 0, stat)
+
+
 def pack_accepted(p: Packer, xid: int, stat: AcceptStat, verf: OpaqueAuth = NULL_AUTH) -> None:
     """Reply header for an accepted call; the caller appends results (SUCCESS) or mismatch info."""
+    if verf is NULL_AUTH:
+        p.pack_raw(accepted_head(xid, stat))
+        return
     p.pack_uint(xid)
     p.pack_enum(MsgType.REPLY)
     p.pack_enum(ReplyStat.MSG_ACCEPTED)
