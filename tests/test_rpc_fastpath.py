@@ -12,7 +12,15 @@ import struct
 import pytest
 
 from ferry.rpc import message
-from ferry.rpc.auth import encode_auth_sys
+from ferry.rpc.auth import (
+    ANONYMOUS,
+    BadCredentials,
+    CredentialCache,
+    UnsupportedFlavor,
+    decode_credentials,
+    encode_auth_sys,
+)
+from ferry.rpc.dispatch import Dispatcher, Program
 from ferry.rpc.message import NULL_AUTH, CallHeader, OpaqueAuth, parse_call, read_xid, unpack_call
 from ferry.xdr import Packer, Unpacker
 
@@ -95,3 +103,53 @@ def test_accepted_head_is_the_field_by_field_encoding(stat: message.AcceptStat) 
     q = Packer()
     message.pack_accepted(q, 0xDEADBEEF, stat)
     assert q.get_buffer() == p.get_buffer()
+
+
+def test_credential_cache_decodes_once_and_stays_bounded() -> None:
+    cache = CredentialCache(size=8)
+    cred = encode_auth_sys(1000, 100, (4, 24), machine="host")
+    first = cache.decode(cred)
+    assert first == decode_credentials(cred)
+    assert cache.decode(OpaqueAuth(cred.flavor, bytes(cred.body))) is first  # by value
+    for uid in range(50):
+        assert cache.decode(encode_auth_sys(uid, 7)).uid == uid
+        assert len(cache) <= 8
+    assert cache.decode(NULL_AUTH) is ANONYMOUS
+
+
+@pytest.mark.parametrize(
+    ("cred", "error"),
+    [
+        (OpaqueAuth(1, b"\0\0"), BadCredentials),  # truncated AUTH_SYS
+        (OpaqueAuth(1, bytes(401)), BadCredentials),  # over 400 bytes
+        (encode_auth_sys(0, 0, tuple(range(17))), BadCredentials),  # 17 gids
+        (OpaqueAuth(6, b"gss"), UnsupportedFlavor),
+    ],
+)
+def test_bad_credentials_fail_every_time_and_are_never_kept(
+    cred: OpaqueAuth, error: type[Exception]
+) -> None:
+    cache = CredentialCache()
+    for _ in range(3):
+        with pytest.raises(error):
+            cache.decode(cred)
+    assert len(cache) == 0
+
+
+def test_dispatcher_refuses_bad_credentials_after_good_ones_were_cached() -> None:
+    """AUTH_BADCRED and AUTH_TOOWEAK replies are what they were without the cache."""
+    d = Dispatcher([Program(100003, "nfs", {3: {0: lambda u, ctx, p: None}})])
+    good, bad = encode_auth_sys(0, 0), OpaqueAuth(1, b"\0\0")
+    for _ in range(2):
+        ok = b"".join(d.handle(_null_call(good)) or [])
+        assert ok[4:] == bytes.fromhex("00000001 00000000 00000000 00000000 00000000")
+        refused = b"".join(d.handle(_null_call(bad)) or [])
+        assert refused[4:] == bytes.fromhex("00000001 00000001 00000001 00000001")  # BADCRED
+        weak = b"".join(d.handle(_null_call(OpaqueAuth(6, b"gss"))) or [])
+        assert weak[4:] == bytes.fromhex("00000001 00000001 00000001 00000005")  # TOOWEAK
+
+
+def _null_call(cred: OpaqueAuth) -> bytes:
+    p = Packer()
+    CallHeader(7, 2, 100003, 3, 0, cred, NULL_AUTH).pack(p)
+    return p.get_buffer()

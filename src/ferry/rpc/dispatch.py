@@ -27,7 +27,7 @@ from typing import Protocol
 
 from ferry.errors import DropCall, XdrError
 from ferry.rpc import drc as drcmod
-from ferry.rpc.auth import BadCredentials, Credentials, UnsupportedFlavor, decode_credentials
+from ferry.rpc.auth import BadCredentials, CredentialCache, Credentials, UnsupportedFlavor
 from ferry.rpc.message import (
     MAX_AUTH_BYTES,
     RPC_VERSION,
@@ -169,6 +169,7 @@ class Dispatcher:
         self.programs = {p.number: p for p in programs}
         self.drc = drc
         self.observer = observer
+        self.credentials = CredentialCache()
 
     def handle(
         self, record: Buffer, client: Address = None, transport: Transport = TCP
@@ -230,7 +231,7 @@ class Dispatcher:
             p = Packer()
             pack_rpc_mismatch(p, xid)
             return _refused((p, DENIED + RejectStat.RPC_MISMATCH), call)
-        if isinstance(cred := _credentials(header), AuthStat):
+        if isinstance(cred := _credentials(header, self.credentials), AuthStat):
             p = Packer()
             pack_auth_error(p, xid, cred)
             return _refused((p, DENIED + RejectStat.AUTH_ERROR), call)
@@ -346,12 +347,12 @@ def _refused(reply: tuple[Packer, int], call: Outcome | None) -> list[Buffer]:
     return p.buffers()
 
 
-def _credentials(header: CallHeader) -> Credentials | AuthStat:
+def _credentials(header: CallHeader, cache: CredentialCache) -> Credentials | AuthStat:
     """The call's credentials, or why they are refused (RFC 5531 section 9)."""
     try:
         if len(header.verf.body) > MAX_AUTH_BYTES:
             raise BadCredentials("verifier too long")
-        return decode_credentials(header.cred)
+        return cache.decode(header.cred)
     except BadCredentials:
         return AuthStat.BADCRED
     except UnsupportedFlavor:
