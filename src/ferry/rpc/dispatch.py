@@ -93,15 +93,6 @@ class CallContext:
         return self.header.xid
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CallSource:
-    """Where a call came from, as the DRC needs it: the bytes, the sender, the transport."""
-
-    record: Buffer
-    client: Address
-    transport: Transport
-
-
 Handler = Callable[[Unpacker, CallContext, Packer], FileSegment | None]
 """Decode arguments from the Unpacker, do the work, encode results into the Packer; return
 the data that follows the results when it was left in its file (a READ's), else None."""
@@ -176,8 +167,14 @@ class Dispatcher:
     ) -> list[Buffer] | None:
         """Reply buffers for a call record, or ``None`` when no reply is owed (not a call,
         too short to carry an xid, or a retransmission of a call still running)."""
-        reply = self.handle_parts(record, client, transport)
-        return None if reply is None else materialize(reply)
+        if self.observer is None:
+            reply = self._handle(record, client, transport, None)
+        else:
+            reply = self.handle_parts(record, client, transport)
+        if reply is None:
+            return None
+        # Only a sendfile transport's replies may hold file segments (``Transport``).
+        return materialize(reply) if transport.sendfile else reply  # type: ignore[return-value]
 
     def handle_parts(
         self, record: Buffer, client: Address = None, transport: Transport = TCP
@@ -221,10 +218,16 @@ class Dispatcher:
                 return _refused(_accepted(xid, AcceptStat.GARBAGE_ARGS), call)
         if call is not None:
             call.prog, call.proc = header.prog, header.proc
-        return self._dispatch(header, u, CallSource(record, client, transport), call)
+        return self._dispatch(header, u, record, client, transport, call)
 
     def _dispatch(
-        self, header: CallHeader, u: Unpacker, src: CallSource, call: Outcome | None
+        self,
+        header: CallHeader,
+        u: Unpacker,
+        record: Buffer,
+        client: Address,
+        transport: Transport,
+        call: Outcome | None,
     ) -> Sequence[Part] | None:
         xid = header.xid
         if header.rpcvers != RPC_VERSION:
@@ -238,13 +241,13 @@ class Dispatcher:
         handler = self._find(header)
         if isinstance(handler, tuple):
             return _refused(handler, call)
-        ctx = CallContext(header, cred, src.client, src.transport)
+        ctx = CallContext(header, cred, client, transport)
         if self.drc is None or not self.drc.wants(header):
             reply, code = self._run(handler, u, ctx)
             if call is not None:
                 call.code, call.status, call.data = code, ctx.status, ctx.data
             return reply
-        return self._run_once(self.drc, handler, u, ctx, src.record, call)
+        return self._run_once(self.drc, handler, u, ctx, record, call)
 
     def _run_once(
         self,
