@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ferry.backends._beneath import open_dir_beneath
 from ferry.backends._fdcache import FdCache, Lease
 from ferry.backends._tree import DIR_FLAGS, GONE, ExportTree, stale
 from ferry.backends.base import SERVER_TIME, Attr, Backend, DirEntry, FileId, FsStat, SetAttr
@@ -181,6 +182,36 @@ class LocalBackend(Backend):
             raise NfsError(Nfsstat3.ACCES, f"{name!r} is on another file system")
         self._tree.map.record(st.st_ino, dir_fid, name)
         return st.st_ino
+
+    def lookup_attr(self, dir_fid: FileId, name: bytes) -> Attr:
+        """One ``statx`` of the name in the directory (``lookup`` + ``getattr`` make three
+        system calls, and more below the root): the directory is reached from its path
+        in the map and verified (device and inode) as ``getattr`` verifies files; anything
+        unusual (a dot name, an unknown or moved directory) takes the general way."""
+        tree = self._tree
+        rel = None if name in _DOTS else tree.map.path(dir_fid)
+        if rel is None:
+            return self.getattr(self.lookup(dir_fid, name))
+        _check_name(name)
+        if not rel:  # the root itself: the map has the empty path for it alone
+            attr = tree.reader.at(tree.root_fd, name)
+        else:
+            try:
+                fd = open_dir_beneath(tree.root_fd, rel)
+            except OSError as exc:
+                if exc.errno in GONE:
+                    return self.getattr(self.lookup(dir_fid, name))
+                raise
+            try:
+                if not tree.is_(os.fstat(fd), dir_fid):
+                    return self.getattr(self.lookup(dir_fid, name))
+                attr = tree.reader.at(fd, name)
+            finally:
+                os.close(fd)
+        if attr.fsid != tree.dev:
+            raise NfsError(Nfsstat3.ACCES, f"{name!r} is on another file system")
+        tree.map.record(attr.fileid, dir_fid, name)
+        return attr
 
     def readdir(self, dir_fid: FileId) -> list[DirEntry]:
         with self._opendir(dir_fid) as fd, os.scandir(fd) as it:

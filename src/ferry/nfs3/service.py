@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 PREF_IO = MAX_IO
 MAX_FILE_SIZE = (1 << 63) - 1
+_DOTS = (b".", b"..")
 
 
 @dataclasses.dataclass(slots=True)
@@ -220,8 +221,16 @@ class Nfs3Service:
             raise NfsError(Nfsstat3.NOTDIR)
         if not may(dir_attr, target.cred, X):
             raise NfsError(Nfsstat3.ACCES)
-        fid = self._lookup_name(target, args.what.name)
-        attr = self.attrs(target, fid)
+        name = args.what.name
+        if name in _DOTS:
+            attr = self.attrs(target, self._lookup_name(target, name))
+        else:
+            self._check_lookup_name(target, name)
+            try:  # the id and its attributes in one backend call (a statx, locally)
+                attr = target.backend.lookup_attr(target.fid, name)
+            except OSError as exc:
+                raise NfsError(status_from_oserror(exc), str(exc)) from exc
+            attr.fsid = target.export.export_id
         return t.LookupRes(self.handle_for(target.export, attr), attr, dir_attr)
 
     def _lookup_name(self, target: Target, name: bytes) -> FileId:
@@ -229,11 +238,14 @@ class Nfs3Service:
             return target.fid  # '..' at the export root is the root itself
         if name == b"..":
             return call_backend(lambda: target.backend.lookup(target.fid, b".."))
+        self._check_lookup_name(target, name)
+        return call_backend(lambda: target.backend.lookup(target.fid, name))
+
+    def _check_lookup_name(self, target: Target, name: bytes) -> None:
         if not name or b"/" in name or b"\0" in name:
             raise NfsError(Nfsstat3.ACCES, f"invalid name {name!r}")
         if len(name) > target.backend.name_max:
             raise NfsError(Nfsstat3.NAMETOOLONG)
-        return call_backend(lambda: target.backend.lookup(target.fid, name))
 
     def access(self, args: t.AccessArgs, ctx: CallContext) -> t.AccessRes:
         target = self.resolve(args.object, ctx)
