@@ -10,15 +10,21 @@ protocol suite: ``test_handle_of_removed_file_stays_stale_after_inode_reuse`` an
 
 from __future__ import annotations
 
+import bisect
+import random
+
 import pytest
 
 from ferry.errors import NfsError
-from ferry.nfs3 import filehandle
+from ferry.nfs3 import filehandle, readdir
 from ferry.nfs3.access import R, W, X, access_mask, may
 from ferry.nfs3.const import Access, Ftype3, Nfsstat3
 from ferry.nfs3.filehandle import HandleCodec
+from ferry.nfs3.readdir import Listing
+from ferry.nfs3.types import Entry, ReaddirPage, ReaddirRes
 from ferry.rpc.auth import Credentials
-from ferry.vocab import Attr
+from ferry.vocab import Attr, DirEntry
+from ferry.xdr import Packer
 
 KEY, OTHER = bytes(range(32)), bytes(range(32, 64))
 
@@ -113,3 +119,83 @@ def test_access_mask_grants_what_the_flag_arithmetic_granted() -> None:
                             hex(asked),
                             ro,
                         )
+
+
+def _old_page(
+    listing: Listing, cookie: int, dircount: int, maxcount: int, plus: bool
+) -> tuple[list[int], bool]:
+    """``Listing.page`` as it was before issue 20 (a loop over the entries), as indices."""
+    start = bisect.bisect_right(listing.cookies, cookie) if cookie else 0
+    budget = max(maxcount, 0) - readdir._REPLY_OVERHEAD
+    names_budget = dircount if dircount > 0 else 1 << 30
+    out: list[int] = []
+    extra = readdir._PLUS_EXTRA if plus else 0
+    for i in range(start, len(listing.entries)):
+        size = readdir._ENTRY_FIXED + ((len(listing.entries[i].name) + 3) & ~3)
+        names_budget -= size
+        budget -= size + extra
+        if budget < 0 or (names_budget < 0 and out):
+            return out, False
+        out.append(i)
+    return out, True
+
+
+def test_listing_pages_are_what_the_entry_loop_gave() -> None:
+    rng = random.Random(20)
+    for size in (0, 1, 2, 7, 300):
+        names = {
+            bytes(rng.choice(b"abcdefgh") for _ in range(rng.randint(1, 40))) for _ in range(size)
+        }
+        listing = Listing([DirEntry(n, i + 10) for i, n in enumerate(names)], (1, 2))
+        cookies = [0, 1, *listing.cookies, *(c + 1 for c in listing.cookies[:5]), 2**63 - 1]
+        for _ in range(400):
+            cookie, plus = rng.choice(cookies), rng.random() < 0.5
+            dircount = rng.choice([0, 1, 36, 100, 512, 4096, rng.randint(0, 20000)])
+            maxcount = rng.choice([0, 100, 300, 400, 1024, 4096, 32768, rng.randint(0, 70000)])
+            start, stop, eof = listing.page(cookie, dircount, maxcount, plus)
+            assert (list(range(start, stop)), eof) == _old_page(
+                listing, cookie, dircount, maxcount, plus
+            ), (cookie, dircount, maxcount, plus)
+
+
+def test_readdir_page_packs_what_readdir_res_packs() -> None:
+    """The server's one-struct-per-entry packing gives the bytes of the field-by-field
+    ``ReaddirRes`` the client decodes, for READDIR and READDIRPLUS, with and without
+    attributes and handles, for names of every padding."""
+    rng = random.Random(21)
+    codec = HandleCodec(KEY)
+    for plus in (False, True):
+        entries, cookies, attrs, handles = [], [], [], []
+        for i in range(60):
+            name = bytes(rng.choice(b"xyz") for _ in range(rng.randint(1, 13))) + b"%d" % i
+            entries.append(DirEntry(name, 1000 + i))
+            cookies.append(rng.getrandbits(63) | 1)
+            attr = None
+            if rng.random() < 0.8:
+                attr = Attr(Ftype3(rng.randint(1, 7)), rng.getrandbits(16), rng.getrandbits(32),
+                            rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(64),
+                            rng.getrandbits(64), (rng.getrandbits(32), rng.getrandbits(32)),
+                            1000 + i, rng.getrandbits(70), rng.getrandbits(70),
+                            rng.getrandbits(70), 7, rng.getrandbits(32))  # fmt: skip
+            attrs.append(attr)
+            kind = rng.random()
+            handles.append(None if kind < 0.1 else b"\1" * 40 if kind < 0.2 else None)
+        made = codec.encode_many(7, attrs)
+        handles = [
+            made[i] if h is None and rng.random() < 0.9 else h for i, h in enumerate(handles)
+        ]
+        verf, eof = b"12345678", rng.random() < 0.5
+        dir_attr = attrs[0] or attrs[1]
+        page = ReaddirPage(dir_attr, verf, entries, cookies, eof)
+        if plus:
+            page.attrs, page.handles = attrs, handles
+        old = ReaddirRes(dir_attr, verf, [
+            Entry(e.fileid, e.name, c, a if plus else None, h if plus else None)
+            for e, c, a, h in zip(entries, cookies, attrs, handles, strict=True)
+        ], eof, plus)  # fmt: skip
+        new_p, old_p = Packer(), Packer()
+        page.pack(new_p)
+        old.pack(old_p)
+        assert new_p.get_buffer() == old_p.get_buffer()
+        for a, h in zip(attrs, made, strict=True):
+            assert h == (None if a is None else codec.encode(7, a.fileid, a.generation))

@@ -235,19 +235,15 @@ class LocalBackend(Backend):
         return iter(out)
 
     def attrs_in(self, dir_fid: FileId, entries: Sequence[DirEntry]) -> list[Attr | None]:
-        """One directory descriptor, one statx per entry: no path walks per entry."""
-        dev, attr_at = self._tree.dev, self._tree.reader.at
-        out: list[Attr | None] = []
+        """One directory descriptor, one statx per entry: no path walks per entry. None for
+        an entry gone, replaced since listed (another file id), or a mount point."""
+        dev = self._tree.dev
         with self._opendir(dir_fid) as fd:
-            for entry in entries:
-                try:
-                    attr: Attr | None = attr_at(fd, entry.name)
-                except OSError:
-                    attr = None
-                if attr is not None and (attr.fileid != entry.fileid or attr.fsid != dev):
-                    attr = None  # replaced since listed, or a mount point
-                out.append(attr)
-        return out
+            attrs = self._tree.reader.at_many(fd, [e.name for e in entries])
+        return [
+            a if a is not None and a.fileid == e.fileid and a.fsid == dev else None
+            for e, a in zip(entries, attrs, strict=True)
+        ]
 
     def readlink(self, fid: FileId) -> bytes:
         with self._entry(fid) as (pfd, name, st):

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3
+from ferry.vocab import Attr
 
 VERSION = 2
 _BODY = struct.Struct(">BHQI")
@@ -58,6 +59,20 @@ class HandleCodec:
     def encode(self, export_id: int, fileid: int, generation: int = 0) -> bytes:
         body = _BODY.pack(VERSION, export_id, fileid, generation & 0xFFFFFFFF)
         return body + self._mac(body)
+
+    def encode_many(self, export_id: int, attrs: Sequence[Attr | None]) -> list[bytes | None]:
+        """``encode`` of each file of a READDIRPLUS page (None where its attributes, which
+        carry the generation, are unknown), in one loop of C calls."""
+        pack, blake2b, key = _BODY.pack, hashlib.blake2b, self._key
+        out: list[bytes | None] = []
+        add = out.append
+        for a in attrs:
+            if a is None:
+                add(None)
+            else:
+                body = pack(VERSION, export_id, a.fileid, a.generation & 0xFFFFFFFF)
+                add(body + blake2b(body, key=key, digest_size=MAC_SIZE).digest())
+        return out
 
     def decode(self, handle: bytes) -> tuple[int, int, int]:
         """(export id, file id, generation) of a handle; BADHANDLE if not made with our key."""

@@ -26,7 +26,7 @@ from ferry.nfs3.readdir import MIN_RESOK, DirListingCache
 from ferry.rpc.auth import Credentials
 from ferry.rpc.dispatch import CallContext
 from ferry.segment import FileSegment
-from ferry.vocab import Attr, DirEntry, FileId, SetAttr
+from ferry.vocab import Attr, FileId, SetAttr
 
 T = TypeVar("T")
 
@@ -443,13 +443,13 @@ class Nfs3Service:
         self.listings.invalidate(target.export.export_id, target.fid)
         return t.LinkRes(self.try_attrs(file), t.Wcc(before, self.try_attrs(target)))
 
-    def readdir(self, args: t.ReaddirArgs, ctx: CallContext) -> t.ReaddirRes:
+    def readdir(self, args: t.ReaddirArgs, ctx: CallContext) -> t.ReaddirPage:
         return self._readdir(args, ctx, plus=False)
 
-    def readdirplus(self, args: t.ReaddirArgs, ctx: CallContext) -> t.ReaddirRes:
+    def readdirplus(self, args: t.ReaddirArgs, ctx: CallContext) -> t.ReaddirPage:
         return self._readdir(args, ctx, plus=True)
 
-    def _readdir(self, args: t.ReaddirArgs, ctx: CallContext, plus: bool) -> t.ReaddirRes:
+    def _readdir(self, args: t.ReaddirArgs, ctx: CallContext, plus: bool) -> t.ReaddirPage:
         target = self.resolve(args.dir, ctx)
         dir_attr = self.attrs(target)
         if dir_attr.type != Ftype3.DIR:
@@ -463,25 +463,25 @@ class Nfs3Service:
             lambda: call_backend(lambda: list(target.backend.readdir(target.fid))),
         )
         limit = min(args.maxcount if plus else args.dircount, _max_io(ctx))
-        batch, eof = listing.page(args.cookie, args.dircount, limit, plus)
-        if limit < MIN_RESOK or (not batch and not eof):
+        start, stop, eof = listing.page(args.cookie, args.dircount, limit, plus)
+        if limit < MIN_RESOK or (start == stop and not eof):
             raise NfsError(Nfsstat3.TOOSMALL)
+        entries, cookies = listing.entries[start:stop], listing.cookies[start:stop]
+        page = t.ReaddirPage(dir_attr, listing.verifier, entries, cookies, eof)
         if plus:
-            batch = self._plus_entries(target, batch)
-        return t.ReaddirRes(dir_attr, listing.verifier, batch, eof, plus)
+            self._plus_attrs(target, page)
+        return page
 
-    def _plus_entries(self, target: Target, batch: list[t.Entry]) -> list[t.Entry]:
-        """entryplus3 items with attributes read now, one page at a time, so a listing of
+    def _plus_attrs(self, target: Target, page: t.ReaddirPage) -> None:
+        """entryplus3 attributes and handles read now, one page at a time, so a listing of
         any size never serves stale attributes and costs nothing for pages not asked for."""
-        backend, export = target.backend, target.export
-        wanted = [DirEntry(e.name, e.fileid) for e in batch]
-        attrs = call_backend(lambda: backend.attrs_in(target.fid, wanted))
-        out = []
-        for e, attr in zip(batch, attrs, strict=True):
+        backend, export_id = target.backend, target.export.export_id
+        attrs = call_backend(lambda: backend.attrs_in(target.fid, page.entries))
+        for attr in attrs:
             if attr is not None:
-                attr.fsid = export.export_id
-            out.append(t.Entry(e.fileid, e.name, e.cookie, attr, self.maybe_handle(export, attr)))
-        return out
+                attr.fsid = export_id
+        page.attrs = attrs
+        page.handles = self.handles.encode_many(export_id, attrs)
 
     def fsstat(self, args: t.FhArgs, ctx: CallContext) -> t.FsstatRes:
         target = self.resolve(args.object, ctx)
