@@ -708,15 +708,17 @@ class ReaddirPage:
                 add(_entry_struct(len(name)).pack(1, e.fileid, len(name), name, cookie))
         else:
             items = zip(self.entries, self.cookies, self.attrs, self.handles, strict=True)
+            structs = _PLUS_STRUCTS
             for e, cookie, a, fh in items:
-                name = e.name
                 if a is None or fh is None or len(fh) != _FH_SIZE:
                     _pack_plus_entry(add, e, cookie, a, fh)
                     continue
+                name = e.name
+                n = len(name)
                 at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
                 add(
-                    _plus_struct(len(name)).pack(
-                        1, e.fileid, len(name), name, cookie,
+                    (structs.get(n) or _plus_struct(n)).pack(
+                        1, e.fileid, n, name, cookie,
                         1, a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
                         a.rdev[0], a.rdev[1], a.fsid, a.fileid,
                         (at // _NS) & _U32_MASK, at % _NS, (mt // _NS) & _U32_MASK, mt % _NS,
