@@ -43,11 +43,9 @@ class Target:
     export: Export
     fid: FileId
     cred: Credentials
-    generation: int = 0
-    backend: Backend = dataclasses.field(init=False)
-
-    def __post_init__(self) -> None:
-        self.backend = self.export.backend
+    generation: int
+    backend: Backend
+    """``export.backend``, kept here: read several times per call."""
 
 
 def call_backend(fn: Callable[[], T]) -> T:
@@ -86,9 +84,9 @@ class Nfs3Service:
         export = self.exports.get(export_id)
         if export is None:
             raise NfsError(Nfsstat3.STALE, "handle of an unknown export")
-        if not export.allows(_host(ctx)):
+        if export.clients and not export.allows(_host(ctx)):  # no list: every client
             raise NfsError(Nfsstat3.ACCES, "client not allowed on this export")
-        return Target(export, fid, export.squash(ctx.cred), generation)
+        return Target(export, fid, export.squash(ctx.cred), generation, export.backend)
 
     def verifier(self, target: Target) -> bytes:
         """The write verifier (RFC 1813 section 3.3.7) for ``target``'s export: the

@@ -186,7 +186,7 @@ class DirOpArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> DirOpArgs:
-        return cls(unpack_fh(u), unpack_name(u))
+        return cls(u.unpack_bytes(NFS3_FHSIZE), u.unpack_bytes(MAX_NAME))  # fh, name
 
     def pack(self, p: Packer) -> None:
         p.pack_opaque(self.dir)
@@ -204,7 +204,7 @@ class FhArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> FhArgs:
-        return cls(unpack_fh(u))
+        return cls(u.unpack_bytes(NFS3_FHSIZE))  # unpack_fh, inlined: GETATTR is hot
 
     def pack(self, p: Packer) -> None:
         p.pack_opaque(self.object)
@@ -246,7 +246,7 @@ class AccessArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> AccessArgs:
-        return cls(unpack_fh(u), u.unpack_uint())
+        return cls(u.unpack_bytes(NFS3_FHSIZE), u.unpack_uint())
 
     def pack(self, p: Packer) -> None:
         p.pack_opaque(self.object)

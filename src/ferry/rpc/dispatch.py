@@ -295,7 +295,8 @@ class Dispatcher:
         """The reply to a call (None: dropped) and its accept_stat (``DROPPED``: none).
         The results are packed behind the SUCCESS reply header, one buffer in all unless
         the results hold large opaques (or a file segment follows)."""
-        header, xid = ctx.header, ctx.xid
+        header = ctx.header
+        xid = header.xid
         results = Packer(accepted_head(xid))
         try:
             tail = handler(u, ctx, results)
