@@ -4,7 +4,8 @@ This is the single place where RPC_MISMATCH, AUTH_ERROR, PROG_UNAVAIL, PROG_MISM
 PROC_UNAVAIL, GARBAGE_ARGS and SYSTEM_ERR are decided (RFC 5531 section 9). Programs
 register handlers that decode their arguments from an ``Unpacker`` and encode their results
 into a ``Packer``; an ``XdrError`` while decoding becomes GARBAGE_ARGS, any other exception
-SYSTEM_ERR (logged), so no exception ever escapes to the IO adapter.
+SYSTEM_ERR (logged), so no exception ever escapes to the IO adapter. Credentials are
+decoded once per distinct credential (``CredentialCache``): clients repeat theirs.
 
 The duplicate request cache (``ferry.rpc.drc``) sits here too, in the one place every
 transport goes through: a retransmitted non-idempotent call is answered with the reply of

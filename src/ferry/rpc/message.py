@@ -1,6 +1,8 @@
 """ONC RPC v2 messages (RFC 5531 sections 8-9): call header decoding and reply encoding.
 
-Only the header lives here; procedure arguments and results belong to each program.
+Only the header lives here; procedure arguments and results belong to each program. The
+header of an ordinary call is read in one go (``parse_call``, the server's hot path); any
+other is decoded field by field (``read_xid``, ``unpack_call``), which decides its errors.
 """
 
 from __future__ import annotations
