@@ -461,7 +461,12 @@ class Nfs3Service:
             lambda: call_backend(lambda: list(target.backend.readdir(target.fid))),
         )
         limit = min(args.maxcount if plus else args.dircount, _max_io(ctx))
-        start, stop, eof = listing.page(args.cookie, args.dircount, limit, plus)
+        # READDIRPLUS pages are sized by maxcount alone, as knfsd sizes them ("we choose
+        # to ignore the dircount parameter"): Linux sends dircount = maxcount / 8 "to make
+        # sure [it is] big enough", which would cut each page to about half of maxcount
+        # and double the calls of a listing. READDIR's one count is its limit.
+        names = 0 if plus else args.dircount
+        start, stop, eof = listing.page(args.cookie, names, limit, plus)
         if limit < MIN_RESOK or (start == stop and not eof):
             raise NfsError(Nfsstat3.TOOSMALL)
         entries, cookies = listing.entries[start:stop], listing.cookies[start:stop]
