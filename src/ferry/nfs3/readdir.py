@@ -9,8 +9,8 @@ section 3.3.16 allows this) rather than failing the client with BAD_COOKIE.
 
 Listings are cached per directory while its change time is unchanged, so paging through
 50,000 entries costs one backend listing, not one per call; a listing keeps the running
-totals of its entries' wire sizes, so finding a page costs two binary searches. Attributes for READDIRPLUS
-are not cached here: the service reads them fresh for each page.
+totals of its entries' wire sizes, so finding a page costs two binary searches. Attributes
+for READDIRPLUS are not cached here: the service reads them fresh for each page.
 """
 
 from __future__ import annotations
