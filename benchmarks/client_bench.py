@@ -19,6 +19,11 @@ Clients (each timed from connect to close, so mount and set-up count as for nfs-
   nfs-rs         PyPI ``nfs-rs`` (Rust): ``Client.open()``, ``readinto`` / ``write`` of BLOCK
   nfs-rs-whole   the same, one ``read()`` / ``write()`` of the whole file: the like-for-like
                  peer of ``read_file``/``write_file`` (one bytes object of SIZE MiB)
+  local-open, local-open-whole
+                 no NFS: Python's built-in ``open()`` on a local copy (tmpfs), the same two
+                 idioms (written files fsync'd): what a whole ``read()`` costs Python itself
+                 against BLOCK pieces into a reused buffer (a new SIZE MiB bytes object is
+                 fresh memory the kernel must map and zero), to read the Ferry rows against
 
 The median of N repeats is reported in MB/s with ratios Ferry/peer (> 1: Ferry faster) as
 markdown on stdout and, with --write-docs, appended to docs/benchmarks.md.
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -54,7 +60,8 @@ from machine import machine_info  # noqa: E402
 from timings import Result, local_dir, timed_read, timed_write, write_docs  # noqa: E402
 
 MiB, BLOCK = transfers.MiB, transfers.BLOCK
-CLIENTS = ("ferry", "ferry-open", "ferry-open-whole", "nfs-cp", "nfs-rs", "nfs-rs-whole")
+CLIENTS = ("ferry", "ferry-open", "ferry-open-whole", "nfs-cp", "nfs-rs", "nfs-rs-whole",
+           "local-open", "local-open-whole")  # fmt: skip
 LABEL = {
     "ferry": "Ferry read_file/write_file",
     "ferry-open": "Ferry open()",
@@ -62,7 +69,12 @@ LABEL = {
     "nfs-cp": "libnfs nfs-cp (C)",
     "nfs-rs": "nfs-rs (Rust)",
     "nfs-rs-whole": "nfs-rs (Rust) read()/write() whole",
+    "local-open": "no NFS: local file (tmpfs), open()",
+    "local-open-whole": "no NFS: local file (tmpfs), open() read()/write() whole",
 }
+LOCAL = ("local-open", "local-open-whole")
+WHOLE_VS_BLOCKS = (("ferry-open-whole", "ferry-open"), ("nfs-rs-whole", "nfs-rs"),
+                   ("local-open-whole", "local-open"))  # fmt: skip
 PEERS = ("nfs-cp", "nfs-rs", "nfs-rs-whole")
 OPS = ("read", "write")
 
@@ -149,15 +161,40 @@ def nfsrs_whole_write(env: Env, name: str) -> None:
         f.write(env.source)
 
 
+def local_read(env: Env, name: str) -> int:
+    with open(env.local / "source.bin", "rb", buffering=0) as f:
+        return transfers.read_blocks(f, env.size)
+
+
+def local_whole_read(env: Env, name: str) -> int:
+    with open(env.local / "source.bin", "rb") as f:
+        return len(f.read())
+
+
+def local_write(env: Env, name: str) -> None:
+    with open(env.local / name, "wb", buffering=0) as f:
+        transfers.write_blocks(f, env.source)
+        os.fsync(f.fileno())
+
+
+def local_whole_write(env: Env, name: str) -> None:
+    with open(env.local / name, "wb") as f:
+        f.write(env.source)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 READERS: dict[str, Callable[[Env, str], int]] = {
     "ferry": ferry_read, "ferry-open": ferry_open_read,
     "ferry-open-whole": ferry_open_whole_read, "nfs-cp": nfscp_read,
     "nfs-rs": nfsrs_read, "nfs-rs-whole": nfsrs_whole_read,
+    "local-open": local_read, "local-open-whole": local_whole_read,
 }  # fmt: skip
 WRITERS: dict[str, Callable[[Env, str], None]] = {
     "ferry": ferry_write, "ferry-open": ferry_open_write,
     "ferry-open-whole": ferry_open_whole_write, "nfs-cp": nfscp_write,
     "nfs-rs": nfsrs_write, "nfs-rs-whole": nfsrs_whole_write,
+    "local-open": local_write, "local-open-whole": local_whole_write,
 }  # fmt: skip
 
 
@@ -171,7 +208,8 @@ def measure(env: Env, client: str, op: str, i: int, digest: str) -> float:
         return timed_read(partial(READERS[client], env, "read.bin"), env.size)
     name = f"write-{client}-{i}.bin"
     write, check = partial(WRITERS[client], env, name), digest if i == 0 else None
-    return timed_write(write, env.server.export / name, env.size, check)
+    where = env.local if client in LOCAL else env.server.export
+    return timed_write(write, where / name, env.size, check)
 
 
 def run_all(
@@ -231,12 +269,15 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, loca
         out += ["", "| ratio | read | write |", "| --- | --- | --- |"]
         for f in ferrys:
             for p in peers_here:
-                cells = []
-                for op in OPS:
-                    a, b = results[f][op], results[p][op]
-                    ok = a.seconds and b.seconds and not a.error and not b.error
-                    cells.append(f"{a.rate(size) / b.rate(size):.2f}" if ok else "–")
+                cells = [_ratio(results[f][op], results[p][op], size) for op in OPS]
                 out.append(f"| {LABEL[f]} / {LABEL[p]} | " + " | ".join(cells) + " |")
+    pairs = [(w, b) for w, b in WHOLE_VS_BLOCKS if w in clients and b in clients]
+    if pairs:
+        out += ["", "| one whole read()/write() against BLOCK pieces | read | write |",
+                "| --- | --- | --- |"]  # fmt: skip
+        for w, b in pairs:
+            out.append(f"| {LABEL[w]} / {LABEL[b]} | " + " | ".join(
+                _ratio(results[w][op], results[b][op], size) for op in OPS) + " |")  # fmt: skip
     out.append("")
     info = machine_info("nfs-ganesha", "libnfs-utils")
     try:
@@ -248,6 +289,11 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, loca
     out.append("Machine: " + ", ".join(f"{k} {v}" for k, v in info) + ".")
     out.append("")
     return "\n".join(out)
+
+
+def _ratio(a: Result, b: Result, size: int) -> str:
+    ok = a.seconds and b.seconds and not a.error and not b.error
+    return f"{a.rate(size) / b.rate(size):.2f}" if ok else "–"
 
 
 # --------------------------------------------------------------------------- main

@@ -58,8 +58,10 @@ class NfsRawFile(io.RawIOBase):
     def write(self, b: Buffer) -> int:
         self._checkClosed()
         # No copy here: ``write`` queues (copies) the bytes before it returns, and the
-        # caller's buffer cannot change until then (we wait for it).
-        n: int = self._run(self._file.write(memoryview(b).cast("B")))
+        # caller's buffer cannot change until then (we wait for it). A ``bytes`` object
+        # goes as it is: immutable, the engine keeps it until COMMIT without a copy.
+        data = b if type(b) is bytes else memoryview(b).cast("B")
+        n: int = self._run(self._file.write(data))
         return n
 
     def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
@@ -91,13 +93,48 @@ class NfsRawFile(io.RawIOBase):
             super().close()
 
 
+B = TypeVar("B", io.BufferedWriter, io.BufferedRandom)
+
+
+def _write_past_buffer(buffered: B, base: type[B], b: bytes) -> int:
+    """Hand a ``bytes`` object at least the buffer's size to the raw file as it is.
+
+    ``BufferedWriter`` writes such a piece straight to the raw file anyway, but through a
+    temporary view of its memory, which the engine must copy to keep until COMMIT: for a
+    whole-file ``f.write(data)`` of 256 MiB that is 256 MiB of fresh memory to map, zero
+    and fill. The object itself needs no copy. The buffer's own bytes go first; then the
+    buffered object relearns the raw position (``seek(0, SEEK_CUR)`` asks the raw file)."""
+    base.flush(buffered)  # the io class's: no COMMIT here
+    n = buffered.raw.write(b) or 0  # NfsRawFile.write never returns None
+    base.seek(buffered, 0, io.SEEK_CUR)
+    return n
+
+
 class _FlushingWriter(io.BufferedWriter):
+    def __init__(self, raw: NfsRawFile, buffer_size: int) -> None:
+        super().__init__(raw, buffer_size)
+        self._passthrough = buffer_size
+
+    def write(self, b: Buffer) -> int:
+        if type(b) is bytes and len(b) >= self._passthrough and not self.closed:
+            return _write_past_buffer(self, io.BufferedWriter, b)
+        return super().write(b)
+
     def flush(self) -> None:
         super().flush()
         self.raw.flush()
 
 
 class _FlushingRandom(io.BufferedRandom):
+    def __init__(self, raw: NfsRawFile, buffer_size: int) -> None:
+        super().__init__(raw, buffer_size)
+        self._passthrough = buffer_size
+
+    def write(self, b: Buffer) -> int:
+        if type(b) is bytes and len(b) >= self._passthrough and not self.closed:
+            return _write_past_buffer(self, io.BufferedRandom, b)
+        return super().write(b)
+
     def flush(self) -> None:
         super().flush()
         self.raw.flush()

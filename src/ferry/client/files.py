@@ -460,8 +460,13 @@ class AsyncFile:
         self.size = max(self.size, offset + n)
         if not self._dirty:
             self._dirty_off = offset
-            if isinstance(data, bytes):  # immutable: its whole wsize pieces go out uncopied
-                view = await self._send_whole(offset, view)
+        fill = -len(self._dirty) % self.nfs.wsize  # to make the queue's last piece whole
+        if isinstance(data, bytes) and n - fill >= self.nfs.wsize:
+            # immutable: its whole wsize pieces go out uncopied, after the queue
+            if fill:
+                self._dirty += view[:fill]
+                await self._push(everything=False)  # leaves the queue empty
+            view = await self._send_whole(offset + fill, view[fill:])
         self._dirty += view
         await self._push(everything=False)
         return n
