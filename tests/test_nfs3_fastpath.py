@@ -199,3 +199,19 @@ def test_readdir_page_packs_what_readdir_res_packs() -> None:
         assert new_p.get_buffer() == old_p.get_buffer()
         for a, h in zip(attrs, made, strict=True):
             assert h == (None if a is None else codec.encode(7, a.fileid, a.generation))
+
+
+def test_listing_is_sorted_by_cookie_and_keeps_no_attributes() -> None:
+    rng = random.Random(22)
+    attr = Attr(Ftype3.REG, 0o644, 1, 0, 0, 0, 0, (0, 0), 5, 0, 0, 0)
+    given = [
+        DirEntry(b"n%d" % rng.getrandbits(40), i, attr if i % 3 == 0 else None) for i in range(2000)
+    ]
+    listing = Listing(given, (1, 2))
+    assert listing.cookies == sorted(listing.cookies)
+    assert listing.cookies == [readdir.cookie_for(e.name) for e in listing.entries]
+    assert sorted((e.name, e.fileid) for e in listing.entries) == sorted(
+        (e.name, e.fileid) for e in given
+    )
+    assert all(e.attr is None for e in listing.entries)
+    assert given[0].attr is attr  # the backend's entries are not changed

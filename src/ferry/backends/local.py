@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -215,8 +216,8 @@ class LocalBackend(Backend):
 
     def readdir(self, dir_fid: FileId) -> list[DirEntry]:
         with self._opendir(dir_fid) as fd, os.scandir(fd) as it:
-            fse = os.fsencode
-            pairs = [(fse(e.name), e.inode()) for e in it]
+            enc = sys.getfilesystemencoding()  # os.fsencode, inlined: 50,000 names a listing
+            pairs = [(e.name.encode(enc, "surrogateescape"), e.inode()) for e in it]
         self._tree.map.record_many(dir_fid, pairs)
         return [DirEntry(name, ino) for name, ino in pairs]
 

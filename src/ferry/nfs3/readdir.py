@@ -40,8 +40,13 @@ below it is TOOSMALL even for an empty directory (RFC 1813 section 3.3.16)."""
 
 def cookie_for(name: bytes) -> int:
     """A stable cookie for a name: never 0 (which means "start")."""
-    digest = hashlib.blake2b(name, digest_size=8).digest()
-    return (int.from_bytes(digest, "big") >> 1) | 1
+    return cookies_for([name])[0]
+
+
+def cookies_for(names: Iterable[bytes]) -> list[int]:
+    """``cookie_for`` of each name, in one loop of C calls (a listing of 50,000 names)."""
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return [(from_bytes(blake2b(n, digest_size=8).digest(), "big") >> 1) | 1 for n in names]
 
 
 class Listing:
@@ -51,12 +56,14 @@ class Listing:
     __slots__ = ("cookies", "entries", "verifier", "stamp", "_names", "_plus")
 
     def __init__(self, entries: Iterable[DirEntry], stamp: tuple[int, int]) -> None:
-        keyed = sorted([(cookie_for(e.name), e.name, e.fileid) for e in entries])
-        self.cookies = [k[0] for k in keyed]
-        self.entries = [DirEntry(name, fileid) for _, name, fileid in keyed]
+        given = [e if e.attr is None else DirEntry(e.name, e.fileid) for e in entries]
+        cookies = cookies_for([e.name for e in given])
+        order = sorted(range(len(given)), key=cookies.__getitem__)  # ints sort fast
+        self.cookies = [cookies[i] for i in order]
+        self.entries = [given[i] for i in order]  # the backend's, no attributes kept
         self.stamp = stamp
         self.verifier = struct.pack(">Q", stamp[0] & 0xFFFFFFFFFFFFFFFF)
-        sizes = [_ENTRY_FIXED + ((len(name) + 3) & ~3) for _, name, _ in keyed]
+        sizes = [_ENTRY_FIXED + ((len(e.name) + 3) & ~3) for e in self.entries]
         self._names = array.array("q", itertools.accumulate(sizes, initial=0))
         """entry3 bytes before entry i (names, ids, cookies: what dircount counts)."""
         self._plus = array.array(
