@@ -11,14 +11,17 @@ protocol suite: ``test_handle_of_removed_file_stays_stale_after_inode_reuse`` an
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import random
 
 import pytest
 
+from ferry.backends import MemoryBackend
 from ferry.errors import NfsError
 from ferry.nfs3 import filehandle, readdir
 from ferry.nfs3.access import R, W, X, access_mask, may
 from ferry.nfs3.const import Access, Ftype3, Nfsstat3
+from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.readdir import Listing
 from ferry.nfs3.types import Entry, ReaddirPage, ReaddirRes
@@ -215,3 +218,30 @@ def test_listing_is_sorted_by_cookie_and_keeps_no_attributes() -> None:
     )
     assert all(e.attr is None for e in listing.entries)
     assert given[0].attr is attr  # the backend's entries are not changed
+
+
+def _squash_reference(export: Export, cred: Credentials) -> Credentials:
+    """``Export.squash`` as it was before issue 20 (``dataclasses.replace``)."""
+    if export.all_squash or (export.root_squash and cred.uid == 0):
+        return dataclasses.replace(cred, uid=export.anonuid, gid=export.anongid, gids=())
+    if export.root_squash and (cred.gid == 0 or 0 in cred.gids):
+        gids = tuple(export.anongid if g == 0 else g for g in cred.gids)
+        gid = export.anongid if cred.gid == 0 else cred.gid
+        return dataclasses.replace(cred, gid=gid, gids=gids)
+    return cred
+
+
+def test_squash_gives_what_dataclasses_replace_gave() -> None:
+    backend = MemoryBackend()
+    creds = [
+        Credentials(1, uid, gid, gids, "host", 7)
+        for uid in (0, 1000)
+        for gid in (0, 100)
+        for gids in ((), (0,), (5, 0, 6), (5, 6))
+    ]
+    for root_squash in (False, True):
+        for all_squash in (False, True):
+            export = Export("/x", backend, root_squash=root_squash, all_squash=all_squash,
+                            anonuid=4242, anongid=4343)  # fmt: skip
+            for cred in creds:
+                assert export.squash(cred) == _squash_reference(export, cred), (export, cred)
