@@ -100,6 +100,11 @@ class Backend(abc.ABC):
         """The file called ``name`` in directory ``dir_fid`` (hot); NOENT if absent, NOTDIR
         if ``dir_fid`` is not a directory. Symlinks are not followed."""
 
+    def lookup_attr(self, dir_fid: FileId, name: bytes) -> Attr:
+        """``getattr(lookup(dir_fid, name))``: LOOKUP answers with the file's attributes
+        (hot). Override when both come from one call (a ``statx`` of the name)."""
+        return self.getattr(self.lookup(dir_fid, name))
+
     @abc.abstractmethod
     def readdir(self, dir_fid: FileId) -> Iterable[DirEntry]:
         """Every entry of the directory except ``.`` and ``..``, in any order (hot for large

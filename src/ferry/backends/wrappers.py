@@ -31,6 +31,9 @@ class ReadOnly(ReadOnlyBackend):
     def lookup(self, dir_fid: FileId, name: bytes) -> FileId:
         return self.inner.lookup(dir_fid, name)
 
+    def lookup_attr(self, dir_fid: FileId, name: bytes) -> Attr:
+        return self.inner.lookup_attr(dir_fid, name)
+
     def readdir(self, dir_fid: FileId) -> Iterable[DirEntry]:
         return self.inner.readdir(dir_fid)
 
