@@ -10,7 +10,10 @@ the root disk, runs a load on it, and meanwhile either samples the server with p
 * ``getattr``: GETATTR of the root, ``--conns`` connections x ``--depth`` in flight
   (``pipeline.py``); system calls are divided by the calls answered meanwhile;
 * ``nfscp-write``: ``nfs-cp`` of a SIZE MiB file into the export, over and over; system
-  calls are divided by the 1 MiB WRITEs (the size nfs-cp sends) made meanwhile.
+  calls are divided by the 1 MiB WRITEs (the size nfs-cp sends) made meanwhile;
+* ``nfscp-read``: ``nfs-cp`` of a SIZE MiB file out of the export, over and over;
+* ``write4k`` / ``read4k``: libnfs ``nfs_pwrite``/``nfs_pread`` of 4 KiB one at a time
+  (``libnfs_io.py``) of a 16 MiB file, over and over.
 
     python benchmarks/profile_server.py getattr --spy "--gil --native"
     python benchmarks/profile_server.py getattr --strace
@@ -83,19 +86,32 @@ def run_load(args: argparse.Namespace, server: Any, mount_port: int, pids: list[
         return
     source = work / "source.bin"
     peers.write_random_file(source, args.size_mib * MiB, seed=3)
+    if args.load in ("nfscp-read", "read4k"):
+        peers.write_random_file(server.export / "r.bin", args.size_mib * MiB, seed=5)
     nfs_cp = peers.need_tool("nfs-cp", "libnfs-utils")
+    io_script = str(REPO / "benchmarks" / "libnfs_io.py")
     copies, deadline = 0, time.monotonic() + args.seconds
     while not stop.is_set() and time.monotonic() < deadline:
         name = f"w{copies}.bin"
-        peers.run([nfs_cp, source, server.file_url(name)], timeout=600)
-        (server.export / name).unlink()
+        if args.load == "nfscp-write":
+            peers.run([nfs_cp, source, server.file_url(name)], timeout=600)
+            (server.export / name).unlink()
+        elif args.load == "nfscp-read":
+            peers.run([nfs_cp, server.file_url("r.bin"), work / name], timeout=600)
+            (work / name).unlink()
+        else:
+            op, rel = ("write", name) if args.load == "write4k" else ("read", "r.bin")
+            size = str(min(args.size_mib, 16) * MiB)
+            peers.run([sys.executable, io_script, op, server.file_url(rel), size], timeout=600)
+            if op == "write":
+                (server.export / name).unlink()
         copies += 1
     out["copies"] = copies
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("load", choices=("getattr", "nfscp-write"))
+    p.add_argument("load", choices=("getattr", "nfscp-write", "nfscp-read", "write4k", "read4k"))
     p.add_argument("--server", choices=("ferry", "ganesha"), default="ferry")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--spy", metavar="OPTIONS", help="py-spy record with these options")
@@ -148,7 +164,7 @@ def main() -> int:
         r = out["result"][0]
         print(f"load: {r.calls:,} calls in {r.seconds:g} s, {r.ops:,.0f}/s, {r.errors} errors")
     if "copies" in out:
-        print(f"load: {out['copies']} nfs-cp copies of {args.size_mib} MiB")
+        print(f"load: {out['copies']} copies ({args.load})")
     if args.spy:
         return stacks_top_main([str(raw), "--top", str(args.top)])
     print(raw.read_text())

@@ -1093,3 +1093,40 @@ def test_readonly_forwards_every_read() -> None:
         if callable(member) and not name.startswith("_") and name not in writes
     } - {"close"}
     assert reads <= set(vars(ReadOnly)), sorted(reads - set(vars(ReadOnly)))
+
+
+def test_lookup_attr_is_getattr_of_lookup(b: Backend, kind: str, tmp_path: Path) -> None:
+    """``lookup_attr`` (LOOKUP's one call, issue 20) answers as ``getattr(lookup())`` does:
+    at the root, below it, through a wrapper, after a directory moved behind the
+    backend's back, and with the same errors."""
+    root = b.root()
+    sub = b.mkdir(root, b"sub", SetAttr(mode=0o755))
+    deep = b.mkdir(sub, b"deep", SetAttr(mode=0o755))
+    mkfile(b, root, b"top", b"1")
+    mkfile(b, deep, b"leaf", b"22")
+
+    def same(d: int, name: bytes, backend: Backend = b) -> None:
+        assert backend.lookup_attr(d, name) == backend.getattr(backend.lookup(d, name)), name
+
+    for d, name in [(root, b"top"), (root, b"sub"), (sub, b"deep"), (deep, b"leaf")]:
+        same(d, name)
+        same(d, name, ReadOnly(b) if kind == "memory" else b)
+    for d in (root, sub, deep):
+        same(d, b".")
+    same(sub, b"..")
+    same(deep, b"..")
+    for d in (root, deep):
+        with raises_status(S.NOENT):
+            b.lookup_attr(d, b"missing")
+    with raises_status(S.NOTDIR):
+        b.lookup_attr(b.lookup(root, b"top"), b"x")
+    if kind == "local":  # a move the backend did not make: the map's path is wrong
+        export = tmp_path / "export"
+        os.rename(export / "sub", export / "moved")
+        (export / "sub").mkdir()  # another directory where the map says ``sub`` is
+        (export / "sub" / "deep").mkdir()
+        same(sub, b"deep")
+        same(deep, b"leaf")
+        os.rename(export / "moved" / "deep", export / "deep2")
+        same(deep, b"leaf")
+        assert b.lookup_attr(deep, b"leaf").fileid == b.lookup(deep, b"leaf")

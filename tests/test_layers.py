@@ -17,8 +17,9 @@ The layers, bottom up (README "Layout"):
   ``ferry.nfsfs`` (faces over the client: never the backends or the server, but for the
   mount's ``server.malloc`` tuning, nor each other); ``ferry.testing`` (test tools: never
   the CLI). The server never imports the client or a face.
-* Runtime helpers shared by several layers (``ferry.loops``, ``ferry.workpool``) import
-  nothing of Ferry; the top of the package holds only them, the vocabulary and the wire.
+* Runtime helpers shared by several layers (``ferry.loops``, ``ferry.workpool``,
+  ``ferry.tripwire``) import nothing of Ferry; the top of the package holds only them,
+  the vocabulary and the wire.
 * No import cycles between modules (but inside ``ferry.client``, which issue 19 reshapes).
 
 Every ``import`` in a module counts, also those inside functions or under
@@ -49,9 +50,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "ferry.xdr": WIRE,
     "ferry.rpc": WIRE,
     "ferry.nfs3": PROTOCOL,
-    "ferry.backends": (*VOCAB, "ferry.errors", "ferry.segment", "ferry.workpool", "ferry.backends"),
+    "ferry.backends": (
+        *VOCAB,
+        "ferry.errors",
+        "ferry.segment",
+        "ferry.workpool",
+        "ferry.tripwire",
+        "ferry.backends",
+    ),  # fmt: skip
     "ferry.loops": (),
     "ferry.workpool": (),
+    "ferry.tripwire": (),
 }
 FACES = ("ferry.cli", "ferry.fuse", "ferry.nfsfs")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
@@ -76,6 +85,7 @@ TOP_LEVEL = {
     "segment.py",
     "loops.py",
     "workpool.py",
+    "tripwire.py",
     "py.typed",
 }
 PACKAGES = {"rpc", "nfs3", "backends", "server", "client", "cli", "fuse", "nfsfs", "testing"}

@@ -103,3 +103,28 @@ def test_a_small_fragment_larger_than_the_first_buffer_is_assembled() -> None:
     r.receive_data(frame_bytes(b"x" * 20_000)[:3])  # header split: buffer must grow later
     r.receive_data(frame_bytes(b"x" * 20_000)[3:])
     assert r.next_record() == b"x" * 20_000
+
+
+def test_a_large_fragment_buffer_is_used_again_once_its_record_is_dropped() -> None:
+    """The next large fragment of the same size lands in the last one's buffer when the
+    record was answered and dropped (no zeroed 1 MiB per WRITE), never while anything
+    still holds it: a record taken and kept, a view of it, or one not yet taken."""
+    r = RecordReader()
+    one, two, three = (bytes([i]) * 300_000 for i in (1, 2, 3))
+    r.receive_data(frame_bytes(one))
+    first = r.next_record()
+    assert first == one
+    address = id(first)
+    del first  # answered
+    r.receive_data(frame_bytes(two))
+    second = r.next_record()
+    assert second == two and id(second) == address  # the same buffer, filled anew
+    view = memoryview(second)[100:200]
+    del second
+    r.receive_data(frame_bytes(three))
+    third = r.next_record()
+    assert third == three and bytes(view) == b"\2" * 100  # a view kept it from reuse
+    r.receive_data(frame_bytes(one) + frame_bytes(two))  # two queued: distinct buffers
+    assert [r.next_record(), r.next_record()] == [one, two]
+    r.receive_data(frame_bytes(three[:-4]))  # another size: a buffer of its own
+    assert r.next_record() == three[:-4]

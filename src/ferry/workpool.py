@@ -118,6 +118,7 @@ class WorkPool:
                     job()
                 except BaseException:  # a job's own errors are its business; keep the thread
                     log.exception("%s: job failed", self.name)
+                del job  # not kept while idle: a call's record is freed (or reused) at once
                 w.started = 0.0
                 if w.replaced:  # another thread took our place while we were stuck
                     with lock:

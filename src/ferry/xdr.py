@@ -29,12 +29,13 @@ def _pad_len(n: int) -> int:
 
 
 class Packer:
-    """Accumulates XDR items; ``buffers()`` returns the encoding as a list of buffers."""
+    """Accumulates XDR items; ``buffers()`` returns the encoding as a list of buffers.
+    ``head``: bytes already encoded to start with (a reply header packed in one call)."""
 
     __slots__ = ("_buf", "_chunks")
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
+    def __init__(self, head: bytes = b"") -> None:
+        self._buf = bytearray(head)
         self._chunks: list[bytes | bytearray | memoryview] = []
 
     def pack_uint(self, v: int) -> None:
@@ -169,8 +170,22 @@ class Unpacker:
         return self.unpack_fopaque(n)
 
     def unpack_bytes(self, max_len: int = 0xFFFFFFFF) -> bytes:
-        """Variable-length opaque or string, copied into ``bytes``."""
-        return bytes(self.unpack_opaque(max_len))
+        """Variable-length opaque or string, copied into ``bytes``. Flat (no calls to the
+        methods above): every file handle and name in a call comes through here."""
+        data, pos = self._data, self._pos
+        if pos + 4 > len(data):
+            self._take(4)  # raises, with the message every short read has
+        (n,) = _U32.unpack_from(data, pos)
+        start = pos + 4
+        if n > max_len:
+            self._pos = start
+            raise XdrError(f"opaque of {n} bytes exceeds limit {max_len}")
+        end = start + n + (-n & 3)
+        if end > len(data):
+            self._pos = start
+            self._take(n + (-n & 3))  # raises
+        self._pos = end
+        return bytes(data[start : start + n])
 
     def unpack_array(self, unpack_item: Callable[[], T], max_items: int) -> list[T]:
         n = self.unpack_uint()

@@ -34,10 +34,13 @@ def test_client_bench_smoke(tmp_path: Path, libnfs_tools: dict[str, str]) -> Non
         "| Ferry read_file/write_file", "| Ferry open()",
         "| Ferry open() read()/write() whole", "| libnfs nfs-cp (C)",
         "| nfs-rs (Rust)", "| nfs-rs (Rust) read()/write() whole",
+        "| no NFS: local file (tmpfs), open()",
+        "| no NFS: local file (tmpfs), open() read()/write() whole",
     ], out  # fmt: skip
     assert all(ln.count("MB/s") == 2 for ln in rows), out  # read and write measured
-    ratios = [ln for ln in cp.stdout.splitlines() if ln.startswith("| Ferry") and " / " in ln]
-    assert len(ratios) == 9 and all("–" not in ln for ln in ratios), out
+    ratios = [ln for ln in cp.stdout.splitlines() if " / " in ln and "MB/s" not in ln]
+    assert len(ratios) == 9 + 3 and all("–" not in ln for ln in ratios), out  # 3 x 3 peers,
+    # then one whole read()/write() against pieces each for Ferry, nfs-rs and local files
     assert "nproc" in cp.stdout and "nfs-rs 0." in cp.stdout
     assert docs.read_text().count("## NFS clients against NFS-Ganesha") == 1
     assert not (tmp_path / "work").exists() and not (tmp_path / "local").exists()

@@ -17,6 +17,7 @@ from ferry.nfs3.const import MOUNT_PROGRAM, Nfsstat3
 from ferry.server.aio import AsyncServer, Limits
 from ferry.server.app import App, build_app
 from ferry.server.config import ExportConfig, ServerConfig
+from ferry.server.inline import InlinePolicy
 from ferry.testing.rawrpc import RawClient as RawClient
 from ferry.testing.rawrpc import Reply as Reply
 from ferry.testing.rawrpc import parse_reply as parse_reply
@@ -36,21 +37,25 @@ class RunningServer:
 
 @contextmanager
 def serve_in_thread(
-    config: ServerConfig, limits: Limits | None = None, port: int = 0
+    config: ServerConfig,
+    limits: Limits | None = None,
+    port: int = 0,
+    inline: Callable[[App], InlinePolicy] = App.inline_policy,
 ) -> Iterator[RunningServer]:
     """Run an AsyncServer for ``config`` on a loopback port (0: a free one) in a background
-    thread. Whatever was made is undone in reverse order however far start-up got (a
+    thread named ``ferry-loop`` (``inline``: its inline policy, the App's own by default).
+    Whatever was made is undone in reverse order however far start-up got (a
     port in use, a bad config): no thread, loop or descriptor outlives the block."""
     with ExitStack() as stack:
         app = build_app(config)
         stack.callback(app.close)
         loop = asyncio.new_event_loop()
         stack.callback(loop.close)
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread = threading.Thread(target=loop.run_forever, name="ferry-loop", daemon=True)
         thread.start()
         stack.callback(thread.join, 10)
         stack.callback(loop.call_soon_threadsafe, loop.stop)
-        server = AsyncServer(app.dispatcher(0), limits)
+        server = AsyncServer(app.dispatcher(0), limits, inline=inline(app))
         stack.callback(lambda: asyncio.run_coroutine_threadsafe(server.close(), loop).result(10))
 
         async def start() -> int:

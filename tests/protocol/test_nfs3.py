@@ -878,6 +878,21 @@ def test_readdirplus_5000_entries(nfs: Nfs3) -> None:
         assert nfs.fh_of(d, e.name) == e.handle
 
 
+def test_readdirplus_pages_fill_maxcount_whatever_dircount(nfs: Nfs3) -> None:
+    """Linux asks READDIRPLUS for dircount = maxcount / 8; as knfsd does, a page is filled
+    up to maxcount (issue 20: honouring dircount halved the pages and doubled the calls),
+    and never beyond it."""
+    d, names = make_big_dir(nfs, 300)
+    maxcount = 8192
+    res = nfs.must(nfs.readdirplus(d, dircount=maxcount // 8, maxcount=maxcount))
+    assert nfs.last_result_size <= maxcount
+    name_bytes = sum(8 + 4 + 4 + 8 + ((len(e.name) + 3) & ~3) for e in res.entries)
+    assert name_bytes > maxcount // 8, f"{len(res.entries)} entries: dircount still limits"
+    assert nfs.last_result_size > maxcount * 3 // 4, "the page is not filled"
+    entries, _ = listing(nfs, d, plus=True, count=maxcount // 8)  # maxcount 4 x dircount
+    assert sorted(e.name for e in entries) == sorted(names)
+
+
 def test_readdir_entry_created_between_pages(nfs: Nfs3) -> None:
     d, names = make_big_dir(nfs, 600)
     added: list[bytes] = []

@@ -1,11 +1,14 @@
-"""The zero-copy READ path: the blocking models send a READ's data straight from its file
-(``FileSegment`` + sendfile). Data and eof are exact at every size and range through each
-blocking model; a file that shrinks under a send closes the connection rather than send a
-corrupt record; transports that cannot sendfile (asyncio, UDP) and kept replies (the DRC)
-get the same bytes in memory; a segment's descriptor outlives its cache entry."""
+"""The zero-copy READ path: every TCP model sends a READ's data straight from its file
+(``FileSegment`` + sendfile; the async model from its loop, ``ferry.server.aiosend``). Data
+and eof are exact at every size and range through each model; a file that shrinks under a
+send closes the connection rather than send a corrupt record; pipelined replies stay whole
+and in order when the socket fills mid-file; transports that cannot sendfile (UDP) and
+kept replies (the DRC) get the same bytes in memory; a segment's descriptor outlives its
+cache entry."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -14,13 +17,16 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from harness import start_model, stop_checked
 from rawclient import RawClient, local_config, nfs_lookup, parse_reply
 
+from ferry import loops
 from ferry.backends.local import SENDFILE_MIN, LocalBackend
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
 from ferry.nfs3.results import unpack_read_res
@@ -38,8 +44,11 @@ from ferry.rpc.dispatch import (
 )
 from ferry.rpc.drc import DuplicateRequestCache
 from ferry.rpc.message import NULL_AUTH, AcceptStat, CallHeader
-from ferry.rpc.record import frame
+from ferry.rpc.record import frame, frame_bytes
 from ferry.segment import FileSegment, Part, SegmentShrank, materialize
+from ferry.server import aiosend
+from ferry.server.aio import AsyncServer
+from ferry.server.aiosend import settle, write_reply
 from ferry.server.app import build_app
 from ferry.server.blocking import serve_connection
 from ferry.server.connection import Limits
@@ -197,6 +206,158 @@ def test_file_shrinking_under_a_send_closes_the_connection(
                 got += len(chunk)
         assert mark & 0x80000000 and got < (mark & 0x7FFFFFFF)
     assert "file shrank by" in caplog.text
+
+
+# -- in process: the async server on a loopback port --------------------------------------
+
+LOOPS = {"uvloop": loops.new_event_loop, "asyncio": asyncio.new_event_loop}
+
+
+@contextlib.contextmanager
+def async_server(tmp_path: Path, loop_kind: str) -> Iterator[tuple[int, Path]]:
+    """The export of ``make_export`` served by ``AsyncServer`` on a loop in a thread."""
+    export = make_export(tmp_path / "export")
+    app = build_app(local_config(export, tmp_path / "state"))
+    loop = LOOPS[loop_kind]()
+    server = AsyncServer(app.dispatcher(0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = asyncio.run_coroutine_threadsafe(server.listen("127.0.0.1", 0), loop).result(10)
+    server.dispatcher = app.dispatcher(port)
+    try:
+        yield port, export
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        app.close()
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_async_reads_are_exact_in_process(tmp_path: Path, loop_kind: str) -> None:
+    with async_server(tmp_path, loop_kind) as (port, export):
+        check_reads(port, export)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_async_pipelined_reads_stay_whole_when_the_socket_fills(
+    tmp_path: Path, loop_kind: str
+) -> None:
+    """1 MiB and 4 KiB READs in flight while the client does not read: the server's send
+    buffer fills, sendfile stops mid-file and the rest of that reply (and the replies after
+    it) wait in the transport. Every reply must arrive whole, once."""
+    with async_server(tmp_path, loop_kind) as (port, export), closing(RawClient(port)) as c:
+        root = c.mount(str(export))
+        fh = nfs_lookup(c, root, f"f{MiB + 1}")[1]
+        assert fh is not None
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        data, want, calls = content(MiB + 1), {}, []
+        for i in range(12):
+            offset, count = (i * 97_331) % MiB, MiB if i % 3 else 4096
+            calls.append(read_call(c, fh, offset, count))
+            want[struct.unpack(">I", calls[-1][:4])[0]] = data[offset : offset + count]
+        c.sock.sendall(b"".join(frame_bytes(call) for call in calls))
+        time.sleep(0.3)  # the server fills its send buffer meanwhile
+        for _ in calls:
+            reply = parse_reply(c.recv_record())
+            u = reply.ok()
+            assert u.unpack_uint() == Nfsstat3.OK
+            assert bytes(unpack_read_res(u).data) == want.pop(reply.xid)
+        assert not want
+
+
+def test_async_reads_are_copied_where_sendfile_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EINVAL, "no sendfile here")
+
+    monkeypatch.setattr(os, "sendfile", refuse)
+    with async_server(tmp_path, "uvloop") as (port, export):
+        check_reads(port, export)
+
+
+def test_async_file_shrinking_under_a_send_closes_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = LocalBackend.read_segment
+
+    def shrinking(self: LocalBackend, fid: int, offset: int, count: int) -> object:
+        data, eof = original(self, fid, offset, count)
+        if isinstance(data, FileSegment):
+            os.ftruncate(data.fd, offset + data.count // 2)
+        return data, eof
+
+    monkeypatch.setattr(LocalBackend, "read_segment", shrinking)
+    caplog.set_level(logging.INFO, logger="ferry.server")
+    with async_server(tmp_path, "uvloop") as (port, export), closing(RawClient(port)) as c:
+        root = c.mount(str(export))
+        fh = nfs_lookup(c, root, f"f{MiB}")[1]
+        assert fh is not None
+        c.send_record(read_call(c, fh, 0, MiB))
+        (mark,) = struct.unpack(">I", c._recv_exact(4))
+        got = 0
+        with contextlib.suppress(ConnectionError):
+            while chunk := c.sock.recv(1 << 16):
+                got += len(chunk)
+        assert mark & 0x80000000 and got < (mark & 0x7FFFFFFF)
+    assert "file shrank by" in caplog.text
+
+
+class FakeTransport:
+    """What ``write_reply`` uses of a transport: what it was given, a buffer size, a socket."""
+
+    def __init__(self, sock: socket.socket | None, buffered: int = 0) -> None:
+        self.sock, self.buffered, self.written = sock, buffered, bytearray()
+
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        for part in parts:
+            self.written += part
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_extra_info(self, name: str) -> object:
+        assert name == "socket"
+        return self.sock
+
+
+def segment_of(tmp_path: Path, data: bytes) -> FileSegment:
+    path = tmp_path / "seg"
+    path.write_bytes(data)
+    return FileSegment(os.open(path, os.O_RDONLY), 1, len(data) - 1)
+
+
+def test_write_reply_sends_what_the_socket_takes_and_queues_the_rest(tmp_path: Path) -> None:
+    data = content(4 * MiB)
+    a, b = socket.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        a.setblocking(False)
+        transport, seg = FakeTransport(a), segment_of(tmp_path, data)
+        write_reply(transport, [b"head", seg, b"\0"])  # type: ignore[arg-type]
+        assert seg.fd == -1
+        b.setblocking(False)
+        sent = bytearray()
+        with contextlib.suppress(BlockingIOError):
+            while chunk := b.recv(1 << 20):
+                sent += chunk
+        assert 0 < len(sent) < len(data) - 1  # sendfile went as far as the socket took
+        assert bytes(transport.written[:4]) == b"head"
+        assert sent + transport.written[4:] == data[1:] + b"\0"
+
+
+def test_write_reply_never_overtakes_bytes_the_transport_holds(tmp_path: Path) -> None:
+    data = content(100_000)
+    a, b = socket.socketpair()
+    with a, b:
+        transport, seg = FakeTransport(a, buffered=10), segment_of(tmp_path, data)
+        write_reply(transport, [b"head", seg])  # type: ignore[arg-type]
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(1)  # nothing went around the transport
+        assert bytes(transport.written) == b"head" + data[1:] and seg.fd == -1
 
 
 # -- the sans-IO side -----------------------------------------------------------------------
@@ -371,3 +532,57 @@ def test_a_segment_outlives_its_cached_descriptor(tmp_path: Path) -> None:
         with pytest.raises(SegmentShrank):
             shrinking.read()
         assert shrinking.fd == -1
+
+
+def test_settle_keeps_cached_segments_and_reads_the_others(tmp_path: Path) -> None:
+    """The loop must never wait for the disk: a segment goes to it only if the page cache
+    holds all its pages (Linux cachestat); the call thread reads the others into memory."""
+    data = content(MiB)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.pread(fd, MiB, 0)  # all cached now
+        warm = FileSegment(os.dup(fd), 1, MiB - 1)
+        (kept,) = settle([warm]) or []
+        assert kept is warm, "cachestat (Linux 6.5+) is needed to send cached READs from the loop"
+        warm.close()
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages: dropped
+        cold = FileSegment(os.dup(fd), 1, MiB - 1)
+        head, read = settle([b"head", cold]) or []
+        assert head == b"head" and bytes(read) == data[1:] and cold.fd == -1  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    assert settle(None) is None
+    assert settle([b"x"]) == [b"x"]
+
+
+def test_settle_copies_where_the_cache_cannot_be_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aiosend._page_cache, "_syscall", None)
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    seg = FileSegment(os.open(path, os.O_RDONLY), 2, 5)
+    assert settle([seg]) == [bytearray(b"23456")] and seg.fd == -1
+
+
+def test_write_reply_queues_everything_when_the_socket_is_full(tmp_path: Path) -> None:
+    data = content(100_000)
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        filled = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filled += a.send(bytes(65536))
+        transport, seg = FakeTransport(a), segment_of(tmp_path, data)
+        write_reply(transport, [b"head", seg, b"\0\0"])  # type: ignore[arg-type]
+        assert bytes(transport.written) == b"head" + data[1:] + b"\0\0" and seg.fd == -1
+        b.setblocking(False)
+        got = 0
+        with contextlib.suppress(BlockingIOError):
+            while chunk := b.recv(1 << 20):
+                got += len(chunk)
+        assert got == filled  # nothing of the reply went around the transport

@@ -27,7 +27,15 @@ from rawclient import RawClient, Reply, local_config, parse_reply
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, NfsProc, Nfsstat3
 from ferry.rpc.auth import encode_auth_sys
 from ferry.rpc.dispatch import TCP, UDP, CallContext, Dispatcher, Program
-from ferry.rpc.drc import DuplicateRequestCache, Lookup, ReplyCache, call_key, client_key
+from ferry.rpc.drc import (
+    CHECKSUM_HEAD,
+    CHECKSUM_TAIL,
+    DuplicateRequestCache,
+    Lookup,
+    ReplyCache,
+    call_key,
+    client_key,
+)
 from ferry.rpc.message import NULL_AUTH, CallHeader
 from ferry.rpc.portmap import IPPROTO_UDP, PMAP_PROGRAM, Mapping
 from ferry.server.aio import AsyncServer
@@ -109,6 +117,27 @@ def test_drc_checksum_and_client_make_a_different_call(make_cache: MakeCache) ->
     assert drc.begin(key(7, b"remove b"))[0] is Lookup.NEW  # same xid, other bytes
     assert drc.begin(key(7, b"remove a", host="10.0.0.2"))[0] is Lookup.NEW
     assert drc.begin(key(7, b"remove a"))[0] is Lookup.HIT
+
+
+def test_call_key_sums_head_tail_and_length() -> None:
+    """The checksum covers the first CHECKSUM_HEAD and the last CHECKSUM_TAIL bytes of a
+    call, and the key its length (knfsd sums the first 256 bytes of the arguments and the
+    length): a call that reuses an XID with other bytes there, or with another length, is
+    another call; a retransmission (the same bytes) is the same one. The middle of a large
+    WRITE's data is not summed, so the key costs the same for 4 KiB and 1 MiB."""
+    write = call_record(7, NFS_PROGRAM, 7, bytes(64 * 1024))
+    same = key(7, write)
+    assert key(7, bytes(write)) == same
+    for at in (0, 100, CHECKSUM_HEAD - 1, len(write) - CHECKSUM_TAIL, len(write) - 1):
+        other = bytearray(write)
+        other[at] ^= 1
+        assert key(7, bytes(other)) != same, at
+    assert key(7, write + bytes(4)) != same
+    assert key(7, write[:-4]) != same
+    middle = bytearray(write)
+    middle[len(write) // 2] ^= 1
+    assert key(7, bytes(middle)) == same
+    assert key(7, memoryview(write)) == same  # any buffer, as the adapters hand records
 
 
 def test_client_key_udp_by_port_tcp_by_host() -> None:

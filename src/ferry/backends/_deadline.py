@@ -23,12 +23,13 @@ A call that timed out while still queued is never started.
 answered from its cache (~40-50 µs against ~10 µs of CPU). Calls the caller marks
 ``inline`` (metadata reads: GETATTR, LOOKUP) therefore run in the caller's own thread
 while the store answers promptly: not while a call has outlived ``timeout`` and still
-runs, nor while the store is *suspect*. A watcher (started with the first inline call)
-checks four times a second: once an inline call has run ``trip`` seconds, the store is
-suspect, and every call goes through the workers (bounded) until no inline call has
-been slow for ``quiet`` seconds. The inline calls already running when the store stalled
-are the price: they are not bounded by ``timeout`` (their threads are replaced, so the
-server goes on; their clients time out and send them again, and those are bounded).
+runs, nor while the store is *suspect*: a ``Tripwire`` (``ferry.tripwire``, the same
+guard the server's event loop runs its inline calls under) trips once an inline call
+has run ``trip`` seconds, and every call goes through the workers (bounded) until no
+inline call has been slow for ``quiet`` seconds. The inline calls already running when
+the store stalled are the price: they are not bounded by ``timeout`` (their threads are
+replaced, so the server goes on; their clients time out and send them again, and those
+are bounded).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-import time
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from ferry.errors import NfsError
+from ferry.tripwire import Tripwire
 from ferry.vocab import Nfsstat3
 from ferry.workpool import WorkPool
 
@@ -69,12 +70,9 @@ class Deadline:
         self._pool = WorkPool(workers, limit=limit, name=name) if timeout > 0 else None
         self._stuck: dict[Hashable, int] = {}  # key -> calls past timeout, still running
         self._lock = threading.Lock()
-        self._inline: dict[int, float] = {}  # thread -> start of the inline call it runs
-        self._trip, self._quiet = trip, quiet
-        self.suspect_until = 0.0
-        """Until when (``time.monotonic``) every call goes through the workers."""
-        self._closed = threading.Event()
-        self._watching = False
+        self._wire = Tripwire(
+            trip, quiet, name, then=f"every call is bounded ({timeout:g}s)", logger=log
+        )
 
     def run(self, fn: Callable[[], T], key: Hashable = None, inline: bool = False) -> T:
         """``fn()``'s result or exception; NfsError(JUKEBOX) if it takes longer than allowed,
@@ -83,15 +81,12 @@ class Deadline:
         pool = self._pool
         if pool is None:
             return fn()
-        if inline and not self._stuck and time.monotonic() >= self.suspect_until:
-            if not self._watching:
-                self._start_watching()
-            me = threading.get_ident()
-            self._inline[me] = time.monotonic()
+        if inline and not self._stuck and self._wire.clear():
+            token = self._wire.begin()
             try:
                 return fn()
             finally:
-                del self._inline[me]
+                self._wire.end(token)
         if key is not None and self._stuck.get(key):
             raise NfsError(Nfsstat3.JUKEBOX, f"{self._name}: an earlier call on it still waits")
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -126,26 +121,10 @@ class Deadline:
 
         fut.add_done_callback(release)
 
-    def _start_watching(self) -> None:
-        with self._lock:
-            if self._watching:
-                return
-            self._watching = True
-        threading.Thread(target=self._watch, name=f"{self._name}-trip", daemon=True).start()
-
-    def _watch(self) -> None:
-        """Mark the store suspect while an inline call runs too long."""
-        while not self._closed.wait(0.25):
-            now = time.monotonic()
-            oldest = min(list(self._inline.values()), default=now)
-            if now - oldest > self._trip:
-                if now >= self.suspect_until:
-                    log.warning(
-                        "%s: a call has waited over %gs: every call is bounded (%gs) until "
-                        "none has been slow for %gs", self._name, self._trip, self.timeout,
-                        self._quiet,
-                    )  # fmt: skip
-                self.suspect_until = now + self._quiet
+    @property
+    def suspect_until(self) -> float:
+        """Until when (``time.monotonic``) every call goes through the workers."""
+        return self._wire.until
 
     @property
     def stuck(self) -> int:
@@ -156,6 +135,6 @@ class Deadline:
     def close(self) -> None:
         """Let idle workers exit; stuck ones stay until their call returns (they are daemons)."""
         pool, self._pool = self._pool, None  # later calls run in the caller's thread
-        self._closed.set()
+        self._wire.close()
         if pool is not None:
             pool.shutdown(timeout=0)

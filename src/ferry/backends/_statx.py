@@ -22,7 +22,7 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ferry.backends.base import Attr
@@ -71,6 +71,17 @@ class AttrReader(abc.ABC):
     def at(self, dir_fd: int, path: bytes) -> Attr:
         """Attributes of ``path`` relative to ``dir_fd`` (``lstat``); OSError if absent."""
 
+    def at_many(self, dir_fd: int, names: Sequence[bytes]) -> list[Attr | None]:
+        """``at`` for each name in one directory (a READDIRPLUS page); None for a name
+        that fails (removed since it was listed)."""
+        out: list[Attr | None] = []
+        for name in names:
+            try:
+                out.append(self.at(dir_fd, name))
+            except OSError:
+                out.append(None)
+        return out
+
     @abc.abstractmethod
     def of_fd(self, fd: int) -> Attr:
         """Attributes of the open file ``fd`` (``fstat``)."""
@@ -109,6 +120,18 @@ class StatxReader(AttrReader):
         if self._fn(dir_fd, path, AT_SYMLINK_NOFOLLOW, _WANT, buf):
             raise _error(path)
         return self._attr(buf)
+
+    def at_many(self, dir_fd: int, names: Sequence[bytes]) -> list[Attr | None]:
+        """One buffer lookup for the whole page, then a statx and a decode per name."""
+        try:
+            buf = self._local.buf
+        except AttributeError:
+            buf = self._buffer()
+        fn, decode = self._fn, self._attr
+        return [
+            None if fn(dir_fd, name, AT_SYMLINK_NOFOLLOW, _WANT, buf) else decode(buf)
+            for name in names
+        ]
 
     def of_fd(self, fd: int) -> Attr:
         try:

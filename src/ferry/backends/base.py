@@ -71,6 +71,14 @@ class Backend(abc.ABC):
     name_max: int = 255
     """Longest name accepted, in bytes (PATHCONF name_max)."""
 
+    prompt_metadata: bool = False
+    """Whether ``getattr``, ``lookup``, ``readlink`` and ``fsstat`` answer at once (from
+    memory or the local kernel's caches, microseconds) rather than waiting on a network.
+    Then the async server runs GETATTR, LOOKUP, ACCESS and the like on its event loop,
+    without the two thread hops a call thread costs (``ferry.server.inline``; a call that
+    is slow for once sends them back to the threads for a while). Leave it False when
+    they may wait on a remote store."""
+
     write_epoch: int = 0
     """Raised by one each time the backend lost writes it had acknowledged as UNSTABLE and
     not yet committed (say, its session with a remote store was cut off and made anew).
@@ -100,6 +108,11 @@ class Backend(abc.ABC):
     def lookup(self, dir_fid: FileId, name: bytes) -> FileId:
         """The file called ``name`` in directory ``dir_fid`` (hot); NOENT if absent, NOTDIR
         if ``dir_fid`` is not a directory. Symlinks are not followed."""
+
+    def lookup_attr(self, dir_fid: FileId, name: bytes) -> Attr:
+        """``getattr(lookup(dir_fid, name))``: LOOKUP answers with the file's attributes
+        (hot). Override when both come from one call (a ``statx`` of the name)."""
+        return self.getattr(self.lookup(dir_fid, name))
 
     @abc.abstractmethod
     def readdir(self, dir_fid: FileId) -> Iterable[DirEntry]:

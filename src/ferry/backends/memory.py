@@ -57,6 +57,8 @@ class _Inode:
 class MemoryBackend(Backend):
     """A POSIX-like tree in RAM with a fixed capacity (``capacity`` bytes, ``max_files``)."""
 
+    prompt_metadata = True
+
     def __init__(self, capacity: int = 1 << 30, max_files: int = 1 << 20) -> None:
         self._lock = threading.RLock()
         self._nodes: dict[FileId, _Inode] = {}

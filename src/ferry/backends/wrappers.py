@@ -20,6 +20,7 @@ class ReadOnly(ReadOnlyBackend):
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.name_max = inner.name_max
+        self.prompt_metadata = inner.prompt_metadata
 
     def root(self) -> FileId:
         return self.inner.root()
@@ -29,6 +30,9 @@ class ReadOnly(ReadOnlyBackend):
 
     def lookup(self, dir_fid: FileId, name: bytes) -> FileId:
         return self.inner.lookup(dir_fid, name)
+
+    def lookup_attr(self, dir_fid: FileId, name: bytes) -> Attr:
+        return self.inner.lookup_attr(dir_fid, name)
 
     def readdir(self, dir_fid: FileId) -> Iterable[DirEntry]:
         return self.inner.readdir(dir_fid)

@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--record-timeout", type=float, help="seconds a record may take")
     serve.add_argument("--send-timeout", type=float, help="seconds a reply may wait")
     serve.add_argument("--udp", action="store_true", help="also serve over UDP")
+    serve.add_argument(
+        "--no-inline",
+        action="store_true",
+        help="run every call on the call threads, none on the event loop (async model)",
+    )
     serve.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics there")
     serve.set_defaults(func=cmd_serve)
     from ferry.cli.client import add_client_commands  # here: `serve` needs no fsspec/rich
@@ -141,6 +146,7 @@ def server_config(args: argparse.Namespace) -> cfgmod.ServerConfig:
             setattr(config, key, getattr(args, key))
     config.portmapper = config.portmapper or args.portmapper
     config.udp = config.udp or args.udp
+    config.inline_calls = config.inline_calls and not args.no_inline
     origin = "command line" if args.config is None else f"{args.config} with the command line"
     cfgmod.validate(config, origin)
     return config

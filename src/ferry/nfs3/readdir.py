@@ -8,12 +8,14 @@ because cookies stay valid across changes, a stale verifier is still honoured (R
 section 3.3.16 allows this) rather than failing the client with BAD_COOKIE.
 
 Listings are cached per directory while its change time is unchanged, so paging through
-50,000 entries costs one backend listing, not one per call. Attributes for READDIRPLUS
-are not cached here: the service reads them fresh for each page.
+50,000 entries costs one backend listing, not one per call; a listing keeps the running
+totals of its entries' wire sizes, so finding a page costs two binary searches. Attributes
+for READDIRPLUS are not cached here: the service reads them fresh for each page.
 """
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 import contextlib
@@ -23,7 +25,6 @@ import struct
 from collections.abc import Callable, Iterable
 
 from ferry.nfs3.filehandle import HANDLE_SIZE
-from ferry.nfs3.types import Entry
 from ferry.vocab import Attr, DirEntry
 
 _CACHE_DIRS = 32
@@ -39,39 +40,53 @@ below it is TOOSMALL even for an empty directory (RFC 1813 section 3.3.16)."""
 
 def cookie_for(name: bytes) -> int:
     """A stable cookie for a name: never 0 (which means "start")."""
-    digest = hashlib.blake2b(name, digest_size=8).digest()
-    return (int.from_bytes(digest, "big") >> 1) | 1
+    return cookies_for([name])[0]
+
+
+def cookies_for(names: Iterable[bytes]) -> list[int]:
+    """``cookie_for`` of each name, in one loop of C calls (a listing of 50,000 names)."""
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return [(from_bytes(blake2b(n, digest_size=8).digest(), "big") >> 1) | 1 for n in names]
 
 
 class Listing:
-    """One directory's entries sorted by cookie."""
+    """One directory's entries sorted by cookie, with the running totals of their wire
+    sizes, so that a page's extent is two binary searches rather than a loop over it."""
 
-    __slots__ = ("cookies", "entries", "verifier", "stamp")
+    __slots__ = ("cookies", "entries", "verifier", "stamp", "_names", "_plus")
 
     def __init__(self, entries: Iterable[DirEntry], stamp: tuple[int, int]) -> None:
-        keyed = sorted([(cookie_for(e.name), e.name, e.fileid) for e in entries])
-        self.cookies = [k[0] for k in keyed]
-        self.entries = [Entry(fileid, name, cookie) for cookie, name, fileid in keyed]
+        given = [e if e.attr is None else DirEntry(e.name, e.fileid) for e in entries]
+        cookies = cookies_for([e.name for e in given])
+        order = sorted(range(len(given)), key=cookies.__getitem__)  # ints sort fast
+        self.cookies = [cookies[i] for i in order]
+        self.entries = [given[i] for i in order]  # the backend's, no attributes kept
         self.stamp = stamp
         self.verifier = struct.pack(">Q", stamp[0] & 0xFFFFFFFFFFFFFFFF)
+        sizes = [_ENTRY_FIXED + ((len(e.name) + 3) & ~3) for e in self.entries]
+        self._names = array.array("q", itertools.accumulate(sizes, initial=0))
+        """entry3 bytes before entry i (names, ids, cookies: what dircount counts)."""
+        self._plus = array.array(
+            "q", (total + i * _PLUS_EXTRA for i, total in enumerate(self._names))
+        )
+        """entryplus3 bytes before entry i (what maxcount counts for READDIRPLUS)."""
 
-    def page(
-        self, cookie: int, dircount: int, maxcount: int, plus: bool
-    ) -> tuple[list[Entry], bool]:
-        """Entries after ``cookie`` fitting ``dircount`` (names) and ``maxcount`` (reply bytes)."""
+    def page(self, cookie: int, dircount: int, maxcount: int, plus: bool) -> tuple[int, int, bool]:
+        """The entries after ``cookie`` fitting ``dircount`` (names) and ``maxcount`` (reply
+        bytes), as ``entries[start:stop]``; and whether they reach the end (eof). At least
+        one entry whatever ``dircount`` says, none if the first exceeds ``maxcount``."""
         start = bisect.bisect_right(self.cookies, cookie) if cookie else 0
-        budget = max(maxcount, 0) - _REPLY_OVERHEAD
-        names_budget = dircount if dircount > 0 else 1 << 30
-        out: list[Entry] = []
-        extra = _PLUS_EXTRA if plus else 0
-        for entry in itertools.islice(self.entries, start, None):  # no copy of the tail
-            size = _ENTRY_FIXED + ((len(entry.name) + 3) & ~3)
-            names_budget -= size
-            budget -= size + extra
-            if budget < 0 or (names_budget < 0 and out):
-                return out, False
-            out.append(entry)
-        return out, True
+        n = len(self.cookies)
+        if start >= n:
+            return n, n, True
+        room = max(maxcount, 0) - _REPLY_OVERHEAD
+        sums = self._plus if plus else self._names
+        stop = max(bisect.bisect_right(sums, sums[start] + room, start) - 1, start)
+        if dircount > 0:
+            names = self._names
+            fit = bisect.bisect_right(names, names[start] + dircount, start) - 1
+            stop = min(stop, max(fit, start + 1))
+        return start, stop, stop == n
 
 
 class DirListingCache:

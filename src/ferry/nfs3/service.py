@@ -26,26 +26,26 @@ from ferry.nfs3.readdir import MIN_RESOK, DirListingCache
 from ferry.rpc.auth import Credentials
 from ferry.rpc.dispatch import CallContext
 from ferry.segment import FileSegment
-from ferry.vocab import Attr, DirEntry, FileId, SetAttr
+from ferry.vocab import Attr, FileId, SetAttr
 
 T = TypeVar("T")
 
 PREF_IO = MAX_IO
 MAX_FILE_SIZE = (1 << 63) - 1
+_DOTS = (b".", b"..")
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
+@dataclasses.dataclass(slots=True)
 class Target:
-    """A resolved handle: the export, the file id, and who is acting on it."""
+    """A resolved handle: the export, the file id, and who is acting on it. (One per call:
+    not frozen, which would make it three times as slow to make; nothing changes it.)"""
 
     export: Export
     fid: FileId
     cred: Credentials
-    generation: int = 0
-
-    @property
-    def backend(self) -> Backend:
-        return self.export.backend
+    generation: int
+    backend: Backend
+    """``export.backend``, kept here: read several times per call."""
 
 
 def call_backend(fn: Callable[[], T]) -> T:
@@ -84,9 +84,9 @@ class Nfs3Service:
         export = self.exports.get(export_id)
         if export is None:
             raise NfsError(Nfsstat3.STALE, "handle of an unknown export")
-        if not export.allows(_host(ctx)):
+        if export.clients and not export.allows(_host(ctx)):  # no list: every client
             raise NfsError(Nfsstat3.ACCES, "client not allowed on this export")
-        return Target(export, fid, export.squash(ctx.cred), generation)
+        return Target(export, fid, export.squash(ctx.cred), generation, export.backend)
 
     def verifier(self, target: Target) -> bytes:
         """The write verifier (RFC 1813 section 3.3.7) for ``target``'s export: the
@@ -107,7 +107,10 @@ class Nfs3Service:
     def attrs(self, target: Target, fid: FileId | None = None) -> Attr:
         """Attributes of ``fid``, or of the target itself, checked against the handle's
         generation: a handle of a removed file whose id was reused is STALE."""
-        attr = call_backend(lambda: target.backend.getattr(target.fid if fid is None else fid))
+        try:  # call_backend, inlined: this runs once or twice in every call
+            attr = target.backend.getattr(target.fid if fid is None else fid)
+        except OSError as exc:
+            raise NfsError(status_from_oserror(exc), str(exc)) from exc
         if fid is None and attr.generation != target.generation:
             raise NfsError(Nfsstat3.STALE, "file id reused by a newer file")
         attr.fsid = target.export.export_id
@@ -216,8 +219,16 @@ class Nfs3Service:
             raise NfsError(Nfsstat3.NOTDIR)
         if not may(dir_attr, target.cred, X):
             raise NfsError(Nfsstat3.ACCES)
-        fid = self._lookup_name(target, args.what.name)
-        attr = self.attrs(target, fid)
+        name = args.what.name
+        if name in _DOTS:
+            attr = self.attrs(target, self._lookup_name(target, name))
+        else:
+            self._check_lookup_name(target, name)
+            try:  # the id and its attributes in one backend call (a statx, locally)
+                attr = target.backend.lookup_attr(target.fid, name)
+            except OSError as exc:
+                raise NfsError(status_from_oserror(exc), str(exc)) from exc
+            attr.fsid = target.export.export_id
         return t.LookupRes(self.handle_for(target.export, attr), attr, dir_attr)
 
     def _lookup_name(self, target: Target, name: bytes) -> FileId:
@@ -225,11 +236,14 @@ class Nfs3Service:
             return target.fid  # '..' at the export root is the root itself
         if name == b"..":
             return call_backend(lambda: target.backend.lookup(target.fid, b".."))
+        self._check_lookup_name(target, name)
+        return call_backend(lambda: target.backend.lookup(target.fid, name))
+
+    def _check_lookup_name(self, target: Target, name: bytes) -> None:
         if not name or b"/" in name or b"\0" in name:
             raise NfsError(Nfsstat3.ACCES, f"invalid name {name!r}")
         if len(name) > target.backend.name_max:
             raise NfsError(Nfsstat3.NAMETOOLONG)
-        return call_backend(lambda: target.backend.lookup(target.fid, name))
 
     def access(self, args: t.AccessArgs, ctx: CallContext) -> t.AccessRes:
         target = self.resolve(args.object, ctx)
@@ -427,13 +441,13 @@ class Nfs3Service:
         self.listings.invalidate(target.export.export_id, target.fid)
         return t.LinkRes(self.try_attrs(file), t.Wcc(before, self.try_attrs(target)))
 
-    def readdir(self, args: t.ReaddirArgs, ctx: CallContext) -> t.ReaddirRes:
+    def readdir(self, args: t.ReaddirArgs, ctx: CallContext) -> t.ReaddirPage:
         return self._readdir(args, ctx, plus=False)
 
-    def readdirplus(self, args: t.ReaddirArgs, ctx: CallContext) -> t.ReaddirRes:
+    def readdirplus(self, args: t.ReaddirArgs, ctx: CallContext) -> t.ReaddirPage:
         return self._readdir(args, ctx, plus=True)
 
-    def _readdir(self, args: t.ReaddirArgs, ctx: CallContext, plus: bool) -> t.ReaddirRes:
+    def _readdir(self, args: t.ReaddirArgs, ctx: CallContext, plus: bool) -> t.ReaddirPage:
         target = self.resolve(args.dir, ctx)
         dir_attr = self.attrs(target)
         if dir_attr.type != Ftype3.DIR:
@@ -447,25 +461,30 @@ class Nfs3Service:
             lambda: call_backend(lambda: list(target.backend.readdir(target.fid))),
         )
         limit = min(args.maxcount if plus else args.dircount, _max_io(ctx))
-        batch, eof = listing.page(args.cookie, args.dircount, limit, plus)
-        if limit < MIN_RESOK or (not batch and not eof):
+        # READDIRPLUS pages are sized by maxcount alone, as knfsd sizes them ("we choose
+        # to ignore the dircount parameter"): Linux sends dircount = maxcount / 8 "to make
+        # sure [it is] big enough", which would cut each page to about half of maxcount
+        # and double the calls of a listing. READDIR's one count is its limit.
+        names = 0 if plus else args.dircount
+        start, stop, eof = listing.page(args.cookie, names, limit, plus)
+        if limit < MIN_RESOK or (start == stop and not eof):
             raise NfsError(Nfsstat3.TOOSMALL)
+        entries, cookies = listing.entries[start:stop], listing.cookies[start:stop]
+        page = t.ReaddirPage(dir_attr, listing.verifier, entries, cookies, eof)
         if plus:
-            batch = self._plus_entries(target, batch)
-        return t.ReaddirRes(dir_attr, listing.verifier, batch, eof, plus)
+            self._plus_attrs(target, page)
+        return page
 
-    def _plus_entries(self, target: Target, batch: list[t.Entry]) -> list[t.Entry]:
-        """entryplus3 items with attributes read now, one page at a time, so a listing of
+    def _plus_attrs(self, target: Target, page: t.ReaddirPage) -> None:
+        """entryplus3 attributes and handles read now, one page at a time, so a listing of
         any size never serves stale attributes and costs nothing for pages not asked for."""
-        backend, export = target.backend, target.export
-        wanted = [DirEntry(e.name, e.fileid) for e in batch]
-        attrs = call_backend(lambda: backend.attrs_in(target.fid, wanted))
-        out = []
-        for e, attr in zip(batch, attrs, strict=True):
+        backend, export_id = target.backend, target.export.export_id
+        attrs = call_backend(lambda: backend.attrs_in(target.fid, page.entries))
+        for attr in attrs:
             if attr is not None:
-                attr.fsid = export.export_id
-            out.append(t.Entry(e.fileid, e.name, e.cookie, attr, self.maybe_handle(export, attr)))
-        return out
+                attr.fsid = export_id
+        page.attrs = attrs
+        page.handles = self.handles.encode_many(export_id, attrs)
 
     def fsstat(self, args: t.FhArgs, ctx: CallContext) -> t.FsstatRes:
         target = self.resolve(args.object, ctx)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Self
 
 from ferry.errors import XdrError
 from ferry.nfs3.const import NFS3_FHSIZE, CreateMode, Ftype3, StableHow, TimeHow
 from ferry.segment import FileSegment
-from ferry.vocab import SERVER_TIME, Attr, SetAttr
+from ferry.vocab import SERVER_TIME, Attr, DirEntry, SetAttr
 from ferry.xdr import Packer, Unpacker
 
 MAX_NAME = 8192  # decode bound; the service enforces the real name_max
@@ -186,7 +186,7 @@ class DirOpArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> DirOpArgs:
-        return cls(unpack_fh(u), unpack_name(u))
+        return cls(u.unpack_bytes(NFS3_FHSIZE), u.unpack_bytes(MAX_NAME))  # fh, name
 
     def pack(self, p: Packer) -> None:
         p.pack_opaque(self.dir)
@@ -204,7 +204,7 @@ class FhArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> FhArgs:
-        return cls(unpack_fh(u))
+        return cls(u.unpack_bytes(NFS3_FHSIZE))  # unpack_fh, inlined: GETATTR is hot
 
     def pack(self, p: Packer) -> None:
         p.pack_opaque(self.object)
@@ -246,7 +246,7 @@ class AccessArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> AccessArgs:
-        return cls(unpack_fh(u), u.unpack_uint())
+        return cls(u.unpack_bytes(NFS3_FHSIZE), u.unpack_uint())
 
     def pack(self, p: Packer) -> None:
         p.pack_opaque(self.object)
@@ -650,6 +650,95 @@ class ReaddirRes:
         p.pack_raw(b"".join(parts))
         p.pack_bool(False)
         p.pack_bool(self.eof)
+
+
+_ENTRY_STRUCTS: dict[int, struct.Struct] = {}
+_PLUS_STRUCTS: dict[int, struct.Struct] = {}
+_FH_SIZE = 31  # the handles Ferry makes (``filehandle.HANDLE_SIZE``): the common case
+_STRUCT_NAME_MAX = 1024  # names longer than this (none on Linux) are packed ad hoc
+
+
+def _entry_struct(n: int) -> struct.Struct:
+    """entry3 for a name of ``n`` bytes in one layout: value_follows, fileid, the name
+    (``s`` pads it with zeros), cookie."""
+    found = _ENTRY_STRUCTS.get(n)
+    if found is None:
+        found = struct.Struct(f">IQI{(n + 3) & ~3}sQ")
+        if n <= _STRUCT_NAME_MAX:
+            _ENTRY_STRUCTS[n] = found
+    return found
+
+
+def _plus_struct(n: int) -> struct.Struct:
+    """entryplus3 with attributes and a handle of ``_FH_SIZE`` bytes, in one layout."""
+    found = _PLUS_STRUCTS.get(n)
+    if found is None:
+        found = struct.Struct(
+            f">IQI{(n + 3) & ~3}sQ" + _POST_OP_FATTR3.format[1:] + f"II{(_FH_SIZE + 3) & ~3}s"
+        )
+        if n <= _STRUCT_NAME_MAX:
+            _PLUS_STRUCTS[n] = found
+    return found
+
+
+@dataclasses.dataclass(slots=True)
+class ReaddirPage:
+    """READDIR3resok / READDIRPLUS3resok as the server sends it: a slice of a listing
+    (entries and their cookies) and, for READDIRPLUS, each entry's attributes and handle
+    (None where unknown). The client decodes the same bytes into ``ReaddirRes``. Hot
+    (every entry of every listing): each entry is packed with one struct call."""
+
+    dir_attributes: Attr | None
+    cookieverf: bytes
+    entries: Sequence[DirEntry]
+    cookies: Sequence[int]
+    eof: bool
+    attrs: Sequence[Attr | None] | None = None
+    """READDIRPLUS: one per entry (None: no attributes); None for READDIR."""
+    handles: Sequence[bytes | None] = ()
+
+    def pack(self, p: Packer) -> None:
+        pack_post_op_attr(p, self.dir_attributes)
+        p.pack_fopaque(8, self.cookieverf)
+        parts: list[bytes] = []  # joined once, not appended field by field
+        add = parts.append
+        if self.attrs is None:
+            for e, cookie in zip(self.entries, self.cookies, strict=True):
+                name = e.name
+                add(_entry_struct(len(name)).pack(1, e.fileid, len(name), name, cookie))
+        else:
+            items = zip(self.entries, self.cookies, self.attrs, self.handles, strict=True)
+            structs = _PLUS_STRUCTS
+            for e, cookie, a, fh in items:
+                if a is None or fh is None or len(fh) != _FH_SIZE:
+                    _pack_plus_entry(add, e, cookie, a, fh)
+                    continue
+                name = e.name
+                n = len(name)
+                at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+                add(
+                    (structs.get(n) or _plus_struct(n)).pack(
+                        1, e.fileid, n, name, cookie,
+                        1, a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
+                        a.rdev[0], a.rdev[1], a.fsid, a.fileid,
+                        (at // _NS) & _U32_MASK, at % _NS, (mt // _NS) & _U32_MASK, mt % _NS,
+                        (ct // _NS) & _U32_MASK, ct % _NS,
+                        1, _FH_SIZE, fh,
+                    )
+                )  # fmt: skip
+        p.pack_raw(b"".join(parts))
+        p.pack_bool(False)
+        p.pack_bool(self.eof)
+
+
+def _pack_plus_entry(
+    add: Callable[[bytes], None], e: DirEntry, cookie: int, a: Attr | None, fh: bytes | None
+) -> None:
+    """entryplus3 without attributes or handle, or with a handle of another size."""
+    name = e.name
+    add(_entry_struct(len(name)).pack(1, e.fileid, len(name), name, cookie))
+    add(_FALSE if a is None else _POST_OP_FATTR3.pack(1, *fattr3_values(a)))
+    add(_FALSE if fh is None else _FH_HEAD.pack(1, len(fh)) + fh + _PAD[len(fh) % 4])
 
 
 @dataclasses.dataclass(slots=True)

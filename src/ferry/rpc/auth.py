@@ -62,6 +62,33 @@ def decode_credentials(cred: OpaqueAuth) -> Credentials:
     return Credentials(AuthFlavor.AUTH_SYS, uid, gid, gids, machine, stamp)
 
 
+class CredentialCache:
+    """``decode_credentials`` for the credentials a server sees again and again: a client
+    sends the same AUTH_SYS bytes on every call, so each is decoded once. Bounded (emptied
+    when full); what fails to decode is never kept, so it fails the same way each time.
+    The values are immutable: threads may share one cache."""
+
+    __slots__ = ("_items", "size")
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: dict[tuple[int, bytes], Credentials] = {}
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def decode(self, cred: OpaqueAuth) -> Credentials:
+        """``decode_credentials(cred)``, raising as it does."""
+        key = (cred.flavor, cred.body)
+        found = self._items.get(key)
+        if found is None:
+            found = decode_credentials(cred)
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = found
+        return found
+
+
 class UnsupportedFlavor(XdrError):
     """A flavor we do not accept (e.g. RPCSEC_GSS): the reply is AUTH_ERROR / AUTH_TOOWEAK."""
 

@@ -4,7 +4,8 @@ This is the single place where RPC_MISMATCH, AUTH_ERROR, PROG_UNAVAIL, PROG_MISM
 PROC_UNAVAIL, GARBAGE_ARGS and SYSTEM_ERR are decided (RFC 5531 section 9). Programs
 register handlers that decode their arguments from an ``Unpacker`` and encode their results
 into a ``Packer``; an ``XdrError`` while decoding becomes GARBAGE_ARGS, any other exception
-SYSTEM_ERR (logged), so no exception ever escapes to the IO adapter.
+SYSTEM_ERR (logged), so no exception ever escapes to the IO adapter. Credentials are
+decoded once per distinct credential (``CredentialCache``): clients repeat theirs.
 
 The duplicate request cache (``ferry.rpc.drc``) sits here too, in the one place every
 transport goes through: a retransmitted non-idempotent call is answered with the reply of
@@ -27,7 +28,7 @@ from typing import Protocol
 
 from ferry.errors import DropCall, XdrError
 from ferry.rpc import drc as drcmod
-from ferry.rpc.auth import BadCredentials, Credentials, UnsupportedFlavor, decode_credentials
+from ferry.rpc.auth import BadCredentials, CredentialCache, Credentials, UnsupportedFlavor
 from ferry.rpc.message import (
     MAX_AUTH_BYTES,
     RPC_VERSION,
@@ -36,10 +37,12 @@ from ferry.rpc.message import (
     CallHeader,
     NotACall,
     RejectStat,
+    accepted_head,
     pack_accepted,
     pack_auth_error,
     pack_prog_mismatch,
     pack_rpc_mismatch,
+    parse_call,
     unpack_call,
 )
 from ferry.segment import FileSegment, Part, materialize, opaque_tail
@@ -89,15 +92,6 @@ class CallContext:
     @property
     def xid(self) -> int:
         return self.header.xid
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CallSource:
-    """Where a call came from, as the DRC needs it: the bytes, the sender, the transport."""
-
-    record: Buffer
-    client: Address
-    transport: Transport
 
 
 Handler = Callable[[Unpacker, CallContext, Packer], FileSegment | None]
@@ -167,14 +161,21 @@ class Dispatcher:
         self.programs = {p.number: p for p in programs}
         self.drc = drc
         self.observer = observer
+        self.credentials = CredentialCache()
 
     def handle(
         self, record: Buffer, client: Address = None, transport: Transport = TCP
     ) -> list[Buffer] | None:
         """Reply buffers for a call record, or ``None`` when no reply is owed (not a call,
         too short to carry an xid, or a retransmission of a call still running)."""
-        reply = self.handle_parts(record, client, transport)
-        return None if reply is None else materialize(reply)
+        if self.observer is None:
+            reply = self._handle(record, client, transport, None)
+        else:
+            reply = self.handle_parts(record, client, transport)
+        if reply is None:
+            return None
+        # Only a sendfile transport's replies may hold file segments (``Transport``).
+        return materialize(reply) if transport.sendfile else reply  # type: ignore[return-value]
 
     def handle_parts(
         self, record: Buffer, client: Address = None, transport: Transport = TCP
@@ -198,51 +199,56 @@ class Dispatcher:
     def _handle(
         self, record: Buffer, client: Address, transport: Transport, call: Outcome | None
     ) -> Sequence[Part] | None:
-        u = Unpacker(record)
-        try:
-            xid = u.unpack_uint()
-        except XdrError:
-            log.info("dropping %d-byte record from %s: no xid", len(record), client)
-            return None
-        p = Packer()
-        try:
-            header = unpack_call(u, xid)
-        except NotACall:
-            return None
-        except XdrError as exc:
-            log.info("garbage call header from %s xid=%#x: %s", client, xid, exc)
-            pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
-            if call is not None:
-                call.code = AcceptStat.GARBAGE_ARGS
-            return p.buffers()
+        parsed = parse_call(record)
+        if parsed is not None:
+            header, pos = parsed
+            u = Unpacker(record, pos)
+        else:  # anything unusual: decoded field by field, refused with the right reply
+            u = Unpacker(record)
+            try:
+                xid = u.unpack_uint()
+            except XdrError:
+                log.info("dropping %d-byte record from %s: no xid", len(record), client)
+                return None
+            try:
+                header = unpack_call(u, xid)
+            except NotACall:
+                return None
+            except XdrError as exc:
+                log.info("garbage call header from %s xid=%#x: %s", client, xid, exc)
+                return _refused(_accepted(xid, AcceptStat.GARBAGE_ARGS), call)
         if call is not None:
             call.prog, call.proc = header.prog, header.proc
-        return self._dispatch(header, u, p, CallSource(record, client, transport), call)
+        return self._dispatch(header, u, record, client, transport, call)
 
     def _dispatch(
-        self, header: CallHeader, u: Unpacker, p: Packer, src: CallSource, call: Outcome | None
+        self,
+        header: CallHeader,
+        u: Unpacker,
+        record: Buffer,
+        client: Address,
+        transport: Transport,
+        call: Outcome | None,
     ) -> Sequence[Part] | None:
         xid = header.xid
-        code: int
         if header.rpcvers != RPC_VERSION:
+            p = Packer()
             pack_rpc_mismatch(p, xid)
-            code = DENIED + RejectStat.RPC_MISMATCH
-        elif isinstance(cred := _credentials(header), AuthStat):
+            return _refused((p, DENIED + RejectStat.RPC_MISMATCH), call)
+        if isinstance(cred := _credentials(header, self.credentials), AuthStat):
+            p = Packer()
             pack_auth_error(p, xid, cred)
-            code = DENIED + RejectStat.AUTH_ERROR
-        else:
-            handler, code = self._find(header, p)
-            if handler is not None:
-                ctx = CallContext(header, cred, src.client, src.transport)
-                if self.drc is None or not self.drc.wants(header):
-                    reply, code = self._run(handler, u, ctx, p)
-                    if call is not None:
-                        call.code, call.status, call.data = code, ctx.status, ctx.data
-                    return reply
-                return self._run_once(self.drc, handler, u, ctx, p, src.record, call)
-        if call is not None:
-            call.code = code
-        return p.buffers()
+            return _refused((p, DENIED + RejectStat.AUTH_ERROR), call)
+        handler = self._find(header)
+        if isinstance(handler, tuple):
+            return _refused(handler, call)
+        ctx = CallContext(header, cred, client, transport)
+        if self.drc is None or not self.drc.wants(header):
+            reply, code = self._run(handler, u, ctx)
+            if call is not None:
+                call.code, call.status, call.data = code, ctx.status, ctx.data
+            return reply
+        return self._run_once(self.drc, handler, u, ctx, record, call)
 
     def _run_once(
         self,
@@ -250,7 +256,6 @@ class Dispatcher:
         handler: Handler,
         u: Unpacker,
         ctx: CallContext,
-        p: Packer,
         record: Buffer,
         call: Outcome | None,
     ) -> Sequence[Part] | None:
@@ -272,7 +277,7 @@ class Dispatcher:
             log.debug("drc: dropping xid=%#x from %s: still running", ctx.xid, ctx.client)
             return None
         try:
-            reply, code = self._run(handler, u, ctx, p)
+            reply, code = self._run(handler, u, ctx)
         except BaseException:  # _run does not raise, but an entry must not stay in progress
             drc.abandon(key)
             raise
@@ -286,11 +291,14 @@ class Dispatcher:
         return [memoryview(kept)[_KEPT.size :]]
 
     def _run(
-        self, handler: Handler, u: Unpacker, ctx: CallContext, p: Packer
+        self, handler: Handler, u: Unpacker, ctx: CallContext
     ) -> tuple[Sequence[Part] | None, int]:
-        """The reply to a call (None: dropped) and its accept_stat (``DROPPED``: none)."""
-        header, xid = ctx.header, ctx.xid
-        results = Packer()
+        """The reply to a call (None: dropped) and its accept_stat (``DROPPED``: none).
+        The results are packed behind the SUCCESS reply header, one buffer in all unless
+        the results hold large opaques (or a file segment follows)."""
+        header = ctx.header
+        xid = header.xid
+        results = Packer(accepted_head(xid))
         try:
             tail = handler(u, ctx, results)
         except DropCall as exc:
@@ -304,42 +312,52 @@ class Dispatcher:
                 ctx.client,
                 exc,
             )
-            pack_accepted(p, xid, AcceptStat.GARBAGE_ARGS)
-            return p.buffers(), AcceptStat.GARBAGE_ARGS
+            return _accepted(xid, AcceptStat.GARBAGE_ARGS)[0].buffers(), AcceptStat.GARBAGE_ARGS
         except Exception:
             log.exception("procedure prog=%d proc=%d failed", header.prog, header.proc)
-            pack_accepted(p, xid, AcceptStat.SYSTEM_ERR)
-            return p.buffers(), AcceptStat.SYSTEM_ERR
-        pack_accepted(p, xid, AcceptStat.SUCCESS)
-        reply: list[Part] = [*p.buffers(), *results.buffers()]
-        if tail is not None:
-            reply += opaque_tail(tail)
-        return reply, AcceptStat.SUCCESS
+            return _accepted(xid, AcceptStat.SYSTEM_ERR)[0].buffers(), AcceptStat.SYSTEM_ERR
+        if tail is None:
+            return results.buffers(), AcceptStat.SUCCESS
+        return [*results.buffers(), *opaque_tail(tail)], AcceptStat.SUCCESS
 
-    def _find(self, header: CallHeader, p: Packer) -> tuple[Handler | None, AcceptStat]:
-        """The handler of a call, or None with the reply that says why packed."""
+    def _find(self, header: CallHeader) -> Handler | tuple[Packer, int]:
+        """The handler of a call, or the reply that says why there is none and its code."""
         program = self.programs.get(header.prog)
         if program is None:
-            pack_accepted(p, header.xid, AcceptStat.PROG_UNAVAIL)
-            return None, AcceptStat.PROG_UNAVAIL
+            return _accepted(header.xid, AcceptStat.PROG_UNAVAIL)
         procs = program.versions.get(header.vers)
         if procs is None:
             versions = sorted(program.versions)
+            p = Packer()
             pack_prog_mismatch(p, header.xid, versions[0], versions[-1])
-            return None, AcceptStat.PROG_MISMATCH
+            return p, AcceptStat.PROG_MISMATCH
         handler = procs.get(header.proc)
         if handler is None:
-            pack_accepted(p, header.xid, AcceptStat.PROC_UNAVAIL)
-            return None, AcceptStat.PROC_UNAVAIL
-        return handler, AcceptStat.SUCCESS
+            return _accepted(header.xid, AcceptStat.PROC_UNAVAIL)
+        return handler
 
 
-def _credentials(header: CallHeader) -> Credentials | AuthStat:
+def _accepted(xid: int, stat: AcceptStat) -> tuple[Packer, int]:
+    """An accepted reply without results (an error), and its code for the observer."""
+    p = Packer()
+    pack_accepted(p, xid, stat)
+    return p, stat
+
+
+def _refused(reply: tuple[Packer, int], call: Outcome | None) -> list[Buffer]:
+    """A reply that runs no procedure, told to the observer."""
+    p, code = reply
+    if call is not None:
+        call.code = code
+    return p.buffers()
+
+
+def _credentials(header: CallHeader, cache: CredentialCache) -> Credentials | AuthStat:
     """The call's credentials, or why they are refused (RFC 5531 section 9)."""
     try:
         if len(header.verf.body) > MAX_AUTH_BYTES:
             raise BadCredentials("verifier too long")
-        return decode_credentials(header.cred)
+        return cache.decode(header.cred)
     except BadCredentials:
         return AuthStat.BADCRED
     except UnsupportedFlavor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import struct
+import sys
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -35,7 +36,10 @@ class RecordReader:
 
     * ``get_buffer()`` / ``buffer_updated(n)``: the IO layer reads straight into the
       buffer we hand out (``recv_into``, asyncio's ``BufferedProtocol``). A large fragment
-      gets a buffer of exactly its size, so its bytes land in their final place.
+      gets a buffer of exactly its size, so its bytes land in their final place. That
+      buffer is used again for the next large fragment of the same size once nobody else
+      holds it (the record was answered and dropped): a new ``bytearray`` of 1 MiB is
+      zeroed first, about 0.1 ms per 1 MiB WRITE on a cold cache, with the GIL held.
     * ``receive_data(data)``: copies ``data`` in the same way; ``b""`` signals EOF.
 
     ``next_record()`` returns the next complete record, or ``None`` when more data is
@@ -57,6 +61,7 @@ class RecordReader:
         "_records",
         "_error",
         "_eof",
+        "_spare",
     )
 
     def __init__(self, max_record: int = DEFAULT_MAX_RECORD) -> None:
@@ -71,6 +76,7 @@ class RecordReader:
         self._records: collections.deque[bytes | bytearray] = collections.deque()
         self._error: RecordError | None = None
         self._eof = False
+        self._spare: bytearray | None = None  # the last large fragment's buffer
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -99,7 +105,7 @@ class RecordReader:
 
     def receive_data(self, data: Buffer) -> None:
         if not data:
-            self._eof = True
+            self.eof_received()
             return
         view = memoryview(data).cast("B")
         while view and self._error is None:
@@ -108,9 +114,6 @@ class RecordReader:
             buf[:n] = view[:n]
             view = view[n:]
             self.buffer_updated(n)
-
-    def eof_received(self) -> None:
-        self._eof = True
 
     # -- state -------------------------------------------------------------------------
 
@@ -169,11 +172,26 @@ class RecordReader:
         if 4 + length <= _SMALL:  # a small fragment: wait for the rest in place
             self._room(4 + length)
             return False
-        body = bytearray(length)  # a large fragment: give it a buffer of its own
+        body = self._large(length)  # a large fragment: give it a buffer of its own
         body[:avail] = small[self._start + 4 : self._end]
         self._start = self._end
         self._body, self._body_fill, self._last = body, avail, last
         return False
+
+    def _large(self, length: int) -> bytearray:
+        """A buffer for a large fragment: the last one's if it has the size and no one but
+        this reader holds it any more (CPython's reference count: this slot, the local name
+        and the argument; a record taken, queued, or viewed by a memoryview holds one
+        more), else a new one, kept for next time."""
+        spare = self._spare
+        if spare is not None and len(spare) == length and sys.getrefcount(spare) == 3:
+            return spare
+        self._spare = spare = bytearray(length)
+        return spare
+
+    def eof_received(self) -> None:
+        self._eof = True
+        self._spare = None
 
     def _room(self, need: int) -> None:
         """Make sure ``need`` bytes from ``_start`` fit in the small buffer."""

@@ -1,12 +1,17 @@
 """The event-driven server model: one asyncio loop, many connections, calls run in threads.
 
-The loop only moves bytes: a ``ServerConnection`` (the same sans-IO object the blocking
+The loop moves bytes: a ``ServerConnection`` (the same sans-IO object the blocking
 models run) cuts the stream into calls and keeps the connection's limits, the
-``Dispatcher`` (run in a thread pool so slow disks never block the loop) turns each call
-into a reply, and replies go back framed, in whatever order they finish (XIDs match them
-up). At most ``max_in_flight`` calls run at once per connection; past that, or while the
-peer does not read its replies, reading pauses (backpressure instead of unbounded
-buffering). Idle, record and send deadlines and oversized records close it abortively.
+``Dispatcher`` turns each call into a reply, and replies go back framed, in whatever
+order they finish (XIDs match them up). Calls that may wait on a disk run in a thread
+pool, so slow disks never block the loop; calls that wait on nothing slow (NULL, and
+metadata reads of prompt backends) run on the loop itself, without the two thread hops,
+under a tripwire that sends them to the threads while one is slow (``ferry.server.inline``).
+Replies answered together go out in one write per connection. At most ``max_in_flight``
+calls are in progress at once per connection (a reply not yet handed to the transport
+counts); past that, or while the peer does not read its replies, reading pauses
+(backpressure instead of unbounded buffering). Idle, record and send deadlines and
+oversized records close it abortively.
 
 ``AsyncModel`` is the ``async`` server model: one such loop, or with ``--workers N`` N
 forked processes each running one on the shared listening sockets. With ``--udp`` each
@@ -16,22 +21,27 @@ loop also serves its own UDP sockets (``ferry.server.udp``) with the same call t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import ClassVar, cast
+from typing import ClassVar, TypeVar, cast
 
 from ferry import loops
 from ferry.errors import RecordError
-from ferry.rpc.dispatch import Address, Buffer, Dispatcher
+from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
+from ferry.segment import Part, SegmentShrank, close_segments
 from ferry.server.accounting import cut_off, over_cap
+from ferry.server.aiosend import settle, write_reply
 from ferry.server.app import backend_class
 from ferry.server.blocking import LINGER_ABORT
 from ferry.server.config import ServerConfig
 from ferry.server.connection import Limits, ServerConnection
+from ferry.server.inline import INLINE, NO_BACKEND, WATCHED, InlinePolicy
 from ferry.server.metrics import NO_METRICS, Metrics
 from ferry.server.skeleton import ServerModel
 from ferry.server.stopping import Stopper, stop_requested_early
@@ -51,9 +61,22 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
     A buffered protocol: the loop reads straight into the connection's record buffer (one
     copy from the kernel, none after). One timer per connection, armed at the connection's
     next deadline; a deadline that moves later leaves it armed and it re-arms on firing
-    (no cancel and re-create per received buffer)."""
+    (no cancel and re-create per received buffer). Replies collect in ``out`` and go to
+    the transport in one ``writelines`` (one ``writev``) per flush."""
 
-    __slots__ = ("server", "loop", "conn", "transport", "peer", "paused", "timer", "timer_at")
+    __slots__ = (
+        "server",
+        "loop",
+        "conn",
+        "transport",
+        "peer",
+        "paused",
+        "timer",
+        "timer_at",
+        "out",
+        "answered",
+        "flush_pending",
+    )
 
     def __init__(self, server: AsyncServer) -> None:
         self.server = server
@@ -64,6 +87,9 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
+        self.out: list[Part] = []  # framed replies not yet handed to the transport
+        self.answered = 0  # calls answered since the last flush (still in flight)
+        self.flush_pending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -112,27 +138,82 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.conn.resume_writing(self.loop.time())
         self._drain()
 
-    def reply(self, buffers: Sequence[Buffer] | None) -> None:
-        """Called on the loop when a call finishes."""
-        conn = self.conn
-        conn.call_done(self.loop.time())
+    def take_reply(self, parts: Sequence[Part] | None) -> None:
+        """A call's reply (None: none owed), to go out with the next flush (a READ's data
+        may be left in its file: ``write_reply`` sends it from there)."""
+        self.answered += 1
+        if parts is not None:
+            self.out += self.conn.send(parts)
+
+    def replies_in(self) -> None:
+        """Called on the loop once the replies from the call threads are taken:
+        write them, and take the calls that waited for room."""
         transport = self.transport
         if transport is None or transport.is_closing():
+            self._flush()
             return
-        if buffers is not None:
-            transport.writelines(conn.send(buffers))
         self._drain()
 
+    def _flush(self) -> None:
+        """The replies answered since the last flush go to the transport in one write, and
+        their calls are done."""
+        answered, out = self.answered, self.out
+        if not answered:
+            return
+        self.answered, self.out = 0, []
+        conn, now = self.conn, self.loop.time()
+        for _ in range(answered):
+            conn.call_done(now)
+        transport = self.transport
+        if not out:
+            return
+        if transport is None or transport.is_closing():
+            close_segments(out)
+            return
+        try:
+            write_reply(transport, out)
+        except (SegmentShrank, OSError) as exc:
+            self._abort(exc)
+
+    def _flush_later(self) -> None:
+        self.flush_pending = False
+        if self.transport is None or self.transport.is_closing():
+            self._flush()
+        else:
+            self._drain()
+
     def _drain(self) -> None:
-        """Dispatch every call the connection lets us take; then close, or pause or resume
-        reading, and arm the timer for the next deadline."""
-        conn = self.conn
+        """Write the replies answered so far (their calls' room is free again); take every
+        call the connection lets us take: answer those the inline policy allows at once,
+        hand the others to the call threads; write those replies; then close, or pause or
+        resume reading, and arm the timer for the next deadline."""
+        conn, server = self.conn, self.server
+        if self.answered:
+            self._flush()
+        route, wire = server.inline.route, server.inline.wire
+        began = 0.0  # when the inline call now running began (0: none yet)
         try:
             while (record := conn.next_call()) is not None:
-                self.server.submit(record, self)
+                how = route(record)
+                if how == INLINE:
+                    began = began or wire.enter()
+                    self.take_reply(server.answer(record, self.peer))
+                    began = wire.lap(began)
+                else:
+                    server.submit(record, self, how == WATCHED)
         except RecordError as exc:
             self._abort(exc)
             return
+        finally:
+            if began:
+                wire.leave()
+        if self.answered:
+            if began and conn.in_flight >= conn.max_in_flight:  # more calls may wait:
+                if not self.flush_pending:  # let other connections in before more of ours
+                    self.flush_pending = True
+                    self.loop.call_soon(self._flush_later)
+            else:
+                self._flush()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -181,15 +262,18 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         transport.abort()
 
 
-Reply = list[Buffer] | None
+R = TypeVar("R")
+Reply = Sequence[Part] | None
+"""A call's framed reply parts (a READ's data may be a file segment), or None: no reply."""
 
 
 class CallWorkers:
     """Threads that run dispatcher calls and hand replies back to the loop.
 
-    Leaner than ``run_in_executor``: one queue put per call and one ``call_soon_threadsafe``
-    per reply, with no future objects chained between the thread and the loop; this is
-    per-call latency that clients doing one call at a time (``ls`` of a big directory) feel.
+    Leaner than ``run_in_executor``: one queue put per call, with no future objects chained
+    between the thread and the loop; this is per-call latency that clients doing one call
+    at a time (``ls`` of a big directory) feel. TCP calls come back through the server's
+    reply queue (``AsyncServer._run``: one loop wake-up per batch); ``submit`` is for UDP.
     The threads are a ``WorkPool``: calls stuck on a store (each waits up to the backend's
     ``op_timeout``) do not keep other calls (NULL, MOUNT, other files) from a thread.
     """
@@ -197,11 +281,11 @@ class CallWorkers:
     def __init__(self, count: int, limit: int = 256) -> None:
         self.pool = WorkPool(count, limit=limit, name="ferry-call")
 
-    def submit(self, work: Callable[[], Reply], done: Callable[[Reply], object]) -> None:
+    def submit(self, work: Callable[[], R | None], done: Callable[[R | None], object]) -> None:
         """Run ``work()`` in a worker, then ``done(result)`` (``done`` must be thread-safe)."""
 
         def job() -> None:
-            result: Reply
+            result: R | None
             try:
                 result = work()
             except BaseException:  # the dispatcher never raises; this guards the adapter
@@ -224,24 +308,67 @@ class AsyncServer:
         limits: Limits | None = None,
         threads: int | None = None,
         metrics: Metrics = NO_METRICS,
+        inline: InlinePolicy | None = None,
     ) -> None:
+        """``inline``: which calls the loop answers itself (``App.inline_policy()``); by
+        default only those that touch no backend."""
         self.dispatcher = dispatcher
         self.limits = limits or Limits()
         self.metrics = metrics
+        self.inline = inline or InlinePolicy(NO_BACKEND)
         self.connections: set[RpcStreamProtocol] = set()
         self.workers = CallWorkers(threads or min(32, (os.cpu_count() or 1) * 4))
+        self._replies: collections.deque[tuple[RpcStreamProtocol, Reply]] = collections.deque()
+        self._wake_pending = False
         self.servers: list[asyncio.Server] = []
         self.datagrams: list[asyncio.BaseTransport] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def submit(self, record: bytes | bytearray, conn: RpcStreamProtocol) -> None:
-        loop = self.loop
-        assert loop is not None
-        dispatcher = self.dispatcher
-        self.workers.submit(
-            lambda: dispatcher.handle(record, conn.peer),
-            lambda result: loop.call_soon_threadsafe(conn.reply, result),
-        )
+    def answer(self, record: bytes | bytearray, peer: Address) -> Reply:
+        """Run a call on the loop (the protocol times it in the tripwire's lane)."""
+        try:
+            return self.dispatcher.handle(record, peer)
+        except Exception:  # the dispatcher never raises; this guards the loop
+            log.exception("call crashed the dispatcher")
+            return None
+
+    def submit(self, record: bytes | bytearray, conn: RpcStreamProtocol, watched: bool) -> None:
+        """Run a call on a call thread (``watched``: under the tripwire, as a metadata call
+        sent there while it is tripped)."""
+        self.workers.pool.submit(functools.partial(self._run, record, conn, watched))
+
+    def _run(self, record: bytes | bytearray, conn: RpcStreamProtocol, watched: bool) -> None:
+        """On a call thread: the reply joins the loop's queue; the loop is woken only if it
+        was not already (one ``call_soon_threadsafe`` per batch of replies, not per reply)."""
+        reply: Reply = None
+        token = self.inline.wire.begin(self.inline.stuck) if watched else 0
+        try:
+            reply = settle(self.dispatcher.handle_parts(record, conn.peer, TCP_SENDFILE))
+        except BaseException:  # the dispatcher never raises; this guards the adapter
+            log.exception("call crashed the dispatcher")
+        finally:
+            if watched:
+                self.inline.wire.end(token)
+        self._replies.append((conn, reply))
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop = self.loop
+            assert loop is not None
+            loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """On the loop: hand every reply queued by the call threads to its connection, then
+        let each connection write its batch (the flag is cleared before the queue is
+        emptied, so a reply queued meanwhile either is taken here or wakes the loop)."""
+        self._wake_pending = False
+        replies = self._replies
+        touched: dict[RpcStreamProtocol, None] = {}  # in order, once each
+        while replies:
+            conn, reply = replies.popleft()
+            conn.take_reply(reply)
+            touched[conn] = None
+        for conn in touched:
+            conn.replies_in()
 
     async def listen(self, host: str, port: int) -> int:
         """Start a TCP listener; returns the bound port (useful with port 0)."""
@@ -278,6 +405,7 @@ class AsyncServer:
         for server in self.servers:
             await server.wait_closed()
         self.workers.shutdown()
+        self.inline.close()
 
 
 class AsyncModel(ServerModel):
@@ -314,12 +442,17 @@ class AsyncModel(ServerModel):
         """The loop accepts (``RpcStreamProtocol`` is its spawn hook, ``over_cap`` its cap)."""
         udp = self.spec.udp(slot)
         with self.spec.open_app() as app:
-            loops.run(self._main(app.dispatcher(self.spec.port), udp, app.metrics))
+            dispatcher, inline = app.dispatcher(self.spec.port), app.inline_policy()
+            loops.run(self._main(dispatcher, udp, app.metrics, inline))
 
     async def _main(
-        self, dispatcher: Dispatcher, udp: Sequence[socket.socket], metrics: Metrics
+        self,
+        dispatcher: Dispatcher,
+        udp: Sequence[socket.socket],
+        metrics: Metrics,
+        inline: InlinePolicy,
     ) -> None:
-        server = AsyncServer(dispatcher, self.spec.limits, metrics=metrics)
+        server = AsyncServer(dispatcher, self.spec.limits, metrics=metrics, inline=inline)
         try:
             for sock in self.spec.listeners:
                 await server.listen_socket(sock)

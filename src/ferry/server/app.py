@@ -36,6 +36,7 @@ from ferry.rpc.portmap import (
     portmap_program,
 )
 from ferry.server.config import ExportConfig, ServerConfig
+from ferry.server.inline import InlinePolicy
 from ferry.server.keys import load_key_file, load_or_create_key
 from ferry.server.metrics import NO_METRICS, Metrics
 
@@ -78,6 +79,12 @@ class App:
         programs = [nfs_program(self.nfs), mount_program(self.mount), portmap_program(maps)]
         observer = self.metrics if self.metrics.enabled else None  # none: no hot-path cost
         return Dispatcher(programs, self.drc, observer)
+
+    def inline_policy(self) -> InlinePolicy:
+        """Which calls an event loop may answer itself (``ferry.server.inline``): decided
+        here, once per server, from the config and every export's backend."""
+        backends = [export.backend for export in self.exports]
+        return InlinePolicy.for_backends(self.config.inline_calls, backends)
 
     def close(self) -> None:
         for export in self.exports:

@@ -16,6 +16,8 @@ Example::
                                     # multiprocess_safe, else 1)
     max_connections = 1024          # per process; also caps threads and child processes
     max_in_flight = 64              # calls per connection at once (async model)
+    inline_calls = true             # async model: NULL and metadata reads of local/memory
+                                    # exports run on the event loop (no thread hop)
     idle_timeout = 300              # seconds without a byte before a connection is closed
     record_timeout = 60             # seconds a started record may take to arrive whole
     send_timeout = 60               # seconds a reply may wait for the client to read it
@@ -116,6 +118,9 @@ class ServerConfig:
     drc_bytes: int = 8 << 20
     metrics: str = ""
     """ADDR:PORT of the Prometheus ``/metrics`` endpoint; empty: no metrics."""
+    inline_calls: bool = True
+    """Async model: answer calls that wait on no slow IO on the event loop, without a thread
+    hop (``ferry.server.inline``); False runs every call on the call threads."""
 
     def resolved_state_dir(self) -> Path:
         """Where handle keys and backend state live; by default keyed by the export set."""
@@ -146,6 +151,7 @@ _SERVER_KEYS = {
     "drc_entries",
     "drc_bytes",
     "metrics",
+    "inline_calls",
 }
 _EXPORT_KEYS = {f.name for f in dataclasses.fields(ExportConfig)}
 

@@ -1,0 +1,133 @@
+"""Which calls the event loop answers itself, without a hop to a call thread: the policy.
+
+A call handed to a call thread costs two thread hops (the loop puts it on the pool's
+queue, a call thread takes it, the reply comes back with ``call_soon_threadsafe``): about
+10 µs of CPU and several futex calls and context switches per call, more than a GETATTR
+answered from the kernel's caches. So the async server runs on its loop thread the calls
+that wait on no slow IO, and hands the rest to its threads:
+
+* calls that touch no backend: the NULL procedure of every program, MOUNT EXPORT and the
+  portmapper's lookups (``NO_BACKEND``);
+* metadata reads (``METADATA``: GETATTR, LOOKUP, ACCESS, READLINK, FSSTAT, FSINFO,
+  PATHCONF), when every export's backend says its metadata calls are prompt
+  (``Backend.prompt_metadata``: the local and memory backends; not CephFS or S3, whose
+  calls may wait on the network: CephFS runs its own inline calls under a ``Deadline``).
+
+Everything else (READ, WRITE, COMMIT, READDIR, READDIRPLUS, namespace changes, MOUNT MNT)
+goes to the threads: it may wait on a disk, or run long enough to hold up other clients.
+
+The guard: the loop serves every connection, so an inline call that blocks (a cold inode
+on a slow disk, a stuck device) stalls them all. Inline calls run under a ``Tripwire``:
+once one has taken longer than ``TRIP`` seconds, metadata calls go to the threads (still
+watched there, with the longer limit ``STUCK``) until none has been slow for ``QUIET``
+seconds. One slow call at a time is
+the price; a disk that stays stuck keeps metadata on the threads. ``TRIP`` is above
+Python's GIL switch interval (5 ms), so a call that only waited for the GIL does not trip
+it.
+
+The decision reads the program, version and procedure at fixed offsets of the record
+(RFC 5531 section 9: xid, msg_type, rpcvers, prog, vers, proc), before any decoding. It
+is made once per server (``App.inline_policy``; ``inline_calls = false`` in the config or
+``ferry serve --no-inline`` turns it off: every call on the threads, as before).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Iterable
+
+from ferry.backends.base import Backend
+from ferry.nfs3.const import MOUNT_PROGRAM, MOUNT_V3, NFS_PROGRAM, NFS_V3, MountProc, NfsProc
+from ferry.rpc.dispatch import Buffer
+from ferry.rpc.portmap import PMAP_PROGRAM, PMAP_V2, PmapProc
+from ferry.tripwire import Tripwire
+
+__all__ = ["INLINE", "METADATA", "NO_BACKEND", "THREAD", "WATCHED", "InlinePolicy"]
+
+log = logging.getLogger("ferry.server")
+
+Key = tuple[int, int, int]
+"""(program, version, procedure)."""
+
+NO_BACKEND: frozenset[Key] = frozenset(
+    [(NFS_PROGRAM, NFS_V3, NfsProc.NULL)]
+    + [(MOUNT_PROGRAM, MOUNT_V3, p) for p in (MountProc.NULL, MountProc.EXPORT)]
+    + [(PMAP_PROGRAM, PMAP_V2, p) for p in (PmapProc.NULL, PmapProc.GETPORT, PmapProc.DUMP)]
+)
+"""Calls answered from the server's own tables: inline whenever inlining is on."""
+
+METADATA: frozenset[Key] = frozenset(
+    (NFS_PROGRAM, NFS_V3, p)
+    for p in (
+        NfsProc.GETATTR,
+        NfsProc.LOOKUP,
+        NfsProc.ACCESS,
+        NfsProc.READLINK,
+        NfsProc.FSSTAT,
+        NfsProc.FSINFO,
+        NfsProc.PATHCONF,
+    )
+)
+"""Metadata reads: inline when the backends are prompt and the tripwire is clear."""
+
+TRIP = 0.010
+"""Seconds an inline call may take before metadata calls go to the threads."""
+QUIET = 2.0
+"""Seconds without a slow metadata call before they run inline again."""
+STUCK = 0.5
+"""Seconds a metadata call sent to a call thread while tripped may take before it keeps
+the wire tripped (on a thread, a call also waits for the GIL and its turn: tens of ms
+under load are no sign of a slow disk)."""
+
+THREAD, INLINE, WATCHED = 0, 1, 2
+"""Routes: a call thread; the loop (under the tripwire); a call thread, under the tripwire
+(a metadata call while it is tripped)."""
+
+_CALL = struct.Struct(">III")
+_AT = 12  # prog, vers, proc follow xid, msg_type and rpcvers
+
+
+class InlinePolicy:
+    """Routes each call record to the loop or to the threads (see the module)."""
+
+    def __init__(
+        self,
+        always: frozenset[Key] = frozenset(),
+        prompt: frozenset[Key] = frozenset(),
+        trip: float = TRIP,
+        quiet: float = QUIET,
+        stuck: float = STUCK,
+    ) -> None:
+        self.always = always
+        self.prompt = prompt
+        self.stuck = stuck
+        self.wire = Tripwire(
+            trip, quiet, "event loop", then="metadata calls go to the call threads",
+            logger=log, level=logging.INFO,
+        )  # fmt: skip
+
+    @classmethod
+    def for_backends(cls, enabled: bool, backends: Iterable[Backend]) -> InlinePolicy:
+        """The policy of a server of these backends: off, calls without a backend only, or
+        those and metadata when every backend is prompt."""
+        if not enabled:
+            return cls()
+        prompt = all(b.prompt_metadata for b in backends)
+        return cls(NO_BACKEND, METADATA if prompt else frozenset())
+
+    def route(self, record: Buffer) -> int:
+        """``INLINE``, ``THREAD`` or ``WATCHED`` for a call record (hot)."""
+        try:
+            key = _CALL.unpack_from(record, _AT)
+        except struct.error:  # too short to be a call: the dispatcher drops it at once
+            return INLINE
+        if key in self.always:
+            return INLINE
+        if key in self.prompt:
+            return INLINE if time.monotonic() >= self.wire.until else WATCHED
+        return THREAD
+
+    def close(self) -> None:
+        self.wire.close()

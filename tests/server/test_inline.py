@@ -1,0 +1,270 @@
+"""Calls the async server answers on its event loop (``ferry.server.inline``) and the
+tripwire that sends them back to the call threads while one is slow (``ferry.tripwire``).
+
+The routing table and the tripwire are unit-tested; then a real server in this process,
+whose backend records which thread ran each GETATTR: metadata calls run on the loop, a
+GETATTR that blocks stalls the loop once and then goes to the threads with every metadata
+call until the backend is quick again, and the other connection's calls are not held up
+meanwhile. Only generous time bounds (a stall is a second, the bound half of it).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rawclient import RawClient, nfs_getattr, nfs_lookup, parse_reply, serve_in_thread
+from servers import export_config
+
+from ferry.backends import MemoryBackend
+from ferry.backends.base import Attr, FileId, SetAttr
+from ferry.backends.wrappers import ReadOnly
+from ferry.cli.main import _parser, server_config
+from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
+from ferry.rpc.dispatch import Dispatcher
+from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
+from ferry.rpc.record import frame_bytes
+from ferry.server.aio import AsyncServer, Limits
+from ferry.server.app import App, build_app
+from ferry.server.config import from_dict
+from ferry.server.inline import (
+    INLINE,
+    METADATA,
+    NO_BACKEND,
+    THREAD,
+    WATCHED,
+    InlinePolicy,
+)
+from ferry.tripwire import Tripwire
+
+
+class Remote(MemoryBackend):
+    """A backend whose metadata calls may wait on a network."""
+
+    prompt_metadata = False
+
+
+def record(prog: int, vers: int, proc: int) -> bytes:
+    """The start of a call record: xid, CALL, rpcvers 2, prog, vers, proc (and no more)."""
+    return struct.pack(">IIIIII", 7, 0, 2, prog, vers, proc)
+
+
+NFS = {p: record(NFS_PROGRAM, 3, p) for p in NfsProc}
+
+
+def test_prompt_backends_get_metadata_inline_and_data_on_threads() -> None:
+    policy = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(MemoryBackend())])
+    inline = {p for p in NfsProc if policy.route(NFS[p]) == INLINE}
+    assert inline == {NfsProc.NULL, *(proc for _, _, proc in METADATA)}
+    for proc in (NfsProc.READ, NfsProc.WRITE, NfsProc.COMMIT, NfsProc.READDIRPLUS):
+        assert policy.route(NFS[proc]) == THREAD
+    assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.EXPORT)) == INLINE
+    assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.MNT)) == THREAD  # resolves a path
+    assert policy.route(record(PMAP_PROGRAM, 2, PmapProc.GETPORT)) == INLINE
+    assert policy.route(record(NFS_PROGRAM, 2, NfsProc.GETATTR)) == THREAD  # not v3: refused
+    assert policy.route(b"\0\0\0\7") == INLINE  # too short: dropped at once, no backend
+    policy.close()
+
+
+def test_an_async_server_without_a_policy_inlines_only_calls_without_a_backend() -> None:
+    server = AsyncServer(Dispatcher([]))
+    assert server.inline.route(NFS[NfsProc.NULL]) == INLINE
+    assert server.inline.route(NFS[NfsProc.GETATTR]) == THREAD
+    server.inline.close()
+    server.workers.shutdown()
+
+
+def test_one_remote_backend_keeps_metadata_on_threads_and_off_means_off() -> None:
+    mixed = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(Remote())])
+    assert mixed.route(NFS[NfsProc.GETATTR]) == THREAD
+    assert mixed.route(NFS[NfsProc.NULL]) == INLINE  # touches no backend
+    off = InlinePolicy.for_backends(False, [MemoryBackend()])
+    assert {off.route(NFS[p]) for p in NfsProc} == {THREAD}
+
+
+def test_a_tripped_policy_watches_metadata_on_threads_until_quiet() -> None:
+    policy = InlinePolicy(NO_BACKEND, METADATA, trip=0.02, quiet=0.3)
+    token = policy.wire.begin()
+    time.sleep(0.05)
+    policy.wire.end(token)  # a slow call: tripped
+    assert policy.wire.trips == 1
+    assert policy.route(NFS[NfsProc.GETATTR]) == WATCHED
+    assert policy.route(NFS[NfsProc.NULL]) == INLINE
+    time.sleep(0.4)
+    assert policy.route(NFS[NfsProc.GETATTR]) == INLINE
+    policy.close()
+
+
+@pytest.mark.parametrize("how", ["begin/end", "lane"])
+def test_the_tripwire_trips_on_a_call_that_has_not_returned(how: str) -> None:
+    wire = Tripwire(0.05, 60.0, "t-wire")
+    assert wire.clear()
+    token = wire.begin() if how == "begin/end" else 0
+    began = wire.enter() if how == "lane" else 0.0
+    deadline = time.monotonic() + 5.0
+    while wire.clear() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not wire.clear()  # the watcher saw it running past trip
+    if how == "lane":
+        wire.lap(began)
+        wire.leave()
+    else:
+        wire.end(token)
+    assert wire.trips == 1
+    wire.close()
+
+
+def test_the_lane_trips_on_a_slow_call_between_quick_ones() -> None:
+    wire = Tripwire(0.02, 60.0, "t-lane")
+    began = wire.lap(wire.enter())  # a quick call
+    assert wire.clear()
+    time.sleep(0.05)  # a slow one
+    wire.lap(began)
+    wire.leave()
+    assert wire.trips == 1 and not wire.clear() and wire.busy_since == 0.0
+    wire.close()
+
+
+def test_a_call_watched_with_a_longer_limit_trips_only_past_it() -> None:
+    """Calls sent to threads while tripped are watched with a limit of their own: a wait
+    for the GIL or a thread is no sign of a stuck disk."""
+    wire = Tripwire(0.01, 60.0, "t-limit")
+    token = wire.begin(limit=5.0)
+    time.sleep(0.05)
+    wire.end(token)
+    assert wire.trips == 0 and wire.clear()
+    token = wire.begin(limit=0.02)
+    time.sleep(0.05)
+    wire.end(token)
+    assert wire.trips == 1 and not wire.clear()
+    wire.close()
+
+
+def test_config_and_command_line_turn_it_off(tmp_path: Path) -> None:
+    cfg = from_dict({"server": {"inline_calls": False}, "export": [{"path": str(tmp_path)}]})
+    assert not cfg.inline_calls
+    args = _parser().parse_args(["serve", str(tmp_path), "--no-inline"])
+    assert not server_config(args).inline_calls
+    args = _parser().parse_args(["serve", str(tmp_path)])
+    assert server_config(args).inline_calls
+    app = build_app(cfg)
+    try:
+        assert app.inline_policy().route(NFS[NfsProc.GETATTR]) == THREAD
+    finally:
+        app.close()
+
+
+class Watched:
+    """Wraps a backend's ``getattr``: records (when, file id, thread) of every call, and
+    makes the calls on ``slow_fid`` take ``delay`` seconds while ``slow`` is set."""
+
+    def __init__(self, backend: MemoryBackend, delay: float) -> None:
+        self.inner = backend.getattr
+        self.delay = delay
+        self.slow = threading.Event()
+        self.slow_fid = -1
+        self.calls: list[tuple[float, FileId, str]] = []
+        backend.getattr = self.getattr  # type: ignore[method-assign]
+
+    def getattr(self, fid: FileId) -> Attr:
+        self.calls.append((time.monotonic(), fid, threading.current_thread().name))
+        if fid == self.slow_fid and self.slow.is_set():
+            time.sleep(self.delay)
+        return self.inner(fid)
+
+    def threads(self, fid: FileId, since: float = 0.0, until: float = 1e18) -> set[str]:
+        return {name for t, f, name in self.calls if f == fid and since <= t <= until}
+
+
+def getattr_ok(c: RawClient, fh: bytes) -> None:
+    assert nfs_getattr(c, fh)[0] == Nfsstat3.OK
+
+
+@pytest.mark.timeout(60)
+def test_a_blocking_getattr_stalls_the_loop_once_then_goes_to_the_threads(
+    tmp_path: Path,
+) -> None:
+    delay, quiet = 1.0, 0.5
+    policies: list[InlinePolicy] = []
+
+    def policy(app: App) -> InlinePolicy:
+        policies.append(InlinePolicy(NO_BACKEND, METADATA, trip=0.05, quiet=quiet, stuck=0.2))
+        return policies[0]
+
+    with serve_in_thread(export_config("memory", tmp_path), inline=policy) as srv:
+        backend = srv.app.exports[0].backend
+        assert isinstance(backend, MemoryBackend)
+        watched = Watched(backend, delay)
+        root_fid = backend.root()
+        watched.slow_fid = backend.create(root_fid, b"cold", SetAttr(), False)
+        a, b = srv.client(), srv.client()
+        root = a.mount("/mem")
+        cold = nfs_lookup(a, root, "cold")[1]
+        assert cold is not None
+        getattr_ok(b, root)
+        assert watched.threads(root_fid) == {"ferry-loop"}  # inline while quick
+
+        watched.slow.set()
+        a_done: list[float] = []
+
+        def slow_client() -> None:
+            for _ in range(3):
+                getattr_ok(a, cold)
+                a_done.append(time.monotonic())
+
+        slow = threading.Thread(target=slow_client)
+        start = time.monotonic()
+        slow.start()
+        waits: list[tuple[float, float]] = []  # (sent, took) of b's calls
+        while slow.is_alive() and time.monotonic() - start < 20:
+            sent = time.monotonic()
+            b.call(NFS_PROGRAM, 3, NfsProc.NULL).ok()
+            getattr_ok(b, root)
+            waits.append((sent, time.monotonic() - sent))
+            time.sleep(0.01)
+        slow.join(20)
+        assert len(a_done) == 3
+        threads = [n for t, f, n in watched.calls if f == watched.slow_fid and t >= start]
+        assert threads[0] == "ferry-loop"  # the first one stalled the loop...
+        assert all(n.startswith("ferry-call") for n in threads[1:4])  # ... the next did not
+        after = [took for sent, took in waits if a_done[0] < sent < a_done[-1] - 0.05]
+        assert after, "the other client made no call while the slow ones ran on threads"
+        assert max(after) < delay / 2, f"another client waited {max(after):.2f}s"
+        tripped = watched.threads(root_fid, a_done[0], a_done[-1] - 0.05)
+        assert tripped and "ferry-loop" not in tripped  # metadata went to the threads
+        assert policies[0].wire.trips >= 1
+
+        watched.slow.clear()  # quick again: after the quiet period, inline again
+        time.sleep(quiet + 0.3)
+        resumed = time.monotonic()
+        getattr_ok(b, root)
+        getattr_ok(a, cold)
+        assert watched.threads(root_fid, resumed) == {"ferry-loop"}
+        assert watched.threads(watched.slow_fid, resumed) == {"ferry-loop"}
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("inline", ["off", "on"])
+@pytest.mark.parametrize("max_in_flight", [1, 4])
+def test_calls_past_max_in_flight_sent_at_once_are_all_answered(
+    tmp_path: Path, inline: str, max_in_flight: int
+) -> None:
+    """A client that pipelines more calls than ``max_in_flight`` gets every reply: the
+    calls left in the buffer are taken as replies free room, whether the room is freed by
+    call threads (inline off) or by the loop's own deferred write (inline on)."""
+    policy = (lambda app: InlinePolicy()) if inline == "off" else App.inline_policy
+    limits = Limits(max_in_flight=max_in_flight)
+    with serve_in_thread(export_config("memory", tmp_path), limits, inline=policy) as srv:
+        c = srv.client()
+        root = c.mount("/mem")
+        args = struct.pack(">I", len(root)) + root + bytes(-len(root) % 4)
+        calls = [c.call_bytes(NFS_PROGRAM, 3, p, args) for p in [NfsProc.GETATTR] * 60]
+        calls += [c.call_bytes(NFS_PROGRAM, 3, NfsProc.NULL) for _ in range(40)]
+        c.sock.sendall(b"".join(frame_bytes(call) for call in calls))
+        xids = {parse_reply(c.recv_record()).xid for _ in calls}
+        assert xids == {struct.unpack_from(">I", call)[0] for call in calls}
+        c.close()
