@@ -41,15 +41,17 @@ def serve_in_thread(
     limits: Limits | None = None,
     port: int = 0,
     inline: Callable[[App], InlinePolicy] = App.inline_policy,
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
 ) -> Iterator[RunningServer]:
     """Run an AsyncServer for ``config`` on a loopback port (0: a free one) in a background
-    thread named ``ferry-loop`` (``inline``: its inline policy, the App's own by default).
+    thread named ``ferry-loop`` (``inline``: its inline policy, the App's own by default;
+    ``new_loop``: makes its event loop).
     Whatever was made is undone in reverse order however far start-up got (a
     port in use, a bad config): no thread, loop or descriptor outlives the block."""
     with ExitStack() as stack:
         app = build_app(config)
         stack.callback(app.close)
-        loop = asyncio.new_event_loop()
+        loop = new_loop()
         stack.callback(loop.close)
         thread = threading.Thread(target=loop.run_forever, name="ferry-loop", daemon=True)
         thread.start()

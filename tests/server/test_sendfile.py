@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from harness import start_model, stop_checked
-from rawclient import RawClient, local_config, nfs_lookup, parse_reply
+from rawclient import RawClient, local_config, nfs_lookup, parse_reply, serve_in_thread
 
 from ferry import loops
 from ferry.backends.local import SENDFILE_MIN, LocalBackend
@@ -47,7 +47,6 @@ from ferry.rpc.message import NULL_AUTH, AcceptStat, CallHeader
 from ferry.rpc.record import frame, frame_bytes
 from ferry.segment import FileSegment, Part, SegmentShrank, materialize
 from ferry.server import aiosend
-from ferry.server.aio import AsyncServer
 from ferry.server.aiosend import settle, write_reply
 from ferry.server.app import build_app
 from ferry.server.blocking import serve_connection
@@ -184,6 +183,16 @@ def test_file_shrinking_under_a_send_closes_the_connection(
 ) -> None:
     """Truncated after its size was taken for the reply: the reply's record mark promised the
     old length, so the client must see a cut connection, never a complete (corrupt) record."""
+    expect_cut_when_shrinking(blocking_server(tmp_path), monkeypatch, caplog)
+
+
+def expect_cut_when_shrinking(
+    server: contextlib.AbstractContextManager[tuple[int, Path]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 1 MiB READ whose file is cut to half once its segment is taken: the client gets a
+    record mark for the whole, then fewer bytes and a closed connection; the server logs it."""
     original = LocalBackend.read_segment
 
     def shrinking(self: LocalBackend, fid: int, offset: int, count: int) -> object:
@@ -194,7 +203,7 @@ def test_file_shrinking_under_a_send_closes_the_connection(
 
     monkeypatch.setattr(LocalBackend, "read_segment", shrinking)
     caplog.set_level(logging.INFO, logger="ferry.server")
-    with blocking_server(tmp_path) as (port, export), contextlib.closing(RawClient(port)) as c:
+    with server as (port, export), contextlib.closing(RawClient(port)) as c:
         root = c.mount(str(export))
         fh = nfs_lookup(c, root, f"f{MiB}")[1]
         assert fh is not None
@@ -217,21 +226,9 @@ LOOPS = {"uvloop": loops.new_event_loop, "asyncio": asyncio.new_event_loop}
 def async_server(tmp_path: Path, loop_kind: str) -> Iterator[tuple[int, Path]]:
     """The export of ``make_export`` served by ``AsyncServer`` on a loop in a thread."""
     export = make_export(tmp_path / "export")
-    app = build_app(local_config(export, tmp_path / "state"))
-    loop = LOOPS[loop_kind]()
-    server = AsyncServer(app.dispatcher(0))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    port = asyncio.run_coroutine_threadsafe(server.listen("127.0.0.1", 0), loop).result(10)
-    server.dispatcher = app.dispatcher(port)
-    try:
-        yield port, export
-    finally:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-        app.close()
+    config = local_config(export, tmp_path / "state")
+    with serve_in_thread(config, new_loop=LOOPS[loop_kind]) as running:
+        yield running.port, export
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
@@ -281,28 +278,7 @@ def test_async_reads_are_copied_where_sendfile_is_refused(
 def test_async_file_shrinking_under_a_send_closes_the_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    original = LocalBackend.read_segment
-
-    def shrinking(self: LocalBackend, fid: int, offset: int, count: int) -> object:
-        data, eof = original(self, fid, offset, count)
-        if isinstance(data, FileSegment):
-            os.ftruncate(data.fd, offset + data.count // 2)
-        return data, eof
-
-    monkeypatch.setattr(LocalBackend, "read_segment", shrinking)
-    caplog.set_level(logging.INFO, logger="ferry.server")
-    with async_server(tmp_path, "uvloop") as (port, export), closing(RawClient(port)) as c:
-        root = c.mount(str(export))
-        fh = nfs_lookup(c, root, f"f{MiB}")[1]
-        assert fh is not None
-        c.send_record(read_call(c, fh, 0, MiB))
-        (mark,) = struct.unpack(">I", c._recv_exact(4))
-        got = 0
-        with contextlib.suppress(ConnectionError):
-            while chunk := c.sock.recv(1 << 16):
-                got += len(chunk)
-        assert mark & 0x80000000 and got < (mark & 0x7FFFFFFF)
-    assert "file shrank by" in caplog.text
+    expect_cut_when_shrinking(async_server(tmp_path, "uvloop"), monkeypatch, caplog)
 
 
 class FakeTransport:
