@@ -47,6 +47,9 @@ class Canned:
     def handle(self, record: Any, peer: Any) -> list[bytes]:
         return REPLY
 
+    def handle_parts(self, record: Any, peer: Any, transport: Any = None) -> list[bytes]:
+        return REPLY  # what the call threads ask (READ data may stay in its file)
+
 
 class Counting:
     """A transport that takes writes and counts them."""
