@@ -50,7 +50,7 @@ from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.segment import Part
 from ferry.server.config import parse_address
 from ferry.server.listen import bind_listener
-from ferry.server.workers import die_with_parent
+from ferry.server.workers import fork_child
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -373,29 +373,21 @@ def _multiprocess(sock: socket.socket, path: Path) -> Iterator[Metrics]:
 
 
 def _fork_exporter(sock: socket.socket, path: Path) -> int:
-    """Fork the process that answers scrapes; it runs until SIGTERM or SIGINT, or until
-    the server process dies."""
-    parent = os.getpid()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 0
-    try:
-        die_with_parent(parent)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.multiprocess import MultiProcessCollector
+    """Fork the process that answers scrapes (``fork_child``: it dies with the server
+    process); it runs until SIGTERM or SIGINT."""
+    return fork_child(lambda: _export(sock, path), what="metrics exporter")
 
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, str(path))  # type: ignore[no-untyped-call]
-        server = _http_server(sock, registry)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    except BaseException:
-        log.exception("metrics exporter crashed")
-        code = 1
-    finally:
-        os._exit(code)
+
+def _export(sock: socket.socket, path: Path) -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(path))  # type: ignore[no-untyped-call]
+    server = _http_server(sock, registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
 def _stop(pid: int) -> None:

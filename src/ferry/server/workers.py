@@ -33,8 +33,9 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def fork_child(body: Callable[[], None]) -> int:
-    """Fork; the child runs ``body`` and exits (never returning), the parent gets its pid.
+def fork_child(body: Callable[[], None], what: str = "worker") -> int:
+    """Fork; the child runs ``body`` and exits (never returning), the parent gets its pid
+    (``what``: the child, as a crash is logged).
 
     The child dies with its parent (``die_with_parent``): a server whose supervising
     process was killed must not leave workers serving unsupervised on its port."""
@@ -50,7 +51,7 @@ def fork_child(body: Callable[[], None]) -> int:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         body()
     except BaseException:
-        log.exception("worker %d crashed", os.getpid())
+        log.exception("%s %d crashed", what, os.getpid())
         code = 1
     finally:
         logging.shutdown()
