@@ -204,6 +204,35 @@ def test_readdir_page_packs_what_readdir_res_packs() -> None:
             assert h == (None if a is None else codec.encode(7, a.fileid, a.generation))
 
 
+def test_handles_made_for_pages_are_remembered_and_the_same_as_encode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``encode_many`` gives ``encode``'s handles, the first time (a MAC each) and again
+    (from ``made``): by export, file id and generation, so another export or a newer
+    file on the same id gets its own handle; ``made`` stays bounded."""
+    monkeypatch.setattr(filehandle, "MADE_MAX", 64)
+    codec = HandleCodec(KEY, [OTHER])
+    attrs: list[Attr | None] = [
+        Attr(Ftype3.REG, 0o644, 1, 0, 0, 0, 0, (0, 0), fid, 0, 0, 0, 0, gen)
+        for fid in (5, 2**64 - 1)
+        for gen in (0, 1, 2**32 - 1)
+    ]
+    attrs.append(None)
+    for export_id in (1, 2, 0xFFFF, 1):
+        want = [None if a is None else codec.encode(export_id, a.fileid, a.generation)
+                for a in attrs]  # fmt: skip
+        assert codec.encode_many(export_id, attrs) == want
+        assert codec.encode_many(export_id, attrs) == want  # remembered
+        for a, h in zip(attrs, want, strict=True):
+            if a is not None and h is not None:
+                assert codec.decode(h) == (export_id, a.fileid, a.generation)
+    assert len(set(codec.made.values())) == len(codec.made) == 18
+    many = [Attr(Ftype3.REG, 0, 1, 0, 0, 0, 0, (0, 0), i, 0, 0, 0) for i in range(100)]
+    for _ in range(3):
+        assert codec.encode_many(3, many) == [codec.encode(3, i) for i in range(100)]
+        assert len(codec.made) <= 64 + 100  # emptied when full, before a page
+
+
 def test_listing_is_sorted_by_cookie_and_keeps_no_attributes() -> None:
     rng = random.Random(22)
     attr = Attr(Ftype3.REG, 0o644, 1, 0, 0, 0, 0, (0, 0), 5, 0, 0, 0)
