@@ -32,7 +32,7 @@ VERIFIED_MAX = 4096
 """Handles a codec remembers as verified (``HandleCodec.decode``)."""
 MADE_MAX = 1 << 16
 """Handles a codec remembers having made for READDIRPLUS (``HandleCodec.encode_many``):
-about 8 MiB when full, enough for a directory of 50,000 entries listed again."""
+about 9 MiB when full, enough for a directory of 50,000 entries listed again."""
 
 
 class HandleCodec:
