@@ -26,7 +26,7 @@ from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.readdir import Listing
 from ferry.nfs3.types import Entry, ReaddirPage, ReaddirRes
 from ferry.rpc.auth import Credentials
-from ferry.vocab import Attr, DirEntry
+from ferry.vocab import Attr, DirEntry, attr_row
 from ferry.xdr import Packer
 
 KEY, OTHER = bytes(range(32)), bytes(range(32, 64))
@@ -191,7 +191,8 @@ def test_readdir_page_packs_what_readdir_res_packs() -> None:
         dir_attr = attrs[0] or attrs[1]
         page = ReaddirPage(dir_attr, verf, entries, cookies, eof)
         if plus:
-            page.attrs, page.handles = attrs, handles
+            page.rows = [None if a is None else attr_row(a, a.fsid) for a in attrs]
+            page.handles = handles
         old = ReaddirRes(dir_attr, verf, [
             Entry(e.fileid, e.name, c, a if plus else None, h if plus else None)
             for e, c, a, h in zip(entries, cookies, attrs, handles, strict=True)

@@ -59,7 +59,7 @@ class HandleCodec:
         the MAC without hashing the key again (a third cheaper than a new keyed hash)."""
         self.verified: dict[bytes, tuple[int, int, int]] = {}
         self.made: dict[int, bytes] = {}
-        """Handles made for READDIRPLUS pages (``encode_many``, at most ``MADE_MAX``, emptied
+        """Handles made for READDIRPLUS pages (``encode_ids``, at most ``MADE_MAX``, emptied
         when full), by export id, file id and generation: listing a directory again costs
         a dictionary lookup per entry instead of a MAC."""
 
@@ -72,7 +72,18 @@ class HandleCodec:
 
     def encode_many(self, export_id: int, attrs: Sequence[Attr | None]) -> list[bytes | None]:
         """``encode`` of each file of a READDIRPLUS page (None where its attributes, which
-        carry the generation, are unknown), in one loop of C calls."""
+        carry the generation, are unknown)."""
+        return self.encode_ids(
+            export_id,
+            [0 if a is None else a.fileid for a in attrs],
+            [None if a is None else a.generation for a in attrs],
+        )
+
+    def encode_ids(
+        self, export_id: int, fileids: Sequence[int], generations: Sequence[int | None]
+    ) -> list[bytes | None]:
+        """``encode`` of each file of a READDIRPLUS page from its id and generation (None:
+        no handle), in one loop of C calls; remembered in ``made``."""
         pack, keyed = _BODY.pack, self._keyed
         made = self.made
         if len(made) >= MADE_MAX:
@@ -80,14 +91,14 @@ class HandleCodec:
         export = export_id << 64
         out: list[bytes | None] = []
         add = out.append
-        for a in attrs:
-            if a is None:
+        for fileid, generation in zip(fileids, generations, strict=True):
+            if generation is None:
                 add(None)
                 continue
-            generation = a.generation & 0xFFFFFFFF
-            found = made.get(ident := (generation << 80) | export | a.fileid)
+            generation &= 0xFFFFFFFF
+            found = made.get(ident := (generation << 80) | export | fileid)
             if found is None:
-                body = pack(VERSION, export_id, a.fileid, generation)
+                body = pack(VERSION, export_id, fileid, generation)
                 mac = keyed.copy()
                 mac.update(body)
                 found = made[ident] = body + mac.digest()
