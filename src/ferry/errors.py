@@ -34,6 +34,12 @@ class DropCall(FerryError):
     and NFS-Ganesha drop such requests. Raised by handlers; the dispatcher drops."""
 
 
+class WouldBlock(FerryError):
+    """A call tried on the event loop (``Transport.nowait``) would wait on the disk (a READ
+    whose pages are not all in the page cache): the server runs it again on a call thread.
+    Raised by backends' ``read_nowait`` and handlers; the dispatcher lets it through."""
+
+
 class ConfigError(FerryError):
     """A bad configuration value; the message names the key."""
 

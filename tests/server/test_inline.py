@@ -10,19 +10,30 @@ meanwhile. Only generous time bounds (a stall is a second, the bound half of it)
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from rawclient import RawClient, nfs_getattr, nfs_lookup, parse_reply, serve_in_thread
+from rawclient import (
+    RawClient,
+    local_config,
+    nfs_getattr,
+    nfs_lookup,
+    nfs_read,
+    parse_reply,
+    serve_in_thread,
+)
 from servers import export_config
 
-from ferry.backends import MemoryBackend
+from ferry.backends import LocalBackend, MemoryBackend
 from ferry.backends.base import Attr, FileId, SetAttr
 from ferry.backends.wrappers import ReadOnly
 from ferry.cli.main import _parser, server_config
+from ferry.errors import WouldBlock
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
 from ferry.rpc.dispatch import Dispatcher
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
@@ -34,7 +45,9 @@ from ferry.server.inline import (
     INLINE,
     METADATA,
     NO_BACKEND,
+    READS,
     THREAD,
+    TRY,
     WATCHED,
     InlinePolicy,
 )
@@ -42,9 +55,10 @@ from ferry.tripwire import Tripwire
 
 
 class Remote(MemoryBackend):
-    """A backend whose metadata calls may wait on a network."""
+    """A backend whose metadata calls and reads may wait on a network."""
 
     prompt_metadata = False
+    nowait_reads = False
 
 
 def record(prog: int, vers: int, proc: int) -> bytes:
@@ -59,8 +73,9 @@ def test_prompt_backends_get_metadata_inline_and_data_on_threads() -> None:
     policy = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(MemoryBackend())])
     inline = {p for p in NfsProc if policy.route(NFS[p]) == INLINE}
     assert inline == {NfsProc.NULL, *(proc for _, _, proc in METADATA)}
-    for proc in (NfsProc.READ, NfsProc.WRITE, NfsProc.COMMIT, NfsProc.READDIRPLUS):
+    for proc in (NfsProc.WRITE, NfsProc.COMMIT, NfsProc.READDIRPLUS):
         assert policy.route(NFS[proc]) == THREAD
+    assert policy.route(NFS[NfsProc.READ]) == TRY  # on the loop unless it would wait
     assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.EXPORT)) == INLINE
     assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.MNT)) == THREAD  # resolves a path
     assert policy.route(record(PMAP_PROGRAM, 2, PmapProc.GETPORT)) == INLINE
@@ -80,19 +95,21 @@ def test_an_async_server_without_a_policy_inlines_only_calls_without_a_backend()
 def test_one_remote_backend_keeps_metadata_on_threads_and_off_means_off() -> None:
     mixed = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(Remote())])
     assert mixed.route(NFS[NfsProc.GETATTR]) == THREAD
+    assert mixed.route(NFS[NfsProc.READ]) == THREAD
     assert mixed.route(NFS[NfsProc.NULL]) == INLINE  # touches no backend
     off = InlinePolicy.for_backends(False, [MemoryBackend()])
     assert {off.route(NFS[p]) for p in NfsProc} == {THREAD}
 
 
 def test_a_tripped_policy_watches_metadata_on_threads_until_quiet() -> None:
-    policy = InlinePolicy(NO_BACKEND, METADATA, trip=0.02, quiet=0.3)
+    policy = InlinePolicy(NO_BACKEND, METADATA, READS, trip=0.02, quiet=0.3)
     token = policy.wire.begin()
     time.sleep(0.05)
     policy.wire.end(token)  # a slow call: tripped
     assert policy.wire.trips == 1
     assert policy.route(NFS[NfsProc.GETATTR]) == WATCHED
     assert policy.route(NFS[NfsProc.NULL]) == INLINE
+    assert policy.route(NFS[NfsProc.READ]) == THREAD  # reads too: no tries on the loop
     time.sleep(0.4)
     assert policy.route(NFS[NfsProc.GETATTR]) == INLINE
     policy.close()
@@ -267,4 +284,101 @@ def test_calls_past_max_in_flight_sent_at_once_are_all_answered(
         c.sock.sendall(b"".join(frame_bytes(call) for call in calls))
         xids = {parse_reply(c.recv_record()).xid for _ in calls}
         assert xids == {struct.unpack_from(">I", call)[0] for call in calls}
+        c.close()
+
+
+# -- small READs on the loop (``preadv(RWF_NOWAIT)``), on a call thread when they would wait --
+
+
+def _local(tmp_path: Path) -> tuple[LocalBackend, FileId]:
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"x" * 5000)
+    backend = LocalBackend(str(root), state_dir=tmp_path / "state")
+    return backend, backend.lookup(backend.root(), b"f")
+
+
+def test_read_nowait_answers_from_the_page_cache(tmp_path: Path) -> None:
+    backend, fid = _local(tmp_path)
+    assert LocalBackend.nowait_reads
+    data, eof = backend.read_nowait(fid, 0, 4096)
+    assert (bytes(data), eof) == (b"x" * 4096, False)
+    data, eof = backend.read_nowait(fid, 4096, 4096)
+    assert (bytes(data), eof) == (b"x" * 904, True)
+    data, eof = backend.read_nowait(fid, 9000, 4096)
+    assert (bytes(data), eof) == (b"", True)
+    backend.close()
+
+
+@pytest.mark.parametrize("kernel_says", ["EAGAIN", "EOPNOTSUPP", "short"])
+def test_read_nowait_would_block_when_the_kernel_would_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_says: str
+) -> None:
+    backend, fid = _local(tmp_path)
+
+    def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+        assert flags == os.RWF_NOWAIT
+        if kernel_says == "short":
+            buffers[0][:100] = b"x" * 100
+            return 100  # the first page cached, the rest not
+        raise OSError(getattr(errno, kernel_says), kernel_says)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    with pytest.raises(WouldBlock):
+        backend.read_nowait(fid, 0, 4096)
+    monkeypatch.undo()
+    backend.close()
+
+
+class ReadsSeen:
+    """Records which thread ran each ``read_nowait`` and ``read_segment`` of a backend;
+    ``read_nowait`` says WouldBlock while ``cold`` is set."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.nowait, self.segment = backend.read_nowait, backend.read_segment
+        self.cold = False
+        self.calls: list[tuple[str, str]] = []
+        backend.read_nowait = self.read_nowait  # type: ignore[method-assign]
+        backend.read_segment = self.read_segment  # type: ignore[method-assign]
+
+    def read_nowait(self, fid: FileId, offset: int, count: int) -> tuple[memoryview, bool]:
+        self.calls.append(("nowait", threading.current_thread().name))
+        if self.cold:
+            raise WouldBlock
+        return self.nowait(fid, offset, count)
+
+    def read_segment(self, fid: FileId, offset: int, count: int) -> tuple[object, bool]:
+        self.calls.append(("segment", threading.current_thread().name))
+        return self.segment(fid, offset, count)  # type: ignore[return-value]
+
+    def take(self) -> list[tuple[str, str]]:
+        calls, self.calls = self.calls, []
+        return [(how, "loop" if name == "ferry-loop" else "thread") for how, name in calls]
+
+
+@pytest.mark.timeout(60)
+def test_small_reads_run_on_the_loop_and_on_a_thread_when_they_would_wait(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    data = os.urandom(200_000)
+    (root / "f").write_bytes(data)
+    with serve_in_thread(local_config(root, tmp_path / "state")) as srv:
+        backend = srv.app.exports[0].backend
+        assert isinstance(backend, LocalBackend)
+        seen = ReadsSeen(backend)
+        c = srv.client()
+        fh = nfs_lookup(c, c.mount(str(root)), "f")[1]
+        assert fh is not None
+        assert nfs_read(c, fh, 4096, 4096) == (Nfsstat3.OK, data[4096:8192])
+        assert seen.take() == [("nowait", "loop")]
+        seen.cold = True  # not in the page cache: tried on the loop, then read on a thread
+        assert nfs_read(c, fh, 8192, 4096) == (Nfsstat3.OK, data[8192:12288])
+        assert seen.take() == [("nowait", "loop"), ("segment", "thread")]
+        seen.cold = False  # a big READ goes to a thread at once (sendfile from there)
+        assert nfs_read(c, fh, 0, 65536) == (Nfsstat3.OK, data[:65536])
+        assert seen.take() == [("segment", "thread")]
+        assert nfs_read(c, fh, 199_000, 4096) == (Nfsstat3.OK, data[199_000:])  # the end
+        assert seen.take() == [("nowait", "loop")]
         c.close()

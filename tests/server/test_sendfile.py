@@ -410,6 +410,9 @@ class Seen:
     ) -> None:
         self.calls.append(call)
 
+    def call_deferred(self, token: float) -> None:
+        pass
+
     def drc_lookup(self, outcome: str) -> None:
         pass
 

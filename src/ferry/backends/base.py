@@ -28,7 +28,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator, Sequence
 
-from ferry.errors import NfsError
+from ferry.errors import NfsError, WouldBlock
 from ferry.segment import FileSegment
 from ferry.vocab import (
     S_IFMT_OF,
@@ -73,6 +73,11 @@ class Backend(abc.ABC):
 
     name_max: int = 255
     """Longest name accepted, in bytes (PATHCONF name_max)."""
+
+    nowait_reads: bool = False
+    """Whether ``read_nowait`` can answer a READ from memory or the page cache without
+    waiting (the local and memory backends); then the async server tries small READs on
+    its event loop first."""
 
     prompt_metadata: bool = False
     """Whether ``getattr``, ``lookup``, ``readlink`` and ``fsstat`` answer at once (from
@@ -173,6 +178,11 @@ class Backend(abc.ABC):
         the bytes the reply promises, for a transport that sends it with ``sendfile`` (hot).
         Only backends with real file descriptors override this."""
         return self.read(fid, offset, count)
+
+    def read_nowait(self, fid: FileId, offset: int, count: int) -> tuple[bytes | memoryview, bool]:
+        """Like ``read``, on the event loop: ``WouldBlock`` instead of waiting for the disk
+        (hot; the default always raises it, so the READ runs on a call thread)."""
+        raise WouldBlock
 
     @abc.abstractmethod
     def write(self, fid: FileId, offset: int, data: memoryview, stable: StableHow) -> StableHow:

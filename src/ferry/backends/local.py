@@ -42,7 +42,7 @@ from ferry.backends.base import (
     FsStat,
     SetAttr,
 )
-from ferry.errors import NfsError
+from ferry.errors import NfsError, WouldBlock
 from ferry.segment import FileSegment
 from ferry.vocab import MKNOD_TYPES, S_IFMT_OF, Ftype3, Nfsstat3, StableHow
 
@@ -50,6 +50,8 @@ _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DOTS = (b".", b"..")
 SENDFILE_MIN = 32 * 1024
 """READs shorter than this are copied rather than left in the file (``read_segment``)."""
+_WOULD_WAIT = (errno.EAGAIN, errno.EOPNOTSUPP)
+"""``preadv(RWF_NOWAIT)`` errors that mean "not without waiting" (``read_nowait``)."""
 
 
 def _check_name(name: bytes, dots: Nfsstat3 = Nfsstat3.INVAL) -> None:
@@ -80,6 +82,7 @@ class LocalBackend(Backend):
     """
 
     multiprocess_safe = True
+    nowait_reads = hasattr(os, "RWF_NOWAIT")  # Linux 4.14+: preadv answers from the cache
     prompt_metadata = True  # statx and openat, from the kernel's caches once warm
 
     def __init__(
@@ -299,6 +302,27 @@ class LocalBackend(Backend):
         finally:
             self._fds.release(lease)
         return data, offset + len(data) >= st.st_size
+
+    def read_nowait(self, fid: FileId, offset: int, count: int) -> tuple[memoryview, bool]:
+        """``preadv`` with ``RWF_NOWAIT``: the page cache's bytes, or ``WouldBlock`` when
+        any page of the range is not cached (EAGAIN, or a short read before the end of
+        file) or the file system cannot read without waiting (EOPNOTSUPP)."""
+        lease = self._lease(fid, writable=False)
+        try:
+            st = self._fstat_linked(lease.fd, fid)
+            count = max(0, min(count, st.st_size - offset))
+            buf = bytearray(count)
+            try:
+                n = os.preadv(lease.fd, [buf], offset, os.RWF_NOWAIT) if count else 0
+            except OSError as exc:
+                if exc.errno in _WOULD_WAIT:
+                    raise WouldBlock from exc
+                raise
+        finally:
+            self._fds.release(lease)
+        if n < count:  # part of the range is not cached (or the file shrank): wait there
+            raise WouldBlock
+        return memoryview(buf), offset + n >= st.st_size
 
     def read_segment(
         self, fid: FileId, offset: int, count: int

@@ -29,6 +29,7 @@ class ReadOnly(ReadOnlyBackend):
         self.inner = inner
         self.name_max = inner.name_max
         self.prompt_metadata = inner.prompt_metadata
+        self.nowait_reads = inner.nowait_reads
 
     def root(self) -> FileId:
         return self.inner.root()
@@ -66,6 +67,9 @@ class ReadOnly(ReadOnlyBackend):
         self, fid: FileId, offset: int, count: int
     ) -> tuple[bytes | memoryview | FileSegment, bool]:
         return self.inner.read_segment(fid, offset, count)
+
+    def read_nowait(self, fid: FileId, offset: int, count: int) -> tuple[bytes | memoryview, bool]:
+        return self.inner.read_nowait(fid, offset, count)
 
     def fsstat(self, fid: FileId) -> FsStat:
         return self.inner.fsstat(fid)

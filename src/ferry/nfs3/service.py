@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ferry.backends.base import Backend
-from ferry.errors import NfsError, status_from_oserror
+from ferry.errors import NfsError, WouldBlock, status_from_oserror
 from ferry.nfs3 import types as t
 from ferry.nfs3.access import R, W, X, access_mask, may, setid_to_clear
 from ferry.nfs3.const import MAX_IO, CreateMode, FsProperties, Ftype3, Nfsstat3
@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 PREF_IO = MAX_IO
 MAX_FILE_SIZE = (1 << 63) - 1
+NOWAIT_READ_MAX = 32 * 1024
+"""Largest READ tried on the event loop (``Transport.nowait``): a copy of a few pages
+costs less than two thread hops; bigger READs go by ``sendfile`` from a call thread."""
 _DOTS = (b".", b"..")
 
 
@@ -260,6 +263,8 @@ class Nfs3Service:
         return t.ReadlinkRes(attr, call_backend(lambda: target.backend.readlink(target.fid)))
 
     def read(self, args: t.ReadArgs, ctx: CallContext) -> t.ReadRes | t.ReadSegmentRes:
+        if ctx.transport.nowait and args.count > NOWAIT_READ_MAX:
+            raise WouldBlock  # a big READ: its data goes by sendfile from a call thread
         target = self.resolve(args.file, ctx)
         attr = self.attrs(target)
         _check_file_io(target, attr, R)
@@ -267,7 +272,14 @@ class Nfs3Service:
         if args.offset > MAX_FILE_SIZE:
             return t.ReadRes(attr, 0, True, b"")  # past any possible end of file
         backend, fid, offset = target.backend, target.fid, args.offset
-        read = backend.read_segment if ctx.transport.sendfile else backend.read
+        how = ctx.transport
+        read = (
+            backend.read_nowait  # on the event loop: WouldBlock sends it to a call thread
+            if how.nowait
+            else backend.read_segment
+            if how.sendfile
+            else backend.read
+        )
         data, eof = call_backend(lambda: read(fid, offset, count))
         if eof or len(data) < count:
             attr = self.attrs(target)  # should this fail, a segment closes when collected

@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from ferry.errors import DropCall, XdrError
+from ferry.errors import DropCall, WouldBlock, XdrError
 from ferry.rpc import drc as drcmod
 from ferry.rpc.auth import BadCredentials, CredentialCache, Credentials, UnsupportedFlavor
 from ferry.rpc.message import (
@@ -66,10 +66,14 @@ class Transport:
     sendfile: bool = False
     """The adapter sends ``FileSegment`` reply parts itself (``Dispatcher.handle_parts``),
     so READ data may stay in its file until then."""
+    nowait: bool = False
+    """The call runs on an event loop: a handler that would wait on the disk raises
+    ``WouldBlock`` (``Dispatcher.try_handle``) rather than wait."""
 
 
 TCP = Transport("tcp", None, False)
 TCP_SENDFILE = Transport("tcp", None, False, sendfile=True)
+TCP_NOWAIT = Transport("tcp", None, False, nowait=True)
 UDP = Transport("udp", 32 * 1024, True)
 """Linux's nfsd offers 32 KiB over UDP (RPCSVC_MAXPAYLOAD_UDP): a READ reply must fit one
 datagram (at most 65,507 bytes of IPv4 UDP payload), unfragmented would be better still."""
@@ -135,6 +139,11 @@ class CallObserver(Protocol):
         owed); ``call`` says what it was and how it ended."""
         ...
 
+    def call_deferred(self, token: float) -> None:
+        """The call tried on the event loop would have waited (``WouldBlock``): it runs
+        again on a call thread, where it is started and done anew."""
+        ...
+
     def drc_lookup(self, outcome: str) -> None:
         """A ``drc.Lookup`` value: whether a non-idempotent call was new, a hit, running."""
         ...
@@ -190,11 +199,23 @@ class Dispatcher:
         reply = None
         try:
             reply = self._handle(record, client, transport, call)
-        finally:
-            if reply is None:
-                call.code = DROPPED
-            observer.call_done(token, call, len(record), reply)
+        except WouldBlock:
+            observer.call_deferred(token)
+            raise
+        except BaseException:
+            call.code = DROPPED
+            observer.call_done(token, call, len(record), None)
+            raise
+        if reply is None:
+            call.code = DROPPED
+        observer.call_done(token, call, len(record), reply)
         return reply
+
+    def try_handle(self, record: Buffer, client: Address = None) -> Sequence[Part] | None:
+        """``handle_parts`` on an event loop (``TCP_NOWAIT``); ``WouldBlock`` when the call
+        would wait on the disk: run it then with ``handle_parts`` on a call thread (only
+        idempotent procedures wait so: nothing was done)."""
+        return self.handle_parts(record, client, TCP_NOWAIT)
 
     def _handle(
         self, record: Buffer, client: Address, transport: Transport, call: Outcome | None
@@ -304,6 +325,8 @@ class Dispatcher:
         except DropCall as exc:
             log.info("dropping xid=%#x from %s: %s", xid, ctx.client, exc)
             return None, DROPPED
+        except WouldBlock:
+            raise
         except XdrError as exc:
             log.info(
                 "garbage arguments prog=%d proc=%d from %s: %s",

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar, TypeVar, cast
 
 from ferry import loops
-from ferry.errors import RecordError
+from ferry.errors import RecordError, WouldBlock
 from ferry.rpc.dispatch import TCP_SENDFILE, Address, Dispatcher
 from ferry.rpc.record import frame
 from ferry.segment import Part, SegmentShrank, close_segments
@@ -42,7 +42,7 @@ from ferry.server.app import backend_class
 from ferry.server.blocking import LINGER_ABORT
 from ferry.server.config import ServerConfig
 from ferry.server.connection import Limits, ServerConnection
-from ferry.server.inline import INLINE, NO_BACKEND, WATCHED, InlinePolicy
+from ferry.server.inline import INLINE, NO_BACKEND, TRY, WATCHED, InlinePolicy
 from ferry.server.metrics import NO_METRICS, Metrics
 from ferry.server.skeleton import ServerModel
 from ferry.server.stopping import Stopper, stop_requested_early
@@ -198,6 +198,14 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
                     began = began or wire.enter()
                     self.take_reply(server.answer(record, self.peer))
                     began = wire.lap(began)
+                elif how == TRY:
+                    began = began or wire.enter()
+                    reply = server.try_answer(record, self.peer)
+                    began = wire.lap(began)
+                    if reply is DEFERRED:
+                        server.submit(record, self, False)
+                    else:
+                        self.take_reply(reply)  # type: ignore[arg-type]
                 else:
                     server.submit(record, self, how == WATCHED)
         except RecordError as exc:
@@ -262,6 +270,8 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
 
 
 R = TypeVar("R")
+DEFERRED = object()
+"""``AsyncServer.try_answer``: the call would wait; run it on a call thread."""
 Reply = Sequence[Part] | None
 """A call's framed reply parts (a READ's data may be a file segment), or None: no reply."""
 
@@ -327,6 +337,17 @@ class AsyncServer:
         """Run a call on the loop (the protocol times it in the tripwire's lane)."""
         try:
             return self.dispatcher.handle(record, peer)
+        except Exception:  # the dispatcher never raises; this guards the loop
+            log.exception("call crashed the dispatcher")
+            return None
+
+    def try_answer(self, record: bytes | bytearray, peer: Address) -> Reply | object:
+        """Try a call on the loop (a small READ): its reply, or ``DEFERRED`` when it would
+        wait on the disk (then ``submit`` it)."""
+        try:
+            return self.dispatcher.try_handle(record, peer)
+        except WouldBlock:
+            return DEFERRED
         except Exception:  # the dispatcher never raises; this guards the loop
             log.exception("call crashed the dispatcher")
             return None

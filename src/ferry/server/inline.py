@@ -13,7 +13,12 @@ that wait on no slow IO, and hands the rest to its threads:
   (``Backend.prompt_metadata``: the local and memory backends; not CephFS or S3, whose
   calls may wait on the network: CephFS runs its own inline calls under a ``Deadline``).
 
-Everything else (READ, WRITE, COMMIT, READDIR, READDIRPLUS, namespace changes, MOUNT MNT)
+* READs of up to 32 KiB (``READS``), when every backend can read without waiting
+  (``Backend.nowait_reads``: the local backend's ``preadv(RWF_NOWAIT)`` answers from the
+  page cache or says it would wait, the memory backend's data is in memory): tried on
+  the loop, and if the data is not all cached (``WouldBlock``) run again on a thread.
+
+Everything else (bigger READs, WRITE, COMMIT, READDIR, READDIRPLUS, namespace changes, MOUNT MNT)
 goes to the threads: it may wait on a disk, or run long enough to hold up other clients.
 
 The guard: the loop serves every connection, so an inline call that blocks (a cold inode
@@ -44,7 +49,7 @@ from ferry.rpc.dispatch import Buffer
 from ferry.rpc.portmap import PMAP_PROGRAM, PMAP_V2, PmapProc
 from ferry.tripwire import Tripwire
 
-__all__ = ["INLINE", "METADATA", "NO_BACKEND", "THREAD", "WATCHED", "InlinePolicy"]
+__all__ = ["INLINE", "METADATA", "NO_BACKEND", "READS", "THREAD", "TRY", "WATCHED", "InlinePolicy"]
 
 log = logging.getLogger("ferry.server")
 
@@ -72,6 +77,9 @@ METADATA: frozenset[Key] = frozenset(
 )
 """Metadata reads: inline when the backends are prompt and the tripwire is clear."""
 
+READS: frozenset[Key] = frozenset([(NFS_PROGRAM, NFS_V3, NfsProc.READ)])
+"""Tried on the loop when the backends read without waiting and the tripwire is clear."""
+
 TRIP = 0.010
 """Seconds an inline call may take before metadata calls go to the threads."""
 QUIET = 2.0
@@ -81,9 +89,9 @@ STUCK = 0.5
 the wire tripped (on a thread, a call also waits for the GIL and its turn: tens of ms
 under load are no sign of a slow disk)."""
 
-THREAD, INLINE, WATCHED = 0, 1, 2
+THREAD, INLINE, WATCHED, TRY = 0, 1, 2, 3
 """Routes: a call thread; the loop (under the tripwire); a call thread, under the tripwire
-(a metadata call while it is tripped)."""
+(a metadata call while it is tripped); the loop, and a call thread if it would wait."""
 
 _CALL = struct.Struct(">III")
 _AT = 12  # prog, vers, proc follow xid, msg_type and rpcvers
@@ -96,12 +104,14 @@ class InlinePolicy:
         self,
         always: frozenset[Key] = frozenset(),
         prompt: frozenset[Key] = frozenset(),
+        tried: frozenset[Key] = frozenset(),
         trip: float = TRIP,
         quiet: float = QUIET,
         stuck: float = STUCK,
     ) -> None:
         self.always = always
         self.prompt = prompt
+        self.tried = tried
         self.stuck = stuck
         self.wire = Tripwire(
             trip, quiet, "event loop", then="metadata calls go to the call threads",
@@ -114,8 +124,12 @@ class InlinePolicy:
         those and metadata when every backend is prompt."""
         if not enabled:
             return cls()
+        backends = list(backends)
         prompt = all(b.prompt_metadata for b in backends)
-        return cls(NO_BACKEND, METADATA if prompt else frozenset())
+        nowait = all(b.nowait_reads for b in backends)
+        return cls(
+            NO_BACKEND, METADATA if prompt else frozenset(), READS if nowait else frozenset()
+        )
 
     def route(self, record: Buffer) -> int:
         """``INLINE``, ``THREAD`` or ``WATCHED`` for a call record (hot)."""
@@ -127,6 +141,8 @@ class InlinePolicy:
             return INLINE
         if key in self.prompt:
             return INLINE if time.monotonic() >= self.wire.until else WATCHED
+        if key in self.tried:
+            return TRY if time.monotonic() >= self.wire.until else THREAD
         return THREAD
 
     def close(self) -> None:

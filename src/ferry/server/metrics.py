@@ -92,6 +92,9 @@ class Metrics:
         """A call (``received`` bytes) ended with ``reply`` (None: no reply owed, e.g. a
         dropped retransmission); ``call`` is what the dispatcher decoded and answered."""
 
+    def call_deferred(self, token: float) -> None:
+        """A call tried on the event loop would have waited: it starts again on a thread."""
+
     def drc_lookup(self, outcome: str) -> None:
         """The duplicate request cache was asked about a call (a ``drc.Lookup`` value)."""
 
@@ -226,6 +229,9 @@ class PrometheusMetrics(Metrics):
     def call_started(self) -> float:
         self.in_flight.inc()
         return time.perf_counter()
+
+    def call_deferred(self, token: float) -> None:
+        self.in_flight.dec()
 
     def call_done(
         self, token: float, call: Outcome, received: int, reply: Sequence[Part] | None
