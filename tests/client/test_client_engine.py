@@ -10,9 +10,10 @@ import pytest
 from client_proxy import Proxy, through_proxy, url_for
 from rawclient import RunningServer
 
+from ferry.backends.base import SetAttr
 from ferry.client import AsyncNfsClient, RpcOptions
 from ferry.errors import NfsError
-from ferry.nfs3.const import NfsProc, Nfsstat3
+from ferry.nfs3.const import Ftype3, NfsProc, Nfsstat3
 from helpers.aio import run, sha
 
 FAST = RpcOptions(timeout=0.5, max_tries=4)
@@ -173,3 +174,21 @@ def test_commit_verifier_change_resends_data(ferry_srv: RunningServer, export_ro
 
     run(through_proxy(ferry_srv.port, export_root, body, wsize=65536))
     assert (export_root / "g").read_bytes() == data
+
+
+def test_create_exclusive_takes_the_attributes_from_the_setattr_reply(
+    ferry_srv: RunningServer, export_root: Path
+) -> None:
+    """EXCLUSIVE CREATE then SETATTR, and no GETATTR: the SETATTR reply's wcc after holds
+    the attributes (a call saved per file ``tar -x`` makes through ``ferry mount``)."""
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        fh, _ = await c.resolve("")
+        proxy.calls.clear()
+        res = await c.nfs.create_exclusive(fh, "x", SetAttr(mode=0o640))
+        assert [proc for _, proc in proxy.calls] == [NfsProc.CREATE, NfsProc.SETATTR]
+        assert res.obj_attributes is not None and res.obj_attributes.mode & 0o777 == 0o640
+        assert res.obj_attributes.size == 0 and res.obj_attributes.type == Ftype3.REG
+
+    run(through_proxy(ferry_srv.port, export_root, body, options=FAST))
+    assert (export_root / "x").stat().st_mode & 0o777 == 0o640

@@ -487,7 +487,8 @@ class NfsProcedures:
         with a fresh verifier (a resent CREATE finds the verifier and succeeds, RFC 1813
         section 3.3.8), then SETATTR of ``attrs`` (the server kept the verifier in the
         times); GUARDED where the server has no EXCLUSIVE (NOTSUPP). The result always
-        has the handle and the attributes."""
+        has the handle and the attributes: the SETATTR reply's own (its wcc after), a
+        GETATTR only where the server sent none."""
         attrs = attrs or SetAttr(mode=0o644)
         try:
             res = await self.create(dir, name, None, CreateMode.EXCLUSIVE, os.urandom(8))
@@ -499,8 +500,8 @@ class NfsProcedures:
             return t.CreateRes(fh, res.obj_attributes or await self.getattr(fh), res.dir_wcc)
         fh = res.obj or (await self.lookup(dir, name)).object
         now = dataclasses.replace(attrs, atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME)
-        await self.setattr(fh, now)
-        return t.CreateRes(fh, await self.getattr(fh), res.dir_wcc)
+        after = (await self.setattr(fh, now)).after
+        return t.CreateRes(fh, after or await self.getattr(fh), res.dir_wcc)
 
     async def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:
         args = t.MkdirArgs(t.DirOpArgs(dir, _name(name)), attrs or SetAttr(mode=0o755))

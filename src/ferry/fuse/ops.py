@@ -395,9 +395,10 @@ class NfsOperations(pyfuse3.Operations):
                 await opened.file.flush()
         if fields.update_size:
             await self._set_size(inode, nfh, attr.st_size)
-        if change != SetAttr():
-            await self.client.nfs.setattr(nfh, change)
-        return self._entry(inode, await self.client.nfs.getattr(nfh))
+        after = None
+        if change != SetAttr():  # its reply has the attributes after (as Linux uses them)
+            after = (await self.client.nfs.setattr(nfh, change)).after
+        return self._entry(inode, after or await self.client.nfs.getattr(nfh))
 
     async def _kills_setid(self, nfh: bytes, mode: int, ctx: RequestContext) -> bool:
         """Is this mode change the kernel clearing set-ID bits before a write or truncate by a
@@ -597,8 +598,9 @@ class NfsOperations(pyfuse3.Operations):
             res = await self.client.nfs.create(dirfh, name, perm, CreateMode.UNCHECKED)
         entry = await self._created(dirfh, name, res)
         fh = self.inodes.fh(entry.st_ino)
-        info = await self._open_inode(entry.st_ino, fh, await self.client.nfs.getattr(fh))
-        return info, entry
+        # The reply's attributes are as fresh as a GETATTR's would be (close-to-open holds).
+        attr = res.obj_attributes or await self.client.nfs.getattr(fh)
+        return await self._open_inode(entry.st_ino, fh, attr), entry
 
     def _file(self, fh: int) -> _Open:
         """The open file behind the kernel's handle ``fh``; this request's calls act as
