@@ -69,3 +69,30 @@ def test_create_and_setattr_take_attributes_from_their_replies(
     assert calls[calls.index(NfsProc.SETATTR) :] == [NfsProc.SETATTR], calls
     st = os.stat(mnt / "f")
     assert (st.st_mode & 0o777, st.st_size, st.st_mtime_ns) == (0o640, 4, 1_700_000_000 * 10**9)
+
+
+def test_the_directory_changed_is_not_asked_for_again(proxy_mount: tuple[Path, Proxy]) -> None:
+    """Creating files one after another, then removing them: the kernel asks for the
+    attributes of the directory it changed before the next change; the mount answers from
+    the reply to its own change (its wcc after), so the server sees no GETATTR between
+    the changes, and the directory's attributes are right."""
+    mnt, proxy = proxy_mount
+    (mnt / "d").mkdir()
+    os.listdir(mnt / "d")
+    start = len(proxy.calls)
+    for i in range(5):
+        fd = os.open(mnt / "d" / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+    calls = _calls_of(proxy, start)
+    assert calls.count(NfsProc.CREATE) == 5 and NfsProc.GETATTR not in calls, calls
+    start = len(proxy.calls)
+    for i in range(5):
+        os.unlink(mnt / "d" / f"f{i}")
+    calls = _calls_of(proxy, start)
+    assert calls.count(NfsProc.REMOVE) == 5 and NfsProc.GETATTR not in calls, calls
+    st, there = os.stat(mnt / "d"), os.stat(proxy_mount[0].parent / "export" / "d")
+    assert (st.st_nlink, st.st_mtime_ns, st.st_size) == (
+        there.st_nlink,
+        there.st_mtime_ns,
+        there.st_size,
+    )
