@@ -477,8 +477,10 @@ class NfsProcedures:
     ) -> t.CreateRes:
         where = t.DirOpArgs(dir, _name(name))
         args = t.CreateArgs(where, mode, attrs or SetAttr(mode=0o644), verf)
-        self.cache.forget_dir(dir, where.name)
-        return await self._nfs(NfsProc.CREATE, args.pack, r.unpack_create_res)
+        token = self.cache.changing(dir, where.name)
+        res = await self._nfs(NfsProc.CREATE, args.pack, r.unpack_create_res)
+        self.cache.changed(dir, token, res.dir_wcc.after)
+        return res
 
     async def create_exclusive(
         self, dir: bytes, name: Name, attrs: SetAttr | None = None
@@ -505,9 +507,11 @@ class NfsProcedures:
 
     async def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:
         args = t.MkdirArgs(t.DirOpArgs(dir, _name(name)), attrs or SetAttr(mode=0o755))
-        self.cache.forget_dir(dir, _name(name))
+        token = self.cache.changing(dir, _name(name))
         made = self._made(dir, name, Nfsstat3.EXIST, lambda a: a.type == Ftype3.DIR)
-        return await self._nfs(NfsProc.MKDIR, args.pack, r.unpack_create_res, made)
+        res = await self._nfs(NfsProc.MKDIR, args.pack, r.unpack_create_res, made)
+        self.cache.changed(dir, token, res.dir_wcc.after)
+        return res
 
     async def symlink(
         self, dir: bytes, name: Name, target: Name, attrs: SetAttr | None = None
@@ -539,15 +543,19 @@ class NfsProcedures:
 
     async def remove(self, dir: bytes, name: Name) -> t.Wcc:
         args = t.RemoveArgs(t.DirOpArgs(dir, _name(name)))
-        self.cache.forget_dir(dir, _name(name))
+        token = self.cache.changing(dir, _name(name))
         gone = self._gone(dir, name, t.WccRes(t.Wcc()))
-        return (await self._nfs(NfsProc.REMOVE, args.pack, r.unpack_wcc_res, gone)).wcc
+        wcc = (await self._nfs(NfsProc.REMOVE, args.pack, r.unpack_wcc_res, gone)).wcc
+        self.cache.changed(dir, token, wcc.after)
+        return wcc
 
     async def rmdir(self, dir: bytes, name: Name) -> t.Wcc:
         args = t.RemoveArgs(t.DirOpArgs(dir, _name(name)))
-        self.cache.forget_dir(dir, _name(name))
+        token = self.cache.changing(dir, _name(name))
         gone = self._gone(dir, name, t.WccRes(t.Wcc()))
-        return (await self._nfs(NfsProc.RMDIR, args.pack, r.unpack_wcc_res, gone)).wcc
+        wcc = (await self._nfs(NfsProc.RMDIR, args.pack, r.unpack_wcc_res, gone)).wcc
+        self.cache.changed(dir, token, wcc.after)
+        return wcc
 
     async def rename(
         self, fromdir: bytes, fromname: Name, todir: bytes, toname: Name
