@@ -96,3 +96,20 @@ def test_the_directory_changed_is_not_asked_for_again(proxy_mount: tuple[Path, P
         there.st_mtime_ns,
         there.st_size,
     )
+
+
+def test_a_listing_ends_at_the_servers_eof(proxy_mount: tuple[Path, Proxy]) -> None:
+    """``ls`` of a small directory: one READDIRPLUS. The kernel asks once more at the end
+    (getdents until it returns nothing): the mount answers from the eof it was given. An
+    empty directory likewise, and it lists what was made in it since."""
+    mnt, proxy = proxy_mount
+    (mnt / "d").mkdir()
+    (mnt / "e").mkdir()
+    for i in range(3):
+        (mnt / "d" / f"f{i}").write_bytes(b"")
+    for name, want in (("d", ["f0", "f1", "f2"]), ("e", [])):
+        start = len(proxy.calls)
+        assert sorted(os.listdir(mnt / name)) == want
+        assert _calls_of(proxy, start).count(NfsProc.READDIRPLUS) == 1, _calls_of(proxy, start)
+    (mnt / "e" / "new").write_bytes(b"")
+    assert os.listdir(mnt / "e") == ["new"]

@@ -294,6 +294,9 @@ class _Dir:
     # The server's cookie after each entry listed, by position: the entry at position k
     # has directory offset DOTS + k + 1 (cookies are the server's to choose, up to 2**64).
     cookies: array.array[int] = dataclasses.field(default_factory=lambda: array.array("Q"))
+    # How many entries the listing had when the server said eof (-1: not seen yet): the
+    # kernel asks once more at that end (getdents until it returns nothing).
+    eof_at: int = -1
 
 
 class NfsOperations(pyfuse3.Operations):
@@ -745,7 +748,10 @@ class NfsOperations(pyfuse3.Operations):
         seen = max(start_id - DOTS, 0)  # server entries the kernel already has
         if seen > len(d.cookies):
             raise FUSEError(errno.EINVAL)  # not an offset this directory handle gave out
+        if start_id >= DOTS and seen == d.eof_at:  # (from 0: rewinddir, list anew)
+            return  # the end the server already gave: a READDIRPLUS fewer per listing
         del d.cookies[seen:]
+        d.eof_at = -1
         cookie = d.cookies[-1] if seen else 0
         if cookie == 0:
             d.verf = t.COOKIEVERF_ZERO
@@ -774,6 +780,8 @@ class NfsOperations(pyfuse3.Operations):
                 self.inodes.remember(attr.fileid, fh_)
                 self._placed(entry, d.inode, e.name)
                 cookie = e.cookie
+            if res.eof:
+                d.eof_at = len(d.cookies)
             if res.eof or not res.entries:
                 return
 
