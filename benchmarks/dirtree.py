@@ -129,29 +129,45 @@ def parse_page(record: memoryview) -> tuple[int, int, bytes, bool]:
     return entries, cookie, verf, bool(u32(record, at + 4)[0])
 
 
-def list_dir(addr: tuple[str, int], header: bytes, fh: bytes, maxcount: int) -> tuple[int, int]:
-    """The whole listing of directory ``fh``, one page at a time on one connection, each
-    call sent when the previous reply is in: (entries, calls)."""
-    sock = socket.create_connection(addr, timeout=120)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    view = memoryview(bytearray(maxcount + (1 << 16)))
-    entries = calls = cookie = 0
-    verf = bytes(8)
-    xid = 1
-    try:
+class Lister:
+    """One connection listing directories with READDIRPLUS, one page at a time, each call
+    sent when the previous reply is in. Listing twice on one connection lets a benchmark
+    time a listing the server has made before: Ferry's workers each keep their own
+    listings (a new connection may reach another worker), Ganesha its directory cache."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(addr, timeout=120)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.xid = 1
+
+    def __enter__(self) -> Lister:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def list(self, header: bytes, fh: bytes, maxcount: int) -> tuple[int, int]:
+        """The whole listing of directory ``fh``: (entries, calls)."""
+        view = memoryview(bytearray(maxcount + (1 << 16)))
+        entries = calls = cookie = 0
+        verf = bytes(8)
         while True:
             call = bytearray(readdirplus_call(header, fh, cookie, verf, maxcount))
-            _U32.pack_into(call, 0, xid)
-            sock.sendall(_U32.pack(LAST | len(call)) + call)
-            n = _recv_record(sock, view)
+            _U32.pack_into(call, 0, self.xid)
+            self.sock.sendall(_U32.pack(LAST | len(call)) + call)
+            n = _recv_record(self.sock, view)
             got, cookie, verf, eof = parse_page(view[:n])
-            entries, calls, xid = entries + got, calls + 1, xid + 1
+            entries, calls, self.xid = entries + got, calls + 1, self.xid + 1
             if eof:
                 return entries, calls
             if got == 0 and calls > 1:
                 raise OSError("READDIRPLUS page with no entries before eof")
-    finally:
-        sock.close()
+
+
+def list_dir(addr: tuple[str, int], header: bytes, fh: bytes, maxcount: int) -> tuple[int, int]:
+    """The whole listing of directory ``fh`` on a new connection: (entries, calls)."""
+    with Lister(addr) as lister:
+        return lister.list(header, fh, maxcount)
 
 
 # -- tar -x, find, du, rm -r through Ferry's client API ---------------------------------------

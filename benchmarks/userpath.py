@@ -346,21 +346,35 @@ def echo_ceiling(record: bytes, s: Settings, log: list[str]) -> list[Row]:
 
 
 def big_directory(targets: list[Target], s: Settings, work: Path, log: list[str]) -> list[Row]:
-    rows = []
+    """The first listing of the big directory (each server's first, maxcount 32 KiB: one
+    sample per server whatever the repeat), then listings the server has made before on
+    the same connection (Ferry's worker has the listing, Ganesha its directory cache),
+    then ``ls -l`` on fresh mounts (each may reach a Ferry worker that has not listed)."""
+    first = Row("dir", f"READDIRPLUS of {s.entries:,} entries, first listing, maxcount 32 KiB",
+                "time", "s", "ms")  # fmt: skip
+    rows = [first]
+    listed: set[str] = set()
     for maxcount in (32 << 10, 1 << 20):
         size = f"{maxcount >> 10} KiB" if maxcount < MiB else "1 MiB"
         row = Row("dir", f"READDIRPLUS of {s.entries:,} entries, maxcount {size}", "time", "s",
                   "ms")  # fmt: skip
         print(f"server_bench: user path: {row.label}", file=sys.stderr, flush=True)
         for _, t in in_turn(targets, s.repeat):
-            out: list[float] = []
-            with metered(t, out):
-                entries, calls = dirtree.list_dir(t.addr, t.calls["READDIRPLUS"], t.big_fh,
-                                                  maxcount)  # fmt: skip
-            if entries != s.entries:
-                log.append(f"{t.name} {row.label}: {entries} entries listed, not {s.entries}")
-                continue
-            row.add(t.name, Sample(out[0], out[1], entries, client_cpu=out[2], calls=calls))
+            with dirtree.Lister(t.addr) as lister:
+                timed = [row]
+                if t.name in listed:
+                    lister.list(t.calls["READDIRPLUS"], t.big_fh, maxcount)  # untimed
+                else:
+                    timed.insert(0, first)
+                    listed.add(t.name)
+                for r in timed:
+                    out: list[float] = []
+                    with metered(t, out):
+                        entries, calls = lister.list(t.calls["READDIRPLUS"], t.big_fh, maxcount)
+                    if entries != s.entries:
+                        log.append(f"{t.name} {r.label}: {entries} entries, not {s.entries}")
+                        continue
+                    r.add(t.name, Sample(out[0], out[1], entries, client_cpu=out[2], calls=calls))
         rows.append(row)
     row = Row("dir", f"`ls -l` of {s.entries:,} entries via `ferry mount`", "time", "s", "ms")
     print(f"server_bench: user path: {row.label}", file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ from ferry.backends.base import ReadOnlyBackend
 from ferry.errors import ConfigError
 from ferry.nfs3.const import Ftype3, Nfsstat3, StableHow
 from ferry.testing import check_backend, names, open_fds, raises_status
+from ferry.vocab import DirEntry, attr_row
 
 S = Nfsstat3
 SYNC = StableHow.FILE_SYNC
@@ -925,6 +926,41 @@ def gen_local(request: pytest.FixtureRequest, export: Path, tmp_path: Path,
     yield factory
     for lb in made:
         lb.close()
+
+
+def test_local_attr_rows_are_the_rows_of_attrs_in(gen_local: Factory) -> None:
+    """``attr_rows_in`` (READDIRPLUS pages; statx straight into rows where there is statx)
+    gives ``attrs_in``'s attributes as rows and their generations, for every kind of file
+    and for times past 2**32 s and before 1970; None for an entry removed or replaced
+    (another inode) since it was listed."""
+    b = gen_local()
+    root = b.root()
+    sub = b.mkdir(root, b"sub", SetAttr(mode=0o750))
+    mkfile(b, root, b"data", b"x" * 5000)
+    b.symlink(root, b"link", b"data", SetAttr())
+    b.mknod(root, b"fifo", Ftype3.FIFO, SetAttr(mode=0o600), (0, 0))
+    mkfile(b, root, b"gone")
+    b.setattr(sub, SetAttr(atime_ns=(1 << 33) * 10**9 + 5, mtime_ns=-(10**9) - 7))
+    entries = b.readdir(root)
+    b.remove(root, b"gone")
+    entries += [DirEntry(b"data", 10**12), DirEntry(b"missing", 5)]  # replaced, removed
+    rows, gens = b.attr_rows_in(root, entries, 77)
+    attrs = b.attrs_in(root, entries)
+    assert rows == [None if a is None else attr_row(a, 77) for a in attrs]
+    assert gens == [None if a is None else a.generation for a in attrs]
+    by_name = {e.name: r for e, r in zip(entries, rows[:-2], strict=False)}
+    assert by_name[b"gone"] is None and rows[-2:] == [None, None]
+    kinds = {r[0] for name, r in by_name.items() if r is not None}
+    assert kinds == {Ftype3.DIR, Ftype3.REG, Ftype3.LNK, Ftype3.FIFO}
+    row = by_name[b"sub"]
+    assert row is not None and row[9:15] == (
+        77,
+        sub,
+        (1 << 33) & 0xFFFFFFFF,
+        5,
+        -2 & 0xFFFFFFFF,
+        10**9 - 7,
+    )
 
 
 def test_local_generation_differs_after_inode_reuse(gen_local: Factory) -> None:

@@ -26,7 +26,7 @@ from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.readdir import Listing
 from ferry.nfs3.types import Entry, ReaddirPage, ReaddirRes
 from ferry.rpc.auth import Credentials
-from ferry.vocab import Attr, DirEntry
+from ferry.vocab import Attr, DirEntry, attr_row
 from ferry.xdr import Packer
 
 KEY, OTHER = bytes(range(32)), bytes(range(32, 64))
@@ -191,7 +191,8 @@ def test_readdir_page_packs_what_readdir_res_packs() -> None:
         dir_attr = attrs[0] or attrs[1]
         page = ReaddirPage(dir_attr, verf, entries, cookies, eof)
         if plus:
-            page.attrs, page.handles = attrs, handles
+            page.rows = [None if a is None else attr_row(a, a.fsid) for a in attrs]
+            page.handles = handles
         old = ReaddirRes(dir_attr, verf, [
             Entry(e.fileid, e.name, c, a if plus else None, h if plus else None)
             for e, c, a, h in zip(entries, cookies, attrs, handles, strict=True)
@@ -202,6 +203,35 @@ def test_readdir_page_packs_what_readdir_res_packs() -> None:
         assert new_p.get_buffer() == old_p.get_buffer()
         for a, h in zip(attrs, made, strict=True):
             assert h == (None if a is None else codec.encode(7, a.fileid, a.generation))
+
+
+def test_handles_made_for_pages_are_remembered_and_the_same_as_encode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``encode_many`` gives ``encode``'s handles, the first time (a MAC each) and again
+    (from ``made``): by export, file id and generation, so another export or a newer
+    file on the same id gets its own handle; ``made`` stays bounded."""
+    monkeypatch.setattr(filehandle, "MADE_MAX", 64)
+    codec = HandleCodec(KEY, [OTHER])
+    attrs: list[Attr | None] = [
+        Attr(Ftype3.REG, 0o644, 1, 0, 0, 0, 0, (0, 0), fid, 0, 0, 0, 0, gen)
+        for fid in (5, 2**64 - 1)
+        for gen in (0, 1, 2**32 - 1)
+    ]
+    attrs.append(None)
+    for export_id in (1, 2, 0xFFFF, 1):
+        want = [None if a is None else codec.encode(export_id, a.fileid, a.generation)
+                for a in attrs]  # fmt: skip
+        assert codec.encode_many(export_id, attrs) == want
+        assert codec.encode_many(export_id, attrs) == want  # remembered
+        for a, h in zip(attrs, want, strict=True):
+            if a is not None and h is not None:
+                assert codec.decode(h) == (export_id, a.fileid, a.generation)
+    assert len(set(codec.made.values())) == len(codec.made) == 18
+    many = [Attr(Ftype3.REG, 0, 1, 0, 0, 0, 0, (0, 0), i, 0, 0, 0) for i in range(100)]
+    for _ in range(3):
+        assert codec.encode_many(3, many) == [codec.encode(3, i) for i in range(100)]
+        assert len(codec.made) <= 64 + 100  # emptied when full, before a page
 
 
 def test_listing_is_sorted_by_cookie_and_keeps_no_attributes() -> None:

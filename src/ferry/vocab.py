@@ -186,6 +186,26 @@ class FsStat:
     avail_files: int
 
 
+AttrRow = tuple[int, ...]
+"""A file's attributes as the 17 fields of RFC 1813's ``fattr3`` in its order: type, mode,
+nlink, uid, gid, size, used, rdev (major, minor), fsid, fileid, then atime, mtime and ctime
+as (seconds modulo 2**32, nanoseconds). What ``Backend.attr_rows_in`` gives for a
+READDIRPLUS page, where making an ``Attr`` for each entry would cost more than reading it."""
+
+
+def attr_row(a: Attr, fsid: int) -> AttrRow:
+    """``a`` as an ``AttrRow`` with ``fsid``."""
+    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+    return (
+        a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used, a.rdev[0], a.rdev[1],
+        fsid, a.fileid, (at // _NS) & 0xFFFFFFFF, at % _NS, (mt // _NS) & 0xFFFFFFFF, mt % _NS,
+        (ct // _NS) & 0xFFFFFFFF, ct % _NS,
+    )  # fmt: skip
+
+
+_NS = 1_000_000_000
+
+
 @dataclasses.dataclass(slots=True)
 class DirEntry:
     """One directory entry; ``attr`` may be filled when it came for free (READDIRPLUS)."""

@@ -40,6 +40,31 @@ def test_buffer_updated_takes_bytes_written_into_get_buffer() -> None:
     assert conn.next_call() == CALL
 
 
+def test_calls_done_together_free_their_room_at_once() -> None:
+    """The asyncio adapter answers a batch of calls and says so in one ``call_done``."""
+    conn = ServerConnection(Limits(idle_timeout=10), T0, max_in_flight=3)
+    conn.receive_data(RECORD * 4, T0)
+    assert [conn.next_call() for _ in range(4)] == [CALL, CALL, CALL, None]
+    assert not conn.reading and conn.deadline() is None
+    conn.call_done(T0 + 2, 3)
+    assert conn.in_flight == 0 and conn.reading
+    assert conn.deadline() == T0 + 12
+    assert conn.next_call() == CALL
+
+
+def test_one_fragment_records_after_a_multi_fragment_one_come_out_whole() -> None:
+    """The reader takes a record of one fragment directly, never mixed with fragments
+    still waiting for their last one."""
+    conn = connection()
+    data = frame_bytes(b"first-part-" + b"second-part", max_fragment=11) + RECORD
+    buf = conn.get_buffer()
+    buf[: len(data)] = data
+    conn.buffer_updated(len(data), T0)
+    assert conn.next_call() == b"first-part-second-part"
+    assert conn.next_call() == CALL
+    assert conn.next_call() is None
+
+
 def test_nothing_expires_with_every_limit_disabled() -> None:
     conn = connection()
     conn.receive_data(RECORD[:5], T0)

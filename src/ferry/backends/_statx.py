@@ -25,8 +25,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ferry.backends.base import Attr
-from ferry.vocab import FTYPE_OF, Ftype3
+from ferry.backends.base import Attr, AttrRow, DirEntry
+from ferry.vocab import FTYPE_OF, Ftype3, attr_row
 
 Generations = Callable[[int], int]
 """The fallback: a file id's generation when the file system gives no birth time."""
@@ -82,6 +82,28 @@ class AttrReader(abc.ABC):
                 out.append(None)
         return out
 
+    def rows_at(
+        self, dir_fd: int, entries: Sequence[DirEntry], dev: int, fsid: int
+    ) -> tuple[list[AttrRow | None], list[int | None]]:
+        """``AttrRow``s (with ``fsid``) and generations of entries of one directory (a
+        READDIRPLUS page): None (both) for an entry that fails (removed since listed), is
+        another file now (another inode than the entry's) or is on another device than
+        ``dev`` (a mount point)."""
+        rows: list[AttrRow | None] = []
+        gens: list[int | None] = []
+        for e in entries:
+            try:
+                attr = self.at(dir_fd, e.name)
+            except OSError:
+                attr = None
+            if attr is None or attr.fileid != e.fileid or attr.fsid != dev:
+                rows.append(None)
+                gens.append(None)
+            else:
+                rows.append(attr_row(attr, fsid))
+                gens.append(attr.generation)
+        return rows, gens
+
     @abc.abstractmethod
     def of_fd(self, fd: int) -> Attr:
         """Attributes of the open file ``fd`` (``fstat``)."""
@@ -132,6 +154,43 @@ class StatxReader(AttrReader):
             None if fn(dir_fd, name, AT_SYMLINK_NOFOLLOW, _WANT, buf) else decode(buf)
             for name in names
         ]
+
+    def rows_at(
+        self, dir_fd: int, entries: Sequence[DirEntry], dev: int, fsid: int
+    ) -> tuple[list[AttrRow | None], list[int | None]]:
+        """One buffer lookup for the whole page, then per entry a statx, its inode and
+        device checked, and its row made from the statx fields as they come (times are
+        seconds and nanoseconds there as in fattr3): no ``Attr`` made and taken apart
+        again (a page can hold thousands of entries)."""
+        try:
+            buf = self._local.buf
+        except AttributeError:
+            buf = self._buffer()
+        fn, unpack, want_btime = self._fn, _LAYOUT.unpack_from, self._btime
+        fallback = self._fallback
+        dev_major, dev_minor = os.major(dev), os.minor(dev)
+        types, reg, u32 = _TYPES, _REG, 0xFFFFFFFF
+        rows: list[AttrRow | None] = []
+        gens: list[int | None] = []
+        add, add_gen = rows.append, gens.append
+        for e in entries:
+            if fn(dir_fd, e.name, AT_SYMLINK_NOFOLLOW, _WANT, buf):
+                add(None)  # removed since listed
+                add_gen(None)
+                continue
+            (mask, nlink, uid, gid, mode, ino, size, blocks, a_s, a_ns, b_s, b_ns, c_s, c_ns,
+             m_s, m_ns, r_major, r_minor, d_major, d_minor) = unpack(buf)  # fmt: skip
+            if ino != e.fileid or d_major != dev_major or d_minor != dev_minor:
+                add(None)  # replaced since listed, or a mount point
+                add_gen(None)
+                continue
+            add((
+                types.get(mode & 0o170000, reg), mode & 0o7777, nlink, uid, gid, size,
+                blocks * 512, r_major, r_minor, fsid, ino,
+                a_s & u32, a_ns, m_s & u32, m_ns, c_s & u32, c_ns,
+            ))  # fmt: skip
+            add_gen((b_s * 1_000_000_007 + b_ns) & u32 if mask & want_btime else fallback(ino))
+        return rows, gens
 
     def of_fd(self, fd: int) -> Attr:
         try:

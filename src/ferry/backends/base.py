@@ -34,6 +34,7 @@ from ferry.vocab import (
     S_IFMT_OF,
     SERVER_TIME,
     Attr,
+    AttrRow,
     DirEntry,
     FileId,
     FsStat,
@@ -41,12 +42,14 @@ from ferry.vocab import (
     Nfsstat3,
     SetAttr,
     StableHow,
+    attr_row,
 )
 
 __all__ = [
     "SERVER_TIME",
     "S_IFMT_OF",
     "Attr",
+    "AttrRow",
     "Backend",
     "DirEntry",
     "FileId",
@@ -140,6 +143,17 @@ class Backend(abc.ABC):
             except NfsError:
                 out.append(None)
         return out
+
+    def attr_rows_in(
+        self, dir_fid: FileId, entries: Sequence[DirEntry], fsid: int
+    ) -> tuple[list[AttrRow | None], list[int | None]]:
+        """``attrs_in`` as ``AttrRow``s with ``fsid``, and each file's generation (None where
+        the row is None): what the service asks for a READDIRPLUS page. Override (as the
+        local backend does) to read attributes straight into rows, without an ``Attr`` per
+        entry."""
+        attrs = self.attrs_in(dir_fid, entries)
+        rows = [None if a is None else attr_row(a, fsid) for a in attrs]
+        return rows, [None if a is None else a.generation for a in attrs]
 
     @abc.abstractmethod
     def readlink(self, fid: FileId) -> bytes:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-from ferry.backends.base import Attr, Backend, DirEntry, FileId, FsStat, ReadOnlyBackend
+from ferry.backends.base import (
+    Attr,
+    AttrRow,
+    Backend,
+    DirEntry,
+    FileId,
+    FsStat,
+    ReadOnlyBackend,
+)
 from ferry.segment import FileSegment
 
 
@@ -42,6 +50,11 @@ class ReadOnly(ReadOnlyBackend):
 
     def attrs_in(self, dir_fid: FileId, entries: Sequence[DirEntry]) -> list[Attr | None]:
         return self.inner.attrs_in(dir_fid, entries)  # the inner batch, not a getattr each
+
+    def attr_rows_in(
+        self, dir_fid: FileId, entries: Sequence[DirEntry], fsid: int
+    ) -> tuple[list[AttrRow | None], list[int | None]]:
+        return self.inner.attr_rows_in(dir_fid, entries, fsid)
 
     def readlink(self, fid: FileId) -> bytes:
         return self.inner.readlink(fid)

@@ -294,9 +294,23 @@ class _Dir:
     # The server's cookie after each entry listed, by position: the entry at position k
     # has directory offset DOTS + k + 1 (cookies are the server's to choose, up to 2**64).
     cookies: array.array[int] = dataclasses.field(default_factory=lambda: array.array("Q"))
-    # How many entries the listing had when the server said eof (-1: not seen yet): the
-    # kernel asks once more at that end (getdents until it returns nothing).
-    eof_at: int = -1
+    # Where the last readdir stopped (the kernel's buffer full): the entries of its page
+    # not given yet, whether that page was the last, and the next page, asked for while
+    # that one was given (``ahead``: the cookie it starts after, and the call). Valid only
+    # for a readdir that continues at ``len(cookies)``; dropped otherwise.
+    rest: Sequence[t.Entry] = ()
+    rest_eof: bool = False
+    resumable: bool = False
+    ahead: tuple[int, asyncio.Task[t.ReaddirRes]] | None = None
+
+    def drop_ahead(self) -> None:
+        """Forget the page asked for ahead (cancelled, or its outcome retrieved)."""
+        if self.ahead is not None:
+            task, self.ahead = self.ahead[1], None
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: not logged as never retrieved
 
 
 class NfsOperations(pyfuse3.Operations):
@@ -738,7 +752,12 @@ class NfsOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         """``.`` and ``..`` (offsets 1 and 2: not every server lists them), then READDIRPLUS
         pages until the kernel's buffer is full, each entry at the next offset (see
-        ``_Dir.cookies``); a listing resumes at the cookie recorded for ``start_id``."""
+        ``_Dir.cookies``); a listing resumes at the cookie recorded for ``start_id``.
+
+        While the entries of a page are given to the kernel, the next page is already
+        asked for (``_Dir.ahead``), so the server makes it meanwhile rather than after; a
+        readdir that continues where the last one stopped starts with the rest of its page
+        (``_Dir.rest``) and that next page, rather than asking for them again."""
         d = self._dirs[fh]
         acting_as.set(d.cred)
         dots = ((b".", d.inode), (b"..", self.inodes.parent(d.inode)))
@@ -748,23 +767,19 @@ class NfsOperations(pyfuse3.Operations):
         seen = max(start_id - DOTS, 0)  # server entries the kernel already has
         if seen > len(d.cookies):
             raise FUSEError(errno.EINVAL)  # not an offset this directory handle gave out
-        if start_id >= DOTS and seen == d.eof_at:  # (from 0: rewinddir, list anew)
-            return  # the end the server already gave: a READDIRPLUS fewer per listing
-        del d.cookies[seen:]
-        d.eof_at = -1
+        entries: Sequence[t.Entry] = ()
+        eof = False
+        if d.resumable and seen == len(d.cookies):
+            entries, eof = d.rest, d.rest_eof
+        else:
+            d.drop_ahead()
+            del d.cookies[seen:]
+        d.rest, d.resumable = (), False
         cookie = d.cookies[-1] if seen else 0
-        if cookie == 0:
+        if cookie == 0 and not entries:
             d.verf = t.COOKIEVERF_ZERO
         for _ in range(1 << 30):  # bounded by the directory: every page moves on
-            try:
-                res = await self.client.nfs.readdirplus(d.fh, cookie, d.verf)
-            except NfsError as exc:
-                if exc.status != Nfsstat3.BAD_COOKIE or d.verf == t.COOKIEVERF_ZERO:
-                    raise
-                d.verf = t.COOKIEVERF_ZERO  # the directory changed: resume without it
-                continue
-            d.verf = res.cookieverf
-            for e in res.entries:
+            for i, e in enumerate(entries):
                 if e.name in (b".", b".."):
                     cookie = e.cookie
                     continue
@@ -775,18 +790,48 @@ class NfsOperations(pyfuse3.Operations):
                     attr = attr or await self.client.nfs.getattr(fh_)
                 entry = self._entry(self.inodes.inode(attr.fileid), attr)
                 if not pyfuse3.readdir_reply(token, e.name, entry, DOTS + len(d.cookies) + 1):
+                    d.rest, d.rest_eof, d.resumable = entries[i:], eof, True
                     return
                 d.cookies.append(e.cookie)
                 self.inodes.remember(attr.fileid, fh_)
                 self._placed(entry, d.inode, e.name)
                 cookie = e.cookie
-            if res.eof:
-                d.eof_at = len(d.cookies)
-            if res.eof or not res.entries:
+            if eof:
+                d.drop_ahead()
+                d.rest_eof = d.resumable = True
                 return
+            res = await self._dir_page(d, cookie)
+            entries, eof = res.entries, res.eof or not res.entries
+            if not eof:  # the next page, made by the server while this one is given
+                after = res.entries[-1].cookie
+                call = self.client.nfs.readdirplus(d.fh, after, d.verf)
+                d.ahead = (after, asyncio.get_running_loop().create_task(call))
+                await asyncio.sleep(0)  # sent now, before the entries are given
+
+    async def _dir_page(self, d: _Dir, cookie: int) -> t.ReaddirRes:
+        """The page after ``cookie``: the one asked for ahead if it starts there, else
+        asked for now; again without the cookie verifier if the server refuses it."""
+        ahead, d.ahead = d.ahead, None
+        if ahead is not None and ahead[0] != cookie:
+            d.ahead, ahead = ahead, None
+            d.drop_ahead()
+        try:
+            if ahead is not None:
+                res = await ahead[1]
+            else:
+                res = await self.client.nfs.readdirplus(d.fh, cookie, d.verf)
+        except NfsError as exc:
+            if exc.status != Nfsstat3.BAD_COOKIE or d.verf == t.COOKIEVERF_ZERO:
+                raise
+            d.verf = t.COOKIEVERF_ZERO  # the directory changed: resume without it
+            res = await self.client.nfs.readdirplus(d.fh, cookie, d.verf)
+        d.verf = res.cookieverf
+        return res
 
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        d = self._dirs.pop(fh, None)
+        if d is not None:
+            d.drop_ahead()
 
     @_errors
     async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:

@@ -30,6 +30,9 @@ KEY_SIZE = 32
 
 VERIFIED_MAX = 4096
 """Handles a codec remembers as verified (``HandleCodec.decode``)."""
+MADE_MAX = 1 << 16
+"""Handles a codec remembers having made for READDIRPLUS (``HandleCodec.encode_many``):
+about 9 MiB when full, enough for a directory of 50,000 entries listed again."""
 
 
 class HandleCodec:
@@ -44,14 +47,21 @@ class HandleCodec:
     the keys that verified it. Only the MAC check is skipped: whether the file still
     exists (STALE) is decided on every call by the service, as before."""
 
-    __slots__ = ("_key", "_accepted", "verified")
+    __slots__ = ("_key", "_accepted", "_keyed", "verified", "made")
 
     def __init__(self, key: bytes, accepted: Sequence[bytes] = ()) -> None:
         if min(len(k) for k in (key, *accepted)) < 16:
             raise ValueError("handle key must be at least 16 bytes")
         self._key = key[:64]
         self._accepted = tuple(k[:64] for k in accepted if k[:64] != self._key)
+        self._keyed = hashlib.blake2b(key=self._key, digest_size=MAC_SIZE)
+        """The MAC's state after the key block: a copy of it, updated with a body, gives
+        the MAC without hashing the key again (a third cheaper than a new keyed hash)."""
         self.verified: dict[bytes, tuple[int, int, int]] = {}
+        self.made: dict[int, bytes] = {}
+        """Handles made for READDIRPLUS pages (``encode_ids``, at most ``MADE_MAX``, emptied
+        when full), by export id, file id and generation: listing a directory again costs
+        a dictionary lookup per entry instead of a MAC."""
 
     def _mac(self, body: bytes, key: bytes | None = None) -> bytes:
         return hashlib.blake2b(body, key=key or self._key, digest_size=MAC_SIZE).digest()
@@ -62,16 +72,37 @@ class HandleCodec:
 
     def encode_many(self, export_id: int, attrs: Sequence[Attr | None]) -> list[bytes | None]:
         """``encode`` of each file of a READDIRPLUS page (None where its attributes, which
-        carry the generation, are unknown), in one loop of C calls."""
-        pack, blake2b, key = _BODY.pack, hashlib.blake2b, self._key
+        carry the generation, are unknown)."""
+        return self.encode_ids(
+            export_id,
+            [0 if a is None else a.fileid for a in attrs],
+            [None if a is None else a.generation for a in attrs],
+        )
+
+    def encode_ids(
+        self, export_id: int, fileids: Sequence[int], generations: Sequence[int | None]
+    ) -> list[bytes | None]:
+        """``encode`` of each file of a READDIRPLUS page from its id and generation (None:
+        no handle), in one loop of C calls; remembered in ``made``."""
+        pack, keyed = _BODY.pack, self._keyed
+        made = self.made
+        if len(made) >= MADE_MAX:
+            made.clear()
+        export = export_id << 64
         out: list[bytes | None] = []
         add = out.append
-        for a in attrs:
-            if a is None:
+        for fileid, generation in zip(fileids, generations, strict=True):
+            if generation is None:
                 add(None)
-            else:
-                body = pack(VERSION, export_id, a.fileid, a.generation & 0xFFFFFFFF)
-                add(body + blake2b(body, key=key, digest_size=MAC_SIZE).digest())
+                continue
+            generation &= 0xFFFFFFFF
+            found = made.get(ident := (generation << 80) | export | fileid)
+            if found is None:
+                body = pack(VERSION, export_id, fileid, generation)
+                mac = keyed.copy()
+                mac.update(body)
+                found = made[ident] = body + mac.digest()
+            add(found)
         return out
 
     def decode(self, handle: bytes) -> tuple[int, int, int]:

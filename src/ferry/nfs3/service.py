@@ -479,12 +479,13 @@ class Nfs3Service:
         """entryplus3 attributes and handles read now, one page at a time, so a listing of
         any size never serves stale attributes and costs nothing for pages not asked for."""
         backend, export_id = target.backend, target.export.export_id
-        attrs = call_backend(lambda: backend.attrs_in(target.fid, page.entries))
-        for attr in attrs:
-            if attr is not None:
-                attr.fsid = export_id
-        page.attrs = attrs
-        page.handles = self.handles.encode_many(export_id, attrs)
+        rows, generations = call_backend(
+            lambda: backend.attr_rows_in(target.fid, page.entries, export_id)
+        )
+        page.rows = rows
+        page.handles = self.handles.encode_ids(
+            export_id, [e.fileid for e in page.entries], generations
+        )
 
     def fsstat(self, args: t.FhArgs, ctx: CallContext) -> t.FsstatRes:
         target = self.resolve(args.object, ctx)

@@ -17,7 +17,7 @@ from typing import Self
 from ferry.errors import XdrError
 from ferry.nfs3.const import NFS3_FHSIZE, CreateMode, Ftype3, StableHow, TimeHow
 from ferry.segment import FileSegment
-from ferry.vocab import SERVER_TIME, Attr, DirEntry, SetAttr
+from ferry.vocab import SERVER_TIME, Attr, AttrRow, DirEntry, SetAttr
 from ferry.xdr import Packer, Unpacker
 
 MAX_NAME = 8192  # decode bound; the service enforces the real name_max
@@ -693,8 +693,9 @@ class ReaddirPage:
     entries: Sequence[DirEntry]
     cookies: Sequence[int]
     eof: bool
-    attrs: Sequence[Attr | None] | None = None
-    """READDIRPLUS: one per entry (None: no attributes); None for READDIR."""
+    rows: Sequence[AttrRow | None] | None = None
+    """READDIRPLUS: each entry's attributes (``Backend.attr_rows_in``; None: none); None
+    for READDIR."""
     handles: Sequence[bytes | None] = ()
 
     def pack(self, p: Packer) -> None:
@@ -702,42 +703,35 @@ class ReaddirPage:
         p.pack_fopaque(8, self.cookieverf)
         parts: list[bytes] = []  # joined once, not appended field by field
         add = parts.append
-        if self.attrs is None:
-            for e, cookie in zip(self.entries, self.cookies, strict=True):
-                name = e.name
-                add(_entry_struct(len(name)).pack(1, e.fileid, len(name), name, cookie))
-        else:
-            items = zip(self.entries, self.cookies, self.attrs, self.handles, strict=True)
+        if self.rows is not None:
+            rows = zip(self.entries, self.cookies, self.rows, self.handles, strict=True)
             structs = _PLUS_STRUCTS
-            for e, cookie, a, fh in items:
-                if a is None or fh is None or len(fh) != _FH_SIZE:
-                    _pack_plus_entry(add, e, cookie, a, fh)
+            for e, cookie, row, fh in rows:
+                if row is None or fh is None or len(fh) != _FH_SIZE:
+                    _pack_plus_row(add, e, cookie, row, fh)
                     continue
                 name = e.name
                 n = len(name)
-                at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
-                add(
-                    (structs.get(n) or _plus_struct(n)).pack(
-                        1, e.fileid, n, name, cookie,
-                        1, a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used,
-                        a.rdev[0], a.rdev[1], a.fsid, a.fileid,
-                        (at // _NS) & _U32_MASK, at % _NS, (mt // _NS) & _U32_MASK, mt % _NS,
-                        (ct // _NS) & _U32_MASK, ct % _NS,
-                        1, _FH_SIZE, fh,
-                    )
-                )  # fmt: skip
+                add((structs.get(n) or _plus_struct(n)).pack(
+                    1, e.fileid, n, name, cookie, 1, *row, 1, _FH_SIZE, fh
+                ))  # fmt: skip
+        else:
+            for e, cookie in zip(self.entries, self.cookies, strict=True):
+                name = e.name
+                add(_entry_struct(len(name)).pack(1, e.fileid, len(name), name, cookie))
         p.pack_raw(b"".join(parts))
         p.pack_bool(False)
         p.pack_bool(self.eof)
 
 
-def _pack_plus_entry(
-    add: Callable[[bytes], None], e: DirEntry, cookie: int, a: Attr | None, fh: bytes | None
+def _pack_plus_row(
+    add: Callable[[bytes], None], e: DirEntry, cookie: int, row: AttrRow | None, fh: bytes | None
 ) -> None:
-    """entryplus3 without attributes or handle, or with a handle of another size."""
+    """entryplus3 from an ``AttrRow``, without attributes or handle, or with a handle of
+    another size."""
     name = e.name
     add(_entry_struct(len(name)).pack(1, e.fileid, len(name), name, cookie))
-    add(_FALSE if a is None else _POST_OP_FATTR3.pack(1, *fattr3_values(a)))
+    add(_FALSE if row is None else _POST_OP_FATTR3.pack(1, *row))
     add(_FALSE if fh is None else _FH_HEAD.pack(1, len(fh)) + fh + _PAD[len(fh) % 4])
 
 

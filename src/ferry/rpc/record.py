@@ -51,6 +51,7 @@ class RecordReader:
     __slots__ = (
         "max_record",
         "_small",
+        "_view",
         "_start",
         "_end",
         "_body",
@@ -67,6 +68,7 @@ class RecordReader:
     def __init__(self, max_record: int = DEFAULT_MAX_RECORD) -> None:
         self.max_record = max_record
         self._small = bytearray(_FIRST)  # headers and small fragments; grows to _SMALL
+        self._view = memoryview(self._small)  # sliced for each read (one object, not two)
         self._start = self._end = 0
         self._body: bytearray | None = None  # the large fragment being filled
         self._body_fill = 0
@@ -88,10 +90,10 @@ class RecordReader:
             self._compact()
             if self._start == 0 and self._end == len(self._small):  # full of one fragment
                 self._grow(2 * len(self._small))
-        return memoryview(self._small)[self._end :]
+        return self._view[self._end :]
 
     def buffer_updated(self, n: int) -> None:
-        """``n`` bytes were written into the last ``get_buffer()``."""
+        """``n`` bytes were written into the last ``get_buffer()`` (hot: once per read)."""
         if self._body is not None:
             self._body_fill += n
             if self._body_fill == len(self._body):
@@ -101,7 +103,9 @@ class RecordReader:
             self._end += n
             if self._end == len(self._small) < _SMALL:  # a busy stream: read more at once
                 self._grow(2 * len(self._small))
-        self._parse()
+        while self._body is None and self._error is None and self._end - self._start >= 4:
+            if not self._take_fragment():
+                return
 
     def receive_data(self, data: Buffer) -> None:
         if not data:
@@ -147,11 +151,6 @@ class RecordReader:
 
     # -- parsing -----------------------------------------------------------------------
 
-    def _parse(self) -> None:
-        while self._body is None and self._error is None and self._end - self._start >= 4:
-            if not self._take_fragment():
-                return
-
     def _take_fragment(self) -> bool:
         """Consume the fragment whose header is at ``_start`` if it is all here (True: go
         on parsing); else make room for it, or give it a buffer of its own (False)."""
@@ -167,7 +166,10 @@ class RecordReader:
         if avail >= length:  # the whole fragment is here
             begin = self._start + 4
             self._start = begin + length
-            self._add_fragment(bytes(small[begin : begin + length]), last)
+            if last and not self._fragments:  # a record of one fragment (nearly all calls)
+                self._records.append(bytes(small[begin : begin + length]))
+            else:
+                self._add_fragment(bytes(small[begin : begin + length]), last)
             return True
         if 4 + length <= _SMALL:  # a small fragment: wait for the rest in place
             self._room(4 + length)
@@ -216,8 +218,8 @@ class RecordReader:
         size = min(size, _SMALL)
         if size > len(self._small):  # a new buffer: the IO layer may still hold a view of the old
             grown = bytearray(size)
-            grown[: self._end] = memoryview(self._small)[: self._end]
-            self._small = grown
+            grown[: self._end] = self._view[: self._end]
+            self._small, self._view = grown, memoryview(grown)
 
     def _compact(self) -> None:
         """Move unparsed bytes to the front of the small buffer."""

@@ -154,10 +154,10 @@ class ServerConnection:
         """The reply ``message`` framed for the wire (record marking), to send as-is."""
         return frame(message)
 
-    def call_done(self, now: float) -> None:
-        """A call taken with ``next_call`` is answered (its reply handed to the transport
-        or sent) or dropped."""
-        self.in_flight -= 1
+    def call_done(self, now: float, count: int = 1) -> None:
+        """A call taken with ``next_call`` (``count`` of them) is answered (its reply handed
+        to the transport or sent) or dropped."""
+        self.in_flight -= count
         self._active = now
         self._watch_record(now)
 
