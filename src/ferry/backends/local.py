@@ -27,7 +27,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from ferry.backends._beneath import open_dir_beneath
 from ferry.backends._fdcache import FdCache, Lease
@@ -389,6 +389,8 @@ class LocalBackend(Backend):
                         os.ftruncate(fd, attrs.size)
                     # Last: chown and truncate clear set-id bits; fchmod ignores the umask.
                     os.fchmod(fd, mode)
+                    if _explicit(attrs.atime_ns) and _explicit(attrs.mtime_ns):
+                        os.utime(fd, ns=(attrs.atime_ns, attrs.mtime_ns))  # before the sync
                     self._commit(fd, dfd)
                 except BaseException:
                     os.close(fd)
@@ -600,3 +602,8 @@ class LocalBackend(Backend):
             v.f_blocks * v.f_frsize, v.f_bfree * v.f_frsize, v.f_bavail * v.f_frsize,
             v.f_files, v.f_ffree, v.f_favail,
         )  # fmt: skip
+
+
+def _explicit(ns: int | None) -> TypeGuard[int]:
+    """A time given as a value (not left alone, not ``SERVER_TIME``)."""
+    return ns is not None and ns != SERVER_TIME
