@@ -238,6 +238,27 @@ def test_setattr(b: Backend) -> None:
     assert a.atime_ns == 1_000_000_000 and abs(a.mtime_ns - time.time_ns()) < 10**10
 
 
+def test_setattr_through_a_cached_descriptor_is_stale_once_the_file_is_gone(
+    make: Factory,
+) -> None:
+    """Two servers (worker processes) over one directory: one holds a descriptor of a file
+    it made, the other removes a name of it. While the file has a link left, a SETATTR
+    through the descriptor changes it (the other name shows it); once none is left, STALE,
+    as for a file with no descriptor cached, and nothing changed."""
+    one, other = make(), make()
+    root = one.root()
+    f = mkfile(one, root, b"f", b"x")  # one now caches a descriptor of f
+    other.link(f, root, b"g")
+    other.remove(root, b"f")
+    one.setattr(f, SetAttr(mode=0o600, mtime_ns=4_000_000_000))
+    a = other.getattr(other.lookup(root, b"g"))
+    assert (a.mode, a.mtime_ns) == (0o600, 4_000_000_000)
+    other.remove(root, b"g")
+    for change in (SetAttr(mode=0o640), SetAttr(mtime_ns=5_000_000_000), SetAttr(uid=0)):
+        with raises_status(S.STALE):
+            one.setattr(f, change)
+
+
 def test_setattr_owner(b: Backend) -> None:
     if not IS_ROOT and isinstance(b, LocalBackend):
         pytest.skip("only root can give files away")

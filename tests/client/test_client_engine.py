@@ -10,9 +10,12 @@ import pytest
 from client_proxy import Proxy, through_proxy, url_for
 from rawclient import RunningServer
 
+from ferry.backends.base import SetAttr
 from ferry.client import AsyncNfsClient, RpcOptions
+from ferry.client.cache import AttrCache
 from ferry.errors import NfsError
-from ferry.nfs3.const import NfsProc, Nfsstat3
+from ferry.nfs3.const import Ftype3, NfsProc, Nfsstat3
+from ferry.vocab import Attr
 from helpers.aio import run, sha
 
 FAST = RpcOptions(timeout=0.5, max_tries=4)
@@ -173,3 +176,66 @@ def test_commit_verifier_change_resends_data(ferry_srv: RunningServer, export_ro
 
     run(through_proxy(ferry_srv.port, export_root, body, wsize=65536))
     assert (export_root / "g").read_bytes() == data
+
+
+def test_create_exclusive_takes_the_attributes_from_the_setattr_reply(
+    ferry_srv: RunningServer, export_root: Path
+) -> None:
+    """EXCLUSIVE CREATE then SETATTR, and no GETATTR: the SETATTR reply's wcc after holds
+    the attributes (a call saved per file ``tar -x`` makes through ``ferry mount``)."""
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        fh, _ = await c.resolve("")
+        proxy.calls.clear()
+        res = await c.nfs.create_exclusive(fh, "x", SetAttr(mode=0o640))
+        assert [proc for _, proc in proxy.calls] == [NfsProc.CREATE, NfsProc.SETATTR]
+        assert res.obj_attributes is not None and res.obj_attributes.mode & 0o777 == 0o640
+        assert res.obj_attributes.size == 0 and res.obj_attributes.type == Ftype3.REG
+
+    run(through_proxy(ferry_srv.port, export_root, body, options=FAST))
+    assert (export_root / "x").stat().st_mode & 0o777 == 0o640
+
+
+def test_changes_in_a_directory_keep_its_attributes_from_the_replies(
+    ferry_srv: RunningServer, export_root: Path
+) -> None:
+    """Files written, then removed, one after another in one directory: each call needs
+    the directory's handle and attributes, which the previous change's reply carried
+    (wcc after), so no LOOKUP or GETATTR of it goes between the changes; and the cached
+    attributes are the directory's own."""
+    (export_root / "d").mkdir()
+
+    async def body(c: AsyncNfsClient, proxy: Proxy) -> None:
+        await c.listdir("d")
+        proxy.calls.clear()
+        for i in range(5):
+            await c.write_file(f"d/f{i}", b"x")
+        for i in range(5):
+            await c.remove(f"d/f{i}")
+        procs = [NfsProc(p) for _, p in proxy.calls]
+        assert NfsProc.LOOKUP not in procs and NfsProc.GETATTR not in procs, procs
+        assert procs.count(NfsProc.CREATE) == procs.count(NfsProc.REMOVE) == 5, procs
+        st, there = await c.stat("d"), (export_root / "d").stat()
+        assert (st.st_nlink, st.st_mtime_ns, st.st_size) == (
+            there.st_nlink,
+            there.st_mtime_ns,
+            there.st_size,
+        )
+
+    run(through_proxy(ferry_srv.port, export_root, body, options=FAST))
+
+
+def test_a_reply_to_an_older_change_does_not_overwrite_a_newer() -> None:
+    """Two changes to one directory in flight: the first reply's attributes are older
+    than the directory once the second change began, so they are not kept."""
+    cache = AttrCache(5.0)
+    older, newer = (Attr(Ftype3.DIR, m, 2, 0, 0, 4096, 4096, (0, 0), 7, 1, 2, 3) for m in (1, 2))
+    first = cache.changing(b"dir", b"a")
+    second = cache.changing(b"dir", b"b")
+    cache.changed(b"dir", first, older)
+    assert cache.attr(b"dir") is None
+    cache.changed(b"dir", second, newer)
+    assert cache.attr(b"dir") is newer
+    cache.forget_dir(b"dir", b"c")  # any other change (rename, link...) counts too
+    cache.changed(b"dir", second, newer)
+    assert cache.attr(b"dir") is None

@@ -1126,3 +1126,18 @@ def test_handle_of_removed_file_stays_stale_after_inode_reuse(nfs: Nfs3) -> None
         assert res.status == S.STALE, (
             f"old handle answers {res.status.name} (reused: {new == old}, fileid {old_attr.fileid})"
         )
+
+
+def test_create_with_server_times(nfs: Nfs3) -> None:
+    """CREATE's sattr3 SET_TO_SERVER_TIME is now, never the -1 that stands for it."""
+    start = time.time_ns() - 5 * 10**9
+    res = nfs.must(
+        nfs.create(
+            nfs.root,
+            b"s",
+            CreateMode.UNCHECKED,
+            SetAttr(atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME),
+        )
+    )
+    attr = nfs.attr(res.fh)
+    assert attr.atime >= start and attr.mtime >= start

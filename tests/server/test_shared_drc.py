@@ -163,3 +163,31 @@ def test_abandoned_calls_run_again_in_any_process(cache: SharedReplyCache) -> No
     cache.begin(key(5))
     cache.abandon(key(5))
     in_child(lambda: None if cache.begin(key(5))[0] is Lookup.NEW else exit(1))
+
+
+def test_a_victim_is_expired_then_least_recent_never_a_running_call(tmp_path: Path) -> None:
+    """One set of 8 ways: a new call takes an expired slot first, else the least recently
+    used, but never the slot of a call still running in a live process (its copies must
+    keep being dropped), even when that call is the least recently used."""
+    now = [1000.0]
+    cache = SharedReplyCache([], tmp_path / "l", max_entries=8, max_age=60, clock=lambda: now[0])
+    try:
+        assert (cache.sets, cache.ways) == (1, 8)
+        cache.begin(key(0))  # runs on: the least recently used slot from here on
+        for i in range(1, 8):
+            cache.begin(key(i))
+            cache.finish(key(i), b"done %d" % i)
+        cache.begin(key(1))  # a replay: 1 is now more recent than 2
+        cache.begin(key(8))
+        assert cache.stats.evictions == 1
+        assert cache.begin(key(0)) == (Lookup.IN_PROGRESS, None)
+        assert cache.begin(key(2)) == (Lookup.NEW, None)  # 2 was the LRU finished call
+        assert cache.begin(key(1)) == (Lookup.HIT, b"done 1")
+        now[0] += 30
+        cache.finish(key(8), b"done 8")  # kept 30 s later than the others
+        now[0] += 31  # all but 8 (and 2, begun again) expired
+        cache.begin(key(9))
+        assert cache.stats.expired == 1
+        assert cache.begin(key(8)) == (Lookup.HIT, b"done 8")
+    finally:
+        cache.close()

@@ -198,7 +198,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def create(self, dir_fid: FileId, name: bytes, attrs: SetAttr, exclusive: bool) -> FileId:
-        """Create a regular file, applying ``attrs`` (mode, owner, size).
+        """Create a regular file, applying ``attrs`` (mode, owner, size; times where the
+        backend can: the exclusive create's verifier is then durable with the file).
 
         If the name exists: with ``exclusive`` raise EXIST; otherwise open the existing
         file (truncating it if ``attrs.size == 0``) and return it, unless it is not a

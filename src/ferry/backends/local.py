@@ -27,7 +27,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from ferry.backends._beneath import open_dir_beneath
 from ferry.backends._fdcache import FdCache, Lease
@@ -413,6 +413,8 @@ class LocalBackend(Backend):
                         os.ftruncate(fd, attrs.size)
                     # Last: chown and truncate clear set-id bits; fchmod ignores the umask.
                     os.fchmod(fd, mode)
+                    if _explicit(attrs.atime_ns) and _explicit(attrs.mtime_ns):
+                        os.utime(fd, ns=(attrs.atime_ns, attrs.mtime_ns))  # before the sync
                     self._commit(fd, dfd)
                 except BaseException:
                     os.close(fd)
@@ -565,6 +567,8 @@ class LocalBackend(Backend):
         if owner is None and attrs.mode is None and not touch:
             self._tree.locate(fid)  # nothing to change, but a stale id is still an error
             return
+        if self._setattr_open(fid, attrs, owner, touch):
+            return
         with self._entry(fid) as (pfd, name, st):
             at: dict[str, Any] = {"dir_fd": pfd, "follow_symlinks": False} if name else {}
             path: int | bytes = name or self._tree.root_fd
@@ -577,6 +581,33 @@ class LocalBackend(Backend):
                     os.chmod(path, attrs.mode & 0o7777)
             if touch:
                 os.utime(path, ns=self._times(attrs, st), **at)
+
+    def _setattr_open(
+        self, fid: FileId, attrs: SetAttr, owner: tuple[int, int] | None, touch: bool
+    ) -> bool:
+        """Owner, mode and times of a regular file through its cached descriptor, if one
+        is open (a file just created or written, as in ``tar -x``): one system call each,
+        where the path way opens the parent, checks the name and opens the file again.
+        False (nothing done) when none is cached or the file has no link left (then the
+        path way answers STALE)."""
+        lease = self._fds.acquire(fid, writable=False)
+        if lease is None:
+            return False
+        try:
+            fd = lease.fd
+            st = os.fstat(fd)
+            if st.st_nlink == 0:
+                self._fds.invalidate(fid)
+                return False
+            if owner is not None:
+                os.fchown(fd, *owner)  # before chmod: chown clears set-id bits
+            if attrs.mode is not None:
+                os.fchmod(fd, attrs.mode & 0o7777)
+            if touch:
+                os.utime(fd, ns=self._times(attrs, st))
+            return True
+        finally:
+            self._fds.release(lease)
 
     @staticmethod
     def _times(attrs: SetAttr, st: os.stat_result) -> tuple[int, int]:
@@ -595,3 +626,8 @@ class LocalBackend(Backend):
             v.f_blocks * v.f_frsize, v.f_bfree * v.f_frsize, v.f_bavail * v.f_frsize,
             v.f_files, v.f_ffree, v.f_favail,
         )  # fmt: skip
+
+
+def _explicit(ns: int | None) -> TypeGuard[int]:
+    """A time given as a value (not left alone, not ``SERVER_TIME``)."""
+    return ns is not None and ns != SERVER_TIME

@@ -28,6 +28,7 @@ class AttrCache:
         """Seconds, monotonic; a test may set its own to move time on."""
         self._attrs: dict[bytes, tuple[Attr, float]] = {}
         self._names: dict[bytes, dict[bytes, tuple[bytes, float]]] = {}
+        self._changes: dict[bytes, int] = {}  # directory -> changes of ours begun
         self.hits = self.misses = 0
 
     @property
@@ -77,6 +78,9 @@ class AttrCache:
     def forget_dir(self, dirfh: bytes, name: bytes | None = None) -> None:
         """Drop a changed directory's attributes and its names (one, or all of them); the
         object a dropped name stood for loses its attributes too (its ctime/nlink moved)."""
+        if dirfh not in self._changes and len(self._changes) >= MAX_ENTRIES:
+            self._changes.clear()
+        self._changes[dirfh] = self._changes.get(dirfh, 0) + 1  # see ``changed``
         self._attrs.pop(dirfh, None)
         names = self._names.get(dirfh)
         if not names:
@@ -87,6 +91,18 @@ class AttrCache:
         for hit in dropped:
             if hit is not None:
                 self._attrs.pop(hit[0], None)
+
+    def changing(self, dirfh: bytes, name: bytes) -> int:
+        """``forget_dir`` for a change we are about to send; the token ``changed`` takes."""
+        self.forget_dir(dirfh, name)
+        return self._changes[dirfh]
+
+    def changed(self, dirfh: bytes, token: int, after: Attr | None) -> None:
+        """The directory's attributes after our change (its reply's wcc), as fresh as a
+        GETATTR's: kept, unless another change of ours to it began meanwhile (its reply
+        may come first, and these would then be older than the directory)."""
+        if self._changes.get(dirfh) == token:
+            self.put_attr(dirfh, after)
 
     def clear(self) -> None:
         self._attrs.clear()

@@ -477,8 +477,10 @@ class NfsProcedures:
     ) -> t.CreateRes:
         where = t.DirOpArgs(dir, _name(name))
         args = t.CreateArgs(where, mode, attrs or SetAttr(mode=0o644), verf)
-        self.cache.forget_dir(dir, where.name)
-        return await self._nfs(NfsProc.CREATE, args.pack, r.unpack_create_res)
+        token = self.cache.changing(dir, where.name)
+        res = await self._nfs(NfsProc.CREATE, args.pack, r.unpack_create_res)
+        self.cache.changed(dir, token, res.dir_wcc.after)
+        return res
 
     async def create_exclusive(
         self, dir: bytes, name: Name, attrs: SetAttr | None = None
@@ -487,7 +489,8 @@ class NfsProcedures:
         with a fresh verifier (a resent CREATE finds the verifier and succeeds, RFC 1813
         section 3.3.8), then SETATTR of ``attrs`` (the server kept the verifier in the
         times); GUARDED where the server has no EXCLUSIVE (NOTSUPP). The result always
-        has the handle and the attributes."""
+        has the handle and the attributes: the SETATTR reply's own (its wcc after), a
+        GETATTR only where the server sent none."""
         attrs = attrs or SetAttr(mode=0o644)
         try:
             res = await self.create(dir, name, None, CreateMode.EXCLUSIVE, os.urandom(8))
@@ -499,14 +502,16 @@ class NfsProcedures:
             return t.CreateRes(fh, res.obj_attributes or await self.getattr(fh), res.dir_wcc)
         fh = res.obj or (await self.lookup(dir, name)).object
         now = dataclasses.replace(attrs, atime_ns=SERVER_TIME, mtime_ns=SERVER_TIME)
-        await self.setattr(fh, now)
-        return t.CreateRes(fh, await self.getattr(fh), res.dir_wcc)
+        after = (await self.setattr(fh, now)).after
+        return t.CreateRes(fh, after or await self.getattr(fh), res.dir_wcc)
 
     async def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:
         args = t.MkdirArgs(t.DirOpArgs(dir, _name(name)), attrs or SetAttr(mode=0o755))
-        self.cache.forget_dir(dir, _name(name))
+        token = self.cache.changing(dir, _name(name))
         made = self._made(dir, name, Nfsstat3.EXIST, lambda a: a.type == Ftype3.DIR)
-        return await self._nfs(NfsProc.MKDIR, args.pack, r.unpack_create_res, made)
+        res = await self._nfs(NfsProc.MKDIR, args.pack, r.unpack_create_res, made)
+        self.cache.changed(dir, token, res.dir_wcc.after)
+        return res
 
     async def symlink(
         self, dir: bytes, name: Name, target: Name, attrs: SetAttr | None = None
@@ -538,15 +543,19 @@ class NfsProcedures:
 
     async def remove(self, dir: bytes, name: Name) -> t.Wcc:
         args = t.RemoveArgs(t.DirOpArgs(dir, _name(name)))
-        self.cache.forget_dir(dir, _name(name))
+        token = self.cache.changing(dir, _name(name))
         gone = self._gone(dir, name, t.WccRes(t.Wcc()))
-        return (await self._nfs(NfsProc.REMOVE, args.pack, r.unpack_wcc_res, gone)).wcc
+        wcc = (await self._nfs(NfsProc.REMOVE, args.pack, r.unpack_wcc_res, gone)).wcc
+        self.cache.changed(dir, token, wcc.after)
+        return wcc
 
     async def rmdir(self, dir: bytes, name: Name) -> t.Wcc:
         args = t.RemoveArgs(t.DirOpArgs(dir, _name(name)))
-        self.cache.forget_dir(dir, _name(name))
+        token = self.cache.changing(dir, _name(name))
         gone = self._gone(dir, name, t.WccRes(t.Wcc()))
-        return (await self._nfs(NfsProc.RMDIR, args.pack, r.unpack_wcc_res, gone)).wcc
+        wcc = (await self._nfs(NfsProc.RMDIR, args.pack, r.unpack_wcc_res, gone)).wcc
+        self.cache.changed(dir, token, wcc.after)
+        return wcc
 
     async def rename(
         self, fromdir: bytes, fromname: Name, todir: bytes, toname: Name

@@ -202,7 +202,8 @@ class ProcedureCalls:
         with a fresh verifier (a resent CREATE finds the verifier and succeeds, RFC 1813
         section 3.3.8), then SETATTR of ``attrs`` (the server kept the verifier in the
         times); GUARDED where the server has no EXCLUSIVE (NOTSUPP). The result always
-        has the handle and the attributes."""
+        has the handle and the attributes: the SETATTR reply's own (its wcc after), a
+        GETATTR only where the server sent none."""
         return self._loop.run(self._engine.create_exclusive(dir, name, attrs))
 
     def mkdir(self, dir: bytes, name: Name, attrs: SetAttr | None = None) -> t.CreateRes:

@@ -64,6 +64,9 @@ ROOT = pyfuse3.ROOT_INODE
 DOTS = 2  # readdir offsets 1 and 2 are "." and ".."; the server's entries come after
 
 SETID = stat.S_ISUID | stat.S_ISGID
+DIR_AFTER_FOR = 0.2
+"""Seconds a directory's attributes from a reply to our own change answer the kernel's
+GETATTR of it (``NfsOperations._changed``): it asks right after the change."""
 _SHARED = OpenMode(True, True, False, False, False, False, False)
 _READONLY = dataclasses.replace(_SHARED, writable=False)
 
@@ -326,6 +329,7 @@ class NfsOperations(pyfuse3.Operations):
         self._handles: dict[int, _Handle] = {}  # the kernel's file handles
         self._dirs: dict[int, _Dir] = {}
         self._ids = itertools.count(1)
+        self._dir_after: dict[int, tuple[Attr, float]] = {}  # see ``_changed``
 
     def init(self) -> None:
         """Called while INIT is answered: ``after_init`` runs once the kernel has the answer
@@ -367,6 +371,26 @@ class NfsOperations(pyfuse3.Operations):
             self.inodes.placed(entry.st_ino, parent, name)
         return entry
 
+    def _changing(self, *dirs: int) -> None:
+        """Directories about to change: what ``_changed`` kept of them is old now."""
+        for inode in dirs:
+            self._dir_after.pop(inode, None)
+
+    def _changed(self, inode: int, wcc: t.Wcc | None) -> None:
+        """Directory ``inode`` changed by us: keep its attributes after the change (the
+        reply's wcc) for the kernel's next GETATTR of it. The kernel drops what it knew
+        of a directory it changed and asks again before the next change there (to check
+        permissions): one round trip per file of ``tar -x`` or ``rm -r``. The Linux NFS
+        client keeps such post-op attributes too. Used once, within ``DIR_AFTER_FOR``
+        seconds (and attr_timeout); never with attr_timeout 0."""
+        after = wcc.after if wcc is not None else None
+        if after is None or self.options.attr_timeout <= 0:
+            self._dir_after.pop(inode, None)
+            return
+        if len(self._dir_after) >= 1024:  # bounded: unused ones are old anyway
+            self._dir_after.clear()
+        self._dir_after[inode] = (after, time.monotonic())
+
     def _writable(self) -> None:
         if self.options.read_only:
             raise FUSEError(errno.EROFS)
@@ -384,6 +408,11 @@ class NfsOperations(pyfuse3.Operations):
 
     @_errors
     async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
+        kept = self._dir_after.pop(inode, None)
+        if kept is not None:
+            age = time.monotonic() - kept[1]
+            if age < min(DIR_AFTER_FOR, self.options.attr_timeout):
+                return self._entry(inode, kept[0])
         return self._entry(inode, await self.client.nfs.getattr(self.inodes.fh(inode)))
 
     @_errors
@@ -396,6 +425,7 @@ class NfsOperations(pyfuse3.Operations):
         ctx: RequestContext,
     ) -> EntryAttributes:
         self._writable()
+        self._changing(inode)
         nfh = self.inodes.fh(inode)
         change = SetAttr(
             mode=attr.st_mode & 0o7777 if fields.update_mode else None,
@@ -412,9 +442,10 @@ class NfsOperations(pyfuse3.Operations):
                 await opened.file.flush()
         if fields.update_size:
             await self._set_size(inode, nfh, attr.st_size)
-        if change != SetAttr():
-            await self.client.nfs.setattr(nfh, change)
-        return self._entry(inode, await self.client.nfs.getattr(nfh))
+        after = None
+        if change != SetAttr():  # its reply has the attributes after (as Linux uses them)
+            after = (await self.client.nfs.setattr(nfh, change)).after
+        return self._entry(inode, after or await self.client.nfs.getattr(nfh))
 
     async def _kills_setid(self, nfh: bytes, mode: int, ctx: RequestContext) -> bool:
         """Is this mode change the kernel clearing set-ID bits before a write or truncate by a
@@ -449,6 +480,7 @@ class NfsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: RequestContext
     ) -> EntryAttributes:
         self._writable()
+        self._changing(parent_inode)
         dirfh, perm = self.inodes.fh(parent_inode), SetAttr(mode=mode & 0o7777)
         if stat.S_ISREG(mode):
             res = await self.client.nfs.create_exclusive(dirfh, name, perm)
@@ -465,16 +497,19 @@ class NfsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: RequestContext
     ) -> EntryAttributes:
         self._writable()
+        self._changing(parent_inode)
         dirfh = self.inodes.fh(parent_inode)
         res = await self.client.nfs.mkdir(dirfh, name, SetAttr(mode=mode & 0o7777))
+        self._changed(parent_inode, res.dir_wcc)
         return self._placed(await self._created(dirfh, name, res), parent_inode, name)
 
     @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
         self._writable()
+        self._changing(parent_inode)
         dirfh = self.inodes.fh(parent_inode)
         if not await self._hide_if_open(dirfh, name, await self._fileid_of(dirfh, name)):
-            await self.client.nfs.remove(dirfh, name)
+            self._changed(parent_inode, await self.client.nfs.remove(dirfh, name))
 
     async def _fileid_of(self, dirfh: bytes, name: bytes) -> int | None:
         """The fileid of ``name`` if a file is open here (only then does it matter), else
@@ -500,13 +535,15 @@ class NfsOperations(pyfuse3.Operations):
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
         self._writable()
-        await self.client.nfs.rmdir(self.inodes.fh(parent_inode), name)
+        self._changing(parent_inode)
+        self._changed(parent_inode, await self.client.nfs.rmdir(self.inodes.fh(parent_inode), name))
 
     @_errors
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: RequestContext
     ) -> EntryAttributes:
         self._writable()
+        self._changing(parent_inode)
         dirfh = self.inodes.fh(parent_inode)
         res = await self.client.nfs.symlink(dirfh, name, target, SetAttr(mode=0o777))
         return await self._created(dirfh, name, res)
@@ -524,6 +561,7 @@ class NfsOperations(pyfuse3.Operations):
         self._writable()
         if flags:  # RENAME_NOREPLACE / RENAME_EXCHANGE: NFSv3 has neither
             raise FUSEError(errno.EINVAL)
+        self._changing(parent_inode_old, parent_inode_new)
         old, new = self.inodes.fh(parent_inode_old), self.inodes.fh(parent_inode_new)
         victim = await self._rename_victim(old, name_old, new, name_new)
         hidden = victim is not None and await self._hide_if_open(new, name_new, victim)
@@ -564,6 +602,7 @@ class NfsOperations(pyfuse3.Operations):
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: RequestContext
     ) -> EntryAttributes:
         self._writable()
+        self._changing(new_parent_inode)
         fh = self.inodes.fh(inode)
         res = await self.client.nfs.link(fh, self.inodes.fh(new_parent_inode), new_name)
         return await self._found(fh, res.file_attributes)
@@ -606,16 +645,19 @@ class NfsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: RequestContext
     ) -> tuple[FileInfo, EntryAttributes]:
         self._writable()
+        self._changing(parent_inode)
         dirfh = self.inodes.fh(parent_inode)
         perm = SetAttr(mode=mode & 0o7777, size=0 if flags & os.O_TRUNC else None)
         if flags & os.O_EXCL:  # safe when resent (EXCLUSIVE with a verifier), as Linux does
             res = await self.client.nfs.create_exclusive(dirfh, name, SetAttr(mode=perm.mode))
         else:
             res = await self.client.nfs.create(dirfh, name, perm, CreateMode.UNCHECKED)
+        self._changed(parent_inode, res.dir_wcc)
         entry = await self._created(dirfh, name, res)
         fh = self.inodes.fh(entry.st_ino)
-        info = await self._open_inode(entry.st_ino, fh, await self.client.nfs.getattr(fh))
-        return info, entry
+        # The reply's attributes are as fresh as a GETATTR's would be (close-to-open holds).
+        attr = res.obj_attributes or await self.client.nfs.getattr(fh)
+        return await self._open_inode(entry.st_ino, fh, attr), entry
 
     def _file(self, fh: int) -> _Open:
         """The open file behind the kernel's handle ``fh``; this request's calls act as

@@ -330,10 +330,13 @@ class Nfs3Service:
 
     def _create_exclusive(self, target: Target, name: bytes, verf: bytes, dir_attr: Attr) -> FileId:
         """Exclusive create keeps the verifier in atime/mtime, as knfsd does, so that a
-        retransmission finds the same verifier and succeeds (RFC 1813 section 3.3.8)."""
+        retransmission finds the same verifier and succeeds (RFC 1813 section 3.3.8).
+        The times go with the create, so a backend that applies them there (local) has
+        them on stable storage with the new file; the others get a SETATTR after it."""
         backend = target.backend
         stamp = _verifier_times(verf)
         attrs = self._owner_attrs(target, SetAttr(mode=0o600), dir_attr)
+        attrs = dataclasses.replace(attrs, atime_ns=stamp[0], mtime_ns=stamp[1])
         try:
             fid = call_backend(lambda: backend.create(target.fid, name, attrs, True))
         except NfsError as exc:
@@ -344,7 +347,11 @@ class Nfs3Service:
             if (existing.atime_ns, existing.mtime_ns) != stamp or existing.type != Ftype3.REG:
                 raise
             return fid
-        call_backend(lambda: backend.setattr(fid, SetAttr(atime_ns=stamp[0], mtime_ns=stamp[1])))
+        made = self.attrs(target, fid)
+        if (made.atime_ns, made.mtime_ns) != stamp:  # the backend left times to SETATTR
+            call_backend(
+                lambda: backend.setattr(fid, SetAttr(atime_ns=stamp[0], mtime_ns=stamp[1]))
+            )
         return fid
 
     def _created(self, target: Target, fid: FileId, before: Attr) -> t.CreateRes:

@@ -103,9 +103,7 @@ class RecordReader:
             self._end += n
             if self._end == len(self._small) < _SMALL:  # a busy stream: read more at once
                 self._grow(2 * len(self._small))
-        while self._body is None and self._error is None and self._end - self._start >= 4:
-            if not self._take_fragment():
-                return
+        self._parse()
 
     def receive_data(self, data: Buffer) -> None:
         if not data:
@@ -150,6 +148,13 @@ class RecordReader:
         return None
 
     # -- parsing -----------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        """Take every whole fragment buffered (a hook: the client's ``PlacingReader``
+        overrides it to receive READ payloads straight into their destination)."""
+        while self._body is None and self._error is None and self._end - self._start >= 4:
+            if not self._take_fragment():
+                return
 
     def _take_fragment(self) -> bool:
         """Consume the fragment whose header is at ``_start`` if it is all here (True: go

@@ -14,10 +14,13 @@ an ``flock`` of a process that dies, so a crashed worker never wedges the others
 
 Layout: set-associative, like a CPU cache. A BLAKE2b digest of the call's key picks a
 set of ``WAYS`` slots. A set begins with the digests of its slots side by side (all zero:
-empty), so a lookup is one ``bytes.find``; a new entry takes an empty slot, else an
-expired or orphaned one, else the set's least recently used. So at least the last
-``WAYS`` calls of each set are kept, and about ``max_entries`` in all. A slot is a
-32-byte header (state, pid, times, length) and up to ``REPLY_MAX`` bytes of reply: the
+empty), so a lookup is one ``mmap.find``, then the slots' stamps (when each call began or
+its reply was kept) and use ticks side by side, so choosing a victim is two ``unpack``
+calls and a ``min``: a new entry takes an empty slot, else an expired one, else the set's
+least recently used (if that one is still running: an orphaned one, a finished one, the
+least recently used running one, in that order). So at least the last ``WAYS`` calls of
+each set are kept, and about ``max_entries`` in all. A slot is a 16-byte header (state,
+pid, length) and up to ``REPLY_MAX`` bytes of reply: the
 replies of the non-idempotent procedures are below 400 bytes (a RENAME's two
 ``wcc_data`` are the largest); a larger one is not kept, and logged. Memory is fixed:
 about ``SLOT`` bytes times ``min(max_entries, max_bytes // SLOT)``.
@@ -59,8 +62,9 @@ log = logging.getLogger("ferry.server")
 SLOT = 1024
 WAYS = 8
 DIGEST = 16
-_HEAD = struct.Struct("<BxxxIdQQ")  # state, pid, stamp, used (a tick), reply length
-_USED_AT = 16
+_HEAD = struct.Struct("<BxxxIQ")  # state, pid, reply length
+_F64 = struct.Struct("<d")
+_U64 = struct.Struct("<Q")
 REPLY_MAX = SLOT - _HEAD.size
 _TABLE = struct.Struct("<6Q")  # tick, then the Stats counters in field order
 _SETS_AT = 64
@@ -87,7 +91,13 @@ class SharedReplyCache(ReplyCache):
         slots = max(1, min(max_entries, max_bytes // SLOT))
         self.ways = min(WAYS, slots)
         self.sets = slots // self.ways
-        self._set_bytes = self.ways * (DIGEST + SLOT)
+        self._stamps_at = self.ways * DIGEST  # offsets in a set: digests, stamps, ticks, slots
+        self._used_at = self._stamps_at + 8 * self.ways
+        self._slots_at = self._used_at + 8 * self.ways
+        self._set_bytes = self._slots_at + self.ways * SLOT
+        self._stamps = struct.Struct(f"<{self.ways}d")
+        self._useds = struct.Struct(f"<{self.ways}Q")
+        self._digests: dict[Key, tuple[bytes, int]] = {}  # begun NEW here: (digest, base)
         self.max_age = max_age
         self.clock = clock  # CLOCK_MONOTONIC is system-wide: one clock for every process
         self.lock_path = lock_path
@@ -100,6 +110,7 @@ class SharedReplyCache(ReplyCache):
         """This process's own lock: a descriptor of its own and a thread lock."""
         self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._threads = threading.Lock()
+        self._pid = os.getpid()
 
     def _after_fork(self) -> None:
         os.close(self._fd)  # the parent's open file description, and lock, stay its own
@@ -130,6 +141,9 @@ class SharedReplyCache(ReplyCache):
     def begin(self, key: Key) -> tuple[Lookup, bytes | None]:
         digest = _digest(key)
         base = self._base(digest)
+        digests = self._digests
+        if len(digests) >= 4096:  # calls neither finished nor abandoned: bounded anyway
+            digests.clear()
         now = self.clock()
         self._lock()
         try:
@@ -142,13 +156,13 @@ class SharedReplyCache(ReplyCache):
                     return found
             self._count(MISSES)
             self._write(base, way, digest, RUNNING, now, b"")
+            digests[key] = digest, base  # for finish or abandon: BLAKE2b of repr once
             return Lookup.NEW, None
         finally:
             self._unlock()
 
     def finish(self, key: Key, reply: bytes) -> None:
-        digest = _digest(key)
-        base = self._base(digest)
+        digest, base = self._begun(key)
         self._lock()
         try:
             way = self._find(base, digest)
@@ -163,8 +177,7 @@ class SharedReplyCache(ReplyCache):
             self._unlock()
 
     def abandon(self, key: Key) -> None:
-        digest = _digest(key)
-        base = self._base(digest)
+        digest, base = self._begun(key)
         self._lock()
         try:
             way = self._find(base, digest)
@@ -189,6 +202,14 @@ class SharedReplyCache(ReplyCache):
         finally:
             self._threads.release()
 
+    def _begun(self, key: Key) -> tuple[bytes, int]:
+        """(digest, base) of a call: kept by ``begin`` if it began here, else computed."""
+        found = self._digests.pop(key, None)
+        if found is not None:
+            return found
+        digest = _digest(key)
+        return digest, self._base(digest)
+
     def _base(self, digest: bytes) -> int:
         return _SETS_AT + int.from_bytes(digest[:8], "little") % self.sets * self._set_bytes
 
@@ -196,26 +217,26 @@ class SharedReplyCache(ReplyCache):
         return (_SETS_AT + s * self._set_bytes for s in range(self.sets))
 
     def _slot(self, base: int, way: int) -> int:
-        return base + self.ways * DIGEST + way * SLOT
+        return base + self._slots_at + way * SLOT
 
     def _find(self, base: int, digest: bytes) -> int:
         """The way holding ``digest`` in the set at ``base``, or -1."""
-        index = self._map[base : base + self.ways * DIGEST]
-        at = index.find(digest)
-        while at >= 0 and at % DIGEST:  # a match straddling two digests: keep looking
-            at = index.find(digest, at + 1)
-        return at // DIGEST if at >= 0 else -1
+        end = base + self._stamps_at
+        at = self._map.find(digest, base, end)
+        while at >= 0 and (at - base) % DIGEST:  # straddling two digests: keep looking
+            at = self._map.find(digest, at + 1, end)
+        return (at - base) // DIGEST if at >= 0 else -1
 
     def _lookup(self, base: int, way: int, now: float) -> tuple[Lookup, bytes | None] | None:
         """A call found in the table: replay it, drop the copy, or None to run it anew."""
-        at = self._slot(base, way)
-        state, pid, stamp, _, length = _HEAD.unpack_from(self._map, at)
-        if now - stamp > self.max_age:
+        if now - _F64.unpack_from(self._map, base + self._stamps_at + 8 * way)[0] > self.max_age:
             self._count(EXPIRED)
             return None
+        at = self._slot(base, way)
+        state, pid, length = _HEAD.unpack_from(self._map, at)
         if state == RUNNING and not _alive(pid):
             return None  # its worker died mid-call: the copy runs
-        struct.pack_into("<Q", self._map, at + _USED_AT, self._tick())
+        _U64.pack_into(self._map, base + self._used_at + 8 * way, self._tick())
         if state == RUNNING:
             self._count(IN_PROGRESS)
             return Lookup.IN_PROGRESS, None
@@ -223,16 +244,31 @@ class SharedReplyCache(ReplyCache):
         return Lookup.HIT, self._map[at + _HEAD.size : at + _HEAD.size + length]
 
     def _victim(self, base: int, now: float) -> int:
-        """The way a new entry takes: empty, then expired or orphaned, then the LRU one."""
-        index = self._map[base : base + self.ways * DIGEST]
-        for way in range(self.ways):
-            if index[way * DIGEST : (way + 1) * DIGEST] == _NONE:
-                return way
+        """The way a new entry takes: empty, then expired, then the least recently used
+        (should that one still be running: ``_ranked``)."""
+        way = self._find(base, _NONE)
+        if way >= 0:
+            return way
+        stamps = self._stamps.unpack_from(self._map, base + self._stamps_at)
+        oldest = min(stamps)
+        if now - oldest > self.max_age:
+            self._count(EXPIRED)
+            return stamps.index(oldest)
+        used = self._useds.unpack_from(self._map, base + self._used_at)
+        way = used.index(min(used))
+        if _HEAD.unpack_from(self._map, self._slot(base, way))[0] == RUNNING:
+            return self._ranked(base, used)
+        self._count(EVICTIONS)
+        return way
+
+    def _ranked(self, base: int, used: tuple[int, ...]) -> int:
+        """Every way ranked: orphaned (its worker died), then finished, then running, each
+        least recently used first; the rare case of a set whose LRU call still runs."""
         best, best_rank = 0, (3, 0)
         for way in range(self.ways):
-            state, pid, stamp, used, _ = _HEAD.unpack_from(self._map, self._slot(base, way))
-            stale = now - stamp > self.max_age or (state == RUNNING and not _alive(pid))
-            rank = (0 if stale else 1 if state == DONE else 2, used)
+            state, pid, _ = _HEAD.unpack_from(self._map, self._slot(base, way))
+            orphan = state == RUNNING and not _alive(pid)
+            rank = (0 if orphan else 1 if state == DONE else 2, used[way])
             if rank < best_rank:
                 best, best_rank = way, rank
         self._count(EXPIRED if best_rank[0] == 0 else EVICTIONS)
@@ -243,18 +279,19 @@ class SharedReplyCache(ReplyCache):
     ) -> None:
         at = self._slot(base, way)
         self._map[at + _HEAD.size : at + _HEAD.size + len(reply)] = reply
-        _HEAD.pack_into(self._map, at, state, os.getpid(), stamp, self._tick(), len(reply))
+        _HEAD.pack_into(self._map, at, state, self._pid, len(reply))
+        _F64.pack_into(self._map, base + self._stamps_at + 8 * way, stamp)
+        _U64.pack_into(self._map, base + self._used_at + 8 * way, self._tick())
         self._map[base + way * DIGEST : base + (way + 1) * DIGEST] = digest
 
     def _tick(self) -> int:
-        tick = int.from_bytes(self._map[0:8], "little") + 1
-        self._map[0:8] = tick.to_bytes(8, "little")
+        tick: int = _U64.unpack_from(self._map, 0)[0] + 1
+        _U64.pack_into(self._map, 0, tick)
         return tick
 
     def _count(self, field: int) -> None:
         at = 8 + 8 * field
-        value = int.from_bytes(self._map[at : at + 8], "little") + 1
-        self._map[at : at + 8] = value.to_bytes(8, "little")
+        _U64.pack_into(self._map, at, _U64.unpack_from(self._map, at)[0] + 1)
 
 
 def _digest(key: Key) -> bytes:
