@@ -27,7 +27,7 @@ from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3
 from helpers.aio import run as run_bounded
 
-READS = {"read", "read_segment"}  # whichever the server uses for READ
+READS = {"read", "read_segment", "read_nowait"}  # whichever the server uses for READ
 QUICK = RpcOptions(jukebox_tries=5, jukebox_delay=0.01, jukebox_max_delay=0.04)
 
 
