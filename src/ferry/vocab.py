@@ -194,7 +194,7 @@ READDIRPLUS page, where making an ``Attr`` for each entry would cost more than r
 
 
 def attr_row(a: Attr, fsid: int) -> AttrRow:
-    """``a`` as an ``AttrRow`` with ``fsid``."""
+    """``a`` as an ``AttrRow`` with ``fsid`` (``a.fsid`` for the fattr3 of a reply)."""
     at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
     return (
         a.type, a.mode & 0o7777, a.nlink, a.uid, a.gid, a.size, a.used, a.rdev[0], a.rdev[1],

@@ -17,7 +17,7 @@ from typing import Self
 from ferry.errors import XdrError
 from ferry.nfs3.const import NFS3_FHSIZE, CreateMode, Ftype3, StableHow, TimeHow
 from ferry.segment import FileSegment
-from ferry.vocab import SERVER_TIME, Attr, AttrRow, DirEntry, SetAttr
+from ferry.vocab import SERVER_TIME, Attr, AttrRow, DirEntry, SetAttr, attr_row
 from ferry.xdr import Packer, Unpacker
 
 MAX_NAME = 8192  # decode bound; the service enforces the real name_max
@@ -60,49 +60,23 @@ FATTR3 = struct.Struct(">5I2Q2I2Q6I")
 """fattr3 (RFC 1813 section 2.6): type, mode, nlink, uid, gid, size, used, rdev, fsid,
 fileid, atime, mtime, ctime; both directions use it."""
 _POST_OP_FATTR3 = struct.Struct(">6I2Q2I2Q6I")  # attributes_follow = TRUE, then fattr3
-_NS = 1_000_000_000
 _ENTRY_HEAD = struct.Struct(">IQI")  # value_follows, fileid, name length
 _COOKIE = struct.Struct(">Q")
 _FH_HEAD = struct.Struct(">II")  # handle_follows, handle length
 _FALSE = b"\0\0\0\0"
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
-_U32_MASK = 0xFFFFFFFF
-
-
-def fattr3_values(a: Attr) -> tuple[int, ...]:
-    """The 17 fattr3 fields in wire order (RFC 1813 section 2.6); times as (s, ns) pairs."""
-    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
-    return (
-        a.type,
-        a.mode & 0o7777,
-        a.nlink,
-        a.uid,
-        a.gid,
-        a.size,
-        a.used,
-        a.rdev[0],
-        a.rdev[1],
-        a.fsid,
-        a.fileid,
-        (at // _NS) & _U32_MASK,
-        at % _NS,
-        (mt // _NS) & _U32_MASK,
-        mt % _NS,
-        (ct // _NS) & _U32_MASK,
-        ct % _NS,
-    )
 
 
 def pack_fattr3(p: Packer, a: Attr) -> None:
     """fattr3, packed in one struct call: it is in every reply."""
-    p.pack_struct(FATTR3, *fattr3_values(a))
+    p.pack_struct(FATTR3, *attr_row(a, a.fsid))
 
 
 def pack_post_op_attr(p: Packer, a: Attr | None) -> None:
     if a is None:
         p.pack_bool(False)
     else:
-        p.pack_struct(_POST_OP_FATTR3, 1, *fattr3_values(a))
+        p.pack_struct(_POST_OP_FATTR3, 1, *attr_row(a, a.fsid))
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -645,7 +619,7 @@ class ReaddirRes:
             add(_COOKIE.pack(e.cookie))
             if plus:
                 a, fh = e.attr, e.handle
-                add(_FALSE if a is None else _POST_OP_FATTR3.pack(1, *fattr3_values(a)))
+                add(_FALSE if a is None else _POST_OP_FATTR3.pack(1, *attr_row(a, a.fsid)))
                 add(_FALSE if fh is None else _FH_HEAD.pack(1, len(fh)) + fh + _PAD[len(fh) % 4])
         p.pack_raw(b"".join(parts))
         p.pack_bool(False)
