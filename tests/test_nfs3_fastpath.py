@@ -161,6 +161,17 @@ def test_listing_pages_are_what_the_entry_loop_gave() -> None:
             ), (cookie, dircount, maxcount, plus)
 
 
+def _encode_attrs(
+    codec: HandleCodec, export_id: int, attrs: list[Attr | None]
+) -> list[bytes | None]:
+    """``HandleCodec.encode_ids`` of the files ``attrs`` describe (None: no handle)."""
+    return codec.encode_ids(
+        export_id,
+        [0 if a is None else a.fileid for a in attrs],
+        [None if a is None else a.generation for a in attrs],
+    )
+
+
 def test_readdir_page_packs_what_readdir_res_packs() -> None:
     """The server's one-struct-per-entry packing gives the bytes of the field-by-field
     ``ReaddirRes`` the client decodes, for READDIR and READDIRPLUS, with and without
@@ -183,7 +194,7 @@ def test_readdir_page_packs_what_readdir_res_packs() -> None:
             attrs.append(attr)
             kind = rng.random()
             handles.append(None if kind < 0.1 else b"\1" * 40 if kind < 0.2 else None)
-        made = codec.encode_many(7, attrs)
+        made = _encode_attrs(codec, 7, attrs)
         handles = [
             made[i] if h is None and rng.random() < 0.9 else h for i, h in enumerate(handles)
         ]
@@ -208,7 +219,7 @@ def test_readdir_page_packs_what_readdir_res_packs() -> None:
 def test_handles_made_for_pages_are_remembered_and_the_same_as_encode(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``encode_many`` gives ``encode``'s handles, the first time (a MAC each) and again
+    """``encode_ids`` gives ``encode``'s handles, the first time (a MAC each) and again
     (from ``made``): by export, file id and generation, so another export or a newer
     file on the same id gets its own handle; ``made`` stays bounded."""
     monkeypatch.setattr(filehandle, "MADE_MAX", 64)
@@ -222,15 +233,15 @@ def test_handles_made_for_pages_are_remembered_and_the_same_as_encode(
     for export_id in (1, 2, 0xFFFF, 1):
         want = [None if a is None else codec.encode(export_id, a.fileid, a.generation)
                 for a in attrs]  # fmt: skip
-        assert codec.encode_many(export_id, attrs) == want
-        assert codec.encode_many(export_id, attrs) == want  # remembered
+        assert _encode_attrs(codec, export_id, attrs) == want
+        assert _encode_attrs(codec, export_id, attrs) == want  # remembered
         for a, h in zip(attrs, want, strict=True):
             if a is not None and h is not None:
                 assert codec.decode(h) == (export_id, a.fileid, a.generation)
     assert len(set(codec.made.values())) == len(codec.made) == 18
     many = [Attr(Ftype3.REG, 0, 1, 0, 0, 0, 0, (0, 0), i, 0, 0, 0) for i in range(100)]
     for _ in range(3):
-        assert codec.encode_many(3, many) == [codec.encode(3, i) for i in range(100)]
+        assert _encode_attrs(codec, 3, many) == [codec.encode(3, i) for i in range(100)]
         assert len(codec.made) <= 64 + 100  # emptied when full, before a page
 
 

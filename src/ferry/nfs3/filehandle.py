@@ -19,7 +19,6 @@ from collections.abc import Sequence
 
 from ferry.errors import NfsError
 from ferry.nfs3.const import Nfsstat3
-from ferry.vocab import Attr
 
 VERSION = 2
 _BODY = struct.Struct(">BHQI")
@@ -31,7 +30,7 @@ KEY_SIZE = 32
 VERIFIED_MAX = 4096
 """Handles a codec remembers as verified (``HandleCodec.decode``)."""
 MADE_MAX = 1 << 16
-"""Handles a codec remembers having made for READDIRPLUS (``HandleCodec.encode_many``):
+"""Handles a codec remembers having made for READDIRPLUS (``HandleCodec.encode_ids``):
 about 9 MiB when full, enough for a directory of 50,000 entries listed again."""
 
 
@@ -69,15 +68,6 @@ class HandleCodec:
     def encode(self, export_id: int, fileid: int, generation: int = 0) -> bytes:
         body = _BODY.pack(VERSION, export_id, fileid, generation & 0xFFFFFFFF)
         return body + self._mac(body)
-
-    def encode_many(self, export_id: int, attrs: Sequence[Attr | None]) -> list[bytes | None]:
-        """``encode`` of each file of a READDIRPLUS page (None where its attributes, which
-        carry the generation, are unknown)."""
-        return self.encode_ids(
-            export_id,
-            [0 if a is None else a.fileid for a in attrs],
-            [None if a is None else a.generation for a in attrs],
-        )
 
     def encode_ids(
         self, export_id: int, fileids: Sequence[int], generations: Sequence[int | None]
