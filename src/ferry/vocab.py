@@ -17,6 +17,7 @@ import enum
 import errno
 import os
 import stat
+from collections.abc import Sequence
 
 
 class Nfsstat3(enum.IntEnum):
@@ -201,6 +202,17 @@ def attr_row(a: Attr, fsid: int) -> AttrRow:
         fsid, a.fileid, (at // _NS) & 0xFFFFFFFF, at % _NS, (mt // _NS) & 0xFFFFFFFF, mt % _NS,
         (ct // _NS) & 0xFFFFFFFF, ct % _NS,
     )  # fmt: skip
+
+
+def attr_rows(
+    attrs: Sequence[Attr | None], fsid: int
+) -> tuple[list[AttrRow | None], list[int | None]]:
+    """``attr_row`` of each of ``attrs`` and its generation (None for both where the
+    attributes are None): a READDIRPLUS page's rows made from ``Attr``s."""
+    return (
+        [None if a is None else attr_row(a, fsid) for a in attrs],
+        [None if a is None else a.generation for a in attrs],
+    )
 
 
 _NS = 1_000_000_000

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ferry.backends.base import Attr, AttrRow, DirEntry
-from ferry.vocab import FTYPE_OF, Ftype3, attr_row
+from ferry.vocab import FTYPE_OF, Ftype3, attr_rows
 
 Generations = Callable[[int], int]
 """The fallback: a file id's generation when the file system gives no birth time."""
@@ -82,27 +82,21 @@ class AttrReader(abc.ABC):
                 out.append(None)
         return out
 
+    def entries_at(self, dir_fd: int, entries: Sequence[DirEntry], dev: int) -> list[Attr | None]:
+        """``at`` for each entry of one directory (a READDIRPLUS page): None for an entry
+        that fails (removed since listed), is another file now (another inode than the
+        entry's) or is on another device than ``dev`` (a mount point)."""
+        attrs = self.at_many(dir_fd, [e.name for e in entries])
+        return [
+            a if a is not None and a.fileid == e.fileid and a.fsid == dev else None
+            for e, a in zip(entries, attrs, strict=True)
+        ]
+
     def rows_at(
         self, dir_fd: int, entries: Sequence[DirEntry], dev: int, fsid: int
     ) -> tuple[list[AttrRow | None], list[int | None]]:
-        """``AttrRow``s (with ``fsid``) and generations of entries of one directory (a
-        READDIRPLUS page): None (both) for an entry that fails (removed since listed), is
-        another file now (another inode than the entry's) or is on another device than
-        ``dev`` (a mount point)."""
-        rows: list[AttrRow | None] = []
-        gens: list[int | None] = []
-        for e in entries:
-            try:
-                attr = self.at(dir_fd, e.name)
-            except OSError:
-                attr = None
-            if attr is None or attr.fileid != e.fileid or attr.fsid != dev:
-                rows.append(None)
-                gens.append(None)
-            else:
-                rows.append(attr_row(attr, fsid))
-                gens.append(attr.generation)
-        return rows, gens
+        """``entries_at`` as ``AttrRow``s (with ``fsid``) and generations."""
+        return attr_rows(self.entries_at(dir_fd, entries, dev), fsid)
 
     @abc.abstractmethod
     def of_fd(self, fd: int) -> Attr:
@@ -189,7 +183,9 @@ class StatxReader(AttrReader):
                 blocks * 512, r_major, r_minor, fsid, ino,
                 a_s & u32, a_ns, m_s & u32, m_ns, c_s & u32, c_ns,
             ))  # fmt: skip
-            add_gen((b_s * 1_000_000_007 + b_ns) & u32 if mask & want_btime else fallback(ino))
+            add_gen(
+                (b_s * 1_000_000_007 + b_ns) & u32 if mask & want_btime else fallback(ino)
+            )  # mix()
         return rows, gens
 
     def of_fd(self, fd: int) -> Attr:

@@ -42,7 +42,7 @@ from ferry.vocab import (
     Nfsstat3,
     SetAttr,
     StableHow,
-    attr_row,
+    attr_rows,
 )
 
 __all__ = [
@@ -156,9 +156,7 @@ class Backend(abc.ABC):
         the row is None): what the service asks for a READDIRPLUS page. Override (as the
         local backend does) to read attributes straight into rows, without an ``Attr`` per
         entry."""
-        attrs = self.attrs_in(dir_fid, entries)
-        rows = [None if a is None else attr_row(a, fsid) for a in attrs]
-        return rows, [None if a is None else a.generation for a in attrs]
+        return attr_rows(self.attrs_in(dir_fid, entries), fsid)
 
     @abc.abstractmethod
     def readlink(self, fid: FileId) -> bytes:

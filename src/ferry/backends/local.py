@@ -257,13 +257,8 @@ class LocalBackend(Backend):
     def attrs_in(self, dir_fid: FileId, entries: Sequence[DirEntry]) -> list[Attr | None]:
         """One directory descriptor, one statx per entry: no path walks per entry. None for
         an entry gone, replaced since listed (another file id), or a mount point."""
-        dev = self._tree.dev
         with self._opendir(dir_fid) as fd:
-            attrs = self._tree.reader.at_many(fd, [e.name for e in entries])
-        return [
-            a if a is not None and a.fileid == e.fileid and a.fsid == dev else None
-            for e, a in zip(entries, attrs, strict=True)
-        ]
+            return self._tree.reader.entries_at(fd, entries, self._tree.dev)
 
     def attr_rows_in(
         self, dir_fid: FileId, entries: Sequence[DirEntry], fsid: int
