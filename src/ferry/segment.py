@@ -1,5 +1,6 @@
-"""READ data left in its file: sent with ``sendfile`` by the blocking TCP adapters, read into
-memory (``materialize``) everywhere else.
+"""READ data left in its file: sent with ``sendfile`` by the TCP adapters (the blocking
+ones, and the asyncio one through ``ferry.server.aiosend``), read into memory
+(``materialize``) everywhere else.
 
 Why: copying a 1 MiB READ into a Python buffer and then into the socket costs more CPU than
 the rest of the call; ``sendfile`` hands the page cache's pages to the socket instead. The
@@ -53,16 +54,18 @@ class FileSegment:
         if fd >= 0:
             os.close(fd)
 
-    def read(self) -> bytearray:
-        """All ``count`` bytes, then closes; SegmentShrank if the file is shorter by now."""
-        buf = bytearray(self.count)
+    def read(self, skip: int = 0) -> bytearray:
+        """The ``count`` bytes after the first ``skip`` (those already sent), then closes;
+        SegmentShrank if the file is shorter by now."""
+        count = self.count - skip
+        buf = bytearray(count)
         view = memoryview(buf)
         done = 0
         try:
-            while done < self.count:
-                n = os.preadv(self.fd, [view[done:]], self.offset + done)
+            while done < count:
+                n = os.preadv(self.fd, [view[done:]], self.offset + skip + done)
                 if n == 0:
-                    raise SegmentShrank(self.count - done)
+                    raise SegmentShrank(count - done)
                 done += n
         finally:
             self.close()
@@ -82,7 +85,7 @@ def opaque_tail(segment: FileSegment) -> list[Part]:
 
 def materialize(parts: Sequence[Part]) -> list[Buffer]:
     """``parts`` with every segment read into memory: for transports that cannot send from a
-    file (asyncio, UDP) and for replies that are kept (the duplicate request cache)."""
+    file (UDP) and for replies that are kept (the duplicate request cache)."""
     return [p.read() if isinstance(p, FileSegment) else p for p in parts]
 
 

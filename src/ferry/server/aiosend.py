@@ -107,7 +107,7 @@ def write_reply(transport: asyncio.Transport, parts: Sequence[Part]) -> None:
             out = []
             sent = _send_now(transport, part) if not transport.get_write_buffer_size() else 0
             if sent < part.count:
-                out.append(_read(part, sent))
+                out.append(part.read(sent))
         transport.writelines(out)
     finally:
         close_segments(parts)
@@ -133,17 +133,3 @@ def _send_now(transport: asyncio.Transport, segment: FileSegment) -> int:
             raise SegmentShrank(end - pos)
         pos += n
     return pos - segment.offset
-
-
-def _read(segment: FileSegment, skip: int) -> bytearray:
-    """The segment's bytes after the first ``skip``, read into memory."""
-    count = segment.count - skip
-    buf = bytearray(count)
-    view = memoryview(buf)
-    done = 0
-    while done < count:
-        n = os.preadv(segment.fd, [view[done:]], segment.offset + skip + done)
-        if n == 0:
-            raise SegmentShrank(count - done)
-        done += n
-    return buf
