@@ -194,13 +194,9 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         try:
             while (record := conn.next_call()) is not None:
                 how = route(record)
-                if how == INLINE:
+                if how in (INLINE, TRY):
                     began = began or wire.enter()
-                    self.take_reply(server.answer(record, self.peer))
-                    began = wire.lap(began)
-                elif how == TRY:
-                    began = began or wire.enter()
-                    reply = server.try_answer(record, self.peer)
+                    reply = server.answer(record, self.peer, how == TRY)
                     began = wire.lap(began)
                     if reply is DEFERRED:
                         server.submit(record, self, False)
@@ -271,7 +267,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
 
 R = TypeVar("R")
 DEFERRED = object()
-"""``AsyncServer.try_answer``: the call would wait; run it on a call thread."""
+"""``AsyncServer.answer`` of a tried call: it would wait; run it on a call thread."""
 Reply = Sequence[Part] | None
 """A call's framed reply parts (a READ's data may be a file segment), or None: no reply."""
 
@@ -333,19 +329,15 @@ class AsyncServer:
         self.datagrams: list[asyncio.BaseTransport] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def answer(self, record: bytes | bytearray, peer: Address) -> Reply:
-        """Run a call on the loop (the protocol times it in the tripwire's lane)."""
+    def answer(
+        self, record: bytes | bytearray, peer: Address, tried: bool = False
+    ) -> Reply | object:
+        """Run a call on the loop (the protocol times it in the tripwire's lane). ``tried``
+        (a small READ): ``DEFERRED`` when it would wait on the disk (then ``submit`` it)."""
         try:
+            if tried:
+                return self.dispatcher.try_handle(record, peer)
             return self.dispatcher.handle(record, peer)
-        except Exception:  # the dispatcher never raises; this guards the loop
-            log.exception("call crashed the dispatcher")
-            return None
-
-    def try_answer(self, record: bytes | bytearray, peer: Address) -> Reply | object:
-        """Try a call on the loop (a small READ): its reply, or ``DEFERRED`` when it would
-        wait on the disk (then ``submit`` it)."""
-        try:
-            return self.dispatcher.try_handle(record, peer)
         except WouldBlock:
             return DEFERRED
         except Exception:  # the dispatcher never raises; this guards the loop
