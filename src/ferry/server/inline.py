@@ -11,24 +11,23 @@ that wait on no slow IO, and hands the rest to its threads:
 * metadata reads (``METADATA``: GETATTR, LOOKUP, ACCESS, READLINK, FSSTAT, FSINFO,
   PATHCONF), when every export's backend says its metadata calls are prompt
   (``Backend.prompt_metadata``: the local and memory backends; not CephFS or S3, whose
-  calls may wait on the network: CephFS runs its own inline calls under a ``Deadline``).
-
+  calls may wait on the network: CephFS runs its own inline calls under a ``Deadline``);
 * READs of up to 32 KiB (``READS``), when every backend can read without waiting
   (``Backend.nowait_reads``: the local backend's ``preadv(RWF_NOWAIT)`` answers from the
   page cache or says it would wait, the memory backend's data is in memory): tried on
   the loop, and if the data is not all cached (``WouldBlock``) run again on a thread.
 
-Everything else (bigger READs, WRITE, COMMIT, READDIR, READDIRPLUS, namespace changes, MOUNT MNT)
-goes to the threads: it may wait on a disk, or run long enough to hold up other clients.
+Everything else (bigger READs, WRITE, COMMIT, READDIR, READDIRPLUS, namespace changes,
+MOUNT MNT) goes to the threads: it may wait on a disk, or run long enough to hold up
+other clients.
 
 The guard: the loop serves every connection, so an inline call that blocks (a cold inode
 on a slow disk, a stuck device) stalls them all. Inline calls run under a ``Tripwire``:
-once one has taken longer than ``TRIP`` seconds, metadata calls go to the threads (still
-watched there, with the longer limit ``STUCK``) until none has been slow for ``QUIET``
-seconds. One slow call at a time is
-the price; a disk that stays stuck keeps metadata on the threads. ``TRIP`` is above
-Python's GIL switch interval (5 ms), so a call that only waited for the GIL does not trip
-it.
+once one has taken longer than ``TRIP`` seconds, metadata calls (still watched there,
+with the longer limit ``STUCK``) and small READs go to the threads until none has been
+slow for ``QUIET`` seconds. One slow call at a time is the price; a disk that stays
+stuck keeps them on the threads. ``TRIP`` is above Python's GIL switch interval (5 ms),
+so a call that only waited for the GIL does not trip it.
 
 The decision reads the program, version and procedure at fixed offsets of the record
 (RFC 5531 section 9: xid, msg_type, rpcvers, prog, vers, proc), before any decoding. It
@@ -121,7 +120,8 @@ class InlinePolicy:
     @classmethod
     def for_backends(cls, enabled: bool, backends: Iterable[Backend]) -> InlinePolicy:
         """The policy of a server of these backends: off, calls without a backend only, or
-        those and metadata when every backend is prompt."""
+        those, metadata when every backend is prompt and small READs tried when every
+        backend reads without waiting."""
         if not enabled:
             return cls()
         backends = list(backends)
@@ -132,7 +132,7 @@ class InlinePolicy:
         )
 
     def route(self, record: Buffer) -> int:
-        """``INLINE``, ``THREAD`` or ``WATCHED`` for a call record (hot)."""
+        """``INLINE``, ``TRY``, ``THREAD`` or ``WATCHED`` for a call record (hot)."""
         try:
             key = _CALL.unpack_from(record, _AT)
         except struct.error:  # too short to be a call: the dispatcher drops it at once
