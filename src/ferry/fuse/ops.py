@@ -811,10 +811,9 @@ class NfsOperations(pyfuse3.Operations):
     async def _dir_page(self, d: _Dir, cookie: int) -> t.ReaddirRes:
         """The page after ``cookie``: the one asked for ahead if it starts there, else
         asked for now; again without the cookie verifier if the server refuses it."""
-        ahead, d.ahead = d.ahead, None
-        if ahead is not None and ahead[0] != cookie:
-            d.ahead, ahead = ahead, None
+        if d.ahead is not None and d.ahead[0] != cookie:  # asked for after another entry
             d.drop_ahead()
+        ahead, d.ahead = d.ahead, None
         try:
             if ahead is not None:
                 res = await ahead[1]
