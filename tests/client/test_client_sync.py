@@ -70,10 +70,24 @@ def test_same_signatures_as_the_engine(engine: type, shell: type) -> None:
 
 def test_client_takes_connects_keywords() -> None:
     """The three ways to mount take the same arguments: NfsProcedures.connect,
-    AsyncNfsClient.connect (which passes them on) and Client()."""
+    AsyncNfsClient.connect (which passes them on) and Client(), all typed by the one
+    ConnectOptions list."""
     want = list(inspect.signature(NfsProcedures.connect).parameters.values())
     assert list(inspect.signature(AsyncNfsClient.connect).parameters.values()) == want
     assert list(inspect.signature(Client.__init__).parameters.values())[1:] == want  # self
+    assert str(want[-1]) == "**kw: 'Unpack[ConnectOptions]'"
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_unknown_connect_keyword_is_a_type_error(face: str) -> None:
+    """A misspelled keyword (``readonly`` for ``read_only``) is refused before any
+    connection is tried, as an explicit signature would: never silently ignored."""
+    kw = {"readonly": True}
+    with pytest.raises(TypeError, match="unexpected keyword argument 'readonly'"):
+        if face == "sync":
+            ferry.connect("nfs://127.0.0.1:9/x", **kw)  # type: ignore[call-arg]
+        else:
+            uvloop.run(AsyncNfsClient.connect("nfs://127.0.0.1:9/x", **kw))  # type: ignore[arg-type]
 
 
 def test_signature_check_sees_a_difference(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ files), ``paths`` (the os-like asyncio engine, holding ``nfs`` as ``client.nfs``
 
 from .aio import AsyncRpcClient, RpcOptions, RpcStats
 from .files import AsyncFile, FileOptions, FileStats
-from .nfs import AuthSys, NfsDirEntry, NfsProcedures, getport
+from .nfs import AuthSys, ConnectOptions, NfsDirEntry, NfsProcedures, getport
 from .opening import Opening
 from .paths import AsyncNfsClient, connect_async
 from .rpc import RpcClient
@@ -18,6 +18,7 @@ __all__ = [
     "AsyncRpcClient",
     "AuthSys",
     "Client",
+    "ConnectOptions",
     "FileOptions",
     "FileStats",
     "NfsDirEntry",

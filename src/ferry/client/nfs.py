@@ -34,8 +34,8 @@ import logging
 import os
 import socket
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, Self, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 from ferry.errors import GarbageReply, NfsError, XdrError
 from ferry.nfs3 import procedures
@@ -192,6 +192,47 @@ def _no_portmap(u: NfsUrl, exc: BaseException | None) -> str:
     )
 
 
+class UrlSettings(TypedDict, total=False):
+    """The keywords of ``connect`` that a URL's libnfs arguments can also give
+    (``url_keywords``); a keyword given (not None) wins over the URL's argument.
+
+    ``hard`` (default True: wait a server out, for at most ``retry_for`` seconds, 300 by
+    default) or soft (fail after ``retrans`` resends), ``timeout`` seconds before a call
+    is first resent (``client.retry``); ``rsize``/``wsize`` (the largest READ/WRITE),
+    ``readahead`` (bytes an open file reads ahead), ``attr_cache`` (seconds attributes
+    and lookups are cached) and ``read_only`` (refuse changes here)."""
+
+    hard: bool | None
+    timeout: float | None
+    retrans: int | None
+    retry_for: float | None
+    readahead: int | None
+    rsize: int | None
+    wsize: int | None
+    attr_cache: float | None
+    read_only: bool | None
+
+
+class ConnectOptions(UrlSettings, total=False):
+    """Every keyword of ``connect`` (``NfsProcedures.connect``, ``AsyncNfsClient.connect``,
+    ``Client``, ``ferry.connect``): one list, so the faces cannot drift apart.
+
+    ``export`` (the export to MNT, when the URL's path alone does not say), ``auth``
+    (``AuthSys``: uid, gid, groups; default the URL's or this process's), ``options``
+    (``RpcOptions``: the transport in full), ``servers`` (further servers of the same
+    store, ``"host[:port]"`` each, tried after the URL's own), and ``UrlSettings``."""
+
+    export: str | None
+    auth: AuthSys | None
+    options: RpcOptions | None
+    servers: str | Iterable[str]
+
+
+def settings_given(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``UrlSettings`` in ``given`` that were given (not None)."""
+    return {k: given[k] for k in UrlSettings.__annotations__ if given.get(k) is not None}
+
+
 def url_keywords(u: NfsUrl) -> dict[str, Any]:
     """``connect``'s keywords that a URL's libnfs arguments stand for (docs/urls.md)."""
     kw = retry.url_policy(u)
@@ -235,45 +276,17 @@ class NfsProcedures:
     # -- connecting ------------------------------------------------------------------------
 
     @classmethod
-    async def connect(
-        cls,
-        url: str | NfsUrl,
-        *,
-        export: str | None = None,
-        auth: AuthSys | None = None,
-        options: RpcOptions | None = None,
-        rsize: int | None = None,
-        wsize: int | None = None,
-        attr_cache: float | None = None,
-        servers: str | Iterable[str] = (),
-        hard: bool | None = None,
-        timeout: float | None = None,
-        retrans: int | None = None,
-        retry_for: float | None = None,
-        readahead: int | None = None,
-        read_only: bool | None = None,
-    ) -> Self:
-        """Resolve ports, MNT the export, FSINFO the root; see ``client.url`` for the rules.
-        With several servers, in the URL and/or ``servers`` (``"host[:port]"`` items, added
-        after the URL's), the connections fail over between them.
-
-        What to do when the server stops answering: ``hard`` (default True: wait it out,
-        for at most ``retry_for`` seconds, 300 by default) or soft (fail after ``retrans``
-        resends), ``timeout`` seconds before a call is first resent (``client.retry``);
-        ``options`` (``RpcOptions``) sets the transport in full. ``rsize``/``wsize`` (the
-        largest READ/WRITE), ``readahead`` (bytes an open file reads ahead), ``attr_cache``
-        (seconds attributes and lookups are cached) and ``read_only`` (refuse changes
-        here); each keyword wins over the URL's argument of the same meaning."""
-        u = (parse_url(url) if isinstance(url, str) else url).with_servers(servers)
-        given = {
-            "hard": hard, "timeout": timeout, "retrans": retrans, "retry_for": retry_for,
-            "readahead": readahead, "read_only": read_only, "attr_cache": attr_cache,
-            "rsize": rsize, "wsize": wsize,
-        }  # fmt: skip
-        kw = {**url_keywords(u), **{k: v for k, v in given.items() if v is not None}}
-        options = retry.resolve(options, **{k: kw.get(k) for k in retry.SETTINGS})
+    async def connect(cls, url: str | NfsUrl, **kw: Unpack[ConnectOptions]) -> Self:
+        """Resolve ports, MNT the export, FSINFO the root; see ``client.url`` for the rules
+        and ``ConnectOptions`` for the keywords. With several servers, in the URL and/or
+        ``servers``, the connections fail over between them."""
+        if unknown := sorted(kw.keys() - ConnectOptions.__annotations__.keys()):
+            raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
+        u = (parse_url(url) if isinstance(url, str) else url).with_servers(kw.get("servers", ()))
+        settings = {**url_keywords(u), **settings_given(kw)}
+        options = retry.resolve(kw.get("options"), **{k: settings.get(k) for k in retry.SETTINGS})
         base = AuthSys()
-        auth = auth or AuthSys(
+        auth = kw.get("auth") or AuthSys(
             base.uid if u.uid is None else u.uid, base.gid if u.gid is None else u.gid
         )
         ports = await server_ports(u, options)
@@ -286,11 +299,13 @@ class NfsProcedures:
             if mnt != nfs:
                 mount_rpc = AsyncRpcClient(*mnt[0], options, fallbacks=mnt[1:])
                 await mount_rpc.connect()
-            root, exp, sub = await mount_export(mount_rpc, auth.credential(), u.path, export)
-            client = cls(rpc, mount_rpc, root, exp, auth, sub, kw.get("attr_cache", 1.0))
-            client.read_only = bool(kw.get("read_only"))
-            await client._negotiate(kw.get("rsize"), kw.get("wsize"))
-            client.readahead = kw.get("readahead")
+            root, exp, sub = await mount_export(
+                mount_rpc, auth.credential(), u.path, kw.get("export")
+            )
+            client = cls(rpc, mount_rpc, root, exp, auth, sub, settings.get("attr_cache", 1.0))
+            client.read_only = bool(settings.get("read_only"))
+            await client._negotiate(settings.get("rsize"), settings.get("wsize"))
+            client.readahead = settings.get("readahead")
             await client._enter_subdir(u.path)
         except BaseException:
             await rpc.close()

@@ -19,18 +19,18 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
-from typing import Any, Self
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Self, Unpack
 
 from ferry.errors import NfsError
 from ferry.nfs3 import types as t
 from ferry.nfs3.const import Access, CreateMode, Ftype3, Nfsstat3
 from ferry.vocab import Attr, SetAttr
 
-from .aio import AsyncRpcClient, RpcOptions, RpcStats
+from .aio import AsyncRpcClient, RpcStats
 from .buffers import ChunkBuffers
 from .files import AsyncFile, FileOptions, OpenMode, read_all, write_all
-from .nfs import MAX_DIR_PAGES, AuthSys, NfsDirEntry, NfsProcedures, _parts, _str
+from .nfs import MAX_DIR_PAGES, ConnectOptions, NfsDirEntry, NfsProcedures, _parts, _str
 from .opening import Opening
 from .url import NfsUrl
 
@@ -60,42 +60,9 @@ class AsyncNfsClient:
         self.file_options = file_options or FileOptions()
 
     @classmethod
-    async def connect(
-        cls,
-        url: str | NfsUrl,
-        *,
-        export: str | None = None,
-        auth: AuthSys | None = None,
-        options: RpcOptions | None = None,
-        rsize: int | None = None,
-        wsize: int | None = None,
-        attr_cache: float | None = None,
-        servers: str | Iterable[str] = (),
-        hard: bool | None = None,
-        timeout: float | None = None,
-        retrans: int | None = None,
-        retry_for: float | None = None,
-        readahead: int | None = None,
-        read_only: bool | None = None,
-    ) -> Self:
+    async def connect(cls, url: str | NfsUrl, **kw: Unpack[ConnectOptions]) -> Self:
         """Mount ``url``: ``NfsProcedures.connect`` (its keywords), wrapped for paths."""
-        nfs = await NfsProcedures.connect(
-            url,
-            export=export,
-            auth=auth,
-            options=options,
-            rsize=rsize,
-            wsize=wsize,
-            attr_cache=attr_cache,
-            servers=servers,
-            hard=hard,
-            timeout=timeout,
-            retrans=retrans,
-            retry_for=retry_for,
-            readahead=readahead,
-            read_only=read_only,
-        )
-        return cls(nfs)
+        return cls(await NfsProcedures.connect(url, **kw))
 
     async def close(self) -> None:
         """Unmount and close the connections (``NfsProcedures.close``)."""
@@ -504,7 +471,7 @@ class AsyncNfsClient:
             raise PermissionError(13, "permission denied", path)
 
 
-def connect_async(url: str | NfsUrl, **kw: Any) -> Opening[AsyncNfsClient]:
+def connect_async(url: str | NfsUrl, **kw: Unpack[ConnectOptions]) -> Opening[AsyncNfsClient]:
     """Mount ``url`` with the asyncio client; ``connect``'s keywords. Use it as
     ``async with connect_async(url) as c:`` (closed on the way out), or
     ``c = await connect_async(url)`` and ``await c.close()`` when done."""

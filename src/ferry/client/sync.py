@@ -11,14 +11,13 @@ the standard io layers) and ``nfs``, the blocking procedure calls (``SyncProcedu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, Any, Unpack
 
 from . import fileio
-from .aio import RpcOptions, RpcStats
+from .aio import RpcStats
 from .files import AsyncFile
 from .loopthread import LoopThread
-from .nfs import AuthSys, NfsProcedures
+from .nfs import ConnectOptions, NfsProcedures
 from .opening import Opening
 from .paths import AsyncNfsClient
 from .sync_calls import ClientCalls, ProcedureCalls
@@ -55,44 +54,10 @@ class Client(ClientCalls):
     ``os``); the procedure calls on file handles are ``c.nfs`` (``c.nfs.mkdir(dirfh,
     name, attrs)``)."""
 
-    def __init__(
-        self,
-        url: str | NfsUrl,
-        *,
-        export: str | None = None,
-        auth: AuthSys | None = None,
-        options: RpcOptions | None = None,
-        rsize: int | None = None,
-        wsize: int | None = None,
-        attr_cache: float | None = None,
-        servers: str | Iterable[str] = (),
-        hard: bool | None = None,
-        timeout: float | None = None,
-        retrans: int | None = None,
-        retry_for: float | None = None,
-        readahead: int | None = None,
-        read_only: bool | None = None,
-    ) -> None:
+    def __init__(self, url: str | NfsUrl, **kw: Unpack[ConnectOptions]) -> None:
         self._loop = LoopThread()
         try:
-            self._engine: AsyncNfsClient = self._loop.run(
-                AsyncNfsClient.connect(
-                    url,
-                    export=export,
-                    auth=auth,
-                    options=options,
-                    rsize=rsize,
-                    wsize=wsize,
-                    attr_cache=attr_cache,
-                    servers=servers,
-                    hard=hard,
-                    timeout=timeout,
-                    retrans=retrans,
-                    retry_for=retry_for,
-                    readahead=readahead,
-                    read_only=read_only,
-                )
-            )
+            self._engine: AsyncNfsClient = self._loop.run(AsyncNfsClient.connect(url, **kw))
         except BaseException:
             self._loop.stop()
             raise
@@ -159,7 +124,7 @@ async def _opened(opening: Opening[AsyncFile]) -> AsyncFile:
     return await opening
 
 
-def connect(url: str | NfsUrl, **kw: Any) -> Client:
+def connect(url: str | NfsUrl, **kw: Unpack[ConnectOptions]) -> Client:
     """Mount ``url`` (``nfs://host[:port]/export/path?...``) and return a blocking Client.
 
     Keywords are ``Client``'s (``AsyncNfsClient.connect``'s): ``export``, ``auth``,

@@ -43,7 +43,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from ferry.client import AsyncFile, AsyncNfsClient, AsyncRpcClient, NfsUrl, parse_url, retry
 from ferry.client.exports import list_exports, mount_export
 from ferry.client.files import OpenMode, read_all
-from ferry.client.nfs import AuthSys, server_ports, url_keywords
+from ferry.client.nfs import AuthSys, server_ports, settings_given, url_keywords
 from ferry.client.url import normalise_path, server_name
 from ferry.errors import NfsError, NoSuchExport
 from ferry.nfs3.const import CreateMode, Ftype3, Nfsstat3
@@ -137,7 +137,7 @@ class NfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             "readahead": readahead, "rsize": rsize, "wsize": wsize, "attr_cache": attr_cache,
             "read_only": read_only,
         }  # fmt: skip
-        self.client_options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        self.client_options: dict[str, Any] = settings_given(given)
         self.traverse = auto_traverse_mounts
         self.loop = get_loop()
         self._exports: list[str] | None = [normalise_path(export)] if export else None
