@@ -5,7 +5,8 @@ rows): the event loop's read callback, the protocol work inside it, and the rest
 adapter with no protocol work.
 
 Three servers, each in a process of its own, measured one after the other under the same
-load (``pipeline.py``, prebuilt calls), alternating over ``--repeat`` rounds:
+load (``pipeline.py``, prebuilt calls; READ: the same 4 KiB of a cached file), alternating
+over ``--repeat`` rounds:
 
 * ``ferry``: ``ferry serve DIR --workers 1`` (one loop: the default runs one per CPU, and a
   connection is served by one of them), timed from inside: ``RpcStreamProtocol.
@@ -19,7 +20,7 @@ load (``pipeline.py``, prebuilt calls), alternating over ``--repeat`` rounds:
 Server CPU per call comes from ``/proc`` (user + system, all threads). On a shared machine
 every figure swings: compare the rows of one run, not runs of different minutes.
 
-    python benchmarks/loop_cost.py [--ops GETATTR,LOOKUP,ACCESS] [--shapes 1x1,8x1]
+    python benchmarks/loop_cost.py [--ops GETATTR,LOOKUP,ACCESS,READ] [--shapes 1x1,8x1]
                                    [--seconds 2] [--repeat 3]
 """
 
@@ -182,10 +183,22 @@ def servers(work: Path) -> Iterator[list[Server]]:
 
 
 def calls_for(server: Server, export: Path) -> dict[str, bytes]:
-    from userpath import Target, _prepare_calls
+    """The prebuilt calls of ``userpath``, and READ: 4 KiB of a file in the page cache (the
+    same 4 KiB every time: libnfs_io.py's pattern, one READ at a time, without its walk
+    through the file)."""
+    from rawclient import RawClient, nfs_lookup
+    from userpath import Target, _prepare_calls, call, opaque
+
+    from ferry.nfs3.const import NfsProc
 
     t = Target("ferry", None, ("127.0.0.1", server.port), lambda: [], lambda: None, export)
     _prepare_calls(t, server.port)
+    (export / "data.bin").write_bytes(bytes(range(256)) * 64)
+    with contextlib.closing(RawClient(server.port)) as c:
+        fh = nfs_lookup(c, c.mount(str(export)), "data.bin")[1]
+    assert fh is not None
+    offset_count = (0).to_bytes(8, "big") + (4096).to_bytes(4, "big")
+    t.calls["READ"] = call(NfsProc.READ, opaque(fh), offset_count)
     return t.calls
 
 

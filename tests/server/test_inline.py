@@ -29,6 +29,7 @@ from rawclient import (
 )
 from servers import export_config
 
+from ferry import segment
 from ferry.backends import LocalBackend, MemoryBackend
 from ferry.backends.base import Attr, FileId, SetAttr
 from ferry.backends.wrappers import ReadOnly
@@ -38,6 +39,7 @@ from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfs
 from ferry.rpc.dispatch import Dispatcher
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.rpc.record import frame_bytes
+from ferry.segment import FileSegment
 from ferry.server.aio import AsyncServer, Limits
 from ferry.server.app import App, build_app
 from ferry.server.config import from_dict
@@ -330,22 +332,75 @@ def test_read_nowait_would_block_when_the_kernel_would_wait(
     backend.close()
 
 
+def test_read_segment_nowait_leaves_cached_data_in_the_file(tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    data = os.urandom(100_000)
+    (root / "f").write_bytes(data)
+    backend = LocalBackend(str(root), state_dir=tmp_path / "state")
+    fid = backend.lookup(backend.root(), b"f")
+    with open(root / "f", "rb") as f:
+        f.read()  # all cached
+    seg, eof = backend.read_segment_nowait(fid, 1000, 65536)
+    assert isinstance(seg, FileSegment) and (seg.offset, seg.count, eof) == (1000, 65536, False)
+    assert bytes(seg.read()) == data[1000:66536]
+    seg, eof = backend.read_segment_nowait(fid, 50_000, 65536)  # cut at the end of file
+    assert isinstance(seg, FileSegment) and (seg.count, eof) == (50_000, True)
+    assert bytes(seg.read()) == data[50_000:]
+    tail, eof = backend.read_segment_nowait(fid, 90_000, 65536)  # short: copied
+    assert (bytes(tail), eof) == (data[90_000:], True)  # type: ignore[arg-type]
+    tail, eof = backend.read_segment_nowait(fid, 200_000, 65536)
+    assert (bytes(tail), eof) == (b"", True)  # type: ignore[arg-type]
+    backend.close()
+
+
+def test_read_segment_nowait_would_block_unless_all_pages_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(os.urandom(100_000))
+    backend = LocalBackend(str(root), state_dir=tmp_path / "state")
+    fid = backend.lookup(backend.root(), b"f")
+    fd = os.open(root / "f", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages: dropped
+        os.pread(fd, 4096, 0)  # the first page (and maybe readahead) cached again
+    finally:
+        os.close(fd)
+    with pytest.raises(WouldBlock):
+        backend.read_segment_nowait(fid, 90_000 - 65536, 65536)
+    monkeypatch.setattr(segment.page_cache, "_syscall", None)  # a kernel that cannot tell
+    with pytest.raises(WouldBlock):
+        backend.read_segment_nowait(fid, 0, 65536)
+    backend.close()
+
+
 class ReadsSeen:
-    """Records which thread ran each ``read_nowait`` and ``read_segment`` of a backend;
-    ``read_nowait`` says WouldBlock while ``cold`` is set."""
+    """Records which thread ran each ``read_nowait``, ``read_segment_nowait`` and
+    ``read_segment`` of a backend; the nowait ones say WouldBlock while ``cold`` is set."""
 
     def __init__(self, backend: LocalBackend) -> None:
         self.nowait, self.segment = backend.read_nowait, backend.read_segment
+        self.segment_nowait = backend.read_segment_nowait
         self.cold = False
         self.calls: list[tuple[str, str]] = []
         backend.read_nowait = self.read_nowait  # type: ignore[method-assign]
         backend.read_segment = self.read_segment  # type: ignore[method-assign]
+        backend.read_segment_nowait = self.read_segment_nowait  # type: ignore[method-assign]
 
     def read_nowait(self, fid: FileId, offset: int, count: int) -> tuple[memoryview, bool]:
         self.calls.append(("nowait", threading.current_thread().name))
         if self.cold:
             raise WouldBlock
         return self.nowait(fid, offset, count)
+
+    def read_segment_nowait(self, fid: FileId, offset: int, count: int) -> tuple[object, bool]:
+        self.calls.append(("segment_nowait", threading.current_thread().name))
+        if self.cold:
+            raise WouldBlock
+        return self.segment_nowait(fid, offset, count)  # type: ignore[return-value]
 
     def read_segment(self, fid: FileId, offset: int, count: int) -> tuple[object, bool]:
         self.calls.append(("segment", threading.current_thread().name))
@@ -357,7 +412,7 @@ class ReadsSeen:
 
 
 @pytest.mark.timeout(60)
-def test_small_reads_run_on_the_loop_and_on_a_thread_when_they_would_wait(
+def test_reads_run_on_the_loop_and_on_a_thread_when_they_would_wait(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "export"
@@ -376,9 +431,13 @@ def test_small_reads_run_on_the_loop_and_on_a_thread_when_they_would_wait(
         seen.cold = True  # not in the page cache: tried on the loop, then read on a thread
         assert nfs_read(c, fh, 8192, 4096) == (Nfsstat3.OK, data[8192:12288])
         assert seen.take() == [("nowait", "loop"), ("segment", "thread")]
-        seen.cold = False  # a big READ goes to a thread at once (sendfile from there)
+        assert nfs_read(c, fh, 0, 65536) == (Nfsstat3.OK, data[:65536])  # a big one too
+        assert seen.take() == [("segment_nowait", "loop"), ("segment", "thread")]
+        seen.cold = False  # a big READ of cached data: sent with sendfile from the loop
         assert nfs_read(c, fh, 0, 65536) == (Nfsstat3.OK, data[:65536])
-        assert seen.take() == [("segment", "thread")]
-        assert nfs_read(c, fh, 199_000, 4096) == (Nfsstat3.OK, data[199_000:])  # the end
+        assert seen.take() == [("segment_nowait", "loop")]
+        assert nfs_read(c, fh, 150_000, 65536) == (Nfsstat3.OK, data[150_000:])  # the end
+        assert seen.take() == [("segment_nowait", "loop")]
+        assert nfs_read(c, fh, 199_000, 4096) == (Nfsstat3.OK, data[199_000:])
         assert seen.take() == [("nowait", "loop")]
         c.close()

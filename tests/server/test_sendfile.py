@@ -26,7 +26,7 @@ import pytest
 from harness import start_model, stop_checked
 from rawclient import RawClient, local_config, nfs_lookup, parse_reply, serve_in_thread
 
-from ferry import loops
+from ferry import loops, segment
 from ferry.backends.local import SENDFILE_MIN, LocalBackend
 from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
 from ferry.nfs3.results import unpack_read_res
@@ -46,7 +46,6 @@ from ferry.rpc.drc import DuplicateRequestCache
 from ferry.rpc.message import NULL_AUTH, AcceptStat, CallHeader
 from ferry.rpc.record import frame, frame_bytes
 from ferry.segment import FileSegment, Part, SegmentShrank, materialize
-from ferry.server import aiosend
 from ferry.server.aiosend import settle, write_reply
 from ferry.server.app import build_app
 from ferry.server.blocking import serve_connection
@@ -193,15 +192,8 @@ def expect_cut_when_shrinking(
 ) -> None:
     """A 1 MiB READ whose file is cut to half once its segment is taken: the client gets a
     record mark for the whole, then fewer bytes and a closed connection; the server logs it."""
-    original = LocalBackend.read_segment
-
-    def shrinking(self: LocalBackend, fid: int, offset: int, count: int) -> object:
-        data, eof = original(self, fid, offset, count)
-        if isinstance(data, FileSegment):
-            os.ftruncate(data.fd, offset + data.count // 2)
-        return data, eof
-
-    monkeypatch.setattr(LocalBackend, "read_segment", shrinking)
+    for name in ("read_segment", "read_segment_nowait"):  # on a call thread, on the loop
+        monkeypatch.setattr(LocalBackend, name, _shrinking(getattr(LocalBackend, name)))
     caplog.set_level(logging.INFO, logger="ferry.server")
     with server as (port, export), contextlib.closing(RawClient(port)) as c:
         root = c.mount(str(export))
@@ -215,6 +207,16 @@ def expect_cut_when_shrinking(
                 got += len(chunk)
         assert mark & 0x80000000 and got < (mark & 0x7FFFFFFF)
     assert "file shrank by" in caplog.text
+
+
+def _shrinking(read: Callable[..., tuple[object, bool]]) -> Callable[..., tuple[object, bool]]:
+    def shrinking(self: LocalBackend, fid: int, offset: int, count: int) -> tuple[object, bool]:
+        data, eof = read(self, fid, offset, count)
+        if isinstance(data, FileSegment):
+            os.ftruncate(data.fd, offset + data.count // 2)
+        return data, eof
+
+    return shrinking
 
 
 # -- in process: the async server on a loopback port --------------------------------------
@@ -540,7 +542,7 @@ def test_settle_keeps_cached_segments_and_reads_the_others(tmp_path: Path) -> No
 def test_settle_copies_where_the_cache_cannot_be_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(aiosend._page_cache, "_syscall", None)
+    monkeypatch.setattr(segment.page_cache, "_syscall", None)
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
     seg = FileSegment(os.open(path, os.O_RDONLY), 2, 5)

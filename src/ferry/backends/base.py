@@ -182,6 +182,16 @@ class Backend(abc.ABC):
         (hot; the default always raises it, so the READ runs on a call thread)."""
         raise WouldBlock
 
+    def read_segment_nowait(
+        self, fid: FileId, offset: int, count: int
+    ) -> tuple[bytes | memoryview | FileSegment, bool]:
+        """Like ``read_segment``, on the event loop, for READs bigger than a few pages: a
+        segment only if the page cache holds all of it (the loop sends it with
+        ``sendfile``, which would wait for the disk otherwise: ``FileSegment.cached``),
+        ``WouldBlock`` instead of waiting or of a long copy (hot; the default always raises
+        it, so the READ runs on a call thread)."""
+        raise WouldBlock
+
     @abc.abstractmethod
     def write(self, fid: FileId, offset: int, data: memoryview, stable: StableHow) -> StableHow:
         """Write all of ``data`` at ``offset`` (hot). With ``DATA_SYNC``/``FILE_SYNC`` the data

@@ -43,7 +43,7 @@ from ferry.backends.base import (
     SetAttr,
 )
 from ferry.errors import NfsError, WouldBlock
-from ferry.segment import FileSegment
+from ferry.segment import FileSegment, page_cache
 from ferry.vocab import MKNOD_TYPES, S_IFMT_OF, Ftype3, Nfsstat3, StableHow
 
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -52,6 +52,23 @@ SENDFILE_MIN = 32 * 1024
 """READs shorter than this are copied rather than left in the file (``read_segment``)."""
 _WOULD_WAIT = (errno.EAGAIN, errno.EOPNOTSUPP)
 """``preadv(RWF_NOWAIT)`` errors that mean "not without waiting" (``read_nowait``)."""
+
+
+def _pread_nowait(fd: int, count: int, offset: int) -> memoryview:
+    """``count`` bytes (all there: the caller cut it at the end of file) from the page
+    cache with ``preadv(RWF_NOWAIT)``; ``WouldBlock`` when any page is not cached (EAGAIN,
+    or a short read: the rest is not, or the file shrank) or the file system cannot read
+    without waiting (EOPNOTSUPP)."""
+    buf = bytearray(count)
+    try:
+        n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT) if count else 0
+    except OSError as exc:
+        if exc.errno in _WOULD_WAIT:
+            raise WouldBlock from exc
+        raise
+    if n < count:
+        raise WouldBlock
+    return memoryview(buf)
 
 
 def _check_name(name: bytes, dots: Nfsstat3 = Nfsstat3.INVAL) -> None:
@@ -306,31 +323,42 @@ class LocalBackend(Backend):
         try:
             st = self._fstat_linked(lease.fd, fid)
             count = max(0, min(count, st.st_size - offset))
-            buf = bytearray(count)
-            try:
-                n = os.preadv(lease.fd, [buf], offset, os.RWF_NOWAIT) if count else 0
-            except OSError as exc:
-                if exc.errno in _WOULD_WAIT:
-                    raise WouldBlock from exc
-                raise
+            data = _pread_nowait(lease.fd, count, offset)
         finally:
             self._fds.release(lease)
-        if n < count:  # part of the range is not cached (or the file shrank): wait there
-            raise WouldBlock
-        return memoryview(buf), offset + n >= st.st_size
+        return data, offset + count >= st.st_size
 
     def read_segment(
         self, fid: FileId, offset: int, count: int
-    ) -> tuple[bytes | FileSegment, bool]:
+    ) -> tuple[bytes | memoryview | FileSegment, bool]:
         """The size first, so the segment promises only bytes the file has; small reads
         are copied (a duplicate descriptor and a second send would cost more)."""
+        return self._segment(fid, offset, count, nowait=False)
+
+    def read_segment_nowait(
+        self, fid: FileId, offset: int, count: int
+    ) -> tuple[bytes | memoryview | FileSegment, bool]:
+        """``read_segment`` on the event loop: a segment only if the page cache holds all
+        of it (``sendfile`` from the loop must not wait for the disk), a small read with
+        ``RWF_NOWAIT``; ``WouldBlock`` otherwise."""
+        return self._segment(fid, offset, count, nowait=True)
+
+    def _segment(
+        self, fid: FileId, offset: int, count: int, nowait: bool
+    ) -> tuple[bytes | memoryview | FileSegment, bool]:
         lease = self._lease(fid, writable=False)
         try:
             st = self._fstat_linked(lease.fd, fid)
             count = max(0, min(count, st.st_size - offset))
             if count < SENDFILE_MIN:
-                data = os.pread(lease.fd, count, offset)
+                data = (
+                    _pread_nowait(lease.fd, count, offset)
+                    if nowait
+                    else os.pread(lease.fd, count, offset)
+                )
                 return data, offset + len(data) >= st.st_size
+            if nowait and not page_cache.holds(lease.fd, offset, count):
+                raise WouldBlock
             return FileSegment(os.dup(lease.fd), offset, count), offset + count >= st.st_size
         finally:
             self._fds.release(lease)

@@ -71,6 +71,11 @@ class ReadOnly(ReadOnlyBackend):
     def read_nowait(self, fid: FileId, offset: int, count: int) -> tuple[bytes | memoryview, bool]:
         return self.inner.read_nowait(fid, offset, count)
 
+    def read_segment_nowait(
+        self, fid: FileId, offset: int, count: int
+    ) -> tuple[bytes | memoryview | FileSegment, bool]:
+        return self.inner.read_segment_nowait(fid, offset, count)
+
     def fsstat(self, fid: FileId) -> FsStat:
         return self.inner.fsstat(fid)
 

@@ -24,7 +24,7 @@ from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.readdir import MIN_RESOK, DirListingCache
 from ferry.rpc.auth import Credentials
-from ferry.rpc.dispatch import CallContext
+from ferry.rpc.dispatch import CallContext, Transport
 from ferry.segment import FileSegment
 from ferry.vocab import Attr, FileId, SetAttr
 
@@ -33,8 +33,8 @@ T = TypeVar("T")
 PREF_IO = MAX_IO
 MAX_FILE_SIZE = (1 << 63) - 1
 NOWAIT_READ_MAX = 32 * 1024
-"""Largest READ tried on the event loop (``Transport.nowait``): a copy of a few pages
-costs less than two thread hops; bigger READs go by ``sendfile`` from a call thread."""
+"""Largest READ copied on the event loop (``Transport.nowait``): a copy of a few pages
+costs less than two thread hops; bigger READs are left in the file for ``sendfile``."""
 _DOTS = (b".", b"..")
 
 
@@ -263,23 +263,14 @@ class Nfs3Service:
         return t.ReadlinkRes(attr, call_backend(lambda: target.backend.readlink(target.fid)))
 
     def read(self, args: t.ReadArgs, ctx: CallContext) -> t.ReadRes | t.ReadSegmentRes:
-        if ctx.transport.nowait and args.count > NOWAIT_READ_MAX:
-            raise WouldBlock  # a big READ: its data goes by sendfile from a call thread
         target = self.resolve(args.file, ctx)
         attr = self.attrs(target)
         _check_file_io(target, attr, R)
         count = min(args.count, _max_io(ctx))
         if args.offset > MAX_FILE_SIZE:
             return t.ReadRes(attr, 0, True, b"")  # past any possible end of file
-        backend, fid, offset = target.backend, target.fid, args.offset
-        how = ctx.transport
-        read = (
-            backend.read_nowait  # on the event loop: WouldBlock sends it to a call thread
-            if how.nowait
-            else backend.read_segment
-            if how.sendfile
-            else backend.read
-        )
+        fid, offset = target.fid, args.offset
+        read = _reader(target.backend, ctx.transport, count)
         data, eof = call_backend(lambda: read(fid, offset, count))
         if eof or len(data) < count:
             attr = self.attrs(target)  # should this fail, a segment closes when collected
@@ -552,6 +543,24 @@ class Nfs3Service:
         verf = self.verifier(target)  # before: the data committed is what it covers
         call_backend(lambda: target.backend.commit(target.fid, args.offset, args.count))
         return t.CommitRes(t.Wcc(before, self.try_attrs(target)), verf)
+
+
+def _would_block(fid: FileId, offset: int, count: int) -> tuple[bytes, bool]:
+    raise WouldBlock
+
+
+def _reader(
+    backend: Backend, how: Transport, count: int
+) -> Callable[[FileId, int, int], tuple[bytes | memoryview | FileSegment, bool]]:
+    """The backend's read for this transport. On an event loop (``nowait``) a small READ is
+    copied from the page cache, a bigger one left in its file if the cache holds it all
+    (the loop sends it with ``sendfile``); either raises ``WouldBlock`` (run it on a call
+    thread) rather than wait for the disk."""
+    if how.nowait:
+        if count <= NOWAIT_READ_MAX:
+            return backend.read_nowait
+        return backend.read_segment_nowait if how.sendfile else _would_block
+    return backend.read_segment if how.sendfile else backend.read
 
 
 def _max_io(ctx: CallContext) -> int:

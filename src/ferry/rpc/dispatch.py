@@ -73,7 +73,7 @@ class Transport:
 
 TCP = Transport("tcp", None, False)
 TCP_SENDFILE = Transport("tcp", None, False, sendfile=True)
-TCP_NOWAIT = Transport("tcp", None, False, nowait=True)
+TCP_NOWAIT = Transport("tcp", None, False, sendfile=True, nowait=True)
 UDP = Transport("udp", 32 * 1024, True)
 """Linux's nfsd offers 32 KiB over UDP (RPCSVC_MAXPAYLOAD_UDP): a READ reply must fit one
 datagram (at most 65,507 bytes of IPv4 UDP payload), unfragmented would be better still."""

@@ -333,7 +333,7 @@ class AsyncServer:
         self, record: bytes | bytearray, peer: Address, tried: bool = False
     ) -> Reply | object:
         """Run a call on the loop (the protocol times it in the tripwire's lane). ``tried``
-        (a small READ): ``DEFERRED`` when it would wait on the disk (then ``submit`` it)."""
+        (a READ): ``DEFERRED`` when it would wait on the disk (then ``submit`` it)."""
         try:
             if tried:
                 return self.dispatcher.try_handle(record, peer)

@@ -15,66 +15,23 @@ after, in order. On the loop thread only, like every other use of the transport.
 
 The loop must never wait for the disk, and ``sendfile`` reads what the page cache lacks
 synchronously. So on the call thread, before a reply goes to the loop, ``settle`` reads
-into memory every segment whose pages are not all cached (Linux ``cachestat``, 6.5+: one
-system call of about 2 us per segment; a kernel without it gets copies, as before).
+into memory every segment whose pages are not all cached (``FileSegment.cached``; a kernel
+that cannot tell gets copies). A READ answered on the loop itself made its segment only
+after the same check (``Backend.read_segment_nowait``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import errno
-import mmap
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ferry.segment import Buffer, FileSegment, Part, SegmentShrank, close_segments
 
 __all__ = ["settle", "write_reply"]
 
 _NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # file system cannot: copy
-_PAGE = mmap.PAGESIZE
-_NR_CACHESTAT = 451  # Linux 6.5+; one number on every architecture but alpha (unistd.h)
-
-
-class _Range(ctypes.Structure):
-    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
-
-class _CacheStat(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_uint64)
-        for name in ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")
-    ]
-
-
-class _PageCache:
-    """Asks the kernel whether the page cache holds a file range (``cachestat``)."""
-
-    def __init__(self) -> None:
-        self._syscall: Callable[..., int] | None = None
-        if sys.platform == "linux":
-            with contextlib.suppress(OSError, AttributeError):
-                self._syscall = ctypes.CDLL(None, use_errno=True).syscall
-
-    def holds(self, fd: int, offset: int, count: int) -> bool:
-        """True if every page of the range is cached; False if not, or if the kernel
-        cannot tell (then never asked again)."""
-        syscall = self._syscall
-        if syscall is None:
-            return False
-        span, stat = _Range(offset, count), _CacheStat()
-        if syscall(_NR_CACHESTAT, fd, ctypes.byref(span), ctypes.byref(stat), 0) != 0:
-            if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):  # old kernel, or seccomp
-                self._syscall = None
-            return False
-        pages = (offset + count - 1) // _PAGE - offset // _PAGE + 1
-        return int(stat.nr_cache) >= pages
-
-
-_page_cache = _PageCache()
 
 
 def settle(parts: Sequence[Part] | None) -> Sequence[Part] | None:
@@ -86,9 +43,7 @@ def settle(parts: Sequence[Part] | None) -> Sequence[Part] | None:
 
 
 def _settled(segment: FileSegment) -> Part:
-    if segment.count and _page_cache.holds(segment.fd, segment.offset, segment.count):
-        return segment
-    return segment.read()
+    return segment if segment.cached() else segment.read()
 
 
 def write_reply(transport: asyncio.Transport, parts: Sequence[Part]) -> None:

@@ -12,19 +12,20 @@ that wait on no slow IO, and hands the rest to its threads:
   PATHCONF), when every export's backend says its metadata calls are prompt
   (``Backend.prompt_metadata``: the local and memory backends; not CephFS or S3, whose
   calls may wait on the network: CephFS runs its own inline calls under a ``Deadline``);
-* READs of up to 32 KiB (``READS``), when every backend can read without waiting
+* READs (``READS``), when every backend can read without waiting
   (``Backend.nowait_reads``: the local backend's ``preadv(RWF_NOWAIT)`` answers from the
   page cache or says it would wait, the memory backend's data is in memory): tried on
   the loop, and if the data is not all cached (``WouldBlock``) run again on a thread.
+  Up to 32 KiB are copied; bigger ones are sent from the file with ``sendfile`` only when
+  the page cache holds the whole range (``Backend.read_segment_nowait``).
 
-Everything else (bigger READs, WRITE, COMMIT, READDIR, READDIRPLUS, namespace changes,
-MOUNT MNT) goes to the threads: it may wait on a disk, or run long enough to hold up
-other clients.
+Everything else (WRITE, COMMIT, READDIR, READDIRPLUS, namespace changes, MOUNT MNT) goes
+to the threads: it may wait on a disk, or run long enough to hold up other clients.
 
 The guard: the loop serves every connection, so an inline call that blocks (a cold inode
 on a slow disk, a stuck device) stalls them all. Inline calls run under a ``Tripwire``:
 once one has taken longer than ``TRIP`` seconds, metadata calls (still watched there,
-with the longer limit ``STUCK``) and small READs go to the threads until none has been
+with the longer limit ``STUCK``) and READs go to the threads until none has been
 slow for ``QUIET`` seconds. One slow call at a time is the price; a disk that stays
 stuck keeps them on the threads. ``TRIP`` is above Python's GIL switch interval (5 ms),
 so a call that only waited for the GIL does not trip it.
@@ -120,7 +121,7 @@ class InlinePolicy:
     @classmethod
     def for_backends(cls, enabled: bool, backends: Iterable[Backend]) -> InlinePolicy:
         """The policy of a server of these backends: off, calls without a backend only, or
-        those, metadata when every backend is prompt and small READs tried when every
+        those, metadata when every backend is prompt and READs tried when every
         backend reads without waiting."""
         if not enabled:
             return cls()
