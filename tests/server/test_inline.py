@@ -15,15 +15,18 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from rawclient import (
     RawClient,
     local_config,
+    nfs_commit,
     nfs_getattr,
     nfs_lookup,
     nfs_read,
+    nfs_write,
     parse_reply,
     serve_in_thread,
 )
@@ -34,7 +37,14 @@ from ferry.backends.base import Attr, FileId, SetAttr
 from ferry.backends.wrappers import ReadOnly
 from ferry.cli.main import _parser, server_config
 from ferry.errors import WouldBlock
-from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
+from ferry.nfs3.const import (
+    MOUNT_PROGRAM,
+    NFS_PROGRAM,
+    MountProc,
+    NfsProc,
+    Nfsstat3,
+    StableHow,
+)
 from ferry.rpc.dispatch import Dispatcher
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.rpc.record import frame_bytes
@@ -49,6 +59,7 @@ from ferry.server.inline import (
     THREAD,
     TRY,
     WATCHED,
+    WRITES,
     InlinePolicy,
 )
 from ferry.tripwire import Tripwire
@@ -59,6 +70,7 @@ class Remote(MemoryBackend):
 
     prompt_metadata = False
     nowait_reads = False
+    prompt_writes = False
 
 
 def record(prog: int, vers: int, proc: int) -> bytes:
@@ -73,9 +85,10 @@ def test_prompt_backends_get_metadata_inline_and_data_on_threads() -> None:
     policy = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(MemoryBackend())])
     inline = {p for p in NfsProc if policy.route(NFS[p]) == INLINE}
     assert inline == {NfsProc.NULL, *(proc for _, _, proc in METADATA)}
-    for proc in (NfsProc.WRITE, NfsProc.COMMIT, NfsProc.READDIRPLUS):
+    for proc in (NfsProc.COMMIT, NfsProc.READDIRPLUS, NfsProc.CREATE):
         assert policy.route(NFS[proc]) == THREAD
     assert policy.route(NFS[NfsProc.READ]) == TRY  # on the loop unless it would wait
+    assert policy.route(NFS[NfsProc.WRITE]) == TRY  # on the loop unless stable or big
     assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.EXPORT)) == INLINE
     assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.MNT)) == THREAD  # resolves a path
     assert policy.route(record(PMAP_PROGRAM, 2, PmapProc.GETPORT)) == INLINE
@@ -96,13 +109,14 @@ def test_one_remote_backend_keeps_metadata_on_threads_and_off_means_off() -> Non
     mixed = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(Remote())])
     assert mixed.route(NFS[NfsProc.GETATTR]) == THREAD
     assert mixed.route(NFS[NfsProc.READ]) == THREAD
+    assert mixed.route(NFS[NfsProc.WRITE]) == THREAD
     assert mixed.route(NFS[NfsProc.NULL]) == INLINE  # touches no backend
     off = InlinePolicy.for_backends(False, [MemoryBackend()])
     assert {off.route(NFS[p]) for p in NfsProc} == {THREAD}
 
 
 def test_a_tripped_policy_watches_metadata_on_threads_until_quiet() -> None:
-    policy = InlinePolicy(NO_BACKEND, METADATA, READS, trip=0.02, quiet=0.3)
+    policy = InlinePolicy(NO_BACKEND, METADATA, READS | WRITES, trip=0.02, quiet=0.3)
     token = policy.wire.begin()
     time.sleep(0.05)
     policy.wire.end(token)  # a slow call: tripped
@@ -110,6 +124,7 @@ def test_a_tripped_policy_watches_metadata_on_threads_until_quiet() -> None:
     assert policy.route(NFS[NfsProc.GETATTR]) == WATCHED
     assert policy.route(NFS[NfsProc.NULL]) == INLINE
     assert policy.route(NFS[NfsProc.READ]) == THREAD  # reads too: no tries on the loop
+    assert policy.route(NFS[NfsProc.WRITE]) == THREAD  # and writes
     time.sleep(0.4)
     assert policy.route(NFS[NfsProc.GETATTR]) == INLINE
     policy.close()
@@ -382,3 +397,73 @@ def test_small_reads_run_on_the_loop_and_on_a_thread_when_they_would_wait(
         assert nfs_read(c, fh, 199_000, 4096) == (Nfsstat3.OK, data[199_000:])  # the end
         assert seen.take() == [("nowait", "loop")]
         c.close()
+
+
+# -- small UNSTABLE WRITEs on the loop; stable and big ones on a call thread ------------------
+
+
+class WritesSeen:
+    """Records (stable, thread) of every ``write`` and ``commit`` of a backend, and whether
+    the file was synced by the time each returned."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.write, self.commit = backend.write, backend.commit
+        self.calls: list[tuple[str, str]] = []
+        backend.write = self.seen_write  # type: ignore[method-assign]
+        backend.commit = self.seen_commit  # type: ignore[method-assign]
+
+    def seen_write(
+        self, fid: FileId, offset: int, data: memoryview, stable: StableHow
+    ) -> StableHow:
+        self.calls.append((stable.name, threading.current_thread().name))
+        return self.write(fid, offset, data, stable)
+
+    def seen_commit(self, fid: FileId, offset: int, count: int) -> None:
+        self.calls.append(("COMMIT", threading.current_thread().name))
+        self.commit(fid, offset, count)
+
+    def take(self) -> list[tuple[str, str]]:
+        calls, self.calls = self.calls, []
+        return [(how, "loop" if name == "ferry-loop" else "thread") for how, name in calls]
+
+
+@pytest.mark.timeout(60)
+def test_small_unstable_writes_run_on_the_loop_and_stable_or_big_ones_on_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"")
+    ino = (root / "f").stat().st_ino
+    synced: list[str] = []  # the syncs of f
+
+    def syncs(real: Callable[[int], None]) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            if os.fstat(fd).st_ino == ino:
+                synced.append(real.__name__)
+            real(fd)
+
+        return sync
+
+    monkeypatch.setattr(os, "fsync", syncs(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", syncs(os.fdatasync))
+    with serve_in_thread(local_config(root, tmp_path / "state", root_squash=False)) as srv:
+        backend = srv.app.exports[0].backend
+        assert isinstance(backend, LocalBackend) and LocalBackend.prompt_writes
+        seen = WritesSeen(backend)
+        c = srv.client()
+        fh = nfs_lookup(c, c.mount(str(root)), "f")[1]
+        assert fh is not None
+        status, verf = nfs_write(c, fh, b"a" * 4096, 0, StableHow.UNSTABLE)
+        assert status == Nfsstat3.OK and seen.take() == [("UNSTABLE", "loop")] and not synced
+        for stable in (StableHow.DATA_SYNC, StableHow.FILE_SYNC):  # they sync: not on the loop
+            assert nfs_write(c, fh, b"b" * 100, 4096, stable) == (Nfsstat3.OK, verf)
+            assert seen.take() == [(stable.name, "thread")]
+        assert synced == ["fdatasync", "fsync"]
+        big = os.urandom(65536)  # past NOWAIT_WRITE_MAX: copied on a thread
+        assert nfs_write(c, fh, big, 8192, StableHow.UNSTABLE) == (Nfsstat3.OK, verf)
+        assert seen.take() == [("UNSTABLE", "thread")]
+        assert nfs_commit(c, fh) == (Nfsstat3.OK, verf)  # the same verifier throughout
+        assert seen.take() == [("COMMIT", "thread")]
+        c.close()
+    assert (root / "f").read_bytes() == b"a" * 4096 + b"b" * 100 + bytes(4096 - 100) + big

@@ -15,18 +15,24 @@ that wait on no slow IO, and hands the rest to its threads:
 * READs of up to 32 KiB (``READS``), when every backend can read without waiting
   (``Backend.nowait_reads``: the local backend's ``preadv(RWF_NOWAIT)`` answers from the
   page cache or says it would wait, the memory backend's data is in memory): tried on
-  the loop, and if the data is not all cached (``WouldBlock``) run again on a thread.
+  the loop, and if the data is not all cached (``WouldBlock``) run again on a thread;
+* UNSTABLE WRITEs of up to 32 KiB (``WRITES``), when every backend writes promptly
+  (``Backend.prompt_writes``: the local backend's ``pwrite`` copies into the page cache,
+  the memory backend's into memory): tried on the loop; a stable or bigger WRITE says
+  ``WouldBlock`` before it does anything and runs on a thread (its sync waits on the
+  disk). Buffered ``RWF_NOWAIT`` writes are not supported on ext4, so an UNSTABLE WRITE
+  the kernel throttles (writeback behind) waits on the loop: the tripwire's case.
 
-Everything else (bigger READs, WRITE, COMMIT, READDIR, READDIRPLUS, namespace changes,
-MOUNT MNT) goes to the threads: it may wait on a disk, or run long enough to hold up
-other clients.
+Everything else (bigger READs, stable WRITEs, COMMIT, READDIR, READDIRPLUS, namespace
+changes, MOUNT MNT) goes to the threads: it may wait on a disk, or run long enough to
+hold up other clients.
 
 The guard: the loop serves every connection, so an inline call that blocks (a cold inode
 on a slow disk, a stuck device) stalls them all. Inline calls run under a ``Tripwire``:
 once one has taken longer than ``TRIP`` seconds, metadata calls (still watched there,
-with the longer limit ``STUCK``) and small READs go to the threads until none has been
-slow for ``QUIET`` seconds. One slow call at a time is the price; a disk that stays
-stuck keeps them on the threads. ``TRIP`` is above Python's GIL switch interval (5 ms),
+with the longer limit ``STUCK``), small READs and UNSTABLE WRITEs go to the threads until
+none has been slow for ``QUIET`` seconds. One slow call at a time is the price; a disk
+that stays stuck keeps them on the threads. ``TRIP`` is above Python's GIL switch interval (5 ms),
 so a call that only waited for the GIL does not trip it.
 
 The decision reads the program, version and procedure at fixed offsets of the record
@@ -48,7 +54,17 @@ from ferry.rpc.dispatch import Buffer
 from ferry.rpc.portmap import PMAP_PROGRAM, PMAP_V2, PmapProc
 from ferry.tripwire import Tripwire
 
-__all__ = ["INLINE", "METADATA", "NO_BACKEND", "READS", "THREAD", "TRY", "WATCHED", "InlinePolicy"]
+__all__ = [
+    "INLINE",
+    "METADATA",
+    "NO_BACKEND",
+    "READS",
+    "THREAD",
+    "TRY",
+    "WATCHED",
+    "WRITES",
+    "InlinePolicy",
+]
 
 log = logging.getLogger("ferry.server")
 
@@ -78,6 +94,9 @@ METADATA: frozenset[Key] = frozenset(
 
 READS: frozenset[Key] = frozenset([(NFS_PROGRAM, NFS_V3, NfsProc.READ)])
 """Tried on the loop when the backends read without waiting and the tripwire is clear."""
+
+WRITES: frozenset[Key] = frozenset([(NFS_PROGRAM, NFS_V3, NfsProc.WRITE)])
+"""Tried on the loop when the backends write promptly and the tripwire is clear."""
 
 TRIP = 0.010
 """Seconds an inline call may take before metadata calls go to the threads."""
@@ -120,16 +139,17 @@ class InlinePolicy:
     @classmethod
     def for_backends(cls, enabled: bool, backends: Iterable[Backend]) -> InlinePolicy:
         """The policy of a server of these backends: off, calls without a backend only, or
-        those, metadata when every backend is prompt and small READs tried when every
-        backend reads without waiting."""
+        those, metadata when every backend is prompt, small READs tried when every
+        backend reads without waiting and small UNSTABLE WRITEs when every one writes
+        promptly."""
         if not enabled:
             return cls()
         backends = list(backends)
         prompt = all(b.prompt_metadata for b in backends)
-        nowait = all(b.nowait_reads for b in backends)
-        return cls(
-            NO_BACKEND, METADATA if prompt else frozenset(), READS if nowait else frozenset()
-        )
+        tried = READS if all(b.nowait_reads for b in backends) else frozenset()
+        if all(b.prompt_writes for b in backends):
+            tried |= WRITES
+        return cls(NO_BACKEND, METADATA if prompt else frozenset(), tried)
 
     def route(self, record: Buffer) -> int:
         """``INLINE``, ``TRY``, ``THREAD`` or ``WATCHED`` for a call record (hot)."""
