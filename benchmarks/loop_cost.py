@@ -56,10 +56,10 @@ def _timed(out: Path) -> None:
     answer, updated = aio.AsyncServer.answer, aio.RpcStreamProtocol.buffer_updated
     wall, cpu = time.perf_counter_ns, time.thread_time_ns
 
-    def timed_answer(self: Any, record: Any, peer: Any) -> Any:
+    def timed_answer(self: Any, record: Any, peer: Any, tried: bool = False) -> Any:
         t = wall()
         try:
-            return answer(self, record, peer)
+            return answer(self, record, peer, tried)
         finally:
             counts["answer_ns"] += wall() - t
             counts["calls"] += 1
