@@ -45,7 +45,11 @@ from ferry.nfs3.const import (
     Nfsstat3,
     StableHow,
 )
+from ferry.nfs3.service import NOWAIT_WRITE_MAX
+from ferry.nfs3.types import WriteArgs
+from ferry.rpc.auth import encode_auth_sys
 from ferry.rpc.dispatch import Dispatcher
+from ferry.rpc.message import NULL_AUTH, CallHeader
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.rpc.record import frame_bytes
 from ferry.server.aio import AsyncServer, Limits
@@ -63,6 +67,7 @@ from ferry.server.inline import (
     InlinePolicy,
 )
 from ferry.tripwire import Tripwire
+from ferry.xdr import Packer
 
 
 class Remote(MemoryBackend):
@@ -88,7 +93,8 @@ def test_prompt_backends_get_metadata_inline_and_data_on_threads() -> None:
     for proc in (NfsProc.COMMIT, NfsProc.READDIRPLUS, NfsProc.CREATE):
         assert policy.route(NFS[proc]) == THREAD
     assert policy.route(NFS[NfsProc.READ]) == TRY  # on the loop unless it would wait
-    assert policy.route(NFS[NfsProc.WRITE]) == TRY  # on the loop unless stable or big
+    unstable = write_record(StableHow.UNSTABLE, 4096)
+    assert policy.route(unstable) == TRY  # on the loop unless stable or big
     assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.EXPORT)) == INLINE
     assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.MNT)) == THREAD  # resolves a path
     assert policy.route(record(PMAP_PROGRAM, 2, PmapProc.GETPORT)) == INLINE
@@ -109,7 +115,7 @@ def test_one_remote_backend_keeps_metadata_on_threads_and_off_means_off() -> Non
     mixed = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(Remote())])
     assert mixed.route(NFS[NfsProc.GETATTR]) == THREAD
     assert mixed.route(NFS[NfsProc.READ]) == THREAD
-    assert mixed.route(NFS[NfsProc.WRITE]) == THREAD
+    assert mixed.route(write_record(StableHow.UNSTABLE, 4096)) == THREAD
     assert mixed.route(NFS[NfsProc.NULL]) == INLINE  # touches no backend
     off = InlinePolicy.for_backends(False, [MemoryBackend()])
     assert {off.route(NFS[p]) for p in NfsProc} == {THREAD}
@@ -124,7 +130,7 @@ def test_a_tripped_policy_watches_metadata_on_threads_until_quiet() -> None:
     assert policy.route(NFS[NfsProc.GETATTR]) == WATCHED
     assert policy.route(NFS[NfsProc.NULL]) == INLINE
     assert policy.route(NFS[NfsProc.READ]) == THREAD  # reads too: no tries on the loop
-    assert policy.route(NFS[NfsProc.WRITE]) == THREAD  # and writes
+    assert policy.route(write_record(StableHow.UNSTABLE, 4096)) == THREAD  # and writes
     time.sleep(0.4)
     assert policy.route(NFS[NfsProc.GETATTR]) == INLINE
     policy.close()
@@ -467,3 +473,55 @@ def test_small_unstable_writes_run_on_the_loop_and_stable_or_big_ones_on_a_threa
         assert seen.take() == [("COMMIT", "thread")]
         c.close()
     assert (root / "f").read_bytes() == b"a" * 4096 + b"b" * 100 + bytes(4096 - 100) + big
+
+
+def write_record(
+    stable: StableHow, count: int, gids: tuple[int, ...] = (), fh: bytes = bytes(range(28))
+) -> bytes:
+    """A whole WRITE call record (AUTH_SYS with ``gids``: a credential of any length)."""
+    p = Packer()
+    cred = encode_auth_sys(0, 0, gids)
+    CallHeader(9, 2, NFS_PROGRAM, 3, NfsProc.WRITE, cred, NULL_AUTH).pack(p)
+    WriteArgs(fh, 8192, count, stable, memoryview(bytes(count))).pack(p)
+    return b"".join(bytes(b) for b in p.buffers())
+
+
+@pytest.mark.parametrize("gids", [(), (1, 2, 3), tuple(range(16))])
+def test_only_small_unstable_writes_are_tried_on_the_loop(gids: tuple[int, ...]) -> None:
+    """The route reads a WRITE's count and stable_how: a stable one (it syncs) or a big
+    one goes to a thread without being decoded on the loop first."""
+    policy = InlinePolicy(NO_BACKEND, METADATA, READS | WRITES)
+    assert policy.route(write_record(StableHow.UNSTABLE, 4096, gids)) == TRY
+    assert policy.route(write_record(StableHow.UNSTABLE, NOWAIT_WRITE_MAX, gids)) == TRY
+    assert policy.route(write_record(StableHow.UNSTABLE, NOWAIT_WRITE_MAX + 4, gids)) == THREAD
+    assert policy.route(write_record(StableHow.DATA_SYNC, 4096, gids)) == THREAD
+    assert policy.route(write_record(StableHow.FILE_SYNC, 4096, gids)) == THREAD
+    whole = write_record(StableHow.UNSTABLE, 4096, gids)
+    assert policy.route(whole[: len(whole) - 4096 - 16]) == THREAD  # cut in its arguments
+    policy.close()
+
+
+def test_a_stable_write_that_reaches_the_loop_would_block_before_it_writes(
+    tmp_path: Path,
+) -> None:
+    """The service's own guard, behind the route's: on the loop's transport a FILE_SYNC
+    WRITE raises WouldBlock and leaves the file as it was; the DRC forgets the call, so
+    the call thread that runs it next answers it (not dropped as still in progress)."""
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"x" * 5000)
+    app = build_app(local_config(root, tmp_path / "state", root_squash=False))
+    try:
+        export = app.exports[0]
+        fid = export.backend.lookup(export.backend.root(), b"f")
+        fh = app.nfs.handle_for(export, export.backend.getattr(fid))
+        record = write_record(StableHow.FILE_SYNC, 4096, fh=fh)
+        d, peer = app.dispatcher(0), ("127.0.0.1", 800)
+        with pytest.raises(WouldBlock):
+            d.try_handle(record, peer)
+        assert (root / "f").read_bytes() == b"x" * 5000
+        reply = parse_reply(b"".join(bytes(b) for b in d.handle(record, peer) or []))
+        assert (reply.xid, reply.stat, reply.body.unpack_uint()) == (9, 0, Nfsstat3.OK)
+        assert (root / "f").read_bytes() == b"x" * 5000 + bytes(8192 - 5000 + 4096)
+    finally:
+        app.close()
