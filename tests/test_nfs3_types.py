@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ferry.backends.base import SERVER_TIME, Attr, SetAttr
-from ferry.errors import NfsError
+from ferry.errors import NfsError, XdrError
 from ferry.nfs3 import procedures
 from ferry.nfs3 import results as r
 from ferry.nfs3 import types as t
@@ -124,6 +125,29 @@ def test_args(case: tuple[str, Any]) -> None:
 def test_write_args(f: bytes, offset: int, stable: StableHow, data: bytes) -> None:
     args = t.WriteArgs(f, offset, len(data), stable, memoryview(data))
     round_trip(args, args.pack, t.WriteArgs.unpack)
+
+
+@pytest.mark.parametrize(
+    ("stable", "length", "cut", "why"),
+    [
+        (3, 4, 0, "bad stable_how 3"),
+        (-1, 4, 0, "bad stable_how -1"),
+        (0, t.MAX_WIRE_DATA + 1, 0, "exceeds limit"),
+        (0, 8, 4, "truncated"),  # the data shorter than its length says
+        (0, 4, 12, "truncated"),  # cut in the fixed fields after the handle
+    ],
+)
+def test_write_args_refused(stable: int, length: int, cut: int, why: str) -> None:
+    p = Packer()
+    p.pack_opaque(b"handle")
+    p.pack_uhyper(0)
+    p.pack_uint(4)
+    p.pack_int(stable)
+    p.pack_uint(length)
+    p.pack_raw(b"data")
+    record = b"".join(bytes(b) for b in p.buffers())
+    with pytest.raises(XdrError, match=why):
+        t.WriteArgs.unpack(Unpacker(record[: len(record) - cut] if cut else record))
 
 
 @given(

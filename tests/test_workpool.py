@@ -126,3 +126,36 @@ def test_inline_calls_run_in_the_caller_until_one_is_slow(caplog: pytest.LogCapt
     release.set()
     assert "every call is bounded" in caplog.text
     d.close()
+
+
+def test_shutdown_runs_the_jobs_still_queued() -> None:
+    pool = WorkPool(1, stall=60, name="t-drain")
+    release, ran = threading.Event(), []
+    pool.submit(release.wait)
+    for i in range(3):
+        pool.submit(lambda i=i: ran.append(i))  # type: ignore[misc]
+    release.set()
+    pool.shutdown(timeout=5)
+    assert ran == [0, 1, 2] and pool.threads == 0
+
+
+def test_jobs_submitted_from_many_threads_all_run_once() -> None:
+    """Hand-offs to parked threads and to the queue race with threads parking."""
+    pool = WorkPool(3, name="t-many")
+    ran: list[int] = []
+    done = threading.Semaphore(0)
+
+    def submitter(base: int) -> None:
+        for i in range(500):
+            pool.submit(lambda n=base + i: (ran.append(n), done.release()))  # type: ignore[misc]
+
+    threads = [threading.Thread(target=submitter, args=(k * 1000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(2000):
+        assert done.acquire(timeout=5)
+    assert sorted(ran) == [k * 1000 + i for k in range(4) for i in range(500)]
+    assert pool.threads == 3
+    pool.shutdown()

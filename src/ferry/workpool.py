@@ -10,8 +10,13 @@ is what the Go runtime does for a goroutine blocked in a system call (its proces
 handed to another thread), and what lets NFS servers with a thread per call (knfsd,
 NFS-Ganesha) survive a hung export only if they were started with many threads.
 
-The fast path is one ``SimpleQueue`` put and get per job. A watcher thread runs only
-while jobs wait for a thread: it looks every ``stall / 4`` seconds for stuck jobs.
+The fast path hands a job straight to one parked thread: each idle thread waits on a
+lock of its own, the last one parked is woken first (its stack and caches are warm), and
+only it wakes. (A ``SimpleQueue`` that all idle threads wait on wakes a second one with
+every job, which goes back to sleep: with 8 threads that doubled the CPU of a hand-off
+and its reply, 7 -> 15-33 µs.) Jobs that find no parked thread wait in a queue that a
+thread looks at before it parks. A watcher thread runs only while jobs wait there: it
+looks every ``stall / 4`` seconds for stuck jobs.
 Threads are daemons: a thread stuck in C must not keep the process from exiting.
 
 Layer: runtime, shared by the server (``server.aio``) and the backends
@@ -20,9 +25,9 @@ Layer: runtime, shared by the server (``server.aio``) and the backends
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -33,11 +38,15 @@ Job = Callable[[], object]
 
 
 class _Worker:
-    """One thread's state: when its current job started (0: idle), whether it was replaced."""
+    """One thread's state: its next job and the lock it parks on while it has none, when
+    its current job started (0: idle), whether it was replaced."""
 
-    __slots__ = ("started", "replaced", "thread")
+    __slots__ = ("job", "wake", "started", "replaced", "thread")
 
     def __init__(self) -> None:
+        self.job: Job | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()  # held while parked: ``submit`` releases it with a job
         self.started = 0.0
         self.replaced = False
         self.thread: threading.Thread | None = None
@@ -57,10 +66,10 @@ class WorkPool:
         self.name = name
         self.replaced = 0
         """Threads started in place of stuck ones so far (a metric)."""
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._jobs: collections.deque[Job] = collections.deque()  # jobs no thread took yet
+        self._parked: list[_Worker] = []  # idle threads, the last parked on top
+        self._lock = threading.Lock()  # guards both, and the list of workers
         self._workers: list[_Worker] = []
-        self._idle = 0  # threads waiting for a job (changed under the lock)
         self._serial = itertools.count()
         self._backlog = threading.Event()
         self._closed = False
@@ -76,19 +85,26 @@ class WorkPool:
 
     def submit(self, job: Job) -> None:
         """Run ``job()`` on a worker thread; its exceptions are logged, never raised."""
-        self._jobs.put(job)
-        if not self._idle:  # no thread free to take it: have the watcher look
-            self._backlog.set()
+        with self._lock:
+            if self._parked:
+                w = self._parked.pop()
+                w.job = job
+            else:  # every thread busy: the first to finish takes it, or the watcher looks
+                self._jobs.append(job)
+                self._backlog.set()
+                return
+        w.wake.release()
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Let the threads finish their jobs and exit; wait at most ``timeout`` seconds (a
-        thread stuck in a job stays behind, as a daemon)."""
+        """Let the threads finish their jobs (queued ones included) and exit; wait at most
+        ``timeout`` seconds (a thread stuck in a job stays behind, as a daemon)."""
         with self._lock:
             self._closed = True
             workers = list(self._workers)
+            parked, self._parked = self._parked, []
         self._backlog.set()
-        for _ in workers:
-            self._jobs.put(None)
+        for w in parked:
+            w.wake.release()  # no job: it exits
         deadline = time.monotonic() + timeout
         for w in workers:
             if w.thread is not None and w.thread is not threading.current_thread():
@@ -97,22 +113,17 @@ class WorkPool:
     # -- threads ---------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
-        """Start one worker thread (the caller holds the lock)."""
+        """Start one worker thread (the caller holds the lock); it first takes a queued job
+        or parks."""
         w = _Worker()
         name = f"{self.name}-{next(self._serial)}"
         w.thread = threading.Thread(target=self._run, args=(w,), name=name, daemon=True)
         self._workers.append(w)
-        self._idle += 1
         w.thread.start()
 
     def _run(self, w: _Worker) -> None:
-        jobs, lock = self._jobs, self._lock
         try:
-            while (job := jobs.get()) is not None:
-                with lock:
-                    self._idle -= 1
-                    if not self._idle and jobs.qsize():  # the last free thread is taken
-                        self._backlog.set()
+            while (job := self._next(w)) is not None:
                 w.started = time.monotonic()
                 try:
                     job()
@@ -120,18 +131,29 @@ class WorkPool:
                     log.exception("%s: job failed", self.name)
                 del job  # not kept while idle: a call's record is freed (or reused) at once
                 w.started = 0.0
-                if w.replaced:  # another thread took our place while we were stuck
-                    with lock:
-                        self._workers.remove(w)
-                    return
-                with lock:
-                    self._idle += 1
         except BaseException:
             log.exception("%s: worker crashed", self.name)
-        with lock:
+        with self._lock:
             if w in self._workers:
                 self._workers.remove(w)
-                self._idle -= 1
+            if w in self._parked:
+                self._parked.remove(w)
+
+    def _next(self, w: _Worker) -> Job | None:
+        """The thread's next job: a queued one, else one handed to it while parked; None
+        when it should exit (the pool shut down, or another thread took its place while
+        it was stuck)."""
+        with self._lock:
+            if w.replaced:
+                return None
+            if self._jobs:
+                return self._jobs.popleft()
+            if self._closed:
+                return None
+            self._parked.append(w)
+        w.wake.acquire()
+        job, w.job = w.job, None
+        return job
 
     def _watch(self) -> None:
         """While jobs wait for a thread, replace the threads whose jobs are stuck."""
@@ -140,7 +162,7 @@ class WorkPool:
             if self._closed:
                 return
             self._backlog.clear()
-            while self._jobs.qsize() and not self._closed:
+            while self._jobs and not self._closed:
                 self._replace_stuck()
                 time.sleep(self.stall / 4)
 

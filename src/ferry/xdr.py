@@ -159,6 +159,10 @@ class Unpacker:
 
     unpack_enum = unpack_int
 
+    def unpack_struct(self, fmt: struct.Struct) -> tuple[int, ...]:
+        """A fixed layout in one call (``Packer.pack_struct``'s counterpart: hot paths)."""
+        return fmt.unpack_from(self._data, self._take(fmt.size))
+
     def unpack_fopaque(self, n: int) -> memoryview:
         pos = self._take(n + _pad_len(n))
         return memoryview(self._data)[pos : pos + n]

@@ -15,15 +15,18 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from rawclient import (
     RawClient,
     local_config,
+    nfs_commit,
     nfs_getattr,
     nfs_lookup,
     nfs_read,
+    nfs_write,
     parse_reply,
     serve_in_thread,
 )
@@ -35,8 +38,19 @@ from ferry.backends.base import Attr, FileId, SetAttr
 from ferry.backends.wrappers import ReadOnly
 from ferry.cli.main import _parser, server_config
 from ferry.errors import WouldBlock
-from ferry.nfs3.const import MOUNT_PROGRAM, NFS_PROGRAM, MountProc, NfsProc, Nfsstat3
+from ferry.nfs3.const import (
+    MOUNT_PROGRAM,
+    NFS_PROGRAM,
+    MountProc,
+    NfsProc,
+    Nfsstat3,
+    StableHow,
+)
+from ferry.nfs3.service import NOWAIT_WRITE_MAX
+from ferry.nfs3.types import WriteArgs
+from ferry.rpc.auth import encode_auth_sys
 from ferry.rpc.dispatch import Dispatcher
+from ferry.rpc.message import NULL_AUTH, CallHeader
 from ferry.rpc.portmap import PMAP_PROGRAM, PmapProc
 from ferry.rpc.record import frame_bytes
 from ferry.segment import FileSegment
@@ -51,9 +65,11 @@ from ferry.server.inline import (
     THREAD,
     TRY,
     WATCHED,
+    WRITES,
     InlinePolicy,
 )
 from ferry.tripwire import Tripwire
+from ferry.xdr import Packer
 
 
 class Remote(MemoryBackend):
@@ -61,6 +77,7 @@ class Remote(MemoryBackend):
 
     prompt_metadata = False
     nowait_reads = False
+    prompt_writes = False
 
 
 def record(prog: int, vers: int, proc: int) -> bytes:
@@ -75,9 +92,11 @@ def test_prompt_backends_get_metadata_inline_and_data_on_threads() -> None:
     policy = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(MemoryBackend())])
     inline = {p for p in NfsProc if policy.route(NFS[p]) == INLINE}
     assert inline == {NfsProc.NULL, *(proc for _, _, proc in METADATA)}
-    for proc in (NfsProc.WRITE, NfsProc.COMMIT, NfsProc.READDIRPLUS):
+    for proc in (NfsProc.COMMIT, NfsProc.READDIRPLUS, NfsProc.CREATE):
         assert policy.route(NFS[proc]) == THREAD
     assert policy.route(NFS[NfsProc.READ]) == TRY  # on the loop unless it would wait
+    unstable = write_record(StableHow.UNSTABLE, 4096)
+    assert policy.route(unstable) == TRY  # on the loop unless stable or big
     assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.EXPORT)) == INLINE
     assert policy.route(record(MOUNT_PROGRAM, 3, MountProc.MNT)) == THREAD  # resolves a path
     assert policy.route(record(PMAP_PROGRAM, 2, PmapProc.GETPORT)) == INLINE
@@ -98,13 +117,14 @@ def test_one_remote_backend_keeps_metadata_on_threads_and_off_means_off() -> Non
     mixed = InlinePolicy.for_backends(True, [MemoryBackend(), ReadOnly(Remote())])
     assert mixed.route(NFS[NfsProc.GETATTR]) == THREAD
     assert mixed.route(NFS[NfsProc.READ]) == THREAD
+    assert mixed.route(write_record(StableHow.UNSTABLE, 4096)) == THREAD
     assert mixed.route(NFS[NfsProc.NULL]) == INLINE  # touches no backend
     off = InlinePolicy.for_backends(False, [MemoryBackend()])
     assert {off.route(NFS[p]) for p in NfsProc} == {THREAD}
 
 
 def test_a_tripped_policy_watches_metadata_on_threads_until_quiet() -> None:
-    policy = InlinePolicy(NO_BACKEND, METADATA, READS, trip=0.02, quiet=0.3)
+    policy = InlinePolicy(NO_BACKEND, METADATA, READS | WRITES, trip=0.02, quiet=0.3)
     token = policy.wire.begin()
     time.sleep(0.05)
     policy.wire.end(token)  # a slow call: tripped
@@ -112,6 +132,7 @@ def test_a_tripped_policy_watches_metadata_on_threads_until_quiet() -> None:
     assert policy.route(NFS[NfsProc.GETATTR]) == WATCHED
     assert policy.route(NFS[NfsProc.NULL]) == INLINE
     assert policy.route(NFS[NfsProc.READ]) == THREAD  # reads too: no tries on the loop
+    assert policy.route(write_record(StableHow.UNSTABLE, 4096)) == THREAD  # and writes
     time.sleep(0.4)
     assert policy.route(NFS[NfsProc.GETATTR]) == INLINE
     policy.close()
@@ -441,3 +462,125 @@ def test_reads_run_on_the_loop_and_on_a_thread_when_they_would_wait(
         assert nfs_read(c, fh, 199_000, 4096) == (Nfsstat3.OK, data[199_000:])
         assert seen.take() == [("nowait", "loop")]
         c.close()
+
+
+# -- small UNSTABLE WRITEs on the loop; stable and big ones on a call thread ------------------
+
+
+class WritesSeen:
+    """Records (stable, thread) of every ``write`` and ``commit`` of a backend, and whether
+    the file was synced by the time each returned."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.write, self.commit = backend.write, backend.commit
+        self.calls: list[tuple[str, str]] = []
+        backend.write = self.seen_write  # type: ignore[method-assign]
+        backend.commit = self.seen_commit  # type: ignore[method-assign]
+
+    def seen_write(
+        self, fid: FileId, offset: int, data: memoryview, stable: StableHow
+    ) -> StableHow:
+        self.calls.append((stable.name, threading.current_thread().name))
+        return self.write(fid, offset, data, stable)
+
+    def seen_commit(self, fid: FileId, offset: int, count: int) -> None:
+        self.calls.append(("COMMIT", threading.current_thread().name))
+        self.commit(fid, offset, count)
+
+    def take(self) -> list[tuple[str, str]]:
+        calls, self.calls = self.calls, []
+        return [(how, "loop" if name == "ferry-loop" else "thread") for how, name in calls]
+
+
+@pytest.mark.timeout(60)
+def test_small_unstable_writes_run_on_the_loop_and_stable_or_big_ones_on_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"")
+    ino = (root / "f").stat().st_ino
+    synced: list[str] = []  # the syncs of f
+
+    def syncs(real: Callable[[int], None]) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            if os.fstat(fd).st_ino == ino:
+                synced.append(real.__name__)
+            real(fd)
+
+        return sync
+
+    monkeypatch.setattr(os, "fsync", syncs(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", syncs(os.fdatasync))
+    with serve_in_thread(local_config(root, tmp_path / "state", root_squash=False)) as srv:
+        backend = srv.app.exports[0].backend
+        assert isinstance(backend, LocalBackend) and LocalBackend.prompt_writes
+        seen = WritesSeen(backend)
+        c = srv.client()
+        fh = nfs_lookup(c, c.mount(str(root)), "f")[1]
+        assert fh is not None
+        status, verf = nfs_write(c, fh, b"a" * 4096, 0, StableHow.UNSTABLE)
+        assert status == Nfsstat3.OK and seen.take() == [("UNSTABLE", "loop")] and not synced
+        for stable in (StableHow.DATA_SYNC, StableHow.FILE_SYNC):  # they sync: not on the loop
+            assert nfs_write(c, fh, b"b" * 100, 4096, stable) == (Nfsstat3.OK, verf)
+            assert seen.take() == [(stable.name, "thread")]
+        assert synced == ["fdatasync", "fsync"]
+        big = os.urandom(65536)  # past NOWAIT_WRITE_MAX: copied on a thread
+        assert nfs_write(c, fh, big, 8192, StableHow.UNSTABLE) == (Nfsstat3.OK, verf)
+        assert seen.take() == [("UNSTABLE", "thread")]
+        assert nfs_commit(c, fh) == (Nfsstat3.OK, verf)  # the same verifier throughout
+        assert seen.take() == [("COMMIT", "thread")]
+        c.close()
+    assert (root / "f").read_bytes() == b"a" * 4096 + b"b" * 100 + bytes(4096 - 100) + big
+
+
+def write_record(
+    stable: StableHow, count: int, gids: tuple[int, ...] = (), fh: bytes = bytes(range(28))
+) -> bytes:
+    """A whole WRITE call record (AUTH_SYS with ``gids``: a credential of any length)."""
+    p = Packer()
+    cred = encode_auth_sys(0, 0, gids)
+    CallHeader(9, 2, NFS_PROGRAM, 3, NfsProc.WRITE, cred, NULL_AUTH).pack(p)
+    WriteArgs(fh, 8192, count, stable, memoryview(bytes(count))).pack(p)
+    return b"".join(bytes(b) for b in p.buffers())
+
+
+@pytest.mark.parametrize("gids", [(), (1, 2, 3), tuple(range(16))])
+def test_only_small_unstable_writes_are_tried_on_the_loop(gids: tuple[int, ...]) -> None:
+    """The route reads a WRITE's count and stable_how: a stable one (it syncs) or a big
+    one goes to a thread without being decoded on the loop first."""
+    policy = InlinePolicy(NO_BACKEND, METADATA, READS | WRITES)
+    assert policy.route(write_record(StableHow.UNSTABLE, 4096, gids)) == TRY
+    assert policy.route(write_record(StableHow.UNSTABLE, NOWAIT_WRITE_MAX, gids)) == TRY
+    assert policy.route(write_record(StableHow.UNSTABLE, NOWAIT_WRITE_MAX + 4, gids)) == THREAD
+    assert policy.route(write_record(StableHow.DATA_SYNC, 4096, gids)) == THREAD
+    assert policy.route(write_record(StableHow.FILE_SYNC, 4096, gids)) == THREAD
+    whole = write_record(StableHow.UNSTABLE, 4096, gids)
+    assert policy.route(whole[: len(whole) - 4096 - 16]) == THREAD  # cut in its arguments
+    policy.close()
+
+
+def test_a_stable_write_that_reaches_the_loop_would_block_before_it_writes(
+    tmp_path: Path,
+) -> None:
+    """The service's own guard, behind the route's: on the loop's transport a FILE_SYNC
+    WRITE raises WouldBlock and leaves the file as it was; the DRC forgets the call, so
+    the call thread that runs it next answers it (not dropped as still in progress)."""
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "f").write_bytes(b"x" * 5000)
+    app = build_app(local_config(root, tmp_path / "state", root_squash=False))
+    try:
+        export = app.exports[0]
+        fid = export.backend.lookup(export.backend.root(), b"f")
+        fh = app.nfs.handle_for(export, export.backend.getattr(fid))
+        record = write_record(StableHow.FILE_SYNC, 4096, fh=fh)
+        d, peer = app.dispatcher(0), ("127.0.0.1", 800)
+        with pytest.raises(WouldBlock):
+            d.try_handle(record, peer)
+        assert (root / "f").read_bytes() == b"x" * 5000
+        reply = parse_reply(b"".join(bytes(b) for b in d.handle(record, peer) or []))
+        assert (reply.xid, reply.stat, reply.body.unpack_uint()) == (9, 0, Nfsstat3.OK)
+        assert (root / "f").read_bytes() == b"x" * 5000 + bytes(8192 - 5000 + 4096)
+    finally:
+        app.close()

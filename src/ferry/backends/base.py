@@ -79,6 +79,13 @@ class Backend(abc.ABC):
     waiting (the local and memory backends); then the async server tries small READs on
     its event loop first."""
 
+    prompt_writes: bool = False
+    """Whether an UNSTABLE ``write`` of a few pages returns at once (it lands in memory or
+    the local page cache and only a later ``commit`` waits on a disk: the local and memory
+    backends). Then the async server runs small UNSTABLE WRITEs on its event loop, under
+    the tripwire that sends them to the threads while one is slow (a page cache throttled
+    by writeback); stable WRITEs, which sync, stay on the call threads."""
+
     prompt_metadata: bool = False
     """Whether ``getattr``, ``lookup``, ``readlink`` and ``fsstat`` answer at once (from
     memory or the local kernel's caches, microseconds) rather than waiting on a network.

@@ -101,6 +101,7 @@ class LocalBackend(Backend):
     multiprocess_safe = True
     nowait_reads = hasattr(os, "RWF_NOWAIT")  # Linux 4.14+: preadv answers from the cache
     prompt_metadata = True  # statx and openat, from the kernel's caches once warm
+    prompt_writes = True  # pwrite copies into the page cache; writeback comes later
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ class MemoryBackend(Backend):
 
     prompt_metadata = True
     nowait_reads = True  # its data is in memory: ``read`` never waits
+    prompt_writes = True  # and ``write`` only copies into it
 
     def __init__(self, capacity: int = 1 << 30, max_files: int = 1 << 20) -> None:
         self._lock = threading.RLock()

@@ -30,6 +30,7 @@ class ReadOnly(ReadOnlyBackend):
         self.name_max = inner.name_max
         self.prompt_metadata = inner.prompt_metadata
         self.nowait_reads = inner.nowait_reads
+        self.prompt_writes = inner.prompt_writes
 
     def root(self) -> FileId:
         return self.inner.root()

@@ -19,7 +19,7 @@ from ferry.backends.base import Backend
 from ferry.errors import NfsError, WouldBlock, status_from_oserror
 from ferry.nfs3 import types as t
 from ferry.nfs3.access import R, W, X, access_mask, may, setid_to_clear
-from ferry.nfs3.const import MAX_IO, CreateMode, FsProperties, Ftype3, Nfsstat3
+from ferry.nfs3.const import MAX_IO, CreateMode, FsProperties, Ftype3, Nfsstat3, StableHow
 from ferry.nfs3.exports import Export
 from ferry.nfs3.filehandle import HandleCodec
 from ferry.nfs3.readdir import MIN_RESOK, DirListingCache
@@ -35,6 +35,9 @@ MAX_FILE_SIZE = (1 << 63) - 1
 NOWAIT_READ_MAX = 32 * 1024
 """Largest READ copied on the event loop (``Transport.nowait``): a copy of a few pages
 costs less than two thread hops; bigger READs are left in the file for ``sendfile``."""
+NOWAIT_WRITE_MAX = 32 * 1024
+"""Largest UNSTABLE WRITE run on the event loop (``Transport.nowait``): a copy of a few
+pages into the page cache costs less than two thread hops."""
 _DOTS = (b".", b"..")
 
 
@@ -279,6 +282,10 @@ class Nfs3Service:
         return t.ReadRes(attr, len(data), eof, data)
 
     def write(self, args: t.WriteArgs, ctx: CallContext) -> t.WriteRes:
+        if ctx.transport.nowait and (
+            args.stable is not StableHow.UNSTABLE or args.count > NOWAIT_WRITE_MAX
+        ):
+            raise WouldBlock  # a stable WRITE syncs, a big one copies long: on a call thread
         target = self.resolve(args.file, ctx)
         self._writable(target)
         before = self.attrs(target)

@@ -64,6 +64,8 @@ _ENTRY_HEAD = struct.Struct(">IQI")  # value_follows, fileid, name length
 _COOKIE = struct.Struct(">Q")
 _FH_HEAD = struct.Struct(">II")  # handle_follows, handle length
 _FALSE = b"\0\0\0\0"
+_WRITE_FIXED = struct.Struct(">QIiI")  # WRITE3args after the handle: offset, count, stable, len
+_STABLE = tuple(StableHow)  # by value: UNSTABLE, DATA_SYNC, FILE_SYNC
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 
@@ -259,15 +261,15 @@ class WriteArgs:
 
     @classmethod
     def unpack(cls, u: Unpacker) -> WriteArgs:
-        fh, offset, count, stable = (
-            unpack_fh(u),
-            u.unpack_uhyper(),
-            u.unpack_uint(),
-            u.unpack_enum(),
-        )
-        if stable not in (0, 1, 2):
+        """The fields after the handle in one ``struct`` call: offset, count, stable_how
+        and the data's length (every small WRITE of a one-at-a-time writer comes here)."""
+        fh = unpack_fh(u)
+        offset, count, stable, n = u.unpack_struct(_WRITE_FIXED)
+        if not 0 <= stable <= 2:
             raise XdrError(f"bad stable_how {stable}")
-        return cls(fh, offset, count, StableHow(stable), u.unpack_opaque(MAX_WIRE_DATA))
+        if n > MAX_WIRE_DATA:
+            raise XdrError(f"opaque of {n} bytes exceeds limit {MAX_WIRE_DATA}")
+        return cls(fh, offset, count, _STABLE[stable], u.unpack_fopaque(n))
 
     def pack(self, p: Packer) -> None:
         """The data goes out as its own buffer (``Packer.pack_opaque_ref``), not copied."""

@@ -213,8 +213,8 @@ class Dispatcher:
 
     def try_handle(self, record: Buffer, client: Address = None) -> Sequence[Part] | None:
         """``handle_parts`` on an event loop (``TCP_NOWAIT``); ``WouldBlock`` when the call
-        would wait on the disk: run it then with ``handle_parts`` on a call thread (only
-        idempotent procedures wait so: nothing was done)."""
+        would wait on the disk: run it then with ``handle_parts`` on a call thread (a
+        procedure says so before it changes anything, and the DRC forgets the call)."""
         return self.handle_parts(record, client, TCP_NOWAIT)
 
     def _handle(

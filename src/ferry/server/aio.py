@@ -275,7 +275,7 @@ Reply = Sequence[Part] | None
 class CallWorkers:
     """Threads that run dispatcher calls and hand replies back to the loop.
 
-    Leaner than ``run_in_executor``: one queue put per call, with no future objects chained
+    Leaner than ``run_in_executor``: one hand-off per call, with no future objects chained
     between the thread and the loop; this is per-call latency that clients doing one call
     at a time (``ls`` of a big directory) feel. TCP calls come back through the server's
     reply queue (``AsyncServer._run``: one loop wake-up per batch); ``submit`` is for UDP.
