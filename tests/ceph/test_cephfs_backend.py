@@ -158,6 +158,28 @@ def test_builtin_name_and_options(ceph_cluster: CephCluster, cephfs_dir: str) ->
         b.close()
 
 
+def test_client_log_is_quiet_unless_the_conf_or_settings_set_it(
+    ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path
+) -> None:
+    """libcephfs's default in-memory client log costs every call; Ferry turns it off, but
+    keeps a level the operator chose in ceph.conf or in the export's settings."""
+
+    def level(**options: object) -> str:
+        b = CephFsBackend(cephfs_dir, **{"conf": str(ceph_cluster.conf), **options})  # type: ignore[arg-type]
+        try:
+            return b._mounted().m.conf_get("debug_client")
+        finally:
+            close_in_background(b)
+
+    assert level() == "0/0"
+    assert level(settings={"debug_client": "0/5"}) == "0/5"
+    conf = tmp_path / "ceph.conf"
+    conf.write_text(
+        ceph_cluster.conf.read_text().replace("[global]\n", "[global]\ndebug_client = 2/5\n")
+    )
+    assert level(conf=str(conf)) == "2/5"
+
+
 # -- failures -----------------------------------------------------------------------------------
 
 
