@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import stat
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -29,22 +30,29 @@ INODES = 1024
 client pins in its cache beyond libcephfs's own choice."""
 
 
-def _ns(ts: lc.Timespec) -> int:
-    return int(ts.tv_sec) * _NS + int(ts.tv_nsec)
-
-
 def _timespec(ns: int) -> lc.Timespec:
     return lc.Timespec(ns // _NS, ns % _NS)
 
 
+_STATX = struct.Struct("=8xIIIH2xQQQ8xQqqqqqqqq8x")
+"""``struct ceph_statx`` (``lc.Statx``) from nlink to btime: one unpack instead of a
+Python object per field (and per ``Timespec``) read."""
+_TYPES = FTYPE_OF  # hoisted, as in ``_statx``
+_REG = Ftype3.REG
+_DEVICES = (Ftype3.CHR, Ftype3.BLK)
+_NO_RDEV = (0, 0)
+
+
 def to_attr(stx: lc.Statx) -> Attr:
     """NFS attributes from a ``ceph_statx`` (generation: the birth time, when known)."""
-    ftype = FTYPE_OF.get(stat.S_IFMT(stx.mode), Ftype3.REG)
-    rdev = (os.major(stx.rdev), os.minor(stx.rdev)) if ftype in (Ftype3.CHR, Ftype3.BLK) else (0, 0)
-    gen = mix(stx.btime.tv_sec, stx.btime.tv_nsec) if stx.mask & lc.STATX_BTIME else 0
+    (nlink, uid, gid, mode, ino, size, blocks, rdev,
+     a_s, a_ns, c_s, c_ns, m_s, m_ns, b_s, b_ns) = _STATX.unpack_from(stx)  # fmt: skip
+    ftype = _TYPES.get(mode & 0o170000, _REG)
+    dev = (os.major(rdev), os.minor(rdev)) if ftype in _DEVICES else _NO_RDEV
+    gen = mix(b_s, b_ns) if stx.mask & lc.STATX_BTIME else 0
     return Attr(
-        ftype, stx.mode & 0o7777, stx.nlink, stx.uid, stx.gid, stx.size, stx.blocks * 512, rdev,
-        stx.ino, _ns(stx.atime), _ns(stx.mtime), _ns(stx.ctime), generation=gen,
+        ftype, mode & 0o7777, nlink, uid, gid, size, blocks * 512, dev, ino,
+        a_s * _NS + a_ns, m_s * _NS + m_ns, c_s * _NS + c_ns, generation=gen,
     )  # fmt: skip
 
 
@@ -83,16 +91,16 @@ class MountedFs:
             self.files.close_idle(idle)
             self.inodes.close_idle(idle)
 
-    @contextlib.contextmanager
-    def call(self) -> Iterator[None]:
-        """Count an operation running on this mount."""
+    def __enter__(self) -> MountedFs:
+        """``with fs:`` counts an operation running on this mount (a class's context
+        manager, not a generator's: this brackets every call)."""
         with self._lock:
             self.calls += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.calls -= 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.calls -= 1
 
     def shutdown(self) -> None:
         """Close the cached handles and unmount (flushes buffered writes, hands capabilities

@@ -148,7 +148,7 @@ class CephFsBackend(Backend):
         key = ("data" if name in _DATA else "meta", args[0]) if args else None  # its file
 
         def job() -> T:
-            with fs.call():
+            with fs:
                 return op(fs, *args, **kwargs)
 
         try:
