@@ -158,6 +158,49 @@ def test_builtin_name_and_options(ceph_cluster: CephCluster, cephfs_dir: str) ->
         b.close()
 
 
+def test_attributes_from_a_statx_keep_every_field() -> None:
+    from ferry.backends import _libcephfs as lc
+    from ferry.backends._cephfsmount import to_attr
+    from ferry.backends._statx import mix
+    from ferry.vocab import Ftype3
+
+    ts = lc.Timespec
+    stx = lc.Statx(
+        mask=lc.STATX_WANT, nlink=2, uid=5, gid=6, mode=0o104755, ino=1 << 40, size=(1 << 33) + 1,
+        blocks=3, rdev=os.makedev(8, 1), atime=ts(1, 2), ctime=ts(3, 4), mtime=ts(5, 999_999_999),
+        btime=ts(7, 8),
+    )  # fmt: skip
+    a = to_attr(stx)
+    assert (a.type, a.mode, a.nlink, a.uid, a.gid) == (Ftype3.REG, 0o4755, 2, 5, 6)
+    assert (a.size, a.used, a.rdev, a.fileid) == ((1 << 33) + 1, 3 * 512, (0, 0), 1 << 40)
+    assert (a.atime_ns, a.ctime_ns, a.mtime_ns) == (1_000_000_002, 3_000_000_004, 5_999_999_999)
+    assert a.generation == mix(7, 8)
+    dev = to_attr(lc.Statx(mask=lc.STATX_BASIC, mode=0o020600, rdev=os.makedev(8, 1)))
+    assert (dev.type, dev.rdev, dev.generation) == (Ftype3.CHR, (8, 1), 0)
+
+
+def test_client_log_is_quiet_unless_the_conf_or_settings_set_it(
+    ceph_cluster: CephCluster, cephfs_dir: str, tmp_path: Path
+) -> None:
+    """libcephfs's default in-memory client log costs every call; Ferry turns it off, but
+    keeps a level the operator chose in ceph.conf or in the export's settings."""
+
+    def level(**options: object) -> str:
+        b = CephFsBackend(cephfs_dir, **{"conf": str(ceph_cluster.conf), **options})  # type: ignore[arg-type]
+        try:
+            return b._mounted().m.conf_get("debug_client")
+        finally:
+            close_in_background(b)
+
+    assert level() == "0/0"
+    assert level(settings={"debug_client": "0/5"}) == "0/5"
+    conf = tmp_path / "ceph.conf"
+    conf.write_text(
+        ceph_cluster.conf.read_text().replace("[global]\n", "[global]\ndebug_client = 2/5\n")
+    )
+    assert level(conf=str(conf)) == "2/5"
+
+
 # -- failures -----------------------------------------------------------------------------------
 
 

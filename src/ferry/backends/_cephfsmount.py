@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import stat
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -24,24 +25,34 @@ from ferry.errors import NfsError
 from ferry.vocab import FTYPE_OF, MKNOD_TYPES, S_IFMT_OF, Ftype3, Nfsstat3, StableHow
 
 _NS = 1_000_000_000
-
-
-def _ns(ts: lc.Timespec) -> int:
-    return int(ts.tv_sec) * _NS + int(ts.tv_nsec)
+INODES = 1024
+"""Inode references kept for recent calls (``MountedFs._inode``): a bound on what this
+client pins in its cache beyond libcephfs's own choice."""
 
 
 def _timespec(ns: int) -> lc.Timespec:
     return lc.Timespec(ns // _NS, ns % _NS)
 
 
+_STATX = struct.Struct("=8xIIIH2xQQQ8xQqqqqqqqq8x")
+"""``struct ceph_statx`` (``lc.Statx``) from nlink to btime: one unpack instead of a
+Python object per field (and per ``Timespec``) read."""
+_TYPES = FTYPE_OF  # hoisted, as in ``_statx``
+_REG = Ftype3.REG
+_DEVICES = (Ftype3.CHR, Ftype3.BLK)
+_NO_RDEV = (0, 0)
+
+
 def to_attr(stx: lc.Statx) -> Attr:
     """NFS attributes from a ``ceph_statx`` (generation: the birth time, when known)."""
-    ftype = FTYPE_OF.get(stat.S_IFMT(stx.mode), Ftype3.REG)
-    rdev = (os.major(stx.rdev), os.minor(stx.rdev)) if ftype in (Ftype3.CHR, Ftype3.BLK) else (0, 0)
-    gen = mix(stx.btime.tv_sec, stx.btime.tv_nsec) if stx.mask & lc.STATX_BTIME else 0
+    (nlink, uid, gid, mode, ino, size, blocks, rdev,
+     a_s, a_ns, c_s, c_ns, m_s, m_ns, b_s, b_ns) = _STATX.unpack_from(stx)  # fmt: skip
+    ftype = _TYPES.get(mode & 0o170000, _REG)
+    dev = (os.major(rdev), os.minor(rdev)) if ftype in _DEVICES else _NO_RDEV
+    gen = mix(b_s, b_ns) if stx.mask & lc.STATX_BTIME else 0
     return Attr(
-        ftype, stx.mode & 0o7777, stx.nlink, stx.uid, stx.gid, stx.size, stx.blocks * 512, rdev,
-        stx.ino, _ns(stx.atime), _ns(stx.mtime), _ns(stx.ctime), generation=gen,
+        ftype, mode & 0o7777, nlink, uid, gid, size, blocks * 512, dev, ino,
+        a_s * _NS + a_ns, m_s * _NS + m_ns, c_s * _NS + c_ns, generation=gen,
     )  # fmt: skip
 
 
@@ -49,13 +60,21 @@ class MountedFs:
     """The CephFS directory a ``lc.Mount`` was mounted at: its root, its cached file
     handles, and the operations of the backend contract (raising OSError or NfsError)."""
 
-    def __init__(self, mount: lc.Mount, open_files: int = 64, open_idle: float = 1.0) -> None:
+    def __init__(
+        self,
+        mount: lc.Mount,
+        open_files: int = 64,
+        open_idle: float = 1.0,
+        inodes: int = INODES,
+    ) -> None:
         self.m = mount
         self.root_inode = mount.lookup_root()
         root_stx = lc.Statx()
         mount.getattr(self.root_inode, root_stx)
         self.root_ino = int(root_stx.ino)
         self.files = FdCache(open_files, closer=lambda fh: mount.close(lc.Fh(fh)))
+        self.inodes = FdCache(inodes, closer=lambda inode: mount.put(lc.Inode(inode)))
+        """References to the inodes of recent calls (see ``_inode``), leased like handles."""
         self.calls = 0
         """Operations running on this mount now (it is shut down only when none is)."""
         self._lock = threading.Lock()
@@ -66,26 +85,29 @@ class MountedFs:
             ).start()
 
     def _close_idle(self, idle: float) -> None:
-        """Close the file handles nobody used for ``idle`` seconds (see ``_lease``)."""
+        """Close the file handles and drop the inode references nobody used for ``idle``
+        seconds (see ``_lease`` and ``_inode``)."""
         while not self._stop.wait(max(0.2, idle / 2)):
             self.files.close_idle(idle)
+            self.inodes.close_idle(idle)
 
-    @contextlib.contextmanager
-    def call(self) -> Iterator[None]:
-        """Count an operation running on this mount."""
+    def __enter__(self) -> MountedFs:
+        """``with fs:`` counts an operation running on this mount (a class's context
+        manager, not a generator's: this brackets every call)."""
         with self._lock:
             self.calls += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.calls -= 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.calls -= 1
 
     def shutdown(self) -> None:
         """Close the cached handles and unmount (flushes buffered writes, hands capabilities
         back); can take a second, or hang on a cluster that stopped answering."""
         self._stop.set()
         self.files.clear()
+        self.inodes.clear()
         self.m.put(self.root_inode)
         self.m.shutdown()
 
@@ -97,26 +119,39 @@ class MountedFs:
 
     @contextlib.contextmanager
     def _inode(self, fid: FileId) -> Iterator[lc.Inode]:
-        """A referenced inode for ``fid``; STALE if CephFS has no such inode any more."""
+        """A referenced inode for ``fid``; STALE if CephFS has no such inode any more.
+
+        The reference comes from ``inodes`` when a recent call left one there: a GETATTR
+        is then one libcephfs call, not three (find the inode, read its attributes, drop
+        it), and each is a release and a re-take of the GIL that the other threads
+        contend for. A cached reference says nothing about the attributes (``getattr``
+        still asks the MDS when this client holds no capabilities for them); it is
+        dropped once unused for ``open_idle`` seconds, or when the file is seen removed
+        (an unlinked inode we hold stays a stray on the MDS)."""
         if fid == self.root_ino:
             yield self.root_inode
             return
+        lease = self.inodes.acquire(fid, writable=False)
+        if lease is None:
+            lease = self.inodes.insert(fid, self._lookup_ino(fid), writable=False)
         try:
-            inode = self.m.lookup_ino(fid)
+            yield lc.Inode(lease.fd)
+        finally:
+            self.inodes.release(lease)
+
+    def _lookup_ino(self, fid: FileId) -> lc.Inode:
+        try:
+            return self.m.lookup_ino(fid)
         except OSError as exc:
             if exc.errno in (errno.ESTALE, errno.ENOENT):
                 raise NfsError(Nfsstat3.STALE, f"no file with id {fid}") from exc
             raise
-        try:
-            yield inode
-        finally:
-            self.m.put(inode)
 
     def _stat(self, inode: lc.Inode, fid: FileId) -> lc.Statx:
         stx = lc.Statx()
         self.m.getattr(inode, stx)
         if stx.nlink == 0:  # removed, still held open by us or by another client
-            self.files.invalidate(fid)
+            self._forget(fid)
             raise NfsError(Nfsstat3.STALE, f"file {fid} was removed")
         return stx
 
@@ -180,7 +215,12 @@ class MountedFs:
     def _dropped(self, victim: lc.Statx | None) -> None:
         """Forget the cached handle of a file that lost a name (it may be gone)."""
         if victim is not None:
-            self.files.invalidate(int(victim.ino))
+            self._forget(int(victim.ino))
+
+    def _forget(self, fid: FileId) -> None:
+        """Close the cached handle of ``fid`` and drop our reference to its inode."""
+        self.files.invalidate(fid)
+        self.inodes.invalidate(fid)
 
     def _maybe_child(self, d: lc.Inode, name: bytes) -> lc.Statx | None:
         stx = lc.Statx()

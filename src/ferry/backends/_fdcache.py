@@ -32,7 +32,8 @@ class Lease:
 class FdCache:
     """Up to ``capacity`` descriptors keyed by file id, least recently used evicted first.
 
-    ``closer`` releases one (``os.close``; the CephFS backend caches libcephfs handles)."""
+    ``closer`` releases one (``os.close``; the CephFS backend caches libcephfs handles,
+    and references to libcephfs inodes)."""
 
     def __init__(self, capacity: int = 64, closer: Callable[[int], object] = os.close) -> None:
         self._close = closer

@@ -193,7 +193,7 @@ class Mount:
             conf = conf_file.encode() if conf_file else None
             _check(lib.ceph_conf_read_file(self._cm, conf), f"reading {conf_file or 'ceph.conf'}")
             for key, value in settings.items():
-                _check(lib.ceph_conf_set(self._cm, key.encode(), value.encode()), f"option {key}")
+                self.conf_set(key, value)
             if root is not None:
                 self.mount(root)
         except BaseException:
@@ -203,6 +203,12 @@ class Mount:
     def mount(self, root: str) -> None:
         """Connect and mount ``root`` (a directory of the file system)."""
         _check(self._lib.ceph_mount(self._cm, root.encode()), f"mounting {root}")
+
+    def conf_set(self, option: str, value: str) -> None:
+        """Set a Ceph option for this client (before ``mount``), over the conf file's."""
+        _check(
+            self._lib.ceph_conf_set(self._cm, option.encode(), value.encode()), f"option {option}"
+        )
 
     def conf_get(self, option: str) -> str:
         """The value of a Ceph option as this client sees it (metavariables expanded)."""

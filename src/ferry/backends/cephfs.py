@@ -27,6 +27,9 @@ Export options (``[[export]] backend = "cephfs"``, ``path`` = the directory insi
                 settings = { client_oc_size = "104857600" } }
 
 With ``subvolume``, ``path`` is a directory inside that subvolume (``/``: all of it).
+``settings`` are Ceph options for this server's client, over the conf file's; the client
+log (``debug_client``) is off unless one of them sets it (``_cephfsconnect.QUIET``: its
+default in-memory log costs every call).
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ class CephFsBackend(Backend):
         key = ("data" if name in _DATA else "meta", args[0]) if args else None  # its file
 
         def job() -> T:
-            with fs.call():
+            with fs:
                 return op(fs, *args, **kwargs)
 
         try:
