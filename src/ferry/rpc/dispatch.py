@@ -123,6 +123,7 @@ class Outcome:
 
 
 _KEPT = struct.Struct(">iiI")  # code, status, data: ahead of a reply in the DRC
+_SUCCESS = AcceptStat.SUCCESS  # hoisted: an enum member read through its class is slow
 
 
 class CallObserver(Protocol):
@@ -340,8 +341,8 @@ class Dispatcher:
             log.exception("procedure prog=%d proc=%d failed", header.prog, header.proc)
             return _accepted(xid, AcceptStat.SYSTEM_ERR)[0].buffers(), AcceptStat.SYSTEM_ERR
         if tail is None:
-            return results.buffers(), AcceptStat.SUCCESS
-        return [*results.buffers(), *opaque_tail(tail)], AcceptStat.SUCCESS
+            return results.buffers(), _SUCCESS
+        return [*results.buffers(), *opaque_tail(tail)], _SUCCESS
 
     def _find(self, header: CallHeader) -> Handler | tuple[Packer, int]:
         """The handler of a call, or the reply that says why there is none and its code."""
