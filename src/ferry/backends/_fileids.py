@@ -132,6 +132,8 @@ class FileIdMap:
 
         Unverified: the caller checks that the path still leads to ``ino``.
         """
+        if ino == self._root:  # LOOKUP in the mount point: no lock, no walk
+            return b""
         parts: list[bytes] = []
         cur = ino
         with self._lock:
