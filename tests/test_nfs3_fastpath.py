@@ -282,6 +282,28 @@ def test_listing_is_sorted_by_cookie_and_keeps_no_attributes() -> None:
     assert given[0].attr is attr  # the backend's entries are not changed
 
 
+def test_squash_remembers_its_answers_by_the_credentials_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client's calls share one ``Credentials`` object: its squashed identity is made
+    once and given again; other objects (new ones on a freed one's id among them) get
+    their own, right answer; the memory stays bounded."""
+    from ferry.nfs3 import exports
+
+    monkeypatch.setattr(exports, "SQUASHED_MAX", 4)
+    export = Export("/x", MemoryBackend(), anonuid=4242, anongid=4343)
+    root = Credentials(1, 0, 0, (0,), "host", 7)
+    first = export.squash(root)
+    assert export.squash(root) is first
+    assert (first.uid, first.gid, first.gids) == (4242, 4343, ())
+    for i in range(20):  # each freed at once: ids come round again
+        cred = Credentials(1, i % 2 * 1000, i % 3, (0,) if i % 4 else (), "host", i)
+        assert export.squash(cred) == _squash_reference(export, cred), cred
+        assert len(export._squashed) <= 4
+    plain = Export("/y", MemoryBackend(), root_squash=False)
+    assert plain.squash(root) is root and not plain._squashed
+
+
 def _squash_reference(export: Export, cred: Credentials) -> Credentials:
     """``Export.squash`` as it was before issue 20 (``dataclasses.replace``)."""
     if export.all_squash or (export.root_squash and cred.uid == 0):
