@@ -245,6 +245,27 @@ def test_handles_made_for_pages_are_remembered_and_the_same_as_encode(
         assert len(codec.made) <= 64 + 100  # emptied when full, before a page
 
 
+def test_encode_remembers_its_handles_and_they_carry_the_mac(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``encode`` (a LOOKUP's handle) gives the same handle again from ``made``, sealed
+    with the key's MAC (another codec of the key opens it, one of another key refuses
+    it), by export, file id and generation; ``made`` stays bounded."""
+    monkeypatch.setattr(filehandle, "MADE_MAX", 8)
+    codec, fresh = HandleCodec(KEY), HandleCodec(KEY)
+    for export_id, fid, gen in [(1, 5, 0), (1, 5, 1), (2, 5, 0), (1, 2**64 - 1, 2**32 + 3)]:
+        h = codec.encode(export_id, fid, gen)
+        assert codec.encode(export_id, fid, gen) is h  # remembered
+        assert fresh.decode(h) == (export_id, fid, gen & 0xFFFFFFFF)
+        with pytest.raises(NfsError) as err:
+            HandleCodec(OTHER).decode(h)
+        assert err.value.status == Nfsstat3.BADHANDLE
+    assert len({codec.encode(1, 5, 0), codec.encode(1, 5, 1), codec.encode(2, 5, 0)}) == 3
+    for i in range(50):
+        assert fresh.decode(codec.encode(3, i)) == (3, i, 0)
+        assert len(codec.made) <= 8
+
+
 def test_listing_is_sorted_by_cookie_and_keeps_no_attributes() -> None:
     rng = random.Random(22)
     attr = Attr(Ftype3.REG, 0o644, 1, 0, 0, 0, 0, (0, 0), 5, 0, 0, 0)
@@ -259,6 +280,28 @@ def test_listing_is_sorted_by_cookie_and_keeps_no_attributes() -> None:
     )
     assert all(e.attr is None for e in listing.entries)
     assert given[0].attr is attr  # the backend's entries are not changed
+
+
+def test_squash_remembers_its_answers_by_the_credentials_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client's calls share one ``Credentials`` object: its squashed identity is made
+    once and given again; other objects (new ones on a freed one's id among them) get
+    their own, right answer; the memory stays bounded."""
+    from ferry.nfs3 import exports
+
+    monkeypatch.setattr(exports, "SQUASHED_MAX", 4)
+    export = Export("/x", MemoryBackend(), anonuid=4242, anongid=4343)
+    root = Credentials(1, 0, 0, (0,), "host", 7)
+    first = export.squash(root)
+    assert export.squash(root) is first
+    assert (first.uid, first.gid, first.gids) == (4242, 4343, ())
+    for i in range(20):  # each freed at once: ids come round again
+        cred = Credentials(1, i % 2 * 1000, i % 3, (0,) if i % 4 else (), "host", i)
+        assert export.squash(cred) == _squash_reference(export, cred), cred
+        assert len(export._squashed) <= 4
+    plain = Export("/y", MemoryBackend(), root_squash=False)
+    assert plain.squash(root) is root and not plain._squashed
 
 
 def _squash_reference(export: Export, cred: Credentials) -> Credentials:

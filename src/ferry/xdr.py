@@ -140,10 +140,23 @@ class Unpacker:
         return pos
 
     def unpack_uint(self) -> int:
-        return int(_U32.unpack_from(self._data, self._take(4))[0])
+        """Flat, like ``unpack_bytes`` (no ``_take`` call unless short): an ACCESS mask,
+        a READ count, every number of every reply the client reads."""
+        pos = self._pos
+        if pos + 4 > len(self._data):
+            self._take(4)  # raises, with the message every short read has
+        self._pos = pos + 4
+        v: int = _U32.unpack_from(self._data, pos)[0]
+        return v
 
     def unpack_int(self) -> int:
-        return int(_I32.unpack_from(self._data, self._take(4))[0])
+        """Flat, as ``unpack_uint``: every enum (a status, a file type) comes through here."""
+        pos = self._pos
+        if pos + 4 > len(self._data):
+            self._take(4)  # raises
+        self._pos = pos + 4
+        v: int = _I32.unpack_from(self._data, pos)[0]
+        return v
 
     def unpack_uhyper(self) -> int:
         return int(_U64.unpack_from(self._data, self._take(8))[0])

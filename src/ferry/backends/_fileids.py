@@ -132,6 +132,8 @@ class FileIdMap:
 
         Unverified: the caller checks that the path still leads to ``ino``.
         """
+        if ino == self._root:  # LOOKUP in the mount point: no lock, no walk
+            return b""
         parts: list[bytes] = []
         cur = ino
         with self._lock:
@@ -172,10 +174,13 @@ class FileIdMap:
             self.flush()
 
     def record(self, ino: int, parent: int, name: bytes) -> None:
-        """Remember that ``ino`` is called ``name`` in directory ``parent``."""
-        if ino == self._root:
-            return
+        """Remember that ``ino`` is called ``name`` in directory ``parent``. Nothing to
+        do, the lock not taken, when the map says so already (every LOOKUP of a known
+        name: one dictionary read is atomic, and a rename racing with it decides the
+        row either way, as it would under the lock)."""
         loc = (parent, name)
+        if ino == self._root or self._cache.get(ino) == loc:
+            return
         with self._lock:
             if self._cache.get(ino) != loc:
                 self._remember(ino, loc)

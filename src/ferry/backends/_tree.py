@@ -97,6 +97,10 @@ class ExportTree:
 
     def attr(self, fid: FileId) -> Attr:
         """Verified attributes of ``fid`` (hot: one statx when the map knows the path)."""
+        if fid == self.root_ino:  # the mount point, asked about most: its own descriptor
+            a = self.reader.of_fd(self.root_fd)
+            if a.fileid == fid and a.fsid == self.dev:
+                return a
         found = self._attr_at(self.map.path(fid), fid)
         if found is None:
             found = self._attr_at(self.rescan(fid)[0], fid)

@@ -195,6 +195,8 @@ class LocalBackend(Backend):
         return self._tree.root_ino
 
     def getattr(self, fid: FileId) -> Attr:
+        if fid == self._tree.root_ino:  # a directory: never in the descriptor cache
+            return self._tree.attr(fid)
         lease = self._fds.acquire(fid, writable=False)
         if lease is not None:
             try:

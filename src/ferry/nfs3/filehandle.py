@@ -30,7 +30,7 @@ KEY_SIZE = 32
 VERIFIED_MAX = 4096
 """Handles a codec remembers as verified (``HandleCodec.decode``)."""
 MADE_MAX = 1 << 16
-"""Handles a codec remembers having made for READDIRPLUS (``HandleCodec.encode_ids``):
+"""Handles a codec remembers having made (``HandleCodec.encode``, ``encode_ids``):
 about 9 MiB when full, enough for a directory of 50,000 entries listed again."""
 
 
@@ -58,16 +58,28 @@ class HandleCodec:
         the MAC without hashing the key again (a third cheaper than a new keyed hash)."""
         self.verified: dict[bytes, tuple[int, int, int]] = {}
         self.made: dict[int, bytes] = {}
-        """Handles made for READDIRPLUS pages (``encode_ids``, at most ``MADE_MAX``, emptied
-        when full), by export id, file id and generation: listing a directory again costs
-        a dictionary lookup per entry instead of a MAC."""
+        """Handles made (``encode``, ``encode_ids``; at most ``MADE_MAX``, emptied when
+        full), by export id, file id and generation: looking a name up or listing a
+        directory again costs a dictionary lookup per file instead of a MAC."""
 
     def _mac(self, body: bytes, key: bytes | None = None) -> bytes:
         return hashlib.blake2b(body, key=key or self._key, digest_size=MAC_SIZE).digest()
 
     def encode(self, export_id: int, fileid: int, generation: int = 0) -> bytes:
-        body = _BODY.pack(VERSION, export_id, fileid, generation & 0xFFFFFFFF)
-        return body + self._mac(body)
+        """The handle of a file (LOOKUP, CREATE, MKDIR...): clients look the same names
+        up again and again, so it comes from ``made`` like ``encode_ids``'s when it was
+        made before (a dictionary lookup instead of a keyed hash)."""
+        generation &= 0xFFFFFFFF
+        made = self.made
+        found = made.get(ident := (generation << 80) | (export_id << 64) | fileid)
+        if found is None:
+            if len(made) >= MADE_MAX:
+                made.clear()
+            body = _BODY.pack(VERSION, export_id, fileid, generation)
+            mac = self._keyed.copy()
+            mac.update(body)
+            found = made[ident] = body + mac.digest()
+        return found
 
     def encode_ids(
         self, export_id: int, fileids: Sequence[int], generations: Sequence[int | None]

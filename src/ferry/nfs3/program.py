@@ -23,6 +23,9 @@ from ferry.xdr import Packer, Unpacker
 
 log = logging.getLogger("ferry.nfs3")
 
+_OK = Nfsstat3.OK
+"""Hoisted: an enum member read through its class costs ten times a global (every call)."""
+
 
 def _null(u: Unpacker, ctx: CallContext, p: Packer) -> None:
     """NULL: no arguments, no results (RFC 1813 section 3.3.0)."""
@@ -43,10 +46,10 @@ def _handler(service: Nfs3Service, proc: Procedure) -> Handler:
             p.pack_enum(exc.status)
             _pack_fail(service, fail, args, ctx, p)
             return None
-        ctx.status = Nfsstat3.OK
+        ctx.status = _OK
         if moves_data:
             ctx.data = res.count
-        p.pack_enum(Nfsstat3.OK)
+        p.pack_enum(_OK)
         tail: FileSegment | None = res.pack(p)  # a READ's data left in its file, or None
         return tail
 

@@ -39,6 +39,7 @@ NOWAIT_WRITE_MAX = 32 * 1024
 """Largest UNSTABLE WRITE run on the event loop (``Transport.nowait``): a copy of a few
 pages into the page cache costs less than two thread hops."""
 _DOTS = (b".", b"..")
+_DIR = Ftype3.DIR  # hoisted for LOOKUP: an enum member read through its class is slow
 
 
 @dataclasses.dataclass(slots=True)
@@ -221,7 +222,7 @@ class Nfs3Service:
     def lookup(self, args: t.LookupArgs, ctx: CallContext) -> t.LookupRes:
         target = self.resolve(args.what.dir, ctx)
         dir_attr = self.attrs(target)
-        if dir_attr.type != Ftype3.DIR:
+        if dir_attr.type != _DIR:
             raise NfsError(Nfsstat3.NOTDIR)
         if not may(dir_attr, target.cred, X):
             raise NfsError(Nfsstat3.ACCES)

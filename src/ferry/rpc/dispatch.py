@@ -31,6 +31,7 @@ from ferry.rpc import drc as drcmod
 from ferry.rpc.auth import BadCredentials, CredentialCache, Credentials, UnsupportedFlavor
 from ferry.rpc.message import (
     MAX_AUTH_BYTES,
+    NULL_AUTH,
     RPC_VERSION,
     AcceptStat,
     AuthStat,
@@ -51,6 +52,8 @@ from ferry.xdr import Packer, Unpacker
 log = logging.getLogger("ferry.rpc")
 
 Address = tuple[str, int] | tuple[str, int, int, int] | None
+Key = tuple[int, int, int]
+"""(program, version, procedure)."""
 Buffer = bytes | bytearray | memoryview
 
 
@@ -123,6 +126,7 @@ class Outcome:
 
 
 _KEPT = struct.Struct(">iiI")  # code, status, data: ahead of a reply in the DRC
+_SUCCESS = AcceptStat.SUCCESS  # hoisted: an enum member read through its class is slow
 
 
 class CallObserver(Protocol):
@@ -171,6 +175,24 @@ class Dispatcher:
         self.drc = drc
         self.observer = observer
         self.credentials = CredentialCache()
+        self._routes = self._route_table(drc)
+
+    def _route_table(self, drc: drcmod.ReplyCache | None) -> dict[Key, tuple[Handler, bool]]:
+        """(program, version, procedure) -> its handler and whether the DRC keeps its
+        replies (``drc.wants``): one lookup per call decides both. Programs are fixed
+        at construction; a call without a row is refused by ``_unrouted``."""
+        routes: dict[Key, tuple[Handler, bool]] = {}
+        for program in self.programs.values():
+            for vers, procs in program.versions.items():
+                for proc, handler in procs.items():
+                    call = CallHeader(
+                        0, RPC_VERSION, program.number, vers, proc, NULL_AUTH, NULL_AUTH
+                    )
+                    routes[program.number, vers, proc] = (
+                        handler,
+                        drc is not None and drc.wants(call),
+                    )
+        return routes
 
     def handle(
         self, record: Buffer, client: Address = None, transport: Transport = TCP
@@ -260,15 +282,17 @@ class Dispatcher:
             p = Packer()
             pack_auth_error(p, xid, cred)
             return _refused((p, DENIED + RejectStat.AUTH_ERROR), call)
-        handler = self._find(header)
-        if isinstance(handler, tuple):
-            return _refused(handler, call)
+        route = self._routes.get((header.prog, header.vers, header.proc))
+        if route is None:
+            return _refused(self._unrouted(header), call)
+        handler, kept = route
         ctx = CallContext(header, cred, client, transport)
-        if self.drc is None or not self.drc.wants(header):
+        if not kept:
             reply, code = self._run(handler, u, ctx)
             if call is not None:
                 call.code, call.status, call.data = code, ctx.status, ctx.data
             return reply
+        assert self.drc is not None  # kept: the DRC wants it
         return self._run_once(self.drc, handler, u, ctx, record, call)
 
     def _run_once(
@@ -340,24 +364,20 @@ class Dispatcher:
             log.exception("procedure prog=%d proc=%d failed", header.prog, header.proc)
             return _accepted(xid, AcceptStat.SYSTEM_ERR)[0].buffers(), AcceptStat.SYSTEM_ERR
         if tail is None:
-            return results.buffers(), AcceptStat.SUCCESS
-        return [*results.buffers(), *opaque_tail(tail)], AcceptStat.SUCCESS
+            return results.buffers(), _SUCCESS
+        return [*results.buffers(), *opaque_tail(tail)], _SUCCESS
 
-    def _find(self, header: CallHeader) -> Handler | tuple[Packer, int]:
-        """The handler of a call, or the reply that says why there is none and its code."""
+    def _unrouted(self, header: CallHeader) -> tuple[Packer, int]:
+        """The reply that says why a call has no handler, and its code."""
         program = self.programs.get(header.prog)
         if program is None:
             return _accepted(header.xid, AcceptStat.PROG_UNAVAIL)
-        procs = program.versions.get(header.vers)
-        if procs is None:
+        if header.vers not in program.versions:
             versions = sorted(program.versions)
             p = Packer()
             pack_prog_mismatch(p, header.xid, versions[0], versions[-1])
             return p, AcceptStat.PROG_MISMATCH
-        handler = procs.get(header.proc)
-        if handler is None:
-            return _accepted(header.xid, AcceptStat.PROC_UNAVAIL)
-        return handler
+        return _accepted(header.xid, AcceptStat.PROC_UNAVAIL)
 
 
 def _accepted(xid: int, stat: AcceptStat) -> tuple[Packer, int]:
