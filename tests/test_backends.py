@@ -813,6 +813,31 @@ def test_local_large_inode_numbers_persist(tmp_path: Path) -> None:
         m.close()
 
 
+def test_fileid_map_record_many_writes_only_what_changed(tmp_path: Path) -> None:
+    """A directory listed again writes nothing; a renamed entry is written; the root is
+    never recorded; and the rows persist, large inode numbers included."""
+    from ferry.backends._fileids import FileIdMap
+
+    big = (1 << 64) - 9
+    m = FileIdMap(tmp_path / "db", 1, "x")
+    try:
+        m.record_many(1, [(b"a", 10), (b"b", 11), (b"root", 1)])
+        assert m._pending == {10: (1, b"a"), 11: (1, b"b")}
+        m.flush()
+        m.record_many(1, [(b"a", 10), (b"b", 11)])  # listed again, unchanged
+        assert m._pending == {}
+        m.record_many(1, [(b"a", 10), (b"c", 11), (b"d", big)])  # b renamed to c
+        assert m._pending == {11: (1, b"c"), big: (1, b"d")}
+        m.record_many(big, [(b"e", 12)])
+    finally:
+        m.close()
+    m = FileIdMap(tmp_path / "db", 1, "x")
+    try:
+        assert (m.path(10), m.path(11), m.path(12), m.get(1)) == (b"a", b"c", b"d/e", None)
+    finally:
+        m.close()
+
+
 def test_fd_cache_defers_close_while_leased() -> None:
     from ferry.backends._fdcache import FdCache
 

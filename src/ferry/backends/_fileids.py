@@ -24,6 +24,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
+from itertools import repeat
+from operator import itemgetter
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,25 @@ def _s64(ino: int) -> int:
 
 def _u64(value: int) -> int:
     return value + _U64 if value < 0 else value
+
+
+_first, _second = itemgetter(0), itemgetter(1)
+
+
+def _rows(
+    pending: dict[int, Location | None],
+) -> tuple[Iterable[tuple[int, int, bytes]], list[tuple[int]]]:
+    """The ``fileids`` rows to write and the inodes to delete. A first listing of a large
+    directory makes tens of thousands of rows, all new, all inodes below 2**63: those go to
+    SQLite through C iterators (a fifth less CPU than a Python loop over them)."""
+    values = list(pending.values())
+    if values and None not in values:
+        locs = cast("list[Location]", values)
+        if max(pending) < _I64 and max(map(_first, locs)) < _I64:
+            return zip(pending.keys(), map(_first, locs), map(_second, locs), strict=True), []
+    items = pending.items()
+    puts = [(_s64(i), _s64(loc[0]), loc[1]) for i, loc in items if loc is not None]
+    return puts, [(_s64(i),) for i, loc in items if loc is None]
 
 
 class FileIdMap:
@@ -183,13 +206,18 @@ class FileIdMap:
                 self._maybe_flush()
 
     def record_many(self, parent: int, entries: list[tuple[bytes, int]]) -> None:
-        """``record`` for many (name, ino) of one directory, holding the lock once."""
+        """``record`` for many (name, ino) of one directory, holding the lock once; in C
+        loops (dict, zip, set difference of item views): a directory's first listing
+        brings tens of thousands, all new."""
+        locs = dict(
+            zip(map(_second, entries), zip(repeat(parent), map(_first, entries)), strict=True)
+        )
+        locs.pop(self._root, None)
         with self._lock:
-            cache, pending = self._cache, self._pending
-            for name, ino in entries:
-                loc = (parent, name)
-                if ino != self._root and cache.get(ino) != loc:
-                    cache[ino] = pending[ino] = loc
+            cache = self._cache
+            changed = locs if cache.keys().isdisjoint(locs) else dict(locs.items() - cache.items())
+            cache.update(changed)
+            self._pending.update(changed)
             if len(cache) > self._cache_size:
                 self._spill()
             self._maybe_flush()
@@ -226,9 +254,7 @@ class FileIdMap:
             self._last_flush = time.monotonic()
             if not self._pending and not self._pending_gens:
                 return
-            items = self._pending.items()
-            puts = [(_s64(i), _s64(loc[0]), loc[1]) for i, loc in items if loc is not None]
-            drops = [(_s64(i),) for i, loc in items if loc is None]
+            puts, drops = _rows(self._pending)
             gens = [(_s64(i), gen) for i, gen in self._pending_gens.items()]
             try:
                 with self._db:
