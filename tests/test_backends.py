@@ -813,6 +813,82 @@ def test_local_large_inode_numbers_persist(tmp_path: Path) -> None:
         m.close()
 
 
+def test_fileid_map_record_many_writes_only_what_changed(tmp_path: Path) -> None:
+    """A directory listed again writes nothing; a renamed entry is written; the root is
+    never recorded; and the rows persist, large inode numbers included."""
+    from ferry.backends._fileids import FileIdMap
+
+    big = (1 << 64) - 9
+    m = FileIdMap(tmp_path / "db", 1, "x")
+    try:
+        m.record_many(1, [(b"a", 10), (b"b", 11), (b"root", 1)])
+        assert m._pending == {10: (1, b"a"), 11: (1, b"b")}
+        m.flush()
+        m.record_many(1, [(b"a", 10), (b"b", 11)])  # listed again, unchanged
+        assert m._pending == {}
+        m.record_many(1, [(b"a", 10), (b"c", 11), (b"d", big)])  # b renamed to c
+        assert m._pending == {11: (1, b"c"), big: (1, b"d")}
+        m.record_many(big, [(b"e", 12)])
+    finally:
+        m.close()
+    m = FileIdMap(tmp_path / "db", 1, "x")
+    try:
+        assert (m.path(10), m.path(11), m.path(12), m.get(1)) == (b"a", b"c", b"d/e", None)
+    finally:
+        m.close()
+
+
+def test_fileid_map_saves_a_listing_as_one_row(tmp_path: Path) -> None:
+    """A listing persists as one row and answers after a restart; a single row (a rename
+    seen later) wins over it; the root is never recorded."""
+    import sqlite3
+
+    from ferry.backends._fileids import FileIdMap
+
+    m = FileIdMap(tmp_path / "db", 1, "x")
+    try:
+        m.record_listing(1, [(b"a", 10), (b"b", 11), (b"root", 1), (b"d", 12)])
+        m.record_listing(12, [(b"e", 13)])
+        m.record(11, 12, b"moved")  # after the listing: the row must win
+    finally:
+        m.close()
+    db = sqlite3.connect(tmp_path / "db")
+    try:
+        assert db.execute("SELECT count(*) FROM listings").fetchone() == (2,)
+        assert db.execute("SELECT ino FROM fileids").fetchall() == [(11,)]
+    finally:
+        db.close()
+    m = FileIdMap(tmp_path / "db", 1, "x")
+    try:
+        assert (m.path(10), m.path(11), m.path(13), m.get(1)) == (b"a", b"d/moved", b"d/e", None)
+        assert m.get(99) is None
+    finally:
+        m.close()
+
+
+def test_local_handles_from_a_listing_resolve_after_restart_without_a_scan(
+    tmp_path: Path,
+) -> None:
+    from ferry.backends import LocalBackend
+
+    root, state = tmp_path / "root", tmp_path / "state"
+    (root / "d").mkdir(parents=True)
+    for i in range(50):
+        (root / "d" / f"f{i}").write_bytes(b"x")
+    b = LocalBackend(root, state_dir=state)
+    try:
+        d = b.lookup(b.root(), b"d")
+        ids = {e.name: e.fileid for e in b.readdir(d)}
+    finally:
+        b.close()
+    b = LocalBackend(root, state_dir=state, scan_limit=0)  # no rescan can find them
+    try:
+        assert b.getattr(ids[b"f7"]).fileid == ids[b"f7"]
+        assert b.getattr(ids[b"f49"]).size == 1
+    finally:
+        b.close()
+
+
 def test_fd_cache_defers_close_while_leased() -> None:
     from ferry.backends._fdcache import FdCache
 

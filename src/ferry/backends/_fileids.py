@@ -7,8 +7,13 @@ Storing parent pointers rather than whole paths makes a directory rename one row
 instead of a rewrite of every descendant's path.
 
 Rows live in a bounded in-memory cache in front of SQLite (WAL, synchronous=NORMAL);
-writes are batched. Losing the newest rows in a crash is harmless: the backend verifies
-every location it gets from here and rescans the export when one is wrong or missing.
+writes are batched. A directory's listing is saved as one row (its inode numbers and names
+as two blobs), not a row per entry: a first listing of 50,000 files costs one row instead
+of 50,000 (70-150 ms of SQLite on the reply path). Single rows, which come from LOOKUP,
+CREATE, RENAME and the like, are asked first; the listings are read into memory at the
+first lookup the rows cannot answer. Losing the newest rows in a crash is harmless: the
+backend verifies every location it gets from here and rescans the export when one is wrong
+or missing (a listing older than a file's move behind the server's back is such a hint).
 
 The map also keeps generation counters for file systems that record no birth time: the
 backend bumps an inode's counter when it removes the inode's last link, so a file that
@@ -18,12 +23,17 @@ locations these matter for correctness, so a bump is written at once.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
+from itertools import repeat
+from operator import itemgetter
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,25 @@ def _s64(ino: int) -> int:
 
 def _u64(value: int) -> int:
     return value + _U64 if value < 0 else value
+
+
+_first, _second = itemgetter(0), itemgetter(1)
+
+
+def _rows(
+    pending: dict[int, Location | None],
+) -> tuple[Iterable[tuple[int, int, bytes]], list[tuple[int]]]:
+    """The ``fileids`` rows to write and the inodes to delete. A first listing of a large
+    directory makes tens of thousands of rows, all new, all inodes below 2**63: those go to
+    SQLite through C iterators (a fifth less CPU than a Python loop over them)."""
+    values = list(pending.values())
+    if values and None not in values:
+        locs = cast("list[Location]", values)
+        if max(pending) < _I64 and max(map(_first, locs)) < _I64:
+            return zip(pending.keys(), map(_first, locs), map(_second, locs), strict=True), []
+    items = pending.items()
+    puts = [(_s64(i), _s64(loc[0]), loc[1]) for i, loc in items if loc is not None]
+    return puts, [(_s64(i),) for i, loc in items if loc is None]
 
 
 class FileIdMap:
@@ -65,6 +94,10 @@ class FileIdMap:
         self._pending: dict[int, Location | None] = {}  # None: delete
         self._gens: dict[int, int] = {}  # cache of the generations table, 0 for no row
         self._pending_gens: dict[int, int] = {}
+        self._pending_listings: dict[int, list[tuple[bytes, int]]] = {}
+        self._listed: dict[int, Location] | None = None
+        """The saved listings' locations, read at the first lookup the rows cannot answer
+        (None: not read since start-up or the last spill)."""
         self._cache_size = cache_size
         self._flush_every = flush_every
         self._flush_seconds = flush_seconds
@@ -100,12 +133,17 @@ class FileIdMap:
         db.execute(
             "CREATE TABLE IF NOT EXISTS generations (ino INTEGER PRIMARY KEY, gen INTEGER NOT NULL)"
         )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS listings"
+            " (parent INTEGER PRIMARY KEY, inos BLOB NOT NULL, names BLOB NOT NULL)"
+        )
         row = db.execute("SELECT value FROM meta WHERE key='export'").fetchone()
         if row is None or row[0] != identity:
             with db:
                 db.execute("BEGIN")
                 db.execute("DELETE FROM fileids")
                 db.execute("DELETE FROM generations")
+                db.execute("DELETE FROM listings")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('export', ?)", (identity,))
 
     # -- reading ----------------------------------------------------------------------
@@ -121,11 +159,27 @@ class FileIdMap:
             row = self._db.execute(
                 "SELECT parent, name FROM fileids WHERE ino=?", (_s64(ino),)
             ).fetchone()
-            if row is None:
-                return None
-            loc = (_u64(row[0]), bytes(row[1]))
+            if row is not None:
+                loc = (_u64(row[0]), bytes(row[1]))
+            else:
+                found = self._listings().get(ino)
+                if found is None:
+                    return None
+                loc = found
             self._remember(ino, loc)
             return loc
+
+    def _listings(self) -> dict[int, Location]:
+        """The saved listings as inode -> location (read once; the caller holds the lock)."""
+        if self._listed is None:
+            self._listed = {}
+            for parent, inos, names in self._db.execute("SELECT parent, inos, names FROM listings"):
+                ids = array.array("Q")
+                ids.frombytes(inos)
+                parts = bytes(names).split(b"\0") if names else []
+                if len(parts) == len(ids):  # else damaged: it is only a hint
+                    self._listed.update(zip(ids, zip(repeat(_u64(parent)), parts), strict=True))
+        return self._listed
 
     def path(self, ino: int) -> bytes | None:
         """The path of ``ino`` relative to the root (``b""`` for it), or None if unknown.
@@ -188,13 +242,34 @@ class FileIdMap:
                 self._maybe_flush()
 
     def record_many(self, parent: int, entries: list[tuple[bytes, int]]) -> None:
-        """``record`` for many (name, ino) of one directory, holding the lock once."""
+        """``record`` for many (name, ino) of one directory, holding the lock once; in C
+        loops (dict, zip, set difference of item views): a directory's first listing
+        brings tens of thousands, all new."""
+        locs = dict(
+            zip(map(_second, entries), zip(repeat(parent), map(_first, entries)), strict=True)
+        )
+        locs.pop(self._root, None)
+        with self._lock:
+            cache = self._cache
+            changed = locs if cache.keys().isdisjoint(locs) else dict(locs.items() - cache.items())
+            cache.update(changed)
+            self._pending.update(changed)
+            if len(cache) > self._cache_size:
+                self._spill()
+            self._maybe_flush()
+
+    def record_listing(self, parent: int, entries: list[tuple[bytes, int]]) -> None:
+        """``record_many`` for a whole listing of directory ``parent``, saved as one row."""
+        entries = [(name, ino) for name, ino in entries if ino != self._root]
+        locs = dict(
+            zip(map(_second, entries), zip(repeat(parent), map(_first, entries)), strict=True)
+        )
         with self._lock:
             cache, pending = self._cache, self._pending
-            for name, ino in entries:
-                loc = (parent, name)
-                if ino != self._root and cache.get(ino) != loc:
-                    cache[ino] = pending[ino] = loc
+            cache.update(locs)
+            for ino in pending.keys() & locs.keys():  # an older single row must not win
+                pending[ino] = locs[ino]
+            self._pending_listings[parent] = entries
             if len(cache) > self._cache_size:
                 self._spill()
             self._maybe_flush()
@@ -217,6 +292,7 @@ class FileIdMap:
         """Bound memory: everything is on disk after a flush, so the cache can go."""
         self.flush()
         self._cache.clear()
+        self._listed = None
 
     def _maybe_flush(self) -> None:
         if (
@@ -229,27 +305,35 @@ class FileIdMap:
         """Write pending changes in one transaction."""
         with self._lock:
             self._last_flush = time.monotonic()
-            if not self._pending and not self._pending_gens:
+            if not self._pending and not self._pending_gens and not self._pending_listings:
                 return
-            items = self._pending.items()
-            puts = [(_s64(i), _s64(loc[0]), loc[1]) for i, loc in items if loc is not None]
-            drops = [(_s64(i),) for i, loc in items if loc is None]
+            puts, drops = _rows(self._pending)
             gens = [(_s64(i), gen) for i, gen in self._pending_gens.items()]
+            listings = [
+                (_s64(parent), array.array("Q", map(_second, e)).tobytes(),
+                 b"\0".join(map(_first, e)))
+                for parent, e in self._pending_listings.items()
+            ]  # fmt: skip
             try:
                 with self._db:
                     self._db.execute("BEGIN")
                     self._db.executemany("INSERT OR REPLACE INTO fileids VALUES (?, ?, ?)", puts)
                     self._db.executemany("DELETE FROM fileids WHERE ino=?", drops)
                     self._db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?)", gens)
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO listings VALUES (?, ?, ?)", listings
+                    )
             except sqlite3.Error as exc:
                 # Never fail a file operation over this cache: a rescan can rebuild it.
                 # Generations stay pending (they are few): the next flush retries them.
                 log.warning("cannot save %d file ids: %s", len(self._pending), exc)
+                self._pending_listings.clear()
                 if len(self._pending) > 16 * self._flush_every:
                     self._pending.clear()
                 return
             self._pending.clear()
             self._pending_gens.clear()
+            self._pending_listings.clear()
 
     def close(self) -> None:
         with self._lock:

@@ -257,7 +257,7 @@ class LocalBackend(Backend):
         with self._opendir(dir_fid) as fd, os.scandir(fd) as it:
             enc = sys.getfilesystemencoding()  # os.fsencode, inlined: 50,000 names a listing
             pairs = [(e.name.encode(enc, "surrogateescape"), e.inode()) for e in it]
-        self._tree.map.record_many(dir_fid, pairs)
+        self._tree.map.record_listing(dir_fid, pairs)
         return [DirEntry(name, ino) for name, ino in pairs]
 
     def readdir_plus(self, dir_fid: FileId) -> Iterator[DirEntry]:
@@ -271,7 +271,7 @@ class LocalBackend(Backend):
                     continue  # removed while listing
                 if attr.fsid == dev:  # skip mount points: lookup refuses them too
                     out.append(DirEntry(name, attr.fileid, attr))
-        self._tree.map.record_many(dir_fid, [(d.name, d.fileid) for d in out])
+        self._tree.map.record_listing(dir_fid, [(d.name, d.fileid) for d in out])
         return iter(out)
 
     def attrs_in(self, dir_fid: FileId, entries: Sequence[DirEntry]) -> list[Attr | None]:

@@ -17,6 +17,7 @@ from ferry.nfs3.mount import MountRegistry
 from ferry.server.app import App, build_app
 from ferry.server.config import ServerConfig, validate
 from ferry.server.connection import Limits
+from ferry.server.gctune import freeze_startup, tune_gc
 from ferry.server.listen import bind_listener
 from ferry.server.metrics import Metrics, exporting
 from ferry.server.models import MODELS, describe, single_process_backends, worker_processes
@@ -61,6 +62,7 @@ def _serve(
     model = MODELS[config.model]
     shared = model.shares_state(workers)
     defer_signals()  # a SIGTERM between the banner and the model's handlers stops cleanly
+    tune_gc()
     app = build_app(config, metrics=metrics)  # checks exports, makes the key, before forks
     listeners: list[socket.socket] = []
     datagrams: list[list[socket.socket]] = []
@@ -79,6 +81,7 @@ def _serve(
         if ready is not None:
             ready(app, port)
         log.info("%s", describe(config))
+        freeze_startup()
         model(spec).run()
         log.info("stopped")
     finally:
