@@ -14,6 +14,8 @@ Clients (each timed from connect to close, so mount and set-up count as for nfs-
 
   ferry          ``ferry.connect(url)`` then ``read_file`` / ``write_file`` (whole file)
   ferry-open     ``client.open()``: ``readinto`` / ``write`` of BLOCK-sized pieces
+  ferry-open-1mib   ``client.open()``: a loop of ``read(1 MiB)`` (new bytes each, dropped) /
+                 ``write`` of 1 MiB views: the chunked loop of issue 17
   ferry-open-whole  ``client.open()``: one ``read()`` / ``write()`` of the whole file
   nfs-cp         libnfs-utils' ``nfs-cp`` (C), one process per transfer
   nfs-rs         PyPI ``nfs-rs`` (Rust): ``Client.open()``, ``readinto`` / ``write`` of BLOCK
@@ -60,11 +62,12 @@ from machine import machine_info  # noqa: E402
 from timings import Result, local_dir, timed_read, timed_write, write_docs  # noqa: E402
 
 MiB, BLOCK = transfers.MiB, transfers.BLOCK
-CLIENTS = ("ferry", "ferry-open", "ferry-open-whole", "nfs-cp", "nfs-rs", "nfs-rs-whole",
-           "local-open", "local-open-whole")  # fmt: skip
+CLIENTS = ("ferry", "ferry-open", "ferry-open-1mib", "ferry-open-whole", "nfs-cp", "nfs-rs",
+           "nfs-rs-whole", "local-open", "local-open-whole")  # fmt: skip
 LABEL = {
     "ferry": "Ferry read_file/write_file",
     "ferry-open": "Ferry open()",
+    "ferry-open-1mib": "Ferry open() read()/write() of 1 MiB pieces",
     "ferry-open-whole": "Ferry open() read()/write() whole",
     "nfs-cp": "libnfs nfs-cp (C)",
     "nfs-rs": "nfs-rs (Rust)",
@@ -73,8 +76,8 @@ LABEL = {
     "local-open-whole": "no NFS: local file (tmpfs), open() read()/write() whole",
 }
 LOCAL = ("local-open", "local-open-whole")
-WHOLE_VS_BLOCKS = (("ferry-open-whole", "ferry-open"), ("nfs-rs-whole", "nfs-rs"),
-                   ("local-open-whole", "local-open"))  # fmt: skip
+WHOLE_VS_BLOCKS = (("ferry-open-whole", "ferry-open"), ("ferry-open-whole", "ferry-open-1mib"),
+                   ("nfs-rs-whole", "nfs-rs"), ("local-open-whole", "local-open"))  # fmt: skip
 PEERS = ("nfs-cp", "nfs-rs", "nfs-rs-whole")
 OPS = ("read", "write")
 
@@ -111,6 +114,14 @@ def ferry_open_read(env: Env, name: str) -> int:
 
 def ferry_open_write(env: Env, name: str) -> None:
     transfers.open_write(env.export_url(), name, env.source)
+
+
+def ferry_open_1mib_read(env: Env, name: str) -> int:
+    return transfers.open_pieces_read(env.export_url(), name)
+
+
+def ferry_open_1mib_write(env: Env, name: str) -> None:
+    transfers.open_pieces_write(env.export_url(), name, env.source)
 
 
 def ferry_open_whole_read(env: Env, name: str) -> int:
@@ -185,13 +196,13 @@ def local_whole_write(env: Env, name: str) -> None:
 
 
 READERS: dict[str, Callable[[Env, str], int]] = {
-    "ferry": ferry_read, "ferry-open": ferry_open_read,
+    "ferry": ferry_read, "ferry-open": ferry_open_read, "ferry-open-1mib": ferry_open_1mib_read,
     "ferry-open-whole": ferry_open_whole_read, "nfs-cp": nfscp_read,
     "nfs-rs": nfsrs_read, "nfs-rs-whole": nfsrs_whole_read,
     "local-open": local_read, "local-open-whole": local_whole_read,
 }  # fmt: skip
 WRITERS: dict[str, Callable[[Env, str], None]] = {
-    "ferry": ferry_write, "ferry-open": ferry_open_write,
+    "ferry": ferry_write, "ferry-open": ferry_open_write, "ferry-open-1mib": ferry_open_1mib_write,
     "ferry-open-whole": ferry_open_whole_write, "nfs-cp": nfscp_write,
     "nfs-rs": nfsrs_write, "nfs-rs-whole": nfsrs_whole_write,
     "local-open": local_write, "local-open-whole": local_whole_write,
@@ -273,7 +284,7 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, loca
                 out.append(f"| {LABEL[f]} / {LABEL[p]} | " + " | ".join(cells) + " |")
     pairs = [(w, b) for w, b in WHOLE_VS_BLOCKS if w in clients and b in clients]
     if pairs:
-        out += ["", "| one whole read()/write() against BLOCK pieces | read | write |",
+        out += ["", "| one whole read()/write() against pieces | read | write |",
                 "| --- | --- | --- |"]  # fmt: skip
         for w, b in pairs:
             out.append(f"| {LABEL[w]} / {LABEL[b]} | " + " | ".join(

@@ -2,7 +2,8 @@
 
 ``open()`` streams BLOCK-sized pieces (readinto a reused buffer, write of views), as any
 client with Python file objects does (``read_blocks``/``write_blocks`` serve nfs-rs too),
-or moves the whole file in one ``read()``/``write()`` (the most common Python idiom);
+or 1 MiB pieces with ``read(1 MiB)`` (new bytes each), or moves the whole file in one
+``read()``/``write()`` (the most common Python idiom);
 ``read_file``/``write_file`` move the file in one call.
 """
 
@@ -41,6 +42,24 @@ def open_read(url: str, name: str, size: int) -> int:
 def open_write(url: str, name: str, data: bytes) -> None:
     with ferry.connect(url) as client, client.open(name, "wb") as f:
         write_blocks(f, data)
+
+
+def open_pieces_read(url: str, name: str) -> int:
+    """A loop of ``f.read(1 MiB)`` to end of file, each piece dropped: the chunked loop
+    issue 17 compares the whole-file ``read()`` with."""
+    total = 0
+    with ferry.connect(url) as client, client.open(name, "rb") as f:
+        while piece := f.read(MiB):
+            total += len(piece)
+    return total
+
+
+def open_pieces_write(url: str, name: str, data: bytes) -> None:
+    """``f.write`` of 1 MiB views, the write side of ``open_pieces_read``."""
+    view = memoryview(data)
+    with ferry.connect(url) as client, client.open(name, "wb") as f:
+        for off in range(0, len(view), MiB):
+            f.write(view[off : off + MiB])
 
 
 def open_whole_read(url: str, name: str) -> int:

@@ -32,6 +32,7 @@ def test_client_bench_smoke(tmp_path: Path, libnfs_tools: dict[str, str]) -> Non
     rows = [ln for ln in cp.stdout.splitlines() if ln.startswith("| ") and "MB/s" in ln]
     assert [ln.split(" | ")[0] for ln in rows] == [
         "| Ferry read_file/write_file", "| Ferry open()",
+        "| Ferry open() read()/write() of 1 MiB pieces",
         "| Ferry open() read()/write() whole", "| libnfs nfs-cp (C)",
         "| nfs-rs (Rust)", "| nfs-rs (Rust) read()/write() whole",
         "| no NFS: local file (tmpfs), open()",
@@ -39,8 +40,8 @@ def test_client_bench_smoke(tmp_path: Path, libnfs_tools: dict[str, str]) -> Non
     ], out  # fmt: skip
     assert all(ln.count("MB/s") == 2 for ln in rows), out  # read and write measured
     ratios = [ln for ln in cp.stdout.splitlines() if " / " in ln and "MB/s" not in ln]
-    assert len(ratios) == 9 + 3 and all("–" not in ln for ln in ratios), out  # 3 x 3 peers,
-    # then one whole read()/write() against pieces each for Ferry, nfs-rs and local files
+    assert len(ratios) == 12 + 4 and all("–" not in ln for ln in ratios), out  # 4 x 3 peers,
+    # then one whole read()/write() against pieces: Ferry's twice (BLOCK, 1 MiB), nfs-rs, local
     assert "nproc" in cp.stdout and "nfs-rs 0." in cp.stdout
     assert docs.read_text().count("## NFS clients against NFS-Ganesha") == 1
     assert not (tmp_path / "work").exists() and not (tmp_path / "local").exists()
