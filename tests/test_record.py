@@ -98,6 +98,20 @@ def test_buffer_starts_small_and_grows_for_a_busy_stream() -> None:
     assert 4096 < len(r.get_buffer()) <= 64 * 1024
 
 
+def test_calls_read_one_at_a_time_start_at_the_front_of_the_buffer() -> None:
+    """A read that holds whole records only leaves the next read the whole buffer: a client
+    with one call in flight never has a call split over two reads (nor grows the buffer)."""
+    r = RecordReader()
+    call = frame_bytes(b"c" * 150)
+    for _ in range(100):  # 15 KiB in all: past the first buffer's end several times
+        buf = r.get_buffer()
+        assert len(buf) == 4096
+        buf[: len(call)] = call
+        r.buffer_updated(len(call))
+        assert r.next_record() == b"c" * 150
+        assert not r.incomplete
+
+
 def test_a_small_fragment_larger_than_the_first_buffer_is_assembled() -> None:
     r = RecordReader()
     r.receive_data(frame_bytes(b"x" * 20_000)[:3])  # header split: buffer must grow later

@@ -8,9 +8,10 @@ stuck disk, a store failing over): while it runs, the thread that ran it serves 
 
 The tripwire bounds that risk to one call at a time. Each call run this way is bracketed
 by ``begin``/``end`` (or, for the one thread that runs calls one after another, the event
-loop, timed in its *lane*: ``enter``, ``lap`` after each call, ``leave``: one clock read
-per call); once one has run longer than ``trip`` seconds (seen when it ends, or
-by a watcher thread four times a second while it still runs), the tripwire is *tripped*:
+loop, timed in its *lane*: ``enter``, ``lap`` between calls, ``leave`` after the last,
+which it times too: one clock read per call); once one has run longer than ``trip``
+seconds (seen when it ends, or by a watcher thread four times a second while it still
+runs), the tripwire is *tripped*:
 ``clear()`` answers False and callers send their calls to worker threads until no watched
 call has been slow for ``quiet`` seconds. Calls sent to the workers meanwhile may be
 watched too, with a longer limit of their own (a worker also waits for the GIL and its
@@ -97,8 +98,13 @@ class Tripwire:
         self.busy_since = now
         return now
 
-    def leave(self) -> None:
-        """The lane's thread runs no more calls for now."""
+    def leave(self, began: float = 0.0) -> None:
+        """The lane's thread runs no more calls for now; ``began``, if given: when its last
+        call began, to trip the wire if it was slow (``lap`` and ``leave`` in one call)."""
+        if began:
+            now = time.monotonic()
+            if now - began > self.trip:
+                self._tripped(now, now - began)
         self.busy_since = 0.0
 
     def close(self) -> None:

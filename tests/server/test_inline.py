@@ -168,6 +168,18 @@ def test_the_lane_trips_on_a_slow_call_between_quick_ones() -> None:
     wire.close()
 
 
+def test_the_lane_trips_on_a_slow_last_call_timed_by_leave() -> None:
+    """The loop times its last call of a read with ``leave(began)`` instead of a lap."""
+    wire = Tripwire(0.02, 60.0, "t-leave")
+    wire.leave(wire.enter())  # one quick call
+    assert wire.clear() and wire.trips == 0
+    began = wire.enter()
+    time.sleep(0.05)  # one slow call
+    wire.leave(began)
+    assert wire.trips == 1 and not wire.clear() and wire.busy_since == 0.0
+    wire.close()
+
+
 def test_a_call_watched_with_a_longer_limit_trips_only_past_it() -> None:
     """Calls sent to threads while tripped are watched with a limit of their own: a wait
     for the GIL or a thread is no sign of a stuck disk."""

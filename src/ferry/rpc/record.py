@@ -170,7 +170,12 @@ class RecordReader:
         avail = self._end - self._start - 4
         if avail >= length:  # the whole fragment is here
             begin = self._start + 4
-            self._start = begin + length
+            # Nothing left after it (a call read whole): the next read lands at the front, so
+            # one call at a time never straddles the buffer's end (two reads, a compaction).
+            if avail == length:
+                self._start = self._end = 0
+            else:
+                self._start = begin + length
             if last and not self._fragments:  # a record of one fragment (nearly all calls)
                 self._records.append(bytes(small[begin : begin + length]))
             else:

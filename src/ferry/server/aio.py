@@ -190,14 +190,15 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         if self.answered:
             self._flush()
         route, wire = server.inline.route, server.inline.wire
-        began = 0.0  # when the inline call now running began (0: none yet)
+        began = 0.0  # when the last inline call (or the lap after it) began (0: none yet)
         try:
             while (record := conn.next_call()) is not None:
+                if began:  # time the call before, so that a slow one trips before routing
+                    began = wire.lap(began)
                 how = route(record)
                 if how in (INLINE, TRY):
                     began = began or wire.enter()
                     reply = server.answer(record, self.peer, how == TRY)
-                    began = wire.lap(began)
                     if reply is DEFERRED:
                         server.submit(record, self, False)
                     else:
@@ -208,8 +209,8 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             self._abort(exc)
             return
         finally:
-            if began:
-                wire.leave()
+            if began:  # times the last call (one lap less per read of one call)
+                wire.leave(began)
         if self.answered:
             if began and conn.in_flight >= conn.max_in_flight:  # more calls may wait:
                 if not self.flush_pending:  # let other connections in before more of ours
